@@ -1,0 +1,19 @@
+"""lstmfast: Deeplearning4j's LSTMHelpers ported to typed Cython over BLAS, for the CPU.
+
+Functional API: lstm_forward, lstm_backward. C-level API: `cimport lstmfast.kernels`
+(build with include_dirs=[lstmfast.get_include()]).
+"""
+import os as _os
+
+from ._version import __version__
+from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients, lstm_backward,
+                         lstm_forward)
+
+__all__ = ["__version__", "get_include", "lstm_forward", "lstm_backward", "ForwardResult",
+           "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
+
+
+def get_include():
+    """The directory to add to a downstream extension's include path so that
+    `cimport lstmfast.kernels` finds lstmfast/kernels.pxd (like numpy.get_include())."""
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))

@@ -1,0 +1,321 @@
+"""The functional API: lstm_forward / lstm_backward.
+
+Validate every argument (naming it in the error), convert to one floating dtype, allocate the
+outputs, and make one call into the compiled kernels (lstmfast.kernels), which runs without the
+GIL. Inputs are never written to; they are copied only when the kernels cannot read them in place
+(wrong dtype, misaligned, or weights without unit row stride).
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import kernels as _kernels
+
+__all__ = ["lstm_forward", "lstm_backward", "ForwardResult", "Gradients", "ACTIVATIONS",
+           "GATE_ACTIVATIONS"]
+
+ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
+GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_KERNEL_ERRORS = {-1: "invalid argument", -2: "unknown activation", -3: "too large"}
+
+
+class ForwardResult:
+    """Result of lstm_forward.
+
+    output  [minibatch, h, T] (the seed's fwdPassOutput), last_h and last_c [minibatch, h] (lastAct,
+    lastMemCell: the state to carry into the next call). When made with for_backprop=True it also
+    holds, privately, the cache that lstm_backward reads (the seed's FwdPassReturn arrays).
+    """
+
+    __slots__ = ("output", "last_h", "last_c", "for_backprop", "_cache", "_input_weights",
+                 "_recurrent_weights", "_bias_shape", "_x_shape", "_options")
+
+    def __init__(self, output, last_h, last_c, cache, input_weights, recurrent_weights,
+                 bias_shape, x_shape, options):
+        self.output = output
+        self.last_h = last_h
+        self.last_c = last_c
+        self.for_backprop = cache is not None
+        self._cache = cache
+        self._input_weights = input_weights
+        self._recurrent_weights = recurrent_weights
+        self._bias_shape = bias_shape
+        self._x_shape = x_shape
+        self._options = options
+
+    @property
+    def dtype(self):
+        return self.output.dtype
+
+    def __repr__(self):
+        return (f"ForwardResult(output={self.output.shape}, dtype={self.output.dtype}, "
+                f"for_backprop={self.for_backprop})")
+
+
+class Gradients:
+    """Result of lstm_backward: gradients in the shapes of the forward arguments.
+
+    input_weights [nIn, 4h], recurrent_weights [h, 4h(+3)], bias (shaped as given), input (dL/dx,
+    shaped like x: the seed's epsilonNext), h0 and c0 [minibatch, h] (gradients with respect to
+    the initial state; zeros when truncated BPTT stops before step 0).
+    """
+
+    __slots__ = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
+
+    def __init__(self, input_weights, recurrent_weights, bias, input, h0, c0):
+        self.input_weights = input_weights
+        self.recurrent_weights = recurrent_weights
+        self.bias = bias
+        self.input = input
+        self.h0 = h0
+        self.c0 = c0
+
+    def __repr__(self):
+        return (f"Gradients(input_weights={self.input_weights.shape}, "
+                f"recurrent_weights={self.recurrent_weights.shape}, bias={self.bias.shape}, "
+                f"input={self.input.shape})")
+
+
+# ---------------------------------------------------------------------------------------------
+# validation helpers
+
+def _shape(a):
+    return "[" + ", ".join(str(n) for n in a.shape) + "]"
+
+
+def _decide_dtype(input_weights):
+    dtype = getattr(input_weights, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(input_weights).dtype
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
+                        f"float32 or float64 (the dtype of input_weights decides)")
+    return dtype
+
+
+def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
+    """A NumPy view (or copy) of `value` in `dtype` that the kernels can read in place."""
+    array = np.asarray(value)
+    kind = array.dtype.kind
+    if array.dtype in _FLOAT_DTYPES:
+        pass
+    elif allow_exact_ints and kind in "biu":
+        pass
+    else:
+        raise TypeError(f"{name}: dtype {array.dtype} is not supported; expected float32 or float64"
+                        + (" (or a 0/1 integer or boolean mask)" if allow_exact_ints else ""))
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    if not array.flags.aligned or any(s % array.itemsize for s in array.strides):
+        array = np.array(array, dtype=dtype, order="A", copy=True)
+    return array
+
+
+def _column_major(array):
+    """Weights for BLAS: unit row stride and a leading dimension >= rows (copy if needed)."""
+    item = array.itemsize
+    rows = array.shape[0]
+    if array.strides[0] == item and array.strides[1] >= max(rows, 1) * item:
+        return array
+    return np.asfortranarray(array)
+
+
+def _activation_code(value, name, allowed):
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ValueError(f"{name}: unknown activation {value!r}; valid: {', '.join(allowed)}")
+    return _kernels.ACTIVATION_CODES[value.lower()]
+
+
+def _check_state(value, name, dtype, minibatch, hidden):
+    if value is None:
+        return None
+    state = _as_float_array(value, name, dtype)
+    if state.ndim != 2:
+        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}], "
+                         f"got {_shape(state)}")
+    if state.shape[0] != minibatch:
+        raise ValueError(
+            f"{name}: previous state number of examples = {state.shape[0]} but input array number "
+            f"of examples = {minibatch}. Possible cause: using rnn_time_step() without calling "
+            f"rnn_clear_previous_state() between different sequences?")
+    if state.shape[1] != hidden:
+        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}], "
+                         f"got {_shape(state)}")
+    return state
+
+
+def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
+    if code == 0:
+        return
+    if code == -3:
+        raise ValueError(
+            f"problem too large: minibatch={minibatch}, nIn={n_in}, h={hidden}, T={time_steps}; a "
+            f"BLAS dimension (4h+3 or minibatch*T) or a buffer size exceeds what the BLAS integer "
+            f"of this SciPy build can address")
+    raise ValueError(f"invalid problem: minibatch={minibatch}, nIn={n_in}, h={hidden}, "
+                     f"T={time_steps} ({_KERNEL_ERRORS.get(code, code)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the API
+
+def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
+                 activation="tanh", gate_activation="sigmoid", mask=None, forwards=True,
+                 for_backprop=False):
+    """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
+
+    x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
+    input_weights [nIn, 4h]; recurrent_weights [h, 4h] or [h, 4h+3] (peephole columns wFF, wOO,
+    wGG last); bias [4h] or [1, 4h]. Gate blocks: block input, forget, output, input gate.
+    h0, c0 [minibatch, h]: previous state (None: zeros). mask [minibatch, T] of 0/1.
+    forwards=False processes time in reverse. for_backprop=True keeps what lstm_backward needs.
+    Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
+    """
+    dtype = _decide_dtype(input_weights)
+    W = _as_float_array(input_weights, "input_weights", dtype)
+    if W.ndim != 2:
+        raise ValueError(f"input_weights: expected a 2-D array [nIn, 4h], got {_shape(W)}")
+    RW = _as_float_array(recurrent_weights, "recurrent_weights", dtype)
+    if RW.ndim != 2:
+        raise ValueError(f"recurrent_weights: expected a 2-D array [h, 4h] or [h, 4h+3], "
+                         f"got {_shape(RW)}")
+    hidden = RW.shape[0]
+    if hidden < 1:
+        raise ValueError(f"recurrent_weights: layer size h must be >= 1, got shape {_shape(RW)}")
+    gates = 4 * hidden
+    if peepholes is None:
+        peepholes = RW.shape[1] == gates + 3
+    peepholes = bool(peepholes)
+    expected_rw = gates + 3 if peepholes else gates
+    if RW.shape[1] != expected_rw:
+        raise ValueError(
+            f"recurrent_weights: expected shape [h, {'4h+3' if peepholes else '4h'}] = "
+            f"[{hidden}, {expected_rw}] (peepholes={peepholes}), got {_shape(RW)}")
+    if W.shape[1] != gates:
+        raise ValueError(f"input_weights: expected shape [nIn, 4h] with 4h = {gates} "
+                         f"(h = recurrent_weights.shape[0] = {hidden}), got {_shape(W)}")
+
+    xa = _as_float_array(x, "x", dtype)
+    if xa.ndim not in (2, 3):
+        raise ValueError(f"x: expected [minibatch, nIn, T] or [minibatch, nIn], got {_shape(xa)}")
+    if xa.size == 0:
+        raise ValueError(f"x: Invalid input: not set or 0 length (shape {_shape(xa)})")
+    x_shape = xa.shape
+    x3 = xa[:, :, None] if xa.ndim == 2 else xa
+    minibatch, n_in, time_steps = x3.shape
+    if n_in != W.shape[0]:
+        raise ValueError(
+            f"x: Received input with size(1) = {n_in} (input array shape = {list(x_shape)}); "
+            f"input.size(1) must match layer nIn size (nIn = input_weights.shape[0] = {W.shape[0]})")
+
+    b = _as_float_array(bias, "bias", dtype)
+    if b.shape == (1, gates):
+        b = b[0]
+    if b.shape != (gates,):
+        raise ValueError(f"bias: expected shape [4h] = [{gates}] or [1, {gates}], got {_shape(b)}")
+
+    h0a = _check_state(h0, "h0", dtype, minibatch, hidden)
+    c0a = _check_state(c0, "c0", dtype, minibatch, hidden)
+
+    mask_a = None
+    if mask is not None:
+        mask_a = _as_float_array(mask, "mask", dtype, allow_exact_ints=True)
+        if mask_a.ndim == 1 and time_steps == 1 and mask_a.shape[0] == minibatch:
+            mask_a = mask_a[:, None]
+        if mask_a.shape != (minibatch, time_steps):
+            raise ValueError(f"mask: expected shape [minibatch, T] = [{minibatch}, {time_steps}], "
+                             f"got {_shape(mask_a)}")
+
+    act = _activation_code(activation, "activation", ACTIVATIONS)
+    gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
+    forwards = bool(forwards)
+    for_backprop = bool(for_backprop)
+
+    _raise_for_kernel_verdict(
+        _kernels.check_dims(minibatch, n_in, hidden, time_steps, peepholes, act, gate_act),
+        minibatch, n_in, hidden, time_steps)
+
+    W = _column_major(W)
+    RW = _column_major(RW)
+    output = np.empty((minibatch, hidden, time_steps), dtype=dtype, order="F")
+    last_h = np.empty((minibatch, hidden), dtype=dtype)
+    last_c = np.empty((minibatch, hidden), dtype=dtype)
+    cache = None
+    if for_backprop:
+        cache = np.empty(_kernels.cache_size(minibatch, n_in, hidden, time_steps), dtype=dtype)
+    workspace_size = _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps,
+                                                     for_backprop)
+    workspace = np.empty(workspace_size, dtype=dtype) if workspace_size > 0 else None
+
+    _kernels.forward(x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c, cache, workspace,
+                     peepholes, forwards, act, gate_act)
+
+    options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
+               "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps}
+    return ForwardResult(output, last_h, last_c, cache, W, RW, tuple(np.shape(bias)), x_shape,
+                         options)
+
+
+def lstm_backward(fwd, epsilon, *, tbptt_length=None):
+    """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
+
+    fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
+    epsilon: dL/d(output), [minibatch, h, T] (or [minibatch, h] when T = 1).
+    tbptt_length: None for full BPTT, or k >= 1: only the last k steps (in processing order)
+    are back-propagated.
+    Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
+    """
+    if not isinstance(fwd, ForwardResult):
+        raise TypeError(f"fwd: expected the result of lstm_forward(..., for_backprop=True), "
+                        f"got {type(fwd).__name__}")
+    if not fwd.for_backprop:
+        raise ValueError("fwd: this forward result was made without for_backprop=True; run "
+                         "lstm_forward(..., for_backprop=True) to keep what the backward pass needs")
+    opts = fwd._options
+    W, RW = fwd._input_weights, fwd._recurrent_weights
+    dtype = W.dtype
+    minibatch, time_steps = opts["minibatch"], opts["time_steps"]
+    hidden, n_in = RW.shape[0], W.shape[0]
+
+    eps = _as_float_array(epsilon, "epsilon", dtype)
+    if eps.ndim == 2 and time_steps == 1:
+        eps = eps[:, :, None]
+    if eps.shape != (minibatch, hidden, time_steps):
+        raise ValueError(f"epsilon: expected shape [minibatch, h, T] = "
+                         f"[{minibatch}, {hidden}, {time_steps}] (the forward output's shape), "
+                         f"got {_shape(np.asarray(epsilon))}")
+
+    if tbptt_length is None:
+        tbptt = 0
+    else:
+        if isinstance(tbptt_length, bool):
+            raise TypeError("tbptt_length: expected an integer >= 1 or None, got a bool")
+        try:
+            tbptt = operator.index(tbptt_length)
+        except TypeError:
+            raise TypeError(f"tbptt_length: expected an integer >= 1 or None, "
+                            f"got {type(tbptt_length).__name__}") from None
+        if tbptt < 1:
+            raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
+
+    grad_w = np.empty(W.shape, dtype=dtype, order="F")
+    grad_rw = np.empty(RW.shape, dtype=dtype, order="F")
+    grad_b = np.empty(4 * hidden, dtype=dtype)
+    grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
+    grad_h0 = np.empty((minibatch, hidden), dtype=dtype)
+    grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
+    workspace = np.empty(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps),
+                         dtype=dtype)
+
+    _kernels.backward(W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b, grad_x, grad_h0,
+                      grad_c0, workspace, minibatch, time_steps, opts["peepholes"],
+                      opts["forwards"], opts["activation"], opts["gate_activation"])
+
+    if len(fwd._x_shape) == 2:
+        grad_x = grad_x[:, :, 0]
+    return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0)

@@ -1,0 +1,94 @@
+# C-level API of lstmfast: the port of DL4J's LSTMHelpers (activateHelper, backpropGradientHelper)
+# as `noexcept nogil` functions on raw pointers, for float and double (fused type `floating`).
+#
+# Downstream Cython code:   from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_forward, ...
+# and builds with include_dirs=[lstmfast.get_include()]. See docs/c-api.md for layouts, ownership,
+# thread safety and error codes.
+from cython cimport floating
+from lstmfast._activations cimport (
+    ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_SOFTSIGN, ACT_RELU, ACT_LEAKYRELU, ACT_ELU,
+    ACT_SELU, ACT_SOFTPLUS, ACT_IDENTITY, ACT_HARDTANH, ACT_CUBE, ACT_RECTIFIEDTANH,
+    ACT_RATIONALTANH, ACT_COUNT)
+
+# Return codes of every kernel (sizes functions return -1 instead).
+cdef enum:
+    LSTM_OK = 0
+    LSTM_ERR_ARGUMENT = -1     # a size < 1, a NULL required pointer, a leading dimension too small
+    LSTM_ERR_ACTIVATION = -2   # unknown activation code, or a gate activation not sigmoid/hardsigmoid
+    LSTM_ERR_TOO_LARGE = -3    # a dimension or product does not fit the BLAS integer / address space
+    LSTM_ERR_NO_MEMORY = -4    # workspace was NULL and allocating it failed
+
+# Problem sizes and options; `time_steps` is T (1 for lstm_step).
+ctypedef struct lstm_dims:
+    Py_ssize_t minibatch
+    Py_ssize_t n_in
+    Py_ssize_t hidden
+    Py_ssize_t time_steps
+    int peepholes           # 1: GravesLSTM (recurrent weights [h, 4h+3]); 0: LSTM ([h, 4h])
+    int forwards            # 1: time 0..T-1; 0: T-1..0 (the seed's `forwards` flag)
+    int activation          # ACT_* code of the layer activation (block input and cell output)
+    int gate_activation     # ACT_SIGMOID or ACT_HARDSIGMOID
+
+# Element strides (not bytes) of a strided operand in DL4J's logical layout:
+# x/output/epsilon/grad_input [minibatch, feature, time]; h0/c0/last_h/last_c [minibatch, feature];
+# mask [minibatch, time] (feature unused). Any strides are accepted, including 0 and negative.
+ctypedef struct lstm_strides:
+    Py_ssize_t minibatch
+    Py_ssize_t feature
+    Py_ssize_t time
+
+# Sizes in elements of the buffers the caller provides; -1 if `dims` is invalid or too large.
+cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil
+cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil
+cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil
+cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil
+
+# Forward pass. Weights are column-major: input_weights [n_in, 4h] (leading dimension >= n_in),
+# recurrent_weights [h, 4h(+3)] (ld >= h), bias [4h] with a stride. h0, c0, mask may be NULL
+# (zeros / no mask); last_h, last_c may be NULL (not wanted). `cache` is NULL for inference, or
+# lstm_cache_size(dims) elements that lstm_backward will read. `workspace` is NULL (allocated and
+# freed inside) or lstm_forward_workspace_size(dims, cache != NULL) elements.
+cdef int lstm_forward(const lstm_dims* dims,
+                      const floating* x, lstm_strides x_strides,
+                      const floating* input_weights, Py_ssize_t ld_input_weights,
+                      const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                      const floating* bias, Py_ssize_t bias_stride,
+                      const floating* h0, lstm_strides h0_strides,
+                      const floating* c0, lstm_strides c0_strides,
+                      const floating* mask, lstm_strides mask_strides,
+                      floating* output, lstm_strides output_strides,
+                      floating* last_h, lstm_strides last_h_strides,
+                      floating* last_c, lstm_strides last_c_strides,
+                      floating* cache, floating* workspace) noexcept nogil
+
+# Backward pass over a cache filled by lstm_forward with the same dims and weights. The cache is
+# only read. Gradients are overwritten (not accumulated): grad_input_weights [n_in, 4h],
+# grad_recurrent_weights [h, 4h(+3)] (column-major, with leading dimensions), grad_bias [4h];
+# grad_input [minibatch, n_in, T], grad_h0, grad_c0 [minibatch, h] may be NULL (not wanted).
+# tbptt_length <= 0 means full BPTT; k > 0 back-propagates the last k steps in processing order.
+cdef int lstm_backward(const lstm_dims* dims,
+                       const floating* input_weights, Py_ssize_t ld_input_weights,
+                       const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                       const floating* cache,
+                       const floating* epsilon, lstm_strides epsilon_strides,
+                       Py_ssize_t tbptt_length,
+                       floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                       floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                       floating* grad_bias, Py_ssize_t grad_bias_stride,
+                       floating* grad_input, lstm_strides grad_input_strides,
+                       floating* grad_h0, lstm_strides grad_h0_strides,
+                       floating* grad_c0, lstm_strides grad_c0_strides,
+                       floating* workspace) noexcept nogil
+
+# One streaming step (dims.time_steps must be 1): x [minibatch, n_in]; h_prev/c_prev may be NULL
+# (zeros) and may alias h_out/c_out. workspace: NULL or lstm_forward_workspace_size(dims, 0).
+cdef int lstm_step(const lstm_dims* dims,
+                   const floating* x, lstm_strides x_strides,
+                   const floating* input_weights, Py_ssize_t ld_input_weights,
+                   const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                   const floating* bias, Py_ssize_t bias_stride,
+                   const floating* h_prev, lstm_strides h_prev_strides,
+                   const floating* c_prev, lstm_strides c_prev_strides,
+                   floating* h_out, lstm_strides h_out_strides,
+                   floating* c_out, lstm_strides c_out_strides,
+                   floating* workspace) noexcept nogil
