@@ -57,7 +57,9 @@ extensions = [
     Extension(
         "lstmfast.kernels",
         ["pyx/kernels.pyx"],
-        include_dirs=[numpy.get_include()],
+        depends=["pyx/lstmfast_simd.h", "lstmfast/kernels.pxd", "lstmfast/_blas.pxd",
+                 "lstmfast/_activations.pxd"],
+        include_dirs=[numpy.get_include(), "pyx"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     ),

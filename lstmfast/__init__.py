@@ -9,8 +9,13 @@ from ._version import __version__
 from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients, lstm_backward,
                          lstm_forward)
 
+from .layers import GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional
+from .network import DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd, Adam
+
 __all__ = ["__version__", "get_include", "lstm_forward", "lstm_backward", "ForwardResult",
            "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
+__all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "DenseLayer",
+            "OutputLayer", "RnnOutputLayer", "Sequential", "Sgd", "Adam"]
 
 
 def get_include():

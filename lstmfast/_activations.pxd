@@ -1,27 +1,27 @@
 # Activation functions and their derivatives with DL4J's definitions, inline and typed over
 # float/double. Codes are the public ACT_* values of lstmfast.kernels.
 #
+# Only kernels.pyx cimports this file (it needs pyx/lstmfast_simd.h on the include path).
+#
 # Derivatives take both the pre-activation x and the activation y = f(x): where f' is cheaper from
 # y (tanh, sigmoid) it is computed from y, as the seed does (TimesOneMinus on the gate activation).
 from cython cimport floating
 from libc.math cimport (tanh, tanhf, exp, expf, expm1, expm1f, log1p, log1pf, fabs, fabsf, NAN)
 
-cdef enum:
-    ACT_TANH = 0
-    ACT_SIGMOID = 1
-    ACT_HARDSIGMOID = 2
-    ACT_SOFTSIGN = 3
-    ACT_RELU = 4
-    ACT_LEAKYRELU = 5
-    ACT_ELU = 6
-    ACT_SELU = 7
-    ACT_SOFTPLUS = 8
-    ACT_IDENTITY = 9
-    ACT_HARDTANH = 10
-    ACT_CUBE = 11
-    ACT_RECTIFIEDTANH = 12
-    ACT_RATIONALTANH = 13
-    ACT_COUNT = 14
+from lstmfast.kernels cimport (
+    ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_SOFTSIGN, ACT_RELU, ACT_LEAKYRELU, ACT_ELU,
+    ACT_SELU, ACT_SOFTPLUS, ACT_IDENTITY, ACT_HARDTANH, ACT_CUBE, ACT_RECTIFIEDTANH,
+    ACT_RATIONALTANH)
+
+# Vectorised exp/tanh/sigmoid array functions (pyx/lstmfast_simd.h), AVX2+FMA chosen at run time.
+cdef extern from "lstmfast_simd.h" nogil:
+    void lf_tanh_array_f64(const double* x, double* y, Py_ssize_t n)
+    void lf_sigmoid_array_f64(const double* x, double* y, Py_ssize_t n)
+    void lf_exp_array_f64(const double* x, double* y, Py_ssize_t n)
+    void lf_tanh_array_f32(const float* x, float* y, Py_ssize_t n)
+    void lf_sigmoid_array_f32(const float* x, float* y, Py_ssize_t n)
+    void lf_exp_array_f32(const float* x, float* y, Py_ssize_t n)
+    int lf_select_variant(int allow_avx2)
 
 # DL4J's constants (ActivationLReLU default alpha, ActivationSELU, ActivationRationalTanh).
 cdef extern from *:
@@ -75,7 +75,7 @@ cdef inline floating f_abs(floating x) noexcept nogil:
 
 
 cdef inline floating f_sigmoid(floating x) noexcept nogil:
-    return 1 / (1 + f_exp(-x))
+    return <floating>1 / (<floating>1 + f_exp(-x))
 
 
 cdef inline floating f_hardsigmoid(floating x) noexcept nogil:
@@ -97,7 +97,7 @@ cdef inline floating activate(int kind, floating x) noexcept nogil:
     elif kind == ACT_HARDSIGMOID:
         return f_hardsigmoid(x)
     elif kind == ACT_SOFTSIGN:
-        return x / (1 + f_abs(x))
+        return x / (<floating>1 + f_abs(x))
     elif kind == ACT_RELU:
         return 0 if x <= 0 else x   # max(0, x); NaN stays NaN
     elif kind == ACT_LEAKYRELU:
@@ -130,7 +130,7 @@ cdef inline floating activate(int kind, floating x) noexcept nogil:
         # 1.7159 * t(2x/3), t(y) = sgn(y) (1 - 1/(1 + |y| + y^2 + 1.41645 y^4))
         y = x * <floating>(2.0 / 3.0)
         ax = f_abs(y)
-        ax = 1 - 1 / (1 + ax + y * y + <floating>RATIONALTANH_A * (y * y) * (y * y))
+        ax = <floating>1 - <floating>1 / (<floating>1 + ax + y * y + <floating>RATIONALTANH_A * (y * y) * (y * y))
         if y < 0:
             ax = -ax
         return <floating>RATIONALTANH_SCALE * ax
@@ -141,18 +141,18 @@ cdef inline floating derivative(int kind, floating x, floating y) noexcept nogil
     """f'(x), given y = f(x)."""
     cdef floating t, ax, d
     if kind == ACT_TANH:
-        return 1 - y * y
+        return <floating>1 - y * y
     elif kind == ACT_SIGMOID:
-        return y * (1 - y)
+        return y * (<floating>1 - y)
     elif kind == ACT_HARDSIGMOID:
         return <floating>0.2 if (x > <floating>-2.5 and x < <floating>2.5) else 0
     elif kind == ACT_SOFTSIGN:
-        t = 1 + f_abs(x)
-        return 1 / (t * t)
+        t = <floating>1 + f_abs(x)
+        return <floating>1 / (t * t)
     elif kind == ACT_RELU:
         return 1 if x > 0 else 0
     elif kind == ACT_LEAKYRELU:
-        return 1 if x > 0 else <floating>LEAKYRELU_ALPHA
+        return 1 if x >= 0 else <floating>LEAKYRELU_ALPHA   # DL4J: d1 >= 0 ? 1 : alpha
     elif kind == ACT_ELU:
         return 1 if x > 0 else f_exp(x)
     elif kind == ACT_SELU:
@@ -166,14 +166,63 @@ cdef inline floating derivative(int kind, floating x, floating y) noexcept nogil
     elif kind == ACT_HARDTANH:
         return 0 if (x < -1 or x > 1) else 1
     elif kind == ACT_CUBE:
-        return 3 * x * x
+        return <floating>3 * x * x
     elif kind == ACT_RECTIFIEDTANH:
-        return 1 - y * y if x > 0 else 0
+        return <floating>1 - y * y if x > 0 else 0
     elif kind == ACT_RATIONALTANH:
         # d/dx 1.7159 t(2x/3) = 1.7159 * 2/3 * (1 + 2|y| + 4a|y|^3) / D^2, y = 2x/3
         t = x * <floating>(2.0 / 3.0)
         ax = f_abs(t)
-        d = 1 + ax + t * t + <floating>RATIONALTANH_A * (t * t) * (t * t)
+        d = <floating>1 + ax + t * t + <floating>RATIONALTANH_A * (t * t) * (t * t)
         return (<floating>(RATIONALTANH_SCALE * 2.0 / 3.0)
-                * (1 + 2 * ax + 4 * <floating>RATIONALTANH_A * ax * ax * ax) / (d * d))
+                * (<floating>1 + <floating>2 * ax + <floating>4 * <floating>RATIONALTANH_A * ax * ax * ax) / (d * d))
     return <floating>NAN
+
+
+cdef inline void activate_array(int kind, const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    """y[i] = f(x[i]); the switch is outside the loops so that each loop vectorises."""
+    cdef Py_ssize_t i
+    if kind == ACT_TANH:
+        if floating is float:
+            lf_tanh_array_f32(x, y, n)
+        else:
+            lf_tanh_array_f64(x, y, n)
+    elif kind == ACT_SIGMOID:
+        if floating is float:
+            lf_sigmoid_array_f32(x, y, n)
+        else:
+            lf_sigmoid_array_f64(x, y, n)
+    elif kind == ACT_HARDSIGMOID:
+        for i in range(n):
+            y[i] = f_hardsigmoid(x[i])
+    elif kind == ACT_IDENTITY:
+        for i in range(n):
+            y[i] = x[i]
+    elif kind == ACT_RECTIFIEDTANH:
+        activate_array(ACT_TANH, x, y, n)
+        for i in range(n):
+            y[i] = 0 if y[i] <= 0 else y[i]
+    else:
+        for i in range(n):
+            y[i] = activate(kind, x[i])
+
+
+cdef inline void derivative_array(int kind, const floating* x, const floating* y, floating* out,
+                                  Py_ssize_t n) noexcept nogil:
+    """out[i] = f'(x[i]) given y[i] = f(x[i])."""
+    cdef Py_ssize_t i
+    if kind == ACT_TANH:
+        for i in range(n):
+            out[i] = <floating>1 - y[i] * y[i]
+    elif kind == ACT_SIGMOID:
+        for i in range(n):
+            out[i] = y[i] * (<floating>1 - y[i])
+    elif kind == ACT_HARDSIGMOID:
+        for i in range(n):
+            out[i] = <floating>0.2 if (x[i] > <floating>-2.5 and x[i] < <floating>2.5) else 0
+    elif kind == ACT_IDENTITY:
+        for i in range(n):
+            out[i] = 1
+    else:
+        for i in range(n):
+            out[i] = derivative(kind, x[i], y[i])

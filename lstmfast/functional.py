@@ -242,6 +242,13 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
 
     W = _column_major(W)
     RW = _column_major(RW)
+    if for_backprop:
+        # lstm_backward reads the weights again: keep private copies, so that changing the
+        # caller's arrays in between (an optimizer step) cannot mix old activations with new weights
+        if np.may_share_memory(W, input_weights):
+            W = W.copy(order="F")
+        if np.may_share_memory(RW, recurrent_weights):
+            RW = RW.copy(order="F")
     output = np.empty((minibatch, hidden, time_steps), dtype=dtype, order="F")
     last_h = np.empty((minibatch, hidden), dtype=dtype)
     last_c = np.empty((minibatch, hidden), dtype=dtype)

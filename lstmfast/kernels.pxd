@@ -5,10 +5,24 @@
 # and builds with include_dirs=[lstmfast.get_include()]. See docs/c-api.md for layouts, ownership,
 # thread safety and error codes.
 from cython cimport floating
-from lstmfast._activations cimport (
-    ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_SOFTSIGN, ACT_RELU, ACT_LEAKYRELU, ACT_ELU,
-    ACT_SELU, ACT_SOFTPLUS, ACT_IDENTITY, ACT_HARDTANH, ACT_CUBE, ACT_RECTIFIEDTANH,
-    ACT_RATIONALTANH, ACT_COUNT)
+
+# Activation codes (lstm_dims.activation, lstm_dims.gate_activation), DL4J's definitions.
+cdef enum:
+    ACT_TANH = 0
+    ACT_SIGMOID = 1
+    ACT_HARDSIGMOID = 2       # min(1, max(0, 0.2 x + 0.5))
+    ACT_SOFTSIGN = 3
+    ACT_RELU = 4
+    ACT_LEAKYRELU = 5         # alpha 0.01
+    ACT_ELU = 6               # alpha 1
+    ACT_SELU = 7
+    ACT_SOFTPLUS = 8
+    ACT_IDENTITY = 9
+    ACT_HARDTANH = 10
+    ACT_CUBE = 11
+    ACT_RECTIFIEDTANH = 12    # max(0, tanh x)
+    ACT_RATIONALTANH = 13     # 1.7159 t(2x/3), t(y) = sgn(y) (1 - 1/(1 + |y| + y^2 + 1.41645 y^4))
+    ACT_COUNT = 14
 
 # Return codes of every kernel (sizes functions return -1 instead).
 cdef enum:

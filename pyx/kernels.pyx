@@ -1,39 +1,49 @@
 # cython: language_level=3
 """The port of DL4J's LSTMHelpers (../shared/seed/LSTMHelpers.java) to typed Cython over BLAS.
 
-Internal layout. The seed works on [minibatch, features] slices of [minibatch, features, T]
-arrays, one time step at a time. This port keeps every per-step quantity feature-major (a
-column of 4h gate values per example) and in *processing order* s = 0..T-1 (time t = s going
-forwards, t = T-1-s going backwards), so that
+Internal layout. The seed works on [minibatch, features] slices, one time step at a time, with
+`ifogActivations = input . W + prevOutput . RW` as [minibatch, 4h]. This port keeps that
+orientation (example-major: it is also the fastest for OpenBLAS when the minibatch is small)
+and stacks the steps in *processing order* s = 0..T-1 (time t = s going forwards, t = T-1-s
+going backwards): a per-step quantity with F features is a column-major [mb*S, F] matrix whose
+rows s*mb .. s*mb+mb-1 belong to step s (S steps, leading dimension mb*S). Then
   - the input projection of all steps is one GEMM (seed: `miniBatchData.mmul(inputWeights)` per step),
   - inside the time loop only the recurrent GEMM remains (seed: `Nd4j.gemm(prevOutputActivations,
     recurrentWeightsIFOG, ...)` and, backwards, `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`),
-  - after the backward loop one GEMM each gives dL/dW, dL/dRW and dL/dx,
-  - the element-wise gate code is one pass per step over contiguous memory.
+  - after the backward loop one GEMM each gives dL/dW, dL/dRW and dL/dx (the seed accumulates
+    them step by step),
+  - the element-wise code is one pass per step over the [mb, 4h] block, unit by unit, each loop
+    running over the contiguous minibatch.
 
-Cache written by a forward pass for backprop (the seed's FwdPassReturn), column (s, m) = s*mb + m:
-  xp   [n_in, mb*T]     packed input
-  hs   [h, mb*(T+1)]    slot 0: h0 (or zeros); slot s+1: output at step s (masked)   (prevAct, fwdPassOutputAsArrays)
-  cs   [h, mb*(T+1)]    slot 0: c0 (or zeros); slot s+1: cell state at step s (masked) (prevMemCell, memCellState)
-  z    [4h, mb*T]       gate pre-activations incl. bias and peepholes                  (iz, fz, oz, gz)
-  a    [4h, mb*T]       gate activations                                              (ia, fa, oa, ga)
-  mca  [h, mb*T]        layer activation of the unmasked cell state                   (memCellActivations)
-  mp   [mb*T]           mask in processing order (1 where no mask was given)
+Cache written by a forward pass for backprop (the seed's FwdPassReturn):
+  xp   [mb*T, n_in]      packed input
+  hs   [mb*(T+1), h]     slot 0: h0 (or zeros); slot s+1: output of step s (masked)   (prevAct, fwdPassOutputAsArrays)
+  cs   [mb*(T+1), h]     slot 0: c0 (or zeros); slot s+1: cell state of step s (masked) (prevMemCell, memCellState)
+  z    [mb*T, 4h]        gate pre-activations incl. bias and peepholes                  (iz, fz, oz, gz)
+  a    [mb*T, 4h]        gate activations                                              (ia, fa, oa, ga)
+  mca  [mb*T, h]         layer activation of the unmasked cell state                   (memCellActivations)
+  mp   [mb*T]            mask in processing order (1 where no mask was given)
+Gate blocks in every 4h: [block input i, forget f, output o, input gate g], the seed's [I, F, O, G].
 """
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 from cython cimport floating
 
 cimport numpy as cnp
 import numpy as np
 
 from lstmfast._blas cimport gemm, fits_blas_int
-from lstmfast._activations cimport activate, derivative
+from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
+                                    lf_exp_array_f32, lf_exp_array_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
+                               ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
 cnp.import_array()
+
+import os as _os
+# AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
+_AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
 
 # Inference processes the input projection in chunks of time steps so that its working memory
 # stays bounded for long sequences; about this many elements per chunk (at least one step).
@@ -70,24 +80,26 @@ cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
         return LSTM_ERR_ACTIVATION
     if dims.gate_activation != ACT_SIGMOID and dims.gate_activation != ACT_HARDSIGMOID:
         return LSTM_ERR_ACTIVATION
-    cdef Py_ssize_t columns = _mul(dims.minibatch, dims.time_steps)
+    # BLAS sees m/n/k and leading dimensions among 4h(+3), h, n_in, mb*(T+1)
+    cdef Py_ssize_t rows = _mul(dims.minibatch, _add(dims.time_steps, 1))
     cdef Py_ssize_t gates = _mul(4, dims.hidden)
-    # BLAS sees: m/n/k in {4h(+3), h, n_in, mb, mb*T} and the same as leading dimensions.
-    if columns < 0 or gates < 0 or not fits_blas_int(columns) or not fits_blas_int(gates + 3):
+    if rows < 0 or gates < 0 or not fits_blas_int(rows) or not fits_blas_int(gates + 3):
         return LSTM_ERR_TOO_LARGE
-    if not fits_blas_int(dims.n_in) or not fits_blas_int(dims.hidden):
+    if not fits_blas_int(dims.n_in):
         return LSTM_ERR_TOO_LARGE
-    if lstm_cache_size(dims) < 0:
+    if lstm_cache_size(dims) < 0 or lstm_backward_workspace_size(dims) < 0:
         return LSTM_ERR_TOO_LARGE
     return LSTM_OK
 
 
 cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
+    if dims == NULL:
+        return -1
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    # per column (s, m): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
-    cdef Py_ssize_t per_column = _add(_add(n_in, _mul(9, h)), 1)
+    # per row (s, m): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
+    cdef Py_ssize_t per_row = _add(_add(n_in, _mul(9, h)), 1)
     cdef Py_ssize_t state = _mul(2, _mul(h, _mul(mb, _add(T, 1))))
-    return _add(_mul(per_column, _mul(mb, T)), state)
+    return _add(_mul(per_row, _mul(mb, T)), state)
 
 
 cdef inline Py_ssize_t _inference_chunk(const lstm_dims* dims) noexcept nogil:
@@ -103,201 +115,291 @@ cdef inline Py_ssize_t _inference_chunk(const lstm_dims* dims) noexcept nogil:
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
+    # a contiguous copy of the bias (4h) and the element-wise pass's column scratch (5 mb)
+    cdef Py_ssize_t extra = _add(_mul(4, dims.hidden), _mul(5, dims.minibatch))
     if for_backprop:
-        return 0 if lstm_cache_size(dims) >= 0 else -1
+        return extra if lstm_cache_size(dims) >= 0 else -1
     cdef Py_ssize_t chunk = _inference_chunk(dims)
-    cdef Py_ssize_t per_step = _add(_add(dims.n_in, _mul(4, dims.hidden)), 1)
-    # chunk of packed input, pre-activations and mask; two slots each of h and c
-    return _add(_mul(_mul(per_step, dims.minibatch), chunk),
-                _mul(4, _mul(dims.hidden, dims.minibatch)))
+    cdef Py_ssize_t per_row = _add(_add(dims.n_in, _mul(4, dims.hidden)), 1)
+    # a chunk of packed input, pre-activations and mask; two slots each of h and c
+    return _add(_add(_mul(_mul(per_row, dims.minibatch), chunk),
+                     _mul(4, _mul(dims.hidden, dims.minibatch))), extra)
 
 
 cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, T = dims.time_steps
-    # deltas [4h, mb*T], dL/dx packed [n_in, mb*T], nablaOut + 2 cell errors [h, mb], peephole sums 3h
-    cdef Py_ssize_t columns = _mul(mb, T)
-    return _add(_add(_mul(_add(_mul(4, h), dims.n_in), columns), _mul(3, _mul(h, mb))), _mul(3, h))
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
+    cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
+    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], nablaOut and two cell errors [mb, h],
+    # RW[:, :4h] transposed [4h, h], peephole sums 3h, column scratch 6 mb, ones [mb*T] and
+    # the bias gradient [4h] (column sums of the deltas, as a GEMM)
+    cdef Py_ssize_t total = _mul(rows, _add(_add(_mul(4, h), dims.n_in), 1))
+    total = _add(total, _mul(4, h))
+    total = _add(total, _mul(3, _mul(mb, h)))
+    total = _add(total, _mul(_mul(4, h), h))
+    total = _add(total, _add(_mul(3, h), _mul(6, mb)))
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
-# element-wise step code (one pass per time step over the [4h, mb] gate block)
+# element-wise step code: one pass per step over the [mb, 4h] block, unit by unit
 
-cdef inline void _forward_cells(const lstm_dims* dims, floating* z, floating* a, floating* mca,
-                                const floating* bias, Py_ssize_t bias_stride,
+cdef inline void _forward_cells(const lstm_dims* dims,
+                                floating* z, floating* a, floating* mca, Py_ssize_t ld_gates,
+                                const floating* bias,
                                 const floating* peep_f, const floating* peep_o, const floating* peep_g,
                                 const floating* c_prev, floating* h_cur, floating* c_cur,
-                                const floating* mask_col,
+                                Py_ssize_t ld_state, const floating* mask_col, floating* scratch,
                                 floating* out, lstm_strides out_strides) noexcept nogil:
-    """Gates, cell and output for one step, seed lines 'inputActivations' .. 'prevMemCellState = ...'.
+    """Gates, cell and output of one step: seed lines 'inputActivations' .. 'prevMemCellState = ...'.
 
-    z holds x W + h_prev RW on entry (column m at z + 4h m, blocks [i, f, o, g]); on exit it holds
-    the complete pre-activations (bias and peepholes added). a (4h x mb) and mca (h x mb) are
-    written when not NULL. out (strided, may be NULL) receives the step's output.
+    z [mb, 4h] (leading dimension ld_gates) holds x W + h_prev RW on entry; on exit it holds the
+    complete pre-activations (bias and peepholes added). a [mb, 4h] and mca [mb, h] (same leading
+    dimension) are written when not NULL (for backprop); otherwise `scratch` (5 mb) holds one unit's
+    columns. c_prev, h_cur, c_cur are [mb, h] with leading dimension ld_state. out (strided, may be
+    NULL) receives the step's output.
     """
     cdef Py_ssize_t h = dims.hidden, mb = dims.minibatch, m, k
     cdef int act = dims.activation, gate = dims.gate_activation
-    cdef floating zi, zf, zo, zg, ia, fa, oa, ga, cp, c, cell_act, hv, msk
-    cdef floating* zc
-    cdef floating* ac
-    for m in range(mb):
-        zc = z + 4 * h * m
-        msk = mask_col[m]
-        for k in range(h):
-            cp = c_prev[h * m + k]
-            zi = zc[k] + bias[k * bias_stride]
-            zf = zc[h + k] + bias[(h + k) * bias_stride]
-            zg = zc[3 * h + k] + bias[(3 * h + k) * bias_stride]
-            if peep_f != NULL:
-                # forget and input-gate peepholes on the previous cell state (wFF, wGG)
-                zf = zf + cp * peep_f[k]
-                zg = zg + cp * peep_g[k]
-            ia = activate(act, zi)
-            fa = activate(gate, zf)
-            ga = activate(gate, zg)
-            c = fa * cp + ga * ia
-            zo = zc[2 * h + k] + bias[(2 * h + k) * bias_stride]
-            if peep_o != NULL:
-                # output-gate peephole on the current (unmasked) cell state (wOO)
-                zo = zo + c * peep_o[k]
-            oa = activate(gate, zo)
-            cell_act = activate(act, c)
-            hv = cell_act * oa
-            # masking: h and c both zeroed, as the seed's muliColumnVector(timeStepMaskColumn)
-            hv = hv * msk
-            c = c * msk
-            h_cur[h * m + k] = hv
-            c_cur[h * m + k] = c
-            if a != NULL:
-                zc[k] = zi
-                zc[h + k] = zf
-                zc[2 * h + k] = zo
-                zc[3 * h + k] = zg
-                ac = a + 4 * h * m
-                ac[k] = ia
-                ac[h + k] = fa
-                ac[2 * h + k] = oa
-                ac[3 * h + k] = ga
-                mca[h * m + k] = cell_act
-            if out != NULL:
-                out[m * out_strides.minibatch + k * out_strides.feature] = hv
+    cdef floating c, hv, b_i, b_f, b_o, b_g, w_f, w_o, w_g
+    cdef floating* zi
+    cdef floating* zf
+    cdef floating* zo
+    cdef floating* zg
+    cdef floating* ai
+    cdef floating* af
+    cdef floating* ao
+    cdef floating* ag
+    cdef floating* mc
+    cdef floating* cc
+    cdef floating* hc
+    cdef const floating* cp
+    cdef bint peepholes = peep_f != NULL
+    for k in range(h):
+        zi = z + k * ld_gates
+        zf = z + (h + k) * ld_gates
+        zo = z + (2 * h + k) * ld_gates
+        zg = z + (3 * h + k) * ld_gates
+        if a != NULL:
+            ai = a + k * ld_gates
+            af = a + (h + k) * ld_gates
+            ao = a + (2 * h + k) * ld_gates
+            ag = a + (3 * h + k) * ld_gates
+            mc = mca + k * ld_gates
+        else:
+            ai = scratch
+            af = scratch + mb
+            ao = scratch + 2 * mb
+            ag = scratch + 3 * mb
+            mc = scratch + 4 * mb
+        cp = c_prev + k * ld_state
+        cc = c_cur + k * ld_state
+        hc = h_cur + k * ld_state
+        b_i = bias[k]
+        b_f = bias[h + k]
+        b_o = bias[2 * h + k]
+        b_g = bias[3 * h + k]
+        # bias; forget and input-gate peepholes on the previous cell state (wFF, wGG)
+        if peepholes:
+            w_f = peep_f[k]
+            w_g = peep_g[k]
+            for m in range(mb):
+                zi[m] = zi[m] + b_i
+                zf[m] = (zf[m] + b_f) + cp[m] * w_f
+                zg[m] = (zg[m] + b_g) + cp[m] * w_g
+        else:
+            for m in range(mb):
+                zi[m] = zi[m] + b_i
+                zf[m] = zf[m] + b_f
+                zg[m] = zg[m] + b_g
+        activate_array(act, zi, ai, mb)          # block input
+        activate_array(gate, zf, af, mb)         # forget gate
+        activate_array(gate, zg, ag, mb)         # input gate
+        # c = fa * c_prev + ga * ia; output-gate peephole on the current, unmasked c (wOO)
+        if peepholes:
+            w_o = peep_o[k]
+            for m in range(mb):
+                c = af[m] * cp[m] + ag[m] * ai[m]
+                cc[m] = c
+                zo[m] = (zo[m] + b_o) + c * w_o
+        else:
+            for m in range(mb):
+                cc[m] = af[m] * cp[m] + ag[m] * ai[m]
+                zo[m] = zo[m] + b_o
+        activate_array(gate, zo, ao, mb)         # output gate
+        activate_array(act, cc, mc, mb)          # memCellActivations (unmasked c)
+        # output; the mask zeroes h and c (the seed's muliColumnVector(timeStepMaskColumn))
+        for m in range(mb):
+            hv = (mc[m] * ao[m]) * mask_col[m]
+            hc[m] = hv
+            cc[m] = cc[m] * mask_col[m]
+        if out != NULL:
+            for m in range(mb):
+                out[m * out_strides.minibatch + k * out_strides.feature] = hc[m]
 
 
-cdef inline void _backward_cells(const lstm_dims* dims, const floating* z, const floating* a,
-                                 const floating* mca, const floating* c_prev, const floating* c_cur,
-                                 const floating* mask_col, const floating* nabla_out,
+cdef inline void _backward_cells(const lstm_dims* dims,
+                                 const floating* z, const floating* a, const floating* mca,
+                                 Py_ssize_t ld_gates,
+                                 const floating* c_prev, const floating* c_cur, Py_ssize_t ld_state,
+                                 const floating* mask_col, bint masked_step,
+                                 const floating* nabla_out,
                                  const floating* a_next, const floating* delta_next,
                                  const floating* cell_error_next,
                                  const floating* peep_f, const floating* peep_o, const floating* peep_g,
-                                 floating* delta, floating* cell_error,
-                                 floating* sum_f, floating* sum_o, floating* sum_g) noexcept nogil:
-    """Deltas of one step, seed lines 'nablaCellState' .. 'deltaifogNext.muliColumnVector'.
+                                 floating* delta, Py_ssize_t ld_delta, floating* cell_error,
+                                 floating* sum_f, floating* sum_o, floating* sum_g,
+                                 floating* scratch) noexcept nogil:
+    """Deltas of one step: seed lines 'nablaCellState' .. 'deltaifogNext.muliColumnVector'.
 
-    nabla_out (h x mb) is dL/dh for this step (epsilon plus the recurrent term). a_next,
-    delta_next and cell_error_next are the next processed step's forget activations, masked
-    deltas and cell error, or NULL at the last step. Writes the masked deltas [i, f, o, g]
-    (4h x mb) and this step's cell error; accumulates the peephole gradient sums.
+    nabla_out [mb, h] (leading dimension mb) is dL/dh of this step (epsilon plus the recurrent
+    term). a_next (ld_gates), delta_next (ld_delta) and cell_error_next ([mb, h], ld mb) belong to
+    the next processed step, or are NULL at the last step. Writes this step's masked deltas
+    [i, f, o, g] ([mb, 4h], ld_delta) and its cell error (nablaCellState: not masked, as in the
+    seed); accumulates the peephole gradient sums. masked_step: some mask entry of this step is
+    not 1. scratch: 6 mb.
     """
     cdef Py_ssize_t h = dims.hidden, mb = dims.minibatch, m, k
     cdef int act = dims.activation, gate = dims.gate_activation
-    cdef floating zi, zf, zo, zg, ia, fa, oa, ga, cp, cc, cell_act_stored, nout, msk
-    cdef floating d_o, d_f, d_g, d_i, nabla_c
-    cdef const floating* zc
-    cdef const floating* ac
-    cdef floating* dc
-    for m in range(mb):
-        zc = z + 4 * h * m
-        ac = a + 4 * h * m
-        dc = delta + 4 * h * m
-        msk = mask_col[m]
-        for k in range(h):
-            zi = zc[k]
-            zf = zc[h + k]
-            zo = zc[2 * h + k]
-            zg = zc[3 * h + k]
-            ia = ac[k]
-            fa = ac[h + k]
-            oa = ac[2 * h + k]
-            ga = ac[3 * h + k]
-            cp = c_prev[h * m + k]
-            cc = c_cur[h * m + k]
-            nout = nabla_out[h * m + k]
-            # output gate delta: nablaOut * sigmah(s) * gate'(zo)
-            d_o = (nout * mca[h * m + k]) * derivative(gate, zo, oa)
-            # cell error; the layer activation's derivative is taken at the stored (masked) cell
-            # state, as the seed's afn.backprop(currMemCellState, ...)
-            if msk == 1:
-                cell_act_stored = mca[h * m + k]
-            else:
-                cell_act_stored = activate(act, cc)
-            nabla_c = derivative(act, cc, cell_act_stored) * (oa * nout)
-            if delta_next != NULL and peep_f != NULL:
-                nabla_c = (delta_next[4 * h * m + h + k] * peep_f[k]
-                           + delta_next[4 * h * m + 3 * h + k] * peep_g[k]) + nabla_c
-            if peep_o != NULL:
-                nabla_c = nabla_c + d_o * peep_o[k]
-            if delta_next != NULL:
-                nabla_c = nabla_c + a_next[4 * h * m + h + k] * cell_error_next[h * m + k]
-            cell_error[h * m + k] = nabla_c
-            d_f = derivative(gate, zf, fa) * nabla_c * cp
-            d_g = derivative(gate, zg, ga) * (ia * nabla_c)
-            d_i = derivative(act, zi, ia) * (ga * nabla_c)
-            d_i = d_i * msk
-            d_f = d_f * msk
-            d_o = d_o * msk
-            d_g = d_g * msk
-            dc[k] = d_i
-            dc[h + k] = d_f
-            dc[2 * h + k] = d_o
-            dc[3 * h + k] = d_g
-            if peep_f != NULL:
-                sum_f[k] += d_f * cp
-                sum_g[k] += d_g * cp
-                sum_o[k] += d_o * cc
+    cdef floating d_o, nabla_c, w_f, w_o, w_g, s_f, s_o, s_g
+    cdef const floating* ai
+    cdef const floating* af
+    cdef const floating* ao
+    cdef const floating* ag
+    cdef const floating* mc
+    cdef const floating* cp
+    cdef const floating* cc
+    cdef const floating* no
+    cdef const floating* dn_f
+    cdef const floating* dn_g
+    cdef const floating* an_f
+    cdef const floating* cen
+    cdef floating* di
+    cdef floating* df
+    cdef floating* do_
+    cdef floating* dg
+    cdef floating* ce
+    cdef floating* grad_o = scratch
+    cdef floating* grad_cell = scratch + mb
+    cdef floating* grad_f = scratch + 2 * mb
+    cdef floating* grad_g = scratch + 3 * mb
+    cdef floating* grad_i = scratch + 4 * mb
+    cdef floating* cell_act = scratch + 5 * mb
+    cdef bint peepholes = peep_f != NULL
+    cdef bint has_next = delta_next != NULL
+    w_f = w_o = w_g = 0
+    for k in range(h):
+        ai = a + k * ld_gates
+        af = a + (h + k) * ld_gates
+        ao = a + (2 * h + k) * ld_gates
+        ag = a + (3 * h + k) * ld_gates
+        mc = mca + k * ld_gates
+        cp = c_prev + k * ld_state
+        cc = c_cur + k * ld_state
+        no = nabla_out + k * mb
+        ce = cell_error + k * mb
+        di = delta + k * ld_delta
+        df = delta + (h + k) * ld_delta
+        do_ = delta + (2 * h + k) * ld_delta
+        dg = delta + (3 * h + k) * ld_delta
+        if peepholes:
+            w_f = peep_f[k]
+            w_o = peep_o[k]
+            w_g = peep_g[k]
+        derivative_array(gate, z + (2 * h + k) * ld_gates, ao, grad_o, mb)
+        # the layer activation's derivative at the stored (masked) cell state, as the seed's
+        # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
+        if masked_step:
+            activate_array(act, cc, cell_act, mb)
+            for m in range(mb):
+                cell_act[m] = mc[m] if mask_col[m] == 1 else cell_act[m]
+            derivative_array(act, cc, cell_act, grad_cell, mb)
+        else:
+            derivative_array(act, cc, mc, grad_cell, mb)
+        # output-gate delta and the cell error (nablaCellState)
+        for m in range(mb):
+            d_o = (no[m] * mc[m]) * grad_o[m]
+            do_[m] = d_o
+            ce[m] = grad_cell[m] * (ao[m] * no[m])
+        if peepholes:
+            for m in range(mb):
+                ce[m] = ce[m] + do_[m] * w_o
+        if has_next:
+            dn_f = delta_next + (h + k) * ld_delta
+            dn_g = delta_next + (3 * h + k) * ld_delta
+            an_f = a_next + (h + k) * ld_gates
+            cen = cell_error_next + k * mb
+            if peepholes:
+                for m in range(mb):
+                    ce[m] = (dn_f[m] * w_f + dn_g[m] * w_g) + ce[m]
+            for m in range(mb):
+                ce[m] = ce[m] + an_f[m] * cen[m]
+        # forget, input-gate and block-input deltas; then the mask on all four
+        derivative_array(gate, z + (h + k) * ld_gates, af, grad_f, mb)
+        derivative_array(gate, z + (3 * h + k) * ld_gates, ag, grad_g, mb)
+        derivative_array(act, z + k * ld_gates, ai, grad_i, mb)
+        for m in range(mb):
+            nabla_c = ce[m]
+            df[m] = ((grad_f[m] * nabla_c) * cp[m]) * mask_col[m]
+            dg[m] = (grad_g[m] * (ai[m] * nabla_c)) * mask_col[m]
+            di[m] = (grad_i[m] * (ag[m] * nabla_c)) * mask_col[m]
+            do_[m] = do_[m] * mask_col[m]
+        if peepholes:
+            s_f = 0
+            s_o = 0
+            s_g = 0
+            for m in range(mb):
+                s_f = s_f + df[m] * cp[m]
+                s_g = s_g + dg[m] * cp[m]
+                s_o = s_o + do_[m] * cc[m]
+            sum_f[k] += s_f
+            sum_o[k] += s_o
+            sum_g[k] += s_g
 
 
 # ---------------------------------------------------------------------------------------------
-# forward
+# packing between the caller's strided arrays and the step-stacked layout
 
 cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept nogil:
     return s if dims.forwards else dims.time_steps - 1 - s
 
 
 cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
-                               floating* dst) noexcept nogil:
-    """[minibatch, h] strided -> feature-major [h, minibatch]; zeros if src is NULL."""
-    cdef Py_ssize_t m, k, h = dims.hidden
-    if src == NULL:
-        memset(dst, 0, h * dims.minibatch * sizeof(floating))
-        return
-    for m in range(dims.minibatch):
-        for k in range(h):
-            dst[h * m + k] = src[m * st.minibatch + k * st.feature]
+                               floating* dst, Py_ssize_t ld) noexcept nogil:
+    """[mb, h] strided -> [mb, h] with leading dimension ld; zeros if src is NULL."""
+    cdef Py_ssize_t m, k
+    for k in range(dims.hidden):
+        if src == NULL:
+            for m in range(dims.minibatch):
+                dst[m + k * ld] = 0
+        else:
+            for m in range(dims.minibatch):
+                dst[m + k * ld] = src[m * st.minibatch + k * st.feature]
 
 
-cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, floating* dst,
-                                lstm_strides st) noexcept nogil:
-    cdef Py_ssize_t m, k, h = dims.hidden
+cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, Py_ssize_t ld,
+                                floating* dst, lstm_strides st) noexcept nogil:
+    cdef Py_ssize_t m, k
     if dst == NULL:
         return
-    for m in range(dims.minibatch):
-        for k in range(h):
-            dst[m * st.minibatch + k * st.feature] = src[h * m + k]
+    for k in range(dims.hidden):
+        for m in range(dims.minibatch):
+            dst[m * st.minibatch + k * st.feature] = src[m + k * ld]
 
 
 cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,
                              Py_ssize_t s_begin, Py_ssize_t s_end, floating* xp) noexcept nogil:
-    """x [mb, n_in, T] strided -> xp [n_in, mb*(s_end-s_begin)] in processing order."""
-    cdef Py_ssize_t s, m, i, n_in = dims.n_in, mb = dims.minibatch
+    """x [mb, n_in, T] strided -> xp [mb*(s_end-s_begin), n_in] in processing order."""
+    cdef Py_ssize_t s, m, i, mb = dims.minibatch, ld = mb * (s_end - s_begin)
     cdef const floating* xt
-    cdef floating* col
+    cdef floating* dst
     for s in range(s_begin, s_end):
         xt = x + _time_of(dims, s) * st.time
-        for m in range(mb):
-            col = xp + n_in * (mb * (s - s_begin) + m)
-            for i in range(n_in):
-                col[i] = xt[m * st.minibatch + i * st.feature]
+        for i in range(dims.n_in):
+            dst = xp + mb * (s - s_begin) + i * ld
+            for m in range(mb):
+                dst[m] = xt[m * st.minibatch + i * st.feature]
 
 
 cdef inline void _pack_mask(const lstm_dims* dims, const floating* mask, lstm_strides st,
@@ -308,6 +410,9 @@ cdef inline void _pack_mask(const lstm_dims* dims, const floating* mask, lstm_st
         for m in range(mb):
             mp[mb * (s - s_begin) + m] = 1 if mask == NULL else mask[m * st.minibatch + t * st.time]
 
+
+# ---------------------------------------------------------------------------------------------
+# forward
 
 cdef int lstm_forward(const lstm_dims* dims,
                       const floating* x, lstm_strides x_strides,
@@ -332,13 +437,13 @@ cdef int lstm_forward(const lstm_dims* dims,
         return LSTM_ERR_TOO_LARGE
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    cdef Py_ssize_t G = 4 * h, state = h * mb
+    cdef Py_ssize_t G = 4 * h
     cdef bint for_backprop = cache != NULL
     cdef Py_ssize_t ws_size = lstm_forward_workspace_size(dims, for_backprop)
     cdef floating* owned = NULL
     if ws_size < 0:
         return LSTM_ERR_TOO_LARGE
-    if workspace == NULL and ws_size > 0:
+    if workspace == NULL:
         owned = <floating*>malloc(ws_size * sizeof(floating))
         if owned == NULL:
             return LSTM_ERR_NO_MEMORY
@@ -360,86 +465,74 @@ cdef int lstm_forward(const lstm_dims* dims,
     cdef floating* a = NULL
     cdef floating* mca = NULL
     cdef floating* mp
-    cdef Py_ssize_t chunk
+    cdef Py_ssize_t chunk, ld_state
     if for_backprop:
         chunk = T
+        ld_state = mb * (T + 1)
         xp = cache
         hs = xp + n_in * mb * T
-        cs = hs + state * (T + 1)
-        z = cs + state * (T + 1)
+        cs = hs + h * ld_state
+        z = cs + h * ld_state
         a = z + G * mb * T
         mca = a + G * mb * T
-        mp = mca + state * T
+        mp = mca + h * mb * T
     else:
         chunk = _inference_chunk(dims)
+        ld_state = 2 * mb           # two [mb, h] slots stacked row-wise, used alternately
         xp = workspace
         z = xp + n_in * mb * chunk
         mp = z + G * mb * chunk
-        hs = mp + mb * chunk        # two slots, used alternately
-        cs = hs + 2 * state
+        hs = mp + mb * chunk
+        cs = hs + 2 * h * mb
+    # the element-wise pass reads a contiguous bias and a column scratch at the workspace's end
+    cdef floating* bias_contiguous = workspace + (ws_size - G - 5 * mb)
+    cdef floating* scratch = bias_contiguous + G
+    cdef Py_ssize_t j
+    for j in range(G):
+        bias_contiguous[j] = bias[j * bias_stride]
 
-    _gather_state(dims, h0, h0_strides, hs)
-    _gather_state(dims, c0, c0_strides, cs)
+    _gather_state(dims, h0, h0_strides, hs, ld_state)
+    _gather_state(dims, c0, c0_strides, cs, ld_state)
 
-    cdef Py_ssize_t s0, s1, s, t
+    cdef Py_ssize_t s0, s1, s, t, ld_gates, slot_prev, slot_cur
     cdef floating* z_step
-    cdef floating* h_prev
-    cdef floating* c_prev
-    cdef floating* h_cur
-    cdef floating* c_cur
-    cdef floating* out_step
     cdef bint h_prev_is_zero = h0 == NULL
     s0 = 0
     while s0 < T:
         s1 = s0 + chunk if s0 + chunk < T else T
-        if for_backprop:
-            # one GEMM for the input projection of every step, [4h, mb*T] = W^T xp
-            _pack_input(dims, x, x_strides, 0, T, xp)
-            _pack_mask(dims, mask, mask_strides, 0, T, mp)
-            gemm(c'T', c'N', G, mb * T, n_in, <floating>1, input_weights, ld_input_weights,
-                 xp, n_in, <floating>0, z, G)
-        else:
-            _pack_input(dims, x, x_strides, s0, s1, xp)
-            _pack_mask(dims, mask, mask_strides, s0, s1, mp)
-            gemm(c'T', c'N', G, mb * (s1 - s0), n_in, <floating>1, input_weights, ld_input_weights,
-                 xp, n_in, <floating>0, z, G)
+        ld_gates = mb * (s1 - s0)
+        # one GEMM for the input projection of every step of the chunk: [mb*S, 4h] = xp W
+        _pack_input(dims, x, x_strides, s0, s1, xp)
+        _pack_mask(dims, mask, mask_strides, s0, s1, mp)
+        gemm(c'N', c'N', ld_gates, G, n_in, <floating>1, xp, ld_gates,
+             input_weights, ld_input_weights, <floating>0, z, ld_gates)
         for s in range(s0, s1):
             t = _time_of(dims, s)
             if for_backprop:
-                z_step = z + G * mb * s
-                h_prev = hs + state * s
-                c_prev = cs + state * s
-                h_cur = h_prev + state
-                c_cur = c_prev + state
+                slot_prev = mb * s
+                slot_cur = mb * (s + 1)
             else:
-                z_step = z + G * mb * (s - s0)
-                h_prev = hs + state * (s % 2)
-                c_prev = cs + state * (s % 2)
-                h_cur = hs + state * ((s + 1) % 2)
-                c_cur = cs + state * ((s + 1) % 2)
+                slot_prev = mb * (s % 2)
+                slot_cur = mb * ((s + 1) % 2)
+            z_step = z + mb * (s - s0)
             if not h_prev_is_zero:
                 # ifogActivations += prevOutputActivations . RW[:, 0:4h]
-                gemm(c'T', c'N', G, mb, h, <floating>1, recurrent_weights, ld_recurrent_weights,
-                     h_prev, h, <floating>1, z_step, G)
+                gemm(c'N', c'N', mb, G, h, <floating>1, hs + slot_prev, ld_state,
+                     recurrent_weights, ld_recurrent_weights, <floating>1, z_step, ld_gates)
             h_prev_is_zero = False
-            out_step = NULL if output == NULL else output + t * output_strides.time
             _forward_cells(dims, z_step,
-                           NULL if a == NULL else a + G * mb * s,
-                           NULL if mca == NULL else mca + state * s,
-                           bias, bias_stride, peep_f, peep_o, peep_g,
-                           c_prev, h_cur, c_cur,
-                           mp + mb * (s if for_backprop else s - s0),
-                           out_step, output_strides)
+                           NULL if a == NULL else a + mb * s,
+                           NULL if mca == NULL else mca + mb * s, ld_gates,
+                           bias_contiguous, peep_f, peep_o, peep_g,
+                           cs + slot_prev, hs + slot_cur, cs + slot_cur, ld_state,
+                           mp + mb * (s - s0), scratch,
+                           NULL if output == NULL else output + t * output_strides.time,
+                           output_strides)
         s0 = s1
 
-    if for_backprop:
-        h_cur = hs + state * T
-        c_cur = cs + state * T
-    else:
-        h_cur = hs + state * (T % 2)
-        c_cur = cs + state * (T % 2)
-    _scatter_state(dims, h_cur, last_h, last_h_strides)
-    _scatter_state(dims, c_cur, last_c, last_c_strides)
+    slot_cur = mb * T if for_backprop else mb * (T % 2)
+    _scatter_state(dims, hs + slot_cur, ld_state, last_h, last_h_strides)
+    _scatter_state(dims, cs + slot_cur, ld_state, last_c, last_c_strides)
     free(owned)
     return LSTM_OK
 
@@ -454,7 +547,7 @@ cdef int lstm_step(const lstm_dims* dims,
                    floating* h_out, lstm_strides h_out_strides,
                    floating* c_out, lstm_strides c_out_strides,
                    floating* workspace) noexcept nogil:
-    """A forward pass of one step: the state is read into the workspace before anything is
+    """A forward pass of one step. The state is read into the workspace before anything is
     written, so h_prev/c_prev may alias h_out/c_out."""
     if dims == NULL or dims.time_steps != 1:
         return LSTM_ERR_ARGUMENT
@@ -498,7 +591,7 @@ cdef int lstm_backward(const lstm_dims* dims,
         return LSTM_ERR_TOO_LARGE
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    cdef Py_ssize_t G = 4 * h, state = h * mb
+    cdef Py_ssize_t G = 4 * h, ld_gates = mb * T, ld_state = mb * (T + 1)
     cdef Py_ssize_t ws_size = lstm_backward_workspace_size(dims)
     cdef floating* owned = NULL
     if ws_size < 0:
@@ -512,27 +605,39 @@ cdef int lstm_backward(const lstm_dims* dims,
     # cache regions (see the module docstring)
     cdef const floating* xp = cache
     cdef const floating* hs = xp + n_in * mb * T
-    cdef const floating* cs = hs + state * (T + 1)
-    cdef const floating* z = cs + state * (T + 1)
+    cdef const floating* cs = hs + h * ld_state
+    cdef const floating* z = cs + h * ld_state
     cdef const floating* a = z + G * mb * T
     cdef const floating* mca = a + G * mb * T
-    cdef const floating* mp = mca + state * T
+    cdef const floating* mp = mca + h * mb * T
 
     # the seed's endIdx: steps end_index..T-1 (processing order) are back-propagated
     cdef Py_ssize_t end_index = 0
     if tbptt_length > 0 and tbptt_length < T:
         end_index = T - tbptt_length
     cdef Py_ssize_t steps = T - end_index
+    cdef Py_ssize_t ld_delta = mb * steps
 
-    cdef floating* delta = workspace                      # [4h, mb*steps], step s at column block s-end_index
-    cdef floating* grad_xp = delta + G * mb * T           # [n_in, mb*steps]
-    cdef floating* nabla_out = grad_xp + n_in * mb * T    # [h, mb]
-    cdef floating* cell_error = nabla_out + state         # [h, mb] this step
-    cdef floating* cell_error_next = cell_error + state   # [h, mb] next processed step
-    cdef floating* sum_f = cell_error_next + state
+    cdef floating* delta = workspace                       # [mb*steps, 4h]
+    cdef floating* grad_xp = delta + G * mb * T            # [mb*steps, n_in]
+    cdef floating* nabla_out = grad_xp + n_in * mb * T     # [mb, h]
+    cdef floating* cell_error = nabla_out + h * mb         # [mb, h] this step
+    cdef floating* cell_error_next = cell_error + h * mb   # [mb, h] next processed step
+    cdef floating* rw_t = cell_error_next + h * mb         # [4h, h] = RW[:, :4h]^T
+    cdef floating* sum_f = rw_t + G * h
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
+    cdef floating* scratch = sum_g + h                     # 6 mb
+    cdef floating* ones = scratch + 6 * mb                 # [mb*T]
+    cdef floating* bias_sums = ones + mb * T               # [4h]
     cdef floating* swap
+
+    cdef Py_ssize_t s, t, m, k, j, i
+    # RW^T once, so that the per-step recurrent product is an N,N GEMM (faster in OpenBLAS for
+    # small minibatches than transposing RW inside every call)
+    for k in range(h):
+        for j in range(G):
+            rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
 
     cdef const floating* peep_f = NULL
     cdef const floating* peep_o = NULL
@@ -541,88 +646,96 @@ cdef int lstm_backward(const lstm_dims* dims,
         peep_f = recurrent_weights + G * ld_recurrent_weights
         peep_o = recurrent_weights + (G + 1) * ld_recurrent_weights
         peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
-        memset(sum_f, 0, 3 * h * sizeof(floating))
+    for k in range(3 * h):
+        sum_f[k] = 0
 
-    cdef Py_ssize_t s, t, m, k, j, col
     cdef floating* delta_step
     cdef floating* delta_next
     cdef const floating* eps_t
+    cdef bint masked_step
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
-        delta_step = delta + G * mb * (s - end_index)
-        delta_next = NULL if s == T - 1 else delta_step + G * mb
-        # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, seed's Nd4j.gemm(..., false, true))
+        delta_step = delta + mb * (s - end_index)
+        delta_next = NULL if s == T - 1 else delta_step + mb
+        # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's Nd4j.gemm(..., false, true))
         eps_t = epsilon + t * epsilon_strides.time
-        for m in range(mb):
-            for k in range(h):
-                nabla_out[h * m + k] = eps_t[m * epsilon_strides.minibatch + k * epsilon_strides.feature]
+        for k in range(h):
+            for m in range(mb):
+                nabla_out[m + k * mb] = eps_t[m * epsilon_strides.minibatch + k * epsilon_strides.feature]
         if delta_next != NULL:
-            gemm(c'N', c'N', h, mb, G, <floating>1, recurrent_weights, ld_recurrent_weights,
-                 delta_next, G, <floating>1, nabla_out, h)
-        _backward_cells(dims, z + G * mb * s, a + G * mb * s, mca + state * s,
-                        cs + state * s, cs + state * (s + 1), mp + mb * s, nabla_out,
-                        NULL if delta_next == NULL else a + G * mb * (s + 1), delta_next,
+            gemm(c'N', c'N', mb, h, G, <floating>1, delta_next, ld_delta, rw_t, G,
+                 <floating>1, nabla_out, mb)
+        masked_step = False
+        for m in range(mb):
+            if mp[mb * s + m] != 1:
+                masked_step = True
+        _backward_cells(dims, z + mb * s, a + mb * s, mca + mb * s, ld_gates,
+                        cs + mb * s, cs + mb * (s + 1), ld_state,
+                        mp + mb * s, masked_step, nabla_out,
+                        NULL if delta_next == NULL else a + mb * (s + 1), delta_next,
                         NULL if delta_next == NULL else cell_error_next,
-                        peep_f, peep_o, peep_g, delta_step, cell_error, sum_f, sum_o, sum_g)
+                        peep_f, peep_o, peep_g, delta_step, ld_delta, cell_error,
+                        sum_f, sum_o, sum_g, scratch)
         swap = cell_error_next
         cell_error_next = cell_error
         cell_error = swap
     # cell_error_next now holds the cell error of step end_index
 
     # parameter gradients: one GEMM each over all back-propagated steps
-    cdef Py_ssize_t columns = mb * steps
-    gemm(c'N', c'T', n_in, G, columns, <floating>1, xp + n_in * mb * end_index, n_in,
-         delta, G, <floating>0, grad_input_weights, ld_grad_input_weights)
-    gemm(c'N', c'T', h, G, columns, <floating>1, hs + state * end_index, h,
-         delta, G, <floating>0, grad_recurrent_weights, ld_grad_recurrent_weights)
+    gemm(c'T', c'N', n_in, G, ld_delta, <floating>1, xp + mb * end_index, ld_gates,
+         delta, ld_delta, <floating>0, grad_input_weights, ld_grad_input_weights)
+    gemm(c'T', c'N', h, G, ld_delta, <floating>1, hs + mb * end_index, ld_state,
+         delta, ld_delta, <floating>0, grad_recurrent_weights, ld_grad_recurrent_weights)
     if dims.peepholes:
         for k in range(h):
             grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
             grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
             grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
+    # bias gradient: column sums of the deltas, [1, 4h] = ones^T D
+    for i in range(ld_delta):
+        ones[i] = 1
+    gemm(c'T', c'N', 1, G, ld_delta, <floating>1, ones, ld_delta, delta, ld_delta,
+         <floating>0, bias_sums, 1)
     for j in range(G):
-        grad_bias[j * grad_bias_stride] = 0
-    for col in range(columns):
-        for j in range(G):
-            grad_bias[j * grad_bias_stride] += delta[G * col + j]
+        grad_bias[j * grad_bias_stride] = bias_sums[j]
 
-    # dL/dx (the seed's epsilonNext), masked at masked steps, zero before end_index
+    # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t
     cdef const floating* gcol
-    cdef floating msk
     if grad_input != NULL:
-        gemm(c'N', c'N', n_in, columns, G, <floating>1, input_weights, ld_input_weights,
-             delta, G, <floating>0, grad_xp, n_in)
+        gemm(c'N', c'T', ld_delta, n_in, G, <floating>1, delta, ld_delta,
+             input_weights, ld_input_weights, <floating>0, grad_xp, ld_delta)
         for s in range(T):
             t = _time_of(dims, s)
             gx_t = grad_input + t * grad_input_strides.time
-            for m in range(mb):
+            for i in range(n_in):
                 if s < end_index:
-                    for k in range(n_in):
-                        gx_t[m * grad_input_strides.minibatch + k * grad_input_strides.feature] = 0
+                    for m in range(mb):
+                        gx_t[m * grad_input_strides.minibatch + i * grad_input_strides.feature] = 0
                 else:
-                    gcol = grad_xp + n_in * (mb * (s - end_index) + m)
-                    msk = mp[mb * s + m]
-                    for k in range(n_in):
-                        gx_t[m * grad_input_strides.minibatch + k * grad_input_strides.feature] = gcol[k] * msk
+                    gcol = grad_xp + mb * (s - end_index) + i * ld_delta
+                    for m in range(mb):
+                        gx_t[m * grad_input_strides.minibatch + i * grad_input_strides.feature] = (
+                            gcol[m] * mp[mb * s + m])
 
     # gradients with respect to the initial state (beyond the seed)
     cdef floating value
     if end_index == 0:
         if grad_h0 != NULL:
-            gemm(c'N', c'N', h, mb, G, <floating>1, recurrent_weights, ld_recurrent_weights,
-                 delta, G, <floating>0, nabla_out, h)
-            _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
+            gemm(c'N', c'N', mb, h, G, <floating>1, delta, ld_delta, rw_t, G,
+                 <floating>0, nabla_out, mb)
+            _scatter_state(dims, nabla_out, mb, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
-            for m in range(mb):
-                for k in range(h):
-                    value = mp[m] * a[G * m + h + k] * cell_error_next[h * m + k]
+            for k in range(h):
+                for m in range(mb):
+                    value = mp[m] * a[m + (h + k) * ld_gates] * cell_error_next[m + k * mb]
                     if dims.peepholes:
-                        value = value + (delta[G * m + h + k] * peep_f[k] + delta[G * m + 3 * h + k] * peep_g[k])
+                        value = value + (delta[m + (h + k) * ld_delta] * peep_f[k]
+                                         + delta[m + (3 * h + k) * ld_delta] * peep_g[k])
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = value
     else:
-        for m in range(mb):
-            for k in range(h):
+        for k in range(h):
+            for m in range(mb):
                 if grad_h0 != NULL:
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
                 if grad_c0 != NULL:
@@ -803,3 +916,45 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
                                  gx, gh0, gc0, workspace)
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
+
+
+def simd_variant():
+    """The variant of the vectorised exp/tanh/sigmoid in use: 'avx2+fma' or 'portable'."""
+    return "avx2+fma" if _AVX2_ACTIVE else "portable"
+
+
+def vector_math(str function, values):
+    """Apply the kernels' vectorised 'exp', 'tanh' or 'sigmoid' to a float32/float64 array
+    (for tests and diagnostics); returns a new array."""
+    cdef cnp.ndarray x = np.ascontiguousarray(values)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        raise TypeError(f"values: expected float32 or float64, got {x.dtype}")
+    cdef cnp.ndarray y = np.empty_like(x)
+    cdef Py_ssize_t n = x.size
+    cdef int kind
+    if function == "tanh":
+        kind = 0
+    elif function == "sigmoid":
+        kind = 1
+    elif function == "exp":
+        kind = 2
+    else:
+        raise ValueError(f"function: expected 'exp', 'tanh' or 'sigmoid', got {function!r}")
+    if x.dtype == np.float32:
+        with nogil:
+            _vector_math_typed(<const float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(y), n, kind)
+    else:
+        with nogil:
+            _vector_math_typed(<const double*>cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(y), n, kind)
+    return y
+
+
+cdef void _vector_math_typed(const floating* x, floating* y, Py_ssize_t n, int kind) noexcept nogil:
+    if kind == 0:
+        activate_array(ACT_TANH, x, y, n)
+    elif kind == 1:
+        activate_array(ACT_SIGMOID, x, y, n)
+    elif floating is float:
+        lf_exp_array_f32(x, y, n)
+    else:
+        lf_exp_array_f64(x, y, n)
