@@ -22,6 +22,7 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_sigmoid_array_f32(const float* x, float* y, Py_ssize_t n)
     void lf_exp_array_f32(const float* x, float* y, Py_ssize_t n)
     int lf_select_variant(int allow_avx2)
+    int lf_load_flag(const int* flag)
 
 # DL4J's constants (ActivationLReLU default alpha, ActivationSELU, ActivationRationalTanh).
 cdef extern from *:

@@ -8,6 +8,7 @@ GIL. Inputs are never written to; they are copied only when the kernels cannot r
 from __future__ import annotations
 
 import operator
+import threading
 
 import numpy as np
 
@@ -149,6 +150,46 @@ def _check_state(value, name, dtype, minibatch, hidden):
     return state
 
 
+def _check_finite(arrays):
+    for name, array in arrays:
+        if array is not None and not np.isfinite(array).all():
+            raise ValueError(f"{name}: contains NaN or Inf (check_finite=True)")
+
+
+# Passes estimated above this many floating-point operations run in a worker thread while the
+# calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
+_INTERRUPTIBLE_FLOPS = 5e7
+
+
+def _run_kernel(call, flops):
+    """Run `call(cancel)` (a kernel entry that releases the GIL). Long passes started from the
+    main thread run in a worker; KeyboardInterrupt in the main thread sets the cancel flag,
+    waits for the kernel to stop at its next time step, and propagates."""
+    if flops < _INTERRUPTIBLE_FLOPS or threading.current_thread() is not threading.main_thread():
+        call(None)
+        return
+    cancel = np.zeros(1, dtype=np.intc)
+    failure = []
+
+    def work():
+        try:
+            call(cancel)
+        except BaseException as error:  # handed to the calling thread below
+            failure.append(error)
+
+    worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except KeyboardInterrupt:
+        cancel[0] = 1
+        worker.join()
+        raise
+    if failure:
+        raise failure[0]
+
+
 def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
     if code == 0:
         return
@@ -166,7 +207,7 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
 
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, forwards=True,
-                 for_backprop=False):
+                 for_backprop=False, check_finite=False):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -174,6 +215,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     wGG last); bias [4h] or [1, 4h]. Gate blocks: block input, forget, output, input gate.
     h0, c0 [minibatch, h]: previous state (None: zeros). mask [minibatch, T] of 0/1.
     forwards=False processes time in reverse. for_backprop=True keeps what lstm_backward needs.
+    check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
+    IEEE arithmetic says).
     Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
     """
     dtype = _decide_dtype(input_weights)
@@ -259,8 +302,13 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                                                      for_backprop)
     workspace = np.empty(workspace_size, dtype=dtype) if workspace_size > 0 else None
 
-    _kernels.forward(x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c, cache, workspace,
-                     peepholes, forwards, act, gate_act)
+    if check_finite:
+        _check_finite([("x", x3), ("input_weights", W), ("recurrent_weights", RW), ("bias", b),
+                       ("h0", h0a), ("c0", c0a), ("mask", mask_a)])
+    flops = 2.0 * minibatch * time_steps * gates * (n_in + hidden)
+    _run_kernel(lambda cancel: _kernels.forward(
+        x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c, cache, workspace, peepholes,
+        forwards, act, gate_act, cancel), flops)
 
     options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
                "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps}
@@ -268,13 +316,13 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                          options)
 
 
-def lstm_backward(fwd, epsilon, *, tbptt_length=None):
+def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
     epsilon: dL/d(output), [minibatch, h, T] (or [minibatch, h] when T = 1).
     tbptt_length: None for full BPTT, or k >= 1: only the last k steps (in processing order)
-    are back-propagated.
+    are back-propagated. check_finite=True raises ValueError for NaN/Inf in epsilon.
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -319,9 +367,13 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None):
     workspace = np.empty(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps),
                          dtype=dtype)
 
-    _kernels.backward(W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b, grad_x, grad_h0,
-                      grad_c0, workspace, minibatch, time_steps, opts["peepholes"],
-                      opts["forwards"], opts["activation"], opts["gate_activation"])
+    if check_finite:
+        _check_finite([("epsilon", eps)])
+    flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
+    _run_kernel(lambda cancel: _kernels.backward(
+        W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b, grad_x, grad_h0, grad_c0,
+        workspace, minibatch, time_steps, opts["peepholes"], opts["forwards"],
+        opts["activation"], opts["gate_activation"], cancel), flops)
 
     if len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]

@@ -31,6 +31,7 @@ cdef enum:
     LSTM_ERR_ACTIVATION = -2   # unknown activation code, or a gate activation not sigmoid/hardsigmoid
     LSTM_ERR_TOO_LARGE = -3    # a dimension or product does not fit the BLAS integer / address space
     LSTM_ERR_NO_MEMORY = -4    # workspace was NULL and allocating it failed
+    LSTM_ERR_CANCELLED = -5    # stopped on request (only the Python entry asks for this)
 
 # Problem sizes and options; `time_steps` is T (1 for lstm_step).
 ctypedef struct lstm_dims:

@@ -34,9 +34,10 @@ import numpy as np
 
 from lstmfast._blas cimport gemm, fits_blas_int
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
-                                    lf_exp_array_f32, lf_exp_array_f64)
+                                    lf_exp_array_f32, lf_exp_array_f64, lf_load_flag)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
+                               LSTM_ERR_CANCELLED,
                                ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
 cnp.import_array()
@@ -426,6 +427,26 @@ cdef int lstm_forward(const lstm_dims* dims,
                       floating* last_h, lstm_strides last_h_strides,
                       floating* last_c, lstm_strides last_c_strides,
                       floating* cache, floating* workspace) noexcept nogil:
+    return _forward_impl(dims, x, x_strides, input_weights, ld_input_weights, recurrent_weights,
+                         ld_recurrent_weights, bias, bias_stride, h0, h0_strides, c0, c0_strides,
+                         mask, mask_strides, output, output_strides, last_h, last_h_strides,
+                         last_c, last_c_strides, cache, workspace, NULL)
+
+
+cdef int _forward_impl(const lstm_dims* dims,
+                      const floating* x, lstm_strides x_strides,
+                      const floating* input_weights, Py_ssize_t ld_input_weights,
+                      const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                      const floating* bias, Py_ssize_t bias_stride,
+                      const floating* h0, lstm_strides h0_strides,
+                      const floating* c0, lstm_strides c0_strides,
+                      const floating* mask, lstm_strides mask_strides,
+                      floating* output, lstm_strides output_strides,
+                      floating* last_h, lstm_strides last_h_strides,
+                      floating* last_c, lstm_strides last_c_strides,
+                      floating* cache, floating* workspace, const int* cancel) noexcept nogil:
+    """lstm_forward; `cancel` (may be NULL) is polled once per time step: nonzero stops the pass
+    with LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C)."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
@@ -507,6 +528,9 @@ cdef int lstm_forward(const lstm_dims* dims,
         gemm(c'N', c'N', ld_gates, G, n_in, <floating>1, xp, ld_gates,
              input_weights, ld_input_weights, <floating>0, z, ld_gates)
         for s in range(s0, s1):
+            if cancel != NULL and lf_load_flag(cancel):
+                free(owned)
+                return LSTM_ERR_CANCELLED
             t = _time_of(dims, s)
             if for_backprop:
                 slot_prev = mb * s
@@ -577,6 +601,28 @@ cdef int lstm_backward(const lstm_dims* dims,
                        floating* grad_h0, lstm_strides grad_h0_strides,
                        floating* grad_c0, lstm_strides grad_c0_strides,
                        floating* workspace) noexcept nogil:
+    return _backward_impl(dims, input_weights, ld_input_weights, recurrent_weights,
+                          ld_recurrent_weights, cache, epsilon, epsilon_strides, tbptt_length,
+                          grad_input_weights, ld_grad_input_weights, grad_recurrent_weights,
+                          ld_grad_recurrent_weights, grad_bias, grad_bias_stride, grad_input,
+                          grad_input_strides, grad_h0, grad_h0_strides, grad_c0, grad_c0_strides,
+                          workspace, NULL)
+
+
+cdef int _backward_impl(const lstm_dims* dims,
+                       const floating* input_weights, Py_ssize_t ld_input_weights,
+                       const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                       const floating* cache,
+                       const floating* epsilon, lstm_strides epsilon_strides,
+                       Py_ssize_t tbptt_length,
+                       floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                       floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                       floating* grad_bias, Py_ssize_t grad_bias_stride,
+                       floating* grad_input, lstm_strides grad_input_strides,
+                       floating* grad_h0, lstm_strides grad_h0_strides,
+                       floating* grad_c0, lstm_strides grad_c0_strides,
+                       floating* workspace, const int* cancel) noexcept nogil:
+    """lstm_backward; `cancel` as in _forward_impl."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
@@ -654,6 +700,9 @@ cdef int lstm_backward(const lstm_dims* dims,
     cdef const floating* eps_t
     cdef bint masked_step
     for s in range(T - 1, end_index - 1, -1):
+        if cancel != NULL and lf_load_flag(cancel):
+            free(owned)
+            return LSTM_ERR_CANCELLED
         t = _time_of(dims, s)
         delta_step = delta + mb * (s - end_index)
         delta_next = NULL if s == T - 1 else delta_step + mb
@@ -828,7 +877,7 @@ def check_dims(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssiz
 cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW,
                         cnp.ndarray b, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray mask,
                         cnp.ndarray out, cnp.ndarray last_h, cnp.ndarray last_c,
-                        cnp.ndarray cache, cnp.ndarray workspace):
+                        cnp.ndarray cache, cnp.ndarray workspace, cnp.ndarray cancel):
     cdef lstm_strides xs = _strides(x, 3), hs = _strides(h0, 2), cs = _strides(c0, 2)
     cdef lstm_strides ms = _strides(mask, 1), os = _strides(out, 3)
     cdef lstm_strides lhs = _strides(last_h, 2), lcs = _strides(last_c, 2)
@@ -846,30 +895,34 @@ cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray 
     cdef floating* plc = <floating*>_data(last_c)
     cdef floating* pcache = <floating*>_data(cache)
     cdef floating* pws = <floating*>_data(workspace)
+    cdef const int* pcancel = <const int*>_data(cancel)
     cdef int status
     with nogil:
-        status = lstm_forward(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0, cs,
-                              pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws)
+        status = _forward_impl(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0, cs,
+                               pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws, pcancel)
     return status
 
 
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
-            bint peepholes, bint forwards, int activation, int gate_activation):
+            bint peepholes, bint forwards, int activation, int gate_activation, cancel=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
-    last_h, last_c, cache may be None; out [mb, h, T] is written. Raises RuntimeError on a kernel
-    error code (the Python layer validates first, so this signals a bug or an impossible size).
+    last_h, last_c, cache may be None; out [mb, h, T] is written. cancel: None or a one-element
+    int32 array polled each step (nonzero: stop, raising KeyboardInterrupt). Raises RuntimeError
+    on any other kernel error code (the Python layer validates first, so that signals a bug).
     """
     cdef lstm_dims d = _dims(x.shape[0], x.shape[1], RW.shape[0], x.shape[2], peepholes, forwards,
                              activation, gate_activation)
     cdef int status
     if x.dtype == np.float32:
         status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace)
+                                cache, workspace, cancel)
     else:
         status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace)
+                                cache, workspace, cancel)
+    if status == LSTM_ERR_CANCELLED:
+        raise KeyboardInterrupt("lstm_forward interrupted")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_forward failed: {ERROR_MESSAGES.get(status, status)}")
 
@@ -877,7 +930,8 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
 cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray RW,
                          cnp.ndarray cache, cnp.ndarray eps, Py_ssize_t tbptt,
                          cnp.ndarray gW, cnp.ndarray gRW, cnp.ndarray gb, cnp.ndarray gx,
-                         cnp.ndarray gh0, cnp.ndarray gc0, cnp.ndarray workspace):
+                         cnp.ndarray gh0, cnp.ndarray gc0, cnp.ndarray workspace,
+                         cnp.ndarray cancel):
     cdef lstm_strides es = _strides(eps, 3), gxs = _strides(gx, 3)
     cdef lstm_strides ghs = _strides(gh0, 2), gcs = _strides(gc0, 2)
     cdef Py_ssize_t ld_w = W.strides[1] // W.itemsize, ld_rw = RW.strides[1] // RW.itemsize
@@ -894,26 +948,30 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
     cdef floating* pgh = <floating*>_data(gh0)
     cdef floating* pgc = <floating*>_data(gc0)
     cdef floating* pws = <floating*>_data(workspace)
+    cdef const int* pcancel = <const int*>_data(cancel)
     cdef int status
     with nogil:
-        status = lstm_backward(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
-                               pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws)
+        status = _backward_impl(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
+                                pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws,
+                                pcancel)
     return status
 
 
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
-             bint peepholes, bint forwards, int activation, int gate_activation):
+             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None):
     """Run lstm_backward on validated arrays (see `forward`); gradients are overwritten."""
     cdef lstm_dims d = _dims(minibatch, W.shape[0], RW.shape[0], time_steps, peepholes, forwards,
                              activation, gate_activation)
     cdef int status
     if W.dtype == np.float32:
         status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace)
+                                 gx, gh0, gc0, workspace, cancel)
     else:
         status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace)
+                                 gx, gh0, gc0, workspace, cancel)
+    if status == LSTM_ERR_CANCELLED:
+        raise KeyboardInterrupt("lstm_backward interrupted")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
 

@@ -232,4 +232,11 @@ static int lf_select_variant(int allow_avx2)
     return 0;
 }
 
+/* A flag another thread may set while a pass runs (Ctrl-C from the Python entry): read it anew
+ * each time. */
+static inline int lf_load_flag(const int* flag)
+{
+    return *(const volatile int*)flag;
+}
+
 #endif /* LSTMFAST_SIMD_H */
