@@ -872,7 +872,7 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
     workspace), sized by the kernels' own size functions:
 
     * forward: ``output`` ``[mb, h, T]``, ``last_h``, ``last_c``; with ``for_backprop`` the cache
-      (``kernels.cache_size``), otherwise the inference workspace
+      (``kernels.cache_size``) and private copies of ``W`` and ``RW``, otherwise the inference workspace
       (``kernels.forward_workspace_size``), freed on return;
     * backward: the parameter gradients, dL/dx ``[mb, nIn, T]``, dL/dh0, dL/dc0 and the backward
       workspace (``kernels.backward_workspace_size``, freed on return);
@@ -896,7 +896,9 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
     # the keep-mask and the masked weights stay alive; while drawing: float64 uniforms + booleans
     dropped_weights = 2 * n_w * itemsize if drop_connect else 0
     drop_draw_peak = n_w * 8 + n_w if drop_connect else 0
-    record = output + state + cache
+    # lstm_forward(for_backprop=True) keeps private copies of W and RW for lstm_backward
+    weight_copies = (n_in * 4 * h + h * (4 * h + (3 if peepholes else 0))) * itemsize
+    record = output + state + cache + weight_copies
     backward_peak = parameter_gradients + input_gradient + state_gradients + backward_workspace
     return {
         "output": output,
