@@ -23,6 +23,16 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_exp_array_f32(const float* x, float* y, Py_ssize_t n)
     int lf_select_variant(int allow_avx2)
     int lf_load_flag(const int* flag)
+    void lf_prefetch_run(const void* p, Py_ssize_t nbytes)
+    # the recurrent GEMM on weights packed once per pass (AVX2+FMA only)
+    int lf_packed_gemm_available
+    Py_ssize_t lf_packed_size(Py_ssize_t K, Py_ssize_t N)
+    void lf_pack_b_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)
+    void lf_pack_b_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
+    void lf_gemm_packed_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
+                            const float* Bp, float* C, Py_ssize_t ldc)
+    void lf_gemm_packed_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
+                            const double* Bp, double* C, Py_ssize_t ldc)
 
 # DL4J's constants (ActivationLReLU default alpha, ActivationSELU, ActivationRationalTanh).
 cdef extern from *:

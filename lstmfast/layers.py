@@ -17,12 +17,32 @@ Parameter layout (DL4J's, so that flat parameter vectors are interchangeable):
 * ``layer.gradients`` has the same layout;
 * GravesBidirectionalLSTM: ``WF, RWF, bF, WB, RWB, bB``; the Bidirectional wrapper: the
   forward layer's parameters, then the backward layer's (DL4J keys ``fW, fRW, fb, bW, bRW, bb``).
+
+Threads. A layer keeps per-call state (the record of the last training pass, the streaming
+and truncated-BPTT states, the gradients), so one layer object must not run two calls at once.
+Every call that reads or changes that state (``forward``, ``backward``, ``rnn_time_step``,
+``rnn_activate_using_stored_state``, ``rnn_set_previous_state``, ``rnn_clear_previous_state``,
+``reset_parameters`` and assigning ``params``) holds the layer for its duration, without
+waiting: a second thread calling into a layer that is in use gets
+:class:`ConcurrentUseError` (a ``RuntimeError``: "layer is in use by another thread") at once,
+and the layer is left exactly as the running call leaves it. Nothing is corrupted and nothing
+blocks; the caller decides whether to retry, wait on its own lock, or use one layer per thread
+(layers are cheap; share the weights by copying ``params``). The guard is per call: a training
+step is two calls (``forward(x, training=True)`` then ``backward``), and another thread's
+training ``forward`` in between replaces the record the ``backward`` uses, so give each thread
+its own layer (or train through a ``Sequential``, whose ``fit_batch`` holds every layer for the
+whole step). Writing into ``params`` / ``W`` / ``RW`` / ``b`` in place while a pass runs in
+another thread is not detected (the pass may see old or new values). Passes on *different*
+layers, or ``lstm_forward``/``lstm_backward`` calls sharing read-only weights, run in parallel
+(the kernels release the GIL) and give bit for bit the results of running them one by one.
 """
 
 import abc
 import dataclasses
+import functools
 import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -37,6 +57,7 @@ __all__ = [
     "Bidirectional",
     "LayerMemoryReport",
     "UnsupportedOperationError",
+    "ConcurrentUseError",
     "CACHE_MODES",
     "LAYER_ACTIVATIONS",
     "GATE_ACTIVATIONS",
@@ -55,6 +76,65 @@ CACHE_MODES = ("NONE", "SINGLE", "HOST", "DEVICE")
 class UnsupportedOperationError(RuntimeError):
     """An operation the layer cannot do by construction (DL4J's UnsupportedOperationException),
     e.g. streaming or truncated BPTT through a bidirectional layer."""
+
+
+class ConcurrentUseError(RuntimeError):
+    """A layer (or network) was called while another thread was inside a call on it. Raised at
+    once, before anything is changed; the running call is not disturbed."""
+
+
+# --------------------------------------------------------------------------------------
+# the in-use guard (see "Threads" in the module docstring)
+
+_GUARD_CREATION = threading.Lock()
+
+
+def _in_use_lock(obj):
+    """The object's re-entrant in-use lock, made on first use (so that every constructor,
+    copy and unpickled object gets one without having to ask for it)."""
+    lock = obj.__dict__.get("_in_use_lock")
+    if lock is None:
+        with _GUARD_CREATION:
+            lock = obj.__dict__.get("_in_use_lock")
+            if lock is None:
+                lock = threading.RLock()
+                obj.__dict__["_in_use_lock"] = lock
+    return lock
+
+
+def _exclusive(method):
+    """Run ``method`` holding the object's in-use lock; raise ConcurrentUseError, without
+    waiting, if another thread holds it (the same thread may re-enter: containers call their
+    layers, layers call their own guarded methods)."""
+    what = method.__name__
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        lock = _in_use_lock(self)
+        if not lock.acquire(blocking=False):
+            kind = "network" if getattr(self, "_guard_noun", "layer") == "network" else "layer"
+            raise ConcurrentUseError(
+                f"{type(self).__name__}.{what}: {kind} is in use by another thread (a call on it is "
+                f"still running). A {kind} keeps per-call state and runs one call at a time: use one "
+                f"{kind} per thread, or serialise the calls with your own lock")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            lock.release()
+
+    return guarded
+
+
+class _Guarded:
+    """Objects with an in-use lock: the lock is not part of their pickled or copied state."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_in_use_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +329,7 @@ def _updater_state_size(updater, n_params):
 # base class: flat parameter storage
 
 
-class _FlatParameterLayer(abc.ABC):
+class _FlatParameterLayer(_Guarded, abc.ABC):
     """A layer whose parameters (and gradients) are one flat array with named views."""
 
     n_in: int
@@ -290,6 +370,7 @@ class _FlatParameterLayer(abc.ABC):
         return self._param_array
 
     @params.setter
+    @_exclusive
     def params(self, values):
         arr = np.asarray(values)
         n = self.num_params()
@@ -402,6 +483,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         n_w, n_rw, n_b = self._sizes()
         return np.concatenate([np.ones(n_w + n_rw, dtype=bool), np.zeros(n_b, dtype=bool)])
 
+    @_exclusive
     def reset_parameters(self, rng=None):
         """(Re)initialise as DL4J's LSTM parameter initialisers: weights by ``weight_init`` with
         fanIn = nOut and fanOut = nIn + nOut (DL4J's values for LSTM layers), biases zero except
@@ -420,7 +502,10 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
 
     # ---- passes ----------------------------------------------------------------------
     def _check_input(self, x, what):
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:  # e.g. a ragged nested list
+            raise type(err)(f"{type(self).__name__}.{what}: x cannot be made into an array ({err})") from None
         if arr.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}.{what}: x must be [minibatch, nIn={self.n_in}, T] "
                              f"or [minibatch, nIn={self.n_in}]; got shape {arr.shape}")
@@ -430,36 +515,50 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         return arr
 
     def _input_weights_for_pass(self, training):
-        """The input weights for one pass: with DropConnect while training, DL4J's
-        non-inverted variant (each weight kept with probability p, no rescaling)."""
+        """The input weights for one pass and the DropConnect keep-mask used (None when off):
+        with DropConnect while training, DL4J's non-inverted variant (each weight kept with
+        probability p, no rescaling)."""
         if not training or self.drop_connect is None or self.drop_connect >= 1.0:
-            self.drop_connect_mask = None
-            return self.W
+            return self.W, None
         keep = self._drop_connect_rng.random(self.W.size) < self.drop_connect
         mask = keep.astype(self.dtype).reshape(self.W.shape, order="F")
-        self.drop_connect_mask = mask
-        return self.W * mask
+        return self.W * mask, mask
 
     def _run(self, x, mask, training, h0, c0):
-        input_weights = self._input_weights_for_pass(training)
+        input_weights, drop_connect_mask = self._input_weights_for_pass(training)
         record = lstm_forward(
             x, input_weights, self.RW, self.b, h0=h0, c0=c0, peepholes=self.peepholes,
             activation=self.activation, gate_activation=self.gate_activation, mask=mask,
             forwards=self._process_forwards, for_backprop=bool(training))
+        # only a pass that completed replaces the record and its keep-mask together: a refused
+        # or interrupted pass leaves the previous pair for backward
         self._record = record if training else None
+        self.drop_connect_mask = drop_connect_mask
         return record
 
+    def _pass_state(self):
+        """What a forward pass replaces (for containers that must undo a half-done pass)."""
+        return self._record, self.drop_connect_mask
+
+    def _restore_pass_state(self, state):
+        self._record, self.drop_connect_mask = state
+
+    @_exclusive
     def forward(self, x, mask=None, training=False):
         """Output ``[minibatch, nOut, T]`` for x ``[minibatch, nIn, T]`` (or ``[minibatch, nIn]``,
         T = 1), starting from a zero state. ``training=True`` keeps what ``backward`` needs and
-        applies DropConnect when enabled. ``mask`` ``[minibatch, T]`` of 0/1."""
+        applies DropConnect when enabled. ``mask`` ``[minibatch, T]`` of 0/1. Raises
+        ConcurrentUseError if another thread is inside a call on this layer."""
         x = self._check_input(x, "forward")
         return self._run(x, mask, training, None, None).output
 
+    @_exclusive
     def backward(self, epsilon, tbptt_length=None):
         """Back-propagate ``epsilon`` = dL/d(output) ``[minibatch, nOut, T]`` through the last
         training forward pass; fills ``gradients`` and returns dL/dx (shaped like x).
-        ``tbptt_length=k`` back-propagates only the last k steps (truncated BPTT)."""
+        ``tbptt_length=k`` back-propagates only the last k steps (truncated BPTT). Raises
+        ConcurrentUseError if another thread is inside a call on this layer; an interrupted
+        call (Ctrl-C) leaves ``gradients`` and the training record as they were."""
         if self._record is None:
             raise ValueError(f"{type(self).__name__}.backward: no training forward pass to back-propagate; "
                              f"call forward(x, training=True) (or rnn_activate_using_stored_state(x, "
@@ -490,10 +589,13 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
                 f"{x.shape[0]} examples. Possible cause: using rnn_time_step() without calling "
                 f"rnn_clear_previous_state() between different sequences")
 
+    @_exclusive
     def rnn_time_step(self, x, mask=None):
         """Continue from the stored state with x ``[minibatch, nIn]`` (one step, returns
         ``[minibatch, nOut]``) or ``[minibatch, nIn, T]`` (returns ``[minibatch, nOut, T]``) and
-        store the new state. Inference only (no DropConnect, nothing kept for backward)."""
+        store the new state. Inference only (no DropConnect, nothing kept for backward). Raises
+        ConcurrentUseError if another thread is inside a call on this layer; an interrupted
+        call (Ctrl-C) leaves the stored state as it was."""
         self._check_streamable("rnn_time_step")
         x = self._check_input(x, "rnn_time_step")
         state = self._stream_state
@@ -508,6 +610,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         output = record.output
         return output[:, :, 0] if x.ndim == 2 else output
 
+    @_exclusive
     def rnn_clear_previous_state(self):
         """Forget the streaming state and the truncated-BPTT state."""
         self._stream_state = None
@@ -521,6 +624,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
             return None
         return tuple(np.array(s, copy=True) for s in self._stream_state)
 
+    @_exclusive
     def rnn_set_previous_state(self, h, c):
         """Set the streaming state (``h``, ``c`` ``[minibatch, nOut]``, copied)."""
         self._check_streamable("rnn_set_previous_state")
@@ -539,6 +643,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
             return None
         return tuple(np.array(s, copy=True) for s in self._tbptt_state)
 
+    @_exclusive
     def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True):
         """Forward pass starting from the carried truncated-BPTT state (zeros when there is none)
         and, with ``store_last_for_tbptt``, carrying this pass's last state to the next one. The
@@ -592,13 +697,22 @@ class GravesLSTM(_UnidirectionalLSTM):
     drop_connect=None)``; ``drop_connect=p`` keeps each input weight with probability p while
     training (DL4J's non-inverted DropConnect). Parameters: ``W`` ``[nIn, 4h]``, ``RW``
     ``[h, 4h+3]``, ``b`` ``[4h]``, views into the flat ``params``.
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
     """
 
     peepholes = True
 
 
 class LSTM(_UnidirectionalLSTM):
-    """DL4J's LSTM: as GravesLSTM without peephole connections (``RW`` ``[h, 4h]``)."""
+    """DL4J's LSTM: as GravesLSTM without peephole connections (``RW`` ``[h, 4h]``).
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
+    """
 
     peepholes = False
 
@@ -668,11 +782,18 @@ class _BidirectionalBase(_FlatParameterLayer):
         return self.forward_layer.peepholes
 
     # ---- passes ----------------------------------------------------------------------
+    @_exclusive
     def forward(self, x, mask=None, training=False):
         """Both directions over the whole sequence (the backward one from the last step to
         the first, with the same mask), combined by ``mode``."""
+        saved = self.forward_layer._pass_state()
         output_forward = self.forward_layer.forward(x, mask=mask, training=training)
-        output_backward = self.backward_layer.forward(x, mask=mask, training=training)
+        try:
+            output_backward = self.backward_layer.forward(x, mask=mask, training=training)
+        except BaseException:
+            # e.g. Ctrl-C during the second direction: keep the directions' records consistent
+            self.forward_layer._restore_pass_state(saved)
+            raise
         self._outputs = (output_forward, output_backward) if (training and self.mode == "mul") else None
         # "add"/"average" combine in place into the forward direction's output array: the
         # backward pass reads the kernels' cache, never ForwardResult.output
@@ -686,6 +807,7 @@ class _BidirectionalBase(_FlatParameterLayer):
             return output_forward * output_backward
         return np.concatenate([output_forward, output_backward], axis=1)
 
+    @_exclusive
     def backward(self, epsilon, tbptt_length=None):
         """Split ``epsilon`` between the directions as ``mode`` requires, back-propagate both,
         and return the sum of their dL/dx. Truncated BPTT is not possible (as in DL4J)."""
@@ -714,8 +836,16 @@ class _BidirectionalBase(_FlatParameterLayer):
                                  f"{output_forward.shape}; got {eps.shape}")
             eps_forward = eps * output_backward
             eps_backward = eps * output_forward
-        dx = self.forward_layer.backward(eps_forward)
-        dx_backward = self.backward_layer.backward(eps_backward)
+        forward_layer = self.forward_layer
+        saved = (forward_layer.gradients.copy(), forward_layer.state_gradients)
+        dx = forward_layer.backward(eps_forward)
+        try:
+            dx_backward = self.backward_layer.backward(eps_backward)
+        except BaseException:
+            # e.g. Ctrl-C during the second direction: leave the gradients as they were
+            forward_layer.gradients[...] = saved[0]
+            forward_layer.state_gradients = saved[1]
+            raise
         return np.add(dx, dx_backward, out=dx)
 
     # ---- streaming is impossible ---------------------------------------------------------
@@ -769,6 +899,10 @@ class GravesBidirectionalLSTM(_BidirectionalBase):
     parameters; output = forward direction + backward direction.
 
     Flat order ``WF, RWF, bF, WB, RWB, bB``; ``layer.WF`` etc. are views.
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
     """
 
     mode = "add"
@@ -832,6 +966,10 @@ class Bidirectional(_BidirectionalBase):
     direction is a new layer of the same configuration, initialised from ``seed`` (default: a
     seed derived from the wrapped layer's). Modes: "concat" (forward direction first, output
     ``[minibatch, 2h, T]``), "add", "mul", "average".
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
     """
 
     def __init__(self, layer, mode="concat", *, seed=None):

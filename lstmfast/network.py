@@ -23,6 +23,11 @@ Conventions (DL4J's, where DL4J has one):
 * Masks: the feature mask goes to the recurrent layers; when no label mask is given for
   sequence labels, the feature mask is used (DL4J propagates the feature mask to the output
   layer).
+* Threads: as the recurrent layers (``lstmfast.layers``, "Threads"), every layer and every
+  ``Sequential`` runs one call at a time; a call made while another thread is inside a call on
+  the same object raises ``lstmfast.layers.ConcurrentUseError`` (a ``RuntimeError``) at once and
+  changes nothing. A ``Sequential`` call holds the whole network (and so each of its layers)
+  for its duration: ``fit_batch`` is one unit for other threads.
 """
 
 import math
@@ -40,6 +45,8 @@ from .layers import (
     _FlatParameterLayer,
     _seed_sequence,
     _UnidirectionalLSTM,
+    _exclusive,
+    _Guarded,
     init_weights,
 )
 
@@ -194,6 +201,7 @@ class DenseLayer(_FlatParameterLayer):
         n_w = self.n_in * self.n_out
         return np.concatenate([np.ones(n_w, dtype=bool), np.zeros(self.n_out, dtype=bool)])
 
+    @_exclusive
     def reset_parameters(self, rng=None):
         """Weights by ``weight_init`` with fanIn = nIn, fanOut = nOut; biases ``bias_init``."""
         if rng is None:
@@ -213,6 +221,7 @@ class DenseLayer(_FlatParameterLayer):
                              f"[minibatch, nIn={self.n_in}, T] (non-empty); got shape {arr.shape}")
         return arr.astype(self.dtype, copy=False)
 
+    @_exclusive
     def forward(self, x, mask=None, training=False):
         """``activation(x W + b)``, per time step for 3-D input. ``mask`` is accepted for a
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
@@ -229,6 +238,7 @@ class DenseLayer(_FlatParameterLayer):
         self.b_gradient[...] = dz.sum(axis=0)
         return _from_rows(dz @ self.W.T, input_shape)
 
+    @_exclusive
     def backward(self, epsilon, tbptt_length=None):
         """dL/dx from ``epsilon`` = dL/d(output); fills ``gradients``. (``tbptt_length`` has no
         meaning for a feed-forward layer and is ignored.)"""
@@ -275,6 +285,7 @@ class OutputLayer(DenseLayer):
             raise ValueError(f"loss 'xent' needs outputs in (0, 1): activation must be sigmoid or softmax, "
                              f"got {self.activation!r}")
 
+    @_exclusive
     def forward(self, x, mask=None, training=False):
         """Activations; the pass is kept for ``compute_score`` / ``backward_from_labels``."""
         x = self._check_input(x, "forward")
@@ -354,6 +365,7 @@ class OutputLayer(DenseLayer):
             grad_a = 2.0 * (a - y)
         return _activation_backward(self.activation, z, a, grad_a)
 
+    @_exclusive
     def compute_score(self, labels, label_mask=None):
         """Sum of the (masked) per-example losses of the last forward pass / minibatch size."""
         input_shape, rows, z, a, y, row_mask = self._label_rows(labels, label_mask, "compute_score")
@@ -362,6 +374,7 @@ class OutputLayer(DenseLayer):
             losses = losses * row_mask[:, 0]
         return float(losses.sum(dtype=np.float64)) / input_shape[0]
 
+    @_exclusive
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""
@@ -494,7 +507,7 @@ def _check_update_arrays(params, gradients):
 _RECURRENT_TYPES = (_UnidirectionalLSTM, _BidirectionalBase)
 
 
-class Sequential:
+class Sequential(_Guarded):
     """A stack of layers with one flat parameter vector, like DL4J's MultiLayerNetwork.
 
     ``Sequential(layers, *, updater=None, l2=0.0, l2_bias=0.0, tbptt_forward_length=None,
@@ -506,7 +519,16 @@ class Sequential:
 
     The layers' parameters and gradients move into the container's flat vectors (values kept);
     ``layer.params``, ``layer.W`` etc. are views into ``net.params`` from then on.
+
+    Threads: one call at a time. A call made while another thread is inside a call on the
+    network raises ``lstmfast.layers.ConcurrentUseError`` ("network is in use by another
+    thread") at once and changes nothing; ``fit_batch`` holds the network for the whole step
+    (forward, backward and update). Calling one of its layers directly from another thread
+    while the network runs makes whichever of the two reaches that layer second fail with the
+    same error (a network call may then stop part-way: don't do this).
     """
+
+    _guard_noun = "network"
 
     def __init__(self, layers, *, updater=None, l2=0.0, l2_bias=0.0, tbptt_forward_length=None,
                  tbptt_backward_length=None):
@@ -568,6 +590,7 @@ class Sequential:
         return self._param_array
 
     @params.setter
+    @_exclusive
     def params(self, values):
         arr = np.asarray(values)
         if arr.dtype.kind not in "fiu":
@@ -611,6 +634,7 @@ class Sequential:
                 a = layer.forward(a, mask=mask, training=training)
         return a
 
+    @_exclusive
     def output(self, x, mask=None):
         """Inference pass: the last layer's activations."""
         return self._feed_forward(x, mask, training=False)
@@ -626,6 +650,7 @@ class Sequential:
             return mask
         return label_mask
 
+    @_exclusive
     def score(self, x, y, mask=None, label_mask=None):
         """Loss of the (inference) output, DL4J's convention: sum over examples (and time
         steps) / minibatch + L2 term."""
@@ -646,11 +671,13 @@ class Sequential:
             self._gradient_array += self._l2_coefficients * self._param_array
         return score
 
+    @_exclusive
     def compute_gradient_and_score(self, x, y, mask=None, label_mask=None):
         """Full BPTT: fills ``gradients`` with the gradient of ``score`` and returns the score."""
         self._feed_forward(x, mask, training=True)
         return self._backpropagate(y, mask, label_mask, None)
 
+    @_exclusive
     def fit_batch(self, x, y, mask=None, label_mask=None):
         """One training step on a minibatch (or, with truncated BPTT, one step per window).
         Returns the score (DL4J's: with truncated BPTT, the last window's score; all window
@@ -696,6 +723,7 @@ class Sequential:
         return scores[-1]
 
     # ---- streaming ---------------------------------------------------------------------
+    @_exclusive
     def rnn_time_step(self, x, mask=None):
         """Stream through the network from the stored states (DL4J's ``rnnTimeStep``): x
         ``[minibatch, nIn]`` → ``[minibatch, nOut]``, ``[minibatch, nIn, T]`` → ``[..., T]``."""
@@ -712,6 +740,7 @@ class Sequential:
                 a = layer.forward(a, mask=mask, training=False)
         return a[:, :, 0] if one_step else a
 
+    @_exclusive
     def rnn_clear_previous_state(self):
         """Clear every layer's streaming and truncated-BPTT state."""
         for layer in self.layers:

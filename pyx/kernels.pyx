@@ -34,7 +34,10 @@ import numpy as np
 
 from lstmfast._blas cimport gemm, fits_blas_int
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
-                                    lf_exp_array_f32, lf_exp_array_f64, lf_load_flag)
+                                    lf_exp_array_f32, lf_exp_array_f64, lf_load_flag,
+                                    lf_prefetch_run, lf_packed_gemm_available, lf_packed_size,
+                                    lf_pack_b_f32, lf_pack_b_f64, lf_gemm_packed_f32,
+                                    lf_gemm_packed_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED,
@@ -116,8 +119,11 @@ cdef inline Py_ssize_t _inference_chunk(const lstm_dims* dims) noexcept nogil:
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    # a contiguous copy of the bias (4h) and the element-wise pass's column scratch (5 mb)
+    # a contiguous copy of the bias (4h), the element-wise pass's column scratch (5 mb), the
+    # previous output as a contiguous [mb, h] (the recurrent GEMM's A), and the packed RW
     cdef Py_ssize_t extra = _add(_mul(4, dims.hidden), _mul(5, dims.minibatch))
+    extra = _add(extra, _mul(dims.minibatch, dims.hidden))
+    extra = _add(extra, _mul(_mul((4 * dims.hidden + 5) // 6, 6), dims.hidden))
     if for_backprop:
         return extra if lstm_cache_size(dims) >= 0 else -1
     cdef Py_ssize_t chunk = _inference_chunk(dims)
@@ -140,7 +146,44 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     total = _add(total, _mul(3, _mul(mb, h)))
     total = _add(total, _mul(_mul(4, h), h))
     total = _add(total, _add(_mul(3, h), _mul(6, mb)))
+    # two contiguous [mb, 4h] copies of the deltas (the recurrent GEMM's A), the packed RW^T
+    total = _add(total, _mul(2, _mul(mb, _mul(4, h))))
+    total = _add(total, _mul(_mul((h + 5) // 6, 6), _mul(4, h)))
     return total
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-step recurrent product
+
+# 1: use the packed-weights AVX2 kernel for the per-step recurrent GEMMs when the CPU has it;
+# 0: always OpenBLAS (see set_recurrent_gemm)
+cdef int _use_packed_gemm = 1
+
+
+cdef inline bint _packed_gemm_on() noexcept nogil:
+    return _use_packed_gemm != 0 and lf_packed_gemm_available != 0
+
+
+cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                    const floating* a, Py_ssize_t lda,
+                                    const floating* packed_b, const floating* b, Py_ssize_t ldb,
+                                    char transb, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C[M, N] += A[M, K] op(B): with the packed weights when they were packed, else BLAS."""
+    if packed_b != NULL:
+        if floating is float:
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc)
+        else:
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc)
+    else:
+        gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+
+
+cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
+                               Py_ssize_t N, floating* packed) noexcept nogil:
+    if floating is float:
+        lf_pack_b_f32(b, sk, sn, K, N, packed)
+    else:
+        lf_pack_b_f64(b, sk, sn, K, N, packed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +195,8 @@ cdef inline void _forward_cells(const lstm_dims* dims,
                                 const floating* peep_f, const floating* peep_o, const floating* peep_g,
                                 const floating* c_prev, floating* h_cur, floating* c_cur,
                                 Py_ssize_t ld_state, const floating* mask_col, floating* scratch,
-                                floating* out, lstm_strides out_strides) noexcept nogil:
+                                floating* out, lstm_strides out_strides,
+                                bint prefetch_next) noexcept nogil:
     """Gates, cell and output of one step: seed lines 'inputActivations' .. 'prevMemCellState = ...'.
 
     z [mb, 4h] (leading dimension ld_gates) holds x W + h_prev RW on entry; on exit it holds the
@@ -214,6 +258,12 @@ cdef inline void _forward_cells(const lstm_dims* dims,
                 zi[m] = zi[m] + b_i
                 zf[m] = zf[m] + b_f
                 zg[m] = zg[m] + b_g
+        if prefetch_next:
+            # the next step's rows of this unit sit mb rows down (written by the input GEMM)
+            lf_prefetch_run(zi + mb, mb * sizeof(floating))
+            lf_prefetch_run(zf + mb, mb * sizeof(floating))
+            lf_prefetch_run(zo + mb, mb * sizeof(floating))
+            lf_prefetch_run(zg + mb, mb * sizeof(floating))
         activate_array(act, zi, ai, mb)          # block input
         activate_array(gate, zf, af, mb)         # forget gate
         activate_array(gate, zg, ag, mb)         # input gate
@@ -251,7 +301,8 @@ cdef inline void _backward_cells(const lstm_dims* dims,
                                  const floating* peep_f, const floating* peep_o, const floating* peep_g,
                                  floating* delta, Py_ssize_t ld_delta, floating* cell_error,
                                  floating* sum_f, floating* sum_o, floating* sum_g,
-                                 floating* scratch) noexcept nogil:
+                                 floating* scratch, bint prefetch_previous,
+                                 floating* delta_copy) noexcept nogil:
     """Deltas of one step: seed lines 'nablaCellState' .. 'deltaifogNext.muliColumnVector'.
 
     nabla_out [mb, h] (leading dimension mb) is dL/dh of this step (epsilon plus the recurrent
@@ -308,6 +359,18 @@ cdef inline void _backward_cells(const lstm_dims* dims,
             w_f = peep_f[k]
             w_o = peep_o[k]
             w_g = peep_g[k]
+        if prefetch_previous:
+            # the previous step's rows of this unit (processed next) sit mb rows up
+            lf_prefetch_run(z + k * ld_gates - mb, mb * sizeof(floating))
+            lf_prefetch_run(z + (h + k) * ld_gates - mb, mb * sizeof(floating))
+            lf_prefetch_run(z + (2 * h + k) * ld_gates - mb, mb * sizeof(floating))
+            lf_prefetch_run(z + (3 * h + k) * ld_gates - mb, mb * sizeof(floating))
+            lf_prefetch_run(ai - mb, mb * sizeof(floating))
+            lf_prefetch_run(af - mb, mb * sizeof(floating))
+            lf_prefetch_run(ao - mb, mb * sizeof(floating))
+            lf_prefetch_run(ag - mb, mb * sizeof(floating))
+            lf_prefetch_run(mc - mb, mb * sizeof(floating))
+            lf_prefetch_run(cp - mb, mb * sizeof(floating))
         derivative_array(gate, z + (2 * h + k) * ld_gates, ao, grad_o, mb)
         # the layer activation's derivative at the stored (masked) cell state, as the seed's
         # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
@@ -346,6 +409,12 @@ cdef inline void _backward_cells(const lstm_dims* dims,
             dg[m] = (grad_g[m] * (ai[m] * nabla_c)) * mask_col[m]
             di[m] = (grad_i[m] * (ag[m] * nabla_c)) * mask_col[m]
             do_[m] = do_[m] * mask_col[m]
+        # and a contiguous [mb, 4h] copy for the next step's recurrent GEMM
+        for m in range(mb):
+            delta_copy[m + k * mb] = di[m]
+            delta_copy[m + (h + k) * mb] = df[m]
+            delta_copy[m + (2 * h + k) * mb] = do_[m]
+            delta_copy[m + (3 * h + k) * mb] = dg[m]
         if peepholes:
             s_f = 0
             s_o = 0
@@ -364,6 +433,14 @@ cdef inline void _backward_cells(const lstm_dims* dims,
 
 cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept nogil:
     return s if dims.forwards else dims.time_steps - 1 - s
+
+
+cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* dst,
+                             Py_ssize_t ld_dst, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for j in range(cols):
+        for i in range(rows):
+            dst[i + j * ld_dst] = src[i + j * ld_src]
 
 
 cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
@@ -505,15 +582,23 @@ cdef int _forward_impl(const lstm_dims* dims,
         mp = z + G * mb * chunk
         hs = mp + mb * chunk
         cs = hs + 2 * h * mb
-    # the element-wise pass reads a contiguous bias and a column scratch at the workspace's end
-    cdef floating* bias_contiguous = workspace + (ws_size - G - 5 * mb)
+    # at the workspace's end: a contiguous bias, the element-wise column scratch, the previous
+    # output as a contiguous [mb, h] (the recurrent GEMM's A) and the packed RW[:, :4h]
+    cdef Py_ssize_t packed_size = ((G + 5) // 6) * 6 * h
+    cdef floating* bias_contiguous = workspace + (ws_size - G - 5 * mb - mb * h - packed_size)
     cdef floating* scratch = bias_contiguous + G
+    cdef floating* h_prev_contiguous = scratch + 5 * mb
+    cdef floating* packed_rw = NULL
     cdef Py_ssize_t j
     for j in range(G):
         bias_contiguous[j] = bias[j * bias_stride]
+    if T > 1 and _packed_gemm_on():
+        packed_rw = h_prev_contiguous + mb * h
+        _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
 
     _gather_state(dims, h0, h0_strides, hs, ld_state)
     _gather_state(dims, c0, c0_strides, cs, ld_state)
+    _copy_block(hs, ld_state, h_prev_contiguous, mb, mb, h)
 
     cdef Py_ssize_t s0, s1, s, t, ld_gates, slot_prev, slot_cur
     cdef floating* z_step
@@ -541,8 +626,8 @@ cdef int _forward_impl(const lstm_dims* dims,
             z_step = z + mb * (s - s0)
             if not h_prev_is_zero:
                 # ifogActivations += prevOutputActivations . RW[:, 0:4h]
-                gemm(c'N', c'N', mb, G, h, <floating>1, hs + slot_prev, ld_state,
-                     recurrent_weights, ld_recurrent_weights, <floating>1, z_step, ld_gates)
+                _recurrent_product(mb, G, h, h_prev_contiguous, mb, packed_rw, recurrent_weights,
+                                   ld_recurrent_weights, c'N', z_step, ld_gates)
             h_prev_is_zero = False
             _forward_cells(dims, z_step,
                            NULL if a == NULL else a + mb * s,
@@ -551,7 +636,8 @@ cdef int _forward_impl(const lstm_dims* dims,
                            cs + slot_prev, hs + slot_cur, cs + slot_cur, ld_state,
                            mp + mb * (s - s0), scratch,
                            NULL if output == NULL else output + t * output_strides.time,
-                           output_strides)
+                           output_strides, s + 1 < s1)
+            _copy_block(hs + slot_cur, ld_state, h_prev_contiguous, mb, mb, h)
         s0 = s1
 
     slot_cur = mb * T if for_backprop else mb * (T % 2)
@@ -676,14 +762,20 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* scratch = sum_g + h                     # 6 mb
     cdef floating* ones = scratch + 6 * mb                 # [mb*T]
     cdef floating* bias_sums = ones + mb * T               # [4h]
+    cdef floating* delta_ring = bias_sums + G              # 2 x [mb, 4h], contiguous deltas
+    cdef floating* packed_rw_t = NULL                      # RW^T packed for the AVX2 kernel
     cdef floating* swap
 
     cdef Py_ssize_t s, t, m, k, j, i
     # RW^T once, so that the per-step recurrent product is an N,N GEMM (faster in OpenBLAS for
     # small minibatches than transposing RW inside every call)
-    for k in range(h):
-        for j in range(G):
-            rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
+    if steps > 1 and _packed_gemm_on():
+        packed_rw_t = delta_ring + 2 * mb * G
+        _pack_weights(recurrent_weights, ld_recurrent_weights, 1, G, h, packed_rw_t)
+    else:
+        for k in range(h):
+            for j in range(G):
+                rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
 
     cdef const floating* peep_f = NULL
     cdef const floating* peep_o = NULL
@@ -712,8 +804,8 @@ cdef int _backward_impl(const lstm_dims* dims,
             for m in range(mb):
                 nabla_out[m + k * mb] = eps_t[m * epsilon_strides.minibatch + k * epsilon_strides.feature]
         if delta_next != NULL:
-            gemm(c'N', c'N', mb, h, G, <floating>1, delta_next, ld_delta, rw_t, G,
-                 <floating>1, nabla_out, mb)
+            _recurrent_product(mb, h, G, delta_ring + mb * G * ((s + 1) % 2), mb, packed_rw_t,
+                               rw_t, G, c'N', nabla_out, mb)
         masked_step = False
         for m in range(mb):
             if mp[mb * s + m] != 1:
@@ -724,7 +816,8 @@ cdef int _backward_impl(const lstm_dims* dims,
                         NULL if delta_next == NULL else a + mb * (s + 1), delta_next,
                         NULL if delta_next == NULL else cell_error_next,
                         peep_f, peep_o, peep_g, delta_step, ld_delta, cell_error,
-                        sum_f, sum_o, sum_g, scratch)
+                        sum_f, sum_o, sum_g, scratch, s > end_index,
+                        delta_ring + mb * G * (s % 2))
         swap = cell_error_next
         cell_error_next = cell_error
         cell_error = swap
@@ -771,8 +864,9 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating value
     if end_index == 0:
         if grad_h0 != NULL:
-            gemm(c'N', c'N', mb, h, G, <floating>1, delta, ld_delta, rw_t, G,
-                 <floating>0, nabla_out, mb)
+            for i in range(mb * h):
+                nabla_out[i] = 0
+            _recurrent_product(mb, h, G, delta_ring, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
             _scatter_state(dims, nabla_out, mb, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -976,6 +1070,17 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
 
 
+def set_recurrent_gemm(str kind):
+    """'packed': per-step recurrent GEMMs on weights packed once per pass (AVX2+FMA CPUs; the
+    default); 'blas': always OpenBLAS. Returns the previous setting. For benchmarks and tests."""
+    global _use_packed_gemm
+    previous = "packed" if _use_packed_gemm else "blas"
+    if kind not in ("packed", "blas"):
+        raise ValueError(f"kind: expected 'packed' or 'blas', got {kind!r}")
+    _use_packed_gemm = 1 if kind == "packed" else 0
+    return previous
+
+
 def simd_variant():
     """The variant of the vectorised exp/tanh/sigmoid in use: 'avx2+fma' or 'portable'."""
     return "avx2+fma" if _AVX2_ACTIVE else "portable"
@@ -1016,3 +1121,34 @@ cdef void _vector_math_typed(const floating* x, floating* y, Py_ssize_t n, int k
         lf_exp_array_f32(x, y, n)
     else:
         lf_exp_array_f64(x, y, n)
+
+
+def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t repeats,
+                            str kind, dtype=np.float32):
+    """Seconds per call of the per-step recurrent product C[M, N] += A[M, K] B[K, N] with the
+    packed AVX2 kernel ('packed') or OpenBLAS ('blas'): a benchmark helper, no Python in the loop."""
+    import time
+    cdef cnp.ndarray a = np.asfortranarray(np.random.default_rng(0).standard_normal((M, K)), dtype=dtype)
+    cdef cnp.ndarray b = np.asfortranarray(np.random.default_rng(1).standard_normal((K, N)), dtype=dtype)
+    cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
+    cdef cnp.ndarray packed = np.zeros(((N + 5) // 6) * 6 * K, dtype=dtype)
+    cdef Py_ssize_t r
+    cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
+    start = time.perf_counter()
+    if dtype == np.float32:
+        with nogil:
+            if use_packed:
+                _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed))
+            for r in range(repeats):
+                _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
+                                   <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
+                                   <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M)
+    else:
+        with nogil:
+            if use_packed:
+                _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed))
+            for r in range(repeats):
+                _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
+                                   <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
+                                   <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M)
+    return (time.perf_counter() - start) / repeats

@@ -207,6 +207,161 @@ static lf_array_f32 lf_tanh_array_f32 = lf_tanh_array_f32_portable;
 static lf_array_f32 lf_sigmoid_array_f32 = lf_sigmoid_array_f32_portable;
 static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
 
+
+/* ---------------------------------------------------------------- recurrent GEMM, packed weights
+ *
+ * C[M, N] += A[M, K] B[K, N], column-major, for the per-step recurrent products (M = minibatch):
+ * B (the recurrent weights) is packed once per pass into panels of LF_NR columns, so that each step
+ * streams it without BLAS re-packing it (for h = 512 that re-packing alone moved 4 MB per step).
+ * A is read in place (rows contiguous). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in
+ * 12 AVX2 accumulators, fused multiply-add; partial row blocks use masked loads and stores.
+ */
+#define LF_NR 6
+
+static inline ptrdiff_t lf_packed_size(ptrdiff_t K, ptrdiff_t N)
+{
+    return ((N + LF_NR - 1) / LF_NR) * LF_NR * K;
+}
+
+/* Pack B (element (k, n) at B[k * sk + n * sn]) into panels: panel p, element (k, j) at
+ * Bp[p * K * LF_NR + k * LF_NR + j]; columns past N are zero. */
+#define LF_DEFINE_PACK(NAME, T)                                                                  \
+    static void NAME(const T* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, T* Bp)    \
+    {                                                                                             \
+        for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {                                             \
+            T* panel = Bp + (n0 / LF_NR) * K * LF_NR;                                             \
+            for (ptrdiff_t k = 0; k < K; k++)                                                     \
+                for (ptrdiff_t j = 0; j < LF_NR; j++)                                             \
+                    panel[k * LF_NR + j] = n0 + j < N ? B[k * sk + (n0 + j) * sn] : (T)0;         \
+        }                                                                                         \
+    }
+LF_DEFINE_PACK(lf_pack_b_f32, float)
+LF_DEFINE_PACK(lf_pack_b_f64, double)
+
+#if LF_HAVE_DISPATCH
+#include <immintrin.h>
+
+#define LF_FMA6(TYPE, BCAST, FMADD, a0, a1, bp)                                                  \
+    { TYPE b_;                                                                                    \
+      b_ = BCAST((bp) + 0); c00 = FMADD(a0, b_, c00); c01 = FMADD(a1, b_, c01);                   \
+      b_ = BCAST((bp) + 1); c10 = FMADD(a0, b_, c10); c11 = FMADD(a1, b_, c11);                   \
+      b_ = BCAST((bp) + 2); c20 = FMADD(a0, b_, c20); c21 = FMADD(a1, b_, c21);                   \
+      b_ = BCAST((bp) + 3); c30 = FMADD(a0, b_, c30); c31 = FMADD(a1, b_, c31);                   \
+      b_ = BCAST((bp) + 4); c40 = FMADD(a0, b_, c40); c41 = FMADD(a1, b_, c41);                   \
+      b_ = BCAST((bp) + 5); c50 = FMADD(a0, b_, c50); c51 = FMADD(a1, b_, c51); }
+
+__attribute__((target("avx2,fma")))
+static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
+                                    ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc)
+{
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
+        const float* panel = Bp + (n0 / LF_NR) * K * LF_NR;
+        ptrdiff_t ncols = N - n0 < LF_NR ? N - n0 : LF_NR;
+        for (ptrdiff_t m0 = 0; m0 < M; m0 += 16) {
+            ptrdiff_t rows = M - m0 < 16 ? M - m0 : 16;
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            const float* a = A + m0;
+            if (rows == 16) {
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    __m256 a0 = _mm256_loadu_ps(a + k * lda), a1 = _mm256_loadu_ps(a + k * lda + 8);
+                    LF_FMA6(__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, a0, a1, panel + k * LF_NR)
+                }
+            } else {
+                __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), lane);
+                __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows - 8), lane);
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    __m256 a0 = _mm256_maskload_ps(a + k * lda, mask0);
+                    __m256 a1 = _mm256_maskload_ps(a + k * lda + 8, mask1);
+                    LF_FMA6(__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, a0, a1, panel + k * LF_NR)
+                }
+            }
+            __m256 acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+            for (ptrdiff_t j = 0; j < ncols; j++) {
+                float* c = C + m0 + (n0 + j) * ldc;
+                if (rows == 16) {
+                    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), acc[j][0]));
+                    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[j][1]));
+                } else {
+                    float tmp[16];
+                    _mm256_storeu_ps(tmp, acc[j][0]);
+                    _mm256_storeu_ps(tmp + 8, acc[j][1]);
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] += tmp[r];
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
+                                    ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc)
+{
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
+        const double* panel = Bp + (n0 / LF_NR) * K * LF_NR;
+        ptrdiff_t ncols = N - n0 < LF_NR ? N - n0 : LF_NR;
+        for (ptrdiff_t m0 = 0; m0 < M; m0 += 8) {
+            ptrdiff_t rows = M - m0 < 8 ? M - m0 : 8;
+            __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            const double* a = A + m0;
+            if (rows == 8) {
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    __m256d a0 = _mm256_loadu_pd(a + k * lda), a1 = _mm256_loadu_pd(a + k * lda + 4);
+                    LF_FMA6(__m256d, _mm256_broadcast_sd, _mm256_fmadd_pd, a0, a1, panel + k * LF_NR)
+                }
+            } else {
+                __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+                __m256i mask0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)rows), lane);
+                __m256i mask1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)rows - 4), lane);
+                for (ptrdiff_t k = 0; k < K; k++) {
+                    __m256d a0 = _mm256_maskload_pd(a + k * lda, mask0);
+                    __m256d a1 = _mm256_maskload_pd(a + k * lda + 4, mask1);
+                    LF_FMA6(__m256d, _mm256_broadcast_sd, _mm256_fmadd_pd, a0, a1, panel + k * LF_NR)
+                }
+            }
+            __m256d acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+            for (ptrdiff_t j = 0; j < ncols; j++) {
+                double* c = C + m0 + (n0 + j) * ldc;
+                if (rows == 8) {
+                    _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(c), acc[j][0]));
+                    _mm256_storeu_pd(c + 4, _mm256_add_pd(_mm256_loadu_pd(c + 4), acc[j][1]));
+                } else {
+                    double tmp[8];
+                    _mm256_storeu_pd(tmp, acc[j][0]);
+                    _mm256_storeu_pd(tmp + 4, acc[j][1]);
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] += tmp[r];
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* 1 when the packed AVX2 recurrent GEMM may be used (set by lf_select_variant). */
+static int lf_packed_gemm_available = 0;
+
+static inline void lf_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
+                                      ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc)
+{
+#if LF_HAVE_DISPATCH
+    lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
+#else
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
+#endif
+}
+
+static inline void lf_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
+                                      ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc)
+{
+#if LF_HAVE_DISPATCH
+    lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
+#else
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
+#endif
+}
+
 /* Choose AVX2+FMA when the CPU has it and allow_avx2 is set; returns 1 if AVX2+FMA is active. */
 static int lf_select_variant(int allow_avx2)
 {
@@ -219,6 +374,7 @@ static int lf_select_variant(int allow_avx2)
         lf_tanh_array_f32 = lf_tanh_array_f32_avx2;
         lf_sigmoid_array_f32 = lf_sigmoid_array_f32_avx2;
         lf_exp_array_f32 = lf_exp_array_f32_avx2;
+        lf_packed_gemm_available = 1;
         return 1;
     }
 #endif
@@ -228,8 +384,18 @@ static int lf_select_variant(int allow_avx2)
     lf_tanh_array_f32 = lf_tanh_array_f32_portable;
     lf_sigmoid_array_f32 = lf_sigmoid_array_f32_portable;
     lf_exp_array_f32 = lf_exp_array_f32_portable;
+    lf_packed_gemm_available = 0;
     (void)allow_avx2;
     return 0;
+}
+
+/* Prefetch the cache lines of a run of `bytes` bytes (the step-stacked layout touches each unit's
+ * column of the next step as a short run far from the previous one, which hardware prefetchers
+ * do not anticipate). */
+static inline void lf_prefetch_run(const void* p, ptrdiff_t bytes)
+{
+    const char* c = (const char*)p;
+    for (ptrdiff_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
 }
 
 /* A flag another thread may set while a pass runs (Ctrl-C from the Python entry): read it anew

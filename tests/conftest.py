@@ -6,3 +6,14 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the reliability tests measured (cases run, memory growth, latencies)."""
+    support = sys.modules.get("reliability_support")
+    if support is None or not support.FIGURES:
+        return
+    terminalreporter.write_sep("-", "lstmfast reliability figures")
+    for key in sorted(support.FIGURES):
+        terminalreporter.write_line(f"{key}: {support.FIGURES[key]}")
+    support.write_figures()

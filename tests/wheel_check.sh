@@ -137,6 +137,13 @@ here = os.path.dirname(os.path.abspath(lstmfast.__file__))
 print("lstmfast", lstmfast.__version__, "imported from", here)
 assert os.path.realpath(here).startswith(os.path.realpath(sys.prefix)), "not the venv's lstmfast"
 assert os.path.isfile(os.path.join(lstmfast.get_include(), "lstmfast", "kernels.pxd"))
+from importlib.metadata import distribution
+for ep in distribution("lstmfast").entry_points:       # console scripts must resolve
+    try:
+        ep.load()
+    except Exception as exc:
+        sys.exit(f"entry point {ep.name} = {ep.value} does not load: {exc!r}")
+    print("entry point", ep.group, ep.name, "=", ep.value, "loads")
 EOF
 if [[ -z "${LSTMFAST_TESTDATA:-}" && -d "$SRC/../shared/testdata" ]]; then
     export LSTMFAST_TESTDATA="$(cd "$SRC/../shared/testdata" && pwd)"

@@ -204,8 +204,9 @@ def train_step(floating[:, :, :] x, floating[:, :] input_weights,
                                               "recurrent_weights")
     cdef Py_ssize_t n_in = d.n_in, h = d.hidden, mb = d.minibatch, T = d.time_steps
 
-    # the cache lives from the forward pass to the backward pass; lstm_forward needs no workspace
-    # of its own when it fills a cache (lstm_forward_workspace_size(&d, 1) is 0: pass NULL)
+    # the cache lives from the forward pass to the backward pass; a forward pass that fills a
+    # cache needs only a small workspace of its own (lstm_forward_workspace_size(&d, 1) elements;
+    # NULL where that is 0)
     cdef Py_ssize_t n_cache = lstm_cache_size(&d)
     cdef Py_ssize_t n_bwd = lstm_backward_workspace_size(&d)
     cdef Py_ssize_t n_fwd = lstm_forward_workspace_size(&d, 1)
