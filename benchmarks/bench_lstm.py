@@ -49,6 +49,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -669,22 +670,51 @@ def worker_main(spec_json):
 # =============================================================================================
 # driver
 
-def run_worker(spec, attempts=3):
-    """Run one worker process; retry (the package may be being rebuilt) before giving up."""
+class WorkerTimeout(RuntimeError):
+    pass
+
+
+def run_worker(spec, attempts=3, timeout=None):
+    """Run one worker process (its stderr shown live); retry when the package looks like it is
+    being rebuilt; WorkerTimeout after `timeout` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for attempt in range(1, attempts + 1):
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                              cwd=ROOT)
-        sys.stderr.write(proc.stderr)
-        for line in proc.stdout.splitlines():
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=ROOT)
+        out_chunks, err_lines = [], []
+
+        def read_stdout():
+            out_chunks.append(proc.stdout.read())
+
+        def forward_stderr():
+            for line in proc.stderr:
+                err_lines.append(line)
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        readers = [threading.Thread(target=read_stdout, daemon=True),
+                   threading.Thread(target=forward_stderr, daemon=True)]
+        for t in readers:
+            t.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise WorkerTimeout(f"worker killed after {timeout:.0f} s: {spec['dtype']}, "
+                                f"{spec['threads']} thread(s), {','.join(spec['libs'])}, "
+                                f"{','.join(spec['shapes'])}") from None
+        for t in readers:
+            t.join(10)
+        stdout, stderr = "".join(out_chunks), "".join(err_lines)
+        for line in stdout.splitlines():
             if line.startswith(RESULT_MARK):
                 return json.loads(line[len(RESULT_MARK):])
         log(f"worker failed (attempt {attempt}/{attempts}, exit {proc.returncode}); "
-            f"stdout tail: {proc.stdout[-500:]!r}")
-        transient = any(s in proc.stderr for s in ("ImportError", "ModuleNotFoundError",
-                                                   "undefined symbol", "invalid ELF header"))
+            f"stdout tail: {stdout[-500:]!r}")
+        transient = any(k in stderr for k in ("ImportError", "ModuleNotFoundError",
+                                              "undefined symbol", "invalid ELF header"))
         if not transient:
             break
         if attempt < attempts:
@@ -1208,6 +1238,8 @@ def main(argv=None):
                    help="before each worker, wait up to SECONDS for the machine to be idle "
                         "(other processes below --idle-threshold of the CPUs); default 0: don't wait")
     p.add_argument("--idle-threshold", type=float, default=0.25)
+    p.add_argument("--worker-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="kill a worker process after this long (its entries are then missing)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1261,7 +1293,12 @@ def main(argv=None):
         log(f"job {i}/{len(jobs)}: {spec['dtype']}, {spec['threads']} thread(s), libs "
             f"{','.join(spec['libs'])}, shapes {','.join(spec['shapes'])}")
         busy = wait_for_idle(args.wait_idle, args.idle_threshold)
-        res = run_worker(spec)
+        try:
+            res = run_worker(spec, timeout=args.worker_timeout)
+        except WorkerTimeout as exc:
+            log(f"WARNING: {exc}")
+            metas.append({"notes": [str(exc) + " (its entries are missing)"], "cpu_busy_before": busy})
+            continue
         for rec in res["records"]:
             rec["cpu_busy_before"] = busy
         records += res["records"]

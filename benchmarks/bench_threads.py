@@ -5,7 +5,8 @@ times, are run (a) one after the other in one thread and (b) in two threads at o
 limited to one thread per call (threadpoolctl), so that each Python thread uses one core. If the
 GIL were held during a pass, (b) could not be faster than (a). Prints the timings, the speed-up
 (serial time / threaded time, best of `--trials`) and a markdown snippet for
-benchmarks/RESULTS.md.
+benchmarks/RESULTS.md. It also reports the process's CPU time over wall time during the
+threaded runs: above 1 only if both threads computed at once (impossible with the GIL held).
 
     python benchmarks/bench_threads.py [--threads 2] [--minibatch 32 --n-in 64 --hidden 128
                                         --steps 100] [--reps 8] [--trials 5] [--dtype float64]
@@ -73,10 +74,13 @@ def run_threaded(problems, reps):
     for t in threads:
         t.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for t in threads:
         t.join()
-    return time.perf_counter() - start, results
+    wall = time.perf_counter() - start
+    # CPU time of the whole process (BLAS runs in the calling threads here) over wall time:
+    # above 1 only if the threads computed at the same time, i.e. with the GIL released
+    return wall, results, (time.process_time() - cpu_start) / wall
 
 
 def same(a, b):
@@ -108,17 +112,18 @@ def main(argv=None):
                 f"threads={i.get('num_threads')}" for i in threadpool_info()
                 if i.get("user_api") == "blas"]
         work(problems[0], 1)                                  # warm-up
-        serial_times, threaded_times = [], []
+        serial_times, threaded_times, cpu_ratios = [], [], []
         for trial in range(args.trials):
             # alternate the order so that neither mode always runs on a warmer machine
             if trial % 2 == 0:
                 t_serial, serial_results = run_serial(problems, args.reps)
-                t_threaded, threaded_results = run_threaded(problems, args.reps)
+                t_threaded, threaded_results, cpu_ratio = run_threaded(problems, args.reps)
             else:
-                t_threaded, threaded_results = run_threaded(problems, args.reps)
+                t_threaded, threaded_results, cpu_ratio = run_threaded(problems, args.reps)
                 t_serial, serial_results = run_serial(problems, args.reps)
             serial_times.append(t_serial)
             threaded_times.append(t_threaded)
+            cpu_ratios.append(cpu_ratio)
             if not all(same(a, b) for a, b in zip(serial_results, threaded_results)):
                 sys.exit("threaded results differ from serial results")
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -143,25 +148,31 @@ def main(argv=None):
           f"all {[round(t, 3) for t in threaded_times]}")
     print(f"speed-up (best serial / best threaded): {speedup:.2f}x "
           f"(median per trial {median_speedup:.2f}x; ideal {min(args.threads, cores)}x)")
+    print(f"CPU time / wall time of the threaded runs: {max(cpu_ratios):.2f} (best; median "
+          f"{statistics.median(cpu_ratios):.2f}; at most ~1 if a pass held the GIL)")
     print()
     print("Markdown for benchmarks/RESULTS.md:")
     print()
     print(f"### Threads: {args.threads} Python threads vs serial, BLAS at 1 thread each\n")
+    load = (f"; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+            if load_before is not None else "")
     print(f"{shape}; one pass = lstm_forward(for_backprop=True) + lstm_backward; "
-          f"{cores} cores, {'; '.join(blas)}.\n")
+          f"{cores} cores, {'; '.join(blas)}{load}.\n")
     print("| mode | passes | best time (s) | speed-up |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| serial, 1 thread | {passes} | {best_serial:.3f} | 1.00x |")
     print(f"| {args.threads} threads | {passes} | {best_threaded:.3f} | {speedup:.2f}x |")
     print()
-    print(f"(best of {args.trials} trials; median speed-up {median_speedup:.2f}x; threaded "
-          f"results bitwise equal to serial ones.)")
+    print(f"(best of {args.trials} trials; median speed-up {median_speedup:.2f}x; CPU/wall "
+          f"time of the threaded runs up to {max(cpu_ratios):.2f}; threaded results bitwise equal "
+          f"to serial ones.)")
 
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"shape": shape, "threads": args.threads, "cores": cores,
                        "passes": passes, "serial_s": serial_times, "threaded_s": threaded_times,
                        "speedup_best": speedup, "speedup_median": median_speedup,
+                       "threaded_cpu_per_wall": cpu_ratios,
                        "blas": blas, "load_before": load_before, "load_after": load_after},
                       handle, indent=2)
     if args.min_speedup is not None and speedup < args.min_speedup:

@@ -11,14 +11,18 @@ Cases per thread count n (torch.set_num_threads(n); lstmfast's BLAS at n unless 
   module, BLAS n       lstmfast.torch module, loss and SGD in torch, BLAS left at n threads
                        (lstmfast.torch.set_blas_threads(None))
   module, BLAS 1       the same, BLAS limited to 1 thread during the module's calls
-                       (set_blas_threads(1); the default "auto" does this when torch uses > 1 thread)
-  + head: BLAS n / 1   the module followed by a torch Linear head on every step (torch's pool
+                       (set_blas_threads(1), what the default "auto" does)
+  module, torch 1      torch.set_num_threads(1), BLAS at n (the pools cannot fight; the kernels
+                       get the threads, PyTorch's ops run single-threaded)
+  + head: ...          the module followed by a torch Linear head on every step (torch's pool
                        busy between the kernels' calls: where the pools fight)
 
     python benchmarks/bench_torch_module.py [--minibatch 32 --n-in 64 --hidden 128 --steps 50]
                                             [--reps 20] [--dtype float32] [--small]
 
-Prints median milliseconds per training step (best of 3 medians) and a markdown table.
+Prints milliseconds per training step (the best of --trials medians of --reps steps, the cases
+interleaved within each trial) and a markdown table. "lstmfast alone" runs with BLAS at n threads
+(as lstmfast does by default).
 """
 import argparse
 import os
@@ -40,18 +44,28 @@ from threadpoolctl import ThreadpoolController
 import lstmfast.torch as lt
 
 
-def timeit(step, reps, trials=3):
-    for _ in range(3):
+def median_ms(step, reps):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
         step()
-    medians = []
-    for _ in range(trials):
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def compare(cases, reps, trials):
+    """{name: best-of-`trials` median ms}; the cases interleaved within every trial, so that a
+    burst of load from elsewhere hits all of them alike."""
+    for setup, step in cases.values():
+        setup()
+        for _ in range(3):
             step()
-            times.append(time.perf_counter() - t0)
-        medians.append(statistics.median(times))
-    return 1e3 * min(medians)
+    best = {name: float("inf") for name in cases}
+    for _ in range(trials):
+        for name, (setup, step) in cases.items():
+            setup()
+            best[name] = min(best[name], median_ms(step, reps))
+    return best
 
 
 def main():
@@ -60,7 +74,8 @@ def main():
     ap.add_argument("--n-in", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--small", action="store_true",
@@ -119,32 +134,45 @@ def main():
             opt.step()
 
         for n in thread_counts:
-            torch.set_num_threads(n)
-            with controller.limit(limits=n, user_api="blas"):
-                alone = timeit(lstmfast_step, args.reps)
-                previous = lt.set_blas_threads(None)
-                try:
-                    mod_n = timeit(module_step, args.reps)
-                    head_n = timeit(module_head_step, args.reps)
-                    lt.set_blas_threads(1)
-                    mod_1 = timeit(module_step, args.reps)
-                    head_1 = timeit(module_head_step, args.reps)
-                finally:
-                    lt.set_blas_threads(previous)
-            rows.append((f"mb={mb} nIn={n_in} h={h} T={T}", n, alone, mod_n, mod_1, head_n, head_1))
-            print(f"mb={mb} nIn={n_in} h={h} T={T} threads={n}: lstmfast alone {alone:.2f} ms | "
-                  f"module BLAS {n} {mod_n:.2f} ms, BLAS 1 {mod_1:.2f} ms | "
-                  f"+head BLAS {n} {head_n:.2f} ms, BLAS 1 {head_1:.2f} ms", flush=True)
+            def setting(torch_threads, blas):
+                def setup():
+                    torch.set_num_threads(torch_threads)
+                    lt.set_blas_threads(blas)
+                return setup
+            cases = {
+                "alone": (setting(n, None), lstmfast_step),
+                "module BLAS n": (setting(n, None), module_step),
+                "module BLAS 1": (setting(n, 1), module_step),
+                "head BLAS n": (setting(n, None), module_head_step),
+                "head BLAS 1": (setting(n, 1), module_head_step),
+            }
+            if n > 1:   # the other way round: PyTorch single-threaded, BLAS gets the n threads
+                cases["module torch 1"] = (setting(1, None), module_step)
+                cases["head torch 1"] = (setting(1, None), module_head_step)
+            previous = lt.get_blas_threads()
+            try:
+                with controller.limit(limits=n, user_api="blas"):
+                    r = compare(cases, args.reps, args.trials)
+            finally:
+                lt.set_blas_threads(previous)
+                torch.set_num_threads(n)
+            rows.append((f"mb={mb} nIn={n_in} h={h} T={T}", n,
+                         *[r.get(k) for k in ("alone", "module BLAS n", "module BLAS 1",
+                                              "module torch 1", "head BLAS n", "head BLAS 1",
+                                              "head torch 1")]))
+            print(f"mb={mb} nIn={n_in} h={h} T={T} threads={n}: " +
+                  ", ".join(f"{k} {v:.2f} ms" for k, v in r.items()), flush=True)
     try:
         print(f"# load average after: {os.getloadavg()}")
     except OSError:
         pass
     print()
-    print("| problem | threads | lstmfast alone | module, BLAS n | module, BLAS 1 | "
-          "module + head, BLAS n | module + head, BLAS 1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| problem | n threads | lstmfast alone (BLAS n) | module, BLAS n | module, BLAS 1 | "
+          "module, torch 1 + BLAS n | + head, BLAS n | + head, BLAS 1 | + head, torch 1 + BLAS n |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | " + " | ".join(f"{v:.2f} ms" for v in r[2:]) + " |")
+        print(f"| {r[0]} | {r[1]} | " + " | ".join("-" if v is None else f"{v:.2f} ms"
+                                                  for v in r[2:]) + " |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_exp_array_f32(const float* x, float* y, Py_ssize_t n)
     int lf_select_variant(int allow_avx2)
     int lf_load_flag(const int* flag)
-    void lf_prefetch_run(const void* p, Py_ssize_t nbytes)
     # the recurrent GEMM on weights packed once per pass (AVX2+FMA only)
     int lf_packed_gemm_available
     Py_ssize_t lf_packed_size(Py_ssize_t K, Py_ssize_t N)

@@ -19,9 +19,11 @@ A next-symbol predictor is *correct* on a string when, at every step (every symb
 last), its ``k`` highest-scoring symbols are exactly the ``k`` symbols the grammar allows next.
 """
 
+import random
+
 import numpy as np
 
-__all__ = ["SYMBOLS", "generate", "generate_dataset", "encode", "correct_strings"]
+__all__ = ["SYMBOLS", "generate", "generate_dataset", "encode", "legal_mask", "correct_strings"]
 
 #: The alphabet, in the one-hot order used by :func:`encode`.
 SYMBOLS = "BTPSXVE"
@@ -38,42 +40,62 @@ _TRANSITIONS = {
 }
 
 
+#: state -> the symbols allowed next
+_LEGAL = {state: frozenset(symbol for symbol, _ in options) for state, options in _TRANSITIONS.items()}
+
+
 def _reber(rng):
-    """One plain Reber string and, for each of its symbols, the set of symbols allowed after
-    it (``None`` after the final ``E``: the caller decides what may follow)."""
-    symbols, legal = ["B"], [frozenset(s for s, _ in _TRANSITIONS[0])]
+    """One plain Reber string (``rng``: a ``random.Random``) and, for each of its symbols, the
+    set of symbols allowed after it (``None`` after the final ``E``: the caller decides what
+    may follow)."""
+    symbols, legal = ["B"], [_LEGAL[0]]
     state = 0
     while state is not None:
         options = _TRANSITIONS[state]
-        symbol, state = options[rng.integers(len(options))] if len(options) > 1 else options[0]
+        symbol, state = options[rng.getrandbits(1)] if len(options) > 1 else options[0]
         symbols.append(symbol)
-        legal.append(None if state is None else frozenset(s for s, _ in _TRANSITIONS[state]))
+        legal.append(None if state is None else _LEGAL[state])
     return symbols, legal
+
+
+def _as_random(rng):
+    """A ``random.Random`` from one, from a seed, or from a NumPy ``Generator``."""
+    if isinstance(rng, random.Random):
+        return rng
+    if isinstance(rng, np.random.Generator):
+        return random.Random(int(rng.integers(2**63)))
+    return random.Random(rng)
 
 
 def generate(rng):
     """One embedded Reber string: ``(string, legal)`` where ``legal[t]`` is the set of symbols
-    the grammar allows after ``string[t]`` (``legal`` has one entry fewer than ``string``)."""
-    branch = "TP"[rng.integers(2)]
+    the grammar allows after ``string[t]`` (``legal`` has one entry fewer than ``string``).
+    ``rng``: a ``random.Random`` (or a seed, or a NumPy ``Generator``); each branch of the
+    grammar is taken with probability 1/2."""
+    rng = _as_random(rng)
+    branch = "TP"[rng.getrandbits(1)]
     inner, inner_legal = _reber(rng)
     string = ["B", branch] + inner + [branch, "E"]
     legal = [frozenset("TP"), frozenset("B")] + inner_legal[:-1] + [frozenset(branch), frozenset("E")]
     return "".join(string), legal
 
 
-def generate_dataset(rng, count, exclude=()):
-    """``count`` distinct embedded Reber strings, none of them in ``exclude``, with their legal
-    next-symbol sets: a list of ``(string, legal)``."""
-    out, seen = [], set(exclude)
+def generate_dataset(rng, count, exclude=(), distinct=False):
+    """``count`` embedded Reber strings drawn from the grammar, none of them in ``exclude``
+    (and no two alike when ``distinct``), with their legal next-symbol sets: a list of
+    ``(string, legal)``. ``rng`` as for :func:`generate`."""
+    rng = _as_random(rng)
+    out, excluded = [], set(exclude)
     attempts = 0
     while len(out) < count:
         attempts += 1
         if attempts > 1000 * count + 10000:
-            raise RuntimeError(f"could not draw {count} distinct embedded Reber strings")
+            raise RuntimeError(f"could not draw {count} embedded Reber strings outside the excluded ones")
         string, legal = generate(rng)
-        if string in seen:
+        if string in excluded:
             continue
-        seen.add(string)
+        if distinct:
+            excluded.add(string)
         out.append((string, legal))
     return out
 
@@ -99,22 +121,27 @@ def encode(strings, dtype=np.float32):
     return x, y, mask
 
 
+def legal_mask(examples, steps=None):
+    """Boolean ``[n, 7, T]``: ``True`` where a symbol is allowed after step ``t`` of string ``i``
+    (all ``False`` at padding steps)."""
+    if steps is None:
+        steps = max(len(legal) for _, legal in examples)
+    out = np.zeros((len(examples), len(SYMBOLS), steps), dtype=bool)
+    for i, (_, legal) in enumerate(examples):
+        for t, allowed in enumerate(legal):
+            for symbol in allowed:
+                out[i, _INDEX[symbol], t] = True
+    return out
+
+
 def correct_strings(scores, examples):
     """For each ``(string, legal)`` in ``examples``, whether the scores ``[n, 7, T]`` (any
-    monotone score: probabilities, logits) rank exactly the legal symbols highest at every step.
+    monotone score: probabilities, logits) rank exactly the legal symbols highest at every step
+    (every legal symbol scores strictly higher than every other one, so ties count as wrong).
     Returns a boolean array ``[n]``."""
-    scores = np.asarray(scores)
-    ok = np.ones(len(examples), dtype=bool)
-    for i, (string, legal) in enumerate(examples):
-        for t, allowed in enumerate(legal):
-            k = len(allowed)
-            column = scores[i, :, t]
-            top = np.argpartition(-column, k - 1)[:k]
-            # ties at the boundary make the top-k set ambiguous: count them as wrong
-            if k < len(SYMBOLS) and column[top].min() <= np.delete(column, top).max():
-                ok[i] = False
-                break
-            if {SYMBOLS[j] for j in top} != allowed:
-                ok[i] = False
-                break
-    return ok
+    scores = np.asarray(scores, dtype=np.float64)
+    allowed = legal_mask(examples, scores.shape[2])
+    lowest_legal = np.where(allowed, scores, np.inf).min(axis=1)
+    highest_other = np.where(allowed, -np.inf, scores).max(axis=1)
+    padding = ~allowed.any(axis=1)
+    return ((lowest_legal > highest_other) | padding).all(axis=1)

@@ -62,6 +62,7 @@ devices other than the CPU, double backward.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 import threading
@@ -142,24 +143,78 @@ def _scipy_blas_controller():
         return ours
 
 
+class _Pool:
+    """Get / set the thread count of one BLAS library. OpenBLAS is called directly through its
+    ``openblas_set_num_threads`` (threadpoolctl >= 3.6 lets only one "controlling" Python thread
+    change an OpenBLAS pthreads pool and silently ignores the others, which would leave the pool
+    limited after calls from several threads); other libraries go through threadpoolctl."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self._get = self._set = None
+        if lib.internal_api == "openblas":
+            dynlib = getattr(lib, "dynlib", None)
+            for prefix in ("", "scipy_"):
+                for suffix in ("", "64_", "_64"):
+                    setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    getter = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                    if setter is not None and getter is not None and self._set is None:
+                        self._get, self._set = getter, setter
+
+    def get(self):
+        return self._get() if self._get is not None else self._lib.get_num_threads()
+
+    def set(self, n):
+        if self._set is not None:
+            self._set(int(n))
+        else:
+            self._lib.set_num_threads(n)
+
+
+_pools = None
+_limit_depth = 0            # kernel calls currently inside the limit (from any Python thread)
+_limit_saved = None         # the pools' thread counts before the outermost one
+
+
+def _blas_pools():
+    global _pools
+    if _pools is None:
+        controller = _scipy_blas_controller()
+        _pools = [] if controller is None else [_Pool(lib) for lib in controller.lib_controllers]
+    return _pools
+
+
 @contextlib.contextmanager
 def _blas_limit():
+    """Limit lstmfast's BLAS as set_blas_threads says for the duration of a kernel call. The pool
+    size is process-wide: concurrent calls share one limit, set by the first and undone by the
+    last (so that interleaved calls from several threads cannot leave it limited)."""
+    global _limit_depth, _limit_saved
     setting = _blas_setting
-    if setting is None:
+    if setting is None or (setting == "auto" and torch.get_num_threads() <= 1):
         yield
         return
-    limit = setting
-    if setting == "auto":
-        if torch.get_num_threads() <= 1:
-            yield
-            return
-        limit = 1
-    controller = _scipy_blas_controller()
-    if controller is None:
+    pools = _blas_pools()
+    if not pools:
         yield
         return
-    with controller.limit(limits=limit):
+    limit = 1 if setting == "auto" else setting
+    with _blas_lock:
+        if _limit_depth == 0:
+            _limit_saved = [pool.get() for pool in pools]
+            for pool in pools:
+                pool.set(limit)
+        _limit_depth += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _limit_depth -= 1
+            if _limit_depth == 0:
+                for pool, n in zip(pools, _limit_saved):
+                    if n is not None:
+                        pool.set(n)
+                _limit_saved = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +272,9 @@ def _equations(x, W, RW, b, h0, c0, forwards, activation, gate_activation):
 
 
 _fallback_warned = False
+# lstm_backward(..., grad_last_c=) (dL/d last_c, [mb, h]) is what the kernels need to take c_n's
+# gradient themselves; until the core has it, such backward passes use _equations
+_BACKWARD_TAKES_LAST_C = "grad_last_c" in inspect.signature(lstm_backward).parameters
 
 
 def _warn_fallback_once():
@@ -275,8 +333,11 @@ class LSTMFunction(torch.autograd.Function):
         if ctx.fwd is None:
             raise RuntimeError("lstmfast.torch: the forward pass ran without keeping what the "
                                "backward pass needs (grad mode was off)")
+        extra = {}
         if grad_c is not None and bool(torch.any(grad_c != 0)):
-            return _backward_via_equations(ctx, grad_out, grad_h, grad_c)
+            if not _BACKWARD_TAKES_LAST_C:
+                return _backward_via_equations(ctx, grad_out, grad_h, grad_c)
+            extra["grad_last_c"] = _numpy(grad_c)
         batch_first, forwards = ctx.options[0], ctx.options[1]
         fwd = ctx.fwd
         mb, hidden, steps = fwd.output.shape
@@ -290,7 +351,7 @@ class LSTMFunction(torch.autograd.Function):
             eps = np.array(eps, dtype=dtype, order="F", copy=True)
             eps[:, :, steps - 1 if forwards else 0] += _numpy(grad_h)
         with _blas_limit():
-            grads = lstm_backward(fwd, eps)
+            grads = lstm_backward(fwd, eps, **extra)
         results = [
             _from_dl4j(torch.from_numpy(grads.input), batch_first) if needs[0] else None,
             torch.from_numpy(grads.input_weights) if needs[1] else None,
@@ -607,7 +668,12 @@ class GravesLSTM(LSTM):
 
     peepholes = True
     _layer_class = _layers.GravesLSTM
-    from_torch = None  # nn.LSTM has no peepholes
+
+    @classmethod
+    def from_torch(cls, module):
+        raise TypeError("GravesLSTM.from_torch: nn.LSTM has no peepholes; use "
+                        "lstmfast.torch.LSTM.from_torch (or load the weights into a GravesLSTM "
+                        "with zero peephole columns)")
 
 
 class GravesBidirectionalLSTM(_LSTMBase):

@@ -3,26 +3,28 @@
 
 Internal layout. The seed works on [minibatch, features] slices, one time step at a time, with
 `ifogActivations = input . W + prevOutput . RW` as [minibatch, 4h]. This port keeps that
-orientation (example-major: it is also the fastest for OpenBLAS when the minibatch is small)
-and stacks the steps in *processing order* s = 0..T-1 (time t = s going forwards, t = T-1-s
-going backwards): a per-step quantity with F features is a column-major [mb*S, F] matrix whose
-rows s*mb .. s*mb+mb-1 belong to step s (S steps, leading dimension mb*S). Then
-  - the input projection of all steps is one GEMM (seed: `miniBatchData.mmul(inputWeights)` per step),
-  - inside the time loop only the recurrent GEMM remains (seed: `Nd4j.gemm(prevOutputActivations,
-    recurrentWeightsIFOG, ...)` and, backwards, `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`),
-  - after the backward loop one GEMM each gives dL/dW, dL/dRW and dL/dx (the seed accumulates
-    them step by step),
-  - the element-wise code is one pass per step over the [mb, 4h] block, unit by unit, each loop
-    running over the contiguous minibatch.
+orientation (example-major, the fastest for OpenBLAS when the minibatch is small) and processes
+steps in *processing order* s = 0..T-1 (time t = s going forwards, t = T-1-s going backwards).
+Two arrangements are used:
+  - step-stacked: a quantity with F features over S steps is a column-major [mb*S, F] matrix
+    whose rows s*mb .. s*mb+mb-1 belong to step s. The input projection of many steps is then one
+    GEMM (seed: `miniBatchData.mmul(inputWeights)` per step), and after the backward loop one GEMM
+    each gives dL/dW, dL/dRW, dL/dx and the bias gradient (the seed accumulates them per step);
+  - per-step blocks: a contiguous [mb, F] block per step (index m + f*mb), so that each gate of
+    a step is one contiguous run of h*mb values for the element-wise code and the recurrent GEMM
+    (seed: `Nd4j.gemm(prevOutputActivations, recurrentWeightsIFOG, ...)` and, backwards,
+    `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`) reads and writes contiguous memory.
 
 Cache written by a forward pass for backprop (the seed's FwdPassReturn):
-  xp   [mb*T, n_in]      packed input
-  hs   [mb*(T+1), h]     slot 0: h0 (or zeros); slot s+1: output of step s (masked)   (prevAct, fwdPassOutputAsArrays)
-  cs   [mb*(T+1), h]     slot 0: c0 (or zeros); slot s+1: cell state of step s (masked) (prevMemCell, memCellState)
-  z    [mb*T, 4h]        gate pre-activations incl. bias and peepholes                  (iz, fz, oz, gz)
-  a    [mb*T, 4h]        gate activations                                              (ia, fa, oa, ga)
-  mca  [mb*T, h]         layer activation of the unmasked cell state                   (memCellActivations)
-  mp   [mb*T]            mask in processing order (1 where no mask was given)
+  xp   [mb*T, n_in] step-stacked       packed input
+  hs   [mb*(T+1), h] step-stacked      slot 0: h0 (or zeros); slot s+1: output of step s, masked
+                                       (prevAct, fwdPassOutputAsArrays)
+  cs   T+1 blocks [mb, h]              slot 0: c0 (or zeros); slot s+1: cell state of step s, masked
+                                       (prevMemCell, memCellState)
+  z    T blocks [mb, 4h]               gate pre-activations incl. bias and peepholes (iz, fz, oz, gz)
+  a    T blocks [mb, 4h]               gate activations (ia, fa, oa, ga)
+  mca  T blocks [mb, h]                layer activation of the unmasked cell state (memCellActivations)
+  mp   [mb*T]                          mask in processing order (1 where no mask was given)
 Gate blocks in every 4h: [block input i, forget f, output o, input gate g], the seed's [I, F, O, G].
 """
 from libc.stdlib cimport malloc, free
@@ -35,7 +37,7 @@ import numpy as np
 from lstmfast._blas cimport gemm, fits_blas_int
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
                                     lf_exp_array_f32, lf_exp_array_f64, lf_load_flag,
-                                    lf_prefetch_run, lf_packed_gemm_available, lf_packed_size,
+                                    lf_packed_gemm_available, lf_packed_size,
                                     lf_pack_b_f32, lf_pack_b_f64, lf_gemm_packed_f32,
                                     lf_gemm_packed_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
@@ -91,7 +93,8 @@ cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
         return LSTM_ERR_TOO_LARGE
     if not fits_blas_int(dims.n_in):
         return LSTM_ERR_TOO_LARGE
-    if lstm_cache_size(dims) < 0 or lstm_backward_workspace_size(dims) < 0:
+    if (lstm_cache_size(dims) < 0 or lstm_backward_workspace_size(dims) < 0
+            or lstm_forward_workspace_size(dims, 0) < 0):
         return LSTM_ERR_TOO_LARGE
     return LSTM_OK
 
@@ -100,13 +103,14 @@ cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
     if dims == NULL:
         return -1
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    # per row (s, m): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
+    # per (step, example): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
     cdef Py_ssize_t per_row = _add(_add(n_in, _mul(9, h)), 1)
     cdef Py_ssize_t state = _mul(2, _mul(h, _mul(mb, _add(T, 1))))
     return _add(_mul(per_row, _mul(mb, T)), state)
 
 
-cdef inline Py_ssize_t _inference_chunk(const lstm_dims* dims) noexcept nogil:
+cdef inline Py_ssize_t _chunk(const lstm_dims* dims) noexcept nogil:
+    """Steps per input-projection GEMM: a bounded work space for long sequences."""
     cdef Py_ssize_t per_step = (dims.n_in + 4 * dims.hidden + 1) * dims.minibatch
     cdef Py_ssize_t chunk = INFERENCE_CHUNK_ELEMENTS // per_step
     if chunk < 1:
@@ -116,21 +120,23 @@ cdef inline Py_ssize_t _inference_chunk(const lstm_dims* dims) noexcept nogil:
     return chunk
 
 
+cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil:
+    return _mul(_mul((N + 5) // 6, 6), K)
+
+
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    # a contiguous copy of the bias (4h), the element-wise pass's column scratch (5 mb), the
-    # previous output as a contiguous [mb, h] (the recurrent GEMM's A), and the packed RW
-    cdef Py_ssize_t extra = _add(_mul(4, dims.hidden), _mul(5, dims.minibatch))
-    extra = _add(extra, _mul(dims.minibatch, dims.hidden))
-    extra = _add(extra, _mul(_mul((4 * dims.hidden + 5) // 6, 6), dims.hidden))
-    if for_backprop:
-        return extra if lstm_cache_size(dims) >= 0 else -1
-    cdef Py_ssize_t chunk = _inference_chunk(dims)
-    cdef Py_ssize_t per_row = _add(_add(dims.n_in, _mul(4, dims.hidden)), 1)
-    # a chunk of packed input, pre-activations and mask; two slots each of h and c
-    return _add(_add(_mul(_mul(per_row, dims.minibatch), chunk),
-                     _mul(4, _mul(dims.hidden, dims.minibatch))), extra)
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
+    cdef Py_ssize_t chunk = _chunk(dims)
+    cdef Py_ssize_t block = _mul(mb, h)
+    # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
+    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4), peepholes (3);
+    # the packed recurrent weights
+    cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
+    total = _add(total, _mul(block, 4 + 9 + 7))
+    total = _add(total, _packed_size(h, _mul(4, h)))
+    return total
 
 
 cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil:
@@ -138,17 +144,14 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
         return -1
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
     cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
-    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], nablaOut and two cell errors [mb, h],
-    # RW[:, :4h] transposed [4h, h], peephole sums 3h, column scratch 6 mb, ones [mb*T] and
-    # the bias gradient [4h] (column sums of the deltas, as a GEMM)
+    cdef Py_ssize_t block = _mul(mb, h)
+    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], ones [mb*T];
+    # [mb, h] blocks: nablaOut (1), two cell errors (2), two contiguous deltas (8), peepholes (3),
+    # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h, bias sums 4h
     cdef Py_ssize_t total = _mul(rows, _add(_add(_mul(4, h), dims.n_in), 1))
-    total = _add(total, _mul(4, h))
-    total = _add(total, _mul(3, _mul(mb, h)))
-    total = _add(total, _mul(_mul(4, h), h))
-    total = _add(total, _add(_mul(3, h), _mul(6, mb)))
-    # two contiguous [mb, 4h] copies of the deltas (the recurrent GEMM's A), the packed RW^T
-    total = _add(total, _mul(2, _mul(mb, _mul(4, h))))
-    total = _add(total, _mul(_mul((h + 5) // 6, 6), _mul(4, h)))
+    total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
+    total = _add(total, _add(_mul(_mul(4, h), h), _packed_size(_mul(4, h), h)))
+    total = _add(total, _mul(7, h))
     return total
 
 
@@ -187,249 +190,161 @@ cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, 
 
 
 # ---------------------------------------------------------------------------------------------
-# element-wise step code: one pass per step over the [mb, 4h] block, unit by unit
+# element-wise step code, on contiguous [mb, F] blocks of one step: index m + k*mb for unit k, so
+# that each gate is one contiguous run of n = h*mb values (gate g of unit k at g*n + m + k*mb)
 
-cdef inline void _forward_cells(const lstm_dims* dims,
-                                floating* z, floating* a, floating* mca, Py_ssize_t ld_gates,
-                                const floating* bias,
-                                const floating* peep_f, const floating* peep_o, const floating* peep_g,
+cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
+                                floating* z, floating* a, floating* mca,
+                                const floating* bias_block, const floating* peep_block,
                                 const floating* c_prev, floating* h_cur, floating* c_cur,
-                                Py_ssize_t ld_state, const floating* mask_col, floating* scratch,
-                                floating* out, lstm_strides out_strides,
-                                bint prefetch_next) noexcept nogil:
+                                const floating* mask_col) noexcept nogil:
     """Gates, cell and output of one step: seed lines 'inputActivations' .. 'prevMemCellState = ...'.
 
-    z [mb, 4h] (leading dimension ld_gates) holds x W + h_prev RW on entry; on exit it holds the
-    complete pre-activations (bias and peepholes added). a [mb, 4h] and mca [mb, h] (same leading
-    dimension) are written when not NULL (for backprop); otherwise `scratch` (5 mb) holds one unit's
-    columns. c_prev, h_cur, c_cur are [mb, h] with leading dimension ld_state. out (strided, may be
-    NULL) receives the step's output.
+    z [mb, 4h] holds x W + h_prev RW on entry; on exit the complete pre-activations (bias and
+    peepholes added). a [mb, 4h] and mca [mb, h] receive the activations; c_prev, h_cur, c_cur
+    are [mb, h]. bias_block is the bias broadcast to [mb, 4h]; peep_block (NULL: no peepholes)
+    wFF, wOO, wGG broadcast to [mb, 3h]. mask_col [mb] or NULL (no mask).
     """
-    cdef Py_ssize_t h = dims.hidden, mb = dims.minibatch, m, k
-    cdef int act = dims.activation, gate = dims.gate_activation
-    cdef floating c, hv, b_i, b_f, b_o, b_g, w_f, w_o, w_g
-    cdef floating* zi
-    cdef floating* zf
-    cdef floating* zo
-    cdef floating* zg
-    cdef floating* ai
-    cdef floating* af
-    cdef floating* ao
-    cdef floating* ag
-    cdef floating* mc
-    cdef floating* cc
-    cdef floating* hc
-    cdef const floating* cp
-    cdef bint peepholes = peep_f != NULL
-    for k in range(h):
-        zi = z + k * ld_gates
-        zf = z + (h + k) * ld_gates
-        zo = z + (2 * h + k) * ld_gates
-        zg = z + (3 * h + k) * ld_gates
-        if a != NULL:
-            ai = a + k * ld_gates
-            af = a + (h + k) * ld_gates
-            ao = a + (2 * h + k) * ld_gates
-            ag = a + (3 * h + k) * ld_gates
-            mc = mca + k * ld_gates
-        else:
-            ai = scratch
-            af = scratch + mb
-            ao = scratch + 2 * mb
-            ag = scratch + 3 * mb
-            mc = scratch + 4 * mb
-        cp = c_prev + k * ld_state
-        cc = c_cur + k * ld_state
-        hc = h_cur + k * ld_state
-        b_i = bias[k]
-        b_f = bias[h + k]
-        b_o = bias[2 * h + k]
-        b_g = bias[3 * h + k]
-        # bias; forget and input-gate peepholes on the previous cell state (wFF, wGG)
-        if peepholes:
-            w_f = peep_f[k]
-            w_g = peep_g[k]
+    cdef Py_ssize_t i, k, m
+    cdef floating c, msk
+    cdef floating* zi = z
+    cdef floating* zf = z + n
+    cdef floating* zo = z + 2 * n
+    cdef floating* zg = z + 3 * n
+    cdef floating* ai = a
+    cdef floating* af = a + n
+    cdef floating* ao = a + 2 * n
+    cdef floating* ag = a + 3 * n
+    for i in range(4 * n):
+        z[i] = z[i] + bias_block[i]
+    if peep_block != NULL:
+        # forget and input-gate peepholes on the previous cell state (wFF, wGG)
+        for i in range(n):
+            zf[i] = zf[i] + c_prev[i] * peep_block[i]
+            zg[i] = zg[i] + c_prev[i] * peep_block[2 * n + i]
+    activate_array(act, zi, ai, n)          # block input
+    activate_array(gate, zf, af, n)         # forget gate
+    activate_array(gate, zg, ag, n)         # input gate
+    # c = fa * c_prev + ga * ia; the output-gate peephole on the current, unmasked c (wOO)
+    if peep_block != NULL:
+        for i in range(n):
+            c = af[i] * c_prev[i] + ag[i] * ai[i]
+            c_cur[i] = c
+            zo[i] = zo[i] + c * peep_block[n + i]
+    else:
+        for i in range(n):
+            c_cur[i] = af[i] * c_prev[i] + ag[i] * ai[i]
+    activate_array(gate, zo, ao, n)         # output gate
+    activate_array(act, c_cur, mca, n)      # memCellActivations (unmasked c)
+    for i in range(n):
+        h_cur[i] = mca[i] * ao[i]
+    if mask_col != NULL:
+        # the mask zeroes h and c (the seed's muliColumnVector(timeStepMaskColumn))
+        for k in range(n // mb):
             for m in range(mb):
-                zi[m] = zi[m] + b_i
-                zf[m] = (zf[m] + b_f) + cp[m] * w_f
-                zg[m] = (zg[m] + b_g) + cp[m] * w_g
-        else:
-            for m in range(mb):
-                zi[m] = zi[m] + b_i
-                zf[m] = zf[m] + b_f
-                zg[m] = zg[m] + b_g
-        if prefetch_next:
-            # the next step's rows of this unit sit mb rows down (written by the input GEMM)
-            lf_prefetch_run(zi + mb, mb * sizeof(floating))
-            lf_prefetch_run(zf + mb, mb * sizeof(floating))
-            lf_prefetch_run(zo + mb, mb * sizeof(floating))
-            lf_prefetch_run(zg + mb, mb * sizeof(floating))
-        activate_array(act, zi, ai, mb)          # block input
-        activate_array(gate, zf, af, mb)         # forget gate
-        activate_array(gate, zg, ag, mb)         # input gate
-        # c = fa * c_prev + ga * ia; output-gate peephole on the current, unmasked c (wOO)
-        if peepholes:
-            w_o = peep_o[k]
-            for m in range(mb):
-                c = af[m] * cp[m] + ag[m] * ai[m]
-                cc[m] = c
-                zo[m] = (zo[m] + b_o) + c * w_o
-        else:
-            for m in range(mb):
-                cc[m] = af[m] * cp[m] + ag[m] * ai[m]
-                zo[m] = zo[m] + b_o
-        activate_array(gate, zo, ao, mb)         # output gate
-        activate_array(act, cc, mc, mb)          # memCellActivations (unmasked c)
-        # output; the mask zeroes h and c (the seed's muliColumnVector(timeStepMaskColumn))
-        for m in range(mb):
-            hv = (mc[m] * ao[m]) * mask_col[m]
-            hc[m] = hv
-            cc[m] = cc[m] * mask_col[m]
-        if out != NULL:
-            for m in range(mb):
-                out[m * out_strides.minibatch + k * out_strides.feature] = hc[m]
+                msk = mask_col[m]
+                h_cur[m + k * mb] = h_cur[m + k * mb] * msk
+                c_cur[m + k * mb] = c_cur[m + k * mb] * msk
 
 
-cdef inline void _backward_cells(const lstm_dims* dims,
+cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
                                  const floating* z, const floating* a, const floating* mca,
-                                 Py_ssize_t ld_gates,
-                                 const floating* c_prev, const floating* c_cur, Py_ssize_t ld_state,
+                                 const floating* c_prev, const floating* c_cur,
                                  const floating* mask_col, bint masked_step,
                                  const floating* nabla_out,
                                  const floating* a_next, const floating* delta_next,
-                                 const floating* cell_error_next,
-                                 const floating* peep_f, const floating* peep_o, const floating* peep_g,
-                                 floating* delta, Py_ssize_t ld_delta, floating* cell_error,
+                                 const floating* cell_error_next, const floating* peep_block,
+                                 floating* delta, floating* cell_error,
                                  floating* sum_f, floating* sum_o, floating* sum_g,
-                                 floating* scratch, bint prefetch_previous,
-                                 floating* delta_copy) noexcept nogil:
+                                 floating* scratch) noexcept nogil:
     """Deltas of one step: seed lines 'nablaCellState' .. 'deltaifogNext.muliColumnVector'.
 
-    nabla_out [mb, h] (leading dimension mb) is dL/dh of this step (epsilon plus the recurrent
-    term). a_next (ld_gates), delta_next (ld_delta) and cell_error_next ([mb, h], ld mb) belong to
-    the next processed step, or are NULL at the last step. Writes this step's masked deltas
-    [i, f, o, g] ([mb, 4h], ld_delta) and its cell error (nablaCellState: not masked, as in the
-    seed); accumulates the peephole gradient sums. masked_step: some mask entry of this step is
-    not 1. scratch: 6 mb.
+    Blocks as in _forward_cells. nabla_out [mb, h] is dL/dh of this step (epsilon plus the
+    recurrent term). a_next, delta_next, cell_error_next belong to the next processed step, or
+    are NULL at the last one. Writes the masked deltas [i, f, o, g] ([mb, 4h]) and this step's
+    cell error (nablaCellState: not masked, as in the seed); accumulates the peephole sums.
+    mask_col NULL: no mask; masked_step: some entry of mask_col is not 1. scratch: 6n.
     """
-    cdef Py_ssize_t h = dims.hidden, mb = dims.minibatch, m, k
-    cdef int act = dims.activation, gate = dims.gate_activation
-    cdef floating d_o, nabla_c, w_f, w_o, w_g, s_f, s_o, s_g
-    cdef const floating* ai
-    cdef const floating* af
-    cdef const floating* ao
-    cdef const floating* ag
-    cdef const floating* mc
-    cdef const floating* cp
-    cdef const floating* cc
-    cdef const floating* no
-    cdef const floating* dn_f
-    cdef const floating* dn_g
-    cdef const floating* an_f
-    cdef const floating* cen
-    cdef floating* di
-    cdef floating* df
-    cdef floating* do_
-    cdef floating* dg
-    cdef floating* ce
+    cdef Py_ssize_t i, k, m
+    cdef floating msk, nabla_c, s_f, s_o, s_g
+    cdef const floating* zi = z
+    cdef const floating* zf = z + n
+    cdef const floating* zo = z + 2 * n
+    cdef const floating* zg = z + 3 * n
+    cdef const floating* ai = a
+    cdef const floating* af = a + n
+    cdef const floating* ao = a + 2 * n
+    cdef const floating* ag = a + 3 * n
+    cdef floating* di = delta
+    cdef floating* df = delta + n
+    cdef floating* do_ = delta + 2 * n
+    cdef floating* dg = delta + 3 * n
     cdef floating* grad_o = scratch
-    cdef floating* grad_cell = scratch + mb
-    cdef floating* grad_f = scratch + 2 * mb
-    cdef floating* grad_g = scratch + 3 * mb
-    cdef floating* grad_i = scratch + 4 * mb
-    cdef floating* cell_act = scratch + 5 * mb
-    cdef bint peepholes = peep_f != NULL
-    cdef bint has_next = delta_next != NULL
-    w_f = w_o = w_g = 0
-    for k in range(h):
-        ai = a + k * ld_gates
-        af = a + (h + k) * ld_gates
-        ao = a + (2 * h + k) * ld_gates
-        ag = a + (3 * h + k) * ld_gates
-        mc = mca + k * ld_gates
-        cp = c_prev + k * ld_state
-        cc = c_cur + k * ld_state
-        no = nabla_out + k * mb
-        ce = cell_error + k * mb
-        di = delta + k * ld_delta
-        df = delta + (h + k) * ld_delta
-        do_ = delta + (2 * h + k) * ld_delta
-        dg = delta + (3 * h + k) * ld_delta
-        if peepholes:
-            w_f = peep_f[k]
-            w_o = peep_o[k]
-            w_g = peep_g[k]
-        if prefetch_previous:
-            # the previous step's rows of this unit (processed next) sit mb rows up
-            lf_prefetch_run(z + k * ld_gates - mb, mb * sizeof(floating))
-            lf_prefetch_run(z + (h + k) * ld_gates - mb, mb * sizeof(floating))
-            lf_prefetch_run(z + (2 * h + k) * ld_gates - mb, mb * sizeof(floating))
-            lf_prefetch_run(z + (3 * h + k) * ld_gates - mb, mb * sizeof(floating))
-            lf_prefetch_run(ai - mb, mb * sizeof(floating))
-            lf_prefetch_run(af - mb, mb * sizeof(floating))
-            lf_prefetch_run(ao - mb, mb * sizeof(floating))
-            lf_prefetch_run(ag - mb, mb * sizeof(floating))
-            lf_prefetch_run(mc - mb, mb * sizeof(floating))
-            lf_prefetch_run(cp - mb, mb * sizeof(floating))
-        derivative_array(gate, z + (2 * h + k) * ld_gates, ao, grad_o, mb)
-        # the layer activation's derivative at the stored (masked) cell state, as the seed's
-        # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
-        if masked_step:
-            activate_array(act, cc, cell_act, mb)
+    cdef floating* grad_cell = scratch + n
+    cdef floating* grad_f = scratch + 2 * n
+    cdef floating* grad_g = scratch + 3 * n
+    cdef floating* grad_i = scratch + 4 * n
+    cdef floating* cell_act = scratch + 5 * n
+    derivative_array(gate, zo, ao, grad_o, n)
+    # the layer activation's derivative at the stored (masked) cell state, as the seed's
+    # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
+    if masked_step:
+        activate_array(act, c_cur, cell_act, n)
+        for k in range(n // mb):
             for m in range(mb):
-                cell_act[m] = mc[m] if mask_col[m] == 1 else cell_act[m]
-            derivative_array(act, cc, cell_act, grad_cell, mb)
-        else:
-            derivative_array(act, cc, mc, grad_cell, mb)
-        # output-gate delta and the cell error (nablaCellState)
-        for m in range(mb):
-            d_o = (no[m] * mc[m]) * grad_o[m]
-            do_[m] = d_o
-            ce[m] = grad_cell[m] * (ao[m] * no[m])
-        if peepholes:
+                if mask_col[m] == 1:
+                    cell_act[m + k * mb] = mca[m + k * mb]
+        derivative_array(act, c_cur, cell_act, grad_cell, n)
+    else:
+        derivative_array(act, c_cur, mca, grad_cell, n)
+    # output-gate delta (masked at the end, as the seed) and the cell error
+    for i in range(n):
+        do_[i] = (nabla_out[i] * mca[i]) * grad_o[i]
+        cell_error[i] = grad_cell[i] * (ao[i] * nabla_out[i])
+    if peep_block != NULL:
+        for i in range(n):
+            cell_error[i] = cell_error[i] + do_[i] * peep_block[n + i]
+    if delta_next != NULL:
+        if peep_block != NULL:
+            for i in range(n):
+                cell_error[i] = ((delta_next[n + i] * peep_block[i]
+                                  + delta_next[3 * n + i] * peep_block[2 * n + i]) + cell_error[i])
+        for i in range(n):
+            cell_error[i] = cell_error[i] + a_next[n + i] * cell_error_next[i]
+    derivative_array(gate, zf, af, grad_f, n)
+    derivative_array(gate, zg, ag, grad_g, n)
+    derivative_array(act, zi, ai, grad_i, n)
+    for i in range(n):
+        nabla_c = cell_error[i]
+        df[i] = (grad_f[i] * nabla_c) * c_prev[i]
+        dg[i] = grad_g[i] * (ai[i] * nabla_c)
+        di[i] = grad_i[i] * (ag[i] * nabla_c)
+    if mask_col != NULL:
+        for k in range(n // mb):
             for m in range(mb):
-                ce[m] = ce[m] + do_[m] * w_o
-        if has_next:
-            dn_f = delta_next + (h + k) * ld_delta
-            dn_g = delta_next + (3 * h + k) * ld_delta
-            an_f = a_next + (h + k) * ld_gates
-            cen = cell_error_next + k * mb
-            if peepholes:
-                for m in range(mb):
-                    ce[m] = (dn_f[m] * w_f + dn_g[m] * w_g) + ce[m]
-            for m in range(mb):
-                ce[m] = ce[m] + an_f[m] * cen[m]
-        # forget, input-gate and block-input deltas; then the mask on all four
-        derivative_array(gate, z + (h + k) * ld_gates, af, grad_f, mb)
-        derivative_array(gate, z + (3 * h + k) * ld_gates, ag, grad_g, mb)
-        derivative_array(act, z + k * ld_gates, ai, grad_i, mb)
-        for m in range(mb):
-            nabla_c = ce[m]
-            df[m] = ((grad_f[m] * nabla_c) * cp[m]) * mask_col[m]
-            dg[m] = (grad_g[m] * (ai[m] * nabla_c)) * mask_col[m]
-            di[m] = (grad_i[m] * (ag[m] * nabla_c)) * mask_col[m]
-            do_[m] = do_[m] * mask_col[m]
-        # and a contiguous [mb, 4h] copy for the next step's recurrent GEMM
-        for m in range(mb):
-            delta_copy[m + k * mb] = di[m]
-            delta_copy[m + (h + k) * mb] = df[m]
-            delta_copy[m + (2 * h + k) * mb] = do_[m]
-            delta_copy[m + (3 * h + k) * mb] = dg[m]
-        if peepholes:
+                msk = mask_col[m]
+                i = m + k * mb
+                di[i] = di[i] * msk
+                df[i] = df[i] * msk
+                do_[i] = do_[i] * msk
+                dg[i] = dg[i] * msk
+    if peep_block != NULL:
+        for k in range(n // mb):
             s_f = 0
             s_o = 0
             s_g = 0
             for m in range(mb):
-                s_f = s_f + df[m] * cp[m]
-                s_g = s_g + dg[m] * cp[m]
-                s_o = s_o + do_[m] * cc[m]
+                i = m + k * mb
+                s_f = s_f + df[i] * c_prev[i]
+                s_g = s_g + dg[i] * c_prev[i]
+                s_o = s_o + do_[i] * c_cur[i]
             sum_f[k] += s_f
             sum_o[k] += s_o
             sum_g[k] += s_g
 
 
 # ---------------------------------------------------------------------------------------------
-# packing between the caller's strided arrays and the step-stacked layout
+# packing between the caller's strided arrays and the internal layouts
 
 cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept nogil:
     return s if dims.forwards else dims.time_steps - 1 - s
@@ -437,6 +352,7 @@ cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept no
 
 cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* dst,
                              Py_ssize_t ld_dst, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[rows, cols] = src[rows, cols], both column-major with their leading dimensions."""
     cdef Py_ssize_t i, j
     for j in range(cols):
         for i in range(rows):
@@ -444,32 +360,34 @@ cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* d
 
 
 cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
-                               floating* dst, Py_ssize_t ld) noexcept nogil:
-    """[mb, h] strided -> [mb, h] with leading dimension ld; zeros if src is NULL."""
-    cdef Py_ssize_t m, k
+                               floating* dst) noexcept nogil:
+    """[mb, h] strided -> contiguous [mb, h] block; zeros if src is NULL."""
+    cdef Py_ssize_t m, k, mb = dims.minibatch
     for k in range(dims.hidden):
         if src == NULL:
-            for m in range(dims.minibatch):
-                dst[m + k * ld] = 0
+            for m in range(mb):
+                dst[m + k * mb] = 0
         else:
-            for m in range(dims.minibatch):
-                dst[m + k * ld] = src[m * st.minibatch + k * st.feature]
+            for m in range(mb):
+                dst[m + k * mb] = src[m * st.minibatch + k * st.feature]
 
 
-cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, Py_ssize_t ld,
-                                floating* dst, lstm_strides st) noexcept nogil:
-    cdef Py_ssize_t m, k
+cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, floating* dst,
+                                lstm_strides st) noexcept nogil:
+    """Contiguous [mb, h] block -> [mb, h] strided (nothing if dst is NULL)."""
+    cdef Py_ssize_t m, k, mb = dims.minibatch
     if dst == NULL:
         return
     for k in range(dims.hidden):
-        for m in range(dims.minibatch):
-            dst[m * st.minibatch + k * st.feature] = src[m + k * ld]
+        for m in range(mb):
+            dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
 
 
 cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,
-                             Py_ssize_t s_begin, Py_ssize_t s_end, floating* xp) noexcept nogil:
-    """x [mb, n_in, T] strided -> xp [mb*(s_end-s_begin), n_in] in processing order."""
-    cdef Py_ssize_t s, m, i, mb = dims.minibatch, ld = mb * (s_end - s_begin)
+                             Py_ssize_t s_begin, Py_ssize_t s_end, floating* xp,
+                             Py_ssize_t ld) noexcept nogil:
+    """x [mb, n_in, T] strided -> rows (s - s_begin)*mb + m of xp [*, n_in] (leading dim ld)."""
+    cdef Py_ssize_t s, m, i, mb = dims.minibatch
     cdef const floating* xt
     cdef floating* dst
     for s in range(s_begin, s_end):
@@ -482,11 +400,31 @@ cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_stri
 
 cdef inline void _pack_mask(const lstm_dims* dims, const floating* mask, lstm_strides st,
                             Py_ssize_t s_begin, Py_ssize_t s_end, floating* mp) noexcept nogil:
+    """Mask of steps s_begin..s_end-1 in processing order (1 where there is no mask)."""
     cdef Py_ssize_t s, m, mb = dims.minibatch, t
     for s in range(s_begin, s_end):
         t = _time_of(dims, s)
         for m in range(mb):
             mp[mb * (s - s_begin) + m] = 1 if mask == NULL else mask[m * st.minibatch + t * st.time]
+
+
+cdef inline bint _any_not_one(const floating* values, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        if values[i] != 1:
+            return True
+    return False
+
+
+cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, Py_ssize_t count,
+                                    Py_ssize_t mb, floating* block) noexcept nogil:
+    """block[m + j*mb] = values[j*stride] for j < count: a per-unit vector as an [mb, count] block."""
+    cdef Py_ssize_t j, m
+    cdef floating v
+    for j in range(count):
+        v = values[j * stride]
+        for m in range(mb):
+            block[m + j * mb] = v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,17 +449,17 @@ cdef int lstm_forward(const lstm_dims* dims,
 
 
 cdef int _forward_impl(const lstm_dims* dims,
-                      const floating* x, lstm_strides x_strides,
-                      const floating* input_weights, Py_ssize_t ld_input_weights,
-                      const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
-                      const floating* bias, Py_ssize_t bias_stride,
-                      const floating* h0, lstm_strides h0_strides,
-                      const floating* c0, lstm_strides c0_strides,
-                      const floating* mask, lstm_strides mask_strides,
-                      floating* output, lstm_strides output_strides,
-                      floating* last_h, lstm_strides last_h_strides,
-                      floating* last_c, lstm_strides last_c_strides,
-                      floating* cache, floating* workspace, const int* cancel) noexcept nogil:
+                       const floating* x, lstm_strides x_strides,
+                       const floating* input_weights, Py_ssize_t ld_input_weights,
+                       const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                       const floating* bias, Py_ssize_t bias_stride,
+                       const floating* h0, lstm_strides h0_strides,
+                       const floating* c0, lstm_strides c0_strides,
+                       const floating* mask, lstm_strides mask_strides,
+                       floating* output, lstm_strides output_strides,
+                       floating* last_h, lstm_strides last_h_strides,
+                       floating* last_c, lstm_strides last_c_strides,
+                       floating* cache, floating* workspace, const int* cancel) noexcept nogil:
     """lstm_forward; `cancel` (may be NULL) is polled once per time step: nonzero stops the pass
     with LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C)."""
     cdef int status = lstm_check_dims(dims)
@@ -535,7 +473,8 @@ cdef int _forward_impl(const lstm_dims* dims,
         return LSTM_ERR_TOO_LARGE
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    cdef Py_ssize_t G = 4 * h
+    cdef Py_ssize_t G = 4 * h, n = h * mb
+    cdef int act = dims.activation, gate = dims.gate_activation
     cdef bint for_backprop = cache != NULL
     cdef Py_ssize_t ws_size = lstm_forward_workspace_size(dims, for_backprop)
     cdef floating* owned = NULL
@@ -547,102 +486,123 @@ cdef int _forward_impl(const lstm_dims* dims,
             return LSTM_ERR_NO_MEMORY
         workspace = owned
 
-    cdef const floating* peep_f = NULL
-    cdef const floating* peep_o = NULL
-    cdef const floating* peep_g = NULL
+    # work space (see lstm_forward_workspace_size)
+    cdef Py_ssize_t chunk = _chunk(dims)
+    cdef Py_ssize_t ld_projection = mb * chunk
+    cdef floating* projection = workspace                      # [mb*chunk, 4h]
+    cdef floating* x_chunk = projection + ld_projection * G    # [mb*chunk, n_in] (inference)
+    cdef floating* mask_chunk = x_chunk + ld_projection * n_in  # [mb*chunk] (inference)
+    cdef floating* h_ring = mask_chunk + ld_projection         # 2 x [mb, h]
+    cdef floating* c_ring = h_ring + 2 * n                     # 2 x [mb, h] (inference)
+    cdef floating* z_block = c_ring + 2 * n                    # [mb, 4h] (inference)
+    cdef floating* a_block = z_block + 4 * n                   # [mb, 4h] (inference)
+    cdef floating* mca_block = a_block + 4 * n                 # [mb, h] (inference)
+    cdef floating* bias_block = mca_block + n                  # bias as [mb, 4h]
+    cdef floating* peep_block = bias_block + 4 * n             # wFF, wOO, wGG as [mb, 3h]
+    cdef floating* packed_rw = NULL
+    if T > 1 and _packed_gemm_on():
+        packed_rw = peep_block + 3 * n
+        _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
+    _broadcast_columns(bias, bias_stride, G, mb, bias_block)
     if dims.peepholes:
         # columns 4h, 4h+1, 4h+2 of RW: wFF, wOO, wGG
-        peep_f = recurrent_weights + G * ld_recurrent_weights
-        peep_o = recurrent_weights + (G + 1) * ld_recurrent_weights
-        peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
+        _broadcast_columns(recurrent_weights + G * ld_recurrent_weights, 1, h, mb, peep_block)
+        _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
+                           peep_block + n)
+        _broadcast_columns(recurrent_weights + (G + 2) * ld_recurrent_weights, 1, h, mb,
+                           peep_block + 2 * n)
+    else:
+        peep_block = NULL
 
-    cdef floating* xp
-    cdef floating* hs
-    cdef floating* cs
-    cdef floating* z
+    # the cache (see the module docstring)
+    cdef Py_ssize_t ld_x = mb * T, ld_hs = mb * (T + 1)
+    cdef floating* xp = NULL
+    cdef floating* hs = NULL
+    cdef floating* cs = NULL
+    cdef floating* z = NULL
     cdef floating* a = NULL
     cdef floating* mca = NULL
-    cdef floating* mp
-    cdef Py_ssize_t chunk, ld_state
+    cdef floating* mp = NULL
     if for_backprop:
-        chunk = T
-        ld_state = mb * (T + 1)
         xp = cache
         hs = xp + n_in * mb * T
-        cs = hs + h * ld_state
-        z = cs + h * ld_state
-        a = z + G * mb * T
-        mca = a + G * mb * T
-        mp = mca + h * mb * T
+        cs = hs + h * ld_hs
+        z = cs + n * (T + 1)
+        a = z + 4 * n * T
+        mca = a + 4 * n * T
+        mp = mca + n * T
+
+    _gather_state(dims, h0, h0_strides, h_ring)
+    if for_backprop:
+        _gather_state(dims, c0, c0_strides, cs)
+        _copy_block(h_ring, mb, hs, ld_hs, mb, h)
     else:
-        chunk = _inference_chunk(dims)
-        ld_state = 2 * mb           # two [mb, h] slots stacked row-wise, used alternately
-        xp = workspace
-        z = xp + n_in * mb * chunk
-        mp = z + G * mb * chunk
-        hs = mp + mb * chunk
-        cs = hs + 2 * h * mb
-    # at the workspace's end: a contiguous bias, the element-wise column scratch, the previous
-    # output as a contiguous [mb, h] (the recurrent GEMM's A) and the packed RW[:, :4h]
-    cdef Py_ssize_t packed_size = ((G + 5) // 6) * 6 * h
-    cdef floating* bias_contiguous = workspace + (ws_size - G - 5 * mb - mb * h - packed_size)
-    cdef floating* scratch = bias_contiguous + G
-    cdef floating* h_prev_contiguous = scratch + 5 * mb
-    cdef floating* packed_rw = NULL
-    cdef Py_ssize_t j
-    for j in range(G):
-        bias_contiguous[j] = bias[j * bias_stride]
-    if T > 1 and _packed_gemm_on():
-        packed_rw = h_prev_contiguous + mb * h
-        _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
+        _gather_state(dims, c0, c0_strides, c_ring)
 
-    _gather_state(dims, h0, h0_strides, hs, ld_state)
-    _gather_state(dims, c0, c0_strides, cs, ld_state)
-    _copy_block(hs, ld_state, h_prev_contiguous, mb, mb, h)
-
-    cdef Py_ssize_t s0, s1, s, t, ld_gates, slot_prev, slot_cur
+    cdef Py_ssize_t s0, s1, s, t
     cdef floating* z_step
+    cdef floating* a_step
+    cdef floating* mca_step
+    cdef floating* c_prev
+    cdef floating* c_cur
+    cdef floating* h_prev
+    cdef floating* h_cur
+    cdef const floating* mask_col
+    cdef const floating* step_mask
     cdef bint h_prev_is_zero = h0 == NULL
     s0 = 0
     while s0 < T:
         s1 = s0 + chunk if s0 + chunk < T else T
-        ld_gates = mb * (s1 - s0)
-        # one GEMM for the input projection of every step of the chunk: [mb*S, 4h] = xp W
-        _pack_input(dims, x, x_strides, s0, s1, xp)
-        _pack_mask(dims, mask, mask_strides, s0, s1, mp)
-        gemm(c'N', c'N', ld_gates, G, n_in, <floating>1, xp, ld_gates,
-             input_weights, ld_input_weights, <floating>0, z, ld_gates)
+        # one GEMM for the input projection of the chunk's steps: [mb*S, 4h] = xp W
+        if for_backprop:
+            _pack_input(dims, x, x_strides, s0, s1, xp + mb * s0, ld_x)
+            _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
+            gemm(c'N', c'N', mb * (s1 - s0), G, n_in, <floating>1, xp + mb * s0, ld_x,
+                 input_weights, ld_input_weights, <floating>0, projection, ld_projection)
+        else:
+            _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
+            _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
+            gemm(c'N', c'N', mb * (s1 - s0), G, n_in, <floating>1, x_chunk, ld_projection,
+                 input_weights, ld_input_weights, <floating>0, projection, ld_projection)
         for s in range(s0, s1):
             if cancel != NULL and lf_load_flag(cancel):
                 free(owned)
                 return LSTM_ERR_CANCELLED
             t = _time_of(dims, s)
+            h_prev = h_ring + n * (s % 2)
+            h_cur = h_ring + n * ((s + 1) % 2)
             if for_backprop:
-                slot_prev = mb * s
-                slot_cur = mb * (s + 1)
+                z_step = z + 4 * n * s
+                a_step = a + 4 * n * s
+                mca_step = mca + n * s
+                c_prev = cs + n * s
+                c_cur = c_prev + n
+                step_mask = mp + mb * s
             else:
-                slot_prev = mb * (s % 2)
-                slot_cur = mb * ((s + 1) % 2)
-            z_step = z + mb * (s - s0)
+                z_step = z_block
+                a_step = a_block
+                mca_step = mca_block
+                c_prev = c_ring + n * (s % 2)
+                c_cur = c_ring + n * ((s + 1) % 2)
+                step_mask = mask_chunk + mb * (s - s0)
+            mask_col = step_mask if (mask != NULL and _any_not_one(step_mask, mb)) else NULL
+            _copy_block(projection + mb * (s - s0), ld_projection, z_step, mb, mb, G)
             if not h_prev_is_zero:
                 # ifogActivations += prevOutputActivations . RW[:, 0:4h]
-                _recurrent_product(mb, G, h, h_prev_contiguous, mb, packed_rw, recurrent_weights,
-                                   ld_recurrent_weights, c'N', z_step, ld_gates)
+                _recurrent_product(mb, G, h, h_prev, mb, packed_rw, recurrent_weights,
+                                   ld_recurrent_weights, c'N', z_step, mb)
             h_prev_is_zero = False
-            _forward_cells(dims, z_step,
-                           NULL if a == NULL else a + mb * s,
-                           NULL if mca == NULL else mca + mb * s, ld_gates,
-                           bias_contiguous, peep_f, peep_o, peep_g,
-                           cs + slot_prev, hs + slot_cur, cs + slot_cur, ld_state,
-                           mp + mb * (s - s0), scratch,
-                           NULL if output == NULL else output + t * output_strides.time,
-                           output_strides, s + 1 < s1)
-            _copy_block(hs + slot_cur, ld_state, h_prev_contiguous, mb, mb, h)
+            _forward_cells(n, mb, act, gate, z_step, a_step, mca_step, bias_block, peep_block,
+                           c_prev, h_cur, c_cur, mask_col)
+            if for_backprop:
+                _copy_block(h_cur, mb, hs + mb * (s + 1), ld_hs, mb, h)
+            if output != NULL:
+                _scatter_state(dims, h_cur, output + t * output_strides.time, output_strides)
         s0 = s1
 
-    slot_cur = mb * T if for_backprop else mb * (T % 2)
-    _scatter_state(dims, hs + slot_cur, ld_state, last_h, last_h_strides)
-    _scatter_state(dims, cs + slot_cur, ld_state, last_c, last_c_strides)
+    _scatter_state(dims, h_ring + n * (T % 2), last_h, last_h_strides)
+    _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
+                   last_c_strides)
     free(owned)
     return LSTM_OK
 
@@ -696,18 +656,18 @@ cdef int lstm_backward(const lstm_dims* dims,
 
 
 cdef int _backward_impl(const lstm_dims* dims,
-                       const floating* input_weights, Py_ssize_t ld_input_weights,
-                       const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
-                       const floating* cache,
-                       const floating* epsilon, lstm_strides epsilon_strides,
-                       Py_ssize_t tbptt_length,
-                       floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
-                       floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
-                       floating* grad_bias, Py_ssize_t grad_bias_stride,
-                       floating* grad_input, lstm_strides grad_input_strides,
-                       floating* grad_h0, lstm_strides grad_h0_strides,
-                       floating* grad_c0, lstm_strides grad_c0_strides,
-                       floating* workspace, const int* cancel) noexcept nogil:
+                        const floating* input_weights, Py_ssize_t ld_input_weights,
+                        const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                        const floating* cache,
+                        const floating* epsilon, lstm_strides epsilon_strides,
+                        Py_ssize_t tbptt_length,
+                        floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                        floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                        floating* grad_bias, Py_ssize_t grad_bias_stride,
+                        floating* grad_input, lstm_strides grad_input_strides,
+                        floating* grad_h0, lstm_strides grad_h0_strides,
+                        floating* grad_c0, lstm_strides grad_c0_strides,
+                        floating* workspace, const int* cancel) noexcept nogil:
     """lstm_backward; `cancel` as in _forward_impl."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
@@ -723,7 +683,8 @@ cdef int _backward_impl(const lstm_dims* dims,
         return LSTM_ERR_TOO_LARGE
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    cdef Py_ssize_t G = 4 * h, ld_gates = mb * T, ld_state = mb * (T + 1)
+    cdef Py_ssize_t G = 4 * h, n = h * mb
+    cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t ws_size = lstm_backward_workspace_size(dims)
     cdef floating* owned = NULL
     if ws_size < 0:
@@ -734,14 +695,15 @@ cdef int _backward_impl(const lstm_dims* dims,
             return LSTM_ERR_NO_MEMORY
         workspace = owned
 
-    # cache regions (see the module docstring)
+    # the cache (see the module docstring)
+    cdef Py_ssize_t ld_x = mb * T, ld_hs = mb * (T + 1)
     cdef const floating* xp = cache
     cdef const floating* hs = xp + n_in * mb * T
-    cdef const floating* cs = hs + h * ld_state
-    cdef const floating* z = cs + h * ld_state
-    cdef const floating* a = z + G * mb * T
-    cdef const floating* mca = a + G * mb * T
-    cdef const floating* mp = mca + h * mb * T
+    cdef const floating* cs = hs + h * ld_hs
+    cdef const floating* z = cs + n * (T + 1)
+    cdef const floating* a = z + 4 * n * T
+    cdef const floating* mca = a + 4 * n * T
+    cdef const floating* mp = mca + n * T
 
     # the seed's endIdx: steps end_index..T-1 (processing order) are back-propagated
     cdef Py_ssize_t end_index = 0
@@ -750,83 +712,80 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef Py_ssize_t steps = T - end_index
     cdef Py_ssize_t ld_delta = mb * steps
 
-    cdef floating* delta = workspace                       # [mb*steps, 4h]
+    # work space (see lstm_backward_workspace_size)
+    cdef floating* delta = workspace                       # [mb*steps, 4h], step-stacked
     cdef floating* grad_xp = delta + G * mb * T            # [mb*steps, n_in]
-    cdef floating* nabla_out = grad_xp + n_in * mb * T     # [mb, h]
-    cdef floating* cell_error = nabla_out + h * mb         # [mb, h] this step
-    cdef floating* cell_error_next = cell_error + h * mb   # [mb, h] next processed step
-    cdef floating* rw_t = cell_error_next + h * mb         # [4h, h] = RW[:, :4h]^T
-    cdef floating* sum_f = rw_t + G * h
+    cdef floating* ones = grad_xp + n_in * mb * T          # [mb*T]
+    cdef floating* nabla_out = ones + mb * T               # [mb, h]
+    cdef floating* cell_error = nabla_out + n              # [mb, h], this step
+    cdef floating* cell_error_next = cell_error + n        # [mb, h], the next processed step
+    cdef floating* delta_ring = cell_error_next + n        # 2 x [mb, 4h], contiguous deltas
+    cdef floating* peep_block = delta_ring + 8 * n         # wFF, wOO, wGG as [mb, 3h]
+    cdef floating* scratch = peep_block + 3 * n            # 6n
+    cdef floating* rw_t = scratch + 6 * n                  # [4h, h] = RW[:, :4h]^T
+    cdef floating* packed_rw_t = NULL
+    cdef floating* sum_f = rw_t + G * h + _packed_size(G, h)
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
-    cdef floating* scratch = sum_g + h                     # 6 mb
-    cdef floating* ones = scratch + 6 * mb                 # [mb*T]
-    cdef floating* bias_sums = ones + mb * T               # [4h]
-    cdef floating* delta_ring = bias_sums + G              # 2 x [mb, 4h], contiguous deltas
-    cdef floating* packed_rw_t = NULL                      # RW^T packed for the AVX2 kernel
+    cdef floating* bias_sums = sum_g + h                   # [4h]
     cdef floating* swap
 
     cdef Py_ssize_t s, t, m, k, j, i
-    # RW^T once, so that the per-step recurrent product is an N,N GEMM (faster in OpenBLAS for
-    # small minibatches than transposing RW inside every call)
     if steps > 1 and _packed_gemm_on():
-        packed_rw_t = delta_ring + 2 * mb * G
+        packed_rw_t = rw_t + G * h
         _pack_weights(recurrent_weights, ld_recurrent_weights, 1, G, h, packed_rw_t)
     else:
+        # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
+        # minibatches than transposing RW inside every call)
         for k in range(h):
             for j in range(G):
                 rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
-
     cdef const floating* peep_f = NULL
-    cdef const floating* peep_o = NULL
     cdef const floating* peep_g = NULL
     if dims.peepholes:
         peep_f = recurrent_weights + G * ld_recurrent_weights
-        peep_o = recurrent_weights + (G + 1) * ld_recurrent_weights
         peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
+        _broadcast_columns(peep_f, 1, h, mb, peep_block)
+        _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
+                           peep_block + n)
+        _broadcast_columns(peep_g, 1, h, mb, peep_block + 2 * n)
+    else:
+        peep_block = NULL
     for k in range(3 * h):
         sum_f[k] = 0
 
     cdef floating* delta_step
-    cdef floating* delta_next
-    cdef const floating* eps_t
-    cdef bint masked_step
+    cdef const floating* delta_next
+    cdef const floating* mask_col
     for s in range(T - 1, end_index - 1, -1):
         if cancel != NULL and lf_load_flag(cancel):
             free(owned)
             return LSTM_ERR_CANCELLED
         t = _time_of(dims, s)
-        delta_step = delta + mb * (s - end_index)
-        delta_next = NULL if s == T - 1 else delta_step + mb
+        delta_step = delta_ring + 4 * n * (s % 2)
+        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
         # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's Nd4j.gemm(..., false, true))
-        eps_t = epsilon + t * epsilon_strides.time
-        for k in range(h):
-            for m in range(mb):
-                nabla_out[m + k * mb] = eps_t[m * epsilon_strides.minibatch + k * epsilon_strides.feature]
+        _gather_state(dims, epsilon + t * epsilon_strides.time, epsilon_strides, nabla_out)
         if delta_next != NULL:
-            _recurrent_product(mb, h, G, delta_ring + mb * G * ((s + 1) % 2), mb, packed_rw_t,
-                               rw_t, G, c'N', nabla_out, mb)
-        masked_step = False
-        for m in range(mb):
-            if mp[mb * s + m] != 1:
-                masked_step = True
-        _backward_cells(dims, z + mb * s, a + mb * s, mca + mb * s, ld_gates,
-                        cs + mb * s, cs + mb * (s + 1), ld_state,
-                        mp + mb * s, masked_step, nabla_out,
-                        NULL if delta_next == NULL else a + mb * (s + 1), delta_next,
-                        NULL if delta_next == NULL else cell_error_next,
-                        peep_f, peep_o, peep_g, delta_step, ld_delta, cell_error,
-                        sum_f, sum_o, sum_g, scratch, s > end_index,
-                        delta_ring + mb * G * (s % 2))
+            _recurrent_product(mb, h, G, delta_next, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
+        mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
+        _backward_cells(n, mb, act, gate, z + 4 * n * s, a + 4 * n * s, mca + n * s,
+                        cs + n * s, cs + n * (s + 1), mask_col, mask_col != NULL, nabla_out,
+                        <const floating*>NULL if delta_next == NULL else a + 4 * n * (s + 1),
+                        delta_next,
+                        NULL if delta_next == NULL else cell_error_next, peep_block,
+                        delta_step, cell_error, sum_f, sum_o, sum_g, scratch)
+        # step-stacked copy of the deltas, for the gradient GEMMs over all steps
+        _copy_block(delta_step, mb, delta + mb * (s - end_index), ld_delta, mb, G)
         swap = cell_error_next
         cell_error_next = cell_error
         cell_error = swap
     # cell_error_next now holds the cell error of step end_index
 
     # parameter gradients: one GEMM each over all back-propagated steps
-    gemm(c'T', c'N', n_in, G, ld_delta, <floating>1, xp + mb * end_index, ld_gates,
+    gemm(c'T', c'N', n_in, G, ld_delta, <floating>1, xp + mb * end_index, ld_x,
          delta, ld_delta, <floating>0, grad_input_weights, ld_grad_input_weights)
-    gemm(c'T', c'N', h, G, ld_delta, <floating>1, hs + mb * end_index, ld_state,
+    gemm(c'T', c'N', h, G, ld_delta, <floating>1, hs + mb * end_index, ld_hs,
          delta, ld_delta, <floating>0, grad_recurrent_weights, ld_grad_recurrent_weights)
     if dims.peepholes:
         for k in range(h):
@@ -860,21 +819,23 @@ cdef int _backward_impl(const lstm_dims* dims,
                         gx_t[m * grad_input_strides.minibatch + i * grad_input_strides.feature] = (
                             gcol[m] * mp[mb * s + m])
 
-    # gradients with respect to the initial state (beyond the seed)
+    # gradients with respect to the initial state (beyond the seed); delta_ring's slot 0 holds
+    # the deltas of step 0 when end_index == 0
     cdef floating value
     if end_index == 0:
         if grad_h0 != NULL:
-            for i in range(mb * h):
+            for i in range(n):
                 nabla_out[i] = 0
             _recurrent_product(mb, h, G, delta_ring, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
-            _scatter_state(dims, nabla_out, mb, grad_h0, grad_h0_strides)
+            _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
                 for m in range(mb):
-                    value = mp[m] * a[m + (h + k) * ld_gates] * cell_error_next[m + k * mb]
+                    i = m + k * mb
+                    value = mp[m] * a[n + i] * cell_error_next[i]
                     if dims.peepholes:
-                        value = value + (delta[m + (h + k) * ld_delta] * peep_f[k]
-                                         + delta[m + (3 * h + k) * ld_delta] * peep_g[k])
+                        value = value + (delta_ring[n + i] * peep_f[k]
+                                         + delta_ring[3 * n + i] * peep_g[k])
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = value
     else:
         for k in range(h):
@@ -1152,3 +1113,72 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
                                    <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M)
     return (time.perf_counter() - start) / repeats
+
+
+cdef inline bint _plain(cnp.ndarray a, int typenum, int ndim):
+    return (a is not None and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_TYPE(a) == typenum
+            and cnp.PyArray_ISALIGNED(a))
+
+
+def step(cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW, cnp.ndarray b, cnp.ndarray h,
+         cnp.ndarray c, cnp.ndarray workspace, int activation, int gate_activation):
+    """One streaming step in place, for the layers' rnn_time_step: (h, c) <- LSTM(x, h, c).
+
+    The fast path under the Python API: every check is a C-level attribute test. x [mb, nIn],
+    W [nIn, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h], h and c [mb, h] writable,
+    workspace 1-D with at least forward_workspace_size(mb, nIn, h, 1, False) elements; one
+    dtype (float32 or float64) throughout. Raises ValueError when any of that does not hold.
+    """
+    if W is None or cnp.PyArray_NDIM(W) != 2:
+        raise ValueError("W: expected a 2-D array [nIn, 4h]")
+    cdef int typenum = cnp.PyArray_TYPE(W)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise ValueError("W: expected float32 or float64")
+    if not (_plain(x, typenum, 2) and _plain(W, typenum, 2) and _plain(RW, typenum, 2)
+            and _plain(b, typenum, 1) and _plain(h, typenum, 2) and _plain(c, typenum, 2)
+            and _plain(workspace, typenum, 1)):
+        raise ValueError("step: x, W, RW, b, h, c, workspace must be aligned arrays of W's dtype "
+                         "with ranks 2, 2, 2, 1, 2, 2, 1")
+    cdef Py_ssize_t mb = x.shape[0], n_in = x.shape[1], hidden = RW.shape[0]
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(W)
+    if (W.shape[0] != n_in or W.shape[1] != 4 * hidden or b.shape[0] != 4 * hidden
+            or (RW.shape[1] != 4 * hidden and RW.shape[1] != 4 * hidden + 3)
+            or h.shape[0] != mb or h.shape[1] != hidden or c.shape[0] != mb or c.shape[1] != hidden):
+        raise ValueError(f"step: inconsistent shapes x {(<object>x).shape}, W {(<object>W).shape}, "
+                         f"RW {(<object>RW).shape}, b {(<object>b).shape}, h {(<object>h).shape}, "
+                         f"c {(<object>c).shape}")
+    if W.strides[0] != item or RW.strides[0] != item:
+        raise ValueError("step: W and RW need unit row stride (Fortran order)")
+    if not (cnp.PyArray_ISWRITEABLE(h) and cnp.PyArray_ISWRITEABLE(c)):
+        raise ValueError("step: h and c must be writable")
+    cdef lstm_dims d = _dims(mb, n_in, hidden, 1, RW.shape[1] == 4 * hidden + 3, 1, activation,
+                             gate_activation)
+    cdef Py_ssize_t needed = lstm_forward_workspace_size(&d, 0)
+    if needed < 0 or workspace.shape[0] < needed:
+        raise ValueError(f"step: workspace needs {needed} elements, has {workspace.shape[0]}")
+    cdef lstm_strides xs = _strides(x, 2), hs = _strides(h, 2), cs = _strides(c, 2)
+    cdef Py_ssize_t ld_w = W.strides[1] // item, ld_rw = RW.strides[1] // item
+    cdef Py_ssize_t b_stride = b.strides[0] // item
+    cdef int status
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            status = lstm_step(&d, <const float*>cnp.PyArray_DATA(x), xs,
+                               <const float*>cnp.PyArray_DATA(W), ld_w,
+                               <const float*>cnp.PyArray_DATA(RW), ld_rw,
+                               <const float*>cnp.PyArray_DATA(b), b_stride,
+                               <const float*>cnp.PyArray_DATA(h), hs,
+                               <const float*>cnp.PyArray_DATA(c), cs,
+                               <float*>cnp.PyArray_DATA(h), hs, <float*>cnp.PyArray_DATA(c), cs,
+                               <float*>cnp.PyArray_DATA(workspace))
+    else:
+        with nogil:
+            status = lstm_step(&d, <const double*>cnp.PyArray_DATA(x), xs,
+                               <const double*>cnp.PyArray_DATA(W), ld_w,
+                               <const double*>cnp.PyArray_DATA(RW), ld_rw,
+                               <const double*>cnp.PyArray_DATA(b), b_stride,
+                               <const double*>cnp.PyArray_DATA(h), hs,
+                               <const double*>cnp.PyArray_DATA(c), cs,
+                               <double*>cnp.PyArray_DATA(h), hs, <double*>cnp.PyArray_DATA(c), cs,
+                               <double*>cnp.PyArray_DATA(workspace))
+    if status != LSTM_OK:
+        raise ValueError(f"step failed: {ERROR_MESSAGES.get(status, status)}")

@@ -389,15 +389,6 @@ static int lf_select_variant(int allow_avx2)
     return 0;
 }
 
-/* Prefetch the cache lines of a run of `bytes` bytes (the step-stacked layout touches each unit's
- * column of the next step as a short run far from the previous one, which hardware prefetchers
- * do not anticipate). */
-static inline void lf_prefetch_run(const void* p, ptrdiff_t bytes)
-{
-    const char* c = (const char*)p;
-    for (ptrdiff_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
-}
-
 /* A flag another thread may set while a pass runs (Ctrl-C from the Python entry): read it anew
  * each time. */
 static inline int lf_load_flag(const int* flag)

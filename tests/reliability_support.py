@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 
 FIGURES = {}
 
@@ -39,6 +40,22 @@ def fuzz_examples(default):
     """Cases per hypothesis test: ``default`` in CI, LSTMFAST_FUZZ_SCALE times more on demand."""
     scale = float(os.environ.get("LSTMFAST_FUZZ_SCALE", "1"))
     return max(1, int(default * scale))
+
+
+def fuzz_settings(n):
+    """Hypothesis settings of the reliability fuzzers: derandomized (the same cases in CI and
+    locally), no example database, no deadline."""
+    return settings(max_examples=fuzz_examples(n), derandomize=True, deadline=None, database=None,
+                    print_blob=False, suppress_health_check=list(HealthCheck))
+
+
+TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+# errors relative to max(max|want|, FLOOR): the activations are O(1); tiny arrays (a masked
+# state, one unit) are compared in absolute terms (tests/test_reference.py covers precision)
+FLOOR = {np.dtype(np.float32): 1.0, np.dtype(np.float64): 1e-6}
+# smallest distance of an evaluated pre-activation to a derivative jump for comparing gradients
+KINK_MARGIN = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}
+UNBOUNDED = {"relu", "leakyrelu", "elu", "selu", "softplus", "identity", "cube"}
 
 
 def names_argument(message, name):

@@ -478,19 +478,20 @@ def test_gate_orders_are_consistent():
         assert b[names[gate] * h:(names[gate] + 1) * h].tolist() == [1.0] * h and b.sum() == h
 
 
-def test_import_without_torch():
+def test_import_without_torch(tmp_path):
     """lstmfast and lstmfast.convert import (and the array functions work) without PyTorch."""
     import subprocess
     import sys
-    import os
     code = ("import sys; sys.modules['torch'] = None\n"
             "import lstmfast, lstmfast.convert as c, numpy as np\n"
             "W, RW, b = c.keras_to_lstmfast(np.ones((2, 8)), np.ones((2, 8)), np.ones(8))\n"
             "try:\n    import lstmfast.torch\nexcept ImportError:\n    print('ok')\n")
+    import os
+    # the same lstmfast as this process (installed or the source tree)
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(os.path.dirname(lstmfast.__file__)), env.get("PYTHONPATH")) if p)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                            cwd=root, timeout=120)
+                            cwd=str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -11,25 +11,13 @@ that ran is recorded (printed at the end of the session).
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
 import lstmfast
 import reference as R
-from reliability_support import LAYOUTS, add_count, fuzz_examples, guarded, names_argument, value_of
-
-TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
-# errors relative to max(max|want|, FLOOR): the activations are O(1); tiny arrays (a masked
-# state, one unit) are compared in absolute terms (tests/test_reference.py covers precision)
-FLOOR = {np.dtype(np.float32): 1.0, np.dtype(np.float64): 1e-6}
-KINK_MARGIN = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}
-UNBOUNDED = {"relu", "leakyrelu", "elu", "selu", "softplus", "identity", "cube"}
-
-
-def fuzz_settings(n):
-    return settings(max_examples=fuzz_examples(n), derandomize=True, deadline=None, database=None,
-                    print_blob=False, suppress_health_check=list(HealthCheck))
-
+from reliability_support import (FLOOR, KINK_MARGIN, LAYOUTS, TOL, UNBOUNDED, add_count,
+                                 fuzz_settings, guarded, names_argument, value_of)
 
 OTHER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.float32}
 MASK_DTYPES = (np.float32, np.float64, np.bool_, np.int8, np.uint8, np.int64)

@@ -354,3 +354,43 @@ def test_blas_thread_settings_give_identical_results():
         finally:
             lt.set_blas_threads(previous)
         assert [i["num_threads"] for i in lt._scipy_blas_controller().info()] == before
+
+
+def test_blas_limit_in_effect_during_calls_and_restored_after_concurrent_use(monkeypatch):
+    controller = lt._scipy_blas_controller()
+    if controller is None:
+        pytest.skip("threadpoolctl is not installed")
+    import threading
+    before = [i["num_threads"] for i in controller.info()]
+    seen = []
+    real_forward = lt.lstm_forward
+
+    def spying_forward(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in controller.info()))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(lt, "lstm_forward", spying_forward)
+    module = make(lt.GravesLSTM, n_in=8, h=16)
+    x, _ = inputs(module, T=10, mb=8, state=False)
+    previous = lt.set_blas_threads(1)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(20):
+                out, _ = module(x)
+                out.sum().backward()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        lt.set_blas_threads(previous)
+    assert not errors
+    assert seen and set(seen) == {1}
+    assert [i["num_threads"] for i in controller.info()] == before
