@@ -385,7 +385,7 @@ class Worker:
         cases, flops = {}, {}
         for n in self.spec.get("peak_sizes", (1024, 2048)):
             cases[f"gemm_peak_{n}"], flops[f"gemm_peak_{n}"] = self.gemm_case(n, n, n, rng)
-        res = measure_side_by_side(cases, self.spec["repeats"], 1, self.spec["min_time"])
+        res = measure_side_by_side(cases, min(3, self.spec["repeats"]), 1, self.spec["min_time"])
         extra = {name: {"flops": flops[name],
                         "gflops": flops[name] / res[name]["median_s"] / 1e9} for name in res}
         self.add("peak", "gemm", res, extra)
@@ -661,8 +661,11 @@ def worker_main(spec_json):
                 if mode == "training" and kind != "full":
                     continue
                 w.run_shape(key, mode)
-    payload["records"] = w.records
     payload["meta"] = w.meta()
+    sha = payload["meta"].get("lstmfast", {}).get("kernels_sha1")
+    for rec in w.records:
+        rec["kernels_sha1"] = sha
+    payload["records"] = w.records
     sys.stdout.write(RESULT_MARK + json.dumps(payload) + "\n")
     sys.stdout.flush()
 
@@ -674,15 +677,54 @@ class WorkerTimeout(RuntimeError):
     pass
 
 
+IMPORT_ROOT = ROOT      # where workers import lstmfast from (a snapshot directory by default)
+
+
+SNAPSHOT_PROBE = """
+import numpy as np, lstmfast
+for dt in (np.float32, np.float64):
+    r = np.random.default_rng(0)
+    W = np.asfortranarray(r.standard_normal((3, 16)).astype(dt))
+    for RW in (np.asfortranarray(r.standard_normal((4, 16)).astype(dt)),
+               np.asfortranarray(r.standard_normal((4, 19)).astype(dt))):
+        x = np.asfortranarray(r.standard_normal((2, 3, 5)).astype(dt))
+        f = lstmfast.lstm_forward(x, W, RW, np.zeros(16, dt), h0=np.ones((2, 4), dt),
+                                  c0=np.ones((2, 4), dt), for_backprop=True)
+        lstmfast.lstm_backward(f, np.ones((2, 4, 5), dt))
+        lstmfast.lstm_forward(x[:, :, 0], W, RW, np.zeros(16, dt))
+"""
+
+
+def snapshot_package(attempts=8):
+    """Copy the built package (lstmfast/ with its compiled extension) to a temporary directory so
+    that the whole run times one build even if the source tree is rebuilt meanwhile. Returns the
+    directory, after checking in a subprocess that the copy imports."""
+    import shutil
+    import tempfile
+    for attempt in range(1, attempts + 1):
+        tmp = tempfile.mkdtemp(prefix="bench_lstm_pkg_")
+        shutil.copytree(os.path.join(ROOT, "lstmfast"), os.path.join(tmp, "lstmfast"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        probe = subprocess.run([sys.executable, "-c", SNAPSHOT_PROBE], cwd=tmp,
+                               env=dict(os.environ, PYTHONPATH=tmp), capture_output=True, text=True)
+        if probe.returncode == 0:
+            return tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"snapshot of lstmfast does not import (attempt {attempt}/{attempts}; being rebuilt?): "
+            f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}")
+        time.sleep(30)
+    raise SystemExit("could not take a working snapshot of the lstmfast package")
+
+
 def run_worker(spec, attempts=3, timeout=None):
     """Run one worker process (its stderr shown live); retry when the package looks like it is
     being rebuilt; WorkerTimeout after `timeout` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = IMPORT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for attempt in range(1, attempts + 1):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=ROOT)
+                                env=env, cwd=IMPORT_ROOT)
         out_chunks, err_lines = [], []
 
         def read_stdout():
@@ -713,8 +755,9 @@ def run_worker(spec, attempts=3, timeout=None):
                 return json.loads(line[len(RESULT_MARK):])
         log(f"worker failed (attempt {attempt}/{attempts}, exit {proc.returncode}); "
             f"stdout tail: {stdout[-500:]!r}")
-        transient = any(k in stderr for k in ("ImportError", "ModuleNotFoundError",
-                                              "undefined symbol", "invalid ELF header"))
+        transient = IMPORT_ROOT == ROOT and any(
+            k in stderr for k in ("ImportError", "ModuleNotFoundError", "undefined symbol",
+                                  "invalid ELF header", "AttributeError: module 'lstmfast"))
         if not transient:
             break
         if attempt < attempts:
@@ -724,6 +767,10 @@ def run_worker(spec, attempts=3, timeout=None):
 
 
 def plan_jobs(args):
+    """One worker per (threads, dtype, shape): at 1 thread all libraries together (sampled side by
+    side), at more threads one per library group. Every OpenBLAS job with `gemm` first measures the
+    GEMM peak too (the table uses the best over the jobs), so each job is self-contained and the
+    wait for an idle machine (--wait-idle) applies shape by shape."""
     libs = args.peers
     jobs = []
     base = {"repeats": args.repeats, "warmup": args.warmup, "min_time": args.min_time,
@@ -732,17 +779,14 @@ def plan_jobs(args):
     for threads in args.threads:
         for dtype in args.dtype:
             shapes = [s for s in args.shapes if not (s == "large" and dtype not in args.large_dtypes)]
-            if threads == 1:
-                jobs.append(dict(base, threads=1, dtype=dtype, libs=libs, shapes=["peak"] + shapes))
-                continue
-            blas = [lib for lib in libs if lib in BLAS_LIBS]
-            tlibs = [lib for lib in libs if lib in TORCH_LIBS]
-            if "gemm" in blas:
-                jobs.append(dict(base, threads=threads, dtype=dtype, libs=["gemm"], shapes=["peak"]))
+            groups = [libs] if threads == 1 else [[lib for lib in libs if lib in BLAS_LIBS],
+                                                  [lib for lib in libs if lib in TORCH_LIBS]]
             for s in shapes:
-                for group in (blas, tlibs):
-                    if group:
-                        jobs.append(dict(base, threads=threads, dtype=dtype, libs=group, shapes=[s]))
+                for group in groups:
+                    if not group:
+                        continue
+                    peak = ["peak"] if ("gemm" in group and s != "stream") else []
+                    jobs.append(dict(base, threads=threads, dtype=dtype, libs=group, shapes=peak + [s]))
     return jobs
 
 
@@ -1159,7 +1203,7 @@ def describe_run(meta_list, info, args, check, command, started, elapsed):
     if lf:
         shas = sorted({m.get("kernels_sha1", "?") for m in lf})
         avx = sorted({str(m.get("avx2_active", "?")) for m in lf})
-        lines.append(f"- lstmfast {lf[0]['version']} from {os.path.dirname(lf[0]['file'])}, kernels "
+        lines.append(f"- lstmfast {lf[0]['version']} ({info.get('lstmfast_source', '?')}), kernels "
                      f"sha1 {', '.join(shas)}; AVX2 variant active: {', '.join(avx)}"
                      + ("  **(the extension changed during the run!)**" if len(shas) > 1 else ""))
     lines.append(f"- Timing: median of {args.repeats} samples ({args.large_repeats} for the largest "
@@ -1240,6 +1284,9 @@ def main(argv=None):
     p.add_argument("--idle-threshold", type=float, default=0.25)
     p.add_argument("--worker-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="kill a worker process after this long (its entries are then missing)")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="import lstmfast from the source tree in every worker instead of from a "
+                        "copy taken at the start (the copy keeps one build for the whole run)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1265,6 +1312,12 @@ def main(argv=None):
     log(f"bench_lstm: {command}")
     log(f"machine: {info.get('cpu')} x{info.get('cpu_count')}, OPENBLAS env: {info['env_openblas'] or 'none'}")
 
+    global IMPORT_ROOT
+    snapshot = None
+    if not args.no_snapshot:
+        snapshot = snapshot_package()
+        IMPORT_ROOT = snapshot
+        log(f"timing a snapshot of the package: {snapshot}/lstmfast")
     metas, records, check, check_failures = [], [], None, []
     if not args.skip_check and "lstmfast" in args.peers and "torch" in args.peers:
         for dtype in args.dtype:
@@ -1305,6 +1358,11 @@ def main(argv=None):
         res["meta"]["cpu_busy_before"] = busy
         metas.append(res["meta"])
     elapsed = time.perf_counter() - t_start
+    if snapshot:
+        import shutil
+        shutil.rmtree(snapshot, ignore_errors=True)
+    info["lstmfast_source"] = (f"snapshot of {ROOT}/lstmfast taken at the start" if snapshot
+                               else f"{ROOT}/lstmfast (live source tree)")
 
     baseline = None
     if args.baseline:

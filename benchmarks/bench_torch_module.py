@@ -7,11 +7,11 @@ while after their work, and a small GEMM of the other pool issued meanwhile wait
 Cases per thread count n (torch.set_num_threads(n); lstmfast's BLAS at n unless said):
 
   lstmfast alone       lstm_forward(for_backprop) + lstm_backward + SGD update in NumPy
-                       (BLAS at n threads)
+                       (BLAS at n threads, and at 1)
   module, BLAS n       lstmfast.torch module, loss and SGD in torch, BLAS left at n threads
                        (lstmfast.torch.set_blas_threads(None))
   module, BLAS 1       the same, BLAS limited to 1 thread during the module's calls
-                       (set_blas_threads(1), what the default "auto" does)
+                       (set_blas_threads(1): the default)
   module, torch 1      torch.set_num_threads(1), BLAS at n (the pools cannot fight; the kernels
                        get the threads, PyTorch's ops run single-threaded)
   + head: ...          the module followed by a torch Linear head on every step (torch's pool
@@ -39,8 +39,6 @@ try:
     import torch
 except ImportError:  # pragma: no cover
     sys.exit("bench_torch_module.py needs PyTorch")
-from threadpoolctl import ThreadpoolController
-
 import lstmfast.torch as lt
 
 
@@ -89,7 +87,6 @@ def main():
     np_dtype = np.dtype(args.dtype)
     t_dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np_dtype]
 
-    controller = ThreadpoolController()
     scipy_blas = lt._scipy_blas_controller()
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"torch {torch.__version__}, lstmfast {lstmfast.__version__}, dtype {args.dtype}")
@@ -134,30 +131,35 @@ def main():
             opt.step()
 
         for n in thread_counts:
-            def setting(torch_threads, blas):
+            def setting(torch_threads, blas_threads, module_blas):
+                """torch's pool size, lstmfast's BLAS pool size, and the module's BLAS setting
+                during its calls (lstmfast.torch.set_blas_threads: None = leave the pool alone)."""
                 def setup():
                     torch.set_num_threads(torch_threads)
-                    lt.set_blas_threads(blas)
+                    for pool in lt._blas_pools():
+                        pool.set(blas_threads)
+                    lt.set_blas_threads(module_blas)
                 return setup
             cases = {
-                "alone": (setting(n, None), lstmfast_step),
-                "module BLAS n": (setting(n, None), module_step),
-                "module BLAS 1": (setting(n, 1), module_step),
-                "head BLAS n": (setting(n, None), module_head_step),
-                "head BLAS 1": (setting(n, 1), module_head_step),
+                "alone": (setting(n, n, None), lstmfast_step),
+                "module BLAS n": (setting(n, n, None), module_step),
+                "module BLAS 1": (setting(n, n, 1), module_step),
+                "head BLAS n": (setting(n, n, None), module_head_step),
+                "head BLAS 1": (setting(n, n, 1), module_head_step),
             }
-            if n > 1:   # the other way round: PyTorch single-threaded, BLAS gets the n threads
-                cases["module torch 1"] = (setting(1, None), module_step)
-                cases["head torch 1"] = (setting(1, None), module_head_step)
+            if n > 1:
+                # lstmfast alone with its BLAS single-threaded, and the other way round for the
+                # module: PyTorch single-threaded, the kernels' BLAS gets the n threads
+                cases["alone BLAS 1"] = (setting(n, 1, None), lstmfast_step)
+                cases["module torch 1"] = (setting(1, n, None), module_step)
+                cases["head torch 1"] = (setting(1, n, None), module_head_step)
             previous = lt.get_blas_threads()
             try:
-                with controller.limit(limits=n, user_api="blas"):
-                    r = compare(cases, args.reps, args.trials)
+                r = compare(cases, args.reps, args.trials)
             finally:
-                lt.set_blas_threads(previous)
-                torch.set_num_threads(n)
+                setting(n, n, previous)()
             rows.append((f"mb={mb} nIn={n_in} h={h} T={T}", n,
-                         *[r.get(k) for k in ("alone", "module BLAS n", "module BLAS 1",
+                         *[r.get(k) for k in ("alone", "alone BLAS 1", "module BLAS n", "module BLAS 1",
                                               "module torch 1", "head BLAS n", "head BLAS 1",
                                               "head torch 1")]))
             print(f"mb={mb} nIn={n_in} h={h} T={T} threads={n}: " +
@@ -167,9 +169,10 @@ def main():
     except OSError:
         pass
     print()
-    print("| problem | n threads | lstmfast alone (BLAS n) | module, BLAS n | module, BLAS 1 | "
-          "module, torch 1 + BLAS n | + head, BLAS n | + head, BLAS 1 | + head, torch 1 + BLAS n |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| problem | n threads | lstmfast alone, BLAS n | lstmfast alone, BLAS 1 | module, BLAS n | "
+          "module, BLAS 1 | module, torch 1 + BLAS n | + head, BLAS n | + head, BLAS 1 | "
+          "+ head, torch 1 + BLAS n |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | " + " | ".join("-" if v is None else f"{v:.2f} ms"
                                                   for v in r[2:]) + " |")

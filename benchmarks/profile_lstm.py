@@ -42,8 +42,10 @@ CATEGORIES = (
 )
 
 
-def category(dso):
+def category(dso, sym=""):
     d = dso.lower()
+    if ("kernels.cpython" in d or "lstmfast" in d) and "gemm" in sym.lower():
+        return "lstmfast GEMM"      # a GEMM compiled into lstmfast itself (not OpenBLAS)
     for name, keys in CATEGORIES:
         if any(k in d for k in keys):
             return name
@@ -134,7 +136,8 @@ def profile(args, mode):
     shutil.rmtree(tmp, ignore_errors=True)
     cats = {}
     for pct, dso, sym in rows:
-        cats[category(dso)] = cats.get(category(dso), 0.0) + pct
+        cat = category(dso, sym)
+        cats[cat] = cats.get(cat, 0.0) + pct
     return {"blas": blas[0] if blas else "?", "calls": int(n), "wall_ms": float(wall_ms), "cpu_ms": float(cpu_ms), "categories": cats,
             "top": sorted(rows, reverse=True)[:args.top]}
 
@@ -160,15 +163,28 @@ def main():
         return
     print(f"lstmfast profile: shape (T, mb, nIn, h) = {args.shape}, {args.dtype}, {args.threads} thread(s)"
           f"{', peepholes' if args.peepholes else ''}; load average {os.getloadavg()[0]:.2f}")
-    names = [n for n, _ in CATEGORIES] + ["other"]
+    names = ["BLAS", "lstmfast GEMM"] + [n for n, _ in CATEGORIES[1:]] + ["other"]
+    import hashlib
+    import glob
+    so = sorted(glob.glob(os.path.join(ROOT, "lstmfast", "kernels.*.so")))
+    if so:
+        with open(so[0], "rb") as fh:
+            print(f"kernels: {os.path.basename(so[0])} sha1 {hashlib.sha1(fh.read()).hexdigest()[:12]}, "
+                  f"built {time.ctime(os.path.getmtime(so[0]))}")
     for mode in args.modes.split(","):
         r = profile(args, mode)
         print(f"\n== {mode}: {r['wall_ms']:.3f} ms/call wall, {r['cpu_ms']:.3f} ms CPU ({r['calls']} calls)")
         print(f"   BLAS libraries: {r['blas']}")
         print("   " + ", ".join(f"{n} {r['categories'].get(n, 0.0):.1f}%" for n in names
                                 if r["categories"].get(n, 0.0) >= 0.05))
+        c = r["categories"]
+        gemm = c.get("BLAS", 0.0) + c.get("lstmfast GEMM", 0.0)
+        elementwise = c.get("lstmfast", 0.0) + c.get("libm", 0.0)
+        print(f"   => GEMM (OpenBLAS + lstmfast's own) {gemm:.1f}%, element-wise/packing code in "
+              f"lstmfast (+libm) {elementwise:.1f}%, rest {100 - gemm - elementwise:.1f}% "
+              f"(of {r['cpu_ms']:.2f} ms CPU per call)")
         for pct, dso, sym in r["top"]:
-            print(f"   {pct:6.2f}%  {category(dso):<13} {os.path.basename(dso):<42} {sym}")
+            print(f"   {pct:6.2f}%  {category(dso, sym):<13} {os.path.basename(dso):<42} {sym}")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,16 @@ from ._version import __version__
 from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients, lstm_backward,
                          lstm_forward)
 
-from .layers import GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional
-from .network import DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd, Adam
+from .functional import release_buffers
+from .layers import (Bidirectional, ConcurrentUseError, GravesBidirectionalLSTM, GravesLSTM, LSTM,
+                     UnsupportedOperationError)
+from .network import Adam, DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd
 
 __all__ = ["__version__", "get_include", "lstm_forward", "lstm_backward", "ForwardResult",
            "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
 __all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "DenseLayer",
-            "OutputLayer", "RnnOutputLayer", "Sequential", "Sgd", "Adam"]
+            "OutputLayer", "RnnOutputLayer", "Sequential", "Sgd", "Adam", "ConcurrentUseError",
+            "UnsupportedOperationError", "release_buffers"]
 
 
 def get_include():

@@ -38,8 +38,8 @@ __all__ = ["add_arguments", "run", "stdlib_docstrings", "CharVocabulary", "train
 VOCABULARY_ENTRY = "lstmfast/characters.json"
 
 #: task defaults (an option left unset takes the task's value)
-CHARLM_DEFAULTS = dict(epochs=3, hidden=128, layers=2, seq_len=100, tbptt=50, batch=32, lr=5e-3,
-                       max_chars=300_000)
+CHARLM_DEFAULTS = dict(epochs=3, hidden=128, layers=2, seq_len=100, tbptt=50, batch=32, lr=1e-2,
+                       max_chars=500_000)
 REBER_DEFAULTS = dict(epochs=60, hidden=32, layers=1, batch=16, lr=2e-2)
 REBER_TARGET = 0.99
 #: training stops once every validation string is right in this many consecutive epochs
@@ -208,11 +208,27 @@ def _read_text_file(path):
     return [p.strip("\n") for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
 
 
+def _split_long(docs, limit=10_000):
+    """Documents longer than ``limit`` characters cut into pieces at line ends (so that
+    --max-chars can pick parts of a text that has no blank lines)."""
+    out = []
+    for doc in docs:
+        while len(doc) > limit:
+            cut = doc.rfind("\n", limit // 2, limit)
+            cut = limit if cut < 0 else cut + 1
+            out.append(doc[:cut])
+            doc = doc[cut:]
+        if doc:
+            out.append(doc)
+    return out
+
+
 def _pick_documents(docs, max_chars, rng):
     """At most ``max_chars`` characters of whole documents, picked at random (order kept)."""
     total = sum(len(d) + 2 for d in docs)
     if not max_chars or total <= max_chars:
         return list(docs)
+    docs = _split_long(docs)
     chosen, size = [], 0
     for i in rng.permutation(len(docs)):
         if size + len(docs[i]) + 2 > max_chars and chosen:
@@ -432,8 +448,9 @@ def train_char_model(train_codes, vocab, *, epochs, hidden, layers, seq_len, tbp
     chars_per_epoch = n_windows * seq_len
     valid_windows = None
     if valid_codes is not None and len(valid_codes) > seq_len + 1:
-        n_valid = min(64, (len(valid_codes) - 1) // seq_len)
-        starts = np.arange(n_valid) * seq_len
+        # up to 128 windows spread evenly over the held-out text
+        n_valid = min(128, (len(valid_codes) - 1) // seq_len)
+        starts = np.linspace(0, len(valid_codes) - seq_len - 1, n_valid).astype(np.intp)
         valid_windows = np.stack([valid_codes[s:s + seq_len + 1] for s in starts])
 
     history = dict(step_loss=[], step_chars=[], epoch_valid=[], epoch_chars=[])
@@ -526,6 +543,8 @@ def _plot(history, entropy, path, out):
                 label="validation loss (end of epoch)")
     ax.axhline(entropy, color="gray", linestyle="--", linewidth=1,
                label=f"unigram entropy {entropy:.2f}")
+    from matplotlib.ticker import EngFormatter
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_xlabel("characters trained")
     ax.set_ylabel("loss (nats per character)")
     ax.set_title("lstmfast demo: character model")

@@ -1351,7 +1351,8 @@ def _read_entry(zf, name, limit, where):
     if info.file_size > limit:
         raise ValueError(f"{where}: {name} is {info.file_size} bytes (more than {limit})")
     with zf.open(info) as f:
-        raw = f.read(limit + 1)
+        # never more than the entry declares (+1 to notice one that lies): bounded memory
+        raw = f.read(min(limit, info.file_size) + 1)
     if len(raw) > limit:
         raise ValueError(f"{where}: {name} is larger than {limit} bytes")
     return raw

@@ -144,7 +144,10 @@ def _shape(a):
 def _decide_dtype(input_weights):
     dtype = getattr(input_weights, "dtype", None)
     if dtype is None:
-        dtype = np.asarray(input_weights).dtype
+        try:
+            dtype = np.asarray(input_weights).dtype
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"input_weights: cannot be read as an array ({error})") from None
     dtype = np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
@@ -153,8 +156,13 @@ def _decide_dtype(input_weights):
 
 
 def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
-    """A NumPy view (or copy) of `value` in `dtype` that the kernels can read in place."""
-    array = np.asarray(value)
+    """`value` as a NumPy array (a view where possible), checked to be float32/float64 (or a 0/1
+    integer/boolean mask). Not yet converted to `dtype`: that happens in `_ready`, after the
+    sizes are known to be acceptable, so that a refused problem never allocates a converted copy."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{name}: cannot be read as an array ({error})") from None
     kind = array.dtype.kind
     if array.dtype in _FLOAT_DTYPES:
         pass
@@ -163,6 +171,13 @@ def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
     else:
         raise TypeError(f"{name}: dtype {array.dtype} is not supported; expected float32 or float64"
                         + (" (or a 0/1 integer or boolean mask)" if allow_exact_ints else ""))
+    return array
+
+
+def _ready(array, dtype):
+    """`array` in `dtype`, aligned, with strides the kernels can express in elements."""
+    if array is None:
+        return None
     if array.dtype != dtype:
         array = array.astype(dtype)
     if not array.flags.aligned or any(s % array.itemsize for s in array.strides):
@@ -171,12 +186,23 @@ def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
 
 
 def _column_major(array):
-    """Weights for BLAS: unit row stride and a leading dimension >= rows (copy if needed)."""
+    """Weights for BLAS: unit row stride and a leading dimension >= rows that the BLAS integer
+    can hold (copy if needed)."""
     item = array.itemsize
     rows = array.shape[0]
-    if array.strides[0] == item and array.strides[1] >= max(rows, 1) * item:
+    if (array.strides[0] == item and max(rows, 1) * item <= array.strides[1]
+            and array.strides[1] // item <= _kernels.BLAS_INT_MAX):
         return array
     return np.asfortranarray(array)
+
+
+def _flag(value, name):
+    """A boolean option: True/False (or NumPy bools, or the integers 0/1)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r:.60}")
 
 
 def _activation_code(value, name, allowed):
@@ -286,7 +312,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     gates = 4 * hidden
     if peepholes is None:
         peepholes = RW.shape[1] == gates + 3
-    peepholes = bool(peepholes)
+    peepholes = _flag(peepholes, "peepholes")
     expected_rw = gates + 3 if peepholes else gates
     if RW.shape[1] != expected_rw:
         raise ValueError(
@@ -329,15 +355,17 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
 
     act = _activation_code(activation, "activation", ACTIVATIONS)
     gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
-    forwards = bool(forwards)
-    for_backprop = bool(for_backprop)
+    forwards = _flag(forwards, "forwards")
+    for_backprop = _flag(for_backprop, "for_backprop")
+    check_finite = _flag(check_finite, "check_finite")
 
     _raise_for_kernel_verdict(
         _kernels.check_dims(minibatch, n_in, hidden, time_steps, peepholes, act, gate_act),
         minibatch, n_in, hidden, time_steps)
 
-    W = _column_major(W)
-    RW = _column_major(RW)
+    x3, b, h0a, c0a, mask_a = (_ready(a, dtype) for a in (x3, b, h0a, c0a, mask_a))
+    W = _column_major(_ready(W, dtype))
+    RW = _column_major(_ready(RW, dtype))
     if for_backprop:
         # lstm_backward reads the weights again: keep private copies, so that changing the
         # caller's arrays in between (an optimizer step) cannot mix old activations with new weights
@@ -407,6 +435,8 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
         raise ValueError(f"epsilon: expected shape [minibatch, h, T] = "
                          f"[{minibatch}, {hidden}, {time_steps}] (the forward output's shape), "
                          f"got {_shape(np.asarray(epsilon))}")
+    eps = _ready(eps, dtype)
+    check_finite = _flag(check_finite, "check_finite")
 
     if tbptt_length is None:
         tbptt = 0
@@ -420,6 +450,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
                             f"got {type(tbptt_length).__name__}") from None
         if tbptt < 1:
             raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
+        tbptt = min(tbptt, time_steps)     # k >= T is full BPTT
 
     grad_w = np.empty(W.shape, dtype=dtype, order="F")
     grad_rw = np.empty(RW.shape, dtype=dtype, order="F")

@@ -51,9 +51,9 @@ re-implementation of the same equations instead (exact, slower; a ``RuntimeWarni
 
 Threads: PyTorch's OpenMP pool and the OpenBLAS that lstmfast's kernels call fight when both
 are active (a small GEMM right after the other pool's work costs milliseconds). By default
-(``lstmfast.torch.set_blas_threads("auto")``) the kernels' BLAS runs single-threaded during the
-module's calls whenever PyTorch itself uses more than one thread; see :func:`set_blas_threads`
-and ``benchmarks/bench_torch_module.py`` for the measurements.
+(``lstmfast.torch.set_blas_threads(1)``) the kernels' BLAS runs single-threaded during the
+modules' calls, and PyTorch's pool does the rest; see :func:`set_blas_threads` and
+``benchmarks/bench_torch_module.py`` for the measurements.
 
 Not supported: ``PackedSequence`` inputs, masks, ``num_layers > 1``, ``dropout``, ``proj_size``,
 devices other than the CPU, double backward.
@@ -86,23 +86,27 @@ _TORCH_DTYPES = {v: k for k, v in _NUMPY_DTYPES.items()}
 # ---------------------------------------------------------------------------------------------
 # the BLAS thread pool of lstmfast's kernels while they run inside PyTorch
 
-_blas_setting = "auto"
+_blas_setting = 1
 _blas_lock = threading.Lock()
 _blas_controller = None      # threadpoolctl controller restricted to lstmfast's (SciPy's) BLAS
 _blas_unavailable = False
 
 
 def set_blas_threads(setting):
-    """How many threads the BLAS of lstmfast's kernels may use during the modules' calls.
+    """How many threads the BLAS behind lstmfast's kernels may use during the modules' calls.
 
-    ``"auto"`` (default): 1 when PyTorch uses more than one intra-op thread
-    (``torch.get_num_threads() > 1``), else untouched; an integer n >= 1: n during the calls;
-    None: never touch the BLAS pool. Needs ``threadpoolctl``; without it the setting has no
-    effect. Returns the previous setting."""
+    1 (the default): single-threaded during the calls (the pool's size is restored after each).
+    PyTorch's OpenMP pool and OpenBLAS's pthreads pool fight when both are active (measured in
+    ``benchmarks/bench_torch_module.py``: 1.8 ms vs 19 ms per training step of a small layer at
+    2 threads), and with ``torch.set_num_threads(1)`` (one core per process, as torchrun sets up)
+    a multi-threaded BLAS would oversubscribe the cores. An integer n > 1: n threads during the
+    calls (worth trying with ``torch.set_num_threads(1)`` and large layers); None: leave the
+    pool alone. Needs ``threadpoolctl`` (to find the library); without it nothing is changed.
+    Returns the previous setting."""
     global _blas_setting
-    if setting is not None and setting != "auto":
+    if setting is not None:
         if isinstance(setting, bool) or not isinstance(setting, numbers.Integral) or setting < 1:
-            raise ValueError(f"set_blas_threads: expected 'auto', None or an integer >= 1, got "
+            raise ValueError(f"set_blas_threads: expected None or an integer >= 1, got "
                              f"{setting!r}")
         setting = int(setting)
     previous, _blas_setting = _blas_setting, setting
@@ -190,15 +194,14 @@ def _blas_limit():
     size is process-wide: concurrent calls share one limit, set by the first and undone by the
     last (so that interleaved calls from several threads cannot leave it limited)."""
     global _limit_depth, _limit_saved
-    setting = _blas_setting
-    if setting is None or (setting == "auto" and torch.get_num_threads() <= 1):
+    limit = _blas_setting
+    if limit is None:
         yield
         return
     pools = _blas_pools()
     if not pools:
         yield
         return
-    limit = 1 if setting == "auto" else setting
     with _blas_lock:
         if _limit_depth == 0:
             _limit_saved = [pool.get() for pool in pools]

@@ -35,6 +35,7 @@ cimport numpy as cnp
 import numpy as np
 
 from lstmfast._blas cimport gemm, fits_blas_int
+from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
                                     lf_exp_array_f32, lf_exp_array_f64, lf_load_flag,
                                     lf_packed_gemm_available, lf_packed_size,
@@ -100,7 +101,7 @@ cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
 
 
 cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
-    if dims == NULL:
+    if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     # per (step, example): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
@@ -549,7 +550,6 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* h_cur
     cdef const floating* mask_col
     cdef const floating* step_mask
-    cdef bint h_prev_is_zero = h0 == NULL
     s0 = 0
     while s0 < T:
         s1 = s0 + chunk if s0 + chunk < T else T
@@ -587,11 +587,10 @@ cdef int _forward_impl(const lstm_dims* dims,
                 step_mask = mask_chunk + mb * (s - s0)
             mask_col = step_mask if (mask != NULL and _any_not_one(step_mask, mb)) else NULL
             _copy_block(projection + mb * (s - s0), ld_projection, z_step, mb, mb, G)
-            if not h_prev_is_zero:
-                # ifogActivations += prevOutputActivations . RW[:, 0:4h]
-                _recurrent_product(mb, G, h, h_prev, mb, packed_rw, recurrent_weights,
-                                   ld_recurrent_weights, c'N', z_step, mb)
-            h_prev_is_zero = False
+            # ifogActivations += prevOutputActivations . RW[:, 0:4h] (also for a zero h0, as the
+            # seed: non-finite recurrent weights then give NaN as IEEE says)
+            _recurrent_product(mb, G, h, h_prev, mb, packed_rw, recurrent_weights,
+                               ld_recurrent_weights, c'N', z_step, mb)
             _forward_cells(n, mb, act, gate, z_step, a_step, mca_step, bias_block, peep_block,
                            c_prev, h_cur, c_cur, mask_col)
             if for_backprop:
@@ -850,6 +849,9 @@ cdef int _backward_impl(const lstm_dims* dims,
 
 # ---------------------------------------------------------------------------------------------
 # thin Python entry points (lstmfast.functional validates and converts before calling these)
+
+# the largest size, stride or leading dimension the BLAS of this SciPy build takes
+BLAS_INT_MAX = <long long>_BLAS_INT_MAX
 
 ACTIVATION_CODES = {
     "tanh": 0, "sigmoid": 1, "hardsigmoid": 2, "softsign": 3, "relu": 4, "leakyrelu": 5,

@@ -350,8 +350,6 @@ def test_errors_come_back_as_codes(ds):
     assert {k: codes[k] for k in expected} == expected
 
 
-@pytest.mark.xfail(strict=True, reason="lstm_cache_size does not reject sizes < 1 (kernels.pxd "
-                   "documents -1 for invalid dims); fix reported to the lead")
 def test_cache_size_is_minus_one_for_invalid_dims(ds):
     assert ds.error_codes()["cache_size_hidden0"] == -1
 

@@ -174,11 +174,6 @@ BAD_DTYPES = (np.complex128, np.float16, np.int32, np.bool_, np.str_, np.object_
               "datetime64[s]", np.longdouble)
 
 
-def _ragged(shape):
-    # a nested list whose rows have different lengths
-    return [[1.0] * (shape[-1] if shape else 1), [1.0] * ((shape[-1] if shape else 1) + 1)]
-
-
 def _reshape_mistake(value, k, kind, p, rng_pick):
     """A wrong array for argument k (shape mistakes), or None if this mistake does not apply."""
     shape = value.shape
@@ -202,9 +197,7 @@ def _reshape_mistake(value, k, kind, p, rng_pick):
     raise ValueError(kind)
 
 
-MISTAKES = ("rank+", "rank-", "zero", "plus", "minus", "dtype", "none", "scalar")
-# Known core bugs (see test_known_core_bugs below): drawn only once they are fixed.
-KNOWN_BUGS = ("ragged", "huge-tbptt", "array-flag")
+MISTAKES = ("rank+", "rank-", "zero", "plus", "minus", "dtype", "none", "scalar", "ragged")
 
 
 @st.composite
@@ -215,7 +208,7 @@ def wrong_calls(draw):
     stage = draw(st.sampled_from(["forward", "backward"]))
     if stage == "forward":
         target = draw(st.sampled_from(ARRAY_ARGS[:-1] + ("activation", "gate_activation",
-                                                         "peepholes")))
+                                                         "peepholes", "flags")))
     else:
         target = draw(st.sampled_from(("eps", "tbptt_length", "fwd")))
     kind = draw(st.sampled_from(MISTAKES)) if target in ARRAY_ARGS else None
@@ -273,6 +266,8 @@ def test_wrong_inputs_are_refused_naming_the_argument(case):
                 wrong = np.array([["a"]])
         elif kind == "none":
             wrong = None
+        elif kind == "ragged":             # a nested list NumPy cannot make an array of
+            wrong = [[1.0, 2.0], [3.0]]
         else:  # scalar
             wrong = 1.5
         call_args[target] = wrong
@@ -293,6 +288,10 @@ def test_wrong_inputs_are_refused_naming_the_argument(case):
         elif target == "peepholes":
             _expect_refusal(lambda: forward(peepholes=not p["peepholes"]),
                             ["recurrent_weights", "peepholes"])
+        elif target == "flags":
+            flag = ["forwards", "peepholes", "for_backprop", "check_finite"][choice % 4]
+            bad_flag = [np.ones(3), "yes", 2, [True]][(choice // 4) % 4]
+            _expect_refusal(lambda: forward(**{flag: bad_flag}), [flag])
         else:
             _expect_refusal(forward, names)
         add_count("fuzz: functional wrong inputs refused")
@@ -307,6 +306,10 @@ def test_wrong_inputs_are_refused_naming_the_argument(case):
             _expect_refusal(lambda: lstmfast.lstm_backward(fwd, call_args["eps"]), ["epsilon"])
         elif target == "tbptt_length":
             bad_k = [0, -1, -(2**70), 1.5, "2", True, [2], np.float64(2.0)][choice % 8]
+            if choice % 9 == 8:            # valid: any k >= T is full BPTT, however large
+                full = lstmfast.lstm_backward(fwd, args["eps"].view)
+                huge = lstmfast.lstm_backward(fwd, args["eps"].view, tbptt_length=2**70 + choice)
+                assert huge.input_weights.tobytes() == full.input_weights.tobytes()
             _expect_refusal(lambda: lstmfast.lstm_backward(fwd, args["eps"].view,
                                                            tbptt_length=bad_k), ["tbptt_length"])
         else:
@@ -352,7 +355,7 @@ def test_zero_size_parameters_and_states_are_refused(which, shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# core bugs found by this fuzzing (reported to the lead; xfail until fixed, then strict XPASS)
+# regressions: core bugs this fuzzing found (fixed in functional.py)
 
 def _small():
     rng = np.random.default_rng(0)
@@ -361,9 +364,7 @@ def _small():
     return x, W, RW, b
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: tbptt_length > 2**63-1 raises OverflowError "
-                   "from kernels.backward (fix: clamp tbptt to T in functional.lstm_backward)")
-def test_known_core_bug_huge_tbptt_length_is_full_bptt():
+def test_huge_tbptt_length_is_full_bptt():
     x, W, RW, b = _small()
     fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
     eps = np.ones((2, 2, 4))
@@ -372,11 +373,9 @@ def test_known_core_bug_huge_tbptt_length_is_full_bptt():
     assert huge.input_weights.tobytes() == full.input_weights.tobytes()
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a ragged nested list gives NumPy's "
-                   "'inhomogeneous shape' ValueError, which does not name the argument")
 @pytest.mark.parametrize("which", ["x", "input_weights", "recurrent_weights", "bias", "h0", "mask",
                                    "epsilon"])
-def test_known_core_bug_ragged_lists_name_the_argument(which):
+def test_ragged_lists_are_refused_naming_the_argument(which):
     x, W, RW, b = _small()
     args = dict(x=x, input_weights=W, recurrent_weights=RW, bias=b)
     ragged = [[1.0, 2.0], [3.0]]
@@ -391,10 +390,8 @@ def test_known_core_bug_ragged_lists_name_the_argument(which):
     assert names_argument(str(info.value), which), str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: forwards= / peepholes= given an array raise "
-                   "NumPy's 'truth value ... is ambiguous' ValueError, not naming the argument")
 @pytest.mark.parametrize("which", ["forwards", "peepholes"])
-def test_known_core_bug_array_flags_name_the_argument(which):
+def test_array_flags_are_refused_naming_the_argument(which):
     x, W, RW, b = _small()
     with pytest.raises((ValueError, TypeError)) as info:
         lstmfast.lstm_forward(x, W, RW, b, **{which: np.ones(3)})

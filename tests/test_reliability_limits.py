@@ -63,7 +63,7 @@ cases = {
     "layer.rnn_time_step": lambda: lstmfast.LSTM(3, h, seed=0).rnn_time_step(big((2**31, 3))),
     "layer.forward training": lambda: lstmfast.LSTM(3, h, seed=0).forward(
         big((2**16, 3, 2**15)), training=True),
-    # the input converted to the weights' dtype: see test_known_core_bug_conversion_before_check
+    # the input is converted to the weights' dtype only after the size check
     "x float64, weights float32": lambda: lstmfast.lstm_forward(
         big((2**16, 3, 2**15), np.float64), W, RW, b),
 }
@@ -84,7 +84,8 @@ print(json.dumps(results))
 
 CASES = ["minibatch*T", "minibatch*(T+1)", "minibatch", "minibatch, training",
          "minibatch with h0, c0, mask", "nIn", "4h", "4h (peepholes)", "float64",
-         "layer.forward", "layer.rnn_time_step", "layer.forward training"]
+         "layer.forward", "layer.rnn_time_step", "layer.forward training",
+         "x float64, weights float32"]
 
 
 @needs_32bit_blas
@@ -103,17 +104,6 @@ def test_sizes_past_the_blas_integer_are_refused_before_allocating():
         peaks[name] = r["peak"]
     record("limits: refused oversize problems (cases)", len(CASES))
     record("limits: largest allocation by a refused oversize call (bytes)", max(peaks.values()))
-
-
-@needs_32bit_blas
-@pytest.mark.xfail(strict=True, reason="core bug: an input whose dtype differs from the weights' "
-                   "is converted (astype: a full-size copy) before the size check, so a huge "
-                   "broadcast view allocates its full size first (fix: convert after check_dims)")
-def test_known_core_bug_conversion_before_check():
-    proc = run_child(CHILD, "x float64, weights float32", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = last_json_line(proc.stdout)["x float64, weights float32"]
-    assert r["outcome"] == "ValueError" and r["peak"] < 64 << 10, r
 
 
 def test_check_dims_agrees_with_the_blas_integer():
@@ -154,11 +144,7 @@ def _sparse_wide_weights(tmp_path, n_in, gates, ld):
 
 
 @needs_32bit_blas
-@pytest.mark.xfail(strict=True, reason="core bug: input_weights whose column stride exceeds the "
-                   "BLAS integer are passed in place (functional._column_major checks only "
-                   "strides[1] >= rows) and the kernel refuses them: RuntimeError instead of a "
-                   "result (fix: copy such weights, as with for_backprop=True)")
-def test_known_core_bug_weights_with_a_huge_leading_dimension(tmp_path):
+def test_weights_with_a_leading_dimension_past_the_blas_integer_are_copied(tmp_path):
     h, n_in = 4, 3
     W, keep = _sparse_wide_weights(tmp_path, n_in, 4 * h, 2**31 + 16)
     W[...] = 0.1

@@ -136,10 +136,7 @@ CASES = ["x +Inf", "x -Inf at the first step", "x 1e300", "W Inf", "W NaN", "RW 
          "mask NaN", "epsilon NaN", "epsilon Inf"]
 
 
-@pytest.mark.parametrize("what", CASES + [pytest.param("RW Inf, no h0", marks=pytest.mark.xfail(
-    strict=True, reason="deviation: with h0 absent the kernels skip the first step's recurrent "
-    "GEMM (h0 = 0), so 0 * Inf = NaN from a non-finite recurrent weight is not produced there; "
-    "the seed (and h0=zeros) give NaN"))])
+@pytest.mark.parametrize("what", CASES + ["RW Inf, no h0"])
 @pytest.mark.parametrize("forwards", [True, False])
 def test_non_finite_values_follow_ieee_like_the_reference(what, forwards):
     p, kw = _poison(_problem(), what)
