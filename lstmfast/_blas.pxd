@@ -18,12 +18,40 @@ cdef inline void gemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_s
     cdef blas_int lda_ = <blas_int>lda, ldb_ = <blas_int>ldb, ldc_ = <blas_int>ldc
     if m <= 0 or n <= 0:
         return
+    # a single column or row is a matrix-vector product: ?gemv costs a fraction of ?gemm's call
+    # overhead there (one streaming step at minibatch 1)
+    if n == 1 and k > 0:
+        if transa == c'N':
+            gemv(c'N', m, k, alpha, a, lda, b, 1 if transb == c'N' else ldb, beta, c, 1)
+        else:
+            gemv(c'T', k, m, alpha, a, lda, b, 1 if transb == c'N' else ldb, beta, c, 1)
+        return
+    if m == 1 and k > 0:
+        if transb == c'N':
+            gemv(c'T', k, n, alpha, b, ldb, a, lda if transa == c'N' else 1, beta, c, ldc)
+        else:
+            gemv(c'N', n, k, alpha, b, ldb, a, lda if transa == c'N' else 1, beta, c, ldc)
+        return
     if floating is float:
         cython_blas.sgemm(&transa, &transb, &m_, &n_, &k_, &alpha, <float*>a, &lda_,
                           <float*>b, &ldb_, &beta, c, &ldc_)
     else:
         cython_blas.dgemm(&transa, &transb, &m_, &n_, &k_, &alpha, <double*>a, &lda_,
                           <double*>b, &ldb_, &beta, c, &ldc_)
+
+
+cdef inline void gemv(char trans, Py_ssize_t m, Py_ssize_t n, floating alpha, const floating* a,
+                      Py_ssize_t lda, const floating* x, Py_ssize_t incx, floating beta,
+                      floating* y, Py_ssize_t incy) noexcept nogil:
+    """y = alpha * op(A) x + beta * y, A [m, n] column-major."""
+    cdef blas_int m_ = <blas_int>m, n_ = <blas_int>n, lda_ = <blas_int>lda
+    cdef blas_int incx_ = <blas_int>incx, incy_ = <blas_int>incy
+    if floating is float:
+        cython_blas.sgemv(&trans, &m_, &n_, &alpha, <float*>a, &lda_, <float*>x, &incx_, &beta, y,
+                          &incy_)
+    else:
+        cython_blas.dgemv(&trans, &m_, &n_, &alpha, <double*>a, &lda_, <double*>x, &incx_, &beta,
+                          y, &incy_)
 
 
 cdef inline void axpy(Py_ssize_t n, floating alpha, const floating* x, Py_ssize_t incx,

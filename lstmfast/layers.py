@@ -448,6 +448,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         self.drop_connect_mask = None       # keep-mask of the input weights in that pass
         self.state_gradients = None         # (dL/dh0, dL/dc0) of the last backward pass
         self._stream_state = None           # rnnTimeStep state (h, c)
+        self._step_workspaces = {}          # rnn_time_step's fast path: work space by minibatch
         self._tbptt_state = None            # tBpttStateMap (h, c)
 
     # ---- layout ----------------------------------------------------------------------
@@ -597,6 +598,9 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         ConcurrentUseError if another thread is inside a call on this layer; an interrupted
         call (Ctrl-C) leaves the stored state as it was."""
         self._check_streamable("rnn_time_step")
+        if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
+                and x.shape[1] == self.n_in and x.shape[0] > 0):
+            return self._stream_one_step(x)
         x = self._check_input(x, "rnn_time_step")
         state = self._stream_state
         self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
@@ -609,6 +613,30 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
                               np.array(record.last_c, order="F", copy=True))
         output = record.output
         return output[:, :, 0] if x.ndim == 2 else output
+
+    def _stream_one_step(self, x):
+        """rnn_time_step's fast path for one step [minibatch, nIn] of the layer's dtype: the
+        stored state is advanced in place by kernels.step (which validates every argument at
+        C level before touching anything), and a copy of the new h is returned."""
+        minibatch = x.shape[0]
+        state = self._stream_state
+        if state is None:
+            state = (np.zeros((minibatch, self.n_out), self.dtype, order="F"),
+                     np.zeros((minibatch, self.n_out), self.dtype, order="F"))
+        else:
+            self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
+        workspace = getattr(self, "_step_workspaces", {}).get(minibatch)
+        if workspace is None:
+            workspace = np.empty(_kernels.forward_workspace_size(minibatch, self.n_in, self.n_out,
+                                                                 1, False), self.dtype)
+            self._step_workspaces = {minibatch: workspace}
+        if not x.flags.aligned:
+            x = np.array(x)
+        _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
+                      _kernels.ACTIVATION_CODES[self.activation],
+                      _kernels.ACTIVATION_CODES[self.gate_activation])
+        self._stream_state = state
+        return state[0].copy()
 
     @_exclusive
     def rnn_clear_previous_state(self):
