@@ -5,7 +5,8 @@
 #   2. the sdist carries pyx/*.pyx (+ .h), lstmfast/*.pxd (except the generated
 #      lstmfast/_blas_int.pxd), tests (with tests/downstream), benchmarks and docs, and no
 #      generated .c, .so or build products;
-#   3. the wheel carries the extension module and every .pxd (with _blas_int.pxd, which _blas.pxd
+#   3. the wheel carries the extension module and every .pxd but the build-only _activations.pxd
+#      (with _blas_int.pxd, which _blas.pxd
 #      cimports), and no .c;
 #   4. nothing machine-specific was compiled in: setup.py and the build log have no -march=native
 #      (or -mavx*, -mfma, -mtune=native) and the extension has no AVX-512 instruction; AVX2/FMA
@@ -91,8 +92,13 @@ for f in kernels.pxd _blas.pxd _blas_int.pxd __init__.py functional.py; do
     grep -qxF "lstmfast/$f" "$WORK/wheel.txt" || fail "the wheel lacks lstmfast/$f"
 done
 while IFS= read -r f; do
+    # _activations.pxd is build-only (it needs pyx/lstmfast_simd.h); pyproject.toml excludes it
+    [[ "$f" == lstmfast/_activations.pxd ]] && continue
     grep -qxF "$f" "$WORK/wheel.txt" || fail "the wheel lacks $f"
 done < <(cd "$WORK/src" && ls lstmfast/*.pxd lstmfast/*.py)
+if grep -qxF lstmfast/_activations.pxd "$WORK/wheel.txt"; then
+    fail "the wheel carries the build-only lstmfast/_activations.pxd"
+fi
 if grep -E '\.c$' "$WORK/wheel.txt"; then fail "the wheel carries generated C (above)"; fi
 echo "wheel OK: $(grep -c . "$WORK/wheel.txt") files"
 
