@@ -407,13 +407,16 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     return result
 
 
-def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
+def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
     epsilon: dL/d(output), [minibatch, h, T] (or [minibatch, h] when T = 1).
     tbptt_length: None for full BPTT, or k >= 1: only the last k steps (in processing order)
-    are back-propagated. check_finite=True raises ValueError for NaN/Inf in epsilon.
+    are back-propagated. grad_last_c: dL/d(fwd.last_c) [minibatch, h] when the final cell
+    state is used further (e.g. handed to a decoder; beyond the seed); a gradient with respect
+    to fwd.last_h belongs in epsilon at the last processed step. check_finite=True raises
+    ValueError for NaN/Inf in epsilon or grad_last_c.
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -437,6 +440,13 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
                          f"got {_shape(np.asarray(epsilon))}")
     eps = _ready(eps, dtype)
     check_finite = _flag(check_finite, "check_finite")
+    grad_last_c_a = None
+    if grad_last_c is not None:
+        grad_last_c_a = _as_float_array(grad_last_c, "grad_last_c", dtype)
+        if grad_last_c_a.shape != (minibatch, hidden):
+            raise ValueError(f"grad_last_c: expected shape [minibatch, h] = [{minibatch}, {hidden}] "
+                             f"(the shape of fwd.last_c), got {_shape(grad_last_c_a)}")
+        grad_last_c_a = _ready(grad_last_c_a, dtype)
 
     if tbptt_length is None:
         tbptt = 0
@@ -462,13 +472,13 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, check_finite=False):
                            dtype)
 
     if check_finite:
-        _check_finite([("epsilon", eps)])
+        _check_finite([("epsilon", eps), ("grad_last_c", grad_last_c_a)])
     flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
     try:
         _run_kernel(lambda cancel: _kernels.backward(
             W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b, grad_x, grad_h0, grad_c0,
             workspace, minibatch, time_steps, opts["peepholes"], opts["forwards"],
-            opts["activation"], opts["gate_activation"], cancel), flops)
+            opts["activation"], opts["gate_activation"], cancel, grad_last_c_a), flops)
     finally:
         _POOL.give(workspace)
 

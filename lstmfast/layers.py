@@ -601,6 +601,9 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
                 and x.shape[1] == self.n_in and x.shape[0] > 0):
             return self._stream_one_step(x)
+        return self._stream_slow(x, mask)
+
+    def _stream_slow(self, x, mask):
         x = self._check_input(x, "rnn_time_step")
         state = self._stream_state
         self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
@@ -620,12 +623,19 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         C level before touching anything), and a copy of the new h is returned."""
         minibatch = x.shape[0]
         state = self._stream_state
+        workspace = getattr(self, "_step_workspaces", {}).get(minibatch)
+        if workspace is None and _kernels.check_dims(
+                minibatch, self.n_in, self.n_out, 1, self.peepholes,
+                _kernels.ACTIVATION_CODES[self.activation],
+                _kernels.ACTIVATION_CODES[self.gate_activation]) != 0:
+            # a size the kernels refuse: the validating path raises the clear error, before
+            # anything is allocated
+            return self._stream_slow(x, None)
         if state is None:
             state = (np.zeros((minibatch, self.n_out), self.dtype, order="F"),
                      np.zeros((minibatch, self.n_out), self.dtype, order="F"))
         else:
             self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
-        workspace = getattr(self, "_step_workspaces", {}).get(minibatch)
         if workspace is None:
             workspace = np.empty(_kernels.forward_workspace_size(minibatch, self.n_in, self.n_out,
                                                                  1, False), self.dtype)

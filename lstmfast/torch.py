@@ -44,10 +44,8 @@ zero except the forget-gate block, ``forget_gate_bias_init`` (1.0).
 Gradients flow to the input, the parameters and the initial state (``h_0``, ``c_0``) through
 :class:`LSTMFunction`, a ``torch.autograd.Function`` calling :func:`lstmfast.lstm_forward` /
 :func:`lstmfast.lstm_backward` (first-order only). A gradient arriving at ``h_n`` is folded into
-the output gradient at the last processed step (``h_n`` is that output). lstmfast's backward pass
-takes no gradient for the final cell state ``c_n``; when one arrives (``c_n`` used in the loss,
-e.g. an encoder's state handed to a decoder), that backward pass is computed by a PyTorch
-re-implementation of the same equations instead (exact, slower; a ``RuntimeWarning`` says so once).
+the output gradient at the last processed step (``h_n`` is that output); a gradient arriving at
+``c_n`` (an encoder's state handed to a decoder) goes to lstm_backward's ``grad_last_c``.
 
 Threads: PyTorch's OpenMP pool and the OpenBLAS that lstmfast's kernels call fight when both
 are active (a small GEMM right after the other pool's work costs milliseconds). By default
@@ -62,7 +60,6 @@ devices other than the CPU, double backward.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import numbers
 import threading
@@ -221,76 +218,6 @@ def _blas_limit():
 
 
 # ---------------------------------------------------------------------------------------------
-# a PyTorch re-implementation of the equations, used for backward passes that need a
-# gradient at c_n (lstmfast's backward pass has no input for it)
-
-def _rational_tanh(z):
-    y = z * (2.0 / 3.0)
-    a = 1.0 + y.abs() + y * y + 1.41645 * y ** 4
-    return 1.7159 * torch.sign(y) * (1.0 - 1.0 / a)
-
-
-_TORCH_ACTIVATIONS = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "hardsigmoid": lambda z: torch.clamp(0.2 * z + 0.5, 0.0, 1.0),
-    "softsign": nn.functional.softsign,
-    "relu": torch.relu,
-    "leakyrelu": lambda z: nn.functional.leaky_relu(z, 0.01),
-    "elu": nn.functional.elu,
-    "selu": nn.functional.selu,
-    "softplus": nn.functional.softplus,
-    "identity": lambda z: z,
-    "hardtanh": nn.functional.hardtanh,
-    "cube": lambda z: z * z * z,
-    "rectifiedtanh": lambda z: torch.tanh(torch.relu(z)),
-    "rationaltanh": _rational_tanh,
-}
-
-
-def _equations(x, W, RW, b, h0, c0, forwards, activation, gate_activation):
-    """x [mb, nIn, T] -> (out [mb, h, T], h_T, c_T) with torch ops (no mask)."""
-    mb, _, steps = x.shape
-    hidden = RW.shape[0]
-    act = _TORCH_ACTIVATIONS[activation]
-    gate = _TORCH_ACTIVATIONS[gate_activation]
-    peep = RW.shape[1] == 4 * hidden + 3
-    h = x.new_zeros(mb, hidden) if h0 is None else h0
-    c = x.new_zeros(mb, hidden) if c0 is None else c0
-    outputs = [None] * steps
-    for s in range(steps):
-        t = s if forwards else steps - 1 - s
-        z = x[:, :, t] @ W + h @ RW[:, :4 * hidden] + b
-        a = act(z[:, :hidden])
-        zf, zo, zg = z[:, hidden:2 * hidden], z[:, 2 * hidden:3 * hidden], z[:, 3 * hidden:]
-        if peep:
-            zf = zf + c * RW[:, 4 * hidden]
-            zg = zg + c * RW[:, 4 * hidden + 2]
-        c = gate(zf) * c + gate(zg) * a
-        if peep:
-            zo = zo + c * RW[:, 4 * hidden + 1]
-        h = gate(zo) * act(c)
-        outputs[t] = h
-    return torch.stack(outputs, dim=2), h, c
-
-
-_fallback_warned = False
-# lstm_backward(..., grad_last_c=) (dL/d last_c, [mb, h]) is what the kernels need to take c_n's
-# gradient themselves; until the core has it, such backward passes use _equations
-_BACKWARD_TAKES_LAST_C = "grad_last_c" in inspect.signature(lstm_backward).parameters
-
-
-def _warn_fallback_once():
-    global _fallback_warned
-    if not _fallback_warned:
-        _fallback_warned = True
-        warnings.warn("lstmfast.torch: a gradient with respect to c_n arrived; lstmfast's backward "
-                      "pass has no input for it, so this backward pass runs in a PyTorch "
-                      "re-implementation of the equations (exact, slower). Warned once.",
-                      RuntimeWarning, stacklevel=3)
-
-
-# ---------------------------------------------------------------------------------------------
 # the autograd function
 
 def _numpy(t):
@@ -337,9 +264,7 @@ class LSTMFunction(torch.autograd.Function):
             raise RuntimeError("lstmfast.torch: the forward pass ran without keeping what the "
                                "backward pass needs (grad mode was off)")
         extra = {}
-        if grad_c is not None and bool(torch.any(grad_c != 0)):
-            if not _BACKWARD_TAKES_LAST_C:
-                return _backward_via_equations(ctx, grad_out, grad_h, grad_c)
+        if grad_c is not None:
             extra["grad_last_c"] = _numpy(grad_c)
         batch_first, forwards = ctx.options[0], ctx.options[1]
         fwd = ctx.fwd
@@ -364,33 +289,6 @@ class LSTMFunction(torch.autograd.Function):
             torch.from_numpy(grads.c0) if needs[5] else None,
         ]
         return tuple(results) + (None,) * 5
-
-
-def _backward_via_equations(ctx, grad_out, grad_h, grad_c):
-    _warn_fallback_once()
-    batch_first, forwards, activation, gate_activation = ctx.options
-    saved = ctx.saved_tensors
-    needs = ctx.needs_input_grad[:6]
-    with torch.enable_grad():
-        leaves = [None if t is None else t.detach().requires_grad_(bool(n))
-                  for t, n in zip(saved, needs)]
-        x, W, RW, b, h0, c0 = leaves
-        out, h_n, c_n = _equations(_to_dl4j(x, batch_first), W, RW, b, h0, c0, forwards,
-                                   activation, gate_activation)
-        outputs, seeds = [], []
-        for o, g in ((_from_dl4j(out, batch_first), grad_out), (h_n, grad_h), (c_n, grad_c)):
-            if g is not None:
-                outputs.append(o)
-                seeds.append(g)
-        wanted = [t for t, n in zip(leaves, needs) if t is not None and n]
-        grads = iter(torch.autograd.grad(outputs, wanted, seeds, allow_unused=True))
-    results = []
-    for t, n in zip(leaves, needs):
-        g = next(grads) if (t is not None and n) else None
-        if g is None and t is not None and n:
-            g = torch.zeros_like(t)
-        results.append(g)
-    return tuple(results) + (None,) * 5
 
 
 def lstm(x, W, RW, b, h0=None, c0=None, *, batch_first=False, forwards=True, activation="tanh",

@@ -257,7 +257,7 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
                                  const floating* cell_error_next, const floating* peep_block,
                                  floating* delta, floating* cell_error,
                                  floating* sum_f, floating* sum_o, floating* sum_g,
-                                 floating* scratch) noexcept nogil:
+                                 floating* scratch, const floating* cell_error_extra) noexcept nogil:
     """Deltas of one step: seed lines 'nablaCellState' .. 'deltaifogNext.muliColumnVector'.
 
     Blocks as in _forward_cells. nabla_out [mb, h] is dL/dh of this step (epsilon plus the
@@ -265,6 +265,7 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
     are NULL at the last one. Writes the masked deltas [i, f, o, g] ([mb, 4h]) and this step's
     cell error (nablaCellState: not masked, as in the seed); accumulates the peephole sums.
     mask_col NULL: no mask; masked_step: some entry of mask_col is not 1. scratch: 6n.
+    cell_error_extra (NULL: none) is added to the cell error: dL/d(last c) at the last step.
     """
     cdef Py_ssize_t i, k, m
     cdef floating msk, nabla_c, s_f, s_o, s_g
@@ -312,6 +313,9 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
                                   + delta_next[3 * n + i] * peep_block[2 * n + i]) + cell_error[i])
         for i in range(n):
             cell_error[i] = cell_error[i] + a_next[n + i] * cell_error_next[i]
+    if cell_error_extra != NULL:
+        for i in range(n):
+            cell_error[i] = cell_error[i] + cell_error_extra[i]
     derivative_array(gate, zf, af, grad_f, n)
     derivative_array(gate, zg, ag, grad_g, n)
     derivative_array(act, zi, ai, grad_i, n)
@@ -651,7 +655,7 @@ cdef int lstm_backward(const lstm_dims* dims,
                           grad_input_weights, ld_grad_input_weights, grad_recurrent_weights,
                           ld_grad_recurrent_weights, grad_bias, grad_bias_stride, grad_input,
                           grad_input_strides, grad_h0, grad_h0_strides, grad_c0, grad_c0_strides,
-                          workspace, NULL)
+                          workspace, NULL, NULL, grad_c0_strides)
 
 
 cdef int _backward_impl(const lstm_dims* dims,
@@ -666,8 +670,10 @@ cdef int _backward_impl(const lstm_dims* dims,
                         floating* grad_input, lstm_strides grad_input_strides,
                         floating* grad_h0, lstm_strides grad_h0_strides,
                         floating* grad_c0, lstm_strides grad_c0_strides,
-                        floating* workspace, const int* cancel) noexcept nogil:
-    """lstm_backward; `cancel` as in _forward_impl."""
+                        floating* workspace, const int* cancel,
+                        const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil:
+    """lstm_backward; `cancel` as in _forward_impl. grad_last_c [mb, h] (may be NULL): dL/d(last
+    cell state), which the seed has no input for (beyond the seed: for encoder-decoder use)."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
@@ -768,12 +774,21 @@ cdef int _backward_impl(const lstm_dims* dims,
         if delta_next != NULL:
             _recurrent_product(mb, h, G, delta_next, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
+        if grad_last_c != NULL and s == T - 1:
+            # dL/d(last c) joins the cell error of the last step; gathered into the start of the
+            # step-stacked deltas, which are written only after _backward_cells has read it
+            _gather_state(dims, grad_last_c, grad_last_c_strides, delta)
+            # last_c is the masked cell state: its gradient reaches the cell only where unmasked
+            for k in range(h):
+                for m in range(mb):
+                    delta[m + k * mb] = delta[m + k * mb] * mp[mb * s + m]
         _backward_cells(n, mb, act, gate, z + 4 * n * s, a + 4 * n * s, mca + n * s,
                         cs + n * s, cs + n * (s + 1), mask_col, mask_col != NULL, nabla_out,
                         <const floating*>NULL if delta_next == NULL else a + 4 * n * (s + 1),
                         delta_next,
                         NULL if delta_next == NULL else cell_error_next, peep_block,
-                        delta_step, cell_error, sum_f, sum_o, sum_g, scratch)
+                        delta_step, cell_error, sum_f, sum_o, sum_g, scratch,
+                        delta if (grad_last_c != NULL and s == T - 1) else <floating*>NULL)
         # step-stacked copy of the deltas, for the gradient GEMMs over all steps
         _copy_block(delta_step, mb, delta + mb * (s - end_index), ld_delta, mb, G)
         swap = cell_error_next
@@ -988,7 +1003,7 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
                          cnp.ndarray cache, cnp.ndarray eps, Py_ssize_t tbptt,
                          cnp.ndarray gW, cnp.ndarray gRW, cnp.ndarray gb, cnp.ndarray gx,
                          cnp.ndarray gh0, cnp.ndarray gc0, cnp.ndarray workspace,
-                         cnp.ndarray cancel):
+                         cnp.ndarray cancel, cnp.ndarray glc):
     cdef lstm_strides es = _strides(eps, 3), gxs = _strides(gx, 3)
     cdef lstm_strides ghs = _strides(gh0, 2), gcs = _strides(gc0, 2)
     cdef Py_ssize_t ld_w = W.strides[1] // W.itemsize, ld_rw = RW.strides[1] // RW.itemsize
@@ -1006,27 +1021,31 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
     cdef floating* pgc = <floating*>_data(gc0)
     cdef floating* pws = <floating*>_data(workspace)
     cdef const int* pcancel = <const int*>_data(cancel)
+    cdef const floating* pglc = <const floating*>_data(glc)
+    cdef lstm_strides glcs = _strides(glc, 2)
     cdef int status
     with nogil:
         status = _backward_impl(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
                                 pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws,
-                                pcancel)
+                                pcancel, pglc, glcs)
     return status
 
 
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
-             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None):
-    """Run lstm_backward on validated arrays (see `forward`); gradients are overwritten."""
+             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
+             grad_last_c=None):
+    """Run lstm_backward on validated arrays (see `forward`); gradients are overwritten.
+    grad_last_c: None or dL/d(last cell state) [mb, h]."""
     cdef lstm_dims d = _dims(minibatch, W.shape[0], RW.shape[0], time_steps, peepholes, forwards,
                              activation, gate_activation)
     cdef int status
     if W.dtype == np.float32:
         status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel)
+                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
     else:
         status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel)
+                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
     if status != LSTM_OK:
