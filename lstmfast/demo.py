@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,8 @@ CHARLM_DEFAULTS = dict(epochs=3, hidden=128, layers=2, seq_len=100, tbptt=50, ba
                        max_chars=500_000)
 REBER_DEFAULTS = dict(epochs=60, hidden=32, layers=1, batch=16, lr=2e-2)
 REBER_TARGET = 0.99
+#: BLAS threads when --threads is not given (see its help)
+DEFAULT_BLAS_THREADS = 1
 #: training stops once every validation string is right in this many consecutive epochs
 REBER_PATIENCE = 2
 
@@ -85,8 +88,10 @@ def add_arguments(parser):
                              % CHARLM_DEFAULTS["max_chars"])
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="parameter and activation type (default float32)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
-                        help="BLAS threads (needs threadpoolctl; default: the BLAS's own setting)")
+    parser.add_argument("--threads", type=_non_negative_int, metavar="N",
+                        help="BLAS threads (needs threadpoolctl). Default 1: the demo's matrix "
+                             "products are small, and BLAS threads that must share cores with other "
+                             "processes cost far more than they gain; 0 = the BLAS's own setting")
     parser.add_argument("--seed", type=_non_negative_int, default=12345,
                         help="seed of initialisation, data order and sampling (default 12345)")
     parser.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
@@ -145,18 +150,32 @@ def run(args, out=None):
 
 @contextlib.contextmanager
 def _blas_threads(threads, out):
-    if threads is None:
+    """Limit the BLAS thread pools to ``threads`` (None: the demo's default, 1; 0: leave them)."""
+    explicit = threads is not None
+    threads = DEFAULT_BLAS_THREADS if threads is None else threads
+    if threads == 0:
         yield
         return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        print(f"note: --threads {threads} ignored: it needs threadpoolctl (pip install threadpoolctl); "
-              f"set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS before starting Python instead", file=out)
+        if explicit:
+            print(f"note: --threads {threads} ignored: it needs threadpoolctl (pip install threadpoolctl); "
+                  f"set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS before starting Python instead", file=out)
         yield
         return
     with threadpool_limits(limits=threads, user_api="blas"):
         yield
+
+
+def _blas_thread_note():
+    """'; BLAS threads N' for the model line (empty when threadpoolctl cannot tell)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    counts = sorted({entry.get("num_threads") for entry in threadpool_info() if entry.get("user_api") == "blas"})
+    return f"; BLAS threads {'/'.join(str(c) for c in counts)}" if counts else ""
 
 
 def _say(out, text=""):
@@ -464,11 +483,11 @@ def train_char_model(train_codes, vocab, *, epochs, hidden, layers, seq_len, tbp
     epochs_done = 0
     try:
         for epoch in range(epochs):
-            phase = int(rng.integers(seq_len))  # a different cut into windows every epoch
-            starts = phase + np.arange(n_windows) * seq_len
-            starts = starts[starts + seq_len + 1 <= len(train_codes)]
+            # a different cut into windows every epoch (all n_windows windows always fit)
+            slack = min(seq_len - 1, len(train_codes) - 1 - n_windows * seq_len)
+            starts = int(rng.integers(slack + 1)) + np.arange(n_windows) * seq_len
             rng.shuffle(starts)
-            processed = 0
+            processed = processed_steps = 0
             for k in range(0, len(starts), batch):
                 idx = starts[k:k + batch]
                 windows = train_codes[idx[:, None] + np.arange(seq_len + 1)]
@@ -482,6 +501,7 @@ def train_char_model(train_codes, vocab, *, epochs, hidden, layers, seq_len, tbp
                     raise FloatingPointError(f"the loss became {loss} (try a smaller --lr)")
                 n_chars = len(idx) * seq_len
                 processed += len(idx)
+                processed_steps += 1
                 trained_chars += n_chars
                 ema = 0.95 * ema + 0.05 * loss
                 ema_weight = 0.95 * ema_weight + 0.05
@@ -497,7 +517,11 @@ def train_char_model(train_codes, vocab, *, epochs, hidden, layers, seq_len, tbp
                     stopped = f"time budget of {time_budget:g} s reached"
                     break
             epochs_done = epoch + processed / max(len(starts), 1)
-            lines = [f"epoch {epoch + 1}/{epochs}: training loss {smoothed:.3f} nats/char"]
+            if stopped and processed == len(starts) and epoch + 1 == epochs:
+                stopped = None  # the budget ran out with the last minibatch: nothing was cut
+            epoch_loss = float(np.mean(history["step_loss"][-processed_steps:]))
+            part = f" (stopped at {processed / len(starts):.0%})" if stopped else ""
+            lines = [f"epoch {epoch + 1}/{epochs}{part}: training loss {epoch_loss:.3f} nats/char"]
             if valid_windows is not None:
                 valid = _validation_loss(net, valid_windows, V, batch)
                 history["epoch_valid"].append(valid)
@@ -593,7 +617,8 @@ def _run_charlm(args, out):
             return 2
         source = args.text
     else:
-        docs = stdlib_docstrings()
+        # long runs of spaces (aligned tables, deep indentation) squeezed to four
+        docs = [re.sub(r" {5,}", "    ", doc) for doc in stdlib_docstrings()]
         source = f"docstrings of the Python {sys.version_info.major}.{sys.version_info.minor} standard library"
     all_chars = sum(len(d) for d in docs)
     docs = _pick_documents(docs, max_chars, rng)
@@ -623,7 +648,7 @@ def _run_charlm(args, out):
     tb = min(tbptt, seq_len) if tbptt else 0
     _say(out, f"model: {layers} x GravesLSTM({hidden}) + softmax RnnOutputLayer({len(vocab)}), "
               f"{args.dtype}; Adam({lr:g}), minibatch {batch}, sequences of {seq_len} characters, "
-              + (f"truncated BPTT {tb}" if tb else "full BPTT"))
+              + (f"truncated BPTT {tb}" if tb else "full BPTT") + _blas_thread_note())
 
     try:
         result = train_char_model(
@@ -700,7 +725,7 @@ def train_reber(*, n_train=1000, n_valid=500, n_test=1000, epochs=60, hidden=32,
                   f"{lengths.max()}, mean {lengths.mean():.1f}); {n_valid} validation and {n_test} test "
                   f"strings, all different and none seen in training")
         _say(out, f"model: {layers} x GravesLSTM({hidden}) + softmax RnnOutputLayer(7), {dtype.name}; "
-                  f"Adam({lr:g}), minibatch {batch}, full BPTT with padding masks")
+                  f"Adam({lr:g}), minibatch {batch}, full BPTT with padding masks{_blas_thread_note()}")
     net = build_reber_model(hidden, layers, lr=lr, dtype=dtype, seed=seed)
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget
