@@ -350,14 +350,17 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
     def _build_views(self):
         """(Re)create the named views into ``_param_array`` and ``_gradient_array``."""
 
-    def _bind_storage(self, param_view, gradient_view):
-        """Move the parameters into ``param_view`` (values copied) and the gradients into
-        ``gradient_view``: used by containers that own one flat vector for many layers."""
+    def _check_storage_views(self, param_view, gradient_view):
         n = self.num_params()
         for name, view in (("param_view", param_view), ("gradient_view", gradient_view)):
             if view.ndim != 1 or view.shape[0] != n or view.dtype != self.dtype or not view.flags.c_contiguous:
                 raise ValueError(f"{name} must be a contiguous 1-D {self.dtype} array of length {n}; "
                                  f"got shape {view.shape}, dtype {view.dtype}")
+
+    def _bind_storage(self, param_view, gradient_view):
+        """Move the parameters into ``param_view`` (values copied) and the gradients into
+        ``gradient_view``: used by containers that own one flat vector for many layers."""
+        self._check_storage_views(param_view, gradient_view)
         param_view[...] = self._param_array
         gradient_view[...] = self._gradient_array
         self._param_array = param_view
@@ -795,11 +798,7 @@ class _BidirectionalBase(_FlatParameterLayer):
 
     def _bind_storage(self, param_view, gradient_view):
         # the directions' current values are copied into the new storage by their own _bind_storage
-        n = self.num_params()
-        for name, view in (("param_view", param_view), ("gradient_view", gradient_view)):
-            if view.ndim != 1 or view.shape[0] != n or view.dtype != self.dtype or not view.flags.c_contiguous:
-                raise ValueError(f"{name} must be a contiguous 1-D {self.dtype} array of length {n}; "
-                                 f"got shape {view.shape}, dtype {view.dtype}")
+        self._check_storage_views(param_view, gradient_view)
         self._param_array = param_view
         self._gradient_array = gradient_view
         self._split_storage()
