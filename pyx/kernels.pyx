@@ -52,9 +52,9 @@ import os as _os
 # AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
 _AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
 
-# Inference processes the input projection in chunks of time steps so that its working memory
-# stays bounded for long sequences; about this many elements per chunk (at least one step).
-cdef Py_ssize_t INFERENCE_CHUNK_ELEMENTS = 1 << 21
+# The input projection runs in chunks of time steps so that its work space stays bounded for long
+# sequences; about this many elements per chunk (at least one step).
+cdef Py_ssize_t PROJECTION_CHUNK_ELEMENTS = 1 << 21
 
 cdef Py_ssize_t SIZE_MAX_ELEMENTS = (<Py_ssize_t>1 << 62) // 16
 
@@ -113,7 +113,7 @@ cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
 cdef inline Py_ssize_t _chunk(const lstm_dims* dims) noexcept nogil:
     """Steps per input-projection GEMM: a bounded work space for long sequences."""
     cdef Py_ssize_t per_step = (dims.n_in + 4 * dims.hidden + 1) * dims.minibatch
-    cdef Py_ssize_t chunk = INFERENCE_CHUNK_ELEMENTS // per_step
+    cdef Py_ssize_t chunk = PROJECTION_CHUNK_ELEMENTS // per_step
     if chunk < 1:
         chunk = 1
     if chunk > dims.time_steps:
