@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmark lstmfast against PyTorch's CPU LSTM and against the GEMM peak of its own OpenBLAS.
 
-    python benchmarks/bench_lstm.py                 # full run (about 15-20 minutes on 2 cores)
-    python benchmarks/bench_lstm.py --quick         # fewer repeats, largest shape skipped
+    python benchmarks/bench_lstm.py                 # full run (11-18 minutes on the 2-core machine)
+    python benchmarks/bench_lstm.py --quick         # fewer repeats, largest shape skipped (a few minutes)
     python benchmarks/bench_lstm.py --threads 1 --dtype float32 --shapes small,tiny,stream
+    python benchmarks/bench_lstm.py --wait-idle 90  # wait (<= 90 s per job) for other processes to finish
 
 What is timed (medians of `--repeats` samples after warm-up; a sample is the mean of as many
 calls as fill `--min-time` seconds):
@@ -24,17 +25,24 @@ Streaming (shape `stream`, (T, mb, nIn, h) = (1, 1, 32, 32)): one step per call 
 Python API (`lstmfast.lstm_forward(x2d, W, RW, b, h0=h, c0=c)`, and a layer's `rnn_time_step`
 when the package has an LSTM layer class) against `torch.nn.LSTMCell`.
 
-Processes: at 1 thread every library of one dtype runs in one worker process, interleaved
-sample by sample (side by side). At more threads each library group (OpenBLAS: lstmfast, graves,
-gemm; PyTorch: torch, peephole) runs in its own worker process per shape, because PyTorch's
-OpenMP pool and OpenBLAS's pthread pool slow each other down when both are live in one process.
-Workers are this script re-invoked with `--worker SPEC`; they print one JSON line.
+Processes: one worker process per (threads, dtype, shape). At 1 thread it runs every library,
+interleaved sample by sample (side by side). At more threads each library group (OpenBLAS:
+lstmfast, graves, gemm; PyTorch: torch, peephole) gets its own worker, because PyTorch's OpenMP
+pool and OpenBLAS's pthread pool slow each other down when both are live in one process.
+Workers are this script re-invoked with `--worker SPEC`; they print one JSON line. BLAS threads
+are set with threadpoolctl after SciPy's OpenBLAS is loaded (threadpoolctl cannot limit a
+library that is not loaded yet; NumPy's OpenBLAS is a different copy) and checked. The workers
+import a snapshot of the built package copied at the start (`--no-snapshot`: the source tree),
+so a rebuild during the run does not mix builds. Progress is saved after every job (`--resume`).
 
 Before timing, a check worker verifies that lstmfast and PyTorch compute the same thing
 (outputs and every gradient, LSTM vs nn.LSTM and GravesLSTM vs the TorchScript peephole loop).
 
 Output: a table on stdout, `benchmarks/RESULTS.md` (the section of this `--tag` is replaced,
-everything else in the file is kept), `benchmarks/results.json` and `benchmarks/ratios.png`.
+everything else in the file is kept), `benchmarks/results.json` and `benchmarks/ratios.png`
+(for `--tag latest`, the default; another tag writes `results_<tag>.json` and
+`ratios_<tag>.png`). `--render results_<tag>.json` rebuilds the tables without timing;
+`--baseline results_<tag>.json` adds a speed-up column against an earlier run.
 """
 from __future__ import annotations
 
@@ -706,6 +714,7 @@ def worker_main(spec_json):
     sha = payload["meta"].get("lstmfast", {}).get("kernels_sha1")
     for rec in w.records:
         rec["kernels_sha1"] = sha
+        rec["job_pid"] = os.getpid()
     payload["records"] = w.records
     sys.stdout.write(RESULT_MARK + json.dumps(payload) + "\n")
     sys.stdout.flush()
@@ -908,10 +917,11 @@ def target_for(dtype, mode, shape):
     return TARGETS.get((dtype, mode, group))
 
 
-def peak_of(idx, dtype, threads):
+def peak_of(records, dtype, threads):
+    """The GEMM peak of the run: the best of the peak measurements of every job (dtype, threads)."""
     best = None
-    for (d, t, s, m, lib), r in idx.items():
-        if d == dtype and t == threads and s == "peak":
+    for r in records:
+        if r["dtype"] == dtype and r["threads"] == threads and r["shape"] == "peak":
             best = max(best or 0.0, r["gflops"])
     return best
 
@@ -923,7 +933,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
     tables = []
     for threads in threads_list:
         for dtype in dtypes:
-            peak = peak_of(idx, dtype, threads)
+            peak = peak_of(records, dtype, threads)
             main, graves, stream, gemm = [], [], [], []
             for key, dims, kind in SHAPES:
                 g = lambda lib, mode, key=key: idx.get((dtype, threads, key, mode, lib))  # noqa: E731
@@ -1000,7 +1010,15 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                                      "step_gflops": gs["gflops"], "step_us": gs["median_s"] * 1e6,
                                      "step_mkn": gs["gemm_mkn"]})
             if main or graves or stream:
+                per_job = [max(r["gflops"] for r in records
+                               if r["dtype"] == dtype and r["threads"] == threads and r["shape"] == "peak"
+                               and r.get("job_pid", 0) == pid)
+                           for pid in sorted({r.get("job_pid", 0) for r in records
+                                              if r["dtype"] == dtype and r["threads"] == threads
+                                              and r["shape"] == "peak"})]
                 tables.append({"dtype": dtype, "threads": threads, "peak_gflops": peak,
+                               "peak_range": [min(per_job), max(per_job)] if per_job else None,
+                               "peak_count": len(per_job),
                                "main": main, "graves": graves, "stream": stream, "gemm": gemm})
     return tables
 
@@ -1016,6 +1034,9 @@ def render_markdown(tables, baseline_tag=None):
         peak = tb["peak_gflops"]
         title = (f"### {tb['dtype']}, {tb['threads']} thread{'s' if tb['threads'] > 1 else ''}"
                  + (f" — GEMM peak {peak:.1f} GFLOP/s" if peak else ""))
+        if tb.get("peak_range") and tb["peak_range"][0] < tb["peak_range"][1]:
+            title += (f" (best of {tb['peak_count']} measurements in this run, which ranged "
+                      f"{tb['peak_range'][0]:.1f}–{tb['peak_range'][1]:.1f})")
         out.append(title)
         out.append("")
         if tb["main"]:
@@ -1129,7 +1150,7 @@ def plot(tables, path):
     for ax, tb in zip(axes.flat, tables):
         labels, inf, tra, tinf, ttra = [], [], [], [], []
         for r in tb["main"]:
-            lab = f"{r['shape']}\n{dims_str(r['dims'])}"
+            lab = f"{r['shape']}\n" + ",".join(str(v) for v in r["dims"])
             if lab not in labels:
                 labels.append(lab)
                 for lst in (inf, tra, tinf, ttra):
@@ -1141,7 +1162,7 @@ def plot(tables, path):
                 tra[i], ttra[i] = r["ratio"], r["target"]
         for r in tb["stream"]:
             labels.append("stream\n" + ("lstm_forward" if r["entry"].startswith("lstm_forward")
-                                        else "rnn_time_step"))
+                                        else "rnn_time_\nstep"))
             inf.append(r["ratio"])
             tinf.append(r["target"])
             tra.append(None)
@@ -1168,7 +1189,8 @@ def plot(tables, path):
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=7)
-        ax.set_ylabel("torch time / lstmfast time  (>1: lstmfast faster)")
+        ax.set_ylabel("torch time / lstmfast time  (>1: lstmfast faster)", fontsize=8)
+        ax.set_xlabel("shape: T, minibatch, nIn, h", fontsize=8)
         ax.set_title(f"{tb['dtype']}, {tb['threads']} thread(s)")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
@@ -1334,6 +1356,12 @@ def main(argv=None):
     p.add_argument("--idle-threshold", type=float, default=0.25)
     p.add_argument("--worker-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="kill a worker process after this long (its entries are then missing)")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="no timing: rebuild the tables, RESULTS.md section and plot from a results "
+                        "JSON written by an earlier run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run with the same options and --tag (progress is "
+                        "saved after every worker job in the temporary directory)")
     p.add_argument("--no-snapshot", action="store_true",
                    help="import lstmfast from the source tree in every worker instead of from a "
                         "copy taken at the start (the copy keeps one build for the whole run)")
@@ -1343,6 +1371,18 @@ def main(argv=None):
     if args.worker is not None:
         worker_main(args.worker)
         return 0
+    if args.render is not None:
+        with open(args.render, encoding="utf-8") as fh:
+            payload = json.load(fh)
+        payload.setdefault("check_failures", [])
+        if not any("job_pid" in r for r in payload["records"]):      # results from before job_pid
+            job, prev = 0, ""
+            for r in payload["records"]:
+                if r["lib"].startswith("gemm_peak_") and not prev.startswith("gemm_peak_"):
+                    job += 1
+                r["job_pid"] = job
+                prev = r["lib"]
+        return publish(payload, args.out_dir, args.baseline, write=not args.no_write)
 
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
@@ -1392,7 +1432,26 @@ def main(argv=None):
 
     jobs = plan_jobs(args)
     log(f"{len(jobs)} worker job(s)")
+    # progress is saved after every job, so that an interrupted run can be continued (--resume)
+    import tempfile
+    partial_path = os.path.join(tempfile.gettempdir(), f"bench_lstm_partial_{args.tag}.json")
+    done = 0
+    if args.resume and os.path.exists(partial_path):
+        with open(partial_path, encoding="utf-8") as fh:
+            part = json.load(fh)
+        if part.get("jobs") == jobs:
+            done, records, metas = part["done"], part["records"], part["metas"]
+            check = check or part.get("check")
+            log(f"resuming {partial_path}: {done} of {len(jobs)} jobs already done")
+        else:
+            log(f"{partial_path} was made with other options: starting afresh")
     for i, spec in enumerate(jobs, 1):
+        if i <= done:
+            continue
+        if i > 1:
+            with open(partial_path, "w", encoding="utf-8") as fh:
+                json.dump({"jobs": jobs, "done": i - 1, "records": records, "metas": metas,
+                           "check": check}, fh)
         log(f"job {i}/{len(jobs)}: {spec['dtype']}, {spec['threads']} thread(s), libs "
             f"{','.join(spec['libs'])}, shapes {','.join(spec['shapes'])}")
         busy = wait_for_idle(args.wait_idle, args.idle_threshold)
@@ -1408,43 +1467,61 @@ def main(argv=None):
         res["meta"]["cpu_busy_before"] = busy
         metas.append(res["meta"])
     elapsed = time.perf_counter() - t_start
+    if os.path.exists(partial_path):
+        os.remove(partial_path)
     if snapshot:
         import shutil
         shutil.rmtree(snapshot, ignore_errors=True)
     info["lstmfast_source"] = (f"snapshot of {ROOT}/lstmfast taken at the start" if snapshot
                                else f"{ROOT}/lstmfast (live source tree)")
 
-    baseline = None
-    if args.baseline:
-        with open(args.baseline, encoding="utf-8") as fh:
-            baseline = json.load(fh)
-    tables = build_tables(records, args.dtype, args.threads, baseline)
-    print(render_text(tables))
-    log(f"total {elapsed / 60:.1f} min")
-
-    if args.no_write:
-        return 0
-    os.makedirs(args.out_dir, exist_ok=True)
     payload = {"tag": args.tag, "command": command, "started": started, "elapsed_s": elapsed,
                "machine": info, "args": {k: v for k, v in vars(args).items() if k != "worker"},
-               "check": check, "worker_meta": metas, "records": records, "tables": tables}
-    json_path = os.path.join(args.out_dir, "results.json")
+               "check": check, "check_failures": check_failures, "worker_meta": metas,
+               "records": records}
+    return publish(payload, args.out_dir, args.baseline, write=not args.no_write)
+
+
+def publish(payload, out_dir, baseline_path=None, write=True):
+    """Tables from payload["records"]: printed, and (write=True) written to results.json (and
+    results_<tag>.json), RESULTS.md (this tag's section) and ratios.png (and ratios_<tag>.png)."""
+    run_args = argparse.Namespace(**payload["args"])
+    baseline = None
+    if baseline_path:
+        with open(baseline_path, encoding="utf-8") as fh:
+            baseline = json.load(fh)
+    tables = build_tables(payload["records"], run_args.dtype, run_args.threads, baseline)
+    payload["tables"] = tables
+    print(render_text(tables))
+    log(f"total {payload['elapsed_s'] / 60:.1f} min")
+    if not write:
+        return 0
+    tag = payload["tag"]
+    os.makedirs(out_dir, exist_ok=True)
+    # results.json / ratios.png belong to the `latest` section (a run with another --tag writes
+    # results_<tag>.json / ratios_<tag>.png, and the plain names only if they do not exist yet)
+    suffix = "" if tag == "latest" else f"_{tag}"
+    json_path = os.path.join(out_dir, f"results{suffix}.json")
     with open(json_path, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=1)
-    if args.tag != "latest":
-        with open(os.path.join(args.out_dir, f"results_{args.tag}.json"), "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-    png = os.path.join(args.out_dir, "ratios.png")
+    png_name = f"ratios{suffix}.png"
+    png = os.path.join(out_dir, png_name)
     plotted = plot(tables, png)
-    body = describe_run(metas, info, args, check, command, started, elapsed)
-    if check_failures:
+    if suffix:
+        import shutil
+        for src, dst in ((json_path, "results.json"), (png, "ratios.png")):
+            if os.path.exists(src) and not os.path.exists(os.path.join(out_dir, dst)):
+                shutil.copyfile(src, os.path.join(out_dir, dst))
+    body = describe_run(payload["worker_meta"], payload["machine"], run_args, payload["check"],
+                        payload["command"], payload["started"], payload["elapsed_s"])
+    if payload.get("check_failures"):
         body += ("\n**WARNING: the agreement check failed** (lstmfast vs PyTorch on the same weights): "
-                 + ", ".join(check_failures) + "\n")
+                 + ", ".join(payload["check_failures"]) + "\n")
     body += "\n" + render_markdown(tables, baseline.get("tag") if baseline else None)
     if plotted:
-        body += f"\n![torch/lstmfast ratios per shape](ratios.png)\n"
-    write_results_md(os.path.join(args.out_dir, "RESULTS.md"), args.tag, body)
-    log(f"wrote {json_path}, {os.path.join(args.out_dir, 'RESULTS.md')}"
+        body += f"\n![torch/lstmfast ratios per shape]({png_name})\n"
+    write_results_md(os.path.join(out_dir, "RESULTS.md"), tag, body)
+    log(f"wrote {json_path}, {os.path.join(out_dir, 'RESULTS.md')}"
         + (f", {png}" if plotted else ""))
     return 0
 
