@@ -57,7 +57,7 @@ extensions = [
     Extension(
         "lstmfast.kernels",
         ["pyx/kernels.pyx"],
-        depends=["pyx/lstmfast_simd.h", "lstmfast/kernels.pxd", "lstmfast/_blas.pxd",
+        depends=["pyx/lstmfast_simd.h", "pyx/lstmfast_team.h", "lstmfast/kernels.pxd", "lstmfast/_blas.pxd",
                  "lstmfast/_activations.pxd"],
         include_dirs=[numpy.get_include(), "pyx"],
         extra_compile_args=compile_args,

@@ -26,9 +26,11 @@ Python API (`lstmfast.lstm_forward(x2d, W, RW, b, h0=h, c0=c)`, and a layer's `r
 when the package has an LSTM layer class) against `torch.nn.LSTMCell`.
 
 Processes: one worker process per (threads, dtype, shape). At 1 thread it runs every library,
-interleaved sample by sample (side by side). At more threads each library group (OpenBLAS:
-lstmfast, graves, gemm; PyTorch: torch, peephole) gets its own worker, because PyTorch's OpenMP
-pool and OpenBLAS's pthread pool slow each other down when both are live in one process.
+interleaved sample by sample (side by side). At more threads each library group (lstmfast and
+graves; the raw GEMMs; PyTorch: torch, peephole) gets its own worker, because PyTorch's OpenMP
+pool and OpenBLAS's pthread pool slow each other down when both are live in one process, and an
+OpenBLAS helper thread busy-waits for ~0.1 s after each multithreaded call. lstmfast's own time-
+loop threads are set with lstmfast.set_num_threads(threads).
 Workers are this script re-invoked with `--worker SPEC`; they print one JSON line. BLAS threads
 are set with threadpoolctl after SciPy's OpenBLAS is loaded (threadpoolctl cannot limit a
 library that is not loaded yet; NumPy's OpenBLAS is a different copy) and checked. The workers
@@ -349,6 +351,8 @@ class Worker:
         self.lstmfast = None
         if any(lib in ("lstmfast", "graves") for lib in self.libs) or spec.get("check"):
             import lstmfast
+            # the time loops' own threads (the GEMMs outside them follow OpenBLAS's, set below)
+            lstmfast.set_num_threads(self.threads)
             self.lstmfast = lstmfast
         # Load scipy's OpenBLAS (the one lstmfast and the GEMM timings use) BEFORE limiting the
         # threads: threadpoolctl only sees libraries that are already loaded, and numpy's OpenBLAS
@@ -818,7 +822,7 @@ def run_worker(spec, attempts=3, timeout=None):
 
 def plan_jobs(args):
     """One worker per (threads, dtype, shape): at 1 thread all libraries together (sampled side by
-    side), at more threads one per library group. Every OpenBLAS job with `gemm` first measures the
+    side), at more threads one per library group (lstmfast, raw GEMMs, PyTorch). Every OpenBLAS job with `gemm` first measures the
     GEMM peak too (the table uses the best over the jobs), so each job is self-contained and the
     wait for an idle machine (--wait-idle) applies shape by shape."""
     libs = args.peers
@@ -829,8 +833,13 @@ def plan_jobs(args):
     for threads in args.threads:
         for dtype in args.dtype:
             shapes = [s for s in args.shapes if not (s == "large" and dtype not in args.large_dtypes)]
-            groups = [libs] if threads == 1 else [[lib for lib in libs if lib in BLAS_LIBS],
-                                                  [lib for lib in libs if lib in TORCH_LIBS]]
+            # at more threads the raw GEMMs get a process of their own too: after a multithreaded
+            # OpenBLAS call its helper thread busy-waits for ~0.1 s, taking the core that
+            # lstmfast's time-loop thread (which sets OpenBLAS to one thread) needs
+            groups = [libs] if threads == 1 else [
+                [lib for lib in libs if lib in BLAS_LIBS and lib != "gemm"],
+                [lib for lib in libs if lib == "gemm"],
+                [lib for lib in libs if lib in TORCH_LIBS]]
             for s in shapes:
                 for group in groups:
                     if not group:

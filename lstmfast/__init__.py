@@ -10,6 +10,7 @@ from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients
                          lstm_forward)
 
 from .functional import release_buffers
+from .kernels import get_num_threads, set_num_threads
 from .layers import (Bidirectional, ConcurrentUseError, GravesBidirectionalLSTM, GravesLSTM, LSTM,
                      UnsupportedOperationError)
 from .network import Adam, DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd
@@ -18,7 +19,7 @@ __all__ = ["__version__", "get_include", "lstm_forward", "lstm_backward", "Forwa
            "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
 __all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "DenseLayer",
             "OutputLayer", "RnnOutputLayer", "Sequential", "Sgd", "Adam", "ConcurrentUseError",
-            "UnsupportedOperationError", "release_buffers"]
+            "UnsupportedOperationError", "release_buffers", "set_num_threads", "get_num_threads"]
 
 
 def get_include():

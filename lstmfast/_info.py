@@ -81,6 +81,7 @@ def collect():
         cpus=affinity,
         dtypes=["float32", "float64"],
         simd=kernels.simd_variant(),
+        lstmfast_threads=kernels.get_num_threads(),
         blas=_blas_from_threadpoolctl(),
         blas_build=_blas_from_scipy_config(),
         thread_env={k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -108,6 +109,8 @@ def run(out=None):
     else:
         fast = "not active (portable): the CPU or the build lacks AVX2/FMA"
     say("fast path", fast)
+    say("threads", f"{info['lstmfast_threads']} for each pass's time loop (lstmfast.set_num_threads, "
+                   "LSTMFAST_NUM_THREADS); OpenBLAS at one thread while a pass uses them")
     if info["blas"] is None:
         build = info["blas_build"] or "unknown"
         env = ", ".join(f"{k}={v}" for k, v in info["thread_env"].items()) or "no thread variables set"

@@ -48,6 +48,24 @@ from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUME
 
 cnp.import_array()
 
+# The thread team of the time loops (pyx/lstmfast_team.h): each step's recurrent product and
+# element-wise code split across threads by hidden units, one barrier per step.
+cdef extern from "lstmfast_team.h" nogil:
+    ctypedef struct lf_barrier:
+        int count
+    ctypedef void (*lf_team_fn)(void* job, int tid, int nthreads) noexcept nogil
+    int LF_TEAM_MAX
+    int lf_team_acquire(int nthreads)
+    void lf_team_release(int nthreads)
+    void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+    void lf_barrier_init(lf_barrier* b)
+    void lf_barrier_wait(lf_barrier* b, int nthreads)
+    int lf_blas_threads_init(const void* blas_function)
+
+from scipy.linalg cimport cython_blas as _cython_blas
+# OpenBLAS's thread setters, found through the library SciPy's cython_blas calls
+_BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
+
 import os as _os
 # AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
 _AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
@@ -125,6 +143,14 @@ cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil:
     return _mul(_mul((N + 5) // 6, 6), K)
 
 
+cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
+    """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
+    each cut into up to LF_TEAM_MAX thread slices (every slice padded to the panel width 6)."""
+    cdef Py_ssize_t whole = _packed_size(K, N)
+    cdef Py_ssize_t sliced = _mul(_add(N, 5 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
+    return whole if whole > sliced else sliced
+
+
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
@@ -133,10 +159,11 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     cdef Py_ssize_t block = _mul(mb, h)
     # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
     # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4), peepholes (3);
-    # the packed recurrent weights
+    # the packed recurrent weights (used when T > 1)
     cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
     total = _add(total, _mul(block, 4 + 9 + 7))
-    total = _add(total, _packed_size(h, _mul(4, h)))
+    if dims.time_steps > 1:
+        total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
     return total
 
 
@@ -151,7 +178,7 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h, bias sums 4h
     cdef Py_ssize_t total = _mul(rows, _add(_add(_mul(4, h), dims.n_in), 1))
     total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
-    total = _add(total, _add(_mul(_mul(4, h), h), _packed_size(_mul(4, h), h)))
+    total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
     total = _add(total, _mul(7, h))
     return total
 
@@ -199,9 +226,11 @@ cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, 
 
 # ---------------------------------------------------------------------------------------------
 # element-wise step code, on contiguous [mb, F] blocks of one step: index m + k*mb for unit k, so
-# that each gate is one contiguous run of n = h*mb values (gate g of unit k at g*n + m + k*mb)
+# that each gate is one contiguous run of h*mb values (gate g of unit k at g*h*mb + m + k*mb).
+# A thread of the team handles the units u0..u1-1: runs of n = (u1-u0)*mb values at offset u0*mb
+# of each gate block, the gate blocks `stride` = h*mb apart.
 
-cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
+cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
                                 floating* z, floating* a, floating* mca,
                                 const floating* bias_block, const floating* peep_block,
                                 const floating* c_prev, floating* h_cur, floating* c_cur,
@@ -211,25 +240,31 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
     z [mb, 4h] holds x W + h_prev RW on entry; on exit the complete pre-activations (bias and
     peepholes added). a [mb, 4h] and mca [mb, h] receive the activations; c_prev, h_cur, c_cur
     are [mb, h]. bias_block is the bias broadcast to [mb, 4h]; peep_block (NULL: no peepholes)
-    wFF, wOO, wGG broadcast to [mb, 3h]. mask_col [mb] or NULL (no mask).
+    wFF, wOO, wGG broadcast to [mb, 3h]. mask_col [mb] or NULL (no mask). All of them offset to
+    this thread's first unit; n values per gate, gate blocks `stride` apart.
     """
-    cdef Py_ssize_t i, k, m
+    cdef Py_ssize_t i, k, m, g
     cdef floating c, msk
     cdef floating* zi = z
-    cdef floating* zf = z + n
-    cdef floating* zo = z + 2 * n
-    cdef floating* zg = z + 3 * n
+    cdef floating* zf = z + stride
+    cdef floating* zo = z + 2 * stride
+    cdef floating* zg = z + 3 * stride
     cdef floating* ai = a
-    cdef floating* af = a + n
-    cdef floating* ao = a + 2 * n
-    cdef floating* ag = a + 3 * n
-    for i in range(4 * n):
-        z[i] = z[i] + bias_block[i]
+    cdef floating* af = a + stride
+    cdef floating* ao = a + 2 * stride
+    cdef floating* ag = a + 3 * stride
+    cdef floating* zb
+    cdef const floating* bb
+    for g in range(4):
+        zb = z + g * stride
+        bb = bias_block + g * stride
+        for i in range(n):
+            zb[i] = zb[i] + bb[i]
     if peep_block != NULL:
         # forget and input-gate peepholes on the previous cell state (wFF, wGG)
         for i in range(n):
             zf[i] = zf[i] + c_prev[i] * peep_block[i]
-            zg[i] = zg[i] + c_prev[i] * peep_block[2 * n + i]
+            zg[i] = zg[i] + c_prev[i] * peep_block[2 * stride + i]
     activate_array(act, zi, ai, n)          # block input
     activate_array(gate, zf, af, n)         # forget gate
     activate_array(gate, zg, ag, n)         # input gate
@@ -238,7 +273,7 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
         for i in range(n):
             c = af[i] * c_prev[i] + ag[i] * ai[i]
             c_cur[i] = c
-            zo[i] = zo[i] + c * peep_block[n + i]
+            zo[i] = zo[i] + c * peep_block[stride + i]
     else:
         for i in range(n):
             c_cur[i] = af[i] * c_prev[i] + ag[i] * ai[i]
@@ -255,7 +290,7 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
                 c_cur[m + k * mb] = c_cur[m + k * mb] * msk
 
 
-cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
+cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
                                  const floating* z, const floating* a, const floating* mca,
                                  const floating* c_prev, const floating* c_cur,
                                  const floating* mask_col, bint masked_step,
@@ -271,29 +306,30 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
     recurrent term). a_next, delta_next, cell_error_next belong to the next processed step, or
     are NULL at the last one. Writes the masked deltas [i, f, o, g] ([mb, 4h]) and this step's
     cell error (nablaCellState: not masked, as in the seed); accumulates the peephole sums.
-    mask_col NULL: no mask; masked_step: some entry of mask_col is not 1. scratch: 6n.
-    cell_error_extra (NULL: none) is added to the cell error: dL/d(last c) at the last step.
+    mask_col NULL: no mask; masked_step: some entry of mask_col is not 1. scratch: 6 blocks of
+    [mb, h]. cell_error_extra (NULL: none) is added to the cell error: dL/d(last c) at the last
+    step. Offsets and `stride` as in _forward_cells (scratch's blocks also `stride` apart).
     """
     cdef Py_ssize_t i, k, m
     cdef floating msk, nabla_c, s_f, s_o, s_g
     cdef const floating* zi = z
-    cdef const floating* zf = z + n
-    cdef const floating* zo = z + 2 * n
-    cdef const floating* zg = z + 3 * n
+    cdef const floating* zf = z + stride
+    cdef const floating* zo = z + 2 * stride
+    cdef const floating* zg = z + 3 * stride
     cdef const floating* ai = a
-    cdef const floating* af = a + n
-    cdef const floating* ao = a + 2 * n
-    cdef const floating* ag = a + 3 * n
+    cdef const floating* af = a + stride
+    cdef const floating* ao = a + 2 * stride
+    cdef const floating* ag = a + 3 * stride
     cdef floating* di = delta
-    cdef floating* df = delta + n
-    cdef floating* do_ = delta + 2 * n
-    cdef floating* dg = delta + 3 * n
+    cdef floating* df = delta + stride
+    cdef floating* do_ = delta + 2 * stride
+    cdef floating* dg = delta + 3 * stride
     cdef floating* grad_o = scratch
-    cdef floating* grad_cell = scratch + n
-    cdef floating* grad_f = scratch + 2 * n
-    cdef floating* grad_g = scratch + 3 * n
-    cdef floating* grad_i = scratch + 4 * n
-    cdef floating* cell_act = scratch + 5 * n
+    cdef floating* grad_cell = scratch + stride
+    cdef floating* grad_f = scratch + 2 * stride
+    cdef floating* grad_g = scratch + 3 * stride
+    cdef floating* grad_i = scratch + 4 * stride
+    cdef floating* cell_act = scratch + 5 * stride
     derivative_array(gate, zo, ao, grad_o, n)
     # the layer activation's derivative at the stored (masked) cell state, as the seed's
     # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
@@ -312,14 +348,15 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t mb, int act, int gate,
         cell_error[i] = grad_cell[i] * (ao[i] * nabla_out[i])
     if peep_block != NULL:
         for i in range(n):
-            cell_error[i] = cell_error[i] + do_[i] * peep_block[n + i]
+            cell_error[i] = cell_error[i] + do_[i] * peep_block[stride + i]
     if delta_next != NULL:
         if peep_block != NULL:
             for i in range(n):
-                cell_error[i] = ((delta_next[n + i] * peep_block[i]
-                                  + delta_next[3 * n + i] * peep_block[2 * n + i]) + cell_error[i])
+                cell_error[i] = ((delta_next[stride + i] * peep_block[i]
+                                  + delta_next[3 * stride + i] * peep_block[2 * stride + i])
+                                 + cell_error[i])
         for i in range(n):
-            cell_error[i] = cell_error[i] + a_next[n + i] * cell_error_next[i]
+            cell_error[i] = cell_error[i] + a_next[stride + i] * cell_error_next[i]
     if cell_error_extra != NULL:
         for i in range(n):
             cell_error[i] = cell_error[i] + cell_error_extra[i]
@@ -374,8 +411,14 @@ cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* d
 cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
                                floating* dst) noexcept nogil:
     """[mb, h] strided -> contiguous [mb, h] block; zeros if src is NULL."""
+    _gather_units(dims, src, st, dst, 0, dims.hidden)
+
+
+cdef inline void _gather_units(const lstm_dims* dims, const floating* src, lstm_strides st,
+                               floating* dst, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """_gather_state for the units k0..k1-1 only (dst is the whole block)."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
-    for k in range(dims.hidden):
+    for k in range(k0, k1):
         if src == NULL:
             for m in range(mb):
                 dst[m + k * mb] = 0
@@ -387,10 +430,16 @@ cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_
 cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, floating* dst,
                                 lstm_strides st) noexcept nogil:
     """Contiguous [mb, h] block -> [mb, h] strided (nothing if dst is NULL)."""
+    _scatter_units(dims, src, dst, st, 0, dims.hidden)
+
+
+cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floating* dst,
+                                lstm_strides st, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """_scatter_state for the units k0..k1-1 only."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
     if dst == NULL:
         return
-    for k in range(dims.hidden):
+    for k in range(k0, k1):
         for m in range(mb):
             dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
 
@@ -440,7 +489,213 @@ cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, P
 
 
 # ---------------------------------------------------------------------------------------------
+# the thread team (pyx/lstmfast_team.h)
+
+# threads a pass may use for its time loop (set_num_threads); 1 until the module sets it below
+cdef int _team_threads = 1
+
+# A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
+# between cores) and the unit split must leave the packed product whole 6-column panels:
+# at least this many units per thread and this many multiply-adds per thread and step.
+cdef Py_ssize_t TEAM_MIN_UNITS = 24
+cdef Py_ssize_t TEAM_MIN_STEP_WORK = 1 << 16
+
+
+cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps, bint packed) noexcept nogil:
+    """How many threads the time loop of a pass of `steps` steps should use."""
+    if not packed or steps < 2 or _team_threads <= 1:
+        return 1
+    cdef Py_ssize_t threads = _team_threads
+    if threads > LF_TEAM_MAX:
+        threads = LF_TEAM_MAX
+    # recurrent product of one step: mb x 4h x h multiply-adds, element-wise work aside
+    cdef Py_ssize_t work = 4 * dims.minibatch * dims.hidden * dims.hidden
+    while threads > 1 and (dims.hidden < TEAM_MIN_UNITS * threads
+                           or work < TEAM_MIN_STEP_WORK * threads):
+        threads -= 1
+    return <int>threads
+
+
+cdef inline Py_ssize_t _unit_begin(Py_ssize_t hidden, int tid, int nthreads) noexcept nogil:
+    return hidden * tid // nthreads
+
+
+cdef inline Py_ssize_t _forward_slice_offset(Py_ssize_t h, int tid, int gate_block,
+                                             int nthreads) noexcept nogil:
+    """Offset of the packed slice (thread tid, gate block) in the forward packed weights: per
+    thread, per gate, the thread's units' columns of RW, h rows, padded to whole panels."""
+    cdef Py_ssize_t offset = 0, p, w
+    for p in range(tid + 1):
+        w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
+        if p < tid:
+            offset += 4 * _packed_size(h, w)
+        else:
+            offset += gate_block * _packed_size(h, w)
+    return offset
+
+
+cdef inline Py_ssize_t _backward_slice_offset(Py_ssize_t h, int tid, int nthreads) noexcept nogil:
+    """Offset of thread tid's slice in the backward packed RW^T (4h rows, its units' columns)."""
+    cdef Py_ssize_t offset = 0, p, w
+    for p in range(tid):
+        w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
+        offset += _packed_size(4 * h, w)
+    return offset
+
+
+cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf_barrier* barrier,
+                            int tid, int nthreads) noexcept nogil:
+    """End of a step: wait for every thread, and agree on whether to stop (cancel set).
+
+    Thread 0 reads the cancel flag into a slot of the step's parity before the barrier and all
+    read it after; the slot is written again two steps later, after the next barrier, when every
+    thread has read it."""
+    if nthreads == 1:
+        return cancel != NULL and lf_load_flag(cancel) != 0
+    if tid == 0:
+        stop_slots[s % 2] = 1 if (cancel != NULL and lf_load_flag(cancel) != 0) else 0
+    lf_barrier_wait(barrier, nthreads)
+    return stop_slots[s % 2] != 0
+
+
+# ---------------------------------------------------------------------------------------------
 # forward
+
+# What the threads of a forward time loop share: the steps s0..s1-1 of one projection chunk.
+# Pointers are void* so that one struct serves both dtypes.
+ctypedef struct _forward_job:
+    const lstm_dims* dims
+    Py_ssize_t s0
+    Py_ssize_t s1
+    const void* packed_input       # the chunk's packed input, first row of step s0
+    Py_ssize_t ld_packed_input
+    const void* input_weights
+    Py_ssize_t ld_input_weights
+    Py_ssize_t ld_projection
+    Py_ssize_t ld_hs
+    void* projection
+    void* h_ring
+    void* c_ring
+    void* z_block
+    void* a_block
+    void* mca_block
+    void* z
+    void* a
+    void* mca
+    void* cs
+    void* hs
+    const void* mp
+    const void* mask_chunk
+    bint masked
+    const void* bias_block
+    const void* peep_block
+    const void* recurrent_weights
+    Py_ssize_t ld_recurrent_weights
+    const void* packed
+    void* output
+    lstm_strides output_strides
+    const int* cancel
+    int stop_slots[2]
+    int cancelled
+    lf_barrier barrier
+
+
+cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads) noexcept nogil:
+    """The time loop of one chunk for thread tid of nthreads: its units' columns of each step's
+    recurrent product and their element-wise code (all of them when nthreads is 1)."""
+    cdef const lstm_dims* dims = job.dims
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
+    cdef int act = dims.activation, gate = dims.gate_activation
+    cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
+    cdef Py_ssize_t width = u1 - u0, off = u0 * mb
+    cdef Py_ssize_t ld_projection = job.ld_projection, ld_hs = job.ld_hs
+    cdef Py_ssize_t ld_rw = job.ld_recurrent_weights
+    cdef floating* projection = <floating*>job.projection
+    cdef const floating* recurrent_weights = <const floating*>job.recurrent_weights
+    cdef const floating* packed = <const floating*>job.packed
+    cdef const floating* bias_block = <const floating*>job.bias_block
+    cdef const floating* peep_block = <const floating*>job.peep_block
+    cdef floating* h_ring = <floating*>job.h_ring
+    cdef bint for_backprop = job.z != NULL
+    cdef const floating* peep_units = NULL
+    cdef Py_ssize_t s, t, g
+    if peep_block != NULL:
+        peep_units = peep_block + off
+    # the chunk's input projection, [mb*S, 4h] = xp W (seed: miniBatchData.mmul(inputWeights) per
+    # step), one GEMM per thread on its share of the rows (splitting by columns instead would
+    # make every thread re-pack all of xp); then every thread waits for all rows
+    cdef Py_ssize_t rows = mb * (job.s1 - job.s0)
+    cdef Py_ssize_t r0 = rows * tid // nthreads, r1 = rows * (tid + 1) // nthreads
+    if r1 > r0:
+        gemm(c'N', c'N', r1 - r0, G, dims.n_in, <floating>1,
+             <const floating*>job.packed_input + r0, job.ld_packed_input,
+             <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+             projection + r0, ld_projection)
+    if nthreads > 1:
+        lf_barrier_wait(&job.barrier, nthreads)
+    cdef floating* z_step
+    cdef floating* a_step
+    cdef floating* mca_step
+    cdef floating* c_prev
+    cdef floating* c_cur
+    cdef floating* h_prev
+    cdef floating* h_cur
+    cdef const floating* mask_col
+    cdef const floating* step_mask
+    for s in range(job.s0, job.s1):
+        t = _time_of(dims, s)
+        h_prev = h_ring + n * (s % 2)
+        h_cur = h_ring + n * ((s + 1) % 2)
+        if for_backprop:
+            z_step = <floating*>job.z + 4 * n * s
+            a_step = <floating*>job.a + 4 * n * s
+            mca_step = <floating*>job.mca + n * s
+            c_prev = <floating*>job.cs + n * s
+            c_cur = c_prev + n
+            step_mask = <const floating*>job.mp + mb * s
+        else:
+            z_step = <floating*>job.z_block
+            a_step = <floating*>job.a_block
+            mca_step = <floating*>job.mca_block
+            c_prev = <floating*>job.c_ring + n * (s % 2)
+            c_cur = <floating*>job.c_ring + n * ((s + 1) % 2)
+            step_mask = <const floating*>job.mask_chunk + mb * (s - job.s0)
+        mask_col = step_mask if (job.masked and _any_not_one(step_mask, mb)) else NULL
+        # ifogActivations = input . W (the chunk's projection) + prevOutputActivations . RW[:, 0:4h]
+        # (also for a zero h0, as the seed: non-finite recurrent weights then give NaN as IEEE says)
+        if nthreads == 1:
+            _copy_block(projection + mb * (s - job.s0), ld_projection, z_step, mb, mb, G)
+            _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
+                               z_step, mb)
+        else:
+            for g in range(4):
+                _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
+                            ld_projection, z_step + g * n + off, mb, mb, width)
+                _recurrent_product(mb, width, h, h_prev, mb,
+                                   packed + _forward_slice_offset(h, tid, <int>g, nthreads),
+                                   recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
+                                   z_step + g * n + off, mb)
+        _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
+                       bias_block + off, peep_units, c_prev + off, h_cur + off, c_cur + off,
+                       mask_col)
+        if for_backprop:
+            _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * ld_hs, ld_hs,
+                        mb, width)
+        if job.output != NULL:
+            _scatter_units(dims, h_cur, <floating*>job.output + t * job.output_strides.time,
+                           job.output_strides, u0, u1)
+        if _team_stop(job.cancel, job.stop_slots, s, &job.barrier, tid, nthreads):
+            if tid == 0:
+                job.cancelled = 1
+            return
+
+
+cdef void _forward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
+    _forward_steps(<float*>NULL, <_forward_job*>job, tid, nthreads)
+
+
+cdef void _forward_steps_f64(void* job, int tid, int nthreads) noexcept nogil:
+    _forward_steps(<double*>NULL, <_forward_job*>job, tid, nthreads)
 
 cdef int lstm_forward(const lstm_dims* dims,
                       const floating* x, lstm_strides x_strides,
@@ -512,9 +767,22 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* bias_block = mca_block + n                  # bias as [mb, 4h]
     cdef floating* peep_block = bias_block + 4 * n             # wFF, wOO, wGG as [mb, 3h]
     cdef floating* packed_rw = NULL
+    cdef int nthreads = 1, tid, g
+    cdef Py_ssize_t u0, u1
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
-        _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
+        nthreads = lf_team_acquire(_team_size(dims, T, True))
+        if nthreads == 1:
+            _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
+        else:
+            # per thread, per gate block: the thread's units' columns
+            for tid in range(nthreads):
+                u0 = _unit_begin(h, tid, nthreads)
+                u1 = _unit_begin(h, tid + 1, nthreads)
+                for g in range(4):
+                    _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
+                                  ld_recurrent_weights, h, u1 - u0,
+                                  packed_rw + _forward_slice_offset(h, tid, g, nthreads))
     _broadcast_columns(bias, bias_stride, G, mb, bias_block)
     if dims.peepholes:
         # columns 4h, 4h+1, 4h+2 of RW: wFF, wOO, wGG
@@ -551,64 +819,66 @@ cdef int _forward_impl(const lstm_dims* dims,
     else:
         _gather_state(dims, c0, c0_strides, c_ring)
 
-    cdef Py_ssize_t s0, s1, s, t
-    cdef floating* z_step
-    cdef floating* a_step
-    cdef floating* mca_step
-    cdef floating* c_prev
-    cdef floating* c_cur
-    cdef floating* h_prev
-    cdef floating* h_cur
-    cdef const floating* mask_col
-    cdef const floating* step_mask
+    cdef _forward_job job
+    job.dims = dims
+    job.input_weights = input_weights
+    job.ld_input_weights = ld_input_weights
+    job.ld_projection = ld_projection
+    job.ld_hs = ld_hs
+    job.projection = projection
+    job.h_ring = h_ring
+    job.c_ring = c_ring
+    job.z_block = z_block
+    job.a_block = a_block
+    job.mca_block = mca_block
+    job.z = z
+    job.a = a
+    job.mca = mca
+    job.cs = cs
+    job.hs = hs
+    job.mp = mp
+    job.mask_chunk = mask_chunk
+    job.masked = mask != NULL
+    job.bias_block = bias_block
+    job.peep_block = peep_block
+    job.recurrent_weights = recurrent_weights
+    job.ld_recurrent_weights = ld_recurrent_weights
+    job.packed = packed_rw
+    job.output = output
+    job.output_strides = output_strides
+    job.cancel = cancel
+    job.stop_slots[0] = 0
+    job.stop_slots[1] = 0
+    job.cancelled = 0
+    lf_barrier_init(&job.barrier)
+
+    cdef Py_ssize_t s0, s1
     s0 = 0
     while s0 < T:
         s1 = s0 + chunk if s0 + chunk < T else T
-        # one GEMM for the input projection of the chunk's steps: [mb*S, 4h] = xp W
+        # the chunk's input and mask in processing order; the job projects and runs the steps
         if for_backprop:
             _pack_input(dims, x, x_strides, s0, s1, xp + mb * s0, ld_x)
             _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
-            gemm(c'N', c'N', mb * (s1 - s0), G, n_in, <floating>1, xp + mb * s0, ld_x,
-                 input_weights, ld_input_weights, <floating>0, projection, ld_projection)
+            job.packed_input = xp + mb * s0
+            job.ld_packed_input = ld_x
         else:
             _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
             _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
-            gemm(c'N', c'N', mb * (s1 - s0), G, n_in, <floating>1, x_chunk, ld_projection,
-                 input_weights, ld_input_weights, <floating>0, projection, ld_projection)
-        for s in range(s0, s1):
-            if cancel != NULL and lf_load_flag(cancel):
-                free(owned)
-                return LSTM_ERR_CANCELLED
-            t = _time_of(dims, s)
-            h_prev = h_ring + n * (s % 2)
-            h_cur = h_ring + n * ((s + 1) % 2)
-            if for_backprop:
-                z_step = z + 4 * n * s
-                a_step = a + 4 * n * s
-                mca_step = mca + n * s
-                c_prev = cs + n * s
-                c_cur = c_prev + n
-                step_mask = mp + mb * s
-            else:
-                z_step = z_block
-                a_step = a_block
-                mca_step = mca_block
-                c_prev = c_ring + n * (s % 2)
-                c_cur = c_ring + n * ((s + 1) % 2)
-                step_mask = mask_chunk + mb * (s - s0)
-            mask_col = step_mask if (mask != NULL and _any_not_one(step_mask, mb)) else NULL
-            _copy_block(projection + mb * (s - s0), ld_projection, z_step, mb, mb, G)
-            # ifogActivations += prevOutputActivations . RW[:, 0:4h] (also for a zero h0, as the
-            # seed: non-finite recurrent weights then give NaN as IEEE says)
-            _recurrent_product(mb, G, h, h_prev, mb, packed_rw, recurrent_weights,
-                               ld_recurrent_weights, c'N', z_step, mb)
-            _forward_cells(n, mb, act, gate, z_step, a_step, mca_step, bias_block, peep_block,
-                           c_prev, h_cur, c_cur, mask_col)
-            if for_backprop:
-                _copy_block(h_cur, mb, hs + mb * (s + 1), ld_hs, mb, h)
-            if output != NULL:
-                _scatter_state(dims, h_cur, output + t * output_strides.time, output_strides)
+            job.packed_input = x_chunk
+            job.ld_packed_input = ld_projection
+        job.s0 = s0
+        job.s1 = s1
+        if floating is float:
+            lf_team_execute(_forward_steps_f32, &job, nthreads)
+        else:
+            lf_team_execute(_forward_steps_f64, &job, nthreads)
+        if job.cancelled:
+            lf_team_release(nthreads)
+            free(owned)
+            return LSTM_ERR_CANCELLED
         s0 = s1
+    lf_team_release(nthreads)
 
     _scatter_state(dims, h_ring + n * (T % 2), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
@@ -643,6 +913,164 @@ cdef int lstm_step(const lstm_dims* dims,
 
 # ---------------------------------------------------------------------------------------------
 # backward
+
+# What the threads of the backward time loop share (void* pointers: one struct for both dtypes).
+ctypedef struct _backward_job:
+    const lstm_dims* dims
+    Py_ssize_t end_index
+    Py_ssize_t ld_delta
+    const void* epsilon
+    lstm_strides epsilon_strides
+    const void* z
+    const void* a
+    const void* mca
+    const void* cs
+    const void* mp
+    void* delta
+    void* delta_ring
+    void* nabla_out
+    void* cell_error
+    void* cell_error_next
+    void* scratch
+    const void* peep_block
+    void* sum_f
+    void* sum_o
+    void* sum_g
+    const void* rw_t
+    const void* packed
+    bint has_grad_last_c
+    # for the gradient GEMMs after the loop
+    const void* xp
+    Py_ssize_t ld_x
+    const void* hs
+    Py_ssize_t ld_hs
+    const void* ones
+    const void* input_weights
+    Py_ssize_t ld_input_weights
+    void* grad_input_weights
+    Py_ssize_t ld_grad_input_weights
+    void* grad_recurrent_weights
+    Py_ssize_t ld_grad_recurrent_weights
+    void* bias_sums
+    void* grad_xp                  # NULL: no dL/dx wanted
+    const int* cancel
+    int stop_slots[2]
+    int cancelled
+    lf_barrier barrier
+
+
+cdef void _backward_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
+                              Py_ssize_t width) noexcept nogil:
+    """dL/dW, dL/dRW[:, :4h] and the bias sums for the gate columns c0..c0+width-1: one GEMM
+    each over all back-propagated steps (the seed accumulates them step by step)."""
+    cdef Py_ssize_t mb = job.dims.minibatch, end_index = job.end_index, ld_delta = job.ld_delta
+    cdef const floating* delta_columns = <const floating*>job.delta + c0 * ld_delta
+    gemm(c'T', c'N', job.dims.n_in, width, ld_delta, <floating>1,
+         <const floating*>job.xp + mb * end_index, job.ld_x, delta_columns, ld_delta, <floating>0,
+         <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
+         job.ld_grad_input_weights)
+    gemm(c'T', c'N', job.dims.hidden, width, ld_delta, <floating>1,
+         <const floating*>job.hs + mb * end_index, job.ld_hs, delta_columns, ld_delta, <floating>0,
+         <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
+         job.ld_grad_recurrent_weights)
+    # bias gradient: column sums of the deltas, [1, width] = ones^T D
+    gemm(c'T', c'N', 1, width, ld_delta, <floating>1, <const floating*>job.ones, ld_delta,
+         delta_columns, ld_delta, <floating>0, <floating*>job.bias_sums + c0, 1)
+
+
+cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
+    """The backward time loop for thread tid of nthreads: its units' columns of each step's
+    dL/dh product and their deltas (all units when nthreads is 1)."""
+    cdef const lstm_dims* dims = job.dims
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
+    cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta
+    cdef int act = dims.activation, gate = dims.gate_activation
+    cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
+    cdef Py_ssize_t width = u1 - u0, off = u0 * mb
+    cdef const floating* epsilon = <const floating*>job.epsilon
+    cdef const floating* z = <const floating*>job.z
+    cdef const floating* a = <const floating*>job.a
+    cdef const floating* mca = <const floating*>job.mca
+    cdef const floating* cs = <const floating*>job.cs
+    cdef const floating* mp = <const floating*>job.mp
+    cdef floating* delta = <floating*>job.delta
+    cdef floating* delta_ring = <floating*>job.delta_ring
+    cdef floating* nabla_out = <floating*>job.nabla_out
+    cdef floating* cell_error = <floating*>job.cell_error
+    cdef floating* cell_error_next = <floating*>job.cell_error_next
+    cdef floating* scratch = <floating*>job.scratch
+    cdef const floating* peep_block = <const floating*>job.peep_block
+    cdef const floating* rw_t = <const floating*>job.rw_t
+    cdef const floating* packed = <const floating*>job.packed
+    cdef floating* swap
+    cdef floating* delta_step
+    cdef const floating* delta_next
+    cdef const floating* mask_col
+    cdef Py_ssize_t s, t, g
+    cdef const floating* peep_units = NULL
+    cdef const floating* a_next
+    cdef const floating* delta_next_units
+    cdef const floating* cell_error_next_units
+    if peep_block != NULL:
+        peep_units = peep_block + off
+    if packed != NULL and nthreads > 1:
+        packed = packed + _backward_slice_offset(h, tid, nthreads)
+    for s in range(T - 1, end_index - 1, -1):
+        t = _time_of(dims, s)
+        delta_step = delta_ring + 4 * n * (s % 2)
+        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
+        # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's Nd4j.gemm(..., false, true))
+        _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
+                      nabla_out, u0, u1)
+        if delta_next != NULL:
+            _recurrent_product(mb, width, G, delta_next, mb, packed, rw_t + u0 * G, G, c'N',
+                               nabla_out + off, mb)
+        mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
+        a_next = NULL
+        delta_next_units = NULL
+        cell_error_next_units = NULL
+        if delta_next != NULL:
+            a_next = a + 4 * n * (s + 1) + off
+            delta_next_units = delta_next + off
+            cell_error_next_units = cell_error_next + off
+        _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off, a + 4 * n * s + off,
+                        mca + n * s + off, cs + n * s + off, cs + n * (s + 1) + off, mask_col,
+                        mask_col != NULL, nabla_out + off, a_next, delta_next_units,
+                        cell_error_next_units, peep_units, delta_step + off, cell_error + off,
+                        <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
+                        <floating*>job.sum_g + u0, scratch + off,
+                        delta + off if (job.has_grad_last_c and s == T - 1) else <floating*>NULL)
+        # step-stacked copy of the deltas, for the gradient GEMMs over all steps
+        for g in range(4):
+            _copy_block(delta_step + g * n + off, mb,
+                        delta + mb * (s - end_index) + (g * h + u0) * ld_delta, ld_delta, mb, width)
+        swap = cell_error_next
+        cell_error_next = cell_error
+        cell_error = swap
+        if _team_stop(job.cancel, job.stop_slots, s, &job.barrier, tid, nthreads):
+            if tid == 0:
+                job.cancelled = 1
+            return
+    # every thread is past the last step's barrier: all deltas are written. The thread's share
+    # of the gate columns of the parameter gradients, and of the columns of dL/dx = D W^T (the
+    # seed's epsilonNext)
+    cdef Py_ssize_t c0 = G * tid // nthreads, c1 = G * (tid + 1) // nthreads
+    if c1 > c0:
+        _backward_gradients(tag, job, c0, c1 - c0)
+    cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
+    if job.grad_xp != NULL and i1 > i0:
+        gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta, ld_delta,
+             <const floating*>job.input_weights + i0, job.ld_input_weights, <floating>0,
+             <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+
+
+cdef void _backward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
+    _backward_steps(<float*>NULL, <_backward_job*>job, tid, nthreads)
+
+
+cdef void _backward_steps_f64(void* job, int tid, int nthreads) noexcept nogil:
+    _backward_steps(<double*>NULL, <_backward_job*>job, tid, nthreads)
+
 
 cdef int lstm_backward(const lstm_dims* dims,
                        const floating* input_weights, Py_ssize_t ld_input_weights,
@@ -736,16 +1164,23 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* scratch = peep_block + 3 * n            # 6n
     cdef floating* rw_t = scratch + 6 * n                  # [4h, h] = RW[:, :4h]^T
     cdef floating* packed_rw_t = NULL
-    cdef floating* sum_f = rw_t + G * h + _packed_size(G, h)
+    cdef floating* sum_f = rw_t + G * h + _packed_slices_size(G, h, 1)
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
     cdef floating* bias_sums = sum_g + h                   # [4h]
-    cdef floating* swap
 
     cdef Py_ssize_t s, t, m, k, j, i
+    cdef int nthreads = 1, tid
+    cdef Py_ssize_t u0, u1
     if steps > 1 and _packed_gemm_on(mb):
         packed_rw_t = rw_t + G * h
-        _pack_weights(recurrent_weights, ld_recurrent_weights, 1, G, h, packed_rw_t)
+        nthreads = lf_team_acquire(_team_size(dims, steps, True))
+        # each thread's units' columns of RW^T packed together (all of them for one thread)
+        for tid in range(nthreads):
+            u0 = _unit_begin(h, tid, nthreads)
+            u1 = _unit_begin(h, tid + 1, nthreads)
+            _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
+                          packed_rw_t + _backward_slice_offset(h, tid, nthreads))
     else:
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
@@ -766,58 +1201,78 @@ cdef int _backward_impl(const lstm_dims* dims,
     for k in range(3 * h):
         sum_f[k] = 0
 
-    cdef floating* delta_step
-    cdef const floating* delta_next
-    cdef const floating* mask_col
-    for s in range(T - 1, end_index - 1, -1):
-        if cancel != NULL and lf_load_flag(cancel):
-            free(owned)
-            return LSTM_ERR_CANCELLED
-        t = _time_of(dims, s)
-        delta_step = delta_ring + 4 * n * (s % 2)
-        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
-        # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's Nd4j.gemm(..., false, true))
-        _gather_state(dims, epsilon + t * epsilon_strides.time, epsilon_strides, nabla_out)
-        if delta_next != NULL:
-            _recurrent_product(mb, h, G, delta_next, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
-        mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
-        if grad_last_c != NULL and s == T - 1:
-            # dL/d(last c) joins the cell error of the last step; gathered into the start of the
-            # step-stacked deltas, which are written only after _backward_cells has read it
-            _gather_state(dims, grad_last_c, grad_last_c_strides, delta)
-            # last_c is the masked cell state: its gradient reaches the cell only where unmasked
-            for k in range(h):
-                for m in range(mb):
-                    delta[m + k * mb] = delta[m + k * mb] * mp[mb * s + m]
-        _backward_cells(n, mb, act, gate, z + 4 * n * s, a + 4 * n * s, mca + n * s,
-                        cs + n * s, cs + n * (s + 1), mask_col, mask_col != NULL, nabla_out,
-                        <const floating*>NULL if delta_next == NULL else a + 4 * n * (s + 1),
-                        delta_next,
-                        NULL if delta_next == NULL else cell_error_next, peep_block,
-                        delta_step, cell_error, sum_f, sum_o, sum_g, scratch,
-                        delta if (grad_last_c != NULL and s == T - 1) else <floating*>NULL)
-        # step-stacked copy of the deltas, for the gradient GEMMs over all steps
-        _copy_block(delta_step, mb, delta + mb * (s - end_index), ld_delta, mb, G)
-        swap = cell_error_next
+    if grad_last_c != NULL:
+        # dL/d(last c) joins the cell error of the last step; gathered into the start of the
+        # step-stacked deltas, which are written only after the last step's cells have read it
+        _gather_state(dims, grad_last_c, grad_last_c_strides, delta)
+        # last_c is the masked cell state: its gradient reaches the cell only where unmasked
+        for k in range(h):
+            for m in range(mb):
+                delta[m + k * mb] = delta[m + k * mb] * mp[mb * (T - 1) + m]
+
+    cdef _backward_job job
+    job.dims = dims
+    job.end_index = end_index
+    job.ld_delta = ld_delta
+    job.epsilon = epsilon
+    job.epsilon_strides = epsilon_strides
+    job.z = z
+    job.a = a
+    job.mca = mca
+    job.cs = cs
+    job.mp = mp
+    job.delta = delta
+    job.delta_ring = delta_ring
+    job.nabla_out = nabla_out
+    job.cell_error = cell_error
+    job.cell_error_next = cell_error_next
+    job.scratch = scratch
+    job.peep_block = peep_block
+    job.sum_f = sum_f
+    job.sum_o = sum_o
+    job.sum_g = sum_g
+    job.rw_t = rw_t
+    job.packed = packed_rw_t
+    job.has_grad_last_c = grad_last_c != NULL
+    job.xp = xp
+    job.ld_x = ld_x
+    job.hs = hs
+    job.ld_hs = ld_hs
+    job.ones = ones
+    job.input_weights = input_weights
+    job.ld_input_weights = ld_input_weights
+    job.grad_input_weights = grad_input_weights
+    job.ld_grad_input_weights = ld_grad_input_weights
+    job.grad_recurrent_weights = grad_recurrent_weights
+    job.ld_grad_recurrent_weights = ld_grad_recurrent_weights
+    job.bias_sums = bias_sums
+    job.grad_xp = grad_xp if grad_input != NULL else NULL
+    for i in range(ld_delta):
+        ones[i] = 1
+    job.cancel = cancel
+    job.stop_slots[0] = 0
+    job.stop_slots[1] = 0
+    job.cancelled = 0
+    lf_barrier_init(&job.barrier)
+    if floating is float:
+        lf_team_execute(_backward_steps_f32, &job, nthreads)
+    else:
+        lf_team_execute(_backward_steps_f64, &job, nthreads)
+    lf_team_release(nthreads)
+    if job.cancelled:
+        free(owned)
+        return LSTM_ERR_CANCELLED
+    # every step swapped the two cell-error blocks once
+    if steps % 2 == 1:
         cell_error_next = cell_error
-        cell_error = swap
     # cell_error_next now holds the cell error of step end_index
 
-    # parameter gradients: one GEMM each over all back-propagated steps
-    gemm(c'T', c'N', n_in, G, ld_delta, <floating>1, xp + mb * end_index, ld_x,
-         delta, ld_delta, <floating>0, grad_input_weights, ld_grad_input_weights)
-    gemm(c'T', c'N', h, G, ld_delta, <floating>1, hs + mb * end_index, ld_hs,
-         delta, ld_delta, <floating>0, grad_recurrent_weights, ld_grad_recurrent_weights)
+    # (the job computed the parameter gradients and D W^T; see _backward_gradients)
     if dims.peepholes:
         for k in range(h):
             grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
             grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
             grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
-    # bias gradient: column sums of the deltas, [1, 4h] = ones^T D
-    for i in range(ld_delta):
-        ones[i] = 1
-    gemm(c'T', c'N', 1, G, ld_delta, <floating>1, ones, ld_delta, delta, ld_delta,
-         <floating>0, bias_sums, 1)
     for j in range(G):
         grad_bias[j * grad_bias_stride] = bias_sums[j]
 
@@ -825,8 +1280,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* gx_t
     cdef const floating* gcol
     if grad_input != NULL:
-        gemm(c'N', c'T', ld_delta, n_in, G, <floating>1, delta, ld_delta,
-             input_weights, ld_input_weights, <floating>0, grad_xp, ld_delta)
         for s in range(T):
             t = _time_of(dims, s)
             gx_t = grad_input + t * grad_input_strides.time
@@ -847,7 +1300,14 @@ cdef int _backward_impl(const lstm_dims* dims,
         if grad_h0 != NULL:
             for i in range(n):
                 nabla_out[i] = 0
-            _recurrent_product(mb, h, G, delta_ring, mb, packed_rw_t, rw_t, G, c'N', nabla_out, mb)
+            # by the threads' slices of the packed RW^T (one slice of all units for one thread)
+            for tid in range(nthreads):
+                u0 = _unit_begin(h, tid, nthreads)
+                u1 = _unit_begin(h, tid + 1, nthreads)
+                _recurrent_product(mb, u1 - u0, G, delta_ring, mb,
+                                   NULL if packed_rw_t == NULL
+                                   else packed_rw_t + _backward_slice_offset(h, tid, nthreads),
+                                   rw_t + u0 * G, G, c'N', nabla_out + u0 * mb, mb)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1068,6 +1528,60 @@ def set_recurrent_gemm(str kind):
         raise ValueError(f"kind: expected 'packed' or 'blas', got {kind!r}")
     _use_packed_gemm = 1 if kind == "packed" else 0
     return previous
+
+
+def set_num_threads(int threads):
+    """Threads each pass's time loop may use (1 to LF_TEAM_MAX = 8); returns the previous value.
+
+    Each time step's recurrent product and element-wise code are split across the threads by
+    hidden units. A pass uses fewer threads when its steps are too small to gain (under 24 units
+    or about 65k multiply-adds per thread and step), when the minibatch is above 64 (OpenBLAS,
+    threaded by its own settings, then does the per-step products), and runs alone when another
+    pass holds the team. The GEMMs outside the time loop use OpenBLAS's threads (threadpoolctl).
+    """
+    global _team_threads
+    if threads < 1 or threads > LF_TEAM_MAX:
+        raise ValueError(f"threads: expected 1 to {LF_TEAM_MAX}, got {threads}")
+    previous = _team_threads
+    _team_threads = threads
+    return previous
+
+
+def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
+    """Set the per-thread minimum units and multiply-adds per step below which a pass uses
+    fewer threads; returns the previous pair. For tests (small shapes through the team)."""
+    global TEAM_MIN_UNITS, TEAM_MIN_STEP_WORK
+    if min_units < 1 or min_step_work < 0:
+        raise ValueError("min_units must be >= 1 and min_step_work >= 0")
+    previous = (TEAM_MIN_UNITS, TEAM_MIN_STEP_WORK)
+    TEAM_MIN_UNITS = min_units
+    TEAM_MIN_STEP_WORK = min_step_work
+    return previous
+
+
+def get_num_threads():
+    """The thread count set by set_num_threads (or LSTMFAST_NUM_THREADS at import)."""
+    return _team_threads
+
+
+def _default_threads():
+    value = _os.environ.get("LSTMFAST_NUM_THREADS", "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"LSTMFAST_NUM_THREADS: expected an integer, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"LSTMFAST_NUM_THREADS: expected at least 1, got {threads}")
+    else:
+        try:
+            threads = len(_os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            threads = _os.cpu_count() or 1
+    return max(1, min(threads, LF_TEAM_MAX))
+
+
+set_num_threads(_default_threads())
 
 
 def simd_variant():

@@ -1,0 +1,253 @@
+/*
+ * A small persistent thread team for lstmfast's time loops.
+ *
+ * Why: every time step of an LSTM depends on the previous one, so the per-step work (the
+ * recurrent product h_{t-1} RW and the element-wise gate code) is too small for BLAS threading
+ * to pay off and runs on one core. Split by hidden units instead, each thread computes its own
+ * units' columns of the product and their element-wise code, and the threads meet once per step
+ * at a barrier (the next step reads every unit of h). The workers are created once, spin briefly
+ * between jobs, then sleep on a condition variable.
+ *
+ * One job at a time: a pass that finds the team busy (another thread's pass) runs alone.
+ * After fork() the child starts with no workers (they do not survive a fork).
+ */
+#ifndef LSTMFAST_TEAM_H
+#define LSTMFAST_TEAM_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <dlfcn.h>
+
+#define LF_TEAM_MAX 8
+
+/* spins before a waiting thread starts yielding its core (a shared machine may need it back) */
+#define LF_SPINS_BEFORE_YIELD 4000
+/* spins an idle worker waits for the next job before it sleeps */
+#define LF_SPINS_BEFORE_SLEEP 4000
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LF_PAUSE() __builtin_ia32_pause()
+#else
+#define LF_PAUSE() ((void)0)
+#endif
+
+typedef void (*lf_team_fn)(void* job, int tid, int nthreads);
+
+/* A central counting barrier for the threads of one job. */
+typedef struct {
+    int count;
+    unsigned int generation;
+} lf_barrier;
+
+static inline void lf_barrier_init(lf_barrier* b)
+{
+    b->count = 0;
+    b->generation = 0;
+}
+
+static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
+{
+    unsigned int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == nthreads) {
+        /* the last one in: reset before releasing, so that a thread racing ahead to the next
+         * barrier counts from zero */
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->generation, generation + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    int spins = 0;
+    while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == generation) {
+        if (++spins < LF_SPINS_BEFORE_YIELD)
+            LF_PAUSE();
+        else
+            sched_yield();
+    }
+}
+
+typedef struct {
+    pthread_mutex_t busy;      /* held by the pass that uses the team */
+    pthread_mutex_t lock;      /* guards the sleep of idle workers */
+    pthread_cond_t wake;
+    int started;               /* workers 1..started exist */
+    unsigned long generation;  /* bumped once per job */
+    lf_team_fn fn;
+    void* job;
+    int nthreads;
+    int finished;              /* workers done with the current job */
+} lf_team_state;
+
+static lf_team_state lf_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+static int lf_team_atfork_registered = 0;
+/* the job generation current when each worker was created: its first job is the next one (a
+ * worker that starts running late must still see the job posted right after its creation) */
+static unsigned long lf_team_first_seen[LF_TEAM_MAX];
+
+static void lf_team_after_fork_child(void)
+{
+    /* only the forking thread exists in the child: forget the workers and reset the locks */
+    pthread_mutex_init(&lf_team.busy, NULL);
+    pthread_mutex_init(&lf_team.lock, NULL);
+    pthread_cond_init(&lf_team.wake, NULL);
+    lf_team.started = 0;
+    lf_team.generation = 0;
+}
+
+static void* lf_team_worker(void* arg)
+{
+    int tid = (int)(ptrdiff_t)arg;
+    unsigned long seen = lf_team_first_seen[tid];
+    for (;;) {
+        int spins = 0;
+        while (__atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE) == seen) {
+            if (++spins < LF_SPINS_BEFORE_SLEEP) {
+                LF_PAUSE();
+                continue;
+            }
+            pthread_mutex_lock(&lf_team.lock);
+            while (__atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE) == seen)
+                pthread_cond_wait(&lf_team.wake, &lf_team.lock);
+            pthread_mutex_unlock(&lf_team.lock);
+        }
+        seen = __atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE);
+        if (tid < lf_team.nthreads) {
+            lf_team.fn(lf_team.job, tid, lf_team.nthreads);
+            __atomic_add_fetch(&lf_team.finished, 1, __ATOMIC_ACQ_REL);
+        }
+    }
+    return NULL;
+}
+
+/* Starts workers up to nthreads - 1 (caller holds lf_team.busy); returns how many threads the
+ * team can offer (1 if no worker could be created). */
+static int lf_team_grow(int nthreads)
+{
+    if (!lf_team_atfork_registered) {
+        if (pthread_atfork(NULL, NULL, lf_team_after_fork_child) == 0)
+            lf_team_atfork_registered = 1;
+    }
+    while (lf_team.started < nthreads - 1) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) != 0)
+            break;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        lf_team_first_seen[lf_team.started + 1] = __atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE);
+        int rc = pthread_create(&thread, &attr, lf_team_worker,
+                                (void*)(ptrdiff_t)(lf_team.started + 1));
+        pthread_attr_destroy(&attr);
+        if (rc != 0)
+            break;
+        lf_team.started++;
+    }
+    return lf_team.started + 1 < nthreads ? lf_team.started + 1 : nthreads;
+}
+
+/* ------------------------------------------------------------------ the BLAS's own threads
+ *
+ * A pass that runs on the team also splits its large GEMMs (input projection, weight gradients)
+ * across the team, each thread calling BLAS on its own columns. OpenBLAS must then run each call
+ * on the calling thread: measured here, after one multithreaded OpenBLAS call its helper thread
+ * busy-waits for work for about 0.1 s, taking the core the team's second thread needs (a 2-thread
+ * pass ran 0.66x-0.9x the speed of a 1-thread pass). So while the team is held, OpenBLAS's thread
+ * count is set to 1 and then restored. The setting is process-wide (OpenBLAS has no per-thread
+ * one in pthreads builds): BLAS calls from other threads during the pass also run on one thread. */
+typedef void (*lf_set_threads_fn)(int);
+typedef int (*lf_get_threads_fn)(void);
+static lf_set_threads_fn lf_blas_set_threads = NULL;
+static lf_get_threads_fn lf_blas_get_threads = NULL;
+static int lf_blas_saved_threads = 0;
+
+/* Finds OpenBLAS's thread setters among the dependencies of the library that holds
+ * blas_function (SciPy's cython_blas). Returns 1 if found; otherwise BLAS threads are left alone. */
+static int lf_blas_threads_init(const void* blas_function)
+{
+    static const char* set_names[] = {"scipy_openblas_set_num_threads",
+                                      "scipy_openblas_set_num_threads64_",
+                                      "openblas_set_num_threads", NULL};
+    static const char* get_names[] = {"scipy_openblas_get_num_threads",
+                                      "scipy_openblas_get_num_threads64_",
+                                      "openblas_get_num_threads", NULL};
+    Dl_info info;
+    if (blas_function == NULL || dladdr(blas_function, &info) == 0 || info.dli_fname == NULL)
+        return 0;
+    void* handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == NULL)
+        return 0;
+    for (int i = 0; set_names[i] != NULL; i++) {
+        void* set = dlsym(handle, set_names[i]);
+        void* get = dlsym(handle, get_names[i]);
+        if (set != NULL && get != NULL) {
+            lf_blas_set_threads = (lf_set_threads_fn)set;
+            lf_blas_get_threads = (lf_get_threads_fn)get;
+            break;
+        }
+    }
+    /* the library stays loaded: SciPy holds it */
+    dlclose(handle);
+    return lf_blas_set_threads != NULL;
+}
+
+/* Reserves the team for one pass: returns the number of threads the pass may use, nthreads
+ * or fewer (1 if the team is busy with another pass or no worker could be created). A result
+ * above 1 must be given back with lf_team_release after the pass's lf_team_execute calls. */
+static int lf_team_acquire(int nthreads)
+{
+    if (nthreads > LF_TEAM_MAX)
+        nthreads = LF_TEAM_MAX;
+    if (nthreads <= 1 || pthread_mutex_trylock(&lf_team.busy) != 0)
+        return 1;
+    nthreads = lf_team_grow(nthreads);
+    if (nthreads <= 1) {
+        pthread_mutex_unlock(&lf_team.busy);
+        return 1;
+    }
+    lf_blas_saved_threads = 0;
+    if (lf_blas_get_threads != NULL) {
+        int blas_threads = lf_blas_get_threads();
+        if (blas_threads > 1) {
+            lf_blas_set_threads(1);
+            lf_blas_saved_threads = blas_threads;
+        }
+    }
+    return nthreads;
+}
+
+static void lf_team_release(int nthreads)
+{
+    if (nthreads > 1) {
+        if (lf_blas_saved_threads > 1)
+            lf_blas_set_threads(lf_blas_saved_threads);
+        lf_blas_saved_threads = 0;
+        pthread_mutex_unlock(&lf_team.busy);
+    }
+}
+
+/* Runs fn(job, tid, nthreads) for tid 0..nthreads-1 (the caller is tid 0) and returns when all
+ * have returned. nthreads is what lf_team_acquire granted; fn's threads meet with
+ * lf_barrier_wait(barrier, nthreads). */
+static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+{
+    if (nthreads <= 1) {
+        fn(job, 0, 1);
+        return;
+    }
+    lf_team.fn = fn;
+    lf_team.job = job;
+    lf_team.nthreads = nthreads;
+    __atomic_store_n(&lf_team.finished, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&lf_team.lock);
+    __atomic_add_fetch(&lf_team.generation, 1, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&lf_team.wake);
+    pthread_mutex_unlock(&lf_team.lock);
+    fn(job, 0, nthreads);
+    int spins = 0;
+    while (__atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE) < nthreads - 1) {
+        if (++spins < LF_SPINS_BEFORE_YIELD)
+            LF_PAUSE();
+        else
+            sched_yield();
+    }
+}
+
+#endif /* LSTMFAST_TEAM_H */

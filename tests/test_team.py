@@ -1,0 +1,230 @@
+"""The time loops' thread team (lstmfast.set_num_threads): every thread count gives the seed's
+numbers (checked against the NumPy reference, and against one thread), with uneven unit splits,
+peepholes, masks, truncated BPTT, both directions; the team is safe under concurrent passes,
+cancellation and fork, and OpenBLAS's thread setting is restored after each pass."""
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import lstmfast
+from lstmfast import kernels
+
+from reference import ref_backward, ref_forward
+
+
+@pytest.fixture
+def small_team_limits():
+    """Let tiny problems use the team too, so that uneven splits (e.g. 7 units on 3 threads)
+    and widths that are not whole 6-column panels are exercised."""
+    previous = kernels._set_team_limits(1, 0)
+    threads = lstmfast.get_num_threads()
+    yield
+    kernels._set_team_limits(*previous)
+    lstmfast.set_num_threads(threads)
+
+
+def _problem(rng, T, mb, n_in, h, dtype, peepholes, masked):
+    x = rng.standard_normal((mb, n_in, T)).astype(dtype)
+    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4, dtype)
+    RW = np.asfortranarray(rng.standard_normal((h, 4 * h + (3 if peepholes else 0))) * 0.4, dtype)
+    b = (rng.standard_normal(4 * h) * 0.3).astype(dtype)
+    h0 = rng.standard_normal((mb, h)).astype(dtype)
+    c0 = rng.standard_normal((mb, h)).astype(dtype)
+    eps = rng.standard_normal((mb, h, T)).astype(dtype)
+    mask = None
+    if masked:
+        mask = (rng.random((mb, T)) > 0.3).astype(dtype)
+        mask[:, -1] = 1
+    return x, W, RW, b, h0, c0, eps, mask
+
+
+def _run(problem, peepholes, forwards, tbptt, threads):
+    x, W, RW, b, h0, c0, eps, mask = problem
+    lstmfast.set_num_threads(threads)
+    fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
+                                forwards=forwards, for_backprop=True)
+    grads = lstmfast.lstm_backward(fwd, eps, tbptt_length=tbptt)
+    inference = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
+                                      forwards=forwards)
+    return {"output": fwd.output.copy(), "last_h": fwd.last_h.copy(),
+            "last_c": fwd.last_c.copy(), "inference_output": inference.output.copy(),
+            "inference_last_c": inference.last_c.copy(),
+            "grad_W": grads.input_weights.copy(), "grad_RW": grads.recurrent_weights.copy(),
+            "grad_b": grads.bias.copy(), "grad_x": grads.input.copy(),
+            "grad_h0": grads.h0.copy(), "grad_c0": grads.c0.copy()}
+
+
+def _scaled_error(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+                 / max(float(np.max(np.abs(b))), 1e-30))
+
+
+CASES = [
+    # (T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt)
+    (6, 3, 4, 7, 3, True, True, True, None),      # 2+2+3 units: partial panels everywhere
+    (5, 1, 3, 3, 2, False, False, False, None),   # one example, 1 + 2 units, backwards
+    (9, 17, 5, 50, 8, True, False, True, 4),      # 8 threads of 6-7 units, tBPTT 4
+    (4, 20, 6, 13, 2, True, True, False, 1),      # mb > 16 (two row blocks), one tBPTT step
+    (7, 5, 2, 24, 4, False, True, True, None),    # whole panels (6 units each)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
+def test_team_matches_reference_and_one_thread(small_team_limits, case, dtype):
+    T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
+    one = _run(problem, peepholes, forwards, tbptt, 1)
+    many = _run(problem, peepholes, forwards, tbptt, threads)
+
+    x, W, RW, b, h0, c0, eps, mask = problem
+    ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
+                      forwards=forwards)
+    ref_grads = ref_backward(ref, eps, tbptt_length=tbptt)
+    expected = {"output": ref.output, "last_h": ref.last_h, "last_c": ref.last_c,
+                "inference_output": ref.output, "inference_last_c": ref.last_c,
+                "grad_W": ref_grads.input_weights, "grad_RW": ref_grads.recurrent_weights,
+                "grad_b": ref_grads.bias, "grad_x": ref_grads.input, "grad_h0": ref_grads.h0,
+                "grad_c0": ref_grads.c0}
+    tol_ref = 2e-5 if dtype == np.float32 else 1e-10
+    # the threads split the same arithmetic by units and by GEMM columns: at most rounding apart
+    tol_threads = 2e-6 if dtype == np.float32 else 1e-13
+    for name, value in many.items():
+        assert _scaled_error(value, expected[name]) < tol_ref, (name, threads)
+        assert _scaled_error(value, one[name]) < tol_threads, (name, threads)
+
+
+def test_default_limits_use_the_team_at_a_medium_shape():
+    """At (12, 32, 16, 128) the default limits let two threads share each step; the results
+    agree with one thread and with the reference."""
+    previous = lstmfast.get_num_threads()
+    try:
+        rng = np.random.default_rng(5)
+        problem = _problem(rng, 12, 32, 16, 128, np.float64, True, True)
+        one = _run(problem, True, True, None, 1)
+        two = _run(problem, True, True, None, 2)
+    finally:
+        lstmfast.set_num_threads(previous)
+    x, W, RW, b, h0, c0, eps, mask = problem
+    ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=True, mask=mask)
+    assert _scaled_error(two["output"], ref.output) < 1e-10
+    assert _scaled_error(two["grad_RW"], ref_backward(ref, eps).recurrent_weights) < 1e-10
+    for name in one:
+        assert _scaled_error(two[name], one[name]) < 1e-13, name
+
+
+def test_set_num_threads_validates_and_returns_previous():
+    previous = lstmfast.get_num_threads()
+    try:
+        assert lstmfast.set_num_threads(3) == previous
+        assert lstmfast.get_num_threads() == 3
+        with pytest.raises(ValueError, match="threads: expected 1 to 8, got 0"):
+            lstmfast.set_num_threads(0)
+        with pytest.raises(ValueError, match="got 9"):
+            lstmfast.set_num_threads(9)
+        assert lstmfast.get_num_threads() == 3
+    finally:
+        lstmfast.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("value,expected", [("1", "1"), ("3", "3"), ("64", "8")])
+def test_environment_variable_sets_the_default(value, expected):
+    env = dict(os.environ, LSTMFAST_NUM_THREADS=value)
+    out = subprocess.run([sys.executable, "-c", "import lstmfast; print(lstmfast.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
+
+
+def test_environment_variable_rejects_garbage():
+    env = dict(os.environ, LSTMFAST_NUM_THREADS="many")
+    out = subprocess.run([sys.executable, "-c", "import lstmfast"], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "LSTMFAST_NUM_THREADS: expected an integer, got 'many'" in out.stderr
+
+
+def test_concurrent_passes_share_the_team_safely(small_team_limits):
+    """Passes from several Python threads at once: one holds the team, the others run alone;
+    every result is the single-thread one."""
+    rng = np.random.default_rng(11)
+    problems = [_problem(rng, 8, 6, 5, 30, np.float64, True, True) for _ in range(4)]
+    expected = [_run(p, True, True, None, 1) for p in problems]
+    lstmfast.set_num_threads(2)
+    results = [None] * len(problems)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(15):
+                x, W, RW, b, h0, c0, eps, mask = problems[i]
+                fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=True, mask=mask,
+                                            for_backprop=True)
+                grads = lstmfast.lstm_backward(fwd, eps)
+                results[i] = (fwd.output.copy(), grads.recurrent_weights.copy())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(problems))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for (output, grad_rw), exp in zip(results, expected):
+        assert _scaled_error(output, exp["output"]) < 1e-13
+        assert _scaled_error(grad_rw, exp["grad_RW"]) < 1e-13
+
+
+def _child_pass(queue):
+    rng = np.random.default_rng(3)
+    x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float64, True, False)
+    lstmfast.set_num_threads(2)
+    kernels._set_team_limits(1, 0)
+    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True)
+    grads = lstmfast.lstm_backward(fwd, eps)
+    queue.put((fwd.output, grads.recurrent_weights))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_team_works_in_a_forked_child(small_team_limits):
+    """The workers do not survive fork(); the child must create its own instead of waiting on
+    threads that are not there."""
+    lstmfast.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float64, True, False)
+    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True)  # team started
+    grads = lstmfast.lstm_backward(fwd, eps)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_pass, args=(queue,))
+    child.start()
+    output, grad_rw = queue.get(timeout=60)
+    child.join(60)
+    assert child.exitcode == 0
+    np.testing.assert_allclose(output, fwd.output, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(grad_rw, grads.recurrent_weights, rtol=1e-13, atol=1e-15)
+
+
+def test_openblas_thread_setting_is_restored(small_team_limits):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's OpenBLAS before limiting it)
+
+    def scipy_blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i.get("internal_api") == "openblas" and "scipy_openblas-" in i["filepath"]]
+
+    if not kernels._BLAS_THREAD_CONTROL or not scipy_blas_threads():
+        pytest.skip("SciPy's BLAS is not an OpenBLAS lstmfast can steer")
+    rng = np.random.default_rng(8)
+    x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float32, False, False)
+    lstmfast.set_num_threads(2)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
+        lstmfast.lstm_backward(fwd, eps)
+        assert scipy_blas_threads() == [2]
