@@ -38,7 +38,8 @@ from lstmfast._blas cimport gemm, fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
                                     lf_exp_array_f32, lf_exp_array_f64, lf_load_flag,
-                                    lf_packed_gemm_available, lf_packed_size,
+                                    lf_packed_gemm_available, lf_packed_size, LF_SMALL_M,
+                                    lf_pack_rows_f32, lf_pack_rows_f64,
                                     lf_pack_b_f32, lf_pack_b_f64, lf_gemm_packed_f32,
                                     lf_gemm_packed_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
@@ -140,14 +141,27 @@ cdef inline Py_ssize_t _chunk(const lstm_dims* dims) noexcept nogil:
 
 
 cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil:
+    """Elements of B [K, N] packed in 6-column panels (the layout for minibatches of 4 or more)."""
     return _mul(_mul((N + 5) // 6, 6), K)
+
+
+cdef inline Py_ssize_t _packed_len(Py_ssize_t K, Py_ssize_t N, Py_ssize_t rows) noexcept nogil:
+    """Elements of B [K, N] packed for products with `rows`-row A: rows of N padded to 8 below
+    LF_SMALL_M rows, 6-column panels otherwise (see lstmfast_simd.h)."""
+    if rows < LF_SMALL_M:
+        return _mul(_mul((N + 7) // 8, 8), K)
+    return _packed_size(K, N)
 
 
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
-    each cut into up to LF_TEAM_MAX thread slices (every slice padded to the panel width 6)."""
+    each cut into up to LF_TEAM_MAX thread slices, in either packed layout (every slice padded
+    to at most 5 more columns as panels, 7 more as rows)."""
     cdef Py_ssize_t whole = _packed_size(K, N)
-    cdef Py_ssize_t sliced = _mul(_add(N, 5 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
+    cdef Py_ssize_t whole_rows = _mul(_mul((N + 7) // 8, 8), K)
+    cdef Py_ssize_t sliced = _mul(_add(N, 7 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
+    if whole_rows > whole:
+        whole = whole_rows
     return whole if whole > sliced else sliced
 
 
@@ -217,8 +231,14 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
-                               Py_ssize_t N, floating* packed) noexcept nogil:
-    if floating is float:
+                               Py_ssize_t N, floating* packed, Py_ssize_t rows) noexcept nogil:
+    """Pack B (element (k, n) at b[k*sk + n*sn]) for products with `rows`-row A (_packed_len)."""
+    if rows < LF_SMALL_M:
+        if floating is float:
+            lf_pack_rows_f32(b, sk, sn, K, N, packed)
+        else:
+            lf_pack_rows_f64(b, sk, sn, K, N, packed)
+    elif floating is float:
         lf_pack_b_f32(b, sk, sn, K, N, packed)
     else:
         lf_pack_b_f64(b, sk, sn, K, N, packed)
@@ -521,25 +541,26 @@ cdef inline Py_ssize_t _unit_begin(Py_ssize_t hidden, int tid, int nthreads) noe
 
 
 cdef inline Py_ssize_t _forward_slice_offset(Py_ssize_t h, int tid, int gate_block,
-                                             int nthreads) noexcept nogil:
+                                             int nthreads, Py_ssize_t mb) noexcept nogil:
     """Offset of the packed slice (thread tid, gate block) in the forward packed weights: per
     thread, per gate, the thread's units' columns of RW, h rows, padded to whole panels."""
     cdef Py_ssize_t offset = 0, p, w
     for p in range(tid + 1):
         w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
         if p < tid:
-            offset += 4 * _packed_size(h, w)
+            offset += 4 * _packed_len(h, w, mb)
         else:
-            offset += gate_block * _packed_size(h, w)
+            offset += gate_block * _packed_len(h, w, mb)
     return offset
 
 
-cdef inline Py_ssize_t _backward_slice_offset(Py_ssize_t h, int tid, int nthreads) noexcept nogil:
+cdef inline Py_ssize_t _backward_slice_offset(Py_ssize_t h, int tid, int nthreads,
+                                              Py_ssize_t mb) noexcept nogil:
     """Offset of thread tid's slice in the backward packed RW^T (4h rows, its units' columns)."""
     cdef Py_ssize_t offset = 0, p, w
     for p in range(tid):
         w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
-        offset += _packed_size(4 * h, w)
+        offset += _packed_len(4 * h, w, mb)
     return offset
 
 
@@ -672,7 +693,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
                             ld_projection, z_step + g * n + off, mb, mb, width)
                 _recurrent_product(mb, width, h, h_prev, mb,
-                                   packed + _forward_slice_offset(h, tid, <int>g, nthreads),
+                                   packed + _forward_slice_offset(h, tid, <int>g, nthreads, mb),
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
                                    z_step + g * n + off, mb)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
@@ -773,7 +794,7 @@ cdef int _forward_impl(const lstm_dims* dims,
         packed_rw = peep_block + 3 * n
         nthreads = lf_team_acquire(_team_size(dims, T, True))
         if nthreads == 1:
-            _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw)
+            _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
         else:
             # per thread, per gate block: the thread's units' columns
             for tid in range(nthreads):
@@ -782,7 +803,7 @@ cdef int _forward_impl(const lstm_dims* dims,
                 for g in range(4):
                     _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
                                   ld_recurrent_weights, h, u1 - u0,
-                                  packed_rw + _forward_slice_offset(h, tid, g, nthreads))
+                                  packed_rw + _forward_slice_offset(h, tid, g, nthreads, mb), mb)
     _broadcast_columns(bias, bias_stride, G, mb, bias_block)
     if dims.peepholes:
         # columns 4h, 4h+1, 4h+2 of RW: wFF, wOO, wGG
@@ -1014,7 +1035,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     if peep_block != NULL:
         peep_units = peep_block + off
     if packed != NULL and nthreads > 1:
-        packed = packed + _backward_slice_offset(h, tid, nthreads)
+        packed = packed + _backward_slice_offset(h, tid, nthreads, mb)
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
@@ -1180,7 +1201,7 @@ cdef int _backward_impl(const lstm_dims* dims,
             u0 = _unit_begin(h, tid, nthreads)
             u1 = _unit_begin(h, tid + 1, nthreads)
             _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
-                          packed_rw_t + _backward_slice_offset(h, tid, nthreads))
+                          packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb), mb)
     else:
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
@@ -1306,7 +1327,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                 u1 = _unit_begin(h, tid + 1, nthreads)
                 _recurrent_product(mb, u1 - u0, G, delta_ring, mb,
                                    NULL if packed_rw_t == NULL
-                                   else packed_rw_t + _backward_slice_offset(h, tid, nthreads),
+                                   else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
                                    rw_t + u0 * G, G, c'N', nabla_out + u0 * mb, mb)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
@@ -1634,14 +1655,14 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
     cdef cnp.ndarray a = np.asfortranarray(np.random.default_rng(0).standard_normal((M, K)), dtype=dtype)
     cdef cnp.ndarray b = np.asfortranarray(np.random.default_rng(1).standard_normal((K, N)), dtype=dtype)
     cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
-    cdef cnp.ndarray packed = np.zeros(((N + 5) // 6) * 6 * K, dtype=dtype)
+    cdef cnp.ndarray packed = np.zeros(_packed_len(K, N, M), dtype=dtype)
     cdef Py_ssize_t r
     cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
     start = time.perf_counter()
     if dtype == np.float32:
         with nogil:
             if use_packed:
-                _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed))
+                _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed), M)
             for r in range(repeats):
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
@@ -1649,7 +1670,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
     else:
         with nogil:
             if use_packed:
-                _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed))
+                _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed), M)
             for r in range(repeats):
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,

@@ -238,8 +238,77 @@ static inline ptrdiff_t lf_packed_size(ptrdiff_t K, ptrdiff_t N)
 LF_DEFINE_PACK(lf_pack_b_f32, float)
 LF_DEFINE_PACK(lf_pack_b_f64, double)
 
+/* Few rows (minibatch 1-3, the streaming and tiny-batch case): the 16-row micro-kernel would
+ * compute mostly masked-out rows. B is then packed as rows of N padded to 8 floats (Bp[k * Np + n],
+ * Np = N rounded up to 8; columns past N are zero) and each row of C is a vector-times-matrix
+ * product along N. */
+#define LF_SMALL_M 4
+#define LF_ROW_PAD 8
+
+static inline ptrdiff_t lf_packed_rows_size(ptrdiff_t K, ptrdiff_t N)
+{
+    return ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD * K;
+}
+
+#define LF_DEFINE_PACK_ROWS(NAME, T)                                                             \
+    static void NAME(const T* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, T* Bp)    \
+    {                                                                                             \
+        ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
+        for (ptrdiff_t k = 0; k < K; k++)                                                         \
+            for (ptrdiff_t n = 0; n < Np; n++)                                                    \
+                Bp[k * Np + n] = n < N ? B[k * sk + n * sn] : (T)0;                               \
+    }
+LF_DEFINE_PACK_ROWS(lf_pack_rows_f32, float)
+LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
+
 #if LF_HAVE_DISPATCH
 #include <immintrin.h>
+
+/* C[M, N] += A[M, K] B for row-packed B (see lf_packed_rows_size), one row of C at a time, 32
+ * (float) / 16 (double) columns per pass over K. */
+#define LF_DEFINE_GEMM_ROWS(NAME, T, VEC, W, ZERO, BCAST, LOAD, FMADD, STORE)                     \
+    __attribute__((target("avx2,fma")))                                                          \
+    static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T* A, ptrdiff_t lda,           \
+                     const T* Bp, T* C, ptrdiff_t ldc)                                            \
+    {                                                                                             \
+        ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
+        T tmp[4 * W];                                                                             \
+        for (ptrdiff_t m = 0; m < M; m++) {                                                       \
+            for (ptrdiff_t n0 = 0; n0 < Np; n0 += 4 * W) {                                        \
+                VEC acc0 = ZERO(), acc1 = ZERO(), acc2 = ZERO(), acc3 = ZERO();                   \
+                ptrdiff_t width = Np - n0 < 4 * W ? Np - n0 : 4 * W;                              \
+                const T* b = Bp + n0;                                                             \
+                if (width == 4 * W) {                                                             \
+                    for (ptrdiff_t k = 0; k < K; k++) {                                           \
+                        VEC a = BCAST(A + m + k * lda);                                           \
+                        const T* row = b + k * Np;                                                \
+                        acc0 = FMADD(a, LOAD(row), acc0);                                         \
+                        acc1 = FMADD(a, LOAD(row + W), acc1);                                     \
+                        acc2 = FMADD(a, LOAD(row + 2 * W), acc2);                                 \
+                        acc3 = FMADD(a, LOAD(row + 3 * W), acc3);                                 \
+                    }                                                                             \
+                } else {                                                                          \
+                    /* the last 8 (float) / 4 (double)-column groups: Np is a multiple of 8 */    \
+                    for (ptrdiff_t k = 0; k < K; k++) {                                           \
+                        VEC a = BCAST(A + m + k * lda);                                           \
+                        const T* row = b + k * Np;                                                \
+                        acc0 = FMADD(a, LOAD(row), acc0);                                         \
+                        if (width > W) acc1 = FMADD(a, LOAD(row + W), acc1);                      \
+                        if (width > 2 * W) acc2 = FMADD(a, LOAD(row + 2 * W), acc2);              \
+                    }                                                                             \
+                }                                                                                 \
+                STORE(tmp, acc0); STORE(tmp + W, acc1); STORE(tmp + 2 * W, acc2);                 \
+                STORE(tmp + 3 * W, acc3);                                                         \
+                ptrdiff_t ncols = N - n0 < 4 * W ? N - n0 : 4 * W;                                \
+                for (ptrdiff_t j = 0; j < ncols; j++)                                             \
+                    C[m + (n0 + j) * ldc] += tmp[j];                                              \
+            }                                                                                     \
+        }                                                                                         \
+    }
+LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f32_avx2, float, __m256, 8, _mm256_setzero_ps,
+                    _mm256_broadcast_ss, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps)
+LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f64_avx2, double, __m256d, 4, _mm256_setzero_pd,
+                    _mm256_broadcast_sd, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_storeu_pd)
 
 #define LF_FMA6(TYPE, BCAST, FMADD, a0, a1, bp)                                                  \
     { TYPE b_;                                                                                    \
@@ -342,11 +411,16 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 /* 1 when the packed AVX2 recurrent GEMM may be used (set by lf_select_variant). */
 static int lf_packed_gemm_available = 0;
 
+/* The packed product for M rows: row-packed B when M < LF_SMALL_M, panel-packed otherwise (the
+ * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly). */
 static inline void lf_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                       ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc)
 {
 #if LF_HAVE_DISPATCH
-    lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
+    if (M < LF_SMALL_M)
+        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
+    else
+        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
 #else
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
 #endif
@@ -356,7 +430,10 @@ static inline void lf_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, con
                                       ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc)
 {
 #if LF_HAVE_DISPATCH
-    lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
+    if (M < LF_SMALL_M)
+        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
+    else
+        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
 #else
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
 #endif
