@@ -600,6 +600,19 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         store the new state. Inference only (no DropConnect, nothing kept for backward). Raises
         ConcurrentUseError if another thread is inside a call on this layer; an interrupted
         call (Ctrl-C) leaves the stored state as it was."""
+        state = self._stream_state
+        if (state is not None and mask is None and type(x) is np.ndarray and x.ndim == 2
+                and x.dtype == self.dtype and x.shape[1] == self.n_in
+                and x.shape[0] == state[0].shape[0] and x.flags.aligned):
+            # the steady streaming case, kept lean (Python overhead is most of a small step):
+            # a stored state exists, so this layer streams and the sizes passed check_dims;
+            # kernels.step validates every array at C level before writing
+            workspace = self.__dict__.get("_step_workspaces", {}).get(x.shape[0])
+            if workspace is not None:
+                codes = _kernels.ACTIVATION_CODES
+                _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
+                              codes[self.activation], codes[self.gate_activation])
+                return state[0].copy()
         self._check_streamable("rnn_time_step")
         if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
                 and x.shape[1] == self.n_in and x.shape[0] > 0):

@@ -804,8 +804,15 @@ cdef int _forward_impl(const lstm_dims* dims,
                     _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
                                   ld_recurrent_weights, h, u1 - u0,
                                   packed_rw + _forward_slice_offset(h, tid, g, nthreads, mb), mb)
-    _broadcast_columns(bias, bias_stride, G, mb, bias_block)
-    if dims.peepholes:
+    # bias and peepholes as [mb, F] blocks; with one example the caller's contiguous vectors
+    # already are those blocks (a streaming step then copies nothing)
+    if mb == 1 and bias_stride == 1:
+        bias_block = <floating*>bias
+    else:
+        _broadcast_columns(bias, bias_stride, G, mb, bias_block)
+    if dims.peepholes and mb == 1 and ld_recurrent_weights == h:
+        peep_block = <floating*>(recurrent_weights + G * ld_recurrent_weights)
+    elif dims.peepholes:
         # columns 4h, 4h+1, 4h+2 of RW: wFF, wOO, wGG
         _broadcast_columns(recurrent_weights + G * ld_recurrent_weights, 1, h, mb, peep_block)
         _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
