@@ -1588,12 +1588,17 @@ def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
 
 
 def get_num_threads():
-    """The thread count set by set_num_threads (or LSTMFAST_NUM_THREADS at import)."""
+    """The thread count set by set_num_threads (at import: LSTMFAST_NUM_THREADS, else
+    OMP_NUM_THREADS, else the usable CPUs, at most 8)."""
     return _team_threads
 
 
 def _default_threads():
+    """LSTMFAST_NUM_THREADS; else OMP_NUM_THREADS when it is a plain positive integer (torchrun
+    and most job launchers set it to give each process its share of the cores); else the CPUs
+    this process may run on. At most LF_TEAM_MAX."""
     value = _os.environ.get("LSTMFAST_NUM_THREADS", "").strip()
+    omp = _os.environ.get("OMP_NUM_THREADS", "").strip()
     if value:
         try:
             threads = int(value)
@@ -1601,6 +1606,8 @@ def _default_threads():
             raise ValueError(f"LSTMFAST_NUM_THREADS: expected an integer, got {value!r}") from None
         if threads < 1:
             raise ValueError(f"LSTMFAST_NUM_THREADS: expected at least 1, got {threads}")
+    elif omp.isdigit() and int(omp) >= 1:
+        threads = int(omp)
     else:
         try:
             threads = len(_os.sched_getaffinity(0))

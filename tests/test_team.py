@@ -133,9 +133,18 @@ def test_set_num_threads_validates_and_returns_previous():
         lstmfast.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("value,expected", [("1", "1"), ("3", "3"), ("64", "8")])
-def test_environment_variable_sets_the_default(value, expected):
-    env = dict(os.environ, LSTMFAST_NUM_THREADS=value)
+@pytest.mark.parametrize("value,omp,expected", [("1", None, "1"), ("3", "1", "3"), ("64", None, "8"),
+                                                ("", "1", "1"), ("", "5", "5"), ("", "2,1", None)])
+def test_environment_variable_sets_the_default(value, omp, expected):
+    """LSTMFAST_NUM_THREADS first, then OMP_NUM_THREADS (torchrun sets it to 1 per process),
+    then the usable CPUs (a nested OpenMP list such as "2,1" is not a count)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LSTMFAST_NUM_THREADS", "OMP_NUM_THREADS")}
+    if value:
+        env["LSTMFAST_NUM_THREADS"] = value
+    if omp is not None:
+        env["OMP_NUM_THREADS"] = omp
+    if expected is None:
+        expected = str(min(len(os.sched_getaffinity(0)), 8))
     out = subprocess.run([sys.executable, "-c", "import lstmfast; print(lstmfast.get_num_threads())"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
