@@ -112,17 +112,21 @@ def _exclusive(method):
     def guarded(self, *args, **kwargs):
         lock = _in_use_lock(self)
         if not lock.acquire(blocking=False):
-            kind = "network" if getattr(self, "_guard_noun", "layer") == "network" else "layer"
-            raise ConcurrentUseError(
-                f"{type(self).__name__}.{what}: {kind} is in use by another thread (a call on it is "
-                f"still running). A {kind} keeps per-call state and runs one call at a time: use one "
-                f"{kind} per thread, or serialise the calls with your own lock")
+            raise _busy_error(self, what)
         try:
             return method(self, *args, **kwargs)
         finally:
             lock.release()
 
     return guarded
+
+
+def _busy_error(obj, what):
+    kind = "network" if getattr(obj, "_guard_noun", "layer") == "network" else "layer"
+    return ConcurrentUseError(
+        f"{type(obj).__name__}.{what}: {kind} is in use by another thread (a call on it is "
+        f"still running). A {kind} keeps per-call state and runs one call at a time: use one "
+        f"{kind} per thread, or serialise the calls with your own lock")
 
 
 class _Guarded:
@@ -593,31 +597,37 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
                 f"{x.shape[0]} examples. Possible cause: using rnn_time_step() without calling "
                 f"rnn_clear_previous_state() between different sequences")
 
-    @_exclusive
     def rnn_time_step(self, x, mask=None):
         """Continue from the stored state with x ``[minibatch, nIn]`` (one step, returns
         ``[minibatch, nOut]``) or ``[minibatch, nIn, T]`` (returns ``[minibatch, nOut, T]``) and
         store the new state. Inference only (no DropConnect, nothing kept for backward). Raises
         ConcurrentUseError if another thread is inside a call on this layer; an interrupted
         call (Ctrl-C) leaves the stored state as it was."""
-        state = self._stream_state
-        if (state is not None and mask is None and type(x) is np.ndarray and x.ndim == 2
-                and x.dtype == self.dtype and x.shape[1] == self.n_in
-                and x.shape[0] == state[0].shape[0] and x.flags.aligned):
-            # the steady streaming case, kept lean (Python overhead is most of a small step):
-            # a stored state exists, so this layer streams and the sizes passed check_dims;
-            # kernels.step validates every array at C level before writing
-            workspace = self.__dict__.get("_step_workspaces", {}).get(x.shape[0])
-            if workspace is not None:
-                codes = _kernels.ACTIVATION_CODES
-                _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
-                              codes[self.activation], codes[self.gate_activation])
-                return state[0].copy()
-        self._check_streamable("rnn_time_step")
-        if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
-                and x.shape[1] == self.n_in and x.shape[0] > 0):
-            return self._stream_one_step(x)
-        return self._stream_slow(x, mask)
+        # the in-use guard of @_exclusive, written out: a streaming step is small enough that
+        # the extra call layer shows
+        lock = self.__dict__.get("_in_use_lock") or _in_use_lock(self)
+        if not lock.acquire(False):
+            raise _busy_error(self, "rnn_time_step")
+        try:
+            state = self._stream_state
+            if (state is not None and mask is None and type(x) is np.ndarray and x.ndim == 2
+                    and x.dtype == self.dtype and x.shape[1] == self.n_in
+                    and x.shape[0] == state[0].shape[0] and x.flags.aligned):
+                # the steady streaming case, kept lean (Python overhead is most of a small
+                # step): a stored state exists, so this layer streams and the sizes passed
+                # check_dims; kernels.step validates every array at C level before writing
+                workspace = self.__dict__.get("_step_workspaces", {}).get(x.shape[0])
+                if workspace is not None:
+                    codes = _kernels.ACTIVATION_CODES
+                    return _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
+                                         codes[self.activation], codes[self.gate_activation])
+            self._check_streamable("rnn_time_step")
+            if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
+                    and x.shape[1] == self.n_in and x.shape[0] > 0):
+                return self._stream_one_step(x)
+            return self._stream_slow(x, mask)
+        finally:
+            lock.release()
 
     def _stream_slow(self, x, mask):
         x = self._check_input(x, "rnn_time_step")
@@ -658,11 +668,11 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
             self._step_workspaces = {minibatch: workspace}
         if not x.flags.aligned:
             x = np.array(x)
-        _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
-                      _kernels.ACTIVATION_CODES[self.activation],
-                      _kernels.ACTIVATION_CODES[self.gate_activation])
+        h_copy = _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
+                               _kernels.ACTIVATION_CODES[self.activation],
+                               _kernels.ACTIVATION_CODES[self.gate_activation])
         self._stream_state = state
-        return state[0].copy()
+        return h_copy
 
     @_exclusive
     def rnn_clear_previous_state(self):

@@ -1699,7 +1699,8 @@ cdef inline bint _plain(cnp.ndarray a, int typenum, int ndim):
 
 def step(cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW, cnp.ndarray b, cnp.ndarray h,
          cnp.ndarray c, cnp.ndarray workspace, int activation, int gate_activation):
-    """One streaming step in place, for the layers' rnn_time_step: (h, c) <- LSTM(x, h, c).
+    """One streaming step in place, for the layers' rnn_time_step: (h, c) <- LSTM(x, h, c);
+    returns a copy of the new h.
 
     The fast path under the Python API: every check is a C-level attribute test. x [mb, nIn],
     W [nIn, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h], h and c [mb, h] writable,
@@ -1759,3 +1760,5 @@ def step(cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW, cnp.ndarray b, cnp.ndarra
                                <double*>cnp.PyArray_DATA(workspace))
     if status != LSTM_OK:
         raise ValueError(f"step failed: {ERROR_MESSAGES.get(status, status)}")
+    # the caller's copy of the new h (the streaming API returns one; made here, in C)
+    return cnp.PyArray_NewCopy(h, cnp.NPY_KEEPORDER)

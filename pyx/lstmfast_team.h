@@ -17,11 +17,18 @@
 #include <pthread.h>
 #include <sched.h>
 #include <dlfcn.h>
+#include <limits.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define LF_TEAM_MAX 8
 
-/* spins before a waiting thread starts yielding its core (a shared machine may need it back) */
-#define LF_SPINS_BEFORE_YIELD 4000
+/* spins before a waiting thread sleeps (futex; elsewhere it yields): a thread whose partner was
+ * descheduled must give the core back at once, or a step costs a scheduler time slice */
+#define LF_SPINS_BEFORE_YIELD 2000
 /* spins an idle worker waits for the next job before it sleeps */
 #define LF_SPINS_BEFORE_SLEEP 4000
 
@@ -33,16 +40,63 @@
 
 typedef void (*lf_team_fn)(void* job, int tid, int nthreads);
 
+/* Sleep while *addr == value (returns at once if it differs; may return spuriously). */
+static inline void lf_sleep_while_equal(unsigned int* addr, unsigned int value)
+{
+#ifdef __linux__
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)addr; (void)value;
+    sched_yield();
+#endif
+}
+
+static inline void lf_wake_all(unsigned int* addr)
+{
+#ifdef __linux__
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)addr;
+#endif
+}
+
+/* Wait until *addr != value: spin briefly, then sleep. A thread that goes to sleep counts itself
+ * in *sleepers first; whoever changes *addr wakes the sleepers (both sides sequentially
+ * consistent, so that one of them sees the other and no wake-up is lost). */
+static inline void lf_wait_while_equal(unsigned int* addr, unsigned int value, int* sleepers)
+{
+    int spins = 0;
+    while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
+        if (++spins < LF_SPINS_BEFORE_YIELD) {
+            LF_PAUSE();
+            continue;
+        }
+        __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) == value)
+            lf_sleep_while_equal(addr, value);
+        __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static inline void lf_publish(unsigned int* addr, unsigned int value, int* sleepers)
+{
+    __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(sleepers, __ATOMIC_SEQ_CST) > 0)
+        lf_wake_all(addr);
+}
+
 /* A central counting barrier for the threads of one job. */
 typedef struct {
     int count;
     unsigned int generation;
+    int sleepers;
 } lf_barrier;
 
 static inline void lf_barrier_init(lf_barrier* b)
 {
     b->count = 0;
     b->generation = 0;
+    b->sleepers = 0;
 }
 
 static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
@@ -52,16 +106,10 @@ static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
         /* the last one in: reset before releasing, so that a thread racing ahead to the next
          * barrier counts from zero */
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&b->generation, generation + 1, __ATOMIC_RELEASE);
+        lf_publish(&b->generation, generation + 1, &b->sleepers);
         return;
     }
-    int spins = 0;
-    while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == generation) {
-        if (++spins < LF_SPINS_BEFORE_YIELD)
-            LF_PAUSE();
-        else
-            sched_yield();
-    }
+    lf_wait_while_equal(&b->generation, generation, &b->sleepers);
 }
 
 typedef struct {
@@ -73,11 +121,12 @@ typedef struct {
     lf_team_fn fn;
     void* job;
     int nthreads;
-    int finished;              /* workers done with the current job */
+    unsigned int finished;     /* workers done with the current job */
+    int finished_sleepers;     /* the caller asleep waiting for them */
 } lf_team_state;
 
 static lf_team_state lf_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
 static int lf_team_atfork_registered = 0;
 /* the job generation current when each worker was created: its first job is the next one (a
  * worker that starts running late must still see the job posted right after its creation) */
@@ -112,7 +161,9 @@ static void* lf_team_worker(void* arg)
         seen = __atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE);
         if (tid < lf_team.nthreads) {
             lf_team.fn(lf_team.job, tid, lf_team.nthreads);
-            __atomic_add_fetch(&lf_team.finished, 1, __ATOMIC_ACQ_REL);
+            __atomic_add_fetch(&lf_team.finished, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&lf_team.finished_sleepers, __ATOMIC_SEQ_CST) > 0)
+                lf_wake_all(&lf_team.finished);
         }
     }
     return NULL;
@@ -235,19 +286,15 @@ static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
     lf_team.fn = fn;
     lf_team.job = job;
     lf_team.nthreads = nthreads;
-    __atomic_store_n(&lf_team.finished, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&lf_team.finished, 0u, __ATOMIC_RELAXED);
     pthread_mutex_lock(&lf_team.lock);
     __atomic_add_fetch(&lf_team.generation, 1, __ATOMIC_ACQ_REL);
     pthread_cond_broadcast(&lf_team.wake);
     pthread_mutex_unlock(&lf_team.lock);
     fn(job, 0, nthreads);
-    int spins = 0;
-    while (__atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE) < nthreads - 1) {
-        if (++spins < LF_SPINS_BEFORE_YIELD)
-            LF_PAUSE();
-        else
-            sched_yield();
-    }
+    unsigned int done;
+    while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1)
+        lf_wait_while_equal(&lf_team.finished, done, &lf_team.finished_sleepers);
 }
 
 #endif /* LSTMFAST_TEAM_H */

@@ -390,10 +390,17 @@ b = np.zeros(4 * h, dtype)
 def xs(T):
     return rng.standard_normal((mb, n_in, T)).astype(dtype)
 
-# calibrate: steps per second of a training forward and of a backward
+# calibrate: steps per second of a training forward and of a backward, the fastest of three
+# after a warm-up (a cold first pass, which also starts the time-loop threads, can be several
+# times slower; underestimating the speed would make the long passes end before Ctrl-C)
 cal = xs(200)
-fwd, t_fwd = timed(lambda: lstmfast.lstm_forward(cal, W, RW, b, for_backprop=True))
-_, t_bwd = timed(lambda: lstmfast.lstm_backward(fwd, np.ones((mb, h, 200), dtype)))
+eps_cal = np.ones((mb, h, 200), dtype)
+lstmfast.lstm_backward(lstmfast.lstm_forward(cal, W, RW, b, for_backprop=True), eps_cal)
+t_fwd = t_bwd = float("inf")
+for _ in range(3):
+    fwd, t = timed(lambda: lstmfast.lstm_forward(cal, W, RW, b, for_backprop=True))
+    t_fwd = min(t_fwd, t)
+    t_bwd = min(t_bwd, timed(lambda: lstmfast.lstm_backward(fwd, eps_cal))[1])
 steps_fwd = max(300, int(TARGET / t_fwd * 200))
 steps_bwd = max(300, int(TARGET / t_bwd * 200))
 results = {"steps": [steps_fwd, steps_bwd], "calibration": [t_fwd, t_bwd]}
