@@ -2,7 +2,8 @@
 
 Two independent problems, each a forward pass with cache + a backward pass repeated `--reps`
 times, are run (a) one after the other in one thread and (b) in two threads at once, with BLAS
-limited to one thread per call (threadpoolctl), so that each Python thread uses one core. If the
+limited to one thread per call (threadpoolctl) and lstmfast.set_num_threads(1), so that each
+Python thread uses one core. If the
 GIL were held during a pass, (b) could not be faster than (a). Prints the timings, the speed-up
 (serial time / threaded time, best of `--trials`) and a markdown snippet for
 benchmarks/RESULTS.md. It also reports the process's CPU time over wall time during the
@@ -107,6 +108,10 @@ def main(argv=None):
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     problems = [make_problem(seed, args, np.dtype(args.dtype)) for seed in range(args.threads)]
 
+    # one core per Python thread: BLAS at one thread (below) and lstmfast's time-loop team off
+    # (with it, serial passes would use both cores and the threaded ones split the team, whose
+    # results differ from single-thread ones by rounding)
+    lstmfast.set_num_threads(1)
     with threadpool_limits(limits=1):
         blas = [f"{i.get('internal_api')} {os.path.basename(i.get('filepath', ''))} "
                 f"threads={i.get('num_threads')}" for i in threadpool_info()
