@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <dlfcn.h>
 #include <limits.h>
+#include <signal.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -177,6 +178,11 @@ static int lf_team_grow(int nthreads)
         if (pthread_atfork(NULL, NULL, lf_team_after_fork_child) == 0)
             lf_team_atfork_registered = 1;
     }
+    /* the workers block every signal (they inherit the mask of their creator), so that signals
+     * such as Ctrl-C's SIGINT go to the application's own threads */
+    sigset_t all_signals, previous_mask;
+    sigfillset(&all_signals);
+    int masked = pthread_sigmask(SIG_BLOCK, &all_signals, &previous_mask) == 0;
     while (lf_team.started < nthreads - 1) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -191,6 +197,8 @@ static int lf_team_grow(int nthreads)
             break;
         lf_team.started++;
     }
+    if (masked)
+        pthread_sigmask(SIG_SETMASK, &previous_mask, NULL);
     return lf_team.started + 1 < nthreads ? lf_team.started + 1 : nthreads;
 }
 

@@ -237,3 +237,34 @@ def test_openblas_thread_setting_is_restored(small_team_limits):
         fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
         lstmfast.lstm_backward(fwd, eps)
         assert scipy_blas_threads() == [2]
+
+
+SIGNAL_MASK_CHILD = r"""
+import os
+import numpy as np
+import lstmfast
+from lstmfast import kernels
+kernels._set_team_limits(1, 0)
+lstmfast.set_num_threads(3)
+before = set(os.listdir("/proc/self/task"))
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 3, 5))
+W = np.asfortranarray(rng.standard_normal((3, 24)))
+RW = np.asfortranarray(rng.standard_normal((6, 24)))
+lstmfast.lstm_forward(x, W, RW, np.zeros(24))
+for task in sorted(set(os.listdir("/proc/self/task")) - before):
+    with open(f"/proc/self/task/{task}/status") as handle:
+        blocked = [line.split()[1] for line in handle if line.startswith("SigBlk:")][0]
+    print(task, blocked)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_team_workers_block_signals():
+    """Signals (Ctrl-C's SIGINT) must reach the application's threads, not the team's."""
+    out = subprocess.run([sys.executable, "-c", SIGNAL_MASK_CHILD], capture_output=True,
+                         text=True, check=True)
+    workers = [line.split() for line in out.stdout.splitlines()]
+    assert len(workers) == 2, out.stdout          # 3 threads: the caller and two workers
+    for task, mask in workers:
+        assert int(mask, 16) & (1 << (2 - 1)), f"worker {task} does not block SIGINT: {mask}"
