@@ -331,7 +331,7 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
     step. Offsets and `stride` as in _forward_cells (scratch's blocks also `stride` apart).
     """
     cdef Py_ssize_t i, k, m
-    cdef floating msk, nabla_c, s_f, s_o, s_g
+    cdef floating msk, s_f, s_o, s_g
     cdef const floating* zi = z
     cdef const floating* zf = z + stride
     cdef const floating* zo = z + 2 * stride
@@ -362,9 +362,11 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
         derivative_array(act, c_cur, cell_act, grad_cell, n)
     else:
         derivative_array(act, c_cur, mca, grad_cell, n)
-    # output-gate delta (masked at the end, as the seed) and the cell error
+    # output-gate delta (masked at the end, as the seed) and the cell error; one output per loop
+    # (with several, GCC gives up its run-time alias checks and the loop stays scalar)
     for i in range(n):
         do_[i] = (nabla_out[i] * mca[i]) * grad_o[i]
+    for i in range(n):
         cell_error[i] = grad_cell[i] * (ao[i] * nabla_out[i])
     if peep_block != NULL:
         for i in range(n):
@@ -384,10 +386,11 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
     derivative_array(gate, zg, ag, grad_g, n)
     derivative_array(act, zi, ai, grad_i, n)
     for i in range(n):
-        nabla_c = cell_error[i]
-        df[i] = (grad_f[i] * nabla_c) * c_prev[i]
-        dg[i] = grad_g[i] * (ai[i] * nabla_c)
-        di[i] = grad_i[i] * (ag[i] * nabla_c)
+        df[i] = (grad_f[i] * cell_error[i]) * c_prev[i]
+    for i in range(n):
+        dg[i] = grad_g[i] * (ai[i] * cell_error[i])
+    for i in range(n):
+        di[i] = grad_i[i] * (ag[i] * cell_error[i])
     if mask_col != NULL:
         for k in range(n // mb):
             for m in range(mb):
@@ -438,10 +441,16 @@ cdef inline void _gather_units(const lstm_dims* dims, const floating* src, lstm_
                                floating* dst, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """_gather_state for the units k0..k1-1 only (dst is the whole block)."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
+    cdef const floating* column
     for k in range(k0, k1):
         if src == NULL:
             for m in range(mb):
                 dst[m + k * mb] = 0
+        elif st.minibatch == 1:
+            # the examples of a unit contiguous (Fortran order): a loop GCC vectorises
+            column = src + k * st.feature
+            for m in range(mb):
+                dst[m + k * mb] = column[m]
         else:
             for m in range(mb):
                 dst[m + k * mb] = src[m * st.minibatch + k * st.feature]
@@ -457,11 +466,17 @@ cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floa
                                 lstm_strides st, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """_scatter_state for the units k0..k1-1 only."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
+    cdef floating* column
     if dst == NULL:
         return
     for k in range(k0, k1):
-        for m in range(mb):
-            dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
+        if st.minibatch == 1:
+            column = dst + k * st.feature
+            for m in range(mb):
+                column[m] = src[m + k * mb]
+        else:
+            for m in range(mb):
+                dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
 
 
 cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,
