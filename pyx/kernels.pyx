@@ -264,7 +264,7 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     this thread's first unit; n values per gate, gate blocks `stride` apart.
     """
     cdef Py_ssize_t i, k, m, g
-    cdef floating c, msk
+    cdef floating msk
     cdef floating* zi = z
     cdef floating* zf = z + stride
     cdef floating* zo = z + 2 * stride
@@ -289,14 +289,12 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     activate_array(gate, zf, af, n)         # forget gate
     activate_array(gate, zg, ag, n)         # input gate
     # c = fa * c_prev + ga * ia; the output-gate peephole on the current, unmasked c (wOO)
+    for i in range(n):
+        c_cur[i] = af[i] * c_prev[i] + ag[i] * ai[i]
     if peep_block != NULL:
+        # (a loop of its own: one output per loop keeps it vectorised)
         for i in range(n):
-            c = af[i] * c_prev[i] + ag[i] * ai[i]
-            c_cur[i] = c
-            zo[i] = zo[i] + c * peep_block[stride + i]
-    else:
-        for i in range(n):
-            c_cur[i] = af[i] * c_prev[i] + ag[i] * ai[i]
+            zo[i] = zo[i] + c_cur[i] * peep_block[stride + i]
     activate_array(gate, zo, ao, n)         # output gate
     activate_array(act, c_cur, mca, n)      # memCellActivations (unmasked c)
     for i in range(n):
