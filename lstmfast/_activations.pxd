@@ -25,7 +25,6 @@ cdef extern from "lstmfast_simd.h" nogil:
     int lf_load_flag(const int* flag)
     # the recurrent GEMM on weights packed once per pass (AVX2+FMA only)
     int lf_packed_gemm_available
-    Py_ssize_t lf_packed_size(Py_ssize_t K, Py_ssize_t N)
     # below LF_SMALL_M rows of A the weights are packed as rows padded to 8 (lf_pack_rows_*)
     Py_ssize_t LF_SMALL_M
     void lf_pack_rows_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)

@@ -38,7 +38,7 @@ from lstmfast._blas cimport gemm, fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
 from lstmfast._activations cimport (activate_array, derivative_array, lf_select_variant,
                                     lf_exp_array_f32, lf_exp_array_f64, lf_load_flag,
-                                    lf_packed_gemm_available, lf_packed_size, LF_SMALL_M,
+                                    lf_packed_gemm_available, LF_SMALL_M,
                                     lf_pack_rows_f32, lf_pack_rows_f64,
                                     lf_pack_b_f32, lf_pack_b_f64, lf_gemm_packed_f32,
                                     lf_gemm_packed_f64)
@@ -157,8 +157,8 @@ cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
     each cut into up to LF_TEAM_MAX thread slices, in either packed layout (every slice padded
     to at most 5 more columns as panels, 7 more as rows)."""
-    cdef Py_ssize_t whole = _packed_size(K, N)
-    cdef Py_ssize_t whole_rows = _mul(_mul((N + 7) // 8, 8), K)
+    cdef Py_ssize_t whole = _packed_len(K, N, LF_SMALL_M)     # panels
+    cdef Py_ssize_t whole_rows = _packed_len(K, N, 1)        # rows
     cdef Py_ssize_t sliced = _mul(_add(N, 7 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
     if whole_rows > whole:
         whole = whole_rows
@@ -642,6 +642,9 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
     cdef Py_ssize_t width = u1 - u0, off = u0 * mb
+    # this thread's packed slices of RW: gate block g at slice_base + g * slice_stride
+    cdef Py_ssize_t slice_base = _forward_slice_offset(h, tid, 0, nthreads, mb)
+    cdef Py_ssize_t slice_stride = _packed_len(h, width, mb)
     cdef Py_ssize_t ld_projection = job.ld_projection, ld_hs = job.ld_hs
     cdef Py_ssize_t ld_rw = job.ld_recurrent_weights
     cdef floating* projection = <floating*>job.projection
@@ -706,7 +709,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
                             ld_projection, z_step + g * n + off, mb, mb, width)
                 _recurrent_product(mb, width, h, h_prev, mb,
-                                   packed + _forward_slice_offset(h, tid, <int>g, nthreads, mb),
+                                   packed + slice_base + g * slice_stride,
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
                                    z_step + g * n + off, mb)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,

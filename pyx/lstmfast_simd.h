@@ -218,11 +218,6 @@ static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
  */
 #define LF_NR 6
 
-static inline ptrdiff_t lf_packed_size(ptrdiff_t K, ptrdiff_t N)
-{
-    return ((N + LF_NR - 1) / LF_NR) * LF_NR * K;
-}
-
 /* Pack B (element (k, n) at B[k * sk + n * sn]) into panels: panel p, element (k, j) at
  * Bp[p * K * LF_NR + k * LF_NR + j]; columns past N are zero. */
 #define LF_DEFINE_PACK(NAME, T)                                                                  \
@@ -245,11 +240,6 @@ LF_DEFINE_PACK(lf_pack_b_f64, double)
 #define LF_SMALL_M 4
 #define LF_ROW_PAD 8
 
-static inline ptrdiff_t lf_packed_rows_size(ptrdiff_t K, ptrdiff_t N)
-{
-    return ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD * K;
-}
-
 #define LF_DEFINE_PACK_ROWS(NAME, T)                                                             \
     static void NAME(const T* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, T* Bp)    \
     {                                                                                             \
@@ -264,7 +254,7 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
 #if LF_HAVE_DISPATCH
 #include <immintrin.h>
 
-/* C[M, N] += A[M, K] B for row-packed B (see lf_packed_rows_size), one row of C at a time, 32
+/* C[M, N] += A[M, K] B for row-packed B (see LF_DEFINE_PACK_ROWS), one row of C at a time, 32
  * (float) / 16 (double) columns per pass over K. */
 #define LF_DEFINE_GEMM_ROWS(NAME, T, VEC, W, ZERO, BCAST, LOAD, FMADD, STORE)                     \
     __attribute__((target("avx2,fma")))                                                          \

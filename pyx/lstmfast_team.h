@@ -27,11 +27,11 @@
 
 #define LF_TEAM_MAX 8
 
-/* spins before a waiting thread sleeps (futex; elsewhere it yields): a thread whose partner was
- * descheduled must give the core back at once, or a step costs a scheduler time slice */
-#define LF_SPINS_BEFORE_YIELD 2000
-/* spins an idle worker waits for the next job before it sleeps */
-#define LF_SPINS_BEFORE_SLEEP 4000
+/* spins before a thread waiting inside a job sleeps (futex; elsewhere it yields): a thread whose
+ * partner was descheduled must give the core back at once, or a step costs a time slice */
+#define LF_SPINS_BEFORE_WAIT 2000
+/* spins an idle worker waits for the next job before it sleeps on the condition variable */
+#define LF_IDLE_SPINS 4000
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LF_PAUSE() __builtin_ia32_pause()
@@ -68,7 +68,7 @@ static inline void lf_wait_while_equal(unsigned int* addr, unsigned int value, i
 {
     int spins = 0;
     while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
-        if (++spins < LF_SPINS_BEFORE_YIELD) {
+        if (++spins < LF_SPINS_BEFORE_WAIT) {
             LF_PAUSE();
             continue;
         }
@@ -150,7 +150,7 @@ static void* lf_team_worker(void* arg)
     for (;;) {
         int spins = 0;
         while (__atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE) == seen) {
-            if (++spins < LF_SPINS_BEFORE_SLEEP) {
+            if (++spins < LF_IDLE_SPINS) {
                 LF_PAUSE();
                 continue;
             }
