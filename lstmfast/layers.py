@@ -132,9 +132,13 @@ def _busy_error(obj, what):
 class _Guarded:
     """Objects with an in-use lock: the lock is not part of their pickled or copied state."""
 
+    #: per-process attributes, left out of pickles and copies (remade on first use)
+    _transient_attributes = ("_in_use_lock",)
+
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_in_use_lock", None)
+        for name in self._transient_attributes:
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state):
@@ -455,7 +459,6 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         self.drop_connect_mask = None       # keep-mask of the input weights in that pass
         self.state_gradients = None         # (dL/dh0, dL/dc0) of the last backward pass
         self._stream_state = None           # rnnTimeStep state (h, c)
-        self._step_workspaces = {}          # rnn_time_step's fast path: work space by minibatch
         self._tbptt_state = None            # tBpttStateMap (h, c)
 
     # ---- layout ----------------------------------------------------------------------
@@ -477,7 +480,34 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         b = flat[n_w + n_rw:n_w + n_rw + n_b]
         return w, rw, b
 
+    # rnn_time_step's bound step (kernels.StreamStep over W, RW, b and the stored state):
+    # dropped whenever one of those is rebound, so that it never runs on stale arrays
+    _transient_attributes = _FlatParameterLayer._transient_attributes + ("_stream_plan",)
+
+    def _drop_stream_plan(self):
+        plan = self.__dict__.pop("_stream_plan", None)
+        if plan is not None:
+            plan.invalidate()
+
+    @property
+    def _stream_state(self):
+        return self.__dict__.get("_stream_state_arrays")
+
+    @_stream_state.setter
+    def _stream_state(self, state):
+        self._drop_stream_plan()
+        self.__dict__["_stream_state_arrays"] = state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        # pickles made before the stored state became a property
+        if "_stream_state" in state:
+            state["_stream_state_arrays"] = state.pop("_stream_state")
+        state.pop("_step_workspaces", None)
+        super().__setstate__(state)
+
     def _build_views(self):
+        self._drop_stream_plan()
         self.W, self.RW, self.b = self._views_of(self._param_array)
         self.W_gradient, self.RW_gradient, self.b_gradient = self._views_of(self._gradient_array)
 
@@ -603,24 +633,18 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         store the new state. Inference only (no DropConnect, nothing kept for backward). Raises
         ConcurrentUseError if another thread is inside a call on this layer; an interrupted
         call (Ctrl-C) leaves the stored state as it was."""
-        # the in-use guard of @_exclusive, written out: a streaming step is small enough that
-        # the extra call layer shows
-        lock = self.__dict__.get("_in_use_lock") or _in_use_lock(self)
+        # the steady streaming case: the step bound to this layer's arrays checks x, takes the
+        # in-use lock and runs in C (Python overhead is most of a small step); None means "not
+        # this case" (no stored state yet, another x, the layer busy), handled below
+        plan = self.__dict__.get("_stream_plan")
+        if plan is not None and mask is None:
+            h = plan(x)
+            if h is not None:
+                return h
+        lock = _in_use_lock(self)
         if not lock.acquire(False):
             raise _busy_error(self, "rnn_time_step")
         try:
-            state = self._stream_state
-            if (state is not None and mask is None and type(x) is np.ndarray and x.ndim == 2
-                    and x.dtype == self.dtype and x.shape[1] == self.n_in
-                    and x.shape[0] == state[0].shape[0] and x.flags.aligned):
-                # the steady streaming case, kept lean (Python overhead is most of a small
-                # step): a stored state exists, so this layer streams and the sizes passed
-                # check_dims; kernels.step validates every array at C level before writing
-                workspace = self.__dict__.get("_step_workspaces", {}).get(x.shape[0])
-                if workspace is not None:
-                    codes = _kernels.ACTIVATION_CODES
-                    return _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
-                                         codes[self.activation], codes[self.gate_activation])
             self._check_streamable("rnn_time_step")
             if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
                     and x.shape[1] == self.n_in and x.shape[0] > 0):
@@ -644,34 +668,33 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         return output[:, :, 0] if x.ndim == 2 else output
 
     def _stream_one_step(self, x):
-        """rnn_time_step's fast path for one step [minibatch, nIn] of the layer's dtype: the
-        stored state is advanced in place by kernels.step (which validates every argument at
-        C level before touching anything), and a copy of the new h is returned."""
+        """rnn_time_step for one step [minibatch, nIn] of the layer's dtype: binds the step to
+        the layer's arrays (kernels.StreamStep, which validates every argument at C level) and
+        runs it; later steps call the bound step directly."""
         minibatch = x.shape[0]
-        state = self._stream_state
-        workspace = getattr(self, "_step_workspaces", {}).get(minibatch)
-        if workspace is None and _kernels.check_dims(
-                minibatch, self.n_in, self.n_out, 1, self.peepholes,
-                _kernels.ACTIVATION_CODES[self.activation],
-                _kernels.ACTIVATION_CODES[self.gate_activation]) != 0:
+        if _kernels.check_dims(minibatch, self.n_in, self.n_out, 1, self.peepholes,
+                               _kernels.ACTIVATION_CODES[self.activation],
+                               _kernels.ACTIVATION_CODES[self.gate_activation]) != 0:
             # a size the kernels refuse: the validating path raises the clear error, before
             # anything is allocated
             return self._stream_slow(x, None)
+        state = self._stream_state
         if state is None:
             state = (np.zeros((minibatch, self.n_out), self.dtype, order="F"),
                      np.zeros((minibatch, self.n_out), self.dtype, order="F"))
         else:
             self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
-        if workspace is None:
-            workspace = np.empty(_kernels.forward_workspace_size(minibatch, self.n_in, self.n_out,
-                                                                 1, False), self.dtype)
-            self._step_workspaces = {minibatch: workspace}
         if not x.flags.aligned:
             x = np.array(x)
-        h_copy = _kernels.step(x, self.W, self.RW, self.b, state[0], state[1], workspace,
-                               _kernels.ACTIVATION_CODES[self.activation],
-                               _kernels.ACTIVATION_CODES[self.gate_activation])
+        plan = _kernels.StreamStep(_in_use_lock(self), x, self.W, self.RW, self.b, state[0],
+                                   state[1], _kernels.ACTIVATION_CODES[self.activation],
+                                   _kernels.ACTIVATION_CODES[self.gate_activation])
         self._stream_state = state
+        # the lock is held here (re-entrant): the plan's own acquire succeeds
+        h_copy = plan(x)
+        if h_copy is None:          # x not plain after all (cannot happen for the checks above)
+            return self._stream_slow(x, None)
+        self.__dict__["_stream_plan"] = plan
         return h_copy
 
     @_exclusive

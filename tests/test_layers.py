@@ -443,6 +443,84 @@ def test_streaming_state_get_set_clear_and_minibatch_check():
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", [lstmfast.GravesLSTM, lstmfast.LSTM])
+@pytest.mark.parametrize("dtype, rtol", [(F64, 1e-12), (F32, 2e-5)])
+def test_rnn_time_step_bound_step_follows_every_rebinding(cls, dtype, rtol):
+    """rnn_time_step binds its step to the layer's arrays after the first call: new parameter
+    values, a new state, storage moved into a network, a pickle round trip and an input the
+    bound step does not take must all give the reference's numbers, never stale arrays."""
+    import pickle
+
+    rng = np.random.default_rng(21)
+    layer = cls(5, 4, dtype=dtype, seed=1)
+    randomize(layer, rng)
+    xs = [rng.standard_normal((3, 5)).astype(dtype) for _ in range(8)]
+    h = np.zeros((3, 4))
+    c = np.zeros((3, 4))
+
+    def expect(x):
+        nonlocal h, c
+        ref = single_layer_reference(layer, x[:, :, None].astype(F64), h0=h, c0=c)
+        h, c = ref.last_h, ref.last_c
+        return ref.last_h
+
+    def check(x):
+        out = layer.rnn_time_step(x)
+        assert out.shape == (3, 4) and out.dtype == dtype
+        np.testing.assert_allclose(out, expect(x), rtol=rtol, atol=rtol)
+
+    check(xs[0])
+    assert "_stream_plan" in layer.__dict__          # the bound step exists from here on
+    check(xs[1])
+    layer.params = rng.standard_normal(layer.params.size) * 0.5   # values written in place
+    check(xs[2])
+    h_new, c_new = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    layer.rnn_set_previous_state(h_new, c_new)
+    h, c = h_new, c_new
+    check(xs[3])
+    # moved into a network's flat storage: W, RW, b are new views, the bound step is dropped
+    lstmfast.Sequential([layer, lstmfast.RnnOutputLayer(4, 2, dtype=dtype, seed=0)])
+    assert "_stream_plan" not in layer.__dict__
+    layer.params[:] = rng.standard_normal(layer.params.size) * 0.5
+    check(xs[4])
+    # a copy through pickle continues the same stream; the original is untouched by it
+    clone = pickle.loads(pickle.dumps(layer))
+    h_saved, c_saved = h, c
+    np.testing.assert_allclose(clone.rnn_time_step(xs[5]), expect(xs[5]), rtol=rtol, atol=rtol)
+    h, c = h_saved, c_saved
+    check(xs[5])
+    # another dtype and a non-contiguous view go through the validating path
+    other = (F32 if dtype == F64 else F64)
+    x_other = xs[6].astype(other)
+    out = layer.rnn_time_step(x_other)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, expect(x_other), rtol=rtol, atol=rtol)
+    wide = np.zeros((3, 10), dtype)
+    wide[:, ::2] = xs[7]
+    check(wide[:, ::2])
+    # a wrong width is still refused with the validating path's message
+    with pytest.raises(ValueError, match="nIn"):
+        layer.rnn_time_step(np.zeros((3, 6), dtype))
+
+
+def test_pickles_from_before_the_stream_state_property_still_load():
+    import pickle
+
+    rng = np.random.default_rng(4)
+    layer = lstmfast.LSTM(3, 2, dtype=F64, seed=0)
+    x = rng.standard_normal((1, 3))
+    layer.rnn_time_step(x)
+    state = pickle.loads(pickle.dumps(layer.__getstate__()))    # a copy, as unpickling makes
+    state["_stream_state"] = state.pop("_stream_state_arrays")   # the old attribute names
+    state["_step_workspaces"] = {1: np.zeros(10)}
+    old = object.__new__(lstmfast.LSTM)
+    old.__setstate__(state)
+    for got, want in zip(old.rnn_get_previous_state(), layer.rnn_get_previous_state()):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(old.rnn_time_step(x), layer.rnn_time_step(x))
+    assert "_step_workspaces" not in old.__dict__
+
+
 @pytest.mark.parametrize("make", [
     lambda: lstmfast.GravesBidirectionalLSTM(3, 2, seed=0),
     lambda: lstmfast.Bidirectional(lstmfast.LSTM(3, 2, seed=0), mode="concat"),
