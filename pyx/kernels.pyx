@@ -16,9 +16,12 @@ Two arrangements are used:
     `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`) reads and writes contiguous memory.
 
 Cache written by a forward pass for backprop (the seed's FwdPassReturn):
-  xp   [mb*T, n_in] step-stacked       packed input
-  hs   [mb*(T+1), h] step-stacked      slot 0: h0 (or zeros); slot s+1: output of step s, masked
+  xh   [mb*(T+1), n_in + h + 1] step-stacked, three column groups of one matrix, so that one
+       GEMM after the backward loop gives dL/dW, dL/dRW and the bias gradient together:
+    xp   columns 0..n_in-1             packed input (slot s: step s; slot T unused)
+    hs   columns n_in..n_in+h-1        slot 0: h0 (or zeros); slot s+1: output of step s, masked
                                        (prevAct, fwdPassOutputAsArrays)
+    ones column n_in+h                 1 (the bias gradient's column sums)
   cs   T+1 blocks [mb, h]              slot 0: c0 (or zeros); slot s+1: cell state of step s, masked
                                        (prevMemCell, memCellState)
   z    T blocks [mb, 4h]               gate pre-activations incl. bias and peepholes (iz, fz, oz, gz)
@@ -123,10 +126,11 @@ cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    # per (step, example): xp n_in, z 4h, a 4h, mca h, mask 1; plus hs and cs with T+1 slots
-    cdef Py_ssize_t per_row = _add(_add(n_in, _mul(9, h)), 1)
-    cdef Py_ssize_t state = _mul(2, _mul(h, _mul(mb, _add(T, 1))))
-    return _add(_mul(per_row, _mul(mb, T)), state)
+    # per (step, example): z 4h, a 4h, mca h, mask 1; with T+1 slots: xh (n_in + h + 1) and cs h
+    cdef Py_ssize_t per_row = _add(_mul(9, h), 1)
+    cdef Py_ssize_t slots = _mul(mb, _add(T, 1))
+    cdef Py_ssize_t per_slot = _add(_add(n_in, _mul(2, h)), 1)
+    return _add(_mul(per_row, _mul(mb, T)), _mul(per_slot, slots))
 
 
 cdef inline Py_ssize_t _chunk(const lstm_dims* dims) noexcept nogil:
@@ -187,10 +191,11 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
     cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
     cdef Py_ssize_t block = _mul(mb, h)
-    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], ones [mb*T];
+    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], the stacked gradients [n_in + h + 1, 4h];
     # [mb, h] blocks: nablaOut (1), two cell errors (2), two contiguous deltas (8), peepholes (3),
     # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h, bias sums 4h
-    cdef Py_ssize_t total = _mul(rows, _add(_add(_mul(4, h), dims.n_in), 1))
+    cdef Py_ssize_t total = _mul(rows, _add(_mul(4, h), dims.n_in))
+    total = _add(total, _mul(_add(_add(dims.n_in, h), 1), _mul(4, h)))
     total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
     total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
     total = _add(total, _mul(7, h))
@@ -859,9 +864,10 @@ cdef int _forward_impl(const lstm_dims* dims,
         peep_block = NULL
 
     # the cache (see the module docstring)
-    cdef Py_ssize_t ld_x = mb * T, ld_hs = mb * (T + 1)
+    cdef Py_ssize_t ld_x = mb * (T + 1), ld_hs = ld_x
     cdef floating* xp = NULL
     cdef floating* hs = NULL
+    cdef floating* ones = NULL
     cdef floating* cs = NULL
     cdef floating* z = NULL
     cdef floating* a = NULL
@@ -869,17 +875,21 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* mp = NULL
     if for_backprop:
         xp = cache
-        hs = xp + n_in * mb * T
-        cs = hs + h * ld_hs
+        hs = xp + n_in * ld_x
+        ones = hs + h * ld_x
+        cs = ones + ld_x
         z = cs + n * (T + 1)
         a = z + 4 * n * T
         mca = a + 4 * n * T
         mp = mca + n * T
 
     _gather_state(dims, h0, h0_strides, h_ring)
+    cdef Py_ssize_t row
     if for_backprop:
         _gather_state(dims, c0, c0_strides, cs)
         _copy_block(h_ring, mb, hs, ld_hs, mb, h)
+        for row in range(ld_x):
+            ones[row] = 1
     else:
         _gather_state(dims, c0, c0_strides, c_ring)
 
@@ -1004,11 +1014,9 @@ ctypedef struct _backward_job:
     const void* packed
     bint has_grad_last_c
     # for the gradient GEMMs after the loop
-    const void* xp
-    Py_ssize_t ld_x
-    const void* hs
-    Py_ssize_t ld_hs
-    const void* ones
+    const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
+    Py_ssize_t ld_xh
+    void* grad_stack               # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and bias sums stacked
     const void* input_weights
     Py_ssize_t ld_input_weights
     void* grad_input_weights
@@ -1025,21 +1033,22 @@ ctypedef struct _backward_job:
 
 cdef void _backward_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
                               Py_ssize_t width) noexcept nogil:
-    """dL/dW, dL/dRW[:, :4h] and the bias sums for the gate columns c0..c0+width-1: one GEMM
-    each over all back-propagated steps (the seed accumulates them step by step)."""
+    """dL/dW, dL/dRW[:, :4h] and the bias sums for the gate columns c0..c0+width-1, over all
+    back-propagated steps (the seed accumulates them step by step): one GEMM [xp | hs | 1]^T D,
+    as the cache keeps the three side by side (one pass over D instead of three, and the bias
+    sums are no longer a one-row GEMM), then its rows copied to the three outputs."""
     cdef Py_ssize_t mb = job.dims.minibatch, end_index = job.end_index, ld_delta = job.ld_delta
-    cdef const floating* delta_columns = <const floating*>job.delta + c0 * ld_delta
-    gemm(c'T', c'N', job.dims.n_in, width, ld_delta, <floating>1,
-         <const floating*>job.xp + mb * end_index, job.ld_x, delta_columns, ld_delta, <floating>0,
-         <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
-         job.ld_grad_input_weights)
-    gemm(c'T', c'N', job.dims.hidden, width, ld_delta, <floating>1,
-         <const floating*>job.hs + mb * end_index, job.ld_hs, delta_columns, ld_delta, <floating>0,
-         <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
-         job.ld_grad_recurrent_weights)
-    # bias gradient: column sums of the deltas, [1, width] = ones^T D
-    gemm(c'T', c'N', 1, width, ld_delta, <floating>1, <const floating*>job.ones, ld_delta,
-         delta_columns, ld_delta, <floating>0, <floating*>job.bias_sums + c0, 1)
+    cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
+    cdef floating* stack = <floating*>job.grad_stack + c0 * F
+    gemm(c'T', c'N', F, width, ld_delta, <floating>1,
+         <const floating*>job.xh + mb * end_index, job.ld_xh,
+         <const floating*>job.delta + c0 * ld_delta, ld_delta, <floating>0, stack, F)
+    _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
+                job.ld_grad_input_weights, n_in, width)
+    _copy_block(stack + n_in, F,
+                <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
+                job.ld_grad_recurrent_weights, h, width)
+    _copy_block(stack + n_in + h, F, <floating*>job.bias_sums + c0, 1, 1, width)
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
@@ -1200,10 +1209,9 @@ cdef int _backward_impl(const lstm_dims* dims,
         workspace = owned
 
     # the cache (see the module docstring)
-    cdef Py_ssize_t ld_x = mb * T, ld_hs = mb * (T + 1)
-    cdef const floating* xp = cache
-    cdef const floating* hs = xp + n_in * mb * T
-    cdef const floating* cs = hs + h * ld_hs
+    cdef Py_ssize_t ld_xh = mb * (T + 1)
+    cdef const floating* xh = cache                        # [xp | hs | ones]
+    cdef const floating* cs = xh + (n_in + h + 1) * ld_xh
     cdef const floating* z = cs + n * (T + 1)
     cdef const floating* a = z + 4 * n * T
     cdef const floating* mca = a + 4 * n * T
@@ -1219,8 +1227,8 @@ cdef int _backward_impl(const lstm_dims* dims,
     # work space (see lstm_backward_workspace_size)
     cdef floating* delta = workspace                       # [mb*steps, 4h], step-stacked
     cdef floating* grad_xp = delta + G * mb * T            # [mb*steps, n_in]
-    cdef floating* ones = grad_xp + n_in * mb * T          # [mb*T]
-    cdef floating* nabla_out = ones + mb * T               # [mb, h]
+    cdef floating* grad_stack = grad_xp + n_in * mb * T    # [n_in + h + 1, 4h]
+    cdef floating* nabla_out = grad_stack + (n_in + h + 1) * G   # [mb, h]
     cdef floating* cell_error = nabla_out + n              # [mb, h], this step
     cdef floating* cell_error_next = cell_error + n        # [mb, h], the next processed step
     cdef floating* delta_ring = cell_error_next + n        # 2 x [mb, 4h], contiguous deltas
@@ -1298,11 +1306,9 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.rw_t = rw_t
     job.packed = packed_rw_t
     job.has_grad_last_c = grad_last_c != NULL
-    job.xp = xp
-    job.ld_x = ld_x
-    job.hs = hs
-    job.ld_hs = ld_hs
-    job.ones = ones
+    job.xh = xh
+    job.ld_xh = ld_xh
+    job.grad_stack = grad_stack
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
     job.grad_input_weights = grad_input_weights
@@ -1311,8 +1317,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.ld_grad_recurrent_weights = ld_grad_recurrent_weights
     job.bias_sums = bias_sums
     job.grad_xp = grad_xp if grad_input != NULL else NULL
-    for i in range(ld_delta):
-        ones[i] = 1
     job.cancel = cancel
     job.stop_slots[0] = 0
     job.stop_slots[1] = 0
