@@ -177,11 +177,12 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     cdef Py_ssize_t block = _mul(mb, h)
     # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
     # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4), peepholes (3);
-    # the packed recurrent weights (used when T > 1)
+    # the packed recurrent and input weights (used when T > 1)
     cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
     total = _add(total, _mul(block, 4 + 9 + 7))
     if dims.time_steps > 1:
         total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
+        total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
     return total
 
 
@@ -216,6 +217,16 @@ cdef int _use_packed_gemm = 1
 cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 64
 
 
+# With the packed kernel on, each step computes its own input product x_s W (W packed too) when
+# one step's input [mb, nIn] takes at most this many bytes; above, one OpenBLAS GEMM per chunk of
+# steps is faster. Measured (1 thread, forward, process time, median of 3-5 alternating runs):
+# per step (50, 32, 64, 128) 7.4 -> 6.5 ms float32, 15.6 -> 14.2 ms float64; (200, 16, 128, 512)
+# 130 -> 113 ms float32; (100, 64, 256, 256) 117 -> 109 ms float32 (64 KB per step) but
+# 239 -> 259 ms float64 (128 KB per step: the step's input no longer stays in L1/L2 while the
+# kernel sweeps W's panels).
+cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 65536
+
+
 cdef inline bint _packed_gemm_on(Py_ssize_t minibatch) noexcept nogil:
     return (_use_packed_gemm != 0 and lf_packed_gemm_available != 0
             and minibatch <= PACKED_GEMM_MAX_MINIBATCH)
@@ -228,11 +239,21 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """C[M, N] += A[M, K] op(B): with the packed weights when they were packed, else BLAS."""
     if packed_b != NULL:
         if floating is float:
-            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc)
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 1)
         else:
-            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc)
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 1)
     else:
         gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+
+
+cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
+                                Py_ssize_t lda, const floating* packed_b, floating* c,
+                                Py_ssize_t ldc) noexcept nogil:
+    """C[M, N] = A[M, K] B with B packed: one step's input product when it is done per step."""
+    if floating is float:
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 0)
+    else:
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 0)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -578,17 +599,18 @@ cdef inline Py_ssize_t _unit_begin(Py_ssize_t hidden, int tid, int nthreads) noe
     return hidden * tid // nthreads
 
 
-cdef inline Py_ssize_t _forward_slice_offset(Py_ssize_t h, int tid, int gate_block,
+cdef inline Py_ssize_t _forward_slice_offset(Py_ssize_t K, Py_ssize_t h, int tid, int gate_block,
                                              int nthreads, Py_ssize_t mb) noexcept nogil:
-    """Offset of the packed slice (thread tid, gate block) in the forward packed weights: per
-    thread, per gate, the thread's units' columns of RW, h rows, padded to whole panels."""
+    """Offset of the packed slice (thread tid, gate block) in the forward packed weights (RW:
+    K = h rows; W: K = n_in): per thread, per gate, the thread's units' columns, padded to
+    whole panels."""
     cdef Py_ssize_t offset = 0, p, w
     for p in range(tid + 1):
         w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
         if p < tid:
-            offset += 4 * _packed_len(h, w, mb)
+            offset += 4 * _packed_len(K, w, mb)
         else:
-            offset += gate_block * _packed_len(h, w, mb)
+            offset += gate_block * _packed_len(K, w, mb)
     return offset
 
 
@@ -651,6 +673,7 @@ ctypedef struct _forward_job:
     const void* recurrent_weights
     Py_ssize_t ld_recurrent_weights
     const void* packed
+    const void* packed_input_weights   # W packed like RW (then each step does its own x W)
     void* output
     lstm_strides output_strides
     const int* cancel
@@ -667,9 +690,16 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
     cdef Py_ssize_t width = u1 - u0, off = u0 * mb
-    # this thread's packed slices of RW: gate block g at slice_base + g * slice_stride
-    cdef Py_ssize_t slice_base = _forward_slice_offset(h, tid, 0, nthreads, mb)
+    # this thread's packed slices of RW: gate block g at slice_base + g * slice_stride (of W:
+    # w_slice_base, w_slice_stride)
+    cdef Py_ssize_t n_in = dims.n_in
+    cdef Py_ssize_t slice_base = _forward_slice_offset(h, h, tid, 0, nthreads, mb)
     cdef Py_ssize_t slice_stride = _packed_len(h, width, mb)
+    cdef Py_ssize_t w_slice_base = _forward_slice_offset(n_in, h, tid, 0, nthreads, mb)
+    cdef Py_ssize_t w_slice_stride = _packed_len(n_in, width, mb)
+    cdef const floating* packed_w = <const floating*>job.packed_input_weights
+    cdef const floating* x_step
+    cdef Py_ssize_t ld_x = job.ld_packed_input
     cdef Py_ssize_t ld_projection = job.ld_projection, ld_hs = job.ld_hs
     cdef Py_ssize_t ld_rw = job.ld_recurrent_weights
     cdef floating* projection = <floating*>job.projection
@@ -683,18 +713,21 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef Py_ssize_t s, t, g
     if peep_block != NULL:
         peep_units = peep_block + off
-    # the chunk's input projection, [mb*S, 4h] = xp W (seed: miniBatchData.mmul(inputWeights) per
-    # step), one GEMM per thread on its share of the rows (splitting by columns instead would
-    # make every thread re-pack all of xp); then every thread waits for all rows
+    # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
+    # each step computes its own x W into its gate pre-activations, the thread its units'
+    # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
+    # [mb*S, 4h] = xp W here, one GEMM per thread on its share of the rows (splitting by columns
+    # would make every thread re-pack all of xp); then every thread waits for all rows.
     cdef Py_ssize_t rows = mb * (job.s1 - job.s0)
     cdef Py_ssize_t r0 = rows * tid // nthreads, r1 = rows * (tid + 1) // nthreads
-    if r1 > r0:
-        gemm(c'N', c'N', r1 - r0, G, dims.n_in, <floating>1,
-             <const floating*>job.packed_input + r0, job.ld_packed_input,
-             <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-             projection + r0, ld_projection)
-    if nthreads > 1:
-        lf_barrier_wait(&job.barrier, nthreads)
+    if packed_w == NULL:
+        if r1 > r0:
+            gemm(c'N', c'N', r1 - r0, G, n_in, <floating>1,
+                 <const floating*>job.packed_input + r0, job.ld_packed_input,
+                 <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                 projection + r0, ld_projection)
+        if nthreads > 1:
+            lf_barrier_wait(&job.barrier, nthreads)
     cdef floating* z_step
     cdef floating* a_step
     cdef floating* mca_step
@@ -725,14 +758,23 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         mask_col = step_mask if (job.masked and _any_not_one(step_mask, mb)) else NULL
         # ifogActivations = input . W (the chunk's projection) + prevOutputActivations . RW[:, 0:4h]
         # (also for a zero h0, as the seed: non-finite recurrent weights then give NaN as IEEE says)
+        x_step = <const floating*>job.packed_input + mb * (s - job.s0)
         if nthreads == 1:
-            _copy_block(projection + mb * (s - job.s0), ld_projection, z_step, mb, mb, G)
+            if packed_w != NULL:
+                _input_product(mb, G, n_in, x_step, ld_x, packed_w, z_step, mb)
+            else:
+                _copy_block(projection + mb * (s - job.s0), ld_projection, z_step, mb, mb, G)
             _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
                                z_step, mb)
         else:
             for g in range(4):
-                _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
-                            ld_projection, z_step + g * n + off, mb, mb, width)
+                if packed_w != NULL:
+                    _input_product(mb, width, n_in, x_step, ld_x,
+                                   packed_w + w_slice_base + g * w_slice_stride,
+                                   z_step + g * n + off, mb)
+                else:
+                    _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
+                                ld_projection, z_step + g * n + off, mb, mb, width)
                 _recurrent_product(mb, width, h, h_prev, mb,
                                    packed + slice_base + g * slice_stride,
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
@@ -829,13 +871,18 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* bias_block = mca_block + n                  # bias as [mb, 4h]
     cdef floating* peep_block = bias_block + 4 * n             # wFF, wOO, wGG as [mb, 3h]
     cdef floating* packed_rw = NULL
+    cdef floating* packed_w = NULL
     cdef int nthreads = 1, tid, g
     cdef Py_ssize_t u0, u1
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
+        if mb * n_in * <Py_ssize_t>sizeof(floating) <= INPUT_PRODUCT_MAX_BYTES:
+            packed_w = packed_rw + _packed_slices_size(h, G, 4)
         nthreads = lf_team_acquire(_team_size(dims, T, True))
         if nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
+            if packed_w != NULL:
+                _pack_weights(input_weights, 1, ld_input_weights, n_in, G, packed_w, mb)
         else:
             # per thread, per gate block: the thread's units' columns
             for tid in range(nthreads):
@@ -844,7 +891,13 @@ cdef int _forward_impl(const lstm_dims* dims,
                 for g in range(4):
                     _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
                                   ld_recurrent_weights, h, u1 - u0,
-                                  packed_rw + _forward_slice_offset(h, tid, g, nthreads, mb), mb)
+                                  packed_rw + _forward_slice_offset(h, h, tid, g, nthreads, mb),
+                                  mb)
+                    if packed_w != NULL:
+                        _pack_weights(input_weights + (g * h + u0) * ld_input_weights, 1,
+                                      ld_input_weights, n_in, u1 - u0,
+                                      packed_w + _forward_slice_offset(n_in, h, tid, g, nthreads,
+                                                                       mb), mb)
     # bias and peepholes as [mb, F] blocks; with one example the caller's contiguous vectors
     # already are those blocks (a streaming step then copies nothing)
     if mb == 1 and bias_stride == 1:
@@ -918,6 +971,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.recurrent_weights = recurrent_weights
     job.ld_recurrent_weights = ld_recurrent_weights
     job.packed = packed_rw
+    job.packed_input_weights = packed_w
     job.output = output
     job.output_strides = output_strides
     job.cancel = cancel
@@ -1612,6 +1666,17 @@ def set_num_threads(int threads):
         raise ValueError(f"threads: expected 1 to {LF_TEAM_MAX}, got {threads}")
     previous = _team_threads
     _team_threads = threads
+    return previous
+
+
+def _set_input_product_max_bytes(Py_ssize_t max_bytes):
+    """Set the largest step input (bytes of [mb, nIn]) whose x W is computed per step with the
+    packed kernel (0: always one GEMM per chunk); returns the previous value. For tests."""
+    global INPUT_PRODUCT_MAX_BYTES
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    previous = INPUT_PRODUCT_MAX_BYTES
+    INPUT_PRODUCT_MAX_BYTES = max_bytes
     return previous
 
 

@@ -214,7 +214,8 @@ static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
 
 /* ---------------------------------------------------------------- recurrent GEMM, packed weights
  *
- * C[M, N] += A[M, K] B[K, N], column-major, for the per-step recurrent products (M = minibatch):
+ * C[M, N] += A[M, K] B[K, N] (accumulate != 0) or C = A B, column-major, for the per-step
+ * products (M = minibatch): the recurrent one, and the input one when it is done per step:
  * B (the recurrent weights) is packed once per pass into panels of LF_NR columns, so that each step
  * streams it without BLAS re-packing it (for h = 512 that re-packing alone moved 4 MB per step).
  * A is read in place (rows contiguous). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in
@@ -263,7 +264,7 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
 #define LF_DEFINE_GEMM_ROWS(NAME, T, VEC, W, ZERO, BCAST, LOAD, FMADD, STORE)                     \
     __attribute__((target("avx2,fma")))                                                          \
     static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T* A, ptrdiff_t lda,           \
-                     const T* Bp, T* C, ptrdiff_t ldc)                                            \
+                     const T* Bp, T* C, ptrdiff_t ldc, int accumulate)                            \
     {                                                                                             \
         ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
         T tmp[4 * W];                                                                             \
@@ -295,7 +296,7 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
                 STORE(tmp + 3 * W, acc3);                                                         \
                 ptrdiff_t ncols = N - n0 < 4 * W ? N - n0 : 4 * W;                                \
                 for (ptrdiff_t j = 0; j < ncols; j++)                                             \
-                    C[m + (n0 + j) * ldc] += tmp[j];                                              \
+                    C[m + (n0 + j) * ldc] = accumulate ? C[m + (n0 + j) * ldc] + tmp[j] : tmp[j]; \
             }                                                                                     \
         }                                                                                         \
     }
@@ -315,7 +316,8 @@ LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f64_avx2, double, __m256d, 4, _mm256_setzero_pd
 
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
-                                    ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc)
+                                    ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
+                                    int accumulate)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const float* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -343,14 +345,17 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             __m256 acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
             for (ptrdiff_t j = 0; j < ncols; j++) {
                 float* c = C + m0 + (n0 + j) * ldc;
-                if (rows == 16) {
+                if (rows == 16 && accumulate) {
                     _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), acc[j][0]));
                     _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[j][1]));
+                } else if (rows == 16) {
+                    _mm256_storeu_ps(c, acc[j][0]);
+                    _mm256_storeu_ps(c + 8, acc[j][1]);
                 } else {
                     float tmp[16];
                     _mm256_storeu_ps(tmp, acc[j][0]);
                     _mm256_storeu_ps(tmp + 8, acc[j][1]);
-                    for (ptrdiff_t r = 0; r < rows; r++) c[r] += tmp[r];
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = accumulate ? c[r] + tmp[r] : tmp[r];
                 }
             }
         }
@@ -359,7 +364,8 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
-                                    ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc)
+                                    ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
+                                    int accumulate)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const double* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -387,14 +393,17 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             __m256d acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
             for (ptrdiff_t j = 0; j < ncols; j++) {
                 double* c = C + m0 + (n0 + j) * ldc;
-                if (rows == 8) {
+                if (rows == 8 && accumulate) {
                     _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(c), acc[j][0]));
                     _mm256_storeu_pd(c + 4, _mm256_add_pd(_mm256_loadu_pd(c + 4), acc[j][1]));
+                } else if (rows == 8) {
+                    _mm256_storeu_pd(c, acc[j][0]);
+                    _mm256_storeu_pd(c + 4, acc[j][1]);
                 } else {
                     double tmp[8];
                     _mm256_storeu_pd(tmp, acc[j][0]);
                     _mm256_storeu_pd(tmp + 4, acc[j][1]);
-                    for (ptrdiff_t r = 0; r < rows; r++) c[r] += tmp[r];
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = accumulate ? c[r] + tmp[r] : tmp[r];
                 }
             }
         }
@@ -408,28 +417,30 @@ static int lf_packed_gemm_available = 0;
 /* The packed product for M rows: row-packed B when M < LF_SMALL_M, panel-packed otherwise (the
  * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly). */
 static inline void lf_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
-                                      ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc)
+                                      ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
+                                      int accumulate)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
+        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
     else
-        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc);
+        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
 #else
-    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
 #endif
 }
 
 static inline void lf_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
-                                      ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc)
+                                      ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
+                                      int accumulate)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
+        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
     else
-        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc);
+        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
 #else
-    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc;
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
 #endif
 }
 

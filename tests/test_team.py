@@ -74,9 +74,18 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["per-step", "per-chunk"])
+def input_product(request):
+    """Both ways of the input product x W: per step with W packed (small step inputs), and one
+    GEMM per chunk of steps (large ones)."""
+    previous = kernels._set_input_product_max_bytes(1 << 40 if request.param == "per-step" else 0)
+    yield request.param
+    kernels._set_input_product_max_bytes(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
-def test_team_matches_reference_and_one_thread(small_team_limits, case, dtype):
+def test_team_matches_reference_and_one_thread(small_team_limits, input_product, case, dtype):
     T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
     rng = np.random.default_rng(hash(case) % 2**32)
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
