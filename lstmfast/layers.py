@@ -375,6 +375,16 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
         self._gradient_array = gradient_view
         self._build_views()
 
+    # a layer's container (Sequential, Bidirectional) is not part of the layer's pickled state:
+    # a copy of a contained layer is a standalone layer, and a copied container sets it again
+    _transient_attributes = _Guarded._transient_attributes + ("_owner",)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # pickling and deep copies store each named view as an array of its own: make them
+        # views of the flat arrays again (bidirectional layers re-bind their directions)
+        self._build_views()
+
     @property
     def params(self):
         """The flat parameter array in DL4J's order (writing into it changes the layer)."""
@@ -1054,6 +1064,10 @@ class Bidirectional(_BidirectionalBase):
     call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
     thread") at once and changes nothing (see "Threads" in the module docstring).
     """
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.forward_layer._owner = self
 
     def __init__(self, layer, mode="concat", *, seed=None):
         if not isinstance(layer, _UnidirectionalLSTM):

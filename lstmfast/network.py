@@ -580,6 +580,18 @@ class Sequential(_Guarded):
         #: dL/dx of the network input from the last backward pass (the score's gradient)
         self.input_gradient = None
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # pickling and deep copies give each layer flat arrays of its own: bind them to this
+        # network's vectors again, as the constructor did
+        offset = 0
+        for layer in self.layers:
+            n = layer.num_params()
+            layer._bind_storage(self._param_array[offset:offset + n],
+                                self._gradient_array[offset:offset + n])
+            layer._owner = self
+            offset += n
+
     # ---- parameters --------------------------------------------------------------------
     def num_params(self):
         return self._param_array.shape[0]

@@ -239,21 +239,22 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """C[M, N] += A[M, K] op(B): with the packed weights when they were packed, else BLAS."""
     if packed_b != NULL:
         if floating is float:
-            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 1)
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 1, NULL)
         else:
-            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 1)
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 1, NULL)
     else:
         gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
 
 
 cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
-                                Py_ssize_t lda, const floating* packed_b, floating* c,
-                                Py_ssize_t ldc) noexcept nogil:
-    """C[M, N] = A[M, K] B with B packed: one step's input product when it is done per step."""
+                                Py_ssize_t lda, const floating* packed_b, const floating* bias,
+                                floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
+    input.mmul(inputWeights).addiRowVector(biases)) when it is done per step."""
     if floating is float:
-        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 0)
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 0, bias)
     else:
-        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 0)
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 0, bias)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -285,9 +286,10 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
 
     z [mb, 4h] holds x W + h_prev RW on entry; on exit the complete pre-activations (bias and
     peepholes added). a [mb, 4h] and mca [mb, h] receive the activations; c_prev, h_cur, c_cur
-    are [mb, h]. bias_block is the bias broadcast to [mb, 4h]; peep_block (NULL: no peepholes)
-    wFF, wOO, wGG broadcast to [mb, 3h]. mask_col [mb] or NULL (no mask). All of them offset to
-    this thread's first unit; n values per gate, gate blocks `stride` apart.
+    are [mb, h]. bias_block is the bias broadcast to [mb, 4h] (NULL: z has it already);
+    peep_block (NULL: no peepholes) wFF, wOO, wGG broadcast to [mb, 3h]. mask_col [mb] or NULL
+    (no mask). All of them offset to this thread's first unit; n values per gate, gate blocks
+    `stride` apart.
     """
     cdef Py_ssize_t i, k, m, g
     cdef floating msk
@@ -301,11 +303,12 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     cdef floating* ag = a + 3 * stride
     cdef floating* zb
     cdef const floating* bb
-    for g in range(4):
-        zb = z + g * stride
-        bb = bias_block + g * stride
-        for i in range(n):
-            zb[i] = zb[i] + bb[i]
+    if bias_block != NULL:
+        for g in range(4):
+            zb = z + g * stride
+            bb = bias_block + g * stride
+            for i in range(n):
+                zb[i] = zb[i] + bb[i]
     if peep_block != NULL:
         # forget and input-gate peepholes on the previous cell state (wFF, wGG)
         for i in range(n):
@@ -722,14 +725,19 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef floating* projection = <floating*>job.projection
     cdef const floating* recurrent_weights = <const floating*>job.recurrent_weights
     cdef const floating* packed = <const floating*>job.packed
+    # bias_block: [mb, 4h] for the element-wise code, or with W packed the [4h] vector that
+    # each step's input product adds
     cdef const floating* bias_block = <const floating*>job.bias_block
     cdef const floating* peep_block = <const floating*>job.peep_block
     cdef floating* h_ring = <floating*>job.h_ring
     cdef bint for_backprop = job.z != NULL
     cdef const floating* peep_units = NULL
+    cdef const floating* cell_bias = bias_block + off
     cdef Py_ssize_t s, t, g
     if peep_block != NULL:
         peep_units = peep_block + off
+    if packed_w != NULL:
+        cell_bias = NULL
     # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
     # each step computes its own x W into its gate pre-activations, the thread its units'
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
@@ -778,7 +786,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         x_step = <const floating*>job.packed_input + mb * (s - job.s0)
         if nthreads == 1:
             if packed_w != NULL:
-                _input_product(mb, G, n_in, x_step, ld_x, packed_w, z_step, mb)
+                _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
             else:
                 _copy_block(projection + mb * (s - job.s0), ld_projection, z_step, mb, mb, G)
             _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
@@ -788,7 +796,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 if packed_w != NULL:
                     _input_product(mb, width, n_in, x_step, ld_x,
                                    packed_w + w_slice_base + g * w_slice_stride,
-                                   z_step + g * n + off, mb)
+                                   bias_block + g * h + u0, z_step + g * n + off, mb)
                 else:
                     _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
                                 ld_projection, z_step + g * n + off, mb, mb, width)
@@ -797,7 +805,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
                                    z_step + g * n + off, mb)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
-                       bias_block + off, peep_units, c_prev + off, h_cur + off, c_cur + off,
+                       cell_bias, peep_units, c_prev + off, h_cur + off, c_cur + off,
                        mask_col)
         if for_backprop:
             _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * ld_hs, ld_hs,
@@ -917,8 +925,13 @@ cdef int _forward_impl(const lstm_dims* dims,
                                                                        mb), mb)
     # bias and peepholes as [mb, F] blocks; with one example the caller's contiguous vectors
     # already are those blocks (a streaming step then copies nothing)
+    cdef Py_ssize_t j
     if mb == 1 and bias_stride == 1:
         bias_block = <floating*>bias
+    elif packed_w != NULL:
+        # the per-step input product adds the bias itself: a contiguous [4h] vector
+        for j in range(G):
+            bias_block[j] = bias[j * bias_stride]
     else:
         _broadcast_columns(bias, bias_stride, G, mb, bias_block)
     if dims.peepholes and mb == 1 and ld_recurrent_weights == h:
@@ -1815,8 +1828,9 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
 
 
 cdef inline bint _plain(cnp.ndarray a, int typenum, int ndim):
+    # native byte order too: a byte-swapped array has the same type number
     return (a is not None and cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_TYPE(a) == typenum
-            and cnp.PyArray_ISALIGNED(a))
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a))
 
 
 cdef lstm_dims _step_dims(cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW, cnp.ndarray b,

@@ -96,7 +96,7 @@ static inline double lf_tanh_f64(double x)
     double m = lf_expm1_pos_f64(2.0 * ac);
     double t = m / (m + 2.0);
     t = ax > 20.0 ? 1.0 : t;
-    return x < 0 ? -t : t;
+    return copysign(t, x);                      /* keeps -0 for -0; NaN stays NaN */
 }
 
 static inline double lf_sigmoid_f64(double x)
@@ -157,7 +157,7 @@ static inline float lf_tanh_f32(float x)
     float m = lf_expm1_pos_f32(2.0f * ac);
     float t = m / (m + 2.0f);
     t = ax > 10.0f ? 1.0f : t;
-    return x < 0 ? -t : t;
+    return copysignf(t, x);
 }
 
 static inline float lf_sigmoid_f32(float x)
@@ -214,8 +214,9 @@ static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
 
 /* ---------------------------------------------------------------- recurrent GEMM, packed weights
  *
- * C[M, N] += A[M, K] B[K, N] (accumulate != 0) or C = A B, column-major, for the per-step
- * products (M = minibatch): the recurrent one, and the input one when it is done per step:
+ * C[M, N] += A[M, K] B[K, N] (accumulate != 0) or C = A B + 1 bias^T (bias [N], NULL: zeros),
+ * column-major, for the per-step products (M = minibatch): the recurrent one, and the input one
+ * when it is done per step (then with the bias, so that no pass over C adds it):
  * B (the recurrent weights) is packed once per pass into panels of LF_NR columns, so that each step
  * streams it without BLAS re-packing it (for h = 512 that re-packing alone moved 4 MB per step).
  * A is read in place (rows contiguous). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in
@@ -264,7 +265,7 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
 #define LF_DEFINE_GEMM_ROWS(NAME, T, VEC, W, ZERO, BCAST, LOAD, FMADD, STORE)                     \
     __attribute__((target("avx2,fma")))                                                          \
     static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T* A, ptrdiff_t lda,           \
-                     const T* Bp, T* C, ptrdiff_t ldc, int accumulate)                            \
+                     const T* Bp, T* C, ptrdiff_t ldc, int accumulate, const T* bias)             \
     {                                                                                             \
         ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
         T tmp[4 * W];                                                                             \
@@ -272,6 +273,13 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
             for (ptrdiff_t n0 = 0; n0 < Np; n0 += 4 * W) {                                        \
                 VEC acc0 = ZERO(), acc1 = ZERO(), acc2 = ZERO(), acc3 = ZERO();                   \
                 ptrdiff_t width = Np - n0 < 4 * W ? Np - n0 : 4 * W;                              \
+                if (bias != NULL) {                                                               \
+                    /* through tmp: bias has N elements, the accumulators cover up to Np */        \
+                    for (ptrdiff_t j = 0; j < 4 * W; j++)                                         \
+                        tmp[j] = n0 + j < N ? bias[n0 + j] : (T)0;                                \
+                    acc0 = LOAD(tmp); acc1 = LOAD(tmp + W);                                       \
+                    acc2 = LOAD(tmp + 2 * W); acc3 = LOAD(tmp + 3 * W);                           \
+                }                                                                                 \
                 const T* b = Bp + n0;                                                             \
                 if (width == 4 * W) {                                                             \
                     for (ptrdiff_t k = 0; k < K; k++) {                                           \
@@ -317,7 +325,7 @@ LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f64_avx2, double, __m256d, 4, _mm256_setzero_pd
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                     ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
-                                    int accumulate)
+                                    int accumulate, const float* bias)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const float* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -326,6 +334,13 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             ptrdiff_t rows = M - m0 < 16 ? M - m0 : 16;
             __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
             __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            if (bias != NULL) {
+                float b[LF_NR] = {0};
+                for (ptrdiff_t j = 0; j < ncols; j++) b[j] = bias[n0 + j];
+                c00 = c01 = _mm256_set1_ps(b[0]); c10 = c11 = _mm256_set1_ps(b[1]);
+                c20 = c21 = _mm256_set1_ps(b[2]); c30 = c31 = _mm256_set1_ps(b[3]);
+                c40 = c41 = _mm256_set1_ps(b[4]); c50 = c51 = _mm256_set1_ps(b[5]);
+            }
             const float* a = A + m0;
             if (rows == 16) {
                 for (ptrdiff_t k = 0; k < K; k++) {
@@ -365,7 +380,7 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
                                     ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
-                                    int accumulate)
+                                    int accumulate, const double* bias)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const double* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -374,6 +389,13 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             ptrdiff_t rows = M - m0 < 8 ? M - m0 : 8;
             __m256d c00 = _mm256_setzero_pd(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
             __m256d c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            if (bias != NULL) {
+                double b[LF_NR] = {0};
+                for (ptrdiff_t j = 0; j < ncols; j++) b[j] = bias[n0 + j];
+                c00 = c01 = _mm256_set1_pd(b[0]); c10 = c11 = _mm256_set1_pd(b[1]);
+                c20 = c21 = _mm256_set1_pd(b[2]); c30 = c31 = _mm256_set1_pd(b[3]);
+                c40 = c41 = _mm256_set1_pd(b[4]); c50 = c51 = _mm256_set1_pd(b[5]);
+            }
             const double* a = A + m0;
             if (rows == 8) {
                 for (ptrdiff_t k = 0; k < K; k++) {
@@ -418,29 +440,31 @@ static int lf_packed_gemm_available = 0;
  * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly). */
 static inline void lf_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                       ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
-                                      int accumulate)
+                                      int accumulate, const float* bias)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
+        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
     else
-        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
+        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
 #else
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
+    (void)bias;
 #endif
 }
 
 static inline void lf_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
                                       ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
-                                      int accumulate)
+                                      int accumulate, const double* bias)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
+        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
     else
-        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate);
+        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
 #else
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
+    (void)bias;
 #endif
 }
 

@@ -503,6 +503,62 @@ def test_rnn_time_step_bound_step_follows_every_rebinding(cls, dtype, rtol):
         layer.rnn_time_step(np.zeros((3, 6), dtype))
 
 
+def test_bound_step_refuses_byte_swapped_input():
+    """A big-endian x has the layer's type number but not its byte order: the bound step must
+    leave it to the validating path, which refuses it as it refuses it on a first call (it
+    read the bytes as native floats and returned wrong numbers), and the state stays."""
+    for dtype in (F32, F64):
+        native = lstmfast.LSTM(3, 2, dtype=dtype, seed=0)
+        x0 = np.full((1, 3), 0.5, dtype)
+        native.rnn_time_step(x0)                  # the layer now has a bound step
+        before = native.rnn_get_previous_state()
+        big = np.array([[0.3, -1.2, 2.0]], dtype).astype(np.dtype(dtype).newbyteorder(">"))
+        with pytest.raises(TypeError, match=">f"):
+            native.rnn_time_step(big)
+        for got, want in zip(native.rnn_get_previous_state(), before):
+            np.testing.assert_array_equal(got, want)
+        state = np.zeros((1, 2), dtype)
+        with pytest.raises(ValueError):
+            lstmfast.kernels.step(big, native.W, native.RW, native.b, state, state.copy(),
+                                  np.zeros(4096, dtype), 0, 1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lstmfast.LSTM(3, 4, dtype=F64, seed=0),
+    lambda: lstmfast.GravesBidirectionalLSTM(3, 4, dtype=F64, seed=0),
+    lambda: lstmfast.Sequential([lstmfast.GravesLSTM(3, 4, dtype=F64, seed=0),
+                                 lstmfast.RnnOutputLayer(4, 2, dtype=F64, seed=1)]),
+], ids=["LSTM", "GravesBidirectionalLSTM", "Sequential"])
+def test_unpickled_and_deep_copied_objects_keep_their_views(make):
+    """After pickling or deepcopy, the named weight views (and a network's layers) are views of
+    the flat parameter vector again: writing params changes what forward computes."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(8)
+    original = make()
+    x = rng.standard_normal((2, 3, 5))
+    new_params = rng.standard_normal(original.params.size) * 0.5
+    fresh = make()
+    fresh.params = new_params
+    expected = fresh.forward(x) if not isinstance(fresh, lstmfast.Sequential) else fresh.output(x)
+    for clone in (pickle.loads(pickle.dumps(original)), copy.deepcopy(original)):
+        clone.params = new_params
+        layers = clone.layers if isinstance(clone, lstmfast.Sequential) else [clone]
+        for layer in layers:
+            for view in layer.param_table().values():
+                assert np.shares_memory(view, clone.params)
+        got = clone.forward(x) if not isinstance(clone, lstmfast.Sequential) else clone.output(x)
+        np.testing.assert_array_equal(got, expected)
+        if isinstance(clone, lstmfast.Sequential):
+            # the copied network owns its copied layers: they cannot join another network
+            with pytest.raises(ValueError, match="already belongs"):
+                lstmfast.Sequential([clone.layers[0]])
+    if isinstance(original, lstmfast.Sequential):
+        # a copy of one contained layer is a standalone layer
+        lstmfast.Sequential([pickle.loads(pickle.dumps(original.layers[0]))])
+
+
 def test_pickles_from_before_the_stream_state_property_still_load():
     import pickle
 

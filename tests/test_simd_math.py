@@ -45,6 +45,7 @@ def test_vector_math_special_values(dtype):
     tanh = kernels.vector_math("tanh", x)
     assert np.isnan(tanh[0]) and list(tanh[1:3]) == [1.0, -1.0]
     assert tanh[3] == 0 and tanh[5] == 1 and tanh[6] == -1
+    assert not np.signbit(tanh[3]) and np.signbit(tanh[4])        # tanh(-0) = -0
     sigmoid = kernels.vector_math("sigmoid", x)
     assert np.isnan(sigmoid[0]) and list(sigmoid[1:3]) == [1.0, 0.0] and sigmoid[3] == 0.5
     exp = kernels.vector_math("exp", x)
