@@ -194,12 +194,12 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     cdef Py_ssize_t block = _mul(mb, h)
     # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], the stacked gradients [n_in + h + 1, 4h];
     # [mb, h] blocks: nablaOut (1), two cell errors (2), two contiguous deltas (8), peepholes (3),
-    # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h, bias sums 4h
+    # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h
     cdef Py_ssize_t total = _mul(rows, _add(_mul(4, h), dims.n_in))
     total = _add(total, _mul(_add(_add(dims.n_in, h), 1), _mul(4, h)))
     total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
     total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
-    total = _add(total, _mul(7, h))
+    total = _add(total, _mul(3, h))
     return total
 
 
@@ -1107,7 +1107,6 @@ ctypedef struct _backward_job:
     Py_ssize_t ld_grad_input_weights
     void* grad_recurrent_weights
     Py_ssize_t ld_grad_recurrent_weights
-    void* bias_sums
     void* grad_xp                  # NULL: no dL/dx wanted
     const int* cancel
     int stop_slots[2]
@@ -1120,7 +1119,8 @@ cdef void _backward_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
     """dL/dW, dL/dRW[:, :4h] and the bias sums for the gate columns c0..c0+width-1, over all
     back-propagated steps (the seed accumulates them step by step): one GEMM [xp | hs | 1]^T D,
     as the cache keeps the three side by side (one pass over D instead of three, and the bias
-    sums are no longer a one-row GEMM), then its rows copied to the three outputs."""
+    sums are no longer a one-row GEMM); its dW and dRW rows are copied to the outputs, the bias
+    row stays in grad_stack (the caller writes it to the strided bias gradient)."""
     cdef Py_ssize_t mb = job.dims.minibatch, end_index = job.end_index, ld_delta = job.ld_delta
     cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
     cdef floating* stack = <floating*>job.grad_stack + c0 * F
@@ -1132,7 +1132,6 @@ cdef void _backward_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
     _copy_block(stack + n_in, F,
                 <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
                 job.ld_grad_recurrent_weights, h, width)
-    _copy_block(stack + n_in + h, F, <floating*>job.bias_sums + c0, 1, 1, width)
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
@@ -1323,7 +1322,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* sum_f = rw_t + G * h + _packed_slices_size(G, h, 1)
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
-    cdef floating* bias_sums = sum_g + h                   # [4h]
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1, tid
@@ -1399,7 +1397,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.ld_grad_input_weights = ld_grad_input_weights
     job.grad_recurrent_weights = grad_recurrent_weights
     job.ld_grad_recurrent_weights = ld_grad_recurrent_weights
-    job.bias_sums = bias_sums
     job.grad_xp = grad_xp if grad_input != NULL else NULL
     job.cancel = cancel
     job.stop_slots[0] = 0
@@ -1426,7 +1423,7 @@ cdef int _backward_impl(const lstm_dims* dims,
             grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
             grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
     for j in range(G):
-        grad_bias[j * grad_bias_stride] = bias_sums[j]
+        grad_bias[j * grad_bias_stride] = grad_stack[n_in + h + j * (n_in + h + 1)]
 
     # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t
