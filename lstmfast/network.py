@@ -564,26 +564,19 @@ class Sequential(_Guarded):
         self.tbptt_backward_length = (self.tbptt_forward_length if tbptt_backward_length is None
                                       else _check_size("tbptt_backward_length", tbptt_backward_length))
 
-        sizes = [layer.num_params() for layer in layers]
-        total = sum(sizes)
+        total = sum(layer.num_params() for layer in layers)
         self._param_array = np.zeros(total, dtype=self.dtype)
         self._gradient_array = np.zeros(total, dtype=self.dtype)
-        weight_mask = np.zeros(total, dtype=bool)
-        offset = 0
-        for layer, n in zip(layers, sizes):
-            layer._bind_storage(self._param_array[offset:offset + n], self._gradient_array[offset:offset + n])
-            weight_mask[offset:offset + n] = layer.weight_param_mask()
-            layer._owner = self
-            offset += n
+        self._bind_layers()
+        weight_mask = np.concatenate([layer.weight_param_mask() for layer in layers])
         self._l2_coefficients = np.where(weight_mask, self.l2, self.l2_bias).astype(self.dtype)
         self.last_window_scores = []
         #: dL/dx of the network input from the last backward pass (the score's gradient)
         self.input_gradient = None
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        # pickling and deep copies give each layer flat arrays of its own: bind them to this
-        # network's vectors again, as the constructor did
+    def _bind_layers(self):
+        """Move each layer's parameters and gradients into its slice of this network's flat
+        vectors and make the network their owner."""
         offset = 0
         for layer in self.layers:
             n = layer.num_params()
@@ -591,6 +584,12 @@ class Sequential(_Guarded):
                                 self._gradient_array[offset:offset + n])
             layer._owner = self
             offset += n
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # pickling and deep copies give each layer flat arrays of its own: bind them to this
+        # network's vectors again, as the constructor did
+        self._bind_layers()
 
     # ---- parameters --------------------------------------------------------------------
     def num_params(self):
