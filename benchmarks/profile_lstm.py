@@ -60,6 +60,7 @@ def inner(args):
     import scipy.linalg.cython_blas  # noqa: F401  (load scipy's OpenBLAS before limiting threads)
     from threadpoolctl import threadpool_info, threadpool_limits
     threadpool_limits(args.threads, user_api="blas")
+    lstmfast.set_num_threads(args.threads)   # lstmfast's own time-loop team, as in bench_lstm
     print("@@BLAS " + "; ".join(f"{os.path.basename(i['filepath'])} {i.get('architecture')} "
                                 f"threads={i['num_threads']}" for i in threadpool_info()
                                 if i.get("user_api") == "blas"), flush=True)

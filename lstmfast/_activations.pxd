@@ -32,11 +32,11 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_pack_b_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)
     void lf_pack_b_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
     void lf_gemm_packed_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
-                            const float* Bp, float* C, Py_ssize_t ldc, int accumulate,
-                            const float* bias)
+                            const float* Bp, float* C, Py_ssize_t ldc, const float* addend,
+                            Py_ssize_t ld_addend, const float* bias)
     void lf_gemm_packed_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
-                            const double* Bp, double* C, Py_ssize_t ldc, int accumulate,
-                            const double* bias)
+                            const double* Bp, double* C, Py_ssize_t ldc, const double* addend,
+                            Py_ssize_t ld_addend, const double* bias)
 
 # DL4J's constants (ActivationLReLU default alpha, ActivationSELU, ActivationRationalTanh).
 cdef extern from *:

@@ -235,15 +235,21 @@ cdef inline bint _packed_gemm_on(Py_ssize_t minibatch) noexcept nogil:
 cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                     const floating* a, Py_ssize_t lda,
                                     const floating* packed_b, const floating* b, Py_ssize_t ldb,
-                                    char transb, floating* c, Py_ssize_t ldc) noexcept nogil:
-    """C[M, N] += A[M, K] op(B): with the packed weights when they were packed, else BLAS."""
+                                    char transb, const floating* addend, Py_ssize_t ld_addend,
+                                    floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C[M, N] = addend + A[M, K] op(B) (addend NULL: none; c: accumulate): with the packed
+    weights when they were packed (the addend read in the kernel's final pass, so that a step's
+    input projection is not first copied into C), else BLAS."""
     if packed_b != NULL:
         if floating is float:
-            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 1, NULL)
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL)
         else:
-            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 1, NULL)
-    else:
-        gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb, <floating>1, c, ldc)
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL)
+        return
+    if addend != NULL and addend != c:
+        _copy_block(addend, ld_addend, c, ldc, M, N)
+    gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb,
+         <floating>(0 if addend == NULL else 1), c, ldc)
 
 
 cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
@@ -252,9 +258,9 @@ cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const 
     """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
     input.mmul(inputWeights).addiRowVector(biases)) when it is done per step."""
     if floating is float:
-        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, 0, bias)
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias)
     else:
-        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, 0, bias)
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -754,6 +760,9 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         if nthreads > 1:
             lf_barrier_wait(&job.barrier, nthreads)
     cdef floating* z_step
+    cdef floating* z_block
+    cdef const floating* projection_block
+    cdef Py_ssize_t ld_addend
     cdef floating* a_step
     cdef floating* mca_step
     cdef floating* c_prev
@@ -784,26 +793,33 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         # ifogActivations = input . W (the chunk's projection) + prevOutputActivations . RW[:, 0:4h]
         # (also for a zero h0, as the seed: non-finite recurrent weights then give NaN as IEEE says)
         x_step = <const floating*>job.packed_input + mb * (s - job.s0)
+        # without W packed, the product adds the step's rows of the chunk's projection (read
+        # in place; a copy of them into z first cost 11% of a (100, 64, 256, 256) float64 pass)
         if nthreads == 1:
             if packed_w != NULL:
                 _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
+                _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
+                                   z_step, mb, z_step, mb)
             else:
-                _copy_block(projection + mb * (s - job.s0), ld_projection, z_step, mb, mb, G)
-            _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                               z_step, mb)
+                _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
+                                   projection + mb * (s - job.s0), ld_projection, z_step, mb)
         else:
             for g in range(4):
+                z_block = z_step + g * n + off
                 if packed_w != NULL:
                     _input_product(mb, width, n_in, x_step, ld_x,
                                    packed_w + w_slice_base + g * w_slice_stride,
-                                   bias_block + g * h + u0, z_step + g * n + off, mb)
+                                   bias_block + g * h + u0, z_block, mb)
+                    projection_block = z_block
+                    ld_addend = mb
                 else:
-                    _copy_block(projection + mb * (s - job.s0) + (g * h + u0) * ld_projection,
-                                ld_projection, z_step + g * n + off, mb, mb, width)
+                    projection_block = (projection + mb * (s - job.s0)
+                                        + (g * h + u0) * ld_projection)
+                    ld_addend = ld_projection
                 _recurrent_product(mb, width, h, h_prev, mb,
                                    packed + slice_base + g * slice_stride,
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
-                                   z_step + g * n + off, mb)
+                                   projection_block, ld_addend, z_block, mb)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
                        cell_bias, peep_units, c_prev + off, h_cur + off, c_cur + off,
                        mask_col)
@@ -1180,7 +1196,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                       nabla_out, u0, u1)
         if delta_next != NULL:
             _recurrent_product(mb, width, G, delta_next, mb, packed, rw_t + u0 * G, G, c'N',
-                               nabla_out + off, mb)
+                               nabla_out + off, mb, nabla_out + off, mb)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         a_next = NULL
         delta_next_units = NULL
@@ -1447,8 +1463,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating value
     if end_index == 0:
         if grad_h0 != NULL:
-            for i in range(n):
-                nabla_out[i] = 0
             # by the threads' slices of the packed RW^T (one slice of all units for one thread)
             for tid in range(nthreads):
                 u0 = _unit_begin(h, tid, nthreads)
@@ -1456,7 +1470,8 @@ cdef int _backward_impl(const lstm_dims* dims,
                 _recurrent_product(mb, u1 - u0, G, delta_ring, mb,
                                    NULL if packed_rw_t == NULL
                                    else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
-                                   rw_t + u0 * G, G, c'N', nabla_out + u0 * mb, mb)
+                                   rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
+                                   nabla_out + u0 * mb, mb)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1707,6 +1722,17 @@ def _set_input_product_max_bytes(Py_ssize_t max_bytes):
     return previous
 
 
+def _set_projection_chunk_elements(Py_ssize_t elements):
+    """Set the elements per input-projection chunk (PROJECTION_CHUNK_ELEMENTS); returns the
+    previous value. For tests (passes of several chunks) and measurements."""
+    global PROJECTION_CHUNK_ELEMENTS
+    if elements < 1:
+        raise ValueError(f"elements must be >= 1, got {elements}")
+    previous = PROJECTION_CHUNK_ELEMENTS
+    PROJECTION_CHUNK_ELEMENTS = elements
+    return previous
+
+
 def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
     """Set the per-thread minimum units and multiply-adds per step below which a pass uses
     fewer threads; returns the previous pair. For tests (small shapes through the team)."""
@@ -1812,7 +1838,8 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
             for r in range(repeats):
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
-                                   <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M)
+                                   <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
+                                   <float*>cnp.PyArray_DATA(c), M)
     else:
         with nogil:
             if use_packed:
@@ -1820,7 +1847,8 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
             for r in range(repeats):
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
-                                   <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M)
+                                   <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,
+                                   <double*>cnp.PyArray_DATA(c), M)
     return (time.perf_counter() - start) / repeats
 
 

@@ -214,9 +214,11 @@ static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
 
 /* ---------------------------------------------------------------- recurrent GEMM, packed weights
  *
- * C[M, N] += A[M, K] B[K, N] (accumulate != 0) or C = A B + 1 bias^T (bias [N], NULL: zeros),
- * column-major, for the per-step products (M = minibatch): the recurrent one, and the input one
- * when it is done per step (then with the bias, so that no pass over C adds it):
+ * C[M, N] = addend + A[M, K] B[K, N] + 1 bias^T, column-major (addend: NULL for none, C itself
+ * to accumulate, or another matrix with its own leading dimension; bias [N] or NULL), for the
+ * per-step products (M = minibatch): the recurrent one, onto the step's input projection read
+ * from the chunk's projection buffer (no copy of it into C first), and the input one when it is
+ * done per step (then with the bias, so that no pass over C adds it):
  * B (the recurrent weights) is packed once per pass into panels of LF_NR columns, so that each step
  * streams it without BLAS re-packing it (for h = 512 that re-packing alone moved 4 MB per step).
  * A is read in place (rows contiguous). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in
@@ -260,12 +262,13 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
 #if LF_HAVE_DISPATCH
 #include <immintrin.h>
 
-/* C[M, N] += A[M, K] B for row-packed B (see LF_DEFINE_PACK_ROWS), one row of C at a time, 32
+/* C[M, N] = addend + A[M, K] B (+ bias) for row-packed B (see LF_DEFINE_PACK_ROWS), one row of C at a time, 32
  * (float) / 16 (double) columns per pass over K. */
 #define LF_DEFINE_GEMM_ROWS(NAME, T, VEC, W, ZERO, BCAST, LOAD, FMADD, STORE)                     \
     __attribute__((target("avx2,fma")))                                                          \
     static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T* A, ptrdiff_t lda,           \
-                     const T* Bp, T* C, ptrdiff_t ldc, int accumulate, const T* bias)             \
+                     const T* Bp, T* C, ptrdiff_t ldc, const T* addend, ptrdiff_t ld_addend,    \
+                     const T* bias)                                                               \
     {                                                                                             \
         ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
         T tmp[4 * W];                                                                             \
@@ -304,7 +307,8 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64, double)
                 STORE(tmp + 3 * W, acc3);                                                         \
                 ptrdiff_t ncols = N - n0 < 4 * W ? N - n0 : 4 * W;                                \
                 for (ptrdiff_t j = 0; j < ncols; j++)                                             \
-                    C[m + (n0 + j) * ldc] = accumulate ? C[m + (n0 + j) * ldc] + tmp[j] : tmp[j]; \
+                    C[m + (n0 + j) * ldc] = addend != NULL                                    \
+                        ? addend[m + (n0 + j) * ld_addend] + tmp[j] : tmp[j];                     \
             }                                                                                     \
         }                                                                                         \
     }
@@ -325,7 +329,7 @@ LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f64_avx2, double, __m256d, 4, _mm256_setzero_pd
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                     ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
-                                    int accumulate, const float* bias)
+                                    const float* addend, ptrdiff_t ld_addend, const float* bias)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const float* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -342,6 +346,13 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
                 c40 = c41 = _mm256_set1_ps(b[4]); c50 = c51 = _mm256_set1_ps(b[5]);
             }
             const float* a = A + m0;
+            if (addend != NULL && addend != C)
+                /* a cold source (the step's input projection): start its tile's lines now */
+                for (ptrdiff_t j = 0; j < ncols; j++) {
+                    const float* column = addend + m0 + (n0 + j) * ld_addend;
+                    _mm_prefetch((const char*)column, _MM_HINT_T0);
+                    _mm_prefetch((const char*)(column + rows - 1), _MM_HINT_T0);
+                }
             if (rows == 16) {
                 for (ptrdiff_t k = 0; k < K; k++) {
                     __m256 a0 = _mm256_loadu_ps(a + k * lda), a1 = _mm256_loadu_ps(a + k * lda + 8);
@@ -360,9 +371,10 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             __m256 acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
             for (ptrdiff_t j = 0; j < ncols; j++) {
                 float* c = C + m0 + (n0 + j) * ldc;
-                if (rows == 16 && accumulate) {
-                    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), acc[j][0]));
-                    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[j][1]));
+                const float* add = addend != NULL ? addend + m0 + (n0 + j) * ld_addend : NULL;
+                if (rows == 16 && add != NULL) {
+                    _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(add), acc[j][0]));
+                    _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(add + 8), acc[j][1]));
                 } else if (rows == 16) {
                     _mm256_storeu_ps(c, acc[j][0]);
                     _mm256_storeu_ps(c + 8, acc[j][1]);
@@ -370,7 +382,7 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
                     float tmp[16];
                     _mm256_storeu_ps(tmp, acc[j][0]);
                     _mm256_storeu_ps(tmp + 8, acc[j][1]);
-                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = accumulate ? c[r] + tmp[r] : tmp[r];
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = add != NULL ? add[r] + tmp[r] : tmp[r];
                 }
             }
         }
@@ -380,7 +392,7 @@ static void lf_gemm_packed_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 __attribute__((target("avx2,fma")))
 static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
                                     ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
-                                    int accumulate, const double* bias)
+                                    const double* addend, ptrdiff_t ld_addend, const double* bias)
 {
     for (ptrdiff_t n0 = 0; n0 < N; n0 += LF_NR) {
         const double* panel = Bp + (n0 / LF_NR) * K * LF_NR;
@@ -397,6 +409,13 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
                 c40 = c41 = _mm256_set1_pd(b[4]); c50 = c51 = _mm256_set1_pd(b[5]);
             }
             const double* a = A + m0;
+            if (addend != NULL && addend != C)
+                /* a cold source (the step's input projection): start its tile's lines now */
+                for (ptrdiff_t j = 0; j < ncols; j++) {
+                    const double* column = addend + m0 + (n0 + j) * ld_addend;
+                    _mm_prefetch((const char*)column, _MM_HINT_T0);
+                    _mm_prefetch((const char*)(column + rows - 1), _MM_HINT_T0);
+                }
             if (rows == 8) {
                 for (ptrdiff_t k = 0; k < K; k++) {
                     __m256d a0 = _mm256_loadu_pd(a + k * lda), a1 = _mm256_loadu_pd(a + k * lda + 4);
@@ -415,9 +434,10 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
             __m256d acc[LF_NR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
             for (ptrdiff_t j = 0; j < ncols; j++) {
                 double* c = C + m0 + (n0 + j) * ldc;
-                if (rows == 8 && accumulate) {
-                    _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(c), acc[j][0]));
-                    _mm256_storeu_pd(c + 4, _mm256_add_pd(_mm256_loadu_pd(c + 4), acc[j][1]));
+                const double* add = addend != NULL ? addend + m0 + (n0 + j) * ld_addend : NULL;
+                if (rows == 8 && add != NULL) {
+                    _mm256_storeu_pd(c, _mm256_add_pd(_mm256_loadu_pd(add), acc[j][0]));
+                    _mm256_storeu_pd(c + 4, _mm256_add_pd(_mm256_loadu_pd(add + 4), acc[j][1]));
                 } else if (rows == 8) {
                     _mm256_storeu_pd(c, acc[j][0]);
                     _mm256_storeu_pd(c + 4, acc[j][1]);
@@ -425,7 +445,7 @@ static void lf_gemm_packed_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
                     double tmp[8];
                     _mm256_storeu_pd(tmp, acc[j][0]);
                     _mm256_storeu_pd(tmp + 4, acc[j][1]);
-                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = accumulate ? c[r] + tmp[r] : tmp[r];
+                    for (ptrdiff_t r = 0; r < rows; r++) c[r] = add != NULL ? add[r] + tmp[r] : tmp[r];
                 }
             }
         }
@@ -440,31 +460,31 @@ static int lf_packed_gemm_available = 0;
  * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly). */
 static inline void lf_gemm_packed_f32(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                       ptrdiff_t lda, const float* Bp, float* C, ptrdiff_t ldc,
-                                      int accumulate, const float* bias)
+                                      const float* addend, ptrdiff_t ld_addend, const float* bias)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
+        lf_gemm_rows_f32_avx2(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias);
     else
-        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
+        lf_gemm_packed_f32_avx2(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias);
 #else
-    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
-    (void)bias;
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)addend;
+    (void)ld_addend; (void)bias;
 #endif
 }
 
 static inline void lf_gemm_packed_f64(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
                                       ptrdiff_t lda, const double* Bp, double* C, ptrdiff_t ldc,
-                                      int accumulate, const double* bias)
+                                      const double* addend, ptrdiff_t ld_addend, const double* bias)
 {
 #if LF_HAVE_DISPATCH
     if (M < LF_SMALL_M)
-        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
+        lf_gemm_rows_f64_avx2(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias);
     else
-        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc, accumulate, bias);
+        lf_gemm_packed_f64_avx2(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias);
 #else
-    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)accumulate;
-    (void)bias;
+    (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)addend;
+    (void)ld_addend; (void)bias;
 #endif
 }
 
