@@ -157,6 +157,11 @@ cdef inline Py_ssize_t _packed_len(Py_ssize_t K, Py_ssize_t N, Py_ssize_t rows) 
     return _packed_size(K, N)
 
 
+cdef inline Py_ssize_t _a_pack_len(Py_ssize_t M, Py_ssize_t K) noexcept nogil:
+    """Elements of A [M, K] packed by the kernel (LF_A_PACK_LEN: blocks of 16 rows)."""
+    return _mul(_mul((M + 15) // 16, 16), K)
+
+
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
     each cut into up to LF_TEAM_MAX thread slices, in either packed layout (every slice padded
@@ -183,6 +188,8 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     if dims.time_steps > 1:
         total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
         total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
+        # each thread's copy of the step's h packed for the kernel (lf_gemm_packed_*'s a_pack)
+        total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
     return total
 
 
@@ -200,6 +207,8 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
     total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
     total = _add(total, _mul(3, h))
+    # each thread's copy of the step's deltas packed for the kernel (lf_gemm_packed_*'s a_pack)
+    total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
     return total
 
 
@@ -211,10 +220,13 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
 cdef int _use_packed_gemm = 1
 
 
-# Above this minibatch OpenBLAS's own packing is amortised over enough rows and its kernel
-# (multithreaded, too) is the faster one: measured at (T, mb, nIn, h) = (100, 128, 512, 1024),
-# float32, 1 thread, forward 3.12 s packed vs 2.61 s OpenBLAS; at mb 16-64 packed was faster.
-cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 64
+# Up to this minibatch the packed kernel (with h_prev / the deltas packed too, lf_gemm_packed_*'s
+# a_pack) beats OpenBLAS, which re-packs the recurrent weights at every step. Forward, process
+# time, median of 3 alternating runs: float32 1 thread (50, 128, 512, 1024) 1229 -> 1102 ms,
+# 2 threads 1427 -> 1197 ms; (30, 256, 256, 512) 374 -> 318 ms; float64 (30, 128, 256, 512)
+# 377 -> 330 ms, (30, 256, 256, 512) 692 -> 687 ms. Before A was packed, mb 128 was slower
+# packed (3.12 vs 2.61 s at (100, 128, 512, 1024)) and the limit was 64.
+cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 256
 
 
 # With the packed kernel on, each step computes its own input product x_s W (W packed too) when
@@ -236,15 +248,16 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                     const floating* a, Py_ssize_t lda,
                                     const floating* packed_b, const floating* b, Py_ssize_t ldb,
                                     char transb, const floating* addend, Py_ssize_t ld_addend,
-                                    floating* c, Py_ssize_t ldc) noexcept nogil:
+                                    floating* c, Py_ssize_t ldc, floating* a_pack) noexcept nogil:
     """C[M, N] = addend + A[M, K] op(B) (addend NULL: none; c: accumulate): with the packed
     weights when they were packed (the addend read in the kernel's final pass, so that a step's
-    input projection is not first copied into C), else BLAS."""
+    input projection is not first copied into C; A copied into a_pack [_a_pack_len(M, K)]
+    first), else BLAS."""
     if packed_b != NULL:
         if floating is float:
-            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL)
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack)
         else:
-            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL)
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack)
         return
     if addend != NULL and addend != c:
         _copy_block(addend, ld_addend, c, ldc, M, N)
@@ -258,9 +271,9 @@ cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const 
     """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
     input.mmul(inputWeights).addiRowVector(biases)) when it is done per step."""
     if floating is float:
-        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias)
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL)
     else:
-        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias)
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -699,6 +712,7 @@ ctypedef struct _forward_job:
     const void* recurrent_weights
     Py_ssize_t ld_recurrent_weights
     const void* packed
+    void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
     const void* packed_input_weights   # W packed like RW (then each step does its own x W)
     void* output
     lstm_strides output_strides
@@ -731,6 +745,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef floating* projection = <floating*>job.projection
     cdef const floating* recurrent_weights = <const floating*>job.recurrent_weights
     cdef const floating* packed = <const floating*>job.packed
+    # this thread's room for the packed h_prev
+    cdef floating* a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, h)
     # bias_block: [mb, 4h] for the element-wise code, or with W packed the [4h] vector that
     # each step's input product adds
     cdef const floating* bias_block = <const floating*>job.bias_block
@@ -799,10 +815,11 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             if packed_w != NULL:
                 _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
                 _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                                   z_step, mb, z_step, mb)
+                                   z_step, mb, z_step, mb, a_pack)
             else:
                 _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                                   projection + mb * (s - job.s0), ld_projection, z_step, mb)
+                                   projection + mb * (s - job.s0), ld_projection, z_step, mb,
+                                   a_pack)
         else:
             for g in range(4):
                 z_block = z_step + g * n + off
@@ -819,7 +836,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 _recurrent_product(mb, width, h, h_prev, mb,
                                    packed + slice_base + g * slice_stride,
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
-                                   projection_block, ld_addend, z_block, mb)
+                                   projection_block, ld_addend, z_block, mb, a_pack)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
                        cell_bias, peep_units, c_prev + off, h_cur + off, c_cur + off,
                        mask_col)
@@ -913,10 +930,12 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* peep_block = bias_block + 4 * n             # wFF, wOO, wGG as [mb, 3h]
     cdef floating* packed_rw = NULL
     cdef floating* packed_w = NULL
+    cdef floating* a_pack = NULL
     cdef int nthreads = 1, tid, g
     cdef Py_ssize_t u0, u1
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
+        a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
         if mb * n_in * <Py_ssize_t>sizeof(floating) <= INPUT_PRODUCT_MAX_BYTES:
             packed_w = packed_rw + _packed_slices_size(h, G, 4)
         nthreads = lf_team_acquire(_team_size(dims, T, True))
@@ -1017,6 +1036,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.recurrent_weights = recurrent_weights
     job.ld_recurrent_weights = ld_recurrent_weights
     job.packed = packed_rw
+    job.a_pack = a_pack
     job.packed_input_weights = packed_w
     job.output = output
     job.output_strides = output_strides
@@ -1112,6 +1132,7 @@ ctypedef struct _backward_job:
     void* sum_g
     const void* rw_t
     const void* packed
+    void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
     bint has_grad_last_c
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
@@ -1174,6 +1195,8 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* peep_block = <const floating*>job.peep_block
     cdef const floating* rw_t = <const floating*>job.rw_t
     cdef const floating* packed = <const floating*>job.packed
+    # this thread's room for the packed deltas of the next processed step
+    cdef floating* a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, G)
     cdef floating* swap
     cdef floating* delta_step
     cdef const floating* delta_next
@@ -1196,7 +1219,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                       nabla_out, u0, u1)
         if delta_next != NULL:
             _recurrent_product(mb, width, G, delta_next, mb, packed, rw_t + u0 * G, G, c'N',
-                               nabla_out + off, mb, nabla_out + off, mb)
+                               nabla_out + off, mb, nabla_out + off, mb, a_pack)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         a_next = NULL
         delta_next_units = NULL
@@ -1338,6 +1361,7 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* sum_f = rw_t + G * h + _packed_slices_size(G, h, 1)
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
+    cdef floating* a_pack = sum_g + h                      # LF_TEAM_MAX x _a_pack_len(mb, 4h)
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1, tid
@@ -1403,6 +1427,7 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.sum_g = sum_g
     job.rw_t = rw_t
     job.packed = packed_rw_t
+    job.a_pack = a_pack
     job.has_grad_last_c = grad_last_c != NULL
     job.xh = xh
     job.ld_xh = ld_xh
@@ -1471,7 +1496,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                                    NULL if packed_rw_t == NULL
                                    else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
                                    rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
-                                   nabla_out + u0 * mb, mb)
+                                   nabla_out + u0 * mb, mb, a_pack)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1828,6 +1853,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
     cdef cnp.ndarray b = np.asfortranarray(np.random.default_rng(1).standard_normal((K, N)), dtype=dtype)
     cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
     cdef cnp.ndarray packed = np.zeros(_packed_len(K, N, M), dtype=dtype)
+    cdef cnp.ndarray a_pack = np.zeros(_a_pack_len(M, K), dtype=dtype)
     cdef Py_ssize_t r
     cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
     start = time.perf_counter()
@@ -1839,7 +1865,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
                                    <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
-                                   <float*>cnp.PyArray_DATA(c), M)
+                                   <float*>cnp.PyArray_DATA(c), M, <float*>cnp.PyArray_DATA(a_pack))
     else:
         with nogil:
             if use_packed:
@@ -1848,7 +1874,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
                                    <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,
-                                   <double*>cnp.PyArray_DATA(c), M)
+                                   <double*>cnp.PyArray_DATA(c), M, <double*>cnp.PyArray_DATA(a_pack))
     return (time.perf_counter() - start) / repeats
 
 

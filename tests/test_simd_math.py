@@ -73,7 +73,7 @@ def _run(problem, epsilon):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("minibatch", [1, 3, 16, 19, 40])
+@pytest.mark.parametrize("minibatch", [1, 3, 16, 19, 40, 70, 130])
 def test_packed_recurrent_gemm_matches_blas(dtype, minibatch):
     """The packed AVX2 kernel and OpenBLAS give the same passes to rounding, for minibatch
     sizes that exercise full and partial row blocks."""

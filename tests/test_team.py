@@ -71,6 +71,7 @@ CASES = [
     (9, 17, 5, 50, 8, True, False, True, 4),      # 8 threads of 6-7 units, tBPTT 4
     (4, 20, 6, 13, 2, True, True, False, 1),      # mb > 16 (two row blocks), one tBPTT step
     (7, 5, 2, 24, 4, False, True, True, None),    # whole panels (6 units each)
+    (5, 70, 9, 11, 2, True, True, True, None),    # mb > 64: packed h / deltas, partial row block
 ]
 
 
@@ -107,6 +108,29 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
     for name, value in many.items():
         assert _scaled_error(value, expected[name]) < tol_ref, (name, threads)
         assert _scaled_error(value, one[name]) < tol_threads, (name, threads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_projection_in_chunks_matches_reference(small_team_limits, dtype, threads):
+    """Input projection by chunks of 2 steps (the last one shorter): each step's recurrent
+    product adds its rows of the chunk's projection in place (the kernel's addend, with the
+    chunk's leading dimension), across chunk boundaries, at 1 and 3 threads."""
+    T, mb, n_in, h = 7, 21, 6, 10
+    previous_bytes = kernels._set_input_product_max_bytes(0)
+    previous_chunk = kernels._set_projection_chunk_elements(2 * (n_in + 4 * h + 1) * mb)
+    try:
+        problem = _problem(np.random.default_rng(11), T, mb, n_in, h, dtype, True, True)
+        got = _run(problem, True, True, None, threads)
+    finally:
+        kernels._set_projection_chunk_elements(previous_chunk)
+        kernels._set_input_product_max_bytes(previous_bytes)
+    x, W, RW, b, h0, c0, eps, mask = problem
+    ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=True, mask=mask)
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    assert _scaled_error(got["output"], ref.output) < tol
+    assert _scaled_error(got["inference_output"], ref.output) < tol
+    assert _scaled_error(got["grad_RW"], ref_backward(ref, eps).recurrent_weights) < tol
 
 
 def test_default_limits_use_the_team_at_a_medium_shape():
