@@ -33,10 +33,12 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_pack_b_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
     void lf_gemm_packed_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                             const float* Bp, float* C, Py_ssize_t ldc, const float* addend,
-                            Py_ssize_t ld_addend, const float* bias, float* a_pack)
+                            Py_ssize_t ld_addend, const float* bias, float* a_pack,
+                            int a_packed)
     void lf_gemm_packed_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t lda,
                             const double* Bp, double* C, Py_ssize_t ldc, const double* addend,
-                            Py_ssize_t ld_addend, const double* bias, double* a_pack)
+                            Py_ssize_t ld_addend, const double* bias, double* a_pack,
+                            int a_packed)
 
 # DL4J's constants (ActivationLReLU default alpha, ActivationSELU, ActivationRationalTanh).
 cdef extern from *:

@@ -248,16 +248,19 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                     const floating* a, Py_ssize_t lda,
                                     const floating* packed_b, const floating* b, Py_ssize_t ldb,
                                     char transb, const floating* addend, Py_ssize_t ld_addend,
-                                    floating* c, Py_ssize_t ldc, floating* a_pack) noexcept nogil:
+                                    floating* c, Py_ssize_t ldc, floating* a_pack,
+                                    bint a_packed) noexcept nogil:
     """C[M, N] = addend + A[M, K] op(B) (addend NULL: none; c: accumulate): with the packed
     weights when they were packed (the addend read in the kernel's final pass, so that a step's
     input projection is not first copied into C; A copied into a_pack [_a_pack_len(M, K)]
-    first), else BLAS."""
+    first, unless a_packed: the previous call packed this A there), else BLAS."""
     if packed_b != NULL:
         if floating is float:
-            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack)
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack,
+                               a_packed)
         else:
-            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack)
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack,
+                               a_packed)
         return
     if addend != NULL and addend != c:
         _copy_block(addend, ld_addend, c, ldc, M, N)
@@ -271,9 +274,9 @@ cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const 
     """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
     input.mmul(inputWeights).addiRowVector(biases)) when it is done per step."""
     if floating is float:
-        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL)
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL, 0)
     else:
-        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL)
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL, 0)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -815,11 +818,11 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             if packed_w != NULL:
                 _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
                 _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                                   z_step, mb, z_step, mb, a_pack)
+                                   z_step, mb, z_step, mb, a_pack, False)
             else:
                 _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
                                    projection + mb * (s - job.s0), ld_projection, z_step, mb,
-                                   a_pack)
+                                   a_pack, False)
         else:
             for g in range(4):
                 z_block = z_step + g * n + off
@@ -836,7 +839,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 _recurrent_product(mb, width, h, h_prev, mb,
                                    packed + slice_base + g * slice_stride,
                                    recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
-                                   projection_block, ld_addend, z_block, mb, a_pack)
+                                   projection_block, ld_addend, z_block, mb, a_pack, g > 0)
         _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
                        cell_bias, peep_units, c_prev + off, h_cur + off, c_cur + off,
                        mask_col)
@@ -1219,7 +1222,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                       nabla_out, u0, u1)
         if delta_next != NULL:
             _recurrent_product(mb, width, G, delta_next, mb, packed, rw_t + u0 * G, G, c'N',
-                               nabla_out + off, mb, nabla_out + off, mb, a_pack)
+                               nabla_out + off, mb, nabla_out + off, mb, a_pack, False)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         a_next = NULL
         delta_next_units = NULL
@@ -1496,7 +1499,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                                    NULL if packed_rw_t == NULL
                                    else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
                                    rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
-                                   nabla_out + u0 * mb, mb, a_pack)
+                                   nabla_out + u0 * mb, mb, a_pack, False)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1865,7 +1868,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
                                    <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
-                                   <float*>cnp.PyArray_DATA(c), M, <float*>cnp.PyArray_DATA(a_pack))
+                                   <float*>cnp.PyArray_DATA(c), M, <float*>cnp.PyArray_DATA(a_pack), False)
     else:
         with nogil:
             if use_packed:
@@ -1874,7 +1877,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
                                    <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,
-                                   <double*>cnp.PyArray_DATA(c), M, <double*>cnp.PyArray_DATA(a_pack))
+                                   <double*>cnp.PyArray_DATA(c), M, <double*>cnp.PyArray_DATA(a_pack), False)
     return (time.perf_counter() - start) / repeats
 
 
