@@ -748,8 +748,10 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef floating* projection = <floating*>job.projection
     cdef const floating* recurrent_weights = <const floating*>job.recurrent_weights
     cdef const floating* packed = <const floating*>job.packed
-    # this thread's room for the packed h_prev
-    cdef floating* a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, h)
+    # this thread's room for the packed h_prev (none without the packed kernel)
+    cdef floating* a_pack = NULL
+    if job.a_pack != NULL:
+        a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, h)
     # bias_block: [mb, 4h] for the element-wise code, or with W packed the [4h] vector that
     # each step's input product adds
     cdef const floating* bias_block = <const floating*>job.bias_block
@@ -1199,7 +1201,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* rw_t = <const floating*>job.rw_t
     cdef const floating* packed = <const floating*>job.packed
     # this thread's room for the packed deltas of the next processed step
-    cdef floating* a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, G)
+    cdef floating* a_pack = NULL
+    if job.a_pack != NULL:
+        a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, G)
     cdef floating* swap
     cdef floating* delta_step
     cdef const floating* delta_next
