@@ -158,8 +158,17 @@ cdef inline Py_ssize_t _packed_len(Py_ssize_t K, Py_ssize_t N, Py_ssize_t rows) 
 
 
 cdef inline Py_ssize_t _a_pack_len(Py_ssize_t M, Py_ssize_t K) noexcept nogil:
-    """Elements of A [M, K] packed by the kernel (LF_A_PACK_LEN: blocks of 16 rows)."""
+    """Elements of A [M, K] packed by the kernel: LF_A_PACK_LEN (blocks of 16 rows), with
+    overflow checks."""
     return _mul(_mul((M + 15) // 16, 16), K)
+
+
+cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
+    """Whether a pass at this minibatch may pack A for the kernel (the panel kernel's range:
+    the row kernel below LF_SMALL_M reads A in place, OpenBLAS above PACKED_GEMM_MAX_MINIBATCH);
+    the work spaces reserve the room only then. Constant for a process (not _use_packed_gemm,
+    which may change between sizing a work space and using it)."""
+    return LF_SMALL_M <= mb <= PACKED_GEMM_MAX_MINIBATCH
 
 
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
@@ -189,7 +198,8 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
         total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
         total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
         # each thread's copy of the step's h packed for the kernel (lf_gemm_packed_*'s a_pack)
-        total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
+        if _a_pack_used(mb):
+            total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
     return total
 
 
@@ -208,7 +218,8 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
     total = _add(total, _mul(3, h))
     # each thread's copy of the step's deltas packed for the kernel (lf_gemm_packed_*'s a_pack)
-    total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
+    if _a_pack_used(mb):
+        total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
     return total
 
 
@@ -940,7 +951,8 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef Py_ssize_t u0, u1
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
-        a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
+        if _a_pack_used(mb):
+            a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
         if mb * n_in * <Py_ssize_t>sizeof(floating) <= INPUT_PRODUCT_MAX_BYTES:
             packed_w = packed_rw + _packed_slices_size(h, G, 4)
         nthreads = lf_team_acquire(_team_size(dims, T, True))
@@ -1368,7 +1380,8 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* sum_f = rw_t + G * h + _packed_slices_size(G, h, 1)
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
-    cdef floating* a_pack = sum_g + h                      # LF_TEAM_MAX x _a_pack_len(mb, 4h)
+    # LF_TEAM_MAX x _a_pack_len(mb, 4h), when the minibatch is in the panel kernel's range
+    cdef floating* a_pack = sum_g + h if _a_pack_used(mb) else NULL
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1, tid
@@ -1503,7 +1516,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                                    NULL if packed_rw_t == NULL
                                    else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
                                    rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
-                                   nabla_out + u0 * mb, mb, a_pack, False)
+                                   nabla_out + u0 * mb, mb, a_pack, tid > 0)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1731,7 +1744,7 @@ def set_num_threads(int threads):
 
     Each time step's recurrent product and element-wise code are split across the threads by
     hidden units. A pass uses fewer threads when its steps are too small to gain (under 24 units
-    or about 65k multiply-adds per thread and step), when the minibatch is above 64 (OpenBLAS,
+    or about 65k multiply-adds per thread and step), when the minibatch is above 256 (OpenBLAS,
     threaded by its own settings, then does the per-step products), and runs alone when another
     pass holds the team. The GEMMs outside the time loop use OpenBLAS's threads (threadpoolctl).
     """
@@ -1756,7 +1769,9 @@ def _set_input_product_max_bytes(Py_ssize_t max_bytes):
 
 def _set_projection_chunk_elements(Py_ssize_t elements):
     """Set the elements per input-projection chunk (PROJECTION_CHUNK_ELEMENTS); returns the
-    previous value. For tests (passes of several chunks) and measurements."""
+    previous value. For tests (passes of several chunks) and measurements only: the forward
+    work space size depends on it, so a work space sized before a larger setting is too small
+    for calls after it (the Python API sizes its work spaces per call)."""
     global PROJECTION_CHUNK_ELEMENTS
     if elements < 1:
         raise ValueError(f"elements must be >= 1, got {elements}")

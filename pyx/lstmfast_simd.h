@@ -221,8 +221,9 @@ static lf_array_f32 lf_exp_array_f32 = lf_exp_array_f32_portable;
  * done per step (then with the bias, so that no pass over C adds it):
  * B (the recurrent weights) is packed once per pass into panels of LF_NR columns, so that each step
  * streams it without BLAS re-packing it (for h = 512 that re-packing alone moved 4 MB per step).
- * A is read in place (rows contiguous). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in
- * 12 AVX2 accumulators, fused multiply-add; partial row blocks use masked loads and stores.
+ * A is read in place (rows contiguous) or first copied into row blocks (a_pack, see
+ * LF_DEFINE_GEMM_PACKED). Micro-kernel: 16 (float) / 8 (double) rows x 6 columns in 12 AVX2
+ * accumulators, fused multiply-add; partial row blocks use masked loads and a scalar store loop.
  */
 #define LF_NR 6
 
@@ -327,7 +328,7 @@ LF_DEFINE_GEMM_ROWS(lf_gemm_rows_f64_avx2, double, __m256d, 4, _mm256_setzero_pd
       b_ = BCAST((bp) + 5); c50 = FMADD(a0, b_, c50); c51 = FMADD(a1, b_, c51); }
 
 /* A's rows m0 .. m0+16-1 start at A + (m0 / 16) * a_block, element (r, k) of them at r + k * lda:
- * a_block 16 for column-major A, 16 * K with lda 16 for A packed by lf_pack_a */
+ * a_block 16 for column-major A, 16 * K with lda 16 for A packed by LF_DEFINE_GEMM_PACKED */
 __attribute__((target("avx2,fma")))
 static void lf_gemm_panels_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float* A,
                                     ptrdiff_t lda, ptrdiff_t a_block, const float* Bp,
@@ -393,7 +394,7 @@ static void lf_gemm_panels_f32_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 }
 
 /* A's rows m0 .. m0+8-1 start at A + (m0 / 8) * a_block, element (r, k) of them at r + k * lda:
- * a_block 8 for column-major A, 8 * K with lda 8 for A packed by lf_pack_a */
+ * a_block 8 for column-major A, 8 * K with lda 8 for A packed by LF_DEFINE_GEMM_PACKED */
 __attribute__((target("avx2,fma")))
 static void lf_gemm_panels_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double* A,
                                     ptrdiff_t lda, ptrdiff_t a_block, const double* Bp,

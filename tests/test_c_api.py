@@ -255,6 +255,30 @@ def test_forward_backward_float64_matches_python_api(ds, name):
     np.testing.assert_array_equal(again.input_weights, grads.input_weights)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_team_of_eight_stays_inside_the_sized_work_spaces(ds, dtype):
+    """Eight threads at minibatch 70 through the C API: every thread's region of the work
+    spaces (its packed weights and its packed copy of h_prev / the deltas; the last thread's
+    regions end the reservation) stays inside what the sizing functions gave, and the results
+    match the Python API."""
+    previous_limits = lstmfast.functional._kernels._set_team_limits(1, 0)
+    previous_threads = lstmfast.set_num_threads(8)
+    try:
+        kernel, shape = _split_options(dict(minibatch=70, n_in=9, hidden=50, time_steps=5,
+                                             mask="edges"))
+        case = make_case(7, dtype, **shape)
+        result = _c_api(ds, case, kernel, True, guard=16)
+        fwd, grads = _python_api(case, kernel, True)
+    finally:
+        lstmfast.set_num_threads(previous_threads)
+        lstmfast.functional._kernels._set_team_limits(*previous_limits)
+    assert result["guard_intact"], "a thread wrote past the size the sizing functions gave"
+    if dtype == np.float32:
+        _compare(result, fwd, grads, RTOL32, 1e-6)
+    else:
+        _compare(result, fwd, grads, RTOL64, RTOL64)
+
+
 @pytest.mark.parametrize("name", ["peephole", "plain", "masked-backwards-plain", "strided",
                                   "tbptt", "hardsigmoid-softsign", "only-c0"])
 def test_forward_backward_float32_through_the_same_fused_functions(ds, name):
