@@ -158,8 +158,8 @@ cdef inline Py_ssize_t _packed_len(Py_ssize_t K, Py_ssize_t N, Py_ssize_t rows) 
 
 
 cdef inline Py_ssize_t _a_pack_len(Py_ssize_t M, Py_ssize_t K) noexcept nogil:
-    """Elements of A [M, K] packed by the kernel: LF_A_PACK_LEN (blocks of 16 rows), with
-    overflow checks."""
+    """Elements of A [M, K] packed by the kernel (lf_gemm_packed_*'s a_pack): blocks of 16 rows
+    (float; double uses 8-row blocks, so this is an upper bound), K columns each."""
     return _mul(_mul((M + 15) // 16, 16), K)
 
 
@@ -830,12 +830,13 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         if nthreads == 1:
             if packed_w != NULL:
                 _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
-                _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                                   z_step, mb, z_step, mb, a_pack, False)
+                projection_block = z_step
+                ld_addend = mb
             else:
-                _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                                   projection + mb * (s - job.s0), ld_projection, z_step, mb,
-                                   a_pack, False)
+                projection_block = projection + mb * (s - job.s0)
+                ld_addend = ld_projection
+            _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
+                               projection_block, ld_addend, z_step, mb, a_pack, False)
         else:
             for g in range(4):
                 z_block = z_step + g * n + off

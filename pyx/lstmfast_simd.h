@@ -462,10 +462,11 @@ static void lf_gemm_panels_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 /* Every 6-column panel of B is swept against all M rows of A, a column of 16 floats / 8 doubles
  * per k. In place, those columns are lda apart: at minibatch 128 (float) or 64 (double) that is
  * 512 bytes, so one micro-kernel's column of A falls into 8 of L1's 64 sets and evicts the B
- * panel it works on. With a_pack (LF_A_PACK_LEN(M, K) elements, NULL: A in place) A is first
- * copied into blocks of 16 / 8 rows, each one run of K columns (a_packed != 0: a_pack holds
- * this A packed already, by the previous call on other columns); measured at 128 x 4096 x 1024
- * float, one thread: 70 -> 92 GFLOP/s (blocking K instead, with A in place, gave nothing). */
+ * panel it works on. With a_pack (ceil(M / 16) * 16 * K elements, kernels.pyx's _a_pack_len;
+ * NULL: A in place) A is first copied into blocks of 16 / 8 rows, each one run of K columns
+ * (a_packed != 0: a_pack holds this A packed already, by the previous call on other columns);
+ * measured at 128 x 4096 x 1024 float, one thread: 70 -> 92 GFLOP/s (blocking K instead, with
+ * A in place, gave nothing). */
 #define LF_DEFINE_GEMM_PACKED(NAME, PANELS, T, MR)                                                \
     __attribute__((target("avx2,fma")))                                                          \
     static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T* A, ptrdiff_t lda,            \
@@ -489,9 +490,6 @@ static void lf_gemm_panels_f64_avx2(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const
 LF_DEFINE_GEMM_PACKED(lf_gemm_packed_f32_avx2, lf_gemm_panels_f32_avx2, float, 16)
 LF_DEFINE_GEMM_PACKED(lf_gemm_packed_f64_avx2, lf_gemm_panels_f64_avx2, double, 8)
 #endif
-
-/* Room for A [M, K] packed in blocks of 16 (float) / 8 (double) rows: the a_pack argument. */
-#define LF_A_PACK_LEN(M, K) ((((M) + 15) / 16) * 16 * (K))
 
 /* 1 when the packed AVX2 recurrent GEMM may be used (set by lf_select_variant). */
 static int lf_packed_gemm_available = 0;
