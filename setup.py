@@ -57,8 +57,8 @@ extensions = [
     Extension(
         "lstmfast.kernels",
         ["pyx/kernels.pyx"],
-        depends=["pyx/lstmfast_simd.h", "pyx/lstmfast_team.h", "lstmfast/kernels.pxd", "lstmfast/_blas.pxd",
-                 "lstmfast/_activations.pxd"],
+        depends=["pyx/lstmfast_simd.h", "pyx/lstmfast_cells.h", "pyx/lstmfast_team.h",
+                 "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd"],
         include_dirs=[numpy.get_include(), "pyx"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],

@@ -66,6 +66,26 @@ cdef extern from "lstmfast_team.h" nogil:
     void lf_barrier_wait(lf_barrier* b, int nthreads)
     int lf_blas_threads_init(const void* blas_function)
 
+# The element-wise code of a step in one pass for tanh / sigmoid (pyx/lstmfast_cells.h)
+cdef extern from "lstmfast_cells.h" nogil:
+    void lf_forward_cells_f32(Py_ssize_t n, Py_ssize_t stride, float* z, float* a, float* mca,
+                              const float* bias, const float* peep, const float* c_prev,
+                              float* h_cur, float* c_cur)
+    void lf_forward_cells_f64(Py_ssize_t n, Py_ssize_t stride, double* z, double* a, double* mca,
+                              const double* bias, const double* peep, const double* c_prev,
+                              double* h_cur, double* c_cur)
+    void lf_backward_cells_f32(Py_ssize_t n, Py_ssize_t stride, const float* a, const float* mca,
+                               const float* c_prev, const float* nabla_out, const float* a_next,
+                               const float* delta_next, const float* cell_error_next,
+                               const float* peep, const float* cell_error_extra, float* delta,
+                               float* cell_error)
+    void lf_backward_cells_f64(Py_ssize_t n, Py_ssize_t stride, const double* a, const double* mca,
+                               const double* c_prev, const double* nabla_out, const double* a_next,
+                               const double* delta_next, const double* cell_error_next,
+                               const double* peep, const double* cell_error_extra, double* delta,
+                               double* cell_error)
+    void lf_cells_select(int avx2)
+
 from scipy.linalg cimport cython_blas as _cython_blas
 # OpenBLAS's thread setters, found through the library SciPy's cython_blas calls
 _BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
@@ -73,6 +93,7 @@ _BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 
 import os as _os
 # AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
 _AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
+lf_cells_select(_AVX2_ACTIVE)
 
 # The input projection runs in chunks of time steps so that its work space stays bounded for long
 # sequences; about this many elements per chunk (at least one step).
@@ -197,9 +218,11 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     if dims.time_steps > 1:
         total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
         total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
-        # each thread's copy of the step's h packed for the kernel (lf_gemm_packed_*'s a_pack)
+        # each thread's copies of the step's h and x packed for the kernel (lf_gemm_packed_*'s
+        # a_pack; x for the per-step input product)
         if _a_pack_used(mb):
             total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
+            total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, dims.n_in)))
     return total
 
 
@@ -248,6 +271,13 @@ cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 256
 # 239 -> 259 ms float64 (128 KB per step: the step's input no longer stays in L1/L2 while the
 # kernel sweeps W's panels).
 cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 65536
+# The same limit for a pass split across the thread team, where the chunk's GEMM also costs a
+# barrier (every thread waits for all rows) and has each thread re-pack all of W; the step's x is
+# packed for the kernel (x_pack), so the limit is about L2 (512 KB here). Forward, 2 threads,
+# wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32 740 vs 790 ms,
+# float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64 (512 KB per step)
+# 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388 vs 354 ms.
+cdef Py_ssize_t INPUT_PRODUCT_TEAM_MAX_BYTES = 524288
 
 
 cdef inline bint _packed_gemm_on(Py_ssize_t minibatch) noexcept nogil:
@@ -281,13 +311,15 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
                                 Py_ssize_t lda, const floating* packed_b, const floating* bias,
-                                floating* c, Py_ssize_t ldc) noexcept nogil:
+                                floating* c, Py_ssize_t ldc, floating* a_pack,
+                                bint a_packed) noexcept nogil:
     """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
-    input.mmul(inputWeights).addiRowVector(biases)) when it is done per step."""
+    input.mmul(inputWeights).addiRowVector(biases)) when it is done per step. a_pack, a_packed
+    as in _recurrent_product."""
     if floating is float:
-        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL, 0)
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, a_pack, a_packed)
     else:
-        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, NULL, 0)
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, a_pack, a_packed)
 
 
 cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
@@ -324,8 +356,7 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     (no mask). All of them offset to this thread's first unit; n values per gate, gate blocks
     `stride` apart.
     """
-    cdef Py_ssize_t i, k, m, g
-    cdef floating msk
+    cdef Py_ssize_t i, g
     cdef floating* zi = z
     cdef floating* zf = z + stride
     cdef floating* zo = z + 2 * stride
@@ -336,6 +367,16 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     cdef floating* ag = a + 3 * stride
     cdef floating* zb
     cdef const floating* bb
+    if act == ACT_TANH and gate == ACT_SIGMOID:
+        # the usual activations: one pass (pyx/lstmfast_cells.h)
+        if floating is float:
+            lf_forward_cells_f32(n, stride, z, a, mca, bias_block, peep_block, c_prev, h_cur,
+                                 c_cur)
+        else:
+            lf_forward_cells_f64(n, stride, z, a, mca, bias_block, peep_block, c_prev, h_cur,
+                                 c_cur)
+        _mask_cells(n, mb, mask_col, h_cur, c_cur)
+        return
     if bias_block != NULL:
         for g in range(4):
             zb = z + g * stride
@@ -361,8 +402,16 @@ cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, 
     activate_array(act, c_cur, mca, n)      # memCellActivations (unmasked c)
     for i in range(n):
         h_cur[i] = mca[i] * ao[i]
+    _mask_cells(n, mb, mask_col, h_cur, c_cur)
+
+
+cdef inline void _mask_cells(Py_ssize_t n, Py_ssize_t mb, const floating* mask_col,
+                             floating* h_cur, floating* c_cur) noexcept nogil:
+    """The mask zeroes h and c (the seed's muliColumnVector(timeStepMaskColumn)); mask_col NULL:
+    no mask."""
+    cdef Py_ssize_t k, m
+    cdef floating msk
     if mask_col != NULL:
-        # the mask zeroes h and c (the seed's muliColumnVector(timeStepMaskColumn))
         for k in range(n // mb):
             for m in range(mb):
                 msk = mask_col[m]
@@ -391,7 +440,6 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
     step. Offsets and `stride` as in _forward_cells (scratch's blocks also `stride` apart).
     """
     cdef Py_ssize_t i, k, m
-    cdef floating msk, s_f, s_o, s_g
     cdef const floating* zi = z
     cdef const floating* zf = z + stride
     cdef const floating* zo = z + 2 * stride
@@ -410,6 +458,20 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
     cdef floating* grad_g = scratch + 3 * stride
     cdef floating* grad_i = scratch + 4 * stride
     cdef floating* cell_act = scratch + 5 * stride
+    if act == ACT_TANH and gate == ACT_SIGMOID and not masked_step:
+        # the usual activations: one pass (pyx/lstmfast_cells.h); masking and the peephole sums
+        # below as on the general path
+        if floating is float:
+            lf_backward_cells_f32(n, stride, a, mca, c_prev, nabla_out, a_next, delta_next,
+                                  cell_error_next, peep_block, cell_error_extra, delta,
+                                  cell_error)
+        else:
+            lf_backward_cells_f64(n, stride, a, mca, c_prev, nabla_out, a_next, delta_next,
+                                  cell_error_next, peep_block, cell_error_extra, delta,
+                                  cell_error)
+        _mask_and_peephole_sums(n, mb, mask_col, c_prev, c_cur, delta, stride, peep_block,
+                                sum_f, sum_o, sum_g)
+        return
     derivative_array(gate, zo, ao, grad_o, n)
     # the layer activation's derivative at the stored (masked) cell state, as the seed's
     # afn.backprop(currMemCellState, ...); where unmasked that is memCellActivations' point
@@ -451,6 +513,23 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
         dg[i] = grad_g[i] * (ai[i] * cell_error[i])
     for i in range(n):
         di[i] = grad_i[i] * (ag[i] * cell_error[i])
+    _mask_and_peephole_sums(n, mb, mask_col, c_prev, c_cur, delta, stride, peep_block,
+                            sum_f, sum_o, sum_g)
+
+
+cdef inline void _mask_and_peephole_sums(Py_ssize_t n, Py_ssize_t mb, const floating* mask_col,
+                                         const floating* c_prev, const floating* c_cur,
+                                         floating* delta, Py_ssize_t stride,
+                                         const floating* peep_block, floating* sum_f,
+                                         floating* sum_o, floating* sum_g) noexcept nogil:
+    """The end of _backward_cells: the mask on the deltas, then (with peepholes) each unit's
+    sums over the minibatch for the peephole gradients."""
+    cdef Py_ssize_t i, k, m
+    cdef floating msk, s_f, s_o, s_g
+    cdef floating* di = delta
+    cdef floating* df = delta + stride
+    cdef floating* do_ = delta + 2 * stride
+    cdef floating* dg = delta + 3 * stride
     if mask_col != NULL:
         for k in range(n // mb):
             for m in range(mb):
@@ -727,6 +806,7 @@ ctypedef struct _forward_job:
     Py_ssize_t ld_recurrent_weights
     const void* packed
     void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
+    void* x_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, n_in): the step's x packed
     const void* packed_input_weights   # W packed like RW (then each step does its own x W)
     void* output
     lstm_strides output_strides
@@ -761,8 +841,10 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef const floating* packed = <const floating*>job.packed
     # this thread's room for the packed h_prev (none without the packed kernel)
     cdef floating* a_pack = NULL
+    cdef floating* x_pack = NULL
     if job.a_pack != NULL:
         a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, h)
+        x_pack = <floating*>job.x_pack + tid * _a_pack_len(mb, n_in)
     # bias_block: [mb, 4h] for the element-wise code, or with W packed the [4h] vector that
     # each step's input product adds
     cdef const floating* bias_block = <const floating*>job.bias_block
@@ -829,7 +911,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         # in place; a copy of them into z first cost 11% of a (100, 64, 256, 256) float64 pass)
         if nthreads == 1:
             if packed_w != NULL:
-                _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb)
+                _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb,
+                               x_pack, False)
                 projection_block = z_step
                 ld_addend = mb
             else:
@@ -843,7 +926,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 if packed_w != NULL:
                     _input_product(mb, width, n_in, x_step, ld_x,
                                    packed_w + w_slice_base + g * w_slice_stride,
-                                   bias_block + g * h + u0, z_block, mb)
+                                   bias_block + g * h + u0, z_block, mb, x_pack, g > 0)
                     projection_block = z_block
                     ld_addend = mb
                 else:
@@ -948,15 +1031,18 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* packed_rw = NULL
     cdef floating* packed_w = NULL
     cdef floating* a_pack = NULL
+    cdef floating* x_pack = NULL
     cdef int nthreads = 1, tid, g
     cdef Py_ssize_t u0, u1
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
         if _a_pack_used(mb):
             a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
-        if mb * n_in * <Py_ssize_t>sizeof(floating) <= INPUT_PRODUCT_MAX_BYTES:
-            packed_w = packed_rw + _packed_slices_size(h, G, 4)
+            x_pack = a_pack + LF_TEAM_MAX * _a_pack_len(mb, h)
         nthreads = lf_team_acquire(_team_size(dims, T, True))
+        if mb * n_in * <Py_ssize_t>sizeof(floating) <= (INPUT_PRODUCT_MAX_BYTES if nthreads == 1
+                                                         else INPUT_PRODUCT_TEAM_MAX_BYTES):
+            packed_w = packed_rw + _packed_slices_size(h, G, 4)
         if nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
             if packed_w != NULL:
@@ -1055,6 +1141,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.ld_recurrent_weights = ld_recurrent_weights
     job.packed = packed_rw
     job.a_pack = a_pack
+    job.x_pack = x_pack
     job.packed_input_weights = packed_w
     job.output = output
     job.output_strides = output_strides
@@ -1757,14 +1844,17 @@ def set_num_threads(int threads):
     return previous
 
 
-def _set_input_product_max_bytes(Py_ssize_t max_bytes):
+def _set_input_product_max_bytes(limits):
     """Set the largest step input (bytes of [mb, nIn]) whose x W is computed per step with the
-    packed kernel (0: always one GEMM per chunk); returns the previous value. For tests."""
-    global INPUT_PRODUCT_MAX_BYTES
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-    previous = INPUT_PRODUCT_MAX_BYTES
-    INPUT_PRODUCT_MAX_BYTES = max_bytes
+    packed kernel (0: always one GEMM per chunk): `limits` is (one thread, thread team), or one
+    number for both. Returns the previous (one thread, thread team). For tests."""
+    global INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES
+    single, team = (limits, limits) if isinstance(limits, int) else limits
+    if single < 0 or team < 0:
+        raise ValueError(f"limits must be >= 0, got {limits}")
+    previous = (INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES)
+    INPUT_PRODUCT_MAX_BYTES = single
+    INPUT_PRODUCT_TEAM_MAX_BYTES = team
     return previous
 
 

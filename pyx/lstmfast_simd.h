@@ -30,13 +30,21 @@
 #include <stddef.h>
 #include <math.h>
 
+/* Always inlined: the loops that call them vectorise only with their bodies in place (with many
+ * call sites, as lstmfast_cells.h has, GCC's inliner otherwise leaves scalar calls). */
+#if defined(__GNUC__)
+#define LF_MATH_INLINE static inline __attribute__((always_inline))
+#else
+#define LF_MATH_INLINE static inline
+#endif
+
 /* ---------------------------------------------------------------- double */
 
 #define LF_LOG2E 1.4426950408889634074
 #define LF_LN2_HI 6.93147180369123816490e-01  /* high bits of ln 2: n * LN2_HI is exact */
 #define LF_LN2_LO 1.90821492927058770002e-10
 
-static inline double lf_exp_f64(double x)
+LF_MATH_INLINE double lf_exp_f64(double x)
 {
     const double hi = 709.782712893384, lo = -708.0;
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
@@ -68,7 +76,7 @@ static inline double lf_exp_f64(double x)
 /* expm1(u) for 0 <= u <= 40: u = n ln2 + r, |r| <= ln2/2, e^u - 1 = 2^n expm1(r) + (2^n - 1)
  * with expm1(r) a Taylor polynomial (degree 13, Estrin). n = 0 below ln2/2, so small u get the
  * polynomial alone (no cancellation); above, the two terms cancel by at most a factor ~3.4. */
-static inline double lf_expm1_pos_f64(double u)
+LF_MATH_INLINE double lf_expm1_pos_f64(double u)
 {
     const double shifter = 6755399441055744.0;
     double t = u * LF_LOG2E + shifter;
@@ -89,7 +97,7 @@ static inline double lf_expm1_pos_f64(double u)
     return scale * q + (scale - 1.0);
 }
 
-static inline double lf_tanh_f64(double x)
+LF_MATH_INLINE double lf_tanh_f64(double x)
 {
     double ax = x < 0 ? -x : x;
     double ac = ax > 20.0 ? 20.0 : ax;          /* tanh(20) rounds to 1 in double */
@@ -99,14 +107,14 @@ static inline double lf_tanh_f64(double x)
     return copysign(t, x);                      /* keeps -0 for -0; NaN stays NaN */
 }
 
-static inline double lf_sigmoid_f64(double x)
+LF_MATH_INLINE double lf_sigmoid_f64(double x)
 {
     return 1.0 / (1.0 + lf_exp_f64(-x));
 }
 
 /* ---------------------------------------------------------------- float */
 
-static inline float lf_exp_f32(float x)
+LF_MATH_INLINE float lf_exp_f32(float x)
 {
     const float hi = 88.72283f, lo = -86.0f;
     const float shifter = 12582912.0f;         /* 1.5 * 2^23 */
@@ -132,7 +140,7 @@ static inline float lf_exp_f32(float x)
 }
 
 /* expm1(u) for 0 <= u <= 20, as lf_expm1_pos_f64 (Taylor degree 8) */
-static inline float lf_expm1_pos_f32(float u)
+LF_MATH_INLINE float lf_expm1_pos_f32(float u)
 {
     const float shifter = 12582912.0f;
     float t = u * 1.44269504f + shifter;
@@ -150,7 +158,7 @@ static inline float lf_expm1_pos_f32(float u)
     return scale * q + (scale - 1.0f);
 }
 
-static inline float lf_tanh_f32(float x)
+LF_MATH_INLINE float lf_tanh_f32(float x)
 {
     float ax = x < 0 ? -x : x;
     float ac = ax > 10.0f ? 10.0f : ax;          /* tanh(10) rounds to 1 in float */
@@ -160,7 +168,7 @@ static inline float lf_tanh_f32(float x)
     return copysignf(t, x);
 }
 
-static inline float lf_sigmoid_f32(float x)
+LF_MATH_INLINE float lf_sigmoid_f32(float x)
 {
     return 1.0f / (1.0f + lf_exp_f32(-x));
 }

@@ -72,6 +72,7 @@ CASES = [
     (4, 20, 6, 13, 2, True, True, False, 1),      # mb > 16 (two row blocks), one tBPTT step
     (7, 5, 2, 24, 4, False, True, True, None),    # whole panels (6 units each)
     (5, 70, 9, 11, 2, True, True, True, None),    # mb > 64: packed h / deltas, partial row block
+    (5, 21, 40, 9, 3, False, True, True, None),   # n_in > h: each thread's packed x is larger
 ]
 
 
