@@ -27,8 +27,8 @@
 #define LF_ALWAYS_INLINE static inline
 #endif
 
-/* Forward. z holds x W + h_prev RW on entry (plus the bias when bias == NULL); on exit the
- * complete pre-activations, a the activations [i, f, o, g] and mca tanh(c) (the backward pass
+/* Forward. z holds x W + b + h_prev RW on entry; on exit the complete pre-activations (with
+ * the peephole terms), a the activations [i, f, o, g] and mca tanh(c) (the backward pass
  * needs them), c_cur and h_cur the step's state. Inference stores them too, into scratch: a loop
  * without the stores would be compiled apart, and GCC may then fuse multiplies and adds
  * differently, so that inference and training outputs would differ in the last bit.
@@ -38,29 +38,15 @@
 #define LF_DEFINE_FORWARD_BODY(NAME, T, SIGMOID, TANH)                                            \
     LF_ALWAYS_INLINE void NAME(ptrdiff_t n, T* restrict zi, T* restrict zf, T* restrict zo,       \
                                T* restrict zg, T* restrict ai, T* restrict af, T* restrict ao,    \
-                               T* restrict ag, T* restrict mca, const T* restrict bi,             \
-                               const T* restrict bf, const T* restrict bo, const T* restrict bg,  \
-                               const T* restrict pf, const T* restrict po, const T* restrict pg,  \
+                               T* restrict ag, T* restrict mca, const T* restrict pf,             \
+                               const T* restrict po, const T* restrict pg,                        \
                                const T* restrict c_prev, T* restrict h_cur, T* restrict c_cur,    \
-                               const int has_bias, const int has_peep)                            \
+                               const int has_peep)                                                \
     {                                                                                             \
-        if (has_bias || has_peep) {                                                               \
+        if (has_peep) {                                                                           \
             for (ptrdiff_t i = 0; i < n; i++) {                                                   \
-                T vi = zi[i], vf = zf[i], vo = zo[i], vg = zg[i];                                 \
-                if (has_bias) {                                                                   \
-                    vi = vi + bi[i];                                                              \
-                    vf = vf + bf[i];                                                              \
-                    vo = vo + bo[i];                                                              \
-                    vg = vg + bg[i];                                                              \
-                }                                                                                 \
-                if (has_peep) {                                                                   \
-                    vf = vf + c_prev[i] * pf[i];                                                  \
-                    vg = vg + c_prev[i] * pg[i];                                                  \
-                }                                                                                 \
-                zi[i] = vi;                                                                       \
-                zf[i] = vf;                                                                       \
-                zo[i] = vo;                                                                       \
-                zg[i] = vg;                                                                       \
+                zf[i] = zf[i] + c_prev[i] * pf[i];                                                \
+                zg[i] = zg[i] + c_prev[i] * pg[i];                                                \
             }                                                                                     \
         }                                                                                         \
         for (ptrdiff_t i = 0; i < n; i++) ai[i] = TANH(zi[i]);                                    \
@@ -83,23 +69,17 @@
 /* p + k, or NULL for a block that is absent (no arithmetic on a null pointer) */
 #define LF_AT(p, k) ((p) != NULL ? (p) + (k) : NULL)
 
-#define LF_FORWARD_CALL(BODY, B, P)                                                               \
+#define LF_FORWARD_CALL(BODY, P)                                                                  \
     BODY(n, z, z + stride, z + 2 * stride, z + 3 * stride, a, a + stride, a + 2 * stride,         \
-         a + 3 * stride, mca, bias, LF_AT(bias, stride), LF_AT(bias, 2 * stride),                 \
-         LF_AT(bias, 3 * stride), peep, LF_AT(peep, stride), LF_AT(peep, 2 * stride), c_prev,     \
-         h_cur, c_cur, B, P)
+         a + 3 * stride, mca, peep, LF_AT(peep, stride), LF_AT(peep, 2 * stride), c_prev, h_cur,  \
+         c_cur, P)
 
 #define LF_DEFINE_FORWARD(NAME, ATTR, T, BODY)                                                    \
-    ATTR static void NAME(ptrdiff_t n, ptrdiff_t stride, T* z, T* a, T* mca, const T* bias,       \
-                          const T* peep, const T* c_prev, T* h_cur, T* c_cur)                     \
+    ATTR static void NAME(ptrdiff_t n, ptrdiff_t stride, T* z, T* a, T* mca, const T* peep,       \
+                          const T* c_prev, T* h_cur, T* c_cur)                                    \
     {                                                                                             \
-        if (bias != NULL) {                                                                       \
-            if (peep != NULL) LF_FORWARD_CALL(BODY, 1, 1);                                        \
-            else LF_FORWARD_CALL(BODY, 1, 0);                                                     \
-        } else {                                                                                  \
-            if (peep != NULL) LF_FORWARD_CALL(BODY, 0, 1);                                        \
-            else LF_FORWARD_CALL(BODY, 0, 0);                                                     \
-        }                                                                                         \
+        if (peep != NULL) LF_FORWARD_CALL(BODY, 1);                                               \
+        else LF_FORWARD_CALL(BODY, 0);                                                            \
     }
 
 /* Backward, an unmasked step (a step with a mask that is not all ones takes the general path:
@@ -196,10 +176,9 @@ LF_DEFINE_BACKWARD(lf_backward_cells_f64_avx2, LF_AVX2_ATTR, double, lf_backward
 #endif
 
 typedef void (*lf_forward_cells_f32_fn)(ptrdiff_t, ptrdiff_t, float*, float*, float*,
-                                        const float*, const float*, const float*, float*, float*);
+                                        const float*, const float*, float*, float*);
 typedef void (*lf_forward_cells_f64_fn)(ptrdiff_t, ptrdiff_t, double*, double*, double*,
-                                        const double*, const double*, const double*, double*,
-                                        double*);
+                                        const double*, const double*, double*, double*);
 typedef void (*lf_backward_cells_f32_fn)(ptrdiff_t, ptrdiff_t, const float*, const float*,
                                          const float*, const float*, const float*, const float*,
                                          const float*, const float*, const float*, float*, float*);
