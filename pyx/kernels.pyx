@@ -90,6 +90,7 @@ from scipy.linalg cimport cython_blas as _cython_blas
 _BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
 
 import os as _os
+import operator
 # AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
 _AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
 lf_cells_select(_AVX2_ACTIVE)
@@ -191,6 +192,18 @@ cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
     return LF_SMALL_M <= mb <= PACKED_GEMM_MAX_MINIBATCH
 
 
+# The step's x is packed for the per-step input product (x_pack) only up to this many elements
+# of [mb, nIn]: 512 KB of float, INPUT_PRODUCT_TEAM_MAX_BYTES's default; above, the per-step
+# product is not used by default and the room (8 threads' copies) would be reserved for
+# nothing. A constant, like _a_pack_used (not the tunable limits: a work space sized under one
+# setting may be used under another); past it the per-step product reads x in place.
+cdef Py_ssize_t X_PACK_MAX_ELEMENTS = 131072
+
+
+cdef inline bint _x_pack_used(Py_ssize_t mb, Py_ssize_t n_in) noexcept nogil:
+    return _a_pack_used(mb) and mb * n_in <= X_PACK_MAX_ELEMENTS
+
+
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
     each cut into up to LF_TEAM_MAX thread slices, in either packed layout (every slice padded
@@ -210,7 +223,8 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     cdef Py_ssize_t chunk = _chunk(dims)
     cdef Py_ssize_t block = _mul(mb, h)
     # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
-    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4), peepholes (3);
+    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4: only [4h] is used
+    # now, the size kept for C callers' buffers), peepholes (3);
     # the packed recurrent and input weights (used when T > 1)
     cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
     total = _add(total, _mul(block, 4 + 9 + 7))
@@ -221,6 +235,7 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
         # a_pack; x for the per-step input product)
         if _a_pack_used(mb):
             total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
+        if _x_pack_used(mb, dims.n_in):
             total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, dims.n_in)))
     return total
 
@@ -268,7 +283,9 @@ cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 256
 # per step (50, 32, 64, 128) 7.4 -> 6.5 ms float32, 15.6 -> 14.2 ms float64; (200, 16, 128, 512)
 # 130 -> 113 ms float32; (100, 64, 256, 256) 117 -> 109 ms float32 (64 KB per step) but
 # 239 -> 259 ms float64 (128 KB per step: the step's input no longer stays in L1/L2 while the
-# kernel sweeps W's panels).
+# kernel sweeps W's panels). Those were with x read in place; with x packed (x_pack) per step
+# at 128-256 KB was still no faster at one thread: (60, 128, 512, 1024) float32 1357 vs 1351 ms,
+# float64 (100, 64, 256, 256) 226 vs 219 ms.
 cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 65536
 # The same limit for a pass split across the thread team, where the chunk's GEMM also costs a
 # barrier (every thread waits for all rows) and has each thread re-pack all of W; the step's x is
@@ -832,6 +849,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef floating* x_pack = NULL
     if job.a_pack != NULL:
         a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, h)
+    if job.x_pack != NULL:
         x_pack = <floating*>job.x_pack + tid * _a_pack_len(mb, n_in)
     # bias_block: the bias as a contiguous [4h] vector, added by each step's input product or
     # the chunk's projection (the element-wise code gets the complete x W + b + h_prev RW)
@@ -848,8 +866,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
     # each step computes its own x W into its gate pre-activations, the thread its units'
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
-    # [mb*S, 4h] = xp W here, one GEMM per thread on its share of the rows (splitting by columns
-    # would make every thread re-pack all of xp); then every thread waits for all rows.
+    # [mb*S, 4h] = 1 b^T + xp W here, one GEMM per thread on its share of the rows (splitting by
+    # columns would make every thread re-pack all of xp); then every thread waits for all rows.
     cdef Py_ssize_t rows = mb * (job.s1 - job.s0)
     cdef Py_ssize_t r0 = rows * tid // nthreads, r1 = rows * (tid + 1) // nthreads
     if packed_w == NULL:
@@ -1033,7 +1051,8 @@ cdef int _forward_impl(const lstm_dims* dims,
         packed_rw = peep_block + 3 * n
         if _a_pack_used(mb):
             a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
-            x_pack = a_pack + LF_TEAM_MAX * _a_pack_len(mb, h)
+            if _x_pack_used(mb, n_in):
+                x_pack = a_pack + LF_TEAM_MAX * _a_pack_len(mb, h)
         nthreads = lf_team_acquire(_team_size(dims, T, True))
         if mb * n_in * <Py_ssize_t>sizeof(floating) <= (INPUT_PRODUCT_MAX_BYTES if nthreads == 1
                                                          else INPUT_PRODUCT_TEAM_MAX_BYTES):
@@ -1057,8 +1076,8 @@ cdef int _forward_impl(const lstm_dims* dims,
                                       ld_input_weights, n_in, u1 - u0,
                                       packed_w + _forward_slice_offset(n_in, h, tid, g, nthreads,
                                                                        mb), mb)
-    # bias and peepholes as [mb, F] blocks; with one example the caller's contiguous vectors
-    # already are those blocks (a streaming step then copies nothing)
+    # the bias as a [4h] vector, the peepholes as [mb, 3h] blocks; with one example the caller's
+    # contiguous vectors are used in place (a streaming step then copies nothing)
     cdef Py_ssize_t j
     if mb == 1 and bias_stride == 1:
         bias_block = <floating*>bias
@@ -1335,7 +1354,8 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                         cell_error_next_units, peep_units, delta_step + off, cell_error + off,
                         <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
                         <floating*>job.sum_g + u0, scratch + off,
-                        delta + off if (job.has_grad_last_c and s == T - 1) else <floating*>NULL)
+                        (delta_ring + 4 * n * (T % 2) + off
+                         if (job.has_grad_last_c and s == T - 1) else <floating*>NULL))
         # step-stacked copy of the deltas, for the gradient GEMMs over all steps
         for g in range(4):
             _copy_block(delta_step + g * n + off, mb,
@@ -1497,14 +1517,17 @@ cdef int _backward_impl(const lstm_dims* dims,
     for k in range(3 * h):
         sum_f[k] = 0
 
+    cdef floating* last_c_grad = delta_ring + 4 * n * (T % 2)
     if grad_last_c != NULL:
-        # dL/d(last c) joins the cell error of the last step; gathered into the start of the
-        # step-stacked deltas, which are written only after the last step's cells have read it
-        _gather_state(dims, grad_last_c, grad_last_c_strides, delta)
+        # dL/d(last c) joins the cell error of the last step; gathered into the half of the
+        # delta ring that the last step does not use: the step before writes it first, after
+        # the last step's barrier. (Not the start of the step-stacked deltas: there another
+        # thread's copy of its last-step deltas could land before this thread's cells read it.)
+        _gather_state(dims, grad_last_c, grad_last_c_strides, last_c_grad)
         # last_c is the masked cell state: its gradient reaches the cell only where unmasked
         for k in range(h):
             for m in range(mb):
-                delta[m + k * mb] = delta[m + k * mb] * mp[mb * (T - 1) + m]
+                last_c_grad[m + k * mb] = last_c_grad[m + k * mb] * mp[mb * (T - 1) + m]
 
     cdef _backward_job job
     job.dims = dims
@@ -1843,7 +1866,10 @@ def _set_input_product_max_bytes(limits):
     packed kernel (0: always one GEMM per chunk): `limits` is (one thread, thread team), or one
     number for both. Returns the previous (one thread, thread team). For tests."""
     global INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES
-    single, team = (limits, limits) if isinstance(limits, int) else limits
+    try:
+        single = team = operator.index(limits)
+    except TypeError:
+        single, team = (operator.index(v) for v in limits)
     if single < 0 or team < 0:
         raise ValueError(f"limits must be >= 0, got {limits}")
     previous = (INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES)

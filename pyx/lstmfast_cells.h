@@ -1,14 +1,15 @@
 /*
- * The element-wise code of one LSTM step in one pass, for the usual activations (tanh for the
- * block input and the cell, sigmoid for the gates): kernels.pyx's _forward_cells and
- * _backward_cells call these instead of their pass-per-operation loops when the layer uses them.
+ * The element-wise code of one LSTM step for the usual activations (tanh for the block input
+ * and the cell, sigmoid for the gates): kernels.pyx's _forward_cells and _backward_cells call
+ * these instead of their pass-per-operation loops when the layer uses them.
  *
- * Why: the general path makes about a dozen passes over [mb, h] blocks per step (bias, peepholes,
- * each activation, the cell, the output; backward each derivative and delta), every pass storing
- * its result and the next one loading it again, and Cython's loops compile for baseline x86-64
- * (SSE2). Here each element's gates, cell and output (backward: its deltas and cell error) are
- * computed in registers in one loop, which GCC vectorises; the loop is compiled twice, for
- * baseline x86-64 and for AVX2+FMA, chosen at run time (lf_cells_select) as in lstmfast_simd.h.
+ * Why: the general path makes about a dozen passes over [mb, h] blocks per step (peepholes, each
+ * activation, the cell, the output; backward each derivative and delta), every pass storing its
+ * result and the next one loading it again, and Cython's loops compile for baseline x86-64
+ * (SSE2). Here the backward computes each element's deltas and cell error in registers in one
+ * loop, the forward makes one pass per activation with the arithmetic folded in; GCC vectorises
+ * the loops, and each function is compiled twice, for baseline x86-64 and for AVX2+FMA, chosen
+ * at run time (lf_cells_select) as in lstmfast_simd.h.
  *
  * The operations and their order are those of the general path, so the two agree to rounding
  * (the AVX2 build may fuse a multiply and an add into one FMA).

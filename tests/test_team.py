@@ -273,6 +273,33 @@ def test_openblas_thread_setting_is_restored(small_team_limits):
         assert scipy_blas_threads() == [2]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_team_backward_with_grad_last_c_is_deterministic(small_team_limits, threads):
+    """dL/d(last c) is staged where no thread's last-step deltas can overwrite it before every
+    thread's cells have read it (it once sat at the start of the step-stacked deltas, where
+    another thread's copy could land first: 9-133 of 300 team runs then differed)."""
+    rng = np.random.default_rng(0)
+    T, mb, n_in, h = 30, 1, 3, 48
+    x = rng.standard_normal((mb, n_in, T))
+    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4)
+    RW = np.asfortranarray(rng.standard_normal((h, 4 * h)) * 0.4)
+    b = rng.standard_normal(4 * h) * 0.3
+    eps = rng.standard_normal((mb, h, T))
+    grad_last_c = rng.standard_normal((mb, h)) * 100
+
+    def run(n):
+        lstmfast.set_num_threads(n)
+        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
+        grads = lstmfast.lstm_backward(fwd, eps, grad_last_c=grad_last_c)
+        return grads.recurrent_weights.copy(), grads.c0.copy()
+
+    expected = run(1)
+    for _ in range(150):
+        got = run(threads)
+        for a, e in zip(got, expected):
+            assert _scaled_error(a, e) < 1e-12
+
+
 SIGNAL_MASK_CHILD = r"""
 import os
 import numpy as np
@@ -294,6 +321,8 @@ for task in sorted(set(os.listdir("/proc/self/task")) - before):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+@pytest.mark.skipif(kernels.simd_variant() == "portable",
+                    reason="the team runs with the packed kernel only (AVX2+FMA)")
 def test_team_workers_block_signals():
     """Signals (Ctrl-C's SIGINT) must reach the application's threads, not the team's."""
     out = subprocess.run([sys.executable, "-c", SIGNAL_MASK_CHILD], capture_output=True,

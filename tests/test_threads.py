@@ -161,7 +161,7 @@ def test_a_pass_releases_the_gil(which):
     """While another thread is inside one long pass, this thread's Python loop keeps running:
     with the GIL held for the pass, it would stall for the pass's whole duration."""
     rng = np.random.default_rng(9)
-    minibatch, n_in, hidden, T = 16, 32, 64, 500
+    minibatch, n_in, hidden, T = 16, 32, 64, 2000
     x = rng.standard_normal((minibatch, n_in, T))
     W = np.asfortranarray(0.1 * rng.standard_normal((n_in, 4 * hidden)))
     RW = np.asfortranarray(0.1 * rng.standard_normal((hidden, 4 * hidden)))
