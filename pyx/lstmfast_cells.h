@@ -30,10 +30,10 @@
 
 /* Forward. z holds x W + b + h_prev RW on entry; on exit the complete pre-activations (with
  * the peephole terms), a the activations [i, f, o, g] and mca tanh(c) (the backward pass
- * needs them), c_cur and h_cur the step's state. Inference stores them too, into scratch: a loop
- * without the stores would be compiled apart, and GCC may then fuse multiplies and adds
- * differently, so that inference and training outputs would differ in the last bit.
- * One loop per activation: a loop evaluating all five polynomials at once runs out of vector
+ * needs them), c_cur and h_cur the step's state. Inference stores them too, into scratch, so
+ * that inference and training run the same code: a variant without the stores was compiled
+ * apart, GCC fused its multiplies and adds differently, and the two outputs differed in the
+ * last bit. One loop per activation: a loop evaluating all five polynomials at once runs out of vector
  * registers (measured 1.5x slower than these passes, which stay in L1/L2 for a step's block).
  * The flags are compile-time constants at each call below, so each combination is its own code. */
 #define LF_DEFINE_FORWARD_BODY(NAME, T, SIGMOID, TANH)                                            \
