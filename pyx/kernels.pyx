@@ -223,11 +223,10 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
     cdef Py_ssize_t chunk = _chunk(dims)
     cdef Py_ssize_t block = _mul(mb, h)
     # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
-    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), bias (4: only [4h] is used
-    # now, the size kept for C callers' buffers), peepholes (3);
-    # the packed recurrent and input weights (used when T > 1)
+    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), peepholes (3); the bias
+    # [4h]; the packed recurrent and input weights (used when T > 1)
     cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
-    total = _add(total, _mul(block, 4 + 9 + 7))
+    total = _add(total, _add(_mul(block, 4 + 9 + 3), _mul(4, h)))
     if dims.time_steps > 1:
         total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
         total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
@@ -1039,8 +1038,8 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* z_block = c_ring + 2 * n                    # [mb, 4h] (inference)
     cdef floating* a_block = z_block + 4 * n                   # [mb, 4h] (inference)
     cdef floating* mca_block = a_block + 4 * n                 # [mb, h] (inference)
-    cdef floating* bias_block = mca_block + n                  # bias as [4h] (room: [mb, 4h])
-    cdef floating* peep_block = bias_block + 4 * n             # wFF, wOO, wGG as [mb, 3h]
+    cdef floating* bias_block = mca_block + n                  # bias as [4h]
+    cdef floating* peep_block = bias_block + G                 # wFF, wOO, wGG as [mb, 3h]
     cdef floating* packed_rw = NULL
     cdef floating* packed_w = NULL
     cdef floating* a_pack = NULL
@@ -1251,7 +1250,7 @@ ctypedef struct _backward_job:
     const void* rw_t
     const void* packed
     void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
-    bint has_grad_last_c
+    const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
     Py_ssize_t ld_xh
@@ -1354,8 +1353,8 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                         cell_error_next_units, peep_units, delta_step + off, cell_error + off,
                         <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
                         <floating*>job.sum_g + u0, scratch + off,
-                        (delta_ring + 4 * n * (T % 2) + off
-                         if (job.has_grad_last_c and s == T - 1) else <floating*>NULL))
+                        (<const floating*>job.last_c_grad + off
+                         if (job.last_c_grad != NULL and s == T - 1) else <floating*>NULL))
         # step-stacked copy of the deltas, for the gradient GEMMs over all steps
         for g in range(4):
             _copy_block(delta_step + g * n + off, mb,
@@ -1517,8 +1516,9 @@ cdef int _backward_impl(const lstm_dims* dims,
     for k in range(3 * h):
         sum_f[k] = 0
 
-    cdef floating* last_c_grad = delta_ring + 4 * n * (T % 2)
+    cdef floating* last_c_grad = NULL
     if grad_last_c != NULL:
+        last_c_grad = delta_ring + 4 * n * (T % 2)
         # dL/d(last c) joins the cell error of the last step; gathered into the half of the
         # delta ring that the last step does not use: the step before writes it first, after
         # the last step's barrier. (Not the start of the step-stacked deltas: there another
@@ -1553,7 +1553,7 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.rw_t = rw_t
     job.packed = packed_rw_t
     job.a_pack = a_pack
-    job.has_grad_last_c = grad_last_c != NULL
+    job.last_c_grad = last_c_grad
     job.xh = xh
     job.ld_xh = ld_xh
     job.grad_stack = grad_stack
