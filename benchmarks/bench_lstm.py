@@ -29,8 +29,11 @@ Processes: one worker process per (threads, dtype, shape). At 1 thread it runs e
 interleaved sample by sample (side by side). At more threads each library group (lstmfast and
 graves; the raw GEMMs; PyTorch: torch, peephole) gets its own worker, because PyTorch's OpenMP
 pool and OpenBLAS's pthread pool slow each other down when both are live in one process, and an
-OpenBLAS helper thread busy-waits for ~0.1 s after each multithreaded call. lstmfast's own time-
-loop threads are set with lstmfast.set_num_threads(threads).
+OpenBLAS helper thread busy-waits for ~0.1 s after each multithreaded call. There the lstmfast
+and PyTorch workers of a shape alternate in `--rounds` rounds (default 2: lstmfast, PyTorch,
+PyTorch, lstmfast), each taking its share of the samples, which are pooled: the machine's speed
+changes over minutes, and one process each, timed apart, compared two different machines.
+lstmfast's own time-loop threads are set with lstmfast.set_num_threads(threads).
 Workers are this script re-invoked with `--worker SPEC`; they print one JSON line. BLAS threads
 are set with threadpoolctl after SciPy's OpenBLAS is loaded (threadpoolctl cannot limit a
 library that is not loaded yet; NumPy's OpenBLAS is a different copy) and checked. The workers
@@ -281,13 +284,30 @@ def _calibrate(fn, min_time):
 
 SLOW_CALL_S = 1.0        # a case whose single call takes longer gets 1 warm-up and <= 3 samples
 SLOW_CALL_SAMPLES = 3
+# When every case's call is shorter than FAST_CALL_S, the measurement takes FAST_SPLIT times as
+# many samples of 1/FAST_SPLIT the length (same time in all). Measured here: at (20, 1, 32, 32)
+# the machine's speed drifts by up to 1.5x in bursts of a few 5 ms samples; with only 7 samples
+# a case's median depends on which ones such a burst hit.
+FAST_CALL_S = 2e-3
+FAST_SPLIT = 3
+
+
+def summarize(samples, cpu, calls_per_sample):
+    """Median, extremes and quartiles of wall-time samples (seconds per call)."""
+    s = sorted(samples)
+    q1, q3 = (s[len(s) // 4], s[(3 * len(s)) // 4]) if len(s) >= 4 else (s[0], s[-1])
+    return {"median_s": statistics.median(s), "min_s": s[0], "q1_s": q1, "q3_s": q3,
+            "samples_s": list(samples), "cpu_s": list(cpu),
+            "cpu_per_wall": sum(cpu) / max(sum(samples), 1e-12),
+            "calls_per_sample": calls_per_sample}
 
 
 def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
     """Median seconds per call of each case; the cases are sampled in rotating order, one sample
     of each per round, so that they see the same machine load. `context()` (e.g.
     torch.inference_mode) is entered around everything. Cases slower than SLOW_CALL_S per call
-    are warmed up once and sampled in the first SLOW_CALL_SAMPLES rounds only (time budget)."""
+    are warmed up once and sampled in the first SLOW_CALL_SAMPLES rounds only (time budget).
+    When all cases are faster than FAST_CALL_S per call, FAST_SPLIT x repeats shorter samples."""
     names = list(cases)
     numbers, samples, cpu = {}, {n: [] for n in names}, {n: [] for n in names}
     wanted = {}
@@ -295,6 +315,7 @@ def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
     if ctx is not None:
         ctx.__enter__()
     try:
+        call_s = {}
         for name in names:
             fn = cases[name]
             t = _timed_calls(fn, 1)[0]
@@ -302,7 +323,12 @@ def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
                 if t >= SLOW_CALL_S:
                     break
                 t = _timed_calls(fn, 1)[0]
-            numbers[name] = 1 if t >= min_time else _calibrate(fn, min_time)
+            call_s[name] = t
+        if names and max(call_s.values()) < FAST_CALL_S:
+            repeats, min_time = repeats * FAST_SPLIT, min_time / FAST_SPLIT
+        for name in names:
+            t = call_s[name]
+            numbers[name] = 1 if t >= min_time else _calibrate(cases[name], min_time)
             wanted[name] = min(repeats, SLOW_CALL_SAMPLES) if t >= SLOW_CALL_S else repeats
         gc_was_enabled = gc.isenabled()
         gc.collect()
@@ -322,15 +348,7 @@ def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
     finally:
         if ctx is not None:
             ctx.__exit__(None, None, None)
-    out = {}
-    for name in names:
-        s = sorted(samples[name])
-        q1, q3 = (s[len(s) // 4], s[(3 * len(s)) // 4]) if len(s) >= 4 else (s[0], s[-1])
-        out[name] = {"median_s": statistics.median(s), "min_s": s[0], "q1_s": q1, "q3_s": q3,
-                     "samples_s": samples[name], "cpu_s": cpu[name],
-                     "cpu_per_wall": sum(cpu[name]) / max(sum(samples[name]), 1e-12),
-                     "calls_per_sample": numbers[name]}
-    return out
+    return {name: summarize(samples[name], cpu[name], numbers[name]) for name in names}
 
 
 # =============================================================================================
@@ -822,9 +840,10 @@ def run_worker(spec, attempts=3, timeout=None):
 
 def plan_jobs(args):
     """One worker per (threads, dtype, shape): at 1 thread all libraries together (sampled side by
-    side), at more threads one per library group (lstmfast, raw GEMMs, PyTorch). Every OpenBLAS job with `gemm` first measures the
-    GEMM peak too (the table uses the best over the jobs), so each job is self-contained and the
-    wait for an idle machine (--wait-idle) applies shape by shape."""
+    side); at more threads one for the raw GEMMs and, per round, one per compared library group
+    (lstmfast and graves; PyTorch), alternating. Every job with `gemm` first measures the GEMM
+    peak too (the table uses the best over the jobs), so each job is self-contained and the wait
+    for an idle machine (--wait-idle) applies shape by shape."""
     libs = args.peers
     jobs = []
     base = {"repeats": args.repeats, "warmup": args.warmup, "min_time": args.min_time,
@@ -836,16 +855,27 @@ def plan_jobs(args):
             # at more threads the raw GEMMs get a process of their own too: after a multithreaded
             # OpenBLAS call its helper thread busy-waits for ~0.1 s, taking the core that
             # lstmfast's time-loop thread (which sets OpenBLAS to one thread) needs
-            groups = [libs] if threads == 1 else [
-                [lib for lib in libs if lib in BLAS_LIBS and lib != "gemm"],
-                [lib for lib in libs if lib == "gemm"],
-                [lib for lib in libs if lib in TORCH_LIBS]]
+            if threads == 1:
+                for s in shapes:
+                    peak = ["peak"] if ("gemm" in libs and s != "stream") else []
+                    jobs.append(dict(base, threads=threads, dtype=dtype, libs=libs, shapes=peak + [s]))
+                continue
+            compared = [group for group in ([lib for lib in libs if lib in BLAS_LIBS and lib != "gemm"],
+                                            [lib for lib in libs if lib in TORCH_LIBS]) if group]
+            # the compared processes alternate in rounds (lstmfast, torch, then torch, lstmfast,
+            # ...), each round with its share of the samples: processes timed minutes apart saw
+            # the machine at different speeds (same build: 11.9 ms, then 17.2 ms per call)
+            per_round = dict(base, repeats=math.ceil(args.repeats / args.rounds),
+                             large_repeats=math.ceil(args.large_repeats / args.rounds))
             for s in shapes:
-                for group in groups:
-                    if not group:
-                        continue
-                    peak = ["peak"] if ("gemm" in group and s != "stream") else []
-                    jobs.append(dict(base, threads=threads, dtype=dtype, libs=group, shapes=peak + [s]))
+                if "gemm" in libs and s != "stream":          # streaming has no GEMM cases
+                    jobs.append(dict(base, threads=threads, dtype=dtype, libs=["gemm"],
+                                     shapes=["peak", s]))
+                for rnd in range(args.rounds):
+                    shift = rnd % len(compared) if compared else 0
+                    for group in compared[shift:] + compared[:shift]:
+                        jobs.append(dict(per_round, threads=threads, dtype=dtype, libs=group,
+                                         shapes=[s], round=rnd))
     return jobs
 
 
@@ -895,6 +925,51 @@ def machine_info():
 
 
 # ---- tables ------------------------------------------------------------------------------
+
+def merge_rounds(records):
+    """One record per (dtype, threads, shape, mode, lib): the samples of every round's worker
+    pooled (in job order, so that two libraries timed in the same jobs stay paired sample by
+    sample) and summarized again. GEMM peak measurements stay one record per job."""
+    merged, order = {}, []
+    for r in records:
+        if r["shape"] == "peak":
+            order.append(r)
+            continue
+        key = (r["dtype"], r["threads"], r["shape"], r["mode"], r["lib"])
+        if key not in merged:
+            merged[key] = []
+            order.append(key)
+        merged[key].append(r)
+    out = []
+    for item in order:
+        if isinstance(item, dict):
+            out.append(item)
+            continue
+        parts = merged[item]
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        rec = dict(parts[0])
+        rec.update(summarize([v for p in parts for v in p["samples_s"]],
+                             [v for p in parts for v in p["cpu_s"]],
+                             [p["calls_per_sample"] for p in parts]))
+        if rec.get("flops"):
+            rec["gflops"] = rec["flops"] / rec["median_s"] / 1e9
+        rec["job_pid"] = [p.get("job_pid") for p in parts]
+        rec["rounds"] = len(parts)
+        out.append(rec)
+    return out
+
+
+def paired_ratio(num, den):
+    """Median over samples of num / den when the two records were sampled side by side (same jobs,
+    same number of samples: sample i of each was taken in the same round of the same process),
+    which cancels load that changes from round to round; else the ratio of the medians."""
+    a, b = num["samples_s"], den["samples_s"]
+    if len(a) == len(b) and num.get("job_pid") == den.get("job_pid"):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return num["median_s"] / den["median_s"]
+
 
 def index_records(records):
     return {(r["dtype"], r["threads"], r["shape"], r["mode"], r["lib"]): r for r in records}
@@ -1007,7 +1082,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                             "shape": key, "dims": dims, "mode": mode,
                             "lstm_s": lf["median_s"] if lf else None,
                             "graves_s": gr["median_s"] if gr else None,
-                            "overhead": (gr["median_s"] / lf["median_s"] - 1) if (gr and lf) else None,
+                            "overhead": (paired_ratio(gr, lf) - 1) if (gr and lf) else None,
                             "peephole_s": pe["median_s"] if pe else None,
                             "peephole_ratio": (pe["median_s"] / gr["median_s"]) if (pe and gr) else None,
                             "hoisted_s": ph["median_s"] if ph else None,
@@ -1070,7 +1145,9 @@ def render_markdown(tables, baseline_tag=None):
         if tb["graves"]:
             hoisted = any(r.get("hoisted_s") for r in tb["graves"])
             out += ["GravesLSTM (peepholes) beside LSTM, and the TorchScript LSTMCell-style peephole loop"
-                    + (" (and the same loop with the input projection hoisted)" if hoisted else "") + ":", "",
+                    + (" (and the same loop with the input projection hoisted)" if hoisted else "")
+                    + ". The overhead is the median over rounds of GravesLSTM's sample over LSTM's "
+                    "sample of the same round (timed side by side in one process):", "",
                     "| shape | mode | LSTM ms | GravesLSTM ms | peephole overhead (≤10%) | TorchScript peephole ms | TorchScript/Graves (≥5) |"
                     + (" hoisted-loop ms | hoisted/Graves |" if hoisted else ""),
                     "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if hoisted else "")]
@@ -1248,6 +1325,8 @@ def write_results_md(path, tag, body):
 
 
 def describe_run(meta_list, info, args, check, command, started, elapsed):
+    rounds = getattr(args, "rounds", 1)          # runs before rounds and the split had neither
+    split = getattr(args, "fast_split", 1)
     lines = []
     lines.append(f"## Run `{args.tag}` — {started} ({elapsed / 60:.1f} min)")
     lines.append("")
@@ -1289,8 +1368,15 @@ def describe_run(meta_list, info, args, check, command, started, elapsed):
                  f"shape) after {args.warmup} warm-up call(s); a sample averages as many calls as fill "
                  f"{args.min_time * 1e3:.0f} ms. lstmfast x/epsilon layout: `{args.x_layout}` "
                  f"({'[T, mb, F] memory viewed as [mb, F, T]' if args.x_layout == 'tmf' else 'order ' + args.x_layout}); "
-                 f"PyTorch [T, mb, F]. At 1 thread all libraries share one process, sampled side by "
-                 f"side; at more threads each library group runs in its own process per shape.")
+                 f"PyTorch [T, mb, F]. "
+                 + (f"Cases whose calls all take under {FAST_CALL_S * 1e3:g} ms get {split}x the "
+                    f"samples of 1/{split} the length. " if split > 1 else "")
+                 + f"At 1 thread all libraries "
+                 f"share one process, sampled side by side; at more threads each library group runs "
+                 f"in its own process per shape"
+                 + (f", lstmfast's and PyTorch's alternating in {rounds} rounds with "
+                    f"{math.ceil(args.repeats / rounds)} samples each (pooled)." if rounds > 1
+                    else "."))
     loads = [v for m in meta_list for v in (m.get("loadavg_start"), m.get("loadavg_end")) if v is not None]
     if loads:
         lines.append(f"- 1-minute load average seen by the workers: {min(loads):.2f} to {max(loads):.2f} "
@@ -1345,6 +1431,10 @@ def main(argv=None):
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds per sample at least (default 0.05, quick 0.02)")
     p.add_argument("--large-repeats", type=int, default=3, help="samples for the largest shape")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="at more than 1 thread, how many times the lstmfast and PyTorch worker "
+                        "processes alternate per shape, each round taking its share of the samples "
+                        "(default 2)")
     p.add_argument("--large-dtypes", default="float32", type=lambda v: parse_list(v, ("float32", "float64")),
                    help="dtypes in which the largest shape runs (default float32; float64 adds ~8 min)")
     p.add_argument("--peak-sizes", default="1024,2048", type=lambda v: parse_list(v, None, int))
@@ -1393,6 +1483,9 @@ def main(argv=None):
                 prev = r["lib"]
         return publish(payload, args.out_dir, args.baseline, write=not args.no_write)
 
+    args.fast_split = FAST_SPLIT                 # recorded with the run's arguments
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.warmup is None:
@@ -1499,7 +1592,8 @@ def publish(payload, out_dir, baseline_path=None, write=True):
     if baseline_path:
         with open(baseline_path, encoding="utf-8") as fh:
             baseline = json.load(fh)
-    tables = build_tables(payload["records"], run_args.dtype, run_args.threads, baseline)
+    tables = build_tables(merge_rounds(payload["records"]), run_args.dtype, run_args.threads,
+                          baseline and {"records": merge_rounds(baseline["records"])})
     payload["tables"] = tables
     print(render_text(tables))
     log(f"total {payload['elapsed_s'] / 60:.1f} min")
