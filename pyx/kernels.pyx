@@ -708,6 +708,8 @@ cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, P
 
 # threads a pass may use for its time loop (set_num_threads); 1 until the module sets it below
 cdef int _team_threads = 1
+# 1: a team splits the gradient GEMMs after the backward loop by rows (see _set_gradient_split)
+cdef int _gradient_split_rows = 1
 
 # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
 # between cores) and the unit split must leave the packed product whole 6-column panels:
@@ -1255,6 +1257,7 @@ ctypedef struct _backward_job:
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
     Py_ssize_t ld_xh
     void* grad_stack               # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and bias sums stacked
+    void* grad_partials            # team: (threads - 1) more [n_in + h + 1, 4h], or NULL
     const void* input_weights
     Py_ssize_t ld_input_weights
     void* grad_input_weights
@@ -1268,19 +1271,31 @@ ctypedef struct _backward_job:
     lf_barrier barrier
 
 
-cdef void _backward_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
-                              Py_ssize_t width) noexcept nogil:
-    """dL/dW, dL/dRW[:, :4h] and the bias sums for the gate columns c0..c0+width-1, over all
-    back-propagated steps (the seed accumulates them step by step): one GEMM [xp | hs | 1]^T D,
-    as the cache keeps the three side by side (one pass over D instead of three, and the bias
-    sums are no longer a one-row GEMM); its dW and dRW rows are copied to the outputs, the bias
-    row stays in grad_stack (the caller writes it to the strided bias gradient)."""
-    cdef Py_ssize_t mb = job.dims.minibatch, end_index = job.end_index, ld_delta = job.ld_delta
+cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_t k0,
+                                    Py_ssize_t k1, Py_ssize_t c0, Py_ssize_t width,
+                                    floating* stack) noexcept nogil:
+    """[xp | hs | 1]^T D over the step-stacked rows k0..k1-1 and the gate columns c0..c0+width-1,
+    into stack [n_in + h + 1, width]: dL/dW, dL/dRW[:, :4h] and the bias sums stacked (the seed
+    accumulates them step by step; the cache keeps xp, hs and the ones side by side, so one GEMM
+    makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM)."""
+    cdef Py_ssize_t mb = job.dims.minibatch, ld_delta = job.ld_delta
+    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1, c, r
+    if k1 <= k0:
+        for c in range(width):
+            for r in range(F):
+                stack[r + c * F] = 0
+        return
+    gemm(c'T', c'N', F, width, k1 - k0, <floating>1,
+         <const floating*>job.xh + mb * job.end_index + k0, job.ld_xh,
+         <const floating*>job.delta + k0 + c0 * ld_delta, ld_delta, <floating>0, stack, F)
+
+
+cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
+                           Py_ssize_t width) noexcept nogil:
+    """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs; the
+    bias row stays in grad_stack (the caller writes it to the strided bias gradient)."""
     cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
     cdef floating* stack = <floating*>job.grad_stack + c0 * F
-    gemm(c'T', c'N', F, width, ld_delta, <floating>1,
-         <const floating*>job.xh + mb * end_index, job.ld_xh,
-         <const floating*>job.delta + c0 * ld_delta, ld_delta, <floating>0, stack, F)
     _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
                 job.ld_grad_input_weights, n_in, width)
     _copy_block(stack + n_in, F,
@@ -1366,12 +1381,40 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             if tid == 0:
                 job.cancelled = 1
             return
-    # every thread is past the last step's barrier: all deltas are written. The thread's share
-    # of the gate columns of the parameter gradients, and of the columns of dL/dx = D W^T (the
-    # seed's epsilonNext)
+    # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
+    # over all steps: the parameter gradients and dL/dx = D W^T (the seed's epsilonNext)
     cdef Py_ssize_t c0 = G * tid // nthreads, c1 = G * (tid + 1) // nthreads
+    cdef Py_ssize_t k0 = ld_delta * tid // nthreads, k1 = ld_delta * (tid + 1) // nthreads
+    cdef Py_ssize_t F = dims.n_in + h + 1, j, i
+    cdef floating* stack
+    cdef const floating* partial
+    if nthreads > 1 and job.grad_partials != NULL:
+        # by rows (steps): each thread's BLAS packs only its share of D and of [xp | hs | 1]
+        # (split by columns, each packed all of one of them, and the second thread's GEMMs took
+        # 20% more CPU time at (100, 64, 256, 256)); the partial sums are added up after a barrier
+        _stacked_gradient_product(tag, job, k0, k1, 0, G,
+                                  <floating*>job.grad_stack if tid == 0
+                                  else <floating*>job.grad_partials + (tid - 1) * F * G)
+        if job.grad_xp != NULL and k1 > k0:
+            gemm(c'N', c'T', k1 - k0, dims.n_in, G, <floating>1,
+                 <const floating*>job.delta + k0, ld_delta,
+                 <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                 <floating*>job.grad_xp + k0, ld_delta)
+        lf_barrier_wait(&job.barrier, nthreads)
+        # this thread's gate columns of the sum, in thread order (the same for every run)
+        stack = <floating*>job.grad_stack + c0 * F
+        for j in range(1, nthreads):
+            partial = <const floating*>job.grad_partials + (j - 1) * F * G + c0 * F
+            for i in range((c1 - c0) * F):
+                stack[i] = stack[i] + partial[i]
+        if c1 > c0:
+            _store_gradients(tag, job, c0, c1 - c0)
+        return
+    # one thread, or no room for the partial sums: by gate columns
     if c1 > c0:
-        _backward_gradients(tag, job, c0, c1 - c0)
+        _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
+                                  <floating*>job.grad_stack + c0 * F)
+        _store_gradients(tag, job, c0, c1 - c0)
     cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
     if job.grad_xp != NULL and i1 > i0:
         gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta, ld_delta,
@@ -1557,6 +1600,12 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.xh = xh
     job.ld_xh = ld_xh
     job.grad_stack = grad_stack
+    # the team's partial sums of the gradient GEMMs (see _backward_steps); not in the work space,
+    # whose size cannot depend on the thread count. Without them (no memory, or the test switch
+    # _set_gradient_split('columns')) the threads split those GEMMs by columns.
+    job.grad_partials = NULL
+    if nthreads > 1 and _gradient_split_rows:
+        job.grad_partials = malloc((nthreads - 1) * (n_in + h + 1) * G * sizeof(floating))
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
     job.grad_input_weights = grad_input_weights
@@ -1574,6 +1623,7 @@ cdef int _backward_impl(const lstm_dims* dims,
     else:
         lf_team_execute(_backward_steps_f64, &job, nthreads)
     lf_team_release(nthreads)
+    free(job.grad_partials)
     if job.cancelled:
         free(owned)
         return LSTM_ERR_CANCELLED
@@ -1582,7 +1632,7 @@ cdef int _backward_impl(const lstm_dims* dims,
         cell_error_next = cell_error
     # cell_error_next now holds the cell error of step end_index
 
-    # (the job computed the parameter gradients and D W^T; see _backward_gradients)
+    # (the job computed the parameter gradients and D W^T; see _backward_steps)
     if dims.peepholes:
         for k in range(h):
             grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
@@ -1900,6 +1950,18 @@ def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
     previous = (TEAM_MIN_UNITS, TEAM_MIN_STEP_WORK)
     TEAM_MIN_UNITS = min_units
     TEAM_MIN_STEP_WORK = min_step_work
+    return previous
+
+
+def _set_gradient_split(str kind):
+    """How a thread team splits the gradient GEMMs after the backward time loop: 'rows' (by
+    steps, partial sums added after; the default) or 'columns' (what it falls back to when the
+    partial sums cannot be allocated). Returns the previous setting. For tests."""
+    global _gradient_split_rows
+    if kind not in ("rows", "columns"):
+        raise ValueError(f"kind must be 'rows' or 'columns', got {kind!r}")
+    previous = "rows" if _gradient_split_rows else "columns"
+    _gradient_split_rows = 1 if kind == "rows" else 0
     return previous
 
 

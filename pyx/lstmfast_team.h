@@ -205,7 +205,7 @@ static int lf_team_grow(int nthreads)
 /* ------------------------------------------------------------------ the BLAS's own threads
  *
  * A pass that runs on the team also splits its large GEMMs (input projection, weight gradients)
- * across the team, each thread calling BLAS on its own columns. OpenBLAS must then run each call
+ * across the team, each thread calling BLAS on its own rows or columns. OpenBLAS must then run each call
  * on the calling thread: measured here, after one multithreaded OpenBLAS call its helper thread
  * busy-waits for work for about 0.1 s, taking the core the team's second thread needs (a 2-thread
  * pass ran 0.66x-0.9x the speed of a 1-thread pass). So while the team is held, OpenBLAS's thread

@@ -73,6 +73,7 @@ CASES = [
     (7, 5, 2, 24, 4, False, True, True, None),    # whole panels (6 units each)
     (5, 70, 9, 11, 2, True, True, True, None),    # mb > 64: packed h / deltas, partial row block
     (5, 21, 40, 9, 3, False, True, True, None),   # n_in > h: each thread's packed x is larger
+    (5, 1, 3, 9, 3, False, False, True, 2),       # 2 stacked rows on 3 threads: one gets none
 ]
 
 
@@ -85,9 +86,19 @@ def input_product(request):
     kernels._set_input_product_max_bytes(previous)
 
 
+@pytest.fixture(params=["rows", "columns"])
+def gradient_split(request):
+    """Both ways a team splits the gradient GEMMs after the backward loop: by rows (steps) with
+    partial sums, and by gate columns (the fallback when the partial sums get no memory)."""
+    previous = kernels._set_gradient_split(request.param)
+    yield request.param
+    kernels._set_gradient_split(previous)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
-def test_team_matches_reference_and_one_thread(small_team_limits, input_product, case, dtype):
+def test_team_matches_reference_and_one_thread(small_team_limits, input_product, gradient_split,
+                                               case, dtype):
     T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
     rng = np.random.default_rng(hash(case) % 2**32)
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
@@ -104,7 +115,8 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
                 "grad_b": ref_grads.bias, "grad_x": ref_grads.input, "grad_h0": ref_grads.h0,
                 "grad_c0": ref_grads.c0}
     tol_ref = 2e-5 if dtype == np.float32 else 1e-10
-    # the threads split the same arithmetic by units and by GEMM columns: at most rounding apart
+    # the threads split the same arithmetic by units, and the gradient GEMMs by rows (sums in
+    # another order) or by columns: at most rounding apart
     tol_threads = 2e-6 if dtype == np.float32 else 1e-13
     for name, value in many.items():
         assert _scaled_error(value, expected[name]) < tol_ref, (name, threads)
@@ -165,6 +177,18 @@ def test_set_num_threads_validates_and_returns_previous():
         assert lstmfast.get_num_threads() == 3
     finally:
         lstmfast.set_num_threads(previous)
+
+
+def test_set_gradient_split_validates_and_returns_previous():
+    previous = kernels._set_gradient_split("columns")
+    try:
+        assert previous == "rows"                  # the default
+        assert kernels._set_gradient_split("rows") == "columns"
+        with pytest.raises(ValueError, match="'rows' or 'columns', got 'steps'"):
+            kernels._set_gradient_split("steps")
+        assert kernels._set_gradient_split("rows") == "rows"
+    finally:
+        kernels._set_gradient_split(previous)
 
 
 @pytest.mark.parametrize("value,omp,expected", [("1", None, "1"), ("3", "1", "3"), ("64", None, "8"),
