@@ -256,7 +256,26 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     # each thread's copy of the step's deltas packed for the kernel (lf_gemm_packed_*'s a_pack)
     if _a_pack_used(mb):
         total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
+    # a team's second row group's gradient sums [n_in + h + 1, 4h] (see _use_row_groups)
+    if _row_group_room(dims):
+        total = _add(total, _mul(_add(_add(dims.n_in, h), 1), _mul(4, h)))
     return total
+
+
+cdef inline bint _row_group_room(const lstm_dims* dims) noexcept nogil:
+    """Whether the backward work space holds a second [n_in + h + 1, 4h] block of gradient
+    sums: when mb * T >= 4h, the shapes where a team may split the gradient GEMMs by rows."""
+    cdef Py_ssize_t T = dims.time_steps
+    return T > 1 and dims.minibatch >= (4 * dims.hidden + T - 1) // T    # mb * T >= 4h
+
+
+cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows) noexcept nogil:
+    """Whether a team splits the gradient GEMMs over `rows` step-stacked rows into two row
+    groups (see _backward_steps). Only when the rows are at least 4h: the groups' partial sums
+    cost F x 4h additions, the column split's duplicated packing about F x rows copies, and with
+    few rows the row groups were slower (2 threads, float32: (10, 1, 256, 256) 1.33-1.41x,
+    (20, 4, 512, 512) 1.15-1.26x the time of the column split; (50, 32, 64, 128) 0.93-0.95x)."""
+    return _gradient_split_rows and rows >= 4 * dims.hidden and _row_group_room(dims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -708,8 +727,10 @@ cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, P
 
 # threads a pass may use for its time loop (set_num_threads); 1 until the module sets it below
 cdef int _team_threads = 1
-# 1: a team splits the gradient GEMMs after the backward loop by rows (see _set_gradient_split)
+# 1: a team may split the gradient GEMMs after the backward loop by rows (see _use_row_groups)
 cdef int _gradient_split_rows = 1
+# how the last backward pass split them: 0 one thread, 1 by columns, 2 in row groups (for tests)
+cdef int _last_gradient_split = 0
 
 # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
 # between cores) and the unit split must leave the packed product whole 6-column panels:
@@ -1257,7 +1278,7 @@ ctypedef struct _backward_job:
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
     Py_ssize_t ld_xh
     void* grad_stack               # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and bias sums stacked
-    void* grad_partials            # team: (threads - 1) more [n_in + h + 1, 4h], or NULL
+    void* grad_partial             # [n_in + h + 1, 4h]: the second row group's sums, or NULL
     const void* input_weights
     Py_ssize_t ld_input_weights
     void* grad_input_weights
@@ -1382,44 +1403,45 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 job.cancelled = 1
             return
     # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
-    # over all steps: the parameter gradients and dL/dx = D W^T (the seed's epsilonNext)
-    cdef Py_ssize_t c0 = G * tid // nthreads, c1 = G * (tid + 1) // nthreads
-    cdef Py_ssize_t k0 = ld_delta * tid // nthreads, k1 = ld_delta * (tid + 1) // nthreads
-    cdef Py_ssize_t F = dims.n_in + h + 1, j, i
-    cdef floating* stack
-    cdef const floating* partial
-    if nthreads > 1 and job.grad_partials != NULL:
-        # by rows (steps): each thread's BLAS packs only its share of D and of [xp | hs | 1]
-        # (split by columns, each packed all of one of them, and the second thread's GEMMs took
-        # 20% more CPU time at (100, 64, 256, 256)); the partial sums are added up after a barrier
-        _stacked_gradient_product(tag, job, k0, k1, 0, G,
-                                  <floating*>job.grad_stack if tid == 0
-                                  else <floating*>job.grad_partials + (tid - 1) * F * G)
-        if job.grad_xp != NULL and k1 > k0:
-            gemm(c'N', c'T', k1 - k0, dims.n_in, G, <floating>1,
-                 <const floating*>job.delta + k0, ld_delta,
-                 <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-                 <floating*>job.grad_xp + k0, ld_delta)
-        lf_barrier_wait(&job.barrier, nthreads)
-        # this thread's gate columns of the sum, in thread order (the same for every run)
-        stack = <floating*>job.grad_stack + c0 * F
-        for j in range(1, nthreads):
-            partial = <const floating*>job.grad_partials + (j - 1) * F * G + c0 * F
-            for i in range((c1 - c0) * F):
-                stack[i] = stack[i] + partial[i]
-        if c1 > c0:
-            _store_gradients(tag, job, c0, c1 - c0)
-        return
-    # one thread, or no room for the partial sums: by gate columns
+    # over all steps: dL/dx = D W^T (the seed's epsilonNext) by rows of D, each thread its own
+    # (its BLAS packs only its rows of D; split by columns of dL/dx, every thread packed all of D)
+    cdef Py_ssize_t r0 = ld_delta * tid // nthreads, r1 = ld_delta * (tid + 1) // nthreads
+    if job.grad_xp != NULL and r1 > r0:
+        gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
+             <const floating*>job.delta + r0, ld_delta,
+             <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+             <floating*>job.grad_xp + r0, ld_delta)
+    # the parameter gradients: with grad_partial (see _use_row_groups) the threads form two
+    # groups, each the product over half of the stacked rows (split among its members by
+    # columns), into grad_stack and grad_partial, added after a barrier; otherwise all threads
+    # split the product over all rows by columns. Split by columns only, every thread's BLAS
+    # packed all of [xp | hs | 1]: the second thread's GEMMs took 20% more CPU time at
+    # (100, 64, 256, 256) float32.
+    cdef Py_ssize_t F = dims.n_in + h + 1, i
+    cdef int group = 0, members = nthreads, member = tid
+    cdef floating* target = <floating*>job.grad_stack
+    cdef Py_ssize_t k0 = 0, k1 = ld_delta
+    if job.grad_partial != NULL:
+        group = 1 if tid >= nthreads // 2 else 0
+        members = nthreads // 2 if group == 0 else nthreads - nthreads // 2
+        member = tid if group == 0 else tid - nthreads // 2
+        k0 = ld_delta * group // 2
+        k1 = ld_delta * (group + 1) // 2
+        if group == 1:
+            target = <floating*>job.grad_partial
+    cdef Py_ssize_t c0 = G * member // members, c1 = G * (member + 1) // members
     if c1 > c0:
-        _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
-                                  <floating*>job.grad_stack + c0 * F)
+        _stacked_gradient_product(tag, job, k0, k1, c0, c1 - c0, target + c0 * F)
+    if job.grad_partial != NULL:
+        lf_barrier_wait(&job.barrier, nthreads)
+        # every thread its share of the columns of the sum (the same order in every run)
+        c0 = G * tid // nthreads
+        c1 = G * (tid + 1) // nthreads
+        target = <floating*>job.grad_stack + c0 * F
+        for i in range((c1 - c0) * F):
+            target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
+    if c1 > c0:
         _store_gradients(tag, job, c0, c1 - c0)
-    cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
-    if job.grad_xp != NULL and i1 > i0:
-        gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta, ld_delta,
-             <const floating*>job.input_weights + i0, job.ld_input_weights, <floating>0,
-             <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
 
 
 cdef void _backward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
@@ -1526,6 +1548,10 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating* sum_g = sum_o + h
     # LF_TEAM_MAX x _a_pack_len(mb, 4h), when the minibatch is in the panel kernel's range
     cdef floating* a_pack = sum_g + h if _a_pack_used(mb) else NULL
+    # [n_in + h + 1, 4h] when _row_group_room
+    cdef floating* grad_partial = sum_g + h
+    if a_pack != NULL:
+        grad_partial = a_pack + LF_TEAM_MAX * _a_pack_len(mb, G)
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1, tid
@@ -1600,12 +1626,12 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.xh = xh
     job.ld_xh = ld_xh
     job.grad_stack = grad_stack
-    # the team's partial sums of the gradient GEMMs (see _backward_steps); not in the work space,
-    # whose size cannot depend on the thread count. Without them (no memory, or the test switch
-    # _set_gradient_split('columns')) the threads split those GEMMs by columns.
-    job.grad_partials = NULL
-    if nthreads > 1 and _gradient_split_rows:
-        job.grad_partials = malloc((nthreads - 1) * (n_in + h + 1) * G * sizeof(floating))
+    # the second row group's sums of the gradient GEMMs (see _backward_steps)
+    job.grad_partial = NULL
+    if nthreads > 1 and _use_row_groups(dims, ld_delta):
+        job.grad_partial = grad_partial
+    global _last_gradient_split
+    _last_gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
     job.grad_input_weights = grad_input_weights
@@ -1623,7 +1649,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     else:
         lf_team_execute(_backward_steps_f64, &job, nthreads)
     lf_team_release(nthreads)
-    free(job.grad_partials)
     if job.cancelled:
         free(owned)
         return LSTM_ERR_CANCELLED
@@ -1954,15 +1979,21 @@ def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
 
 
 def _set_gradient_split(str kind):
-    """How a thread team splits the gradient GEMMs after the backward time loop: 'rows' (by
-    steps, partial sums added after; the default) or 'columns' (what it falls back to when the
-    partial sums cannot be allocated). Returns the previous setting. For tests."""
+    """How a thread team splits the gradient GEMMs after the backward time loop: 'rows' (in two
+    row groups where there are at least 4h stacked rows, else by columns; the default) or
+    'columns' (always by columns). Returns the previous setting. For tests."""
     global _gradient_split_rows
     if kind not in ("rows", "columns"):
         raise ValueError(f"kind must be 'rows' or 'columns', got {kind!r}")
     previous = "rows" if _gradient_split_rows else "columns"
     _gradient_split_rows = 1 if kind == "rows" else 0
     return previous
+
+
+def _last_backward_gradient_split():
+    """How the last backward pass split its gradient GEMMs: 'one thread', 'columns' or 'row
+    groups'. For tests."""
+    return ("one thread", "columns", "row groups")[_last_gradient_split]
 
 
 def get_num_threads():

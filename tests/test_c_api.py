@@ -259,8 +259,8 @@ def test_forward_backward_float64_matches_python_api(ds, name):
 def test_team_of_eight_stays_inside_the_sized_work_spaces(ds, dtype):
     """Eight threads at minibatch 70 through the C API: every thread's region of the work
     spaces (its packed weights and its packed copy of h_prev / the deltas; the last thread's
-    regions end the reservation) stays inside what the sizing functions gave, and the results
-    match the Python API."""
+    regions, and the gradient GEMMs' second row group, end the reservation) stays inside what
+    the sizing functions gave, and the results match the Python API."""
     previous_limits = lstmfast.functional._kernels._set_team_limits(1, 0)
     previous_threads = lstmfast.set_num_threads(8)
     try:
@@ -268,10 +268,13 @@ def test_team_of_eight_stays_inside_the_sized_work_spaces(ds, dtype):
                                              mask="edges"))
         case = make_case(7, dtype, **shape)
         result = _c_api(ds, case, kernel, True, guard=16)
+        # the gradient GEMMs' second row group wrote its sums to the end of the work space
+        split = lstmfast.functional._kernels._last_backward_gradient_split()
         fwd, grads = _python_api(case, kernel, True)
     finally:
         lstmfast.set_num_threads(previous_threads)
         lstmfast.functional._kernels._set_team_limits(*previous_limits)
+    assert split == "row groups"
     assert result["guard_intact"], "a thread wrote past the size the sizing functions gave"
     if dtype == np.float32:
         _compare(result, fwd, grads, RTOL32, 1e-6)

@@ -74,6 +74,7 @@ CASES = [
     (5, 70, 9, 11, 2, True, True, True, None),    # mb > 64: packed h / deltas, partial row block
     (5, 21, 40, 9, 3, False, True, True, None),   # n_in > h: each thread's packed x is larger
     (5, 1, 3, 9, 3, False, False, True, 2),       # 2 stacked rows on 3 threads: one gets none
+    (6, 40, 5, 16, 8, True, True, True, None),    # 8 threads in two row groups of 4
 ]
 
 
@@ -88,8 +89,8 @@ def input_product(request):
 
 @pytest.fixture(params=["rows", "columns"])
 def gradient_split(request):
-    """Both ways a team splits the gradient GEMMs after the backward loop: by rows (steps) with
-    partial sums, and by gate columns (the fallback when the partial sums get no memory)."""
+    """Both ways a team splits the gradient GEMMs after the backward loop: in two row groups
+    whose sums are added (where there are at least 4h stacked rows), and by gate columns."""
     previous = kernels._set_gradient_split(request.param)
     yield request.param
     kernels._set_gradient_split(previous)
@@ -177,6 +178,27 @@ def test_set_num_threads_validates_and_returns_previous():
         assert lstmfast.get_num_threads() == 3
     finally:
         lstmfast.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("case,threads,split,expected", [
+    ((5, 70, 9, 11), 2, "rows", "row groups"),     # 350 stacked rows >= 4h = 44
+    ((5, 21, 40, 9), 3, "rows", "row groups"),     # groups of 1 and 2 threads
+    ((5, 70, 9, 11), 2, "columns", "columns"),
+    ((6, 3, 4, 7), 3, "rows", "columns"),          # 18 rows < 4h = 28: no room, by columns
+    ((5, 70, 9, 11), 1, "rows", "one thread"),
+])
+def test_gradient_split_in_use(small_team_limits, case, threads, split, expected):
+    """The row groups run where they should (the results alone would not show it: both splits
+    give the same numbers; test_c_api's team of eight checks that they stay inside the work
+    space)."""
+    T, mb, n_in, h = case
+    previous = kernels._set_gradient_split(split)
+    try:
+        problem = _problem(np.random.default_rng(5), T, mb, n_in, h, np.float64, False, False)
+        _run(problem, False, True, None, threads)
+        assert kernels._last_backward_gradient_split() == expected
+    finally:
+        kernels._set_gradient_split(previous)
 
 
 def test_set_gradient_split_validates_and_returns_previous():
