@@ -315,16 +315,19 @@ def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
     if ctx is not None:
         ctx.__enter__()
     try:
-        call_s = {}
+        call_s, fastest_s = {}, {}
         for name in names:
             fn = cases[name]
-            t = _timed_calls(fn, 1)[0]
+            t = fastest = _timed_calls(fn, 1)[0]
             for _ in range(max(1, warmup) - 1):
                 if t >= SLOW_CALL_S:
                     break
                 t = _timed_calls(fn, 1)[0]
+                fastest = min(fastest, t)
             call_s[name] = t
-        if names and max(call_s.values()) < FAST_CALL_S:
+            fastest_s[name] = fastest
+        # (the fastest warm-up call decides: one preempted call near FAST_CALL_S should not)
+        if names and max(fastest_s.values()) < FAST_CALL_S:
             repeats, min_time = repeats * FAST_SPLIT, min_time / FAST_SPLIT
         for name in names:
             t = call_s[name]
@@ -956,17 +959,20 @@ def merge_rounds(records):
         if rec.get("flops"):
             rec["gflops"] = rec["flops"] / rec["median_s"] / 1e9
         rec["job_pid"] = [p.get("job_pid") for p in parts]
+        rec["samples_per_job"] = [len(p["samples_s"]) for p in parts]
         rec["rounds"] = len(parts)
         out.append(rec)
     return out
 
 
 def paired_ratio(num, den):
-    """Median over samples of num / den when the two records were sampled side by side (same jobs,
-    same number of samples: sample i of each was taken in the same round of the same process),
-    which cancels load that changes from round to round; else the ratio of the medians."""
+    """The median of the per-sample ratios num / den when the two records were sampled side by
+    side (the same worker processes, the same number of samples in each: sample i of both was
+    taken back to back), which cancels load that changes between samples; else (e.g. a case
+    capped at SLOW_CALL_SAMPLES) the ratio of the medians."""
     a, b = num["samples_s"], den["samples_s"]
-    if len(a) == len(b) and num.get("job_pid") == den.get("job_pid"):
+    if (len(a) == len(b) and num.get("job_pid") == den.get("job_pid")
+            and num.get("samples_per_job") == den.get("samples_per_job")):
         return statistics.median(x / y for x, y in zip(a, b))
     return num["median_s"] / den["median_s"]
 
@@ -1146,8 +1152,9 @@ def render_markdown(tables, baseline_tag=None):
             hoisted = any(r.get("hoisted_s") for r in tb["graves"])
             out += ["GravesLSTM (peepholes) beside LSTM, and the TorchScript LSTMCell-style peephole loop"
                     + (" (and the same loop with the input projection hoisted)" if hoisted else "")
-                    + ". The overhead is the median over rounds of GravesLSTM's sample over LSTM's "
-                    "sample of the same round (timed side by side in one process):", "",
+                    + ". The overhead is the median of the per-sample ratios GravesLSTM / LSTM (sample "
+                    "i of each taken back to back in the same worker; the ratio of the medians where "
+                    "their sample counts differ):", "",
                     "| shape | mode | LSTM ms | GravesLSTM ms | peephole overhead (≤10%) | TorchScript peephole ms | TorchScript/Graves (≥5) |"
                     + (" hoisted-loop ms | hoisted/Graves |" if hoisted else ""),
                     "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if hoisted else "")]
@@ -1327,6 +1334,7 @@ def write_results_md(path, tag, body):
 def describe_run(meta_list, info, args, check, command, started, elapsed):
     rounds = getattr(args, "rounds", 1)          # runs before rounds and the split had neither
     split = getattr(args, "fast_split", 1)
+    fast_ms = getattr(args, "fast_call_ms", FAST_CALL_S * 1e3)
     lines = []
     lines.append(f"## Run `{args.tag}` — {started} ({elapsed / 60:.1f} min)")
     lines.append("")
@@ -1369,13 +1377,18 @@ def describe_run(meta_list, info, args, check, command, started, elapsed):
                  f"{args.min_time * 1e3:.0f} ms. lstmfast x/epsilon layout: `{args.x_layout}` "
                  f"({'[T, mb, F] memory viewed as [mb, F, T]' if args.x_layout == 'tmf' else 'order ' + args.x_layout}); "
                  f"PyTorch [T, mb, F]. "
-                 + (f"Cases whose calls all take under {FAST_CALL_S * 1e3:g} ms get {split}x the "
-                    f"samples of 1/{split} the length. " if split > 1 else "")
+                 + (f"Cases whose calls all take under {fast_ms:g} ms get {split}x the samples of "
+                    f"1/{split} the length. " if split > 1 else "")
                  + f"At 1 thread all libraries "
                  f"share one process, sampled side by side; at more threads each library group runs "
                  f"in its own process per shape"
                  + (f", lstmfast's and PyTorch's alternating in {rounds} rounds with "
-                    f"{math.ceil(args.repeats / rounds)} samples each (pooled)." if rounds > 1
+                    f"{math.ceil(args.repeats / rounds)} samples each "
+                    f"({math.ceil(args.large_repeats / rounds)} for the largest shape), pooled: "
+                    f"{rounds * math.ceil(args.repeats / rounds)} samples "
+                    f"({rounds * math.ceil(args.large_repeats / rounds)})" if rounds > 1 else "")
+                 + (f"; the {split}x split of fast cases is decided per worker (at more threads "
+                    f"a library may get it and its peer not)." if split > 1 and rounds > 1
                     else "."))
     loads = [v for m in meta_list for v in (m.get("loadavg_start"), m.get("loadavg_end")) if v is not None]
     if loads:
@@ -1484,6 +1497,7 @@ def main(argv=None):
         return publish(payload, args.out_dir, args.baseline, write=not args.no_write)
 
     args.fast_split = FAST_SPLIT                 # recorded with the run's arguments
+    args.fast_call_ms = FAST_CALL_S * 1e3
     if args.rounds < 1:
         p.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.repeats is None:
