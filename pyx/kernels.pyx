@@ -1403,14 +1403,20 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 job.cancelled = 1
             return
     # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
-    # over all steps: dL/dx = D W^T (the seed's epsilonNext) by rows of D, each thread its own
-    # (its BLAS packs only its rows of D; split by columns of dL/dx, every thread packed all of D)
+    # over all steps. dL/dx = D W^T (the seed's epsilonNext): each thread its share of the rows
+    # of D, or of the columns of W^T when W has more (each thread's BLAS packs all of the other
+    # operand, so the split keeps the smaller one whole)
     cdef Py_ssize_t r0 = ld_delta * tid // nthreads, r1 = ld_delta * (tid + 1) // nthreads
-    if job.grad_xp != NULL and r1 > r0:
+    cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
+    if job.grad_xp != NULL and ld_delta >= dims.n_in and r1 > r0:
         gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
              <const floating*>job.delta + r0, ld_delta,
              <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
              <floating*>job.grad_xp + r0, ld_delta)
+    elif job.grad_xp != NULL and ld_delta < dims.n_in and i1 > i0:
+        gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta, ld_delta,
+             <const floating*>job.input_weights + i0, job.ld_input_weights, <floating>0,
+             <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
     # the parameter gradients: with grad_partial (see _use_row_groups) the threads form two
     # groups, each the product over half of the stacked rows (split among its members by
     # columns), into grad_stack and grad_partial, added after a barrier; otherwise all threads
