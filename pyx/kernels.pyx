@@ -1298,14 +1298,10 @@ cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_
     """[xp | hs | 1]^T D over the step-stacked rows k0..k1-1 and the gate columns c0..c0+width-1,
     into stack [n_in + h + 1, width]: dL/dW, dL/dRW[:, :4h] and the bias sums stacked (the seed
     accumulates them step by step; the cache keeps xp, hs and the ones side by side, so one GEMM
-    makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM)."""
+    makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM).
+    k1 > k0: the callers' row ranges are never empty (all rows, or half of at least 4h)."""
     cdef Py_ssize_t mb = job.dims.minibatch, ld_delta = job.ld_delta
-    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1, c, r
-    if k1 <= k0:
-        for c in range(width):
-            for r in range(F):
-                stack[r + c * F] = 0
-        return
+    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1
     gemm(c'T', c'N', F, width, k1 - k0, <floating>1,
          <const floating*>job.xh + mb * job.end_index + k0, job.ld_xh,
          <const floating*>job.delta + k0 + c0 * ld_delta, ld_delta, <floating>0, stack, F)
@@ -1326,7 +1322,8 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
     """The backward time loop for thread tid of nthreads: its units' columns of each step's
-    dL/dh product and their deltas (all units when nthreads is 1)."""
+    dL/dh product and their deltas (all units when nthreads is 1); then its share of the
+    gradient GEMMs over all steps."""
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
     cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta

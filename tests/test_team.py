@@ -73,7 +73,7 @@ CASES = [
     (7, 5, 2, 24, 4, False, True, True, None),    # whole panels (6 units each)
     (5, 70, 9, 11, 2, True, True, True, None),    # mb > 64: packed h / deltas, partial row block
     (5, 21, 40, 9, 3, False, True, True, None),   # n_in > h: each thread's packed x is larger
-    (5, 1, 3, 9, 3, False, False, True, 2),       # 2 stacked rows on 3 threads: one gets none
+    (5, 1, 3, 9, 3, False, False, True, 2),       # 2 stacked rows < nIn: dL/dx by columns
     (6, 40, 5, 16, 8, True, True, True, None),    # 8 threads in two row groups of 4
 ]
 
