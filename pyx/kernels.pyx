@@ -248,8 +248,9 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
     # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], the stacked gradients [n_in + h + 1, 4h];
     # [mb, h] blocks: nablaOut (1), two cell errors (2), two contiguous deltas (8), peepholes (3),
     # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h
+    cdef Py_ssize_t stack = _mul(_add(_add(dims.n_in, h), 1), _mul(4, h))
     cdef Py_ssize_t total = _mul(rows, _add(_mul(4, h), dims.n_in))
-    total = _add(total, _mul(_add(_add(dims.n_in, h), 1), _mul(4, h)))
+    total = _add(total, stack)
     total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
     total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
     total = _add(total, _mul(3, h))
@@ -258,7 +259,7 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
         total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
     # a team's second row group's gradient sums [n_in + h + 1, 4h] (see _use_row_groups)
     if _row_group_room(dims):
-        total = _add(total, _mul(_add(_add(dims.n_in, h), 1), _mul(4, h)))
+        total = _add(total, stack)
     return total
 
 
@@ -1405,15 +1406,17 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     # operand, so the split keeps the smaller one whole)
     cdef Py_ssize_t r0 = ld_delta * tid // nthreads, r1 = ld_delta * (tid + 1) // nthreads
     cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
-    if job.grad_xp != NULL and ld_delta >= dims.n_in and r1 > r0:
-        gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
-             <const floating*>job.delta + r0, ld_delta,
-             <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-             <floating*>job.grad_xp + r0, ld_delta)
-    elif job.grad_xp != NULL and ld_delta < dims.n_in and i1 > i0:
-        gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta, ld_delta,
-             <const floating*>job.input_weights + i0, job.ld_input_weights, <floating>0,
-             <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+    if job.grad_xp != NULL:
+        if ld_delta >= dims.n_in:
+            if r1 > r0:
+                gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
+                     <const floating*>job.delta + r0, ld_delta,
+                     <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                     <floating*>job.grad_xp + r0, ld_delta)
+        elif i1 > i0:
+            gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
+                 ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
+                 <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
     # the parameter gradients: with grad_partial (see _use_row_groups) the threads form two
     # groups, each the product over half of the stacked rows (split among its members by
     # columns), into grad_stack and grad_partial, added after a barrier; otherwise all threads
