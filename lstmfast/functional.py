@@ -22,6 +22,8 @@ ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# names as written in ACTIVATION_CODES (lower case): looked up without str.lower()
+_EXACT_ACTIVATION_CODES = dict(_kernels.ACTIVATION_CODES)
 _KERNEL_ERRORS = {-1: "invalid argument", -2: "unknown activation", -3: "too large"}
 
 
@@ -178,7 +180,7 @@ def _ready(array, dtype):
     """`array` in `dtype`, aligned, with strides the kernels can express in elements."""
     if array is None:
         return None
-    if array.dtype != dtype:
+    if array.dtype is not dtype and array.dtype != dtype:
         array = array.astype(dtype)
     item = array.itemsize
     whole = array.flags.aligned
@@ -203,6 +205,8 @@ def _column_major(array):
 
 def _flag(value, name):
     """A boolean option: True/False (or NumPy bools, or the integers 0/1)."""
+    if value is True or value is False:
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)) and value in (0, 1):
@@ -211,6 +215,9 @@ def _flag(value, name):
 
 
 def _activation_code(value, name, allowed):
+    code = _EXACT_ACTIVATION_CODES.get(value) if type(value) is str else None
+    if code is not None and value in allowed:
+        return code
     if not isinstance(value, str) or value.lower() not in allowed:
         raise ValueError(f"{name}: unknown activation {value!r}; valid: {', '.join(allowed)}")
     return _kernels.ACTIVATION_CODES[value.lower()]
@@ -245,19 +252,21 @@ def _check_finite(arrays):
 _INTERRUPTIBLE_FLOPS = 5e7
 
 
-def _run_kernel(call, flops):
-    """Run `call(cancel)` (a kernel entry that releases the GIL). Long passes started from the
-    main thread run in a worker; KeyboardInterrupt in the main thread sets the cancel flag,
-    waits for the kernel to stop at its next time step, and propagates."""
+def _run_kernel(kernel, args, flops, extra=()):
+    """Run `kernel(*args, cancel, *extra)` (a kernel entry that releases the GIL; cancel None or
+    the flag below). Long passes started from the main thread run in a worker; KeyboardInterrupt
+    in the main thread sets the cancel flag, waits for the kernel to stop at its next time step,
+    and propagates. The arguments come as a tuple, not as a closure over them: short passes
+    call the kernel straight away, and a closure made per call cost Python time there."""
     if flops < _INTERRUPTIBLE_FLOPS or threading.current_thread() is not threading.main_thread():
-        call(None)
+        kernel(*args, None, *extra)
         return
     cancel = np.zeros(1, dtype=np.intc)
     failure = []
 
     def work():
         try:
-            call(cancel)
+            kernel(*args, cancel, *extra)
         except BaseException as error:  # handed to the calling thread below
             failure.append(error)
 
@@ -341,6 +350,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
             f"input.size(1) must match layer nIn size (nIn = input_weights.shape[0] = {W.shape[0]})")
 
     b = _as_float_array(bias, "bias", dtype)
+    bias_shape = b.shape
     if b.shape == (1, gates):
         b = b[0]
     if b.shape != (gates,):
@@ -368,7 +378,14 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         _kernels.check_dims(minibatch, n_in, hidden, time_steps, peepholes, act, gate_act),
         minibatch, n_in, hidden, time_steps)
 
-    x3, b, h0a, c0a, mask_a = (_ready(a, dtype) for a in (x3, b, h0a, c0a, mask_a))
+    x3 = _ready(x3, dtype)
+    b = _ready(b, dtype)
+    if h0a is not None:
+        h0a = _ready(h0a, dtype)
+    if c0a is not None:
+        c0a = _ready(c0a, dtype)
+    if mask_a is not None:
+        mask_a = _ready(mask_a, dtype)
     W = _column_major(_ready(W, dtype))
     RW = _column_major(_ready(RW, dtype))
     if for_backprop:
@@ -393,9 +410,9 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                        ("h0", h0a), ("c0", c0a), ("mask", mask_a)])
     flops = 2.0 * minibatch * time_steps * gates * (n_in + hidden)
     try:
-        _run_kernel(lambda cancel: _kernels.forward(
-            x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c, cache, workspace, peepholes,
-            forwards, act, gate_act, cancel), flops)
+        _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
+                                       cache, workspace, peepholes, forwards, act, gate_act),
+                    flops)
     except BaseException:
         _POOL.give(cache)
         raise
@@ -404,7 +421,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
 
     options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
                "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps}
-    result = ForwardResult(output, last_h, last_c, cache, W, RW, tuple(np.shape(bias)), x_shape,
+    result = ForwardResult(output, last_h, last_c, cache, W, RW, bias_shape, x_shape,
                            options)
     if cache is not None and cache.nbytes >= _BufferPool.MIN_BYTES:
         # the cache goes back to the pool when the result is no longer referenced
@@ -480,10 +497,11 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
         _check_finite([("epsilon", eps), ("grad_last_c", grad_last_c_a)])
     flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
     try:
-        _run_kernel(lambda cancel: _kernels.backward(
-            W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b, grad_x, grad_h0, grad_c0,
-            workspace, minibatch, time_steps, opts["peepholes"], opts["forwards"],
-            opts["activation"], opts["gate_activation"], cancel, grad_last_c_a), flops)
+        _run_kernel(_kernels.backward, (W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b,
+                                        grad_x, grad_h0, grad_c0, workspace, minibatch,
+                                        time_steps, opts["peepholes"], opts["forwards"],
+                                        opts["activation"], opts["gate_activation"]),
+                    flops, (grad_last_c_a,))
     finally:
         _POOL.give(workspace)
 
