@@ -91,40 +91,52 @@ class _BufferPool:
     """Keeps freed large work buffers (forward caches, workspaces) for the next call of the same
     size. A fresh multi-megabyte NumPy array is mmapped and page-faulted (zero-filled by the
     kernel) on every call; measured at (T, mb, nIn, h) = (100, 64, 256, 256) that cost about a
-    fifth of a training step. Only buffers of at least MIN_BYTES are pooled, at most MAX_BYTES
-    in all (the rest are simply dropped); safe to use from several threads."""
+    fifth of a training step. Only buffers of at least `min_bytes` are pooled, at most
+    `max_bytes` in all: past that the buffers given back longest ago are dropped first (a
+    training step gives back its forward work space, then the backward's, then the forward
+    cache; refusing the newest one dropped the largest, the cache, at every step). Safe to use
+    from several threads."""
 
     MIN_BYTES = 4 << 20
-    MAX_BYTES = 256 << 20
+    MAX_BYTES = 512 << 20
 
-    def __init__(self):
+    def __init__(self, min_bytes=MIN_BYTES, max_bytes=MAX_BYTES):
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._free = {}
+        self._pooled = []        # (dtype.str, size, array), least recently given first
         self._bytes = 0
 
     def take(self, size, dtype):
         dtype = np.dtype(dtype)
-        if size * dtype.itemsize >= self.MIN_BYTES:
+        if size * dtype.itemsize >= self.min_bytes:
+            key = dtype.str
             with self._lock:
-                stack = self._free.get((dtype.str, size))
-                if stack:
-                    array = stack.pop()
-                    self._bytes -= array.nbytes
-                    return array
+                for i in range(len(self._pooled) - 1, -1, -1):
+                    if self._pooled[i][0] == key and self._pooled[i][1] == size:
+                        array = self._pooled.pop(i)[2]
+                        self._bytes -= array.nbytes
+                        return array
         return np.empty(size, dtype=dtype)
 
     def give(self, array):
-        if array is None or array.nbytes < self.MIN_BYTES:
+        if array is None or not self.min_bytes <= array.nbytes <= self.max_bytes:
             return
         with self._lock:
-            if self._bytes + array.nbytes <= self.MAX_BYTES:
-                self._free.setdefault((array.dtype.str, array.size), []).append(array)
-                self._bytes += array.nbytes
+            self._pooled.append((array.dtype.str, array.size, array))
+            self._bytes += array.nbytes
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._pooled.pop(0)[2].nbytes
+
+    @property
+    def pooled_bytes(self):
+        with self._lock:
+            return self._bytes
 
     def clear(self):
         """Drop every pooled buffer (their memory returns to the system)."""
         with self._lock:
-            self._free.clear()
+            self._pooled.clear()
             self._bytes = 0
 
 
@@ -132,7 +144,7 @@ _POOL = _BufferPool()
 
 
 def release_buffers():
-    """Free the large work buffers lstmfast keeps for reuse between calls (at most 256 MiB)."""
+    """Free the large work buffers lstmfast keeps for reuse between calls (at most 512 MiB)."""
     _POOL.clear()
 
 
@@ -423,7 +435,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps}
     result = ForwardResult(output, last_h, last_c, cache, W, RW, bias_shape, x_shape,
                            options)
-    if cache is not None and cache.nbytes >= _BufferPool.MIN_BYTES:
+    if cache is not None and cache.nbytes >= _POOL.min_bytes:
         # the cache goes back to the pool when the result is no longer referenced
         weakref.finalize(result, _POOL.give, cache)
     return result
