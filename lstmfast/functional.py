@@ -7,6 +7,7 @@ GIL. Inputs are never written to; they are copied only when the kernels cannot r
 """
 from __future__ import annotations
 
+import collections
 import operator
 import threading
 import weakref
@@ -50,6 +51,12 @@ class ForwardResult:
         self._bias_shape = bias_shape
         self._x_shape = x_shape
         self._options = options
+
+    def __copy__(self):
+        # a shallow copy would share the cache without the finalizer that returns it to the
+        # buffer pool: once this result died, the next call could take the cache over while the
+        # copy still used it. The fields are arrays shared by a shallow copy anyway.
+        return self
 
     @property
     def dtype(self):
@@ -106,12 +113,29 @@ class _BufferPool:
         self._lock = threading.Lock()
         self._pooled = []        # (dtype.str, size, array), least recently given first
         self._bytes = 0
+        # buffers handed back by finalizers (give_later), pooled by the next take or give
+        self._pending = collections.deque()
+
+    def _pool_pending(self):
+        """With the lock held: move the buffers handed back by finalizers into the pool."""
+        while self._pending:
+            self._add(self._pending.popleft())
+
+    def _add(self, array):
+        """With the lock held."""
+        if not self.min_bytes <= array.nbytes <= self.max_bytes:
+            return
+        self._pooled.append((array.dtype.str, array.size, array))
+        self._bytes += array.nbytes
+        while self._bytes > self.max_bytes:
+            self._bytes -= self._pooled.pop(0)[2].nbytes
 
     def take(self, size, dtype):
         dtype = np.dtype(dtype)
         if size * dtype.itemsize >= self.min_bytes:
             key = dtype.str
             with self._lock:
+                self._pool_pending()
                 for i in range(len(self._pooled) - 1, -1, -1):
                     if self._pooled[i][0] == key and self._pooled[i][1] == size:
                         array = self._pooled.pop(i)[2]
@@ -120,22 +144,27 @@ class _BufferPool:
         return np.empty(size, dtype=dtype)
 
     def give(self, array):
-        if array is None or not self.min_bytes <= array.nbytes <= self.max_bytes:
+        if array is None:
             return
         with self._lock:
-            self._pooled.append((array.dtype.str, array.size, array))
-            self._bytes += array.nbytes
-            while self._bytes > self.max_bytes:
-                self._bytes -= self._pooled.pop(0)[2].nbytes
+            self._pool_pending()
+            self._add(array)
+
+    def give_later(self, array):
+        """give() for finalizers: they may run in a garbage collection while this thread holds
+        the (non-reentrant) lock inside take or give, so the buffer only joins a queue."""
+        self._pending.append(array)
 
     @property
     def pooled_bytes(self):
         with self._lock:
+            self._pool_pending()
             return self._bytes
 
     def clear(self):
         """Drop every pooled buffer (their memory returns to the system)."""
         with self._lock:
+            self._pending.clear()
             self._pooled.clear()
             self._bytes = 0
 
@@ -275,21 +304,32 @@ def _run_kernel(kernel, args, flops, extra=()):
         return
     cancel = np.zeros(1, dtype=np.intc)
     failure = []
+    # the worker's own completion flag: after Ctrl-C has interrupted Thread.join, CPython 3.11
+    # can mark a still running thread as stopped (is_alive() False), and the caller would then
+    # give its buffers back to the pool while the kernel still writes to them
+    done = threading.Event()
 
     def work():
         try:
             kernel(*args, cancel, *extra)
         except BaseException as error:  # handed to the calling thread below
             failure.append(error)
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.05)
+        while not done.wait(0.05):
+            pass
     except KeyboardInterrupt:
         cancel[0] = 1
-        worker.join()
+        # wait for the kernel to stop (at its next time step), also through further Ctrl-C
+        while not done.is_set():
+            try:
+                done.wait(0.05)
+            except KeyboardInterrupt:
+                pass
         raise
     if failure:
         raise failure[0]
@@ -437,7 +477,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                            options)
     if cache is not None and cache.nbytes >= _POOL.min_bytes:
         # the cache goes back to the pool when the result is no longer referenced
-        weakref.finalize(result, _POOL.give, cache)
+        weakref.finalize(result, _POOL.give_later, cache)
     return result
 
 

@@ -2,6 +2,9 @@
 which are dropped when the pool is full, and that a reused buffer gives the same numbers as a
 fresh one."""
 
+import copy
+import gc
+
 import numpy as np
 import pytest
 
@@ -29,10 +32,13 @@ def test_a_given_buffer_comes_back_for_the_same_size_and_dtype():
 
 def test_buffers_outside_the_size_range_are_not_kept():
     pool = functional._BufferPool(min_bytes=4 * KB, max_bytes=64 * KB)
+    kept = _buffer(8)
+    pool.give(kept)
     pool.give(_buffer(2))      # below min_bytes
     pool.give(_buffer(128))    # above max_bytes: would evict everything else and still not fit
     pool.give(None)
-    assert pool.pooled_bytes == 0
+    assert pool.pooled_bytes == 8 * KB
+    assert pool.take(kept.size, np.float64) is kept
 
 
 def test_a_full_pool_drops_the_buffers_given_longest_ago():
@@ -66,17 +72,31 @@ def test_the_most_recently_given_of_equal_buffers_is_taken_first():
 
 def test_clear_drops_everything():
     pool = functional._BufferPool(min_bytes=4 * KB, max_bytes=64 * KB)
-    pool.give(_buffer(8))
-    pool.give(_buffer(16))
+    given = [_buffer(8), _buffer(16), _buffer(12)]
+    pool.give(given[0])
+    pool.give(given[1])
+    pool.give_later(given[2])
     pool.clear()
     assert pool.pooled_bytes == 0
-    assert pool.take(_buffer(8).size, np.float64) is not None
+    for array in given:
+        assert pool.take(array.size, np.float64) is not array
+
+
+def test_a_buffer_given_by_a_finalizer_is_pooled_at_the_next_take():
+    # finalizers hand buffers over through a queue (they may run inside the pool's locked code)
+    pool = functional._BufferPool(min_bytes=4 * KB, max_bytes=64 * KB)
+    array = _buffer(8)
+    pool.give_later(array)
+    assert pool.take(array.size, np.float64) is array
+    pool.give_later(_buffer(2))            # below min_bytes: dropped when pooled
+    assert pool.pooled_bytes == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_training_step_reuses_its_forward_cache_with_the_same_results(dtype):
-    # (50, 32, 64, 128): the cache and both work spaces are above the pool's minimum in float64;
-    # in float32 the forward work space is not (it is then allocated afresh each call)
+    # (50, 32, 64, 128): the cache and both work spaces are above the pool's minimum (4 MiB) in
+    # both dtypes. Between steps every pooled buffer is filled with NaN, so that a value the
+    # kernels read before writing it would show.
     T, mb, n_in, h = 50, 32, 64, 128
     rng = np.random.default_rng(5)
     x = rng.standard_normal((mb, n_in, T)).astype(dtype)
@@ -85,6 +105,7 @@ def test_a_training_step_reuses_its_forward_cache_with_the_same_results(dtype):
     b = (rng.standard_normal(4 * h) * 0.1).astype(dtype)
     eps = rng.standard_normal((mb, h, T)).astype(dtype)
 
+    gc.collect()
     lstmfast.release_buffers()
     runs = []
     caches = []
@@ -95,6 +116,9 @@ def test_a_training_step_reuses_its_forward_cache_with_the_same_results(dtype):
         runs.append((fwd.output, grads.input_weights, grads.recurrent_weights, grads.bias,
                      grads.input))
         del fwd                 # the cache goes back to the pool
+        functional._POOL.pooled_bytes            # (pools what finalizers handed over)
+        for _, _, array in functional._POOL._pooled:
+            array.fill(np.nan)
     assert caches[0].nbytes >= functional._POOL.min_bytes
     assert caches[1] is caches[0] and caches[2] is caches[0]
     for later in runs[1:]:
@@ -102,3 +126,23 @@ def test_a_training_step_reuses_its_forward_cache_with_the_same_results(dtype):
             np.testing.assert_array_equal(first, again)
     lstmfast.release_buffers()
     assert functional._POOL.pooled_bytes == 0
+
+
+def test_a_copied_forward_result_keeps_its_cache():
+    # copy.copy returns the result itself: a shallow copy sharing the cache without the
+    # finalizer would let the next call take the cache over while the copy still needs it
+    T, mb, n_in, h = 50, 32, 64, 128
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((mb, n_in, T))
+    W = rng.standard_normal((n_in, 4 * h)) * 0.1
+    RW = rng.standard_normal((h, 4 * h)) * 0.1
+    b = rng.standard_normal(4 * h) * 0.1
+    eps = rng.standard_normal((mb, h, T))
+    fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
+    expected = lstmfast.lstm_backward(fwd, eps)
+    duplicate = copy.copy(fwd)
+    del fwd
+    lstmfast.lstm_forward(x * 0.5, W, RW, b, for_backprop=True)   # takes a pooled cache, if any
+    again = lstmfast.lstm_backward(duplicate, eps)
+    np.testing.assert_array_equal(again.recurrent_weights, expected.recurrent_weights)
+    np.testing.assert_array_equal(again.input, expected.input)

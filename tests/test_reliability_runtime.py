@@ -477,3 +477,47 @@ def test_ctrl_c_stops_long_passes_within_a_second():
         latencies[name] = round(1e3 * r["latency"], 1)
     record("interrupts: Ctrl-C latency per pass (ms)", latencies)
     record("interrupts: steps of the interrupted passes (forward, backward)", steps)
+
+
+SECOND_CTRL_C_CHILD = r'''
+import json, os, signal, threading, time
+from lstmfast import functional
+
+# a stand-in kernel that, like the real ones, stops some time after its cancel flag is set;
+# here 0.4 s, so that a second Ctrl-C certainly arrives while the caller waits for it
+events = {}
+
+def slow_to_stop(cancel):
+    while not cancel[0]:
+        time.sleep(0.005)
+    time.sleep(0.4)
+    events["kernel stopped"] = time.perf_counter()
+
+def fire(delay):
+    timer = threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+timers = [fire(0.1), fire(0.25)]
+try:
+    functional._run_kernel(slow_to_stop, (), 2 * functional._INTERRUPTIBLE_FLOPS)
+    outcome = "returned"
+except KeyboardInterrupt:
+    outcome = "KeyboardInterrupt"
+events["caller resumed"] = time.perf_counter()
+for timer in timers:
+    timer.join()
+print(json.dumps({"outcome": outcome,
+                  "kernel stopped first": events.get("kernel stopped", float("inf"))
+                  <= events["caller resumed"]}))
+'''
+
+
+def test_ctrl_c_returns_only_after_the_kernel_stops_also_through_a_second_one():
+    # the caller gives its buffers back to the pool as soon as the call returns, so it must wait
+    # for the kernel to stop. Before: Thread.join interrupted by Ctrl-C left the worker marked as
+    # stopped (CPython 3.11), and the call returned 0.4 s before this kernel stopped
+    proc = run_child(SECOND_CTRL_C_CHILD, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = last_json_line(proc.stdout)
+    assert result == {"outcome": "KeyboardInterrupt", "kernel stopped first": True}, result
