@@ -23,8 +23,6 @@ ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# names as written in ACTIVATION_CODES (lower case): looked up without str.lower()
-_EXACT_ACTIVATION_CODES = dict(_kernels.ACTIVATION_CODES)
 _KERNEL_ERRORS = {-1: "invalid argument", -2: "unknown activation", -3: "too large"}
 
 
@@ -256,7 +254,8 @@ def _flag(value, name):
 
 
 def _activation_code(value, name, allowed):
-    code = _EXACT_ACTIVATION_CODES.get(value) if type(value) is str else None
+    # names as written in ACTIVATION_CODES (lower case) first, without str.lower()
+    code = _kernels.ACTIVATION_CODES.get(value) if type(value) is str else None
     if code is not None and value in allowed:
         return code
     if not isinstance(value, str) or value.lower() not in allowed:
