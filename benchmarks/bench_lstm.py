@@ -14,9 +14,9 @@ calls as fill `--min-time` seconds):
 * graves      the same with peepholes (GravesLSTM, recurrent weights [h, 4h+3]);
 * torch       `torch.nn.LSTM` with the same weights (inference under `torch.inference_mode()`;
               training: forward + `output.backward(eps)`, with dL/dx as lstmfast computes it);
-* peephole    the PyTorch peephole baseline at the three medium shapes: an LSTMCell-style loop
-              with peephole terms (both projections every step, as nn.LSTMCell does), compiled
-              with TorchScript; `peephole_hoisted` (optional) hoists the input projection of all
+* peephole    the PyTorch peephole baseline at the three medium shapes and the tiny one: an
+              LSTMCell-style loop with peephole terms (both projections every step, as
+              nn.LSTMCell does), compiled with TorchScript; `peephole_hoisted` (optional) hoists the input projection of all
               steps out of the loop, a stronger baseline;
 * gemm        raw scipy.linalg.blas sgemm/dgemm: the peak on large square Fortran matrices and the
               LSTM's own GEMM shapes, giving a "BLAS floor" (the time of the GEMMs alone).
@@ -84,6 +84,7 @@ SHAPES = [
 ]
 SHAPE_INFO = {key: (dims, kind) for key, dims, kind in SHAPES}
 MEDIUM = ("small", "medium", "long")          # the "three medium shapes"
+PEEPHOLE_SHAPES = MEDIUM + ("tiny",)          # where the TorchScript peephole loop is timed
 BLAS_LIBS = ("lstmfast", "graves", "gemm")    # share scipy's OpenBLAS pool
 TORCH_LIBS = ("torch", "peephole", "peephole_hoisted")   # share PyTorch's OpenMP pool
 ALL_LIBS = BLAS_LIBS + TORCH_LIBS
@@ -492,7 +493,7 @@ class Worker:
                 extra[lib] = {"flops": lstm_flops}
 
         torch_inference = None
-        peep_libs = [lib for lib in PEEPHOLE_FUNCTIONS if lib in self.libs and key in MEDIUM]
+        peep_libs = [lib for lib in PEEPHOLE_FUNCTIONS if lib in self.libs and key in PEEPHOLE_SHAPES]
         if "torch" in self.libs or peep_libs:
             torch = self.torch
             xt = torch.from_numpy(prob["x_tmn"])

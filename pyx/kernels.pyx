@@ -64,6 +64,9 @@ cdef extern from "lstmfast_team.h" nogil:
     void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
     void lf_barrier_init(lf_barrier* b)
     void lf_barrier_wait(lf_barrier* b, int nthreads)
+    Py_ssize_t lf_claim_next(Py_ssize_t* counter)
+    void lf_claims_reset(Py_ssize_t* counter)
+    void lf_count_add(Py_ssize_t* counter, Py_ssize_t value)
     int lf_blas_threads_init(const void* blas_function)
 
 # The element-wise code of a step in one pass for tanh / sigmoid (pyx/lstmfast_cells.h)
@@ -206,8 +209,9 @@ cdef inline bint _x_pack_used(Py_ssize_t mb, Py_ssize_t n_in) noexcept nogil:
 
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
-    each cut into up to LF_TEAM_MAX thread slices, in either packed layout (every slice padded
-    to at most 5 more columns as panels, 7 more as rows)."""
+    each cut into up to LF_TEAM_MAX thread slices (the forward's: each slice then cut into
+    groups of whole panels but its last, _plan_groups), in either packed layout (every slice
+    padded to at most 5 more columns as panels, 7 more as rows)."""
     cdef Py_ssize_t whole = _packed_len(K, N, LF_SMALL_M)     # panels
     cdef Py_ssize_t whole_rows = _packed_len(K, N, 1)        # rows
     cdef Py_ssize_t sliced = _mul(_add(N, 7 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
@@ -755,33 +759,115 @@ cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps, bint packed)
     return <int>threads
 
 
-cdef inline Py_ssize_t _unit_begin(Py_ssize_t hidden, int tid, int nthreads) noexcept nogil:
-    return hidden * tid // nthreads
+# The time loops of a team split each step into groups of units (about UNIT_GROUPS_PER_THREAD
+# per thread, each a whole number of packed panels). Each thread owns a run of groups and takes
+# them in order; a thread that has finished its own takes the groups its partners have not
+# started. Why: with a fixed share each, a step waits for the slower thread, and on this shared
+# machine either thread's share often ran late, by turns (counted in an instrumented build:
+# each thread spent 8-18% of a (100, 64, 256, 256) float32 forward waiting at the step's
+# barrier). Measured against one group per thread (the fixed shares), forwards at 2 threads,
+# medians in one process: float32 0.88-0.94x the time, float64 0.86-0.95x.
+cdef int UNIT_GROUPS_PER_THREAD = 8
+# ... but fewer where a group's recurrent product would fall below this many multiply-adds
+# per step (each group costs its own kernel calls and element-wise passes)
+cdef Py_ssize_t UNIT_GROUP_MIN_WORK = 1 << 18
+# for tests: 1 gives thread 0 every group, so that the others run only groups they take over
+cdef int _groups_all_to_first = 0
+# room in _unit_groups: at most this many groups in all
+cdef Py_ssize_t UNIT_GROUPS_MAX = 128
+
+ctypedef struct _unit_groups:
+    # thread t owns groups first[t] .. first[t+1]-1; group g is units units[g] .. units[g+1]-1,
+    # and cols[g] packed (padded) columns precede it
+    Py_ssize_t first[9]
+    Py_ssize_t units[129]
+    Py_ssize_t cols[129]
+    # per step parity and thread: how many of its groups have been taken, 64 bytes apart and
+    # 64 bytes from the fields around them (see _claim_slot)
+    Py_ssize_t claims[144]
+    Py_ssize_t taken_over          # groups run by a thread other than their owner, in all
 
 
-cdef inline Py_ssize_t _forward_slice_offset(Py_ssize_t K, Py_ssize_t h, int tid, int gate_block,
-                                             int nthreads, Py_ssize_t mb) noexcept nogil:
-    """Offset of the packed slice (thread tid, gate block) in the forward packed weights (RW:
-    K = h rows; W: K = n_in): per thread, per gate, the thread's units' columns, padded to
-    whole panels."""
-    cdef Py_ssize_t offset = 0, p, w
-    for p in range(tid + 1):
-        w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
-        if p < tid:
-            offset += 4 * _packed_len(K, w, mb)
-        else:
-            offset += gate_block * _packed_len(K, w, mb)
-    return offset
+cdef inline Py_ssize_t _claim_slot(Py_ssize_t step, int tid) noexcept nogil:
+    """Index in _unit_groups.claims of thread tid's counter for a step: one per step parity, 8
+    Py_ssize_t (64 bytes) apart and from the array's ends, so that a counter shares its cache
+    line with no other counter and no other field."""
+    return 8 + ((step % 2) * 8 + tid) * 8
 
 
-cdef inline Py_ssize_t _backward_slice_offset(Py_ssize_t h, int tid, int nthreads,
-                                              Py_ssize_t mb) noexcept nogil:
-    """Offset of thread tid's slice in the backward packed RW^T (4h rows, its units' columns)."""
-    cdef Py_ssize_t offset = 0, p, w
-    for p in range(tid):
-        w = _unit_begin(h, p + 1, nthreads) - _unit_begin(h, p, nthreads)
-        offset += _packed_len(4 * h, w, mb)
-    return offset
+cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
+                              Py_ssize_t mb) noexcept nogil:
+    """Thread t's units (h t / nthreads to h (t + 1) / nthreads, as even as they come) cut into
+    up to UNIT_GROUPS_PER_THREAD groups (one for a single thread), each a whole number of
+    packed panels (6 columns, 8 below LF_SMALL_M rows) but the thread's last."""
+    cdef Py_ssize_t panel = 8 if mb < LF_SMALL_M else 6
+    cdef Py_ssize_t per_thread = UNIT_GROUPS_PER_THREAD if nthreads > 1 else 1
+    cdef Py_ssize_t first, last, width, u, n = 0
+    cdef Py_ssize_t share_work = (h + nthreads - 1) // nthreads * 4 * mb * h
+    cdef int t
+    if UNIT_GROUP_MIN_WORK > 0 and per_thread > share_work // UNIT_GROUP_MIN_WORK:
+        per_thread = share_work // UNIT_GROUP_MIN_WORK
+    if per_thread < 1:
+        per_thread = 1
+    if per_thread > UNIT_GROUPS_MAX // nthreads:
+        per_thread = UNIT_GROUPS_MAX // nthreads
+    groups.units[0] = 0
+    groups.cols[0] = 0
+    for t in range(nthreads):
+        groups.first[t] = n
+        first = h * t // nthreads
+        last = h * (t + 1) // nthreads
+        width = (last - first + per_thread - 1) // per_thread
+        width = (width + panel - 1) // panel * panel
+        u = first
+        while u < last:
+            u = u + width if u + width < last else last
+            n += 1
+            groups.units[n] = u
+            groups.cols[n] = (groups.cols[n - 1]
+                              + (u - groups.units[n - 1] + panel - 1) // panel * panel)
+    groups.first[nthreads] = n
+    if _groups_all_to_first:
+        for t in range(1, nthreads):
+            groups.first[t] = n
+
+
+# groups taken over in the last forward and backward pass (for tests)
+cdef Py_ssize_t _last_taken_over[2]
+
+
+cdef inline void _reset_claims(_unit_groups* groups, Py_ssize_t step, int nthreads) noexcept nogil:
+    """Every thread's counter for `step` (before the threads start on it)."""
+    cdef int t
+    for t in range(nthreads):
+        groups.claims[_claim_slot(step, t)] = 0
+
+
+cdef inline Py_ssize_t _take_group(_unit_groups* groups, Py_ssize_t step, int tid,
+                                   int nthreads, int* owner) noexcept nogil:
+    """The next group of `step` for thread tid: its own, in order, then those its partners have
+    not taken (*owner: whose run it takes from, tid at the step's start); -1 when none is
+    left."""
+    cdef Py_ssize_t taken, group
+    while True:
+        taken = lf_claim_next(&groups.claims[_claim_slot(step, owner[0])])
+        group = groups.first[owner[0]] + taken
+        if group < groups.first[owner[0] + 1]:
+            if owner[0] != tid:
+                lf_count_add(&groups.taken_over, 1)
+            return group
+        owner[0] = owner[0] + 1 if owner[0] + 1 < nthreads else 0
+        if owner[0] == tid:
+            return -1
+
+
+cdef inline Py_ssize_t _group_slice(const _unit_groups* groups, Py_ssize_t K, Py_ssize_t group,
+                                    int blocks, int block) noexcept nogil:
+    """Offset of the packed slice (group, block) in weights packed by groups, `blocks` blocks
+    (the forward's 4 gate blocks of RW or W, K = h or n_in rows; the backward's one of RW^T,
+    K = 4h): per group, per block, the group's columns padded to panels."""
+    return K * (blocks * groups.cols[group]
+                + block * (groups.cols[group + 1] - groups.cols[group]))
 
 
 cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf_barrier* barrier,
@@ -842,27 +928,43 @@ ctypedef struct _forward_job:
     int stop_slots[2]
     int cancelled
     lf_barrier barrier
+    _unit_groups groups            # the team's groups of units (_plan_groups)
+
+
+cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, floating* a_step,
+                                     floating* mca_step, const floating* peep_block,
+                                     floating* c_prev, floating* c_cur, floating* h_cur,
+                                     const floating* mask_col, _forward_job* job, Py_ssize_t s,
+                                     Py_ssize_t t, Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+    """A step's element-wise code for the units u0..u1-1 (their gate pre-activations complete
+    in z_step), then their h into the cache and the output."""
+    cdef Py_ssize_t mb = dims.minibatch, n = dims.hidden * mb, off = u0 * mb, width = u1 - u0
+    _forward_cells(width * mb, n, mb, dims.activation, dims.gate_activation, z_step + off,
+                   a_step + off, mca_step + off, peep_block + off if peep_block != NULL else NULL,
+                   c_prev + off, h_cur + off, c_cur + off, mask_col)
+    if job.z != NULL:
+        _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * job.ld_hs,
+                    job.ld_hs, mb, width)
+    if job.output != NULL:
+        _scatter_units(dims, h_cur, <floating*>job.output + t * job.output_strides.time,
+                       job.output_strides, u0, u1)
 
 
 cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads) noexcept nogil:
-    """The time loop of one chunk for thread tid of nthreads: its units' columns of each step's
-    recurrent product and their element-wise code (all of them when nthreads is 1)."""
+    """The time loop of one chunk for thread tid of nthreads: of each step, the groups of units
+    the thread takes (see UNIT_GROUPS_PER_THREAD), their columns of the step's products and
+    their element-wise code (all units at once when nthreads is 1)."""
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
-    cdef int act = dims.activation, gate = dims.gate_activation
-    cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
-    cdef Py_ssize_t width = u1 - u0, off = u0 * mb
-    # this thread's packed slices of RW: gate block g at slice_base + g * slice_stride (of W:
-    # w_slice_base, w_slice_stride)
+    cdef Py_ssize_t u0, u1, width, off
     cdef Py_ssize_t n_in = dims.n_in
-    cdef Py_ssize_t slice_base = _forward_slice_offset(h, h, tid, 0, nthreads, mb)
-    cdef Py_ssize_t slice_stride = _packed_len(h, width, mb)
-    cdef Py_ssize_t w_slice_base = _forward_slice_offset(n_in, h, tid, 0, nthreads, mb)
-    cdef Py_ssize_t w_slice_stride = _packed_len(n_in, width, mb)
+    cdef Py_ssize_t group
+    cdef int owner
+    cdef bint h_packed, x_packed
     cdef const floating* packed_w = <const floating*>job.packed_input_weights
     cdef const floating* x_step
     cdef Py_ssize_t ld_x = job.ld_packed_input
-    cdef Py_ssize_t ld_projection = job.ld_projection, ld_hs = job.ld_hs
+    cdef Py_ssize_t ld_projection = job.ld_projection
     cdef Py_ssize_t ld_rw = job.ld_recurrent_weights
     cdef floating* projection = <floating*>job.projection
     cdef const floating* recurrent_weights = <const floating*>job.recurrent_weights
@@ -880,12 +982,9 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef const floating* peep_block = <const floating*>job.peep_block
     cdef floating* h_ring = <floating*>job.h_ring
     cdef bint for_backprop = job.z != NULL
-    cdef const floating* peep_units = NULL
     cdef Py_ssize_t s, t, g, j, r
     cdef floating bias_value
     cdef floating* projection_column
-    if peep_block != NULL:
-        peep_units = peep_block + off
     # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
     # each step computes its own x W into its gate pre-activations, the thread its units'
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
@@ -956,32 +1055,43 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                 ld_addend = ld_projection
             _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
                                projection_block, ld_addend, z_step, mb, a_pack, False)
+            _forward_step_units(dims, z_step, a_step, mca_step, peep_block, c_prev, c_cur, h_cur,
+                                mask_col, job, s, t, 0, h)
         else:
-            for g in range(4):
-                z_block = z_step + g * n + off
-                if packed_w != NULL:
-                    _input_product(mb, width, n_in, x_step, ld_x,
-                                   packed_w + w_slice_base + g * w_slice_stride,
-                                   bias_block + g * h + u0, z_block, mb, x_pack, g > 0)
-                    projection_block = z_block
-                    ld_addend = mb
-                else:
-                    projection_block = (projection + mb * (s - job.s0)
-                                        + (g * h + u0) * ld_projection)
-                    ld_addend = ld_projection
-                _recurrent_product(mb, width, h, h_prev, mb,
-                                   packed + slice_base + g * slice_stride,
-                                   recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
-                                   projection_block, ld_addend, z_block, mb, a_pack, g > 0)
-        _forward_cells(width * mb, n, mb, act, gate, z_step + off, a_step + off, mca_step + off,
-                       peep_units, c_prev + off, h_cur + off, c_cur + off,
-                       mask_col)
-        if for_backprop:
-            _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * ld_hs, ld_hs,
-                        mb, width)
-        if job.output != NULL:
-            _scatter_units(dims, h_cur, <floating*>job.output + t * job.output_strides.time,
-                           job.output_strides, u0, u1)
+            # the counters of the next step were last used by the step before this one, which
+            # every thread has left (the barrier at its end)
+            lf_claims_reset(&job.groups.claims[_claim_slot(s + 1, tid)])
+            h_packed = False
+            x_packed = False
+            owner = tid
+            while True:
+                group = _take_group(&job.groups, s, tid, nthreads, &owner)
+                if group < 0:
+                    break
+                u0 = job.groups.units[group]
+                u1 = job.groups.units[group + 1]
+                width = u1 - u0
+                off = u0 * mb
+                for g in range(4):
+                    z_block = z_step + g * n + off
+                    if packed_w != NULL:
+                        _input_product(mb, width, n_in, x_step, ld_x,
+                                       packed_w + _group_slice(&job.groups, n_in, group, 4, g),
+                                       bias_block + g * h + u0, z_block, mb, x_pack, x_packed)
+                        x_packed = True
+                        projection_block = z_block
+                        ld_addend = mb
+                    else:
+                        projection_block = (projection + mb * (s - job.s0)
+                                            + (g * h + u0) * ld_projection)
+                        ld_addend = ld_projection
+                    _recurrent_product(mb, width, h, h_prev, mb,
+                                       packed + _group_slice(&job.groups, h, group, 4, g),
+                                       recurrent_weights + (g * h + u0) * ld_rw, ld_rw, c'N',
+                                       projection_block, ld_addend, z_block, mb, a_pack, h_packed)
+                    h_packed = True
+                _forward_step_units(dims, z_step, a_step, mca_step, peep_block, c_prev, c_cur,
+                                    h_cur, mask_col, job, s, t, u0, u1)
         if _team_stop(job.cancel, job.stop_slots, s, &job.barrier, tid, nthreads):
             if tid == 0:
                 job.cancelled = 1
@@ -1069,7 +1179,8 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* a_pack = NULL
     cdef floating* x_pack = NULL
     cdef int nthreads = 1, tid, g
-    cdef Py_ssize_t u0, u1
+    cdef Py_ssize_t u0, u1, group
+    cdef _forward_job job
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
         if _a_pack_used(mb):
@@ -1085,20 +1196,19 @@ cdef int _forward_impl(const lstm_dims* dims,
             if packed_w != NULL:
                 _pack_weights(input_weights, 1, ld_input_weights, n_in, G, packed_w, mb)
         else:
-            # per thread, per gate block: the thread's units' columns
-            for tid in range(nthreads):
-                u0 = _unit_begin(h, tid, nthreads)
-                u1 = _unit_begin(h, tid + 1, nthreads)
+            # per group of units, per gate block: the group's columns
+            _plan_groups(&job.groups, h, nthreads, mb)
+            for group in range(job.groups.first[nthreads]):
+                u0 = job.groups.units[group]
+                u1 = job.groups.units[group + 1]
                 for g in range(4):
                     _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
                                   ld_recurrent_weights, h, u1 - u0,
-                                  packed_rw + _forward_slice_offset(h, h, tid, g, nthreads, mb),
-                                  mb)
+                                  packed_rw + _group_slice(&job.groups, h, group, 4, g), mb)
                     if packed_w != NULL:
                         _pack_weights(input_weights + (g * h + u0) * ld_input_weights, 1,
                                       ld_input_weights, n_in, u1 - u0,
-                                      packed_w + _forward_slice_offset(n_in, h, tid, g, nthreads,
-                                                                       mb), mb)
+                                      packed_w + _group_slice(&job.groups, n_in, group, 4, g), mb)
     # the bias as a [4h] vector, the peepholes as [mb, 3h] blocks; with one example the caller's
     # contiguous vectors are used in place (a streaming step then copies nothing)
     cdef Py_ssize_t j
@@ -1151,7 +1261,6 @@ cdef int _forward_impl(const lstm_dims* dims,
     else:
         _gather_state(dims, c0, c0_strides, c_ring)
 
-    cdef _forward_job job
     job.dims = dims
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
@@ -1186,6 +1295,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
+    job.groups.taken_over = 0
 
     cdef Py_ssize_t s0, s1
     s0 = 0
@@ -1204,10 +1314,13 @@ cdef int _forward_impl(const lstm_dims* dims,
             job.ld_packed_input = ld_projection
         job.s0 = s0
         job.s1 = s1
+        # the first step's counters (each thread resets those of the step after its current one)
+        _reset_claims(&job.groups, s0, nthreads)
         if floating is float:
             lf_team_execute(_forward_steps_f32, &job, nthreads)
         else:
             lf_team_execute(_forward_steps_f64, &job, nthreads)
+        _last_taken_over[0] = job.groups.taken_over
         if job.cancelled:
             lf_team_release(nthreads)
             free(owned)
@@ -1275,6 +1388,7 @@ ctypedef struct _backward_job:
     const void* packed
     void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
     const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
+    _unit_groups groups            # the groups of units of the time loop (_plan_groups)
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
     Py_ssize_t ld_xh
@@ -1322,15 +1436,17 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
-    """The backward time loop for thread tid of nthreads: its units' columns of each step's
-    dL/dh product and their deltas (all units when nthreads is 1); then its share of the
-    gradient GEMMs over all steps."""
+    """The backward time loop for thread tid of nthreads: of each step, the groups of units the
+    thread takes (see UNIT_GROUPS_PER_THREAD), their columns of the step's dL/dh product and
+    their deltas (one group of all units when nthreads is 1); then its share of the gradient
+    GEMMs over all steps."""
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
     cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta
     cdef int act = dims.activation, gate = dims.gate_activation
-    cdef Py_ssize_t u0 = _unit_begin(h, tid, nthreads), u1 = _unit_begin(h, tid + 1, nthreads)
-    cdef Py_ssize_t width = u1 - u0, off = u0 * mb
+    cdef Py_ssize_t u0, u1, width, off, unit_group
+    cdef int owner
+    cdef bint deltas_packed
     cdef const floating* epsilon = <const floating*>job.epsilon
     cdef const floating* z = <const floating*>job.z
     cdef const floating* a = <const floating*>job.a
@@ -1355,44 +1471,60 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* delta_next
     cdef const floating* mask_col
     cdef Py_ssize_t s, t, g
-    cdef const floating* peep_units = NULL
     cdef const floating* a_next
     cdef const floating* delta_next_units
     cdef const floating* cell_error_next_units
-    if peep_block != NULL:
-        peep_units = peep_block + off
-    if packed != NULL and nthreads > 1:
-        packed = packed + _backward_slice_offset(h, tid, nthreads, mb)
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
         delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
-        # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's Nd4j.gemm(..., false, true))
-        _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
-                      nabla_out, u0, u1)
-        if delta_next != NULL:
-            _recurrent_product(mb, width, G, delta_next, mb, packed, rw_t + u0 * G, G, c'N',
-                               nabla_out + off, mb, nabla_out + off, mb, a_pack, False)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
-        a_next = NULL
-        delta_next_units = NULL
-        cell_error_next_units = NULL
-        if delta_next != NULL:
-            a_next = a + 4 * n * (s + 1) + off
-            delta_next_units = delta_next + off
-            cell_error_next_units = cell_error_next + off
-        _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off, a + 4 * n * s + off,
-                        mca + n * s + off, cs + n * s + off, cs + n * (s + 1) + off, mask_col,
-                        mask_col != NULL, nabla_out + off, a_next, delta_next_units,
-                        cell_error_next_units, peep_units, delta_step + off, cell_error + off,
-                        <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
-                        <floating*>job.sum_g + u0, scratch + off,
-                        (<const floating*>job.last_c_grad + off
-                         if (job.last_c_grad != NULL and s == T - 1) else <floating*>NULL))
-        # step-stacked copy of the deltas, for the gradient GEMMs over all steps
-        for g in range(4):
-            _copy_block(delta_step + g * n + off, mb,
-                        delta + mb * (s - end_index) + (g * h + u0) * ld_delta, ld_delta, mb, width)
+        # the counters of the next processed step (s - 1, the parity of s + 1) were last used
+        # by the one before this one, which every thread has left (the barrier at its end)
+        lf_claims_reset(&job.groups.claims[_claim_slot(s + 1, tid)])
+        deltas_packed = False
+        owner = tid
+        while True:
+            unit_group = _take_group(&job.groups, s, tid, nthreads, &owner)
+            if unit_group < 0:
+                break
+            u0 = job.groups.units[unit_group]
+            u1 = job.groups.units[unit_group + 1]
+            width = u1 - u0
+            off = u0 * mb
+            # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's
+            # Nd4j.gemm(..., false, true))
+            _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
+                          nabla_out, u0, u1)
+            if delta_next != NULL:
+                _recurrent_product(mb, width, G, delta_next, mb,
+                                   packed + _group_slice(&job.groups, G, unit_group, 1, 0)
+                                   if packed != NULL else NULL,
+                                   rw_t + u0 * G, G, c'N', nabla_out + off, mb, nabla_out + off,
+                                   mb, a_pack, deltas_packed)
+                deltas_packed = True
+            a_next = NULL
+            delta_next_units = NULL
+            cell_error_next_units = NULL
+            if delta_next != NULL:
+                a_next = a + 4 * n * (s + 1) + off
+                delta_next_units = delta_next + off
+                cell_error_next_units = cell_error_next + off
+            _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off,
+                            a + 4 * n * s + off, mca + n * s + off, cs + n * s + off,
+                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, nabla_out + off,
+                            a_next, delta_next_units, cell_error_next_units,
+                            peep_block + off if peep_block != NULL else NULL,
+                            delta_step + off, cell_error + off,
+                            <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
+                            <floating*>job.sum_g + u0, scratch + off,
+                            (<const floating*>job.last_c_grad + off
+                             if (job.last_c_grad != NULL and s == T - 1) else <floating*>NULL))
+            # step-stacked copy of the deltas, for the gradient GEMMs over all steps
+            for g in range(4):
+                _copy_block(delta_step + g * n + off, mb,
+                            delta + mb * (s - end_index) + (g * h + u0) * ld_delta, ld_delta,
+                            mb, width)
         swap = cell_error_next
         cell_error_next = cell_error
         cell_error = swap
@@ -1561,17 +1693,20 @@ cdef int _backward_impl(const lstm_dims* dims,
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1, tid
-    cdef Py_ssize_t u0, u1
+    cdef Py_ssize_t u0, u1, group
+    cdef _backward_job job
     if steps > 1 and _packed_gemm_on(mb):
         packed_rw_t = rw_t + G * h
         nthreads = lf_team_acquire(_team_size(dims, steps, True))
-        # each thread's units' columns of RW^T packed together (all of them for one thread)
-        for tid in range(nthreads):
-            u0 = _unit_begin(h, tid, nthreads)
-            u1 = _unit_begin(h, tid + 1, nthreads)
+        # each group's units' columns of RW^T packed together (one group for one thread)
+        _plan_groups(&job.groups, h, nthreads, mb)
+        for group in range(job.groups.first[nthreads]):
+            u0 = job.groups.units[group]
+            u1 = job.groups.units[group + 1]
             _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
-                          packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb), mb)
+                          packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
     else:
+        _plan_groups(&job.groups, h, 1, mb)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
         for k in range(h):
@@ -1604,7 +1739,6 @@ cdef int _backward_impl(const lstm_dims* dims,
             for m in range(mb):
                 last_c_grad[m + k * mb] = last_c_grad[m + k * mb] * mp[mb * (T - 1) + m]
 
-    cdef _backward_job job
     job.dims = dims
     job.end_index = end_index
     job.ld_delta = ld_delta
@@ -1650,10 +1784,13 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
+    _reset_claims(&job.groups, T - 1, nthreads)
+    job.groups.taken_over = 0
     if floating is float:
         lf_team_execute(_backward_steps_f32, &job, nthreads)
     else:
         lf_team_execute(_backward_steps_f64, &job, nthreads)
+    _last_taken_over[1] = job.groups.taken_over
     lf_team_release(nthreads)
     if job.cancelled:
         free(owned)
@@ -1694,15 +1831,15 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef floating value
     if end_index == 0:
         if grad_h0 != NULL:
-            # by the threads' slices of the packed RW^T (one slice of all units for one thread)
-            for tid in range(nthreads):
-                u0 = _unit_begin(h, tid, nthreads)
-                u1 = _unit_begin(h, tid + 1, nthreads)
+            # by the groups' slices of the packed RW^T (one slice of all units for one thread)
+            for group in range(job.groups.first[nthreads]):
+                u0 = job.groups.units[group]
+                u1 = job.groups.units[group + 1]
                 _recurrent_product(mb, u1 - u0, G, delta_ring, mb,
                                    NULL if packed_rw_t == NULL
-                                   else packed_rw_t + _backward_slice_offset(h, tid, nthreads, mb),
+                                   else packed_rw_t + _group_slice(&job.groups, G, group, 1, 0),
                                    rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
-                                   nabla_out + u0 * mb, mb, a_pack, tid > 0)
+                                   nabla_out + u0 * mb, mb, a_pack, group > 0)
             _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
         if grad_c0 != NULL:
             for k in range(h):
@@ -1984,6 +2121,36 @@ def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
     return previous
 
 
+def _set_unit_groups(int per_thread, bint all_to_first=False, Py_ssize_t min_work=1 << 18):
+    """Groups of units per thread in a team's time loops (UNIT_GROUPS_PER_THREAD), whether
+    thread 0 owns every group (the other threads then run only groups they take over from it),
+    and the least work per group (UNIT_GROUP_MIN_WORK, 0: none). Returns the previous triple.
+    For tests and benchmarks."""
+    global UNIT_GROUPS_PER_THREAD, _groups_all_to_first, UNIT_GROUP_MIN_WORK
+    if per_thread < 1 or per_thread > UNIT_GROUPS_MAX:
+        raise ValueError(f"per_thread must be in 1..{UNIT_GROUPS_MAX}, got {per_thread}")
+    if min_work < 0:
+        raise ValueError(f"min_work must be >= 0, got {min_work}")
+    previous = (UNIT_GROUPS_PER_THREAD, bool(_groups_all_to_first), UNIT_GROUP_MIN_WORK)
+    UNIT_GROUPS_PER_THREAD = per_thread
+    _groups_all_to_first = 1 if all_to_first else 0
+    UNIT_GROUP_MIN_WORK = min_work
+    return previous
+
+
+def _plan_unit_groups(Py_ssize_t h, int nthreads, Py_ssize_t mb):
+    """The groups of units a team of nthreads would use at hidden size h and minibatch mb, as
+    (first, units, cols): thread t owns groups first[t]..first[t+1]-1, group g is units
+    units[g]..units[g+1]-1 after cols[g] packed columns. For tests."""
+    cdef _unit_groups groups
+    if h < 1 or mb < 1 or nthreads < 1 or nthreads > LF_TEAM_MAX:
+        raise ValueError(f"need h >= 1, mb >= 1 and 1 <= nthreads <= {LF_TEAM_MAX}")
+    _plan_groups(&groups, h, nthreads, mb)
+    n = groups.first[nthreads]
+    return ([groups.first[t] for t in range(nthreads + 1)],
+            [groups.units[g] for g in range(n + 1)], [groups.cols[g] for g in range(n + 1)])
+
+
 def _set_gradient_split(str kind):
     """How a thread team splits the gradient GEMMs after the backward time loop: 'rows' (in two
     row groups where there are at least 4h stacked rows, else by columns; the default) or
@@ -1994,6 +2161,12 @@ def _set_gradient_split(str kind):
     previous = "rows" if _gradient_split_rows else "columns"
     _gradient_split_rows = 1 if kind == "rows" else 0
     return previous
+
+
+def _last_groups_taken_over():
+    """How many groups of units the last forward and backward passes' threads took over from
+    their owners, as (forward, backward). For tests."""
+    return (_last_taken_over[0], _last_taken_over[1])
 
 
 def _last_backward_gradient_split():

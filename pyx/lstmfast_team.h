@@ -113,6 +113,24 @@ static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
     lf_wait_while_equal(&b->generation, generation, &b->sleepers);
 }
 
+/* Work sharing inside a step: a counter of the items taken from one thread's run (the owner
+ * and the threads helping it each take the next with lf_claim_next; an index past the run
+ * means none is left). Relaxed: the step's barrier orders the items' results and the resets. */
+static inline ptrdiff_t lf_claim_next(ptrdiff_t* counter)
+{
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+
+static inline void lf_claims_reset(ptrdiff_t* counter)
+{
+    __atomic_store_n(counter, 0, __ATOMIC_RELAXED);
+}
+
+static inline void lf_count_add(ptrdiff_t* counter, ptrdiff_t value)
+{
+    __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);
+}
+
 typedef struct {
     pthread_mutex_t busy;      /* held by the pass that uses the team */
     pthread_mutex_t lock;      /* guards the sleep of idle workers */

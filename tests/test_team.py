@@ -124,6 +124,94 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
         assert _scaled_error(value, one[name]) < tol_threads, (name, threads)
 
 
+@pytest.fixture
+def unit_groups():
+    """Restores the groups of units per thread (and who owns them) after a test changes them."""
+    previous = kernels._set_unit_groups(8)
+    kernels._set_unit_groups(*previous)
+    yield
+    kernels._set_unit_groups(*previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
+def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups, case, dtype):
+    """Each step's units come in groups that any thread may run: with thread 0 owning every
+    group, the other threads run only groups they take over from it, and the numbers are the
+    same to the bit as when every thread owns its share (the same groups, the same code); with
+    one group per thread (fixed shares) and with up to 8 per thread, they agree with one thread
+    and with the reference."""
+    T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
+    rng = np.random.default_rng(hash(case) % 2**31 + 7)
+    problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
+    one = _run(problem, peepholes, forwards, tbptt, 1)
+    results = {}
+    for per_thread, all_to_first in [(1, False), (3, False), (3, True), (8, False)]:
+        kernels._set_unit_groups(per_thread, all_to_first)
+        results[per_thread, all_to_first] = _run(problem, peepholes, forwards, tbptt, threads)
+    x, W, RW, b, h0, c0, eps, mask = problem
+    ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
+                      forwards=forwards)
+    tol_ref = 2e-5 if dtype == np.float32 else 1e-10
+    tol_threads = 2e-6 if dtype == np.float32 else 1e-13
+    for setting, got in results.items():
+        assert _scaled_error(got["output"], ref.output) < tol_ref, setting
+        assert _scaled_error(got["inference_output"], ref.output) < tol_ref, setting
+        for name in got:
+            assert _scaled_error(got[name], one[name]) < tol_threads, (name, setting)
+    for name in one:
+        np.testing.assert_array_equal(results[3, True][name], results[3, False][name],
+                                      err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_take_over_groups_they_do_not_own(small_team_limits, unit_groups, dtype):
+    """With thread 0 owning every group, the second thread runs groups only by taking them
+    over: it does, in both passes, and the numbers are those of one thread."""
+    T, mb, n_in, h = 30, 16, 8, 96
+    problem = _problem(np.random.default_rng(3), T, mb, n_in, h, dtype, True, False)
+    one = _run(problem, True, True, None, 1)
+    assert kernels._last_groups_taken_over() == (0, 0)
+    kernels._set_unit_groups(4, True)
+    two = _run(problem, True, True, None, 2)
+    # _run's inference pass came last; the backward's count is the training pass's
+    forward, backward = kernels._last_groups_taken_over()
+    groups = len(kernels._plan_unit_groups(h, 2, mb)[1]) - 1
+    assert 0 < forward <= groups * T
+    assert 0 < backward <= groups * T
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for name in one:
+        assert _scaled_error(two[name], one[name]) < tol, name
+
+
+@pytest.mark.parametrize("h, threads, mb", [(256, 2, 64), (7, 3, 3), (50, 8, 17), (13, 2, 20),
+                                            (1024, 2, 1), (128, 1, 32), (30, 8, 5)])
+def test_unit_groups_cover_each_threads_share_in_whole_panels(unit_groups, h, threads, mb):
+    """The plan: thread t's groups are exactly its share of the units (h t / threads to
+    h (t + 1) / threads), in at most 8 groups (one for one thread); every group but a thread's
+    last is whole panels (6 columns, 8 below 4 rows); cols counts the padded columns."""
+    first, units, cols = kernels._plan_unit_groups(h, threads, mb)
+    panel = 8 if mb < 4 else 6
+    assert first[0] == 0 and units[0] == 0 and cols[0] == 0
+    assert units[-1] == h and first[-1] == len(units) - 1
+    for t in range(threads):
+        own = units[first[t]:first[t + 1] + 1]
+        assert own[0] == h * t // threads and own[-1] == h * (t + 1) // threads
+        assert 1 <= len(own) - 1 <= (8 if threads > 1 else 1)
+        widths = np.diff(own)
+        assert np.all(widths > 0)
+        assert np.all(widths[:-1] % panel == 0)
+    padded = [-(-(units[g + 1] - units[g]) // panel) * panel for g in range(len(units) - 1)]
+    assert cols == [0] + list(np.cumsum(padded))
+
+
+def test_set_unit_groups_validates():
+    with pytest.raises(ValueError, match="per_thread"):
+        kernels._set_unit_groups(0)
+    with pytest.raises(ValueError, match="per_thread"):
+        kernels._set_unit_groups(129)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_projection_in_chunks_matches_reference(small_team_limits, dtype, threads):
