@@ -209,9 +209,10 @@ cdef inline bint _x_pack_used(Py_ssize_t mb, Py_ssize_t n_in) noexcept nogil:
 
 cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
     """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
-    each cut into up to LF_TEAM_MAX thread slices (the forward's: each slice then cut into
-    groups of whole panels but its last, _plan_groups), in either packed layout (every slice
-    padded to at most 5 more columns as panels, 7 more as rows)."""
+    each cut into up to LF_TEAM_MAX thread slices and each slice into groups of whole panels
+    but its last (_plan_groups: the forward's W and RW per gate block, the backward's RW^T as
+    one block), in either packed layout (every slice padded to at most 5 more columns as
+    panels, 7 more as rows)."""
     cdef Py_ssize_t whole = _packed_len(K, N, LF_SMALL_M)     # panels
     cdef Py_ssize_t whole_rows = _packed_len(K, N, 1)        # rows
     cdef Py_ssize_t sliced = _mul(_add(N, 7 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
@@ -765,8 +766,9 @@ cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps, bint packed)
 # started. Why: with a fixed share each, a step waits for the slower thread, and on this shared
 # machine either thread's share often ran late, by turns (counted in an instrumented build:
 # each thread spent 8-18% of a (100, 64, 256, 256) float32 forward waiting at the step's
-# barrier). Measured against one group per thread (the fixed shares), forwards at 2 threads,
-# medians in one process: float32 0.88-0.94x the time, float64 0.86-0.95x.
+# barrier). Measured against one group per thread (the fixed shares) at 2 threads, settings
+# interleaved in one process, 11 medians of 10-30 samples per dtype: forwards float32 0.87-1.02x
+# the time (median 0.94x), float64 0.75-1.10x (0.91x); training 0.90-1.04x (1.00x).
 cdef int UNIT_GROUPS_PER_THREAD = 8
 # ... but fewer where a group's recurrent product would fall below this many multiply-adds
 # per step (each group costs its own kernel calls and element-wise passes)
@@ -799,10 +801,11 @@ cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
                               Py_ssize_t mb) noexcept nogil:
     """Thread t's units (h t / nthreads to h (t + 1) / nthreads, as even as they come) cut into
     up to UNIT_GROUPS_PER_THREAD groups (one for a single thread), each a whole number of
-    packed panels (6 columns, 8 below LF_SMALL_M rows) but the thread's last."""
+    packed panels (6 columns, 8 below LF_SMALL_M rows) but the thread's last, the panels
+    spread evenly (no sliver of a group at the end)."""
     cdef Py_ssize_t panel = 8 if mb < LF_SMALL_M else 6
     cdef Py_ssize_t per_thread = UNIT_GROUPS_PER_THREAD if nthreads > 1 else 1
-    cdef Py_ssize_t first, last, width, u, n = 0
+    cdef Py_ssize_t first, last, panels, count, i, u, n = 0
     cdef Py_ssize_t share_work = (h + nthreads - 1) // nthreads * 4 * mb * h
     cdef int t
     if UNIT_GROUP_MIN_WORK > 0 and per_thread > share_work // UNIT_GROUP_MIN_WORK:
@@ -817,11 +820,11 @@ cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
         groups.first[t] = n
         first = h * t // nthreads
         last = h * (t + 1) // nthreads
-        width = (last - first + per_thread - 1) // per_thread
-        width = (width + panel - 1) // panel * panel
-        u = first
-        while u < last:
-            u = u + width if u + width < last else last
+        panels = (last - first + panel - 1) // panel
+        count = per_thread if per_thread < panels else panels
+        for i in range(1, count + 1):
+            u = first + panels * i // count * panel
+            u = u if u < last else last
             n += 1
             groups.units[n] = u
             groups.cols[n] = (groups.cols[n - 1]
@@ -986,7 +989,7 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef floating bias_value
     cdef floating* projection_column
     # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
-    # each step computes its own x W into its gate pre-activations, the thread its units'
+    # each step computes its own x W into its gate pre-activations, each group of units its
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
     # [mb*S, 4h] = 1 b^T + xp W here, one GEMM per thread on its share of the rows (splitting by
     # columns would make every thread re-pack all of xp); then every thread waits for all rows.
@@ -1178,7 +1181,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* packed_w = NULL
     cdef floating* a_pack = NULL
     cdef floating* x_pack = NULL
-    cdef int nthreads = 1, tid, g
+    cdef int nthreads = 1, g
     cdef Py_ssize_t u0, u1, group
     cdef _forward_job job
     if T > 1 and _packed_gemm_on(mb):
@@ -1692,7 +1695,7 @@ cdef int _backward_impl(const lstm_dims* dims,
         grad_partial = a_pack + LF_TEAM_MAX * _a_pack_len(mb, G)
 
     cdef Py_ssize_t s, t, m, k, j, i
-    cdef int nthreads = 1, tid
+    cdef int nthreads = 1
     cdef Py_ssize_t u0, u1, group
     cdef _backward_job job
     if steps > 1 and _packed_gemm_on(mb):

@@ -3,9 +3,10 @@
  *
  * Why: every time step of an LSTM depends on the previous one, so the per-step work (the
  * recurrent product h_{t-1} RW and the element-wise gate code) is too small for BLAS threading
- * to pay off and runs on one core. Split by hidden units instead, each thread computes its own
- * units' columns of the product and their element-wise code, and the threads meet once per step
- * at a barrier (the next step reads every unit of h). The workers are created once, spin briefly
+ * to pay off and runs on one core. Split by hidden units instead, each thread computes groups of
+ * units' columns of the product and their element-wise code (its own groups, then those of its
+ * partners not yet taken: lf_claim_next), and the threads meet once per step at a barrier (the
+ * next step reads every unit of h). The workers are created once, spin briefly
  * between jobs, then sleep on a condition variable.
  *
  * One job at a time: a pass that finds the team busy (another thread's pass) runs alone.

@@ -133,21 +133,30 @@ def unit_groups():
     kernels._set_unit_groups(*previous)
 
 
+GROUP_CASES = CASES + [
+    # (T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt)
+    (6, 16, 7, 150, 2, True, True, True, None),   # 75 units a thread: up to 8 groups of panels
+    (5, 3, 5, 120, 3, False, True, False, 3),     # mb < 4: groups of 8-column rows, backwards
+    (4, 70, 6, 96, 2, True, False, True, None),   # packed h / deltas in two row blocks
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
+@pytest.mark.parametrize("case", GROUP_CASES,
+                         ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
 def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups, case, dtype):
     """Each step's units come in groups that any thread may run: with thread 0 owning every
     group, the other threads run only groups they take over from it, and the numbers are the
     same to the bit as when every thread owns its share (the same groups, the same code); with
     one group per thread (fixed shares) and with up to 8 per thread, they agree with one thread
-    and with the reference."""
+    and with the reference. No least work per group here, so that small shapes get several."""
     T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
-    rng = np.random.default_rng(hash(case) % 2**31 + 7)
+    rng = np.random.default_rng(sum(map(hash, case[:5])) % 2**31 + 7)
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
     one = _run(problem, peepholes, forwards, tbptt, 1)
     results = {}
     for per_thread, all_to_first in [(1, False), (3, False), (3, True), (8, False)]:
-        kernels._set_unit_groups(per_thread, all_to_first)
+        kernels._set_unit_groups(per_thread, all_to_first, 0)
         results[per_thread, all_to_first] = _run(problem, peepholes, forwards, tbptt, threads)
     x, W, RW, b, h0, c0, eps, mask = problem
     ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
@@ -164,15 +173,17 @@ def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups,
                                       err_msg=name)
 
 
+@pytest.mark.skipif(kernels.simd_variant() == "portable",
+                    reason="the team runs with the packed AVX2 kernel only")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_threads_take_over_groups_they_do_not_own(small_team_limits, unit_groups, dtype):
-    """With thread 0 owning every group, the second thread runs groups only by taking them
-    over: it does, in both passes, and the numbers are those of one thread."""
+    """With thread 0 owning every group (16 of 6 units), the second thread runs groups only by
+    taking them over: it does, in both passes, and the numbers are those of one thread."""
     T, mb, n_in, h = 30, 16, 8, 96
     problem = _problem(np.random.default_rng(3), T, mb, n_in, h, dtype, True, False)
     one = _run(problem, True, True, None, 1)
     assert kernels._last_groups_taken_over() == (0, 0)
-    kernels._set_unit_groups(4, True)
+    kernels._set_unit_groups(16, True, 0)
     two = _run(problem, True, True, None, 2)
     # _run's inference pass came last; the backward's count is the training pass's
     forward, backward = kernels._last_groups_taken_over()
@@ -184,23 +195,36 @@ def test_threads_take_over_groups_they_do_not_own(small_team_limits, unit_groups
         assert _scaled_error(two[name], one[name]) < tol, name
 
 
+@pytest.mark.parametrize("min_work", [0, 1 << 18])
 @pytest.mark.parametrize("h, threads, mb", [(256, 2, 64), (7, 3, 3), (50, 8, 17), (13, 2, 20),
-                                            (1024, 2, 1), (128, 1, 32), (30, 8, 5)])
-def test_unit_groups_cover_each_threads_share_in_whole_panels(unit_groups, h, threads, mb):
+                                            (1024, 2, 1), (128, 1, 32), (30, 8, 5), (128, 2, 32),
+                                            (100, 2, 256), (512, 2, 16)])
+def test_unit_groups_cover_each_threads_share_in_whole_panels(unit_groups, h, threads, mb,
+                                                              min_work):
     """The plan: thread t's groups are exactly its share of the units (h t / threads to
-    h (t + 1) / threads), in at most 8 groups (one for one thread); every group but a thread's
-    last is whole panels (6 columns, 8 below 4 rows); cols counts the padded columns."""
+    h (t + 1) / threads), in min(8, its panels, its work / min_work) groups (one for one
+    thread); every group but a thread's last is whole panels (6 columns, 8 below 4 rows), the
+    panels spread evenly; cols counts the padded columns."""
+    kernels._set_unit_groups(8, False, min_work)
     first, units, cols = kernels._plan_unit_groups(h, threads, mb)
     panel = 8 if mb < 4 else 6
     assert first[0] == 0 and units[0] == 0 and cols[0] == 0
     assert units[-1] == h and first[-1] == len(units) - 1
+    share_work = -(-h // threads) * 4 * mb * h
     for t in range(threads):
         own = units[first[t]:first[t + 1] + 1]
         assert own[0] == h * t // threads and own[-1] == h * (t + 1) // threads
-        assert 1 <= len(own) - 1 <= (8 if threads > 1 else 1)
+        panels = -(-(own[-1] - own[0]) // panel)
+        expected = 1 if threads == 1 else min(8, panels)
+        if min_work:
+            expected = max(1, min(expected, share_work // min_work))
+        assert len(own) - 1 == expected, (t, own)
         widths = np.diff(own)
         assert np.all(widths > 0)
         assert np.all(widths[:-1] % panel == 0)
+        whole = widths[:-1] // panel
+        if len(whole):
+            assert whole.max() - whole.min() <= 1, widths
     padded = [-(-(units[g + 1] - units[g]) // panel) * panel for g in range(len(units) - 1)]
     assert cols == [0] + list(np.cumsum(padded))
 
