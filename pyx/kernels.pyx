@@ -846,11 +846,20 @@ cdef inline void _reset_claims(_unit_groups* groups, Py_ssize_t step, int nthrea
         groups.claims[_claim_slot(step, t)] = 0
 
 
-cdef inline Py_ssize_t _take_group(_unit_groups* groups, Py_ssize_t step, int tid,
-                                   int nthreads, int* owner) noexcept nogil:
-    """The next group of `step` for thread tid: its own, in order, then those its partners have
-    not taken (*owner: whose run it takes from, tid at the step's start); -1 when none is
-    left."""
+cdef inline int _start_step(_unit_groups* groups, Py_ssize_t step, int tid) noexcept nogil:
+    """Thread tid's start of a step: it resets its counter of the next step (the same parity as
+    the step before this one, which every thread has left: the barrier at its end), and takes
+    its own groups first (the owner _take_group starts from, returned)."""
+    lf_claims_reset(&groups.claims[_claim_slot(step + 1, tid)])
+    return tid
+
+
+cdef inline bint _take_group(_unit_groups* groups, Py_ssize_t step, int tid, int nthreads,
+                             int* owner, Py_ssize_t* taken_group, Py_ssize_t* u0,
+                             Py_ssize_t* u1) noexcept nogil:
+    """The next group of `step` for thread tid (*taken_group, its units *u0..*u1-1): its own, in
+    order, then those its partners have not taken (*owner: whose run it takes from); False
+    when none is left."""
     cdef Py_ssize_t taken, group
     while True:
         taken = lf_claim_next(&groups.claims[_claim_slot(step, owner[0])])
@@ -858,10 +867,13 @@ cdef inline Py_ssize_t _take_group(_unit_groups* groups, Py_ssize_t step, int ti
         if group < groups.first[owner[0] + 1]:
             if owner[0] != tid:
                 lf_count_add(&groups.taken_over, 1)
-            return group
+            taken_group[0] = group
+            u0[0] = groups.units[group]
+            u1[0] = groups.units[group + 1]
+            return True
         owner[0] = owner[0] + 1 if owner[0] + 1 < nthreads else 0
         if owner[0] == tid:
-            return -1
+            return False
 
 
 cdef inline Py_ssize_t _group_slice(const _unit_groups* groups, Py_ssize_t K, Py_ssize_t group,
@@ -1061,18 +1073,10 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             _forward_step_units(dims, z_step, a_step, mca_step, peep_block, c_prev, c_cur, h_cur,
                                 mask_col, job, s, t, 0, h)
         else:
-            # the counters of the next step were last used by the step before this one, which
-            # every thread has left (the barrier at its end)
-            lf_claims_reset(&job.groups.claims[_claim_slot(s + 1, tid)])
             h_packed = False
             x_packed = False
-            owner = tid
-            while True:
-                group = _take_group(&job.groups, s, tid, nthreads, &owner)
-                if group < 0:
-                    break
-                u0 = job.groups.units[group]
-                u1 = job.groups.units[group + 1]
+            owner = _start_step(&job.groups, s, tid)
+            while _take_group(&job.groups, s, tid, nthreads, &owner, &group, &u0, &u1):
                 width = u1 - u0
                 off = u0 * mb
                 for g in range(4):
@@ -1482,17 +1486,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
         delta_step = delta_ring + 4 * n * (s % 2)
         delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
-        # the counters of the next processed step (s - 1, the parity of s + 1) were last used
-        # by the one before this one, which every thread has left (the barrier at its end)
-        lf_claims_reset(&job.groups.claims[_claim_slot(s + 1, tid)])
+        # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
         deltas_packed = False
-        owner = tid
-        while True:
-            unit_group = _take_group(&job.groups, s, tid, nthreads, &owner)
-            if unit_group < 0:
-                break
-            u0 = job.groups.units[unit_group]
-            u1 = job.groups.units[unit_group + 1]
+        owner = _start_step(&job.groups, s, tid)
+        while _take_group(&job.groups, s, tid, nthreads, &owner, &unit_group, &u0, &u1):
             width = u1 - u0
             off = u0 * mb
             # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's
