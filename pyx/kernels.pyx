@@ -2121,10 +2121,12 @@ def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
     return previous
 
 
-def _set_unit_groups(int per_thread, bint all_to_first=False, Py_ssize_t min_work=1 << 18):
+def _set_unit_groups(int per_thread, bint all_to_first=False,
+                     Py_ssize_t min_work=UNIT_GROUP_MIN_WORK):
     """Groups of units per thread in a team's time loops (UNIT_GROUPS_PER_THREAD), whether
     thread 0 owns every group (the other threads then run only groups they take over from it),
-    and the least work per group (UNIT_GROUP_MIN_WORK, 0: none). Returns the previous triple.
+    and the least work per group (UNIT_GROUP_MIN_WORK, 0: none; by default its value at
+    import). Returns the previous triple.
     For tests and benchmarks."""
     global UNIT_GROUPS_PER_THREAD, _groups_all_to_first, UNIT_GROUP_MIN_WORK
     if per_thread < 1 or per_thread > UNIT_GROUPS_MAX:
