@@ -917,6 +917,7 @@ ctypedef struct _forward_job:
     Py_ssize_t ld_hs
     void* projection
     void* h_ring
+    bint h_in_output               # each step's h written straight into its output block
     void* c_ring
     void* z_block
     void* a_block
@@ -960,7 +961,7 @@ cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, fl
     if job.z != NULL:
         _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * job.ld_hs,
                     job.ld_hs, mb, width)
-    if job.output != NULL:
+    if job.output != NULL and not job.h_in_output:
         _scatter_units(dims, h_cur, <floating*>job.output + t * job.output_strides.time,
                        job.output_strides, u0, u1)
 
@@ -1037,8 +1038,14 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef const floating* step_mask
     for s in range(job.s0, job.s1):
         t = _time_of(dims, s)
-        h_prev = h_ring + n * (s % 2)
-        h_cur = h_ring + n * ((s + 1) % 2)
+        if job.h_in_output:
+            # the previous step's output block, or h0 for the pass's first step
+            h_prev = (h_ring if s == 0 else
+                      <floating*>job.output + _time_of(dims, s - 1) * job.output_strides.time)
+            h_cur = <floating*>job.output + t * job.output_strides.time
+        else:
+            h_prev = h_ring + n * (s % 2)
+            h_cur = h_ring + n * ((s + 1) % 2)
         if for_backprop:
             z_step = <floating*>job.z + 4 * n * s
             a_step = <floating*>job.a + 4 * n * s
@@ -1275,6 +1282,11 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.ld_hs = ld_hs
     job.projection = projection
     job.h_ring = h_ring
+    # with each step's output one contiguous [mb, h] block, the step's h is written there
+    # directly and the next step reads it back from there: no copy of h per step (the copy was
+    # 3.5% of a (100, 64, 256, 256) float32 forward)
+    job.h_in_output = (output != NULL and output_strides.minibatch == 1
+                       and output_strides.feature == mb)
     job.c_ring = c_ring
     job.z_block = z_block
     job.a_block = a_block
@@ -1335,7 +1347,11 @@ cdef int _forward_impl(const lstm_dims* dims,
         s0 = s1
     lf_team_release(nthreads)
 
-    _scatter_state(dims, h_ring + n * (T % 2), last_h, last_h_strides)
+    if job.h_in_output:
+        _scatter_state(dims, output + _time_of(dims, T - 1) * output_strides.time, last_h,
+                       last_h_strides)
+    else:
+        _scatter_state(dims, h_ring + n * (T % 2), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                    last_c_strides)
     free(owned)
