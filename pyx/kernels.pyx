@@ -1516,6 +1516,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* a_next
     cdef const floating* delta_next_units
     cdef const floating* cell_error_next_units
+    cdef const floating* eps_units
+    cdef floating* step_nabla
+    cdef bint eps_contiguous = (job.epsilon_strides.minibatch == 1
+                                and job.epsilon_strides.feature == mb)
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
@@ -1528,14 +1532,23 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             width = u1 - u0
             off = u0 * mb
             # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's
-            # Nd4j.gemm(..., false, true))
-            _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
-                          nabla_out, u0, u1)
+            # Nd4j.gemm(..., false, true)). A Fortran-ordered epsilon's step is one contiguous
+            # [mb, h] block: the product adds it where it is, or at the first processed step
+            # the cells read it there (no copy into nabla_out)
+            step_nabla = nabla_out + off
+            if eps_contiguous:
+                eps_units = epsilon + t * job.epsilon_strides.time + off
+                if delta_next == NULL:
+                    step_nabla = <floating*>eps_units
+            else:
+                _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
+                              nabla_out, u0, u1)
+                eps_units = nabla_out + off
             if delta_next != NULL:
                 _recurrent_product(mb, width, G, delta_next, mb,
                                    packed + _group_slice(&job.groups, G, unit_group, 1, 0)
                                    if packed != NULL else NULL,
-                                   rw_t + u0 * G, G, c'N', nabla_out + off, mb, nabla_out + off,
+                                   rw_t + u0 * G, G, c'N', eps_units, mb, step_nabla,
                                    mb, a_pack, deltas_packed)
                 deltas_packed = True
             a_next = NULL
@@ -1547,7 +1560,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 cell_error_next_units = cell_error_next + off
             _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off,
                             a + 4 * n * s + off, mca + n * s + off, cs + n * s + off,
-                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, nabla_out + off,
+                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, step_nabla,
                             a_next, delta_next_units, cell_error_next_units,
                             peep_block + off if peep_block != NULL else NULL,
                             delta_step + off, cell_error + off,

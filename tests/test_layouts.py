@@ -1,15 +1,16 @@
 """The forward reads x and writes h where they are when each step is one contiguous block (a
 Fortran-ordered x [mb, n_in, T] and output [mb, h, T], the Python API's layout), and copies them
-otherwise. Both ways must give the same numbers to the bit, and the NumPy reference's to
-rounding: checked here through the kernels' array entry (kernels.forward), which takes any
-strides, in both directions, with and without a mask and peepholes, at 1 and 2 threads."""
+otherwise; the backward likewise reads epsilon [mb, h, T]. Both ways must give the same bits,
+and the NumPy reference's numbers to rounding: the forward through the kernels' array entry
+(kernels.forward, which takes any strides for the output too), the backward through the Python
+API; both directions, with and without a mask and peepholes, at 1 and 2 threads."""
 import numpy as np
 import pytest
 
 import lstmfast
 from lstmfast import functional, kernels
 
-from reference import ref_forward
+from reference import ref_backward, ref_forward
 
 ACT = functional._activation_code("tanh", "activation", functional.ACTIVATIONS)
 GATE = functional._activation_code("sigmoid", "gate_activation", functional.GATE_ACTIVATIONS)
@@ -87,3 +88,45 @@ def test_in_place_and_copied_layouts_agree(team_for_small_shapes, dtype, threads
     for key, result in runs.items():
         for name, got, want in zip(("output", "last_h", "last_c"), result, in_place):
             np.testing.assert_array_equal(got, want, err_msg=f"{name} with x, out {key}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("forwards", [True, False])
+@pytest.mark.parametrize("masked,peepholes,tbptt", [(False, False, None), (True, True, 3)])
+@pytest.mark.parametrize("shape", [(7, 5, 6, 13), (6, 3, 4, 9)])
+def test_backward_reads_epsilon_in_place_or_gathered_alike(team_for_small_shapes, dtype, threads,
+                                                         forwards, masked, peepholes, tbptt,
+                                                         shape):
+    """The backward adds a step's dL/d(output) where it is when that is one contiguous
+    [mb, h] block (Fortran-ordered epsilon) and gathers it otherwise: the same bits either way,
+    and the reference's gradients."""
+    T, mb, n_in, h = shape
+    lstmfast.set_num_threads(threads)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((mb, n_in, T)).astype(dtype)
+    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4, dtype)
+    RW = np.asfortranarray(rng.standard_normal((h, 4 * h + (3 if peepholes else 0))) * 0.4,
+                           dtype)
+    b = (rng.standard_normal(4 * h) * 0.3).astype(dtype)
+    eps0 = rng.standard_normal((mb, h, T)).astype(dtype)
+    mask = (rng.random((mb, T)) > 0.3).astype(dtype) if masked else None
+    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=peepholes, mask=mask, forwards=forwards,
+                                for_backprop=True)
+    names = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
+    results = {}
+    for kind in ("F", "C", "reversed"):
+        grads = lstmfast.lstm_backward(fwd, _layout(eps0, kind), tbptt_length=tbptt)
+        results[kind] = [getattr(grads, name).copy() for name in names]
+    forward_reference = ref_forward(x.astype(np.float64), W.astype(np.float64),
+                                    RW.astype(np.float64), b.astype(np.float64),
+                                    peepholes=peepholes, mask=mask, forwards=forwards)
+    reference = ref_backward(forward_reference, eps0.astype(np.float64), tbptt_length=tbptt)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-10
+    for name, got in zip(names, results["F"]):
+        want = getattr(reference, name)
+        scale = max(float(np.max(np.abs(want))), 1e-30)
+        assert np.max(np.abs(got - want)) / scale < tolerance, name
+    for kind, grads in results.items():
+        for name, got, want in zip(names, grads, results["F"]):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} with epsilon {kind}")
