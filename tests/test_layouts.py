@@ -35,6 +35,23 @@ def _layout(a, kind):
     return np.asfortranarray(a[:, :, ::-1])[:, :, ::-1]
 
 
+def _problem(seed, shape, dtype, peepholes, masked):
+    """x [mb, n_in, T], W, RW (with the peephole columns if asked), b, h0, c0, epsilon
+    [mb, h, T] and a mask (or None) for shape (T, mb, n_in, h)."""
+    T, mb, n_in, h = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((mb, n_in, T)).astype(dtype)
+    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4, dtype)
+    RW = np.asfortranarray(rng.standard_normal((h, 4 * h + (3 if peepholes else 0))) * 0.4,
+                           dtype)
+    b = (rng.standard_normal(4 * h) * 0.3).astype(dtype)
+    h0 = rng.standard_normal((mb, h)).astype(dtype)
+    c0 = rng.standard_normal((mb, h)).astype(dtype)
+    eps = rng.standard_normal((mb, h, T)).astype(dtype)
+    mask = (rng.random((mb, T)) > 0.3).astype(dtype) if masked else None
+    return x, W, RW, b, h0, c0, eps, mask
+
+
 def _forward(x, W, RW, b, h0, c0, mask, out_kind, peepholes, forwards):
     mb, _, T = x.shape
     h = RW.shape[0]
@@ -55,19 +72,8 @@ def _forward(x, W, RW, b, h0, c0, mask, out_kind, peepholes, forwards):
 @pytest.mark.parametrize("shape", [(7, 5, 6, 13), (5, 16, 24, 30), (6, 3, 4, 9)])
 def test_in_place_and_copied_layouts_agree(team_for_small_shapes, dtype, threads, forwards,
                                            masked, peepholes, shape):
-    T, mb, n_in, h = shape
     lstmfast.set_num_threads(threads)
-    rng = np.random.default_rng(5)
-    x0 = rng.standard_normal((mb, n_in, T)).astype(dtype)
-    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4, dtype)
-    RW = np.asfortranarray(rng.standard_normal((h, 4 * h + (3 if peepholes else 0))) * 0.4,
-                           dtype)
-    b = (rng.standard_normal(4 * h) * 0.3).astype(dtype)
-    h0 = rng.standard_normal((mb, h)).astype(dtype)
-    c0 = rng.standard_normal((mb, h)).astype(dtype)
-    mask = None
-    if masked:
-        mask = (rng.random((mb, T)) > 0.3).astype(dtype)
+    x0, W, RW, b, h0, c0, _, mask = _problem(5, shape, dtype, peepholes, masked)
 
     runs = {}
     for x_kind, out_kind in [("F", "F"), ("C", "C"), ("reversed", "reversed"), ("C", "F"),
@@ -101,16 +107,8 @@ def test_backward_reads_epsilon_in_place_or_gathered_alike(team_for_small_shapes
     """The backward adds a step's dL/d(output) where it is when that is one contiguous
     [mb, h] block (Fortran-ordered epsilon) and gathers it otherwise: the same bits either way,
     and the reference's gradients."""
-    T, mb, n_in, h = shape
     lstmfast.set_num_threads(threads)
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((mb, n_in, T)).astype(dtype)
-    W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.4, dtype)
-    RW = np.asfortranarray(rng.standard_normal((h, 4 * h + (3 if peepholes else 0))) * 0.4,
-                           dtype)
-    b = (rng.standard_normal(4 * h) * 0.3).astype(dtype)
-    eps0 = rng.standard_normal((mb, h, T)).astype(dtype)
-    mask = (rng.random((mb, T)) > 0.3).astype(dtype) if masked else None
+    x, W, RW, b, _, _, eps0, mask = _problem(9, shape, dtype, peepholes, masked)
     fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=peepholes, mask=mask, forwards=forwards,
                                 for_backprop=True)
     names = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
