@@ -837,6 +837,9 @@ cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
 
 # groups taken over in the last forward and backward pass (for tests)
 cdef Py_ssize_t _last_taken_over[2]
+# which operands the last passes used where they are (for tests): the forward's output (h) and
+# x, the backward's epsilon
+cdef int _last_in_place[3]
 
 
 cdef inline void _reset_claims(_unit_groups* groups, Py_ssize_t step, int nthreads) noexcept nogil:
@@ -1290,8 +1293,12 @@ cdef int _forward_impl(const lstm_dims* dims,
     # with each step's output one contiguous [mb, h] block, the step's h is written there
     # directly and the next step reads it back from there: no copy of h per step (the copy was
     # 3.5% of a (100, 64, 256, 256) float32 forward)
+    # (and only when the steps' blocks do not overlap: a step reads the previous one's block
+    # while the team writes its own)
     job.h_in_output = (output != NULL and output_strides.minibatch == 1
-                       and output_strides.feature == mb)
+                       and output_strides.feature == mb
+                       and (output_strides.time >= n or output_strides.time <= -n))
+    _last_in_place[0] = job.h_in_output
     job.c_ring = c_ring
     job.z_block = z_block
     job.a_block = a_block
@@ -1322,6 +1329,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     else:
         job.x_in_place = NULL
         job.x_time_stride = 0
+    _last_in_place[1] = job.x_in_place != NULL
     job.output = output
     job.output_strides = output_strides
     job.cancel = cancel
@@ -1518,6 +1526,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* cell_error_next_units
     cdef const floating* eps_units
     cdef floating* step_nabla
+    cdef const floating* cells_nabla
     cdef bint eps_contiguous = (job.epsilon_strides.minibatch == 1
                                 and job.epsilon_strides.feature == mb)
     for s in range(T - 1, end_index - 1, -1):
@@ -1533,13 +1542,14 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             off = u0 * mb
             # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's
             # Nd4j.gemm(..., false, true)). A Fortran-ordered epsilon's step is one contiguous
-            # [mb, h] block: the product adds it where it is, or at the first processed step
-            # the cells read it there (no copy into nabla_out)
+            # [mb, h] block: the packed product adds it where it is (OpenBLAS's path copies it
+            # into nabla_out first), and at the first processed step the cells read it there
             step_nabla = nabla_out + off
+            cells_nabla = step_nabla
             if eps_contiguous:
                 eps_units = epsilon + t * job.epsilon_strides.time + off
                 if delta_next == NULL:
-                    step_nabla = <floating*>eps_units
+                    cells_nabla = eps_units
             else:
                 _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
                               nabla_out, u0, u1)
@@ -1560,7 +1570,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 cell_error_next_units = cell_error_next + off
             _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off,
                             a + 4 * n * s + off, mca + n * s + off, cs + n * s + off,
-                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, step_nabla,
+                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, cells_nabla,
                             a_next, delta_next_units, cell_error_next_units,
                             peep_block + off if peep_block != NULL else NULL,
                             delta_step + off, cell_error + off,
@@ -1792,6 +1802,7 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
+    _last_in_place[2] = epsilon_strides.minibatch == 1 and epsilon_strides.feature == mb
     job.z = z
     job.a = a
     job.mca = mca
@@ -2217,6 +2228,12 @@ def _last_groups_taken_over():
     """How many groups of units the last forward and backward passes' threads took over from
     their owners, as (forward, backward). For tests."""
     return (_last_taken_over[0], _last_taken_over[1])
+
+
+def _last_in_place_operands():
+    """Whether the last forward wrote h straight into its output and read x in place, and the
+    last backward read epsilon in place, as (h, x, epsilon). For tests."""
+    return (bool(_last_in_place[0]), bool(_last_in_place[1]), bool(_last_in_place[2]))
 
 
 def _last_backward_gradient_split():

@@ -1,9 +1,12 @@
-"""The forward reads x and writes h where they are when each step is one contiguous block (a
-Fortran-ordered x [mb, n_in, T] and output [mb, h, T], the Python API's layout), and copies them
-otherwise; the backward likewise reads epsilon [mb, h, T]. Both ways must give the same bits,
-and the NumPy reference's numbers to rounding: the forward through the kernels' array entry
-(kernels.forward, which takes any strides for the output too), the backward through the Python
-API; both directions, with and without a mask and peepholes, at 1 and 2 threads."""
+"""The forward writes h where it goes when each step's output block is one contiguous block
+(a Fortran-ordered output [mb, h, T], which the Python API allocates), and reads x in place when
+x [mb, n_in, T] is Fortran-ordered (if the caller passes it so); the backward likewise reads
+epsilon [mb, h, T]. Other layouts go through copies. Both ways must give the same bits, and the
+NumPy reference's numbers to rounding: the forward through the kernels' array entry
+(kernels.forward, which takes any strides for the output too), inference and with the cache for
+the backward, with the packed kernel and OpenBLAS, in one chunk of steps and in several; the
+backward through the Python API; both directions, with and without a mask and peepholes, at 1
+and 2 threads."""
 import numpy as np
 import pytest
 
@@ -52,35 +55,67 @@ def _problem(seed, shape, dtype, peepholes, masked):
     return x, W, RW, b, h0, c0, eps, mask
 
 
-def _forward(x, W, RW, b, h0, c0, mask, out_kind, peepholes, forwards):
-    mb, _, T = x.shape
+def _forward(x, W, RW, b, h0, c0, mask, out, peepholes, forwards, for_backprop):
+    """kernels.forward into `out` (any strides); returns (out, last_h, last_c, cache or None)."""
+    mb, n_in, T = x.shape
     h = RW.shape[0]
-    out = _layout(np.full((mb, h, T), np.nan, x.dtype), out_kind)
     last_h = np.full((mb, h), np.nan, x.dtype)
     last_c = np.full((mb, h), np.nan, x.dtype)
-    size = kernels.forward_workspace_size(mb, x.shape[1], h, T, False)
-    workspace = np.empty(size, x.dtype)
-    kernels.forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, None, workspace,
+    cache = None
+    if for_backprop:
+        cache = np.full(kernels.cache_size(mb, n_in, h, T), np.nan, x.dtype)
+    workspace = np.empty(kernels.forward_workspace_size(mb, n_in, h, T, for_backprop), x.dtype)
+    kernels.forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
                     peepholes, forwards, ACT, GATE)
-    return out, last_h, last_c
+    return out, last_h, last_c, cache
+
+
+@pytest.fixture(params=["packed", "blas"])
+def recurrent_gemm(request):
+    previous = kernels.set_recurrent_gemm(request.param)
+    yield request.param
+    kernels.set_recurrent_gemm(previous)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("forwards", [True, False])
 @pytest.mark.parametrize("masked,peepholes", [(False, False), (True, True)])
-@pytest.mark.parametrize("shape", [(7, 5, 6, 13), (5, 16, 24, 30), (6, 3, 4, 9)])
-def test_in_place_and_copied_layouts_agree(team_for_small_shapes, dtype, threads, forwards,
-                                           masked, peepholes, shape):
+@pytest.mark.parametrize("for_backprop", [False, True])
+@pytest.mark.parametrize("shape,chunk", [((7, 5, 6, 13), None), ((5, 16, 24, 30), None),
+                                         ((6, 3, 4, 9), None), ((6, 1, 4, 9), None),
+                                         ((1, 4, 3, 5), None), ((7, 5, 6, 13), 2)])
+def test_in_place_and_copied_layouts_agree(team_for_small_shapes, recurrent_gemm, dtype,
+                                           threads, forwards, masked, peepholes, for_backprop,
+                                           shape, chunk):
+    T, mb, n_in, h = shape
     lstmfast.set_num_threads(threads)
     x0, W, RW, b, h0, c0, _, mask = _problem(5, shape, dtype, peepholes, masked)
+    previous_chunk = None
+    if chunk is not None:
+        # a chunk of `chunk` steps: the pass's projection and input handled in several parts
+        previous_chunk = kernels._set_projection_chunk_elements(
+            chunk * mb * (n_in + 4 * h + 1))
+    try:
+        runs, paths = {}, {}
+        for x_kind, out_kind in [("F", "F"), ("C", "C"), ("reversed", "reversed"), ("C", "F"),
+                                 ("F", "C")]:
+            out = _layout(np.full((mb, h, T), np.nan, dtype), out_kind)
+            runs[x_kind, out_kind] = _forward(_layout(x0, x_kind), W, RW, b, h0, c0, mask, out,
+                                              peepholes, forwards, for_backprop)
+            paths[x_kind, out_kind] = kernels._last_in_place_operands()[:2]
+    finally:
+        if previous_chunk is not None:
+            kernels._set_projection_chunk_elements(previous_chunk)
 
-    runs = {}
-    for x_kind, out_kind in [("F", "F"), ("C", "C"), ("reversed", "reversed"), ("C", "F"),
-                             ("F", "C")]:
-        x = _layout(x0, x_kind)
-        runs[x_kind, out_kind] = _forward(x, W, RW, b, h0, c0, mask, out_kind, peepholes,
-                                          forwards)
+    # the in-place paths were taken where they apply, and only there (the per-step input
+    # product, which reads x, runs with the packed kernel, in inference, when T > 1)
+    x_in_place_possible = (recurrent_gemm == "packed" and kernels.simd_variant() != "portable"
+                           and not for_backprop and T > 1)
+    for (x_kind, out_kind), (h_used, x_used) in paths.items():
+        assert h_used == (out_kind != "C"), (x_kind, out_kind)
+        assert x_used == (x_in_place_possible and x_kind != "C"), (x_kind, out_kind)
+
     reference = ref_forward(x0.astype(np.float64), W.astype(np.float64),
                             RW.astype(np.float64), b.astype(np.float64), h0.astype(np.float64),
                             c0.astype(np.float64), peepholes=peepholes, mask=mask,
@@ -92,8 +127,30 @@ def test_in_place_and_copied_layouts_agree(team_for_small_shapes, dtype, threads
         scale = max(float(np.max(np.abs(want))), 1e-30)
         assert np.max(np.abs(got - want)) / scale < tolerance, name
     for key, result in runs.items():
-        for name, got, want in zip(("output", "last_h", "last_c"), result, in_place):
-            np.testing.assert_array_equal(got, want, err_msg=f"{name} with x, out {key}")
+        for name, got, want in zip(("output", "last_h", "last_c", "cache"), result, in_place):
+            if want is not None:
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} with x, out {key}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_output_whose_steps_overlap_goes_through_the_ring(team_for_small_shapes, threads):
+    """An output whose step blocks overlap (time stride 0: every step lands on one block) must
+    not be read back as the next step's h: the pass keeps h in its ring, and the block ends up
+    with the last step's h."""
+    shape = (12, 8, 6, 30)
+    T, mb, n_in, h = shape
+    lstmfast.set_num_threads(threads)
+    x, W, RW, b, h0, c0, _, _ = _problem(3, shape, np.float64, False, False)
+    plain = _forward(x, W, RW, b, h0, c0, None, _layout(np.empty((mb, h, T)), "F"), False, True,
+                     False)
+    block = np.full((mb, h), np.nan, order="F")
+    overlapping = np.lib.stride_tricks.as_strided(block, shape=(mb, h, T),
+                                                  strides=block.strides + (0,))
+    got = _forward(x, W, RW, b, h0, c0, None, overlapping, False, True, False)
+    assert kernels._last_in_place_operands()[0] is False
+    np.testing.assert_array_equal(block, plain[0][:, :, -1])
+    np.testing.assert_array_equal(got[1], plain[1])
+    np.testing.assert_array_equal(got[2], plain[2])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
