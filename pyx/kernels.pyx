@@ -590,6 +590,12 @@ cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept no
     return s if dims.forwards else dims.time_steps - 1 - s
 
 
+cdef inline bint _contiguous_steps(lstm_strides st, Py_ssize_t mb) noexcept nogil:
+    """Whether a [minibatch, feature, time] operand holds each step as one contiguous
+    [mb, features] block (Fortran order): unit k's examples at k * mb onwards."""
+    return st.minibatch == 1 and st.feature == mb
+
+
 cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* dst,
                              Py_ssize_t ld_dst, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     """dst[rows, cols] = src[rows, cols], both column-major with their leading dimensions."""
@@ -619,7 +625,7 @@ cdef inline void _gather_units(const lstm_dims* dims, const floating* src, lstm_
     """_gather_state for the units k0..k1-1 only (dst is the whole block)."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
     cdef const floating* column
-    if src != NULL and st.minibatch == 1 and st.feature == mb:
+    if src != NULL and _contiguous_steps(st, mb):
         # a Fortran-ordered [mb, h] state: the units k0..k1-1 are one contiguous run
         memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
         return
@@ -650,7 +656,7 @@ cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floa
     cdef floating* column
     if dst == NULL:
         return
-    if st.minibatch == 1 and st.feature == mb:
+    if _contiguous_steps(st, mb):
         memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
         return
     for k in range(k0, k1):
@@ -674,7 +680,7 @@ cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_stri
     cdef Py_ssize_t abs_mb = st.minibatch if st.minibatch >= 0 else -st.minibatch
     cdef Py_ssize_t abs_feature = st.feature if st.feature >= 0 else -st.feature
     cdef const floating* series
-    if s_end - s_begin == 1 and st.minibatch == 1 and st.feature == mb and ld == mb:
+    if s_end - s_begin == 1 and _contiguous_steps(st, mb) and ld == mb:
         # one step of a Fortran-ordered x into a one-step block: a single contiguous copy
         memcpy(xp, x + _time_of(dims, s_begin) * st.time, mb * dims.n_in * sizeof(floating))
         return
@@ -971,6 +977,16 @@ cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, fl
                        job.output_strides, u0, u1)
 
 
+cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t s) noexcept nogil:
+    """Where processing step s writes its h (s = -1: where h0 is): its output block
+    (job.h_in_output), or the ring's block of its parity."""
+    if not job.h_in_output:
+        return h_ring + job.dims.minibatch * job.dims.hidden * ((s + 1) % 2)
+    if s < 0:
+        return h_ring
+    return <floating*>job.output + _time_of(job.dims, s) * job.output_strides.time
+
+
 cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads) noexcept nogil:
     """The time loop of one chunk for thread tid of nthreads: of each step, the groups of units
     the thread takes (see UNIT_GROUPS_PER_THREAD), their columns of the step's products and
@@ -1043,14 +1059,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     cdef const floating* step_mask
     for s in range(job.s0, job.s1):
         t = _time_of(dims, s)
-        if job.h_in_output:
-            # the previous step's output block, or h0 for the pass's first step
-            h_prev = (h_ring if s == 0 else
-                      <floating*>job.output + _time_of(dims, s - 1) * job.output_strides.time)
-            h_cur = <floating*>job.output + t * job.output_strides.time
-        else:
-            h_prev = h_ring + n * (s % 2)
-            h_cur = h_ring + n * ((s + 1) % 2)
+        h_prev = _h_of_step(job, h_ring, s - 1)
+        h_cur = _h_of_step(job, h_ring, s)
         if for_backprop:
             z_step = <floating*>job.z + 4 * n * s
             a_step = <floating*>job.a + 4 * n * s
@@ -1290,13 +1300,11 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.ld_hs = ld_hs
     job.projection = projection
     job.h_ring = h_ring
-    # with each step's output one contiguous [mb, h] block, the step's h is written there
+    # with each step's output one contiguous [mb, h] block, the blocks apart (a step reads the
+    # previous one's block while the team writes its own), the step's h is written there
     # directly and the next step reads it back from there: no copy of h per step (the copy was
     # 3.5% of a (100, 64, 256, 256) float32 forward)
-    # (and only when the steps' blocks do not overlap: a step reads the previous one's block
-    # while the team writes its own)
-    job.h_in_output = (output != NULL and output_strides.minibatch == 1
-                       and output_strides.feature == mb
+    job.h_in_output = (output != NULL and _contiguous_steps(output_strides, mb)
                        and (output_strides.time >= n or output_strides.time <= -n))
     _last_in_place[0] = job.h_in_output
     job.c_ring = c_ring
@@ -1322,8 +1330,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     # inference with the per-step input product reads each step's x where it is when that is
     # one contiguous [mb, n_in] block (a Fortran-ordered x): no copy of x into the chunk first
     # (that copy was 1.7% of a (100, 64, 256, 256) float32 forward)
-    if (not for_backprop and packed_w != NULL and x_strides.minibatch == 1
-            and x_strides.feature == mb):
+    if not for_backprop and packed_w != NULL and _contiguous_steps(x_strides, mb):
         job.x_in_place = x
         job.x_time_stride = x_strides.time
     else:
@@ -1349,15 +1356,15 @@ cdef int _forward_impl(const lstm_dims* dims,
             _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
             job.packed_input = xp + mb * s0
             job.ld_packed_input = ld_x
-        elif job.x_in_place != NULL:
-            _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
-            job.packed_input = NULL
-            job.ld_packed_input = mb
         else:
-            _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
             _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
-            job.packed_input = x_chunk
-            job.ld_packed_input = ld_projection
+            if job.x_in_place != NULL:
+                job.packed_input = NULL
+                job.ld_packed_input = mb
+            else:
+                _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
+                job.packed_input = x_chunk
+                job.ld_packed_input = ld_projection
         job.s0 = s0
         job.s1 = s1
         # the first step's counters (each thread resets those of the step after its current one)
@@ -1374,11 +1381,7 @@ cdef int _forward_impl(const lstm_dims* dims,
         s0 = s1
     lf_team_release(nthreads)
 
-    if job.h_in_output:
-        _scatter_state(dims, output + _time_of(dims, T - 1) * output_strides.time, last_h,
-                       last_h_strides)
-    else:
-        _scatter_state(dims, h_ring + n * (T % 2), last_h, last_h_strides)
+    _scatter_state(dims, _h_of_step(&job, h_ring, T - 1), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                    last_c_strides)
     free(owned)
@@ -1417,6 +1420,7 @@ ctypedef struct _backward_job:
     const lstm_dims* dims
     Py_ssize_t end_index
     Py_ssize_t ld_delta
+    bint eps_in_place              # epsilon's steps contiguous: read where they are
     const void* epsilon
     lstm_strides epsilon_strides
     const void* z
@@ -1527,8 +1531,6 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* eps_units
     cdef floating* step_nabla
     cdef const floating* cells_nabla
-    cdef bint eps_contiguous = (job.epsilon_strides.minibatch == 1
-                                and job.epsilon_strides.feature == mb)
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
@@ -1546,7 +1548,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             # into nabla_out first), and at the first processed step the cells read it there
             step_nabla = nabla_out + off
             cells_nabla = step_nabla
-            if eps_contiguous:
+            if job.eps_in_place:
                 eps_units = epsilon + t * job.epsilon_strides.time + off
                 if delta_next == NULL:
                     cells_nabla = eps_units
@@ -1802,7 +1804,8 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
-    _last_in_place[2] = epsilon_strides.minibatch == 1 and epsilon_strides.feature == mb
+    job.eps_in_place = _contiguous_steps(epsilon_strides, mb)
+    _last_in_place[2] = job.eps_in_place
     job.z = z
     job.a = a
     job.mca = mca
