@@ -16,8 +16,8 @@ calls as fill `--min-time` seconds):
               training: forward + `output.backward(eps)`, with dL/dx as lstmfast computes it);
 * peephole    the PyTorch peephole baseline at the three medium shapes and the tiny one: an
               LSTMCell-style loop with peephole terms (both projections every step, as
-              nn.LSTMCell does), compiled with TorchScript; `peephole_hoisted` (optional) hoists the input projection of all
-              steps out of the loop, a stronger baseline;
+              nn.LSTMCell does), compiled with TorchScript; `peephole_hoisted` (optional)
+              hoists the input projection of all steps out of the loop, a stronger baseline;
 * gemm        raw scipy.linalg.blas sgemm/dgemm: the peak on large square Fortran matrices and the
               LSTM's own GEMM shapes, giving a "BLAS floor" (the time of the GEMMs alone).
 
