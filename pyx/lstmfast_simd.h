@@ -38,36 +38,58 @@
 #define LF_MATH_INLINE static inline
 #endif
 
+/* The clamps of the sigmoid's exp argument, [lo, hi], read from variables: with constant bounds
+ * GCC evaluates the sigmoid at them and selects those results after the polynomial (four compares
+ * and three blends or masks) instead of clamping the argument with one max and one min. Measured
+ * (AVX2, arrays of 16384): sigmoid 1.54 -> 1.15 ns per double, 0.60 -> 0.42 ns per float. Never
+ * written; not static (hidden from other shared objects) so that the compiler cannot assume their
+ * values. */
+#if defined(__GNUC__)
+#define LF_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define LF_HIDDEN
+#endif
+LF_HIDDEN double lstmfast_sigmoid_clamp_f64[2] = {-708.0, 710.0};
+LF_HIDDEN float lstmfast_sigmoid_clamp_f32[2] = {-86.0f, 89.0f};
+
 /* ---------------------------------------------------------------- double */
 
 #define LF_LOG2E 1.4426950408889634074
 #define LF_LN2_HI 6.93147180369123816490e-01  /* high bits of ln 2: n * LN2_HI is exact */
 #define LF_LN2_LO 1.90821492927058770002e-10
 
-LF_MATH_INLINE double lf_exp_f64(double x)
+/* e^x for x in [-708, 710] (or NaN), without the selects at the ends of the range: normal
+ * results (e^-708 is 3.3e-308), +Inf from x = 709.78... on, where 2^n overflows. */
+LF_MATH_INLINE double lf_exp_core_f64(double x)
 {
-    const double hi = 709.782712893384, lo = -708.0;
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
-    double xc = x > hi ? hi : x;                /* NaN passes through both clamps */
-    xc = xc < lo ? lo : xc;
-    double t = xc * LF_LOG2E + shifter;
+    double t = x * LF_LOG2E + shifter;
     double n = t - shifter;
-    double r = (xc - n * LF_LN2_HI) - n * LF_LN2_LO;
-    /* e^r, Taylor to degree 12, in Estrin's scheme: the same terms as Horner's, but a
-     * dependency chain of 5 multiply-adds instead of 12 (Horner's latency bound the loops) */
+    double r = (x - n * LF_LN2_HI) - n * LF_LN2_LO;
+    /* 2 e^r, Taylor to degree 12 with every coefficient doubled (exact: the sum is 2 e^r to the
+     * bit), in Estrin's scheme: the same terms as Horner's, but a dependency chain of 5
+     * multiply-adds instead of 12 (Horner's latency bound the loops) */
     double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6.0), p45 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    double p67 = 1.0 / 720.0 + r * (1.0 / 5040.0), p89 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-    double p1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+    double p01 = 2.0 + r * 2.0, p23 = 1.0 + r * (2.0 / 6.0), p45 = 2.0 / 24.0 + r * (2.0 / 120.0);
+    double p67 = 2.0 / 720.0 + r * (2.0 / 5040.0), p89 = 2.0 / 40320.0 + r * (2.0 / 362880.0);
+    double p1011 = 2.0 / 3628800.0 + r * (2.0 / 39916800.0);
     double q0 = p01 + r2 * p23, q1 = p45 + r2 * p67, q2 = p89 + r2 * p1011;
-    double p = (q0 + r4 * q1) + r8 * (q2 + r4 * (1.0 / 479001600.0));
-    /* 2^(n-1) from the integer held in t's low mantissa bits; times 2 below (n may be 1024) */
+    double p = (q0 + r4 * q1) + r8 * (q2 + r4 * (2.0 / 479001600.0));
+    /* 2^(n-1) from the integer held in t's low mantissa bits, times 2 e^r (n may be 1024) */
     int64_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (int64_t)((uint64_t)(bits + 1022) << 52);
     double scale;
     memcpy(&scale, &bits, sizeof scale);
-    double result = p * scale * 2.0;
+    return p * scale;
+}
+
+LF_MATH_INLINE double lf_exp_f64(double x)
+{
+    const double hi = 709.782712893384, lo = -708.0;
+    double xc = x > hi ? hi : x;                /* NaN passes through both clamps */
+    xc = xc < lo ? lo : xc;
+    double result = lf_exp_core_f64(xc);
     result = x < lo ? 0.0 : result;
     result = x > hi ? (double)INFINITY : result;
     return result;
@@ -109,31 +131,42 @@ LF_MATH_INLINE double lf_tanh_f64(double x)
 
 LF_MATH_INLINE double lf_sigmoid_f64(double x)
 {
-    return 1.0 / (1.0 + lf_exp_f64(-x));
+    /* e^-x with -x clamped to [-708, 710] and no selects after: below, e^-x is under 3.3e-308
+     * and 1 + e^-x rounds to 1 as 1 + 0 does; above 709.78 e^-x is +Inf as it should be */
+    double u = -x;
+    u = u > lstmfast_sigmoid_clamp_f64[1] ? lstmfast_sigmoid_clamp_f64[1] : u;     /* NaN passes */
+    u = u < lstmfast_sigmoid_clamp_f64[0] ? lstmfast_sigmoid_clamp_f64[0] : u;
+    return 1.0 / (1.0 + lf_exp_core_f64(u));
 }
 
 /* ---------------------------------------------------------------- float */
 
-LF_MATH_INLINE float lf_exp_f32(float x)
+/* e^x for x in [-86, 89] (or NaN), as lf_exp_core_f64: normal results, +Inf from 88.72... on */
+LF_MATH_INLINE float lf_exp_core_f32(float x)
 {
-    const float hi = 88.72283f, lo = -86.0f;
     const float shifter = 12582912.0f;         /* 1.5 * 2^23 */
-    float xc = x > hi ? hi : x;
-    xc = xc < lo ? lo : xc;
-    float t = xc * 1.44269504f + shifter;
+    float t = x * 1.44269504f + shifter;
     float n = t - shifter;
-    float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;  /* ln2 = 0.693359375 - 2.12194440e-4 */
-    /* e^r, Taylor to degree 7, Estrin's scheme (see lf_exp_f64) */
+    float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  /* ln2 = 0.693359375 - 2.12194440e-4 */
+    /* 2 e^r, Taylor to degree 7 with doubled coefficients, Estrin's scheme (see lf_exp_core_f64) */
     float r2 = r * r, r4 = r2 * r2;
-    float p01 = 1.0f + r, p23 = 0.5f + r * (1.0f / 6.0f);
-    float p45 = 1.0f / 24.0f + r * (1.0f / 120.0f), p67 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
+    float p01 = 2.0f + r * 2.0f, p23 = 1.0f + r * (2.0f / 6.0f);
+    float p45 = 2.0f / 24.0f + r * (2.0f / 120.0f), p67 = 2.0f / 720.0f + r * (2.0f / 5040.0f);
     float p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67);
     int32_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (int32_t)((uint32_t)(bits + 126) << 23);
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    float result = p * scale * 2.0f;
+    return p * scale;
+}
+
+LF_MATH_INLINE float lf_exp_f32(float x)
+{
+    const float hi = 88.72283f, lo = -86.0f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    float result = lf_exp_core_f32(xc);
     result = x < lo ? 0.0f : result;
     result = x > hi ? (float)INFINITY : result;
     return result;
@@ -170,7 +203,11 @@ LF_MATH_INLINE float lf_tanh_f32(float x)
 
 LF_MATH_INLINE float lf_sigmoid_f32(float x)
 {
-    return 1.0f / (1.0f + lf_exp_f32(-x));
+    /* as lf_sigmoid_f64: e^-86 is 4.5e-38 (1 + it rounds to 1), e^-x is +Inf past 88.72 */
+    float u = -x;
+    u = u > lstmfast_sigmoid_clamp_f32[1] ? lstmfast_sigmoid_clamp_f32[1] : u;
+    u = u < lstmfast_sigmoid_clamp_f32[0] ? lstmfast_sigmoid_clamp_f32[0] : u;
+    return 1.0f / (1.0f + lf_exp_core_f32(u));
 }
 
 /* ---------------------------------------------------------------- array functions + dispatch */
