@@ -52,6 +52,29 @@ def test_vector_math_special_values(dtype):
     assert np.isnan(exp[0]) and exp[1] == np.inf and exp[2] == 0.0 and exp[3] == 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_across_its_exp_clamps(dtype):
+    """The sigmoid clamps its exp argument -x to [-86, 89] (float) / [-708, 710] (double) and
+    selects nothing after (pyx/lstmfast_simd.h): checked on both sides of the clamps and of where
+    e^-x overflows, against 1 / (1 + e^-x) in float64; where the reference is below the smallest
+    normal number (the sigmoid of large negative x) the error is at most that number."""
+    limit = 120.0 if dtype == np.float32 else 760.0
+    edges = [86.0, -86.0, 88.72, 88.73, 89.0, -89.0, 90.0, -90.0, 708.0, -708.0, 709.78, -709.78,
+             709.79, -709.79, 710.0, -710.0, 711.0, -711.0]
+    x = np.concatenate([np.linspace(-limit, limit, 400_001), np.linspace(-1.0, 1.0, 2_001),
+                        np.array(edges)]).astype(dtype)
+    with np.errstate(over="ignore"):
+        reference = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    got = kernels.vector_math("sigmoid", x)
+    tiny = np.finfo(dtype).tiny
+    normal = reference >= tiny
+    worst = _relative_error(got[normal], reference[normal], dtype).max() / np.finfo(dtype).eps
+    assert worst <= ULP_BOUND[dtype], f"sigmoid {dtype.__name__}: {worst:.2f} eps"
+    assert np.abs(got[~normal].astype(np.float64) - reference[~normal]).max() <= tiny
+    assert np.all(got[x >= 40] == 1.0) and np.all(got[x <= -750 if dtype == np.float64 else
+                                                      x <= -110] == 0.0)
+
+
 def _problem(dtype, seed=0, T=7, mb=19, n_in=5, h=13, peepholes=True):
     rng = np.random.default_rng(seed)
     columns = 4 * h + (3 if peepholes else 0)
