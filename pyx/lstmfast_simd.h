@@ -309,81 +309,74 @@ LF_DEFINE_PACK_ROWS(lf_pack_rows_f64_generic, double)
 #include <immintrin.h>
 
 /* Row packing of a column-major B (sk 1: the forward's W and RW) is a transpose, done here in
- * 8 x 8 (float) / 4 x 4 (double) blocks through AVX registers; the rest (a last partial block of
- * k or of columns, the zero padding) as LF_DEFINE_PACK_ROWS. Element by element the reads jumped
- * sn apart: packing W and RW was 7.4% of the instructions of a (20, 1, 32, 32) float32 training
+ * BW x BW blocks through AVX registers (BLOCK: BW columns, sn apart from col, rows k0 .. k0 +
+ * BW - 1 of them, to the rows of Bp from row on); the rest (a last partial block of k or of
+ * columns, the zero padding) as LF_DEFINE_PACK_ROWS. Element by element the reads jumped sn
+ * apart: packing W and RW was 7.4% of the instructions of a (20, 1, 32, 32) float32 training
  * step (callgrind). */
-__attribute__((target("avx2,fma")))
-static void lf_pack_rows_f32_avx2(const float* B, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, float* Bp)
-{
-    ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;
-    ptrdiff_t N8 = N - N % 8, K8 = K - K % 8;
-    for (ptrdiff_t n0 = 0; n0 < N8; n0 += 8) {
-        const float* col = B + n0 * sn;          /* columns n0 .. n0 + 7, sn apart */
-        for (ptrdiff_t k0 = 0; k0 < K8; k0 += 8) {
-            __m256 r0 = _mm256_loadu_ps(col + k0), r1 = _mm256_loadu_ps(col + sn + k0);
-            __m256 r2 = _mm256_loadu_ps(col + 2 * sn + k0), r3 = _mm256_loadu_ps(col + 3 * sn + k0);
-            __m256 r4 = _mm256_loadu_ps(col + 4 * sn + k0), r5 = _mm256_loadu_ps(col + 5 * sn + k0);
-            __m256 r6 = _mm256_loadu_ps(col + 6 * sn + k0), r7 = _mm256_loadu_ps(col + 7 * sn + k0);
-            /* pairs of columns interleaved, then quads, then the 128-bit halves exchanged */
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-            __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-            float* row = Bp + k0 * Np + n0;        /* row k0 + i gets element k0 + i of each column */
-            _mm256_storeu_ps(row, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(row + Np, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(row + 2 * Np, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(row + 3 * Np, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(row + 4 * Np, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(row + 5 * Np, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(row + 6 * Np, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_storeu_ps(row + 7 * Np, _mm256_permute2f128_ps(s3, s7, 0x31));
-        }
-        for (ptrdiff_t k = K8; k < K; k++)
-            for (ptrdiff_t j = 0; j < 8; j++)
-                Bp[k * Np + n0 + j] = col[k + j * sn];
+#define LF_DEFINE_PACK_ROWS_AVX2(NAME, T, BW, BLOCK)                                              \
+    __attribute__((target("avx2,fma")))                                                          \
+    static void NAME(const T* B, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, T* Bp)                  \
+    {                                                                                             \
+        ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;                          \
+        ptrdiff_t Nb = N - N % BW, Kb = K - K % BW;                                               \
+        for (ptrdiff_t n0 = 0; n0 < Nb; n0 += BW) {                                               \
+            const T* col = B + n0 * sn;                                                           \
+            for (ptrdiff_t k0 = 0; k0 < Kb; k0 += BW)                                             \
+                BLOCK(col + k0, sn, Bp + k0 * Np + n0, Np);                                       \
+            for (ptrdiff_t k = Kb; k < K; k++)                                                    \
+                for (ptrdiff_t j = 0; j < BW; j++)                                                \
+                    Bp[k * Np + n0 + j] = col[k + j * sn];                                        \
+        }                                                                                         \
+        for (ptrdiff_t k = 0; k < K; k++)                                                         \
+            for (ptrdiff_t n = Nb; n < Np; n++)                                                   \
+                Bp[k * Np + n] = n < N ? B[k + n * sn] : (T)0;                                    \
     }
-    for (ptrdiff_t k = 0; k < K; k++)
-        for (ptrdiff_t n = N8; n < Np; n++)
-            Bp[k * Np + n] = n < N ? B[k + n * sn] : 0.0f;
-}
 
-__attribute__((target("avx2,fma")))
-static void lf_pack_rows_f64_avx2(const double* B, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N,
-                                  double* Bp)
-{
-    ptrdiff_t Np = ((N + LF_ROW_PAD - 1) / LF_ROW_PAD) * LF_ROW_PAD;
-    ptrdiff_t N4 = N - N % 4, K4 = K - K % 4;
-    for (ptrdiff_t n0 = 0; n0 < N4; n0 += 4) {
-        const double* col = B + n0 * sn;         /* columns n0 .. n0 + 3, sn apart */
-        for (ptrdiff_t k0 = 0; k0 < K4; k0 += 4) {
-            __m256d r0 = _mm256_loadu_pd(col + k0), r1 = _mm256_loadu_pd(col + sn + k0);
-            __m256d r2 = _mm256_loadu_pd(col + 2 * sn + k0), r3 = _mm256_loadu_pd(col + 3 * sn + k0);
-            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            double* row = Bp + k0 * Np + n0;
-            _mm256_storeu_pd(row, _mm256_permute2f128_pd(t0, t2, 0x20));
-            _mm256_storeu_pd(row + Np, _mm256_permute2f128_pd(t1, t3, 0x20));
-            _mm256_storeu_pd(row + 2 * Np, _mm256_permute2f128_pd(t0, t2, 0x31));
-            _mm256_storeu_pd(row + 3 * Np, _mm256_permute2f128_pd(t1, t3, 0x31));
-        }
-        for (ptrdiff_t k = K4; k < K; k++)
-            for (ptrdiff_t j = 0; j < 4; j++)
-                Bp[k * Np + n0 + j] = col[k + j * sn];
+/* 8 x 8 floats: pairs of columns interleaved, then quads, then the 128-bit halves exchanged */
+#define LF_TRANSPOSE_8X8_F32(src, sn, row, Np)                                                    \
+    {                                                                                             \
+        __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps((src) + (sn));                     \
+        __m256 r2 = _mm256_loadu_ps((src) + 2 * (sn)), r3 = _mm256_loadu_ps((src) + 3 * (sn));    \
+        __m256 r4 = _mm256_loadu_ps((src) + 4 * (sn)), r5 = _mm256_loadu_ps((src) + 5 * (sn));    \
+        __m256 r6 = _mm256_loadu_ps((src) + 6 * (sn)), r7 = _mm256_loadu_ps((src) + 7 * (sn));    \
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);                  \
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);                  \
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);                  \
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);                  \
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));                           \
+        __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));                           \
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));                           \
+        __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));                           \
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));                           \
+        __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));                           \
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));                           \
+        __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));                           \
+        _mm256_storeu_ps(row, _mm256_permute2f128_ps(s0, s4, 0x20));                              \
+        _mm256_storeu_ps((row) + (Np), _mm256_permute2f128_ps(s1, s5, 0x20));                     \
+        _mm256_storeu_ps((row) + 2 * (Np), _mm256_permute2f128_ps(s2, s6, 0x20));                 \
+        _mm256_storeu_ps((row) + 3 * (Np), _mm256_permute2f128_ps(s3, s7, 0x20));                 \
+        _mm256_storeu_ps((row) + 4 * (Np), _mm256_permute2f128_ps(s0, s4, 0x31));                 \
+        _mm256_storeu_ps((row) + 5 * (Np), _mm256_permute2f128_ps(s1, s5, 0x31));                 \
+        _mm256_storeu_ps((row) + 6 * (Np), _mm256_permute2f128_ps(s2, s6, 0x31));                 \
+        _mm256_storeu_ps((row) + 7 * (Np), _mm256_permute2f128_ps(s3, s7, 0x31));                 \
     }
-    for (ptrdiff_t k = 0; k < K; k++)
-        for (ptrdiff_t n = N4; n < Np; n++)
-            Bp[k * Np + n] = n < N ? B[k + n * sn] : 0.0;
-}
+
+/* 4 x 4 doubles: pairs of columns interleaved, then the 128-bit halves exchanged */
+#define LF_TRANSPOSE_4X4_F64(src, sn, row, Np)                                                    \
+    {                                                                                             \
+        __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd((src) + (sn));                    \
+        __m256d r2 = _mm256_loadu_pd((src) + 2 * (sn)), r3 = _mm256_loadu_pd((src) + 3 * (sn));   \
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);                 \
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);                 \
+        _mm256_storeu_pd(row, _mm256_permute2f128_pd(t0, t2, 0x20));                              \
+        _mm256_storeu_pd((row) + (Np), _mm256_permute2f128_pd(t1, t3, 0x20));                     \
+        _mm256_storeu_pd((row) + 2 * (Np), _mm256_permute2f128_pd(t0, t2, 0x31));                 \
+        _mm256_storeu_pd((row) + 3 * (Np), _mm256_permute2f128_pd(t1, t3, 0x31));                 \
+    }
+
+LF_DEFINE_PACK_ROWS_AVX2(lf_pack_rows_f32_avx2, float, 8, LF_TRANSPOSE_8X8_F32)
+LF_DEFINE_PACK_ROWS_AVX2(lf_pack_rows_f64_avx2, double, 4, LF_TRANSPOSE_4X4_F64)
 
 /* C[M, N] = addend + A[M, K] B (+ bias) for row-packed B (see LF_DEFINE_PACK_ROWS), one row of C at a time, 32
  * (float) / 16 (double) columns per pass over K. */
@@ -618,29 +611,25 @@ static int lf_packed_gemm_available = 0;
 
 /* B packed as rows (LF_DEFINE_PACK_ROWS): a column-major B through the AVX2 transpose when the
  * packed kernels are in use (they need AVX2 too) */
-static void lf_pack_rows_f32(const float* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N,
-                             float* Bp)
-{
 #if LF_HAVE_DISPATCH
-    if (sk == 1 && lf_packed_gemm_available) {
-        lf_pack_rows_f32_avx2(B, sn, K, N, Bp);
-        return;
+#define LF_PACK_ROWS_FAST(AVX2)                                                                   \
+    if (sk == 1 && lf_packed_gemm_available) {                                                    \
+        AVX2(B, sn, K, N, Bp);                                                                    \
+        return;                                                                                   \
     }
+#else
+#define LF_PACK_ROWS_FAST(AVX2)
 #endif
-    lf_pack_rows_f32_generic(B, sk, sn, K, N, Bp);
-}
-
-static void lf_pack_rows_f64(const double* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N,
-                             double* Bp)
-{
-#if LF_HAVE_DISPATCH
-    if (sk == 1 && lf_packed_gemm_available) {
-        lf_pack_rows_f64_avx2(B, sn, K, N, Bp);
-        return;
+#define LF_DEFINE_PACK_ROWS_CHOICE(NAME, T, AVX2, GENERIC)                                        \
+    static void NAME(const T* B, ptrdiff_t sk, ptrdiff_t sn, ptrdiff_t K, ptrdiff_t N, T* Bp)    \
+    {                                                                                             \
+        LF_PACK_ROWS_FAST(AVX2)                                                                   \
+        GENERIC(B, sk, sn, K, N, Bp);                                                             \
     }
-#endif
-    lf_pack_rows_f64_generic(B, sk, sn, K, N, Bp);
-}
+LF_DEFINE_PACK_ROWS_CHOICE(lf_pack_rows_f32, float, lf_pack_rows_f32_avx2,
+                           lf_pack_rows_f32_generic)
+LF_DEFINE_PACK_ROWS_CHOICE(lf_pack_rows_f64, double, lf_pack_rows_f64_avx2,
+                           lf_pack_rows_f64_generic)
 
 /* The packed product for M rows: row-packed B when M < LF_SMALL_M, panel-packed otherwise (the
  * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly). */
