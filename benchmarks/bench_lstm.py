@@ -19,7 +19,10 @@ calls as fill `--min-time` seconds):
               nn.LSTMCell does), compiled with TorchScript; `peephole_hoisted` (optional)
               hoists the input projection of all steps out of the loop, a stronger baseline;
 * gemm        raw scipy.linalg.blas sgemm/dgemm: the peak on large square Fortran matrices and the
-              LSTM's own GEMM shapes, giving a "BLAS floor" (the time of the GEMMs alone).
+              LSTM's own GEMM shapes, giving a "BLAS floor" (the time of the GEMMs alone); and
+              the FMA limit of one core (`benchmarks/fma_peak.c`, built with the system C
+              compiler on first use), from which the tables give each TorchScript/Graves
+              ratio's ceiling: the most any implementation doing the LSTM's flops could reach.
 
 Streaming (shape `stream`, (T, mb, nIn, h) = (1, 1, 32, 32)): one step per call through the
 Python API (`lstmfast.lstm_forward(x2d, W, RW, b, h0=h, c0=c)`, and a layer's `rnn_time_step`
@@ -303,6 +306,67 @@ def summarize(samples, cpu, calls_per_sample):
             "calls_per_sample": calls_per_sample}
 
 
+FMA_PEAK_LIB = "fma_peak_core"
+_FMA_LIBRARY = []
+
+
+def _fma_library():
+    """benchmarks/fma_peak.c built with the system C compiler (once per source version, in the
+    temporary directory) and loaded; None when there is no compiler, no AVX2+FMA or not x86-64."""
+    if _FMA_LIBRARY:
+        return _FMA_LIBRARY[0]
+    import ctypes
+    import tempfile
+    lib = None
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
+    try:
+        with open(src, "rb") as fh:
+            digest = hashlib.sha1(fh.read()).hexdigest()[:12]
+        path = os.path.join(tempfile.gettempdir(), f"lstmfast_bench_fma_{digest}.so")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}"
+            subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", tmp, src],
+                           check=True, capture_output=True, timeout=120)
+            os.replace(tmp, path)
+        lib = ctypes.CDLL(path)
+        for name in ("fma_peak_f64", "fma_peak_f32"):
+            getattr(lib, name).restype = ctypes.c_double
+            getattr(lib, name).argtypes = [ctypes.c_long]
+        if not lib.fma_peak_supported():
+            lib = None
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"no FMA peak ({exc.__class__.__name__}: {exc})")
+        lib = None
+    _FMA_LIBRARY.append(lib)
+    return lib
+
+
+def fma_peak_gflops(dtype, samples=7, sample_s=0.03):
+    """The best rate (GFLOP/s) of one core over `samples` runs of benchmarks/fma_peak.c's FMA
+    chains in the dtype; None where it cannot be built or run."""
+    lib = _fma_library()
+    if lib is None:
+        return None
+    fn, lanes = (lib.fma_peak_f32, 8) if np.dtype(dtype) == np.float32 else (lib.fma_peak_f64, 4)
+    flops_per_round = 12 * lanes * 2
+    rounds = 1 << 16
+    while True:                                   # calibrate: one run of about sample_s
+        t = time.perf_counter()
+        fn(rounds)
+        t = time.perf_counter() - t
+        if t >= sample_s / 4 or rounds > 1 << 34:
+            break
+        rounds *= 4
+    rounds = max(1, int(rounds * sample_s / max(t, 1e-9)))
+    best = 0.0
+    for _ in range(samples):
+        t = time.perf_counter()
+        fn(rounds)
+        t = time.perf_counter() - t
+        best = max(best, rounds * flops_per_round / t / 1e9)
+    return best
+
+
 def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
     """Median seconds per call of each case; the cases are sampled in rotating order, one sample
     of each per round, so that they see the same machine load. `context()` (e.g.
@@ -460,6 +524,11 @@ class Worker:
         extra = {name: {"flops": flops[name],
                         "gflops": flops[name] / res[name]["median_s"] / 1e9} for name in res}
         self.add("peak", "gemm", res, extra)
+        core = fma_peak_gflops(self.dtype)
+        if core is not None:
+            self.records.append({"dtype": self.dtype.name, "threads": self.threads, "shape": "peak",
+                                 "mode": "fma", "lib": FMA_PEAK_LIB, "gflops_core": core,
+                                 "gflops": core * self.threads})
 
     # ---- one shape, one mode --------------------------------------------------------------
     def run_shape(self, key, mode):
@@ -1008,13 +1077,27 @@ def target_for(dtype, mode, shape):
     return TARGETS.get((dtype, mode, group))
 
 
+def is_gemm_peak(r):
+    return r["shape"] == "peak" and r["lib"].startswith("gemm_peak_")
+
+
 def peak_of(records, dtype, threads):
     """The GEMM peak of the run: the best of the peak measurements of every job (dtype, threads)."""
     best = None
     for r in records:
-        if r["dtype"] == dtype and r["threads"] == threads and r["shape"] == "peak":
+        if r["dtype"] == dtype and r["threads"] == threads and is_gemm_peak(r):
             best = max(best or 0.0, r["gflops"])
     return best
+
+
+def fma_peak_of(records, dtype, threads):
+    """The arithmetic limit of `threads` cores in this run (threads x the best one-core FMA rate
+    measured by any job of that dtype), or None where it was not measured."""
+    best = None
+    for r in records:
+        if r["dtype"] == dtype and r["lib"] == FMA_PEAK_LIB:
+            best = max(best or 0.0, r["gflops_core"])
+    return None if best is None else best * threads
 
 
 def build_tables(records, dtypes, threads_list, baseline=None):
@@ -1025,6 +1108,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
     for threads in threads_list:
         for dtype in dtypes:
             peak = peak_of(records, dtype, threads)
+            fma_peak = fma_peak_of(records, dtype, threads)
             main, graves, stream, gemm = [], [], [], []
             for key, dims, kind in SHAPES:
                 g = lambda lib, mode, key=key: idx.get((dtype, threads, key, mode, lib))  # noqa: E731
@@ -1053,6 +1137,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                     ratio = tr["median_s"] / lf["median_s"] if (lf and tr) else None
                     tgt = target_for(dtype, mode, key)
                     frac = (lf["gflops"] / peak) if (lf and peak) else None
+                    fma_frac = (lf["gflops"] / fma_peak) if (lf and fma_peak) else None
                     floor = None
                     gi, gs = g("gemm_in", mode), g("gemm_step", mode)
                     if gi and gs:
@@ -1075,6 +1160,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                            "torch_s": tr["median_s"] if tr else None,
                            "ratio": ratio, "target": tgt, "met": met,
                            "gflops": lf["gflops"] if lf else None, "peak_fraction": frac,
+                           "fma_fraction": fma_frac,
                            "floor_s": floor,
                            "floor_ratio": (lf["median_s"] / floor) if (lf and floor) else None,
                            "torch_iqr": (tr["q1_s"], tr["q3_s"]) if tr else None,
@@ -1092,6 +1178,13 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                             "overhead": (paired_ratio(gr, lf) - 1) if (gr and lf) else None,
                             "peephole_s": pe["median_s"] if pe else None,
                             "peephole_ratio": (pe["median_s"] / gr["median_s"]) if (pe and gr) else None,
+                            # The most any implementation could reach against the TorchScript loop:
+                            # the loop's time over the time of the LSTM's GEMM flops (a GravesLSTM
+                            # does at least those) at this run's GEMM peak, and at the cores' FMA limit
+                            "peephole_ceiling": (pe["median_s"] / (lf["flops"] / (peak * 1e9)))
+                            if (pe and lf and lf.get("flops") and peak) else None,
+                            "peephole_ceiling_fma": (pe["median_s"] / (lf["flops"] / (fma_peak * 1e9)))
+                            if (pe and lf and lf.get("flops") and fma_peak) else None,
                             "hoisted_s": ph["median_s"] if ph else None,
                             "hoisted_ratio": (ph["median_s"] / gr["median_s"]) if (ph and gr) else None})
                     if gi and gs:
@@ -1102,12 +1195,13 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                                      "step_mkn": gs["gemm_mkn"]})
             if main or graves or stream:
                 per_job = [max(r["gflops"] for r in records
-                               if r["dtype"] == dtype and r["threads"] == threads and r["shape"] == "peak"
+                               if r["dtype"] == dtype and r["threads"] == threads and is_gemm_peak(r)
                                and r.get("job_pid", 0) == pid)
                            for pid in sorted({r.get("job_pid", 0) for r in records
                                               if r["dtype"] == dtype and r["threads"] == threads
-                                              and r["shape"] == "peak"})]
+                                              and is_gemm_peak(r)})]
                 tables.append({"dtype": dtype, "threads": threads, "peak_gflops": peak,
+                               "fma_peak_gflops": fma_peak,
                                "peak_range": [min(per_job), max(per_job)] if per_job else None,
                                "peak_count": len(per_job),
                                "main": main, "graves": graves, "stream": stream, "gemm": gemm})
@@ -1128,12 +1222,14 @@ def render_markdown(tables, baseline_tag=None):
         if tb.get("peak_range") and tb["peak_range"][0] < tb["peak_range"][1]:
             title += (f" (best of {tb['peak_count']} measurements in this run, which ranged "
                       f"{tb['peak_range'][0]:.1f}–{tb['peak_range'][1]:.1f})")
+        if tb.get("fma_peak_gflops"):
+            title += f"; FMA limit {tb['fma_peak_gflops']:.1f} GFLOP/s"
         out.append(title)
         out.append("")
         if tb["main"]:
             hdr = ("| shape (T, mb, nIn, h) | mode | lstmfast ms | torch ms | torch/lstmfast | target "
-                   "| lstmfast GFLOP/s | % GEMM peak | BLAS floor ms | lstmfast/floor |")
-            sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
+                   "| lstmfast GFLOP/s | % GEMM peak | % FMA limit | BLAS floor ms | lstmfast/floor |")
+            sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
             if baseline_tag:
                 hdr += f" speed-up vs {baseline_tag} |"
                 sep += "---:|"
@@ -1144,6 +1240,7 @@ def render_markdown(tables, baseline_tag=None):
                         f"{'≥' + format(r['target'], 'g') if r['target'] else '-'}{mark(r['met'])} | "
                         f"{'-' if r['gflops'] is None else format(r['gflops'], '.1f')} | "
                         f"{'-' if r['peak_fraction'] is None else format(100 * r['peak_fraction'], '.0f') + '%'} | "
+                        f"{'-' if r.get('fma_fraction') is None else format(100 * r['fma_fraction'], '.0f') + '%'} | "
                         f"{fmt_ms(r['floor_s'])} | {fmt_ratio(r['floor_ratio'])} |")
                 if baseline_tag:
                     line += f" {fmt_ratio(r.get('vs_baseline'))} |"
@@ -1155,17 +1252,24 @@ def render_markdown(tables, baseline_tag=None):
                     + (" (and the same loop with the input projection hoisted)" if hoisted else "")
                     + ". The overhead is the median of the per-sample ratios GravesLSTM / LSTM (sample "
                     "i of each taken back to back in the same worker; the ratio of the medians where "
-                    "their sample counts differ):", "",
-                    "| shape | mode | LSTM ms | GravesLSTM ms | peephole overhead (≤10%) | TorchScript peephole ms | TorchScript/Graves (≥5) |"
+                    "their sample counts differ). The ceilings are the TorchScript loop's time over the "
+                    "time the LSTM's GEMM flops (2·T·mb·4h·(nIn+h), training 3×) take at this run's GEMM "
+                    "peak, and at the FMA limit (threads × the best rate of one core retiring AVX2 "
+                    "fused multiply-adds on 12 independent registers, `benchmarks/fma_peak.c`): no "
+                    "implementation doing those flops on these cores can reach a higher "
+                    "TorchScript/Graves ratio than the second:", "",
+                    "| shape | mode | LSTM ms | GravesLSTM ms | peephole overhead (≤10%) | TorchScript peephole ms | TorchScript/Graves (≥5) | ceiling at the GEMM peak | ceiling at the FMA limit |"
                     + (" hoisted-loop ms | hoisted/Graves |" if hoisted else ""),
-                    "|---|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if hoisted else "")]
+                    "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if hoisted else "")]
             for r in tb["graves"]:
                 ov = r["overhead"]
                 ov_s = "-" if ov is None else f"{100 * ov:+.1f}%{mark(ov <= GRAVES_MAX_OVERHEAD)}"
                 pr = r["peephole_ratio"]
                 pr_s = "-" if pr is None else f"{pr:.2f}x{mark(pr >= PEEPHOLE_MIN_RATIO)}"
                 out.append(f"| {dims_str(r['dims'])} | {r['mode']} | {fmt_ms(r['lstm_s'])} | "
-                           f"{fmt_ms(r['graves_s'])} | {ov_s} | {fmt_ms(r['peephole_s'])} | {pr_s} |"
+                           f"{fmt_ms(r['graves_s'])} | {ov_s} | {fmt_ms(r['peephole_s'])} | {pr_s} | "
+                           f"{fmt_ratio(r.get('peephole_ceiling'))} | "
+                           f"{fmt_ratio(r.get('peephole_ceiling_fma'))} |"
                            + (f" {fmt_ms(r.get('hoisted_s'))} | {fmt_ratio(r.get('hoisted_ratio'))} |"
                               if hoisted else ""))
             out.append("")
@@ -1201,14 +1305,17 @@ def render_text(tables):
     for tb in tables:
         peak = tb["peak_gflops"]
         lines.append(f"== {tb['dtype']}, {tb['threads']} thread(s)"
-                     + (f", GEMM peak {peak:.1f} GFLOP/s" if peak else ""))
+                     + (f", GEMM peak {peak:.1f} GFLOP/s" if peak else "")
+                     + (f", FMA limit {tb['fma_peak_gflops']:.1f}" if tb.get("fma_peak_gflops") else ""))
         lines.append(f"{'shape':<22}{'mode':<10}{'lstmfast ms':>12}{'torch ms':>10}{'ratio':>8}"
-                     f"{'target':>8}{'%peak':>7}{'floor ms':>10}{'graves+%':>9}{'TS/gr':>7}")
+                     f"{'target':>8}{'%peak':>7}{'floor ms':>10}{'graves+%':>9}{'TS/gr':>7}"
+                     f"{'TS max':>8}")
         gidx = {(r["shape"], r["mode"]): r for r in tb["graves"]}
         for r in tb["main"]:
             g = gidx.get((r["shape"], r["mode"]), {})
             ov = g.get("overhead")
             pr = g.get("peephole_ratio")
+            ceiling = g.get("peephole_ceiling_fma") or g.get("peephole_ceiling")
             tgt = "-" if r["target"] is None else (f"{r['target']:g}" + ("" if r["met"] is None else ("+" if r["met"] else "!")))
             lines.append(
                 f"{dims_str(r['dims']):<22}{r['mode']:<10}{fmt_ms(r['lstmfast_s']):>12}"
@@ -1216,7 +1323,8 @@ def render_text(tables):
                 f"{('-' if r['peak_fraction'] is None else format(100 * r['peak_fraction'], '.0f') + '%'):>7}"
                 f"{fmt_ms(r['floor_s']):>10}"
                 f"{('-' if ov is None else format(100 * ov, '+.0f') + '%'):>9}"
-                f"{('-' if pr is None else format(pr, '.1f') + 'x'):>7}")
+                f"{('-' if pr is None else format(pr, '.1f') + 'x'):>7}"
+                f"{('-' if ceiling is None else format(ceiling, '.1f') + 'x'):>8}")
         for r in tb["stream"]:
             lines.append(f"stream {r['entry']:<34} lstmfast "
                          f"{'-' if r['lstmfast_us'] is None else format(r['lstmfast_us'], '.1f')} µs, "
@@ -1298,11 +1406,13 @@ def plot(tables, path):
 RESULTS_HEADER = """# lstmfast benchmark results
 
 Produced by `benchmarks/bench_lstm.py` (see its docstring for what is timed and how). Ratios are
-PyTorch time / lstmfast time: **> 1 means lstmfast is faster**. "% GEMM peak" is lstmfast's
-achieved GFLOP/s (forward 2·T·mb·4h·(nIn+h) flops, training 3× that) over the sgemm/dgemm peak
-measured in the same run at the same thread count. "BLAS floor" is the time of the LSTM's GEMMs
-alone (input projection + T recurrent steps, and for training also the transposed steps and the
-dW/dRW/dx GEMMs), timed through scipy.linalg.blas: lstmfast/floor - 1 is roughly the share of
+PyTorch time / lstmfast time: **> 1 means lstmfast is faster**. "% GEMM peak" is lstmfast's achieved
+GFLOP/s (forward 2·T·mb·4h·(nIn+h) flops, training 3× that) over the sgemm/dgemm peak measured in
+the same run at the same thread count; "% FMA limit" the same over the arithmetic limit of the cores
+(threads × the best rate of one core retiring AVX2 fused multiply-adds on 12 independent registers,
+`benchmarks/fma_peak.c`), which no implementation can pass. "BLAS floor" is the time of the LSTM's
+GEMMs alone (input projection + T recurrent steps, and for training also the transposed steps and
+the dW/dRW/dx GEMMs), timed through scipy.linalg.blas: lstmfast/floor - 1 is roughly the share of
 element-wise code and overhead. The sections between the generated markers are rewritten by the
 script (one per `--tag`); everything else in this file is kept.
 
@@ -1380,7 +1490,7 @@ def describe_run(meta_list, info, args, check, command, started, elapsed):
                  f"PyTorch [T, mb, F]. "
                  + (f"Cases whose calls all take under {fast_ms:g} ms get {split}x the samples of "
                     f"1/{split} the length. " if split > 1 else "")
-                 + f"At 1 thread all libraries "
+                 + "At 1 thread all libraries "
                  f"share one process, sampled side by side; at more threads each library group runs "
                  f"in its own process per shape"
                  + (f", lstmfast's and PyTorch's alternating in {rounds} rounds with "
