@@ -15,37 +15,25 @@ int fma_peak_supported(void)
 
 #define CHAINS 12
 
-__attribute__((target("avx2,fma"))) double fma_peak_f64(long rounds)
-{
-    __m256d acc[CHAINS];
-    const __m256d scale = _mm256_set1_pd(0.9999999), shift = _mm256_set1_pd(1e-7);
-    for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_set1_pd((double)i);
-    for (long r = 0; r < rounds; r++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_fmadd_pd(acc[i], scale, shift);
+/* The sum of every lane of every chain is returned, so that no chain's work can be dropped. */
+#define DEFINE_FMA_PEAK(NAME, SCALAR, VEC, LANES, SET1, FMADD, STOREU)                            \
+    __attribute__((target("avx2,fma"))) double NAME(long rounds)                                  \
+    {                                                                                             \
+        VEC acc[CHAINS];                                                                          \
+        const VEC scale = SET1((SCALAR)0.9999999), shift = SET1((SCALAR)1e-7);                    \
+        for (int i = 0; i < CHAINS; i++) acc[i] = SET1((SCALAR)i);                                \
+        for (long r = 0; r < rounds; r++) {                                                       \
+            _Pragma("GCC unroll 12")                                                              \
+            for (int i = 0; i < CHAINS; i++) acc[i] = FMADD(acc[i], scale, shift);                \
+        }                                                                                         \
+        SCALAR lanes[LANES];                                                                      \
+        double total = 0.0;                                                                       \
+        for (int i = 0; i < CHAINS; i++) {                                                        \
+            STOREU(lanes, acc[i]);                                                                \
+            for (int j = 0; j < LANES; j++) total += lanes[j];                                    \
+        }                                                                                         \
+        return total;                                                                             \
     }
-    double lanes[4], total = 0.0;    /* a result that depends on every chain: nothing is dropped */
-    for (int i = 0; i < CHAINS; i++) {
-        _mm256_storeu_pd(lanes, acc[i]);
-        total += lanes[0] + lanes[1] + lanes[2] + lanes[3];
-    }
-    return total;
-}
 
-__attribute__((target("avx2,fma"))) double fma_peak_f32(long rounds)
-{
-    __m256 acc[CHAINS];
-    const __m256 scale = _mm256_set1_ps(0.9999999f), shift = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long r = 0; r < rounds; r++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_fmadd_ps(acc[i], scale, shift);
-    }
-    float lanes[8];
-    double total = 0.0;
-    for (int i = 0; i < CHAINS; i++) {
-        _mm256_storeu_ps(lanes, acc[i]);
-        for (int j = 0; j < 8; j++) total += lanes[j];
-    }
-    return total;
-}
+DEFINE_FMA_PEAK(fma_peak_f64, double, __m256d, 4, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_storeu_pd)
+DEFINE_FMA_PEAK(fma_peak_f32, float, __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps)
