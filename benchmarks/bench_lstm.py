@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import hashlib
 import json
@@ -307,14 +308,12 @@ def summarize(samples, cpu, calls_per_sample):
 
 
 FMA_PEAK_LIB = "fma_peak_core"
-_FMA_LIBRARY = []
 
 
+@functools.lru_cache(maxsize=None)
 def _fma_library():
     """benchmarks/fma_peak.c built with the system C compiler (once per source version, in the
     temporary directory) and loaded; None when there is no compiler, no AVX2+FMA or not x86-64."""
-    if _FMA_LIBRARY:
-        return _FMA_LIBRARY[0]
     import ctypes
     import tempfile
     lib = None
@@ -337,7 +336,6 @@ def _fma_library():
     except (OSError, subprocess.SubprocessError) as exc:
         log(f"no FMA peak ({exc.__class__.__name__}: {exc})")
         lib = None
-    _FMA_LIBRARY.append(lib)
     return lib
 
 
@@ -527,8 +525,7 @@ class Worker:
         core = fma_peak_gflops(self.dtype)
         if core is not None:
             self.records.append({"dtype": self.dtype.name, "threads": self.threads, "shape": "peak",
-                                 "mode": "fma", "lib": FMA_PEAK_LIB, "gflops_core": core,
-                                 "gflops": core * self.threads})
+                                 "mode": "fma", "lib": FMA_PEAK_LIB, "gflops_core": core})
 
     # ---- one shape, one mode --------------------------------------------------------------
     def run_shape(self, key, mode):
@@ -1100,6 +1097,15 @@ def fma_peak_of(records, dtype, threads):
     return None if best is None else best * threads
 
 
+def ts_ceiling(loop, lstm, gflops):
+    """The TorchScript loop's time over the time the LSTM's GEMM flops (a GravesLSTM does at least
+    those) take at `gflops` GFLOP/s: no implementation doing those flops at that rate reaches a
+    higher TorchScript/Graves ratio. None where a record or the rate is missing."""
+    if not (loop and lstm and lstm.get("flops") and gflops):
+        return None
+    return loop["median_s"] / (lstm["flops"] / (gflops * 1e9))
+
+
 def build_tables(records, dtypes, threads_list, baseline=None):
     """Rows per (dtype, threads) for the main, GravesLSTM, streaming and GEMM tables."""
     idx = index_records(records)
@@ -1178,13 +1184,8 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                             "overhead": (paired_ratio(gr, lf) - 1) if (gr and lf) else None,
                             "peephole_s": pe["median_s"] if pe else None,
                             "peephole_ratio": (pe["median_s"] / gr["median_s"]) if (pe and gr) else None,
-                            # The most any implementation could reach against the TorchScript loop:
-                            # the loop's time over the time of the LSTM's GEMM flops (a GravesLSTM
-                            # does at least those) at this run's GEMM peak, and at the cores' FMA limit
-                            "peephole_ceiling": (pe["median_s"] / (lf["flops"] / (peak * 1e9)))
-                            if (pe and lf and lf.get("flops") and peak) else None,
-                            "peephole_ceiling_fma": (pe["median_s"] / (lf["flops"] / (fma_peak * 1e9)))
-                            if (pe and lf and lf.get("flops") and fma_peak) else None,
+                            "peephole_ceiling": ts_ceiling(pe, lf, peak),
+                            "peephole_ceiling_fma": ts_ceiling(pe, lf, fma_peak),
                             "hoisted_s": ph["median_s"] if ph else None,
                             "hoisted_ratio": (ph["median_s"] / gr["median_s"]) if (ph and gr) else None})
                     if gi and gs:
@@ -1491,8 +1492,8 @@ def describe_run(meta_list, info, args, check, command, started, elapsed):
                  + (f"Cases whose calls all take under {fast_ms:g} ms get {split}x the samples of "
                     f"1/{split} the length. " if split > 1 else "")
                  + "At 1 thread all libraries "
-                 f"share one process, sampled side by side; at more threads each library group runs "
-                 f"in its own process per shape"
+                 "share one process, sampled side by side; at more threads each library group runs "
+                 "in its own process per shape"
                  + (f", lstmfast's and PyTorch's alternating in {rounds} rounds with "
                     f"{math.ceil(args.repeats / rounds)} samples each "
                     f"({math.ceil(args.large_repeats / rounds)} for the largest shape), pooled: "
