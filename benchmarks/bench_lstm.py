@@ -1552,11 +1552,33 @@ def build_train_loop(records):
             row["met"] = (None if row["ratio"] is None or row["lstmfast_scaling"] is None else
                           row["ratio"] >= TRAIN_LOOP_MIN_RATIO
                           and row["lstmfast_scaling"] >= TRAIN_LOOP_MIN_SCALING)
-        loss = {r["lib"]: (r["loss_first"], r["loss_last"]) for r in records
-                if r["mode"] == "train_loop" and r["threads"] == threads}
-        row["loss"] = loss
+        mine = [r for r in records if r["mode"] == "train_loop" and r["threads"] == threads]
+        row["loss"] = {r["lib"]: (r["loss_first"], r["loss_last"]) for r in mine}
+        row["settings"] = {r["lib"]: r.get("settings", {}) for r in mine}
         rows.append(row)
     return rows
+
+
+def describe_thread_settings(settings):
+    """'lstmfast: team 2, OpenBLAS 2 (SciPy's) and 2 (NumPy's); PyTorch: 2 threads' from the
+    training-loop workers' reports."""
+    parts = []
+    for lib, name in (("lstmfast", "lstmfast"), ("torch", "PyTorch")):
+        got = settings.get(lib)
+        if not got:
+            continue
+        blas = ", ".join(f"{b['num_threads']} ({blas_owner_of_file(b['file'])})" for b in got.get("blas", []))
+        n = got.get("torch_threads")
+        head = (f"team {got['lstmfast_threads']}" if "lstmfast_threads" in got
+                else f"{n} thread{'' if n == 1 else 's'}")
+        parts.append(f"{name}: {head}" + (f", OpenBLAS {blas}" if blas else ""))
+    return "; ".join(parts)
+
+
+def blas_owner_of_file(name):
+    """Whose copy of OpenBLAS a library file is, by the wheels' naming (NumPy's is the 64-bit
+    integer build, libscipy_openblas64_)."""
+    return "NumPy's" if "64_" in name else ("SciPy's" if "openblas" in name else name)
 
 
 def _pct(x):
@@ -1677,6 +1699,10 @@ def render_markdown(tables, train_rows=(), baseline_tag=None):
                        f"**{fmt_ratio(r['ratio'])}**{mark(r.get('met'))} | "
                        f"{fmt_ratio(r['lstmfast_scaling'])} | {fmt_ratio(r['torch_scaling'])} |")
         out.append("")
+        chosen = [f"at {r['threads']}: {describe_thread_settings(r.get('settings', {}))}"
+                  for r in train_rows if r.get("settings")]
+        if chosen:
+            out += ["What the libraries chose on their own " + "; ".join(chosen) + ".", ""]
 
     peaks = [tb for tb in tables if tb.get("peak_gflops") or tb.get("fma_peak_gflops")]
     if peaks:
