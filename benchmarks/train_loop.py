@@ -28,9 +28,10 @@ import time
 
 import numpy as np
 
-# the model and the loop (the demo's defaults for its character model)
+# the model and the loop (the demo's defaults for its character model; Adam's epsilon is both
+# libraries' default)
 CHAR_MODEL = {"vocab": 77, "hidden": 128, "layers": 2, "seq_len": 100, "tbptt": 50,
-              "minibatch": 32, "learning_rate": 1e-2}
+              "minibatch": 32, "learning_rate": 1e-2, "adam_epsilon": 1e-8}
 #: distinct minibatches prepared before timing (the loop cycles through them)
 POOL = 8
 
@@ -49,17 +50,16 @@ def markov_text(n_chars, vocab, seed=2024):
     return codes
 
 
-def minibatches(cfg, seed=2024):
-    """POOL minibatches of character windows [minibatch, seq_len + 1] (inputs and the next
+def minibatches(cfg, seed=2024, count=POOL):
+    """`count` minibatches of character windows [minibatch, seq_len + 1] (inputs and the next
     characters as labels)."""
     mb, steps = cfg["minibatch"], cfg["seq_len"]
-    codes = markov_text(POOL * mb * (steps + 1), cfg["vocab"], seed)
-    return codes.reshape(POOL, mb, steps + 1)
+    codes = markov_text(count * mb * (steps + 1), cfg["vocab"], seed)
+    return codes.reshape(count, mb, steps + 1)
 
 
-def lstmfast_step(cfg, dtype, windows):
-    """A function that trains the lstmfast model on the next prepared minibatch and returns its
-    loss per character; and the model's thread settings."""
+def lstmfast_model(cfg, dtype):
+    """The character model as an lstmfast Sequential (DL4J's initialisation)."""
     import lstmfast
     V, hidden = cfg["vocab"], cfg["hidden"]
     seeds = np.random.SeedSequence(7).generate_state(cfg["layers"] + 1)
@@ -69,13 +69,44 @@ def lstmfast_step(cfg, dtype, windows):
         n_in = hidden
     layers.append(lstmfast.RnnOutputLayer(n_in, V, activation="softmax", loss="mcxent", dtype=dtype,
                                           seed=int(seeds[-1])))
-    net = lstmfast.Sequential(layers, updater=lstmfast.Adam(learning_rate=cfg["learning_rate"]),
-                              tbptt_forward_length=cfg["tbptt"], tbptt_backward_length=cfg["tbptt"])
+    return lstmfast.Sequential(layers, updater=lstmfast.Adam(learning_rate=cfg["learning_rate"],
+                                                             epsilon=cfg["adam_epsilon"]),
+                               tbptt_forward_length=cfg["tbptt"], tbptt_backward_length=cfg["tbptt"])
+
+
+def torch_model(cfg, dtype):
+    """The same model in PyTorch (its own initialisation): (nn.LSTM, nn.Linear)."""
+    import torch
+    torch.manual_seed(7)
+    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    lstm = torch.nn.LSTM(cfg["vocab"], cfg["hidden"], num_layers=cfg["layers"]).to(tdtype)
+    out = torch.nn.Linear(cfg["hidden"], cfg["vocab"]).to(tdtype)
+    return lstm, out
+
+
+def copy_weights(net, lstm, out):
+    """Give the PyTorch model the lstmfast model's weights (for checking that the two loops
+    compute the same thing)."""
+    import torch
+    from lstmfast.convert import lstmfast_to_torch
+    with torch.no_grad():
+        for k, layer in enumerate(net.layers[:-1]):
+            for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+                                   lstmfast_to_torch(layer.W, layer.RW, layer.b)):
+                getattr(lstm, f"{name}_l{k}").copy_(torch.from_numpy(value))
+        out.weight.copy_(torch.from_numpy(np.ascontiguousarray(net.layers[-1].W.T)))
+        out.bias.copy_(torch.from_numpy(np.ascontiguousarray(net.layers[-1].b).reshape(-1)))
+
+
+def lstmfast_step(net, windows):
+    """A function that trains the lstmfast model on the next of the prepared minibatches (one
+    `fit_batch`) and returns its loss per character."""
+    V = net.layers[0].n_in
     batch, steps = windows.shape[1], windows.shape[2] - 1
     data = []
     for w in windows:                                  # one-hot [minibatch, V, T], as the demo's
-        x = np.zeros((batch, V, steps), dtype=dtype)
-        y = np.zeros((batch, V, steps), dtype=dtype)
+        x = np.zeros((batch, V, steps), dtype=net.dtype)
+        y = np.zeros((batch, V, steps), dtype=net.dtype)
         b = np.repeat(np.arange(batch), steps)
         t = np.tile(np.arange(steps), batch)
         x[b, w[:, :-1].reshape(-1), t] = 1
@@ -91,23 +122,20 @@ def lstmfast_step(cfg, dtype, windows):
     return step
 
 
-def torch_step(cfg, dtype, windows):
-    """The same model and loop in PyTorch."""
+def torch_step(lstm, out, cfg, windows):
+    """The same loop in PyTorch: per minibatch, windows of cfg["tbptt"] steps from the state the
+    previous window left (detached), each followed by an Adam step."""
     import torch
-    torch.manual_seed(7)
-    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-    V, hidden = cfg["vocab"], cfg["hidden"]
-    lstm = torch.nn.LSTM(V, hidden, num_layers=cfg["layers"]).to(tdtype)
-    out = torch.nn.Linear(hidden, V).to(tdtype)
-    params = list(lstm.parameters()) + list(out.parameters())
-    opt = torch.optim.Adam(params, lr=cfg["learning_rate"])
+    V, k = cfg["vocab"], cfg["tbptt"]
+    tdtype = out.weight.dtype
+    opt = torch.optim.Adam(list(lstm.parameters()) + list(out.parameters()), lr=cfg["learning_rate"],
+                           eps=cfg["adam_epsilon"])
     batch, steps = windows.shape[1], windows.shape[2] - 1
     data = []
     for w in windows:                                  # [T, minibatch, V] one-hot, [T, minibatch]
         codes = torch.from_numpy(np.ascontiguousarray(w.T))
         x = torch.nn.functional.one_hot(codes[:-1], V).to(tdtype)
         data.append((x, codes[1:].contiguous()))
-    k = cfg["tbptt"]
     state = {"i": 0}
 
     def step():
@@ -150,7 +178,10 @@ def run(lib, threads, dtype="float32", repeats=5, batches=8, warmup=2, cfg=None)
     cfg = dict(CHAR_MODEL, **(cfg or {}))
     dtype = np.dtype(dtype)
     windows = minibatches(cfg)
-    step = (lstmfast_step if lib == "lstmfast" else torch_step)(cfg, dtype, windows)
+    if lib == "lstmfast":
+        step = lstmfast_step(lstmfast_model(cfg, dtype), windows)
+    else:
+        step = torch_step(*torch_model(cfg, dtype), cfg, windows)
     first_loss = step()
     for _ in range(warmup - 1):
         step()
