@@ -1581,6 +1581,15 @@ def blas_owner_of_file(name):
     return "NumPy's" if "64_" in name else ("SciPy's" if "openblas" in name else name)
 
 
+def table_head(fixed, per_thread, threads_list, extra=()):
+    """A markdown table's header and separator: the fixed columns, per_thread(t)'s columns
+    ((name, right-aligned) pairs) for each thread count, then the extra columns."""
+    cols = ([(name, False) for name in fixed] + [c for t in threads_list for c in per_thread(t)]
+            + [(name, False) for name in extra])
+    return ["| " + " | ".join(name for name, _ in cols) + " |",
+            "|" + "".join("---:|" if right else "---|" for _, right in cols)]
+
+
 def _pct(x):
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -1610,15 +1619,9 @@ def render_markdown(tables, train_rows=(), baseline_tag=None):
         out += ["lstmfast against `nn.LSTM`: ms per call, lstmfast / PyTorch, then **PyTorch time / "
                 "lstmfast time** (above 1: lstmfast is faster), ✓ / ✗ against the floor; "
                 "% FMA: lstmfast's GFLOP/s over the FMA limit of the threads' cores.", ""]
-        hdr = "| dtype | shape (T, mb, nIn, h) | mode | floor |"
-        sep = "|---|---|---|---|"
-        for t in threads_list:
-            hdr += f" {thr(t)} | % FMA |"
-            sep += "---|---:|"
-        if baseline_tag:
-            hdr += f" vs {baseline_tag} |"
-            sep += "---|"
-        out += [hdr, sep]
+        out += table_head(["dtype", "shape (T, mb, nIn, h)", "mode", "floor"],
+                          lambda t: [(thr(t), False), ("% FMA", True)], threads_list,
+                          extra=[f"vs {baseline_tag}"] if baseline_tag else [])
         for (dtype, _, mode), cells in main.items():
             any_r = next(iter(cells.values()))
             line = (f"| {dtype} | {dims_str(any_r['dims'])} | {mode} | "
@@ -1643,12 +1646,9 @@ def render_markdown(tables, train_rows=(), baseline_tag=None):
                 "loop's time over GravesLSTM's, with in brackets that ratio's ceiling: the loop's "
                 "time over the time the LSTM's GEMM flops take at the FMA limit (no implementation "
                 "doing those flops can beat the loop by more).", ""]
-        hdr = "| dtype | shape | mode |"
-        sep = "|---|---|---|"
-        for t in threads_list:
-            hdr += f" peepholes, {thr(t)} | TorchScript / GravesLSTM, {thr(t)} |"
-            sep += "---:|---:|"
-        out += [hdr, sep]
+        out += table_head(["dtype", "shape", "mode"],
+                          lambda t: [(f"peepholes, {thr(t)}", True),
+                                     (f"TorchScript / GravesLSTM, {thr(t)}", True)], threads_list)
         for (dtype, _, mode), cells in graves.items():
             any_r = next(iter(cells.values()))
             line = f"| {dtype} | {dims_str(any_r['dims'])} | {mode} |"
@@ -1668,8 +1668,7 @@ def render_markdown(tables, train_rows=(), baseline_tag=None):
         out += ["Streaming, one step of (mb 1, nIn 32, h 32) per Python call: µs, lstmfast / "
                 "`nn.LSTMCell`, then LSTMCell's time over lstmfast's (the floor, "
                 f"≥{TARGETS[('any', 'stream', 'stream')]:g}, is for `rnn_time_step`).", ""]
-        hdr = "| dtype | lstmfast entry point |" + "".join(f" {thr(t)} |" for t in threads_list)
-        out += [hdr, "|---|---|" + "---|" * len(threads_list)]
+        out += table_head(["dtype", "lstmfast entry point"], lambda t: [(thr(t), False)], threads_list)
         for (dtype, entry), cells in stream.items():
             line = f"| {dtype} | `{entry}` |"
             for t in threads_list:
