@@ -137,8 +137,7 @@ TRAIN_LOOP_MIN_SCALING = 1.5
 
 def needs_lstmfast(args):
     """Whether the run imports lstmfast (anything but PyTorch and raw GEMMs alone)."""
-    return (any(lib in args.peers for lib in ("lstmfast", "graves"))
-            or (not args.skip_check and "torch" in args.peers))
+    return any(lib in args.peers for lib in ("lstmfast", "graves"))
 
 
 def _loadavg():
