@@ -1768,7 +1768,7 @@ def render_text(tables, train_rows=()):
     return "\n".join(lines)
 
 
-def plot(tables, path, title=None):
+def plot(tables, path, title=None, train_rows=()):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1803,6 +1803,13 @@ def plot(tables, path, title=None):
             tinf.append(r["target"])
             tra.append(None)
             ttra.append(None)
+        for r in train_rows:                 # the training loop: lstmfast's rate over PyTorch's
+            if tb["dtype"] == "float32" and r["threads"] == tb["threads"] and r["ratio"]:
+                labels.append("training loop\nchar model")
+                inf.append(None)
+                tinf.append(None)
+                tra.append(r["ratio"])
+                ttra.append(TRAIN_LOOP_MIN_RATIO if r["threads"] > 1 else None)
         xs = np.arange(len(labels))
         wdt = 0.38
         for off, vals, tgts, lab, col in ((-wdt / 2, inf, tinf, "inference (forward)", "#4c72b0"),
@@ -2146,7 +2153,7 @@ def publish(payload, out_dir, baseline_path=None, write=True):
     plotted = plot(tables, png, f"PyTorch time / lstmfast time on {machine.get('cpu', '?')} (family "
                                 f"{machine.get('cpu_family', '?')}, model {machine.get('cpu_model', '?')}), "
                                 f"{machine.get('cpu_count')} CPUs; run of {payload['started']}, commit "
-                                f"{machine.get('git', '?')}")
+                                f"{machine.get('git', '?')}", train_rows)
     body = describe_run(payload["worker_meta"], payload["machine"], run_args, payload["check"],
                         display_command(payload["command"]), payload["started"], payload["elapsed_s"])
     if payload.get("check_failures"):
