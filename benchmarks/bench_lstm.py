@@ -1081,9 +1081,11 @@ def copy_package(package_dir):
     """Copy the package (with its compiled extension) to a temporary directory, so that the
     whole run times one build even if the package is reinstalled or rebuilt meanwhile; the copy
     is checked to import. Returns the directory to put on the workers' PYTHONPATH."""
+    import atexit
     import shutil
     import tempfile
     tmp = tempfile.mkdtemp(prefix="bench_lstm_pkg_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)      # also when the run fails
     shutil.copytree(package_dir, os.path.join(tmp, "lstmfast"),
                     ignore=shutil.ignore_patterns("__pycache__"))
     info, err = _probe_package(tmp)
@@ -2110,9 +2112,6 @@ def main(argv=None):
     elapsed = time.perf_counter() - t_start
     if os.path.exists(partial_path):
         os.remove(partial_path)
-    if IMPORT_ROOT:
-        import shutil
-        shutil.rmtree(IMPORT_ROOT, ignore_errors=True)
     if package:
         info["lstmfast_source"] = f"{package['kind']}: {package['dir']}"
         if package.get("differs_from_tree"):
