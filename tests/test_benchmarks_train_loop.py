@@ -12,11 +12,18 @@ torch = pytest.importorskip("torch")
 
 from lstmfast.convert import lstmfast_to_torch  # noqa: E402
 
-TRAIN_LOOP = Path(__file__).resolve().parent.parent / "benchmarks" / "train_loop.py"
+def find_train_loop():
+    """benchmarks/train_loop.py in the tree (or unpacked sdist) that holds this test, at any depth
+    of tests/."""
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "benchmarks" / "train_loop.py"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no benchmarks/train_loop.py above {Path(__file__).parent}")
 
 
 def load_train_loop():
-    spec = importlib.util.spec_from_file_location("bench_train_loop", TRAIN_LOOP)
+    spec = importlib.util.spec_from_file_location("bench_train_loop", find_train_loop())
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
