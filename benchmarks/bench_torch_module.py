@@ -1,5 +1,5 @@
 """A training step of lstmfast.torch.GravesLSTM inside PyTorch vs the same work through lstmfast
-alone, at 1 and 2 threads (issue 6, "Thread pools").
+alone, at 1 and 2 threads (the two thread pools in one process).
 
 PyTorch's intra-op pool (OpenMP) and the OpenBLAS behind lstmfast's kernels (SciPy's) are two
 thread pools in one process. When both are active they interfere: a pool's threads spin for a
