@@ -307,8 +307,15 @@ def _run_kernel(kernel, args, flops, extra=()):
     # can mark a still running thread as stopped (is_alive() False), and the caller would then
     # give its buffers back to the pool while the kernel still writes to them
     done = threading.Event()
+    # who owns the pass, set once (dict.setdefault is atomic) by whichever comes first: the
+    # worker to run the kernel, or the caller to call the pass off. Ctrl-C can arrive anywhere
+    # in Thread.start() (before the thread exists, or while start waits for it to begin), so
+    # the caller cannot tell from start() alone whether the kernel is going to run
+    owner = {}
 
     def work():
+        if owner.setdefault("pass", "worker") != "worker":
+            return                       # called off before it began: the kernel never runs
         try:
             kernel(*args, cancel, *extra)
         except BaseException as error:  # handed to the calling thread below
@@ -317,21 +324,36 @@ def _run_kernel(kernel, args, flops, extra=()):
             done.set()
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
-    worker.start()
     try:
+        worker.start()
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
-        cancel[0] = 1
-        # wait for the kernel to stop (at its next time step), also through further Ctrl-C
-        while not done.is_set():
+        # a further Ctrl-C while calling the pass off starts the calling off again (it is
+        # idempotent), so the buffers are never handed back while the kernel may still run
+        while True:
             try:
-                done.wait(0.05)
+                _call_off(owner, cancel, done)
+                break
             except KeyboardInterrupt:
                 pass
         raise
     if failure:
         raise failure[0]
+
+
+def _call_off(owner, cancel, done):
+    """Stop the pass of _run_kernel: keep the kernel from starting or, when it has started, ask
+    it to stop at its next time step and wait until it has. Safe to repeat."""
+    if owner.setdefault("pass", "caller") == "caller":
+        done.set()                       # the worker, if it ever runs, finds the pass taken
+        return
+    cancel[0] = 1
+    while not done.is_set():
+        try:
+            done.wait(0.05)
+        except KeyboardInterrupt:
+            pass
 
 
 def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
