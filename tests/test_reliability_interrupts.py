@@ -1,12 +1,19 @@
-"""Ctrl-C at chosen points while a long pass starts its worker thread.
+"""Ctrl-C at chosen points: while a long pass starts its worker thread, and at every line of a
+training step's update.
 
 The interrupt is made to arrive where it hurts, not at a random moment: ``Thread.start`` is
 replaced by one that raises KeyboardInterrupt before, while or after the thread begins (the
-wait inside the real ``Thread.start`` is interruptible). Afterwards the next call must give
-the reference's numbers.
+wait inside the real ``Thread.start`` is interruptible), and a trace function raises
+KeyboardInterrupt at the n-th line executed in ``lstmfast/network.py`` for every n in turn.
+Afterwards the next call must give the reference's numbers, and the network and its updater
+must be exactly as before the step or exactly as after it.
 """
+import copy
+import functools
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +206,133 @@ def test_timed_ctrl_c_around_the_thread_start_never_spoils_the_next_pass():
     record("interrupts: timed Ctrl-C around the thread start (trials, interrupted, in "
            "Thread.start, wrong results)",
            (trials, result["interrupted"], result["in Thread.start"], result["wrong"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C at every line of a training step
+
+NETWORK_PY = str(Path(lstmfast.network.__file__).resolve())
+
+
+class _InterruptAtLine:
+    """A trace function raising KeyboardInterrupt at the n-th line event in network.py
+    (counting from 1)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.count = 0
+
+    def __call__(self, frame, event, arg):
+        if frame.f_code.co_filename != NETWORK_PY:
+            return None
+        if event == "line":
+            self.count += 1
+            if self.count == self.n:
+                raise KeyboardInterrupt
+        return self
+
+
+def _interrupted_at_line(n, call):
+    """Run ``call()`` with KeyboardInterrupt raised at the n-th line it runs in network.py;
+    True if it was interrupted, False if it ran fewer lines and finished."""
+    sys.settrace(_InterruptAtLine(n))
+    try:
+        call()
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+
+
+def _updater_state(updater):
+    return {k: (v.tobytes() if isinstance(v, np.ndarray) else v)
+            for k, v in sorted(vars(updater).items())}
+
+
+def _snapshot(net):
+    return net.params.tobytes(), _updater_state(net.updater)
+
+
+def _network(updater, tbptt):
+    layers = [lstmfast.LSTM(3, 4, seed=1, dtype=np.float64),
+              lstmfast.RnnOutputLayer(4, 2, activation="softmax", loss="mcxent", seed=2,
+                                      dtype=np.float64)]
+    return lstmfast.Sequential(layers, updater=updater, l2=1e-3,
+                               tbptt_forward_length=3 if tbptt else None)
+
+
+UPDATERS = {
+    "Adam": lambda: lstmfast.Adam(0.01),
+    "Sgd momentum": lambda: lstmfast.Sgd(0.1, momentum=0.9),
+    "Sgd Nesterov": lambda: lstmfast.Sgd(0.1, momentum=0.9, nesterov=True),
+    "Sgd": lambda: lstmfast.Sgd(0.1),
+}
+
+
+@pytest.mark.parametrize("tbptt", [False, True], ids=["full BPTT", "truncated BPTT"])
+@pytest.mark.parametrize("updater", list(UPDATERS))
+def test_ctrl_c_at_any_line_of_fit_batch_leaves_the_step_done_or_undone(updater, tbptt):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 7))
+    y = np.eye(2)[rng.integers(0, 2, (5, 7))].transpose(0, 2, 1)
+    net = _network(UPDATERS[updater](), tbptt)
+    for _ in range(2):                 # updater state exists and is not all zeros
+        net.fit_batch(x, y)
+    before = _snapshot(net)
+    done = copy.deepcopy(net)
+    done.fit_batch(x, y)
+    after = _snapshot(done)
+    assert after != before
+
+    n = 1
+    outcomes = {"before": 0, "after": 0}
+    while True:
+        trial = copy.deepcopy(net)
+        if not _interrupted_at_line(n, functools.partial(trial.fit_batch, x, y)):
+            assert _snapshot(trial) == after       # every line of the step has been tried
+            break
+        state = _snapshot(trial)
+        assert state in (before, after), (
+            f"interrupted at line event {n} of network.py: the network and updater are "
+            f"neither as before nor as after the step")
+        outcomes["before" if state == before else "after"] += 1
+        # the interrupted network trains on as the uninterrupted one
+        trial.fit_batch(x, y)
+        reference = copy.deepcopy(net if state == before else done)
+        reference.fit_batch(x, y)
+        assert _snapshot(trial) == _snapshot(reference)
+        n += 1
+    assert outcomes["before"] > 0
+    add_count("interrupts: fit_batch interrupted at a chosen line (trials)", n - 1)
+    record(f"interrupts: fit_batch lines tried ({updater}, {'tbptt' if tbptt else 'full'})",
+           n - 1)
+
+
+@pytest.mark.parametrize("updater", list(UPDATERS))
+def test_ctrl_c_at_any_line_of_an_update_leaves_it_done_or_undone(updater):
+    """The updaters used directly (without a Sequential)."""
+    rng = np.random.default_rng(3)
+    params0 = rng.standard_normal(50)
+    grads = rng.standard_normal(50)
+    base = UPDATERS[updater]()
+    p = params0.copy()
+    for _ in range(2):
+        base.apply(p, grads)
+
+    def state(u, params):
+        return params.tobytes(), _updater_state(u)
+
+    before = state(base, p)
+    done, p_done = copy.deepcopy(base), p.copy()
+    done.apply(p_done, grads)
+    after = state(done, p_done)
+    n = 1
+    while True:
+        trial, p_trial = copy.deepcopy(base), p.copy()
+        interrupted = _interrupted_at_line(n, functools.partial(trial.apply, p_trial, grads))
+        assert state(trial, p_trial) in (before, after), f"line event {n}"
+        if not interrupted:
+            break
+        n += 1
+    assert n > 3
