@@ -73,8 +73,9 @@ import json
 import math
 import os
 import re
+import secrets
+import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -486,7 +487,7 @@ def write_array(array, destination=None):
     if destination is None:
         return payload
     if isinstance(destination, (str, os.PathLike)):
-        _atomic_write(os.fspath(destination), lambda f: f.write(payload))
+        _atomic_write(destination, lambda f: f.write(payload))
         return None
     if hasattr(destination, "write"):
         destination.write(payload)
@@ -497,16 +498,59 @@ def write_array(array, destination=None):
     )
 
 
-def _atomic_write(path: str, writer):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _save_target(path):
+    """``(file to replace, its permission bits or None)`` for a save to ``path``: the path
+    itself, or the regular file its symbolic links lead to (the links stay). Anything else
+    there (a directory, FIFO, device, socket, a link to nothing) is refused with ValueError:
+    replacing it by a regular file would destroy it (as root, a save to /dev/null would)."""
+    target = os.path.realpath(path)
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ValueError(f"save: {path!r} is a symbolic link to a missing file "
+                             f"({target!r}); refusing to write through it") from None
+        return target, None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)),
+                    "not a regular file")
+        raise ValueError(f"save: {path!r} is {kind}; only a regular file is replaced")
+    return target, stat.S_IMODE(info.st_mode) & 0o777
+
+
+def _create_temporary(directory, base):
+    """An exclusive new file next to the target, created with mode 0o666 so that the process's
+    umask applies (tempfile.mkstemp's fixed 0o600 made every save private)."""
+    for _ in range(100):
+        name = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"save: no free temporary name in {directory!r}")
+
+
+def _atomic_write(path, writer):
+    """Write through ``writer(file)`` to a temporary file next to the target and rename it
+    over the target: a save interrupted at any moment leaves the previous file or the new one,
+    complete. The new file keeps the replaced file's permission bits (else the umask's)."""
+    path = os.fsdecode(os.fspath(path))
+    target, mode = _save_target(path)
+    fd, tmp = _create_temporary(os.path.dirname(target), os.path.basename(target))
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.chmod(tmp, mode)
             writer(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -1639,7 +1683,10 @@ def save(model, path):
     and ``coefficients.bin`` (all parameters, ``[1, nParams]``, in the model's dtype).  No
     ``updaterState.bin`` is written: DL4J restores such a model with a fresh updater state.
     The file is written to a temporary file in the same directory and renamed over ``path``
-    (``os.replace``), so an interrupted save leaves any previous file intact.
+    (``os.replace``), so an interrupted save leaves any previous file intact.  A symbolic link
+    at ``path`` is followed to the regular file it leads to; a directory, FIFO, device or a
+    link to nothing there is refused (``ValueError``).  The new file keeps the replaced file's
+    permission bits, or gets ``0o666`` less the umask.
     """
     conf = configuration_json(model)
     flat = np.concatenate([np.asarray(layer.params, dtype=model.dtype).reshape(-1)
@@ -1651,7 +1698,7 @@ def save(model, path):
             z.writestr("configuration.json", conf)
             z.writestr("coefficients.bin", coefficients)
 
-    _atomic_write(os.fspath(path), writer)
+    _atomic_write(path, writer)
 
 
 # ---------------------------------------------------------------------------------------
