@@ -719,6 +719,8 @@ def _int_field(body, names, ctx, minimum=0):
 
 
 def _float_field(body, names, ctx, default):
+    """A finite number (an initial value the layers keep and save again: NaN or Infinity there
+    would load and then make the model impossible to save)."""
     v = _get(body, names, ctx, default=default)
     if v is None:
         return default
@@ -726,7 +728,10 @@ def _float_field(body, names, ctx, default):
         v = float(v.replace("Infinity", "inf"))
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"{ctx}: field {names[0]!r} must be a number, got {v!r}")
-    return float(v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{ctx}: field {names[0]!r} must be a finite number, got {v}")
+    return v
 
 
 def _check_param(body, key, expected, ctx, what):
@@ -1141,21 +1146,60 @@ def _data_type(conf):
     return dt if isinstance(dt, str) else None
 
 
-def parse_configuration(config) -> ModelSpec:
-    """Parse a DL4J ``configuration.json`` (text, bytes or already-decoded dict).
+# an integer with more digits than this is past the largest float (1.8e308)
+_FLOAT_DIGITS = 309
 
-    Returns a :class:`ModelSpec`; raises ``ValueError`` naming whatever lstmfast cannot
-    represent exactly."""
+
+def _decode_json(config):
+    """``configuration.json`` (text or bytes) as Python objects, or ``config`` itself when
+    it is decoded already. ValueError for text that is not UTF-8 JSON or for an integer
+    past the float range."""
     if isinstance(config, (bytes, bytearray)):
         try:
             config = config.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ValueError(f"configuration.json is not UTF-8 text: {e}") from None
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    if not isinstance(config, str):
+        _refuse_integers_past_floats(config)
+        return config
+    try:
+        decoded = json.loads(config)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    except ValueError as e:      # an integer past Python's digit limit for int()
+        raise ValueError(f"configuration.json: {e}") from None
+    if re.search(f"[0-9]{{{_FLOAT_DIGITS}}}", config):
+        _refuse_integers_past_floats(decoded)
+    return decoded
+
+
+def _refuse_integers_past_floats(decoded):
+    """ValueError naming the first field that holds an integer no float can hold (DL4J's
+    numeric fields are Java doubles and ints: such a number is no value for any of them)."""
+    pending = [(decoded, "configuration.json")]
+    while pending:
+        node, path = pending.pop()
+        items = (node.items() if isinstance(node, dict)
+                 else enumerate(node) if isinstance(node, list) else ())
+        for key, value in items:
+            if isinstance(value, (dict, list)):
+                pending.append((value, f"{path}[{key!r}]"))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    float(value)
+                except OverflowError:
+                    digits = len(str(abs(value)))
+                    raise ValueError(f"{path}: field {key!r} holds an integer of {digits} "
+                                     f"digits, past the range of a floating-point number") \
+                        from None
+
+
+def parse_configuration(config) -> ModelSpec:
+    """Parse a DL4J ``configuration.json`` (text, bytes or already-decoded dict).
+
+    Returns a :class:`ModelSpec`; raises ``ValueError`` naming whatever lstmfast cannot
+    represent exactly."""
+    config = _decode_json(config)
     if not isinstance(config, dict):
         raise ValueError("configuration.json must hold a JSON object")
     try:
@@ -1163,7 +1207,7 @@ def parse_configuration(config) -> ModelSpec:
             return _parse_multilayer(config)
         if "vertices" in config:
             return _parse_graph(config)
-    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
         # a field of an unexpected JSON type somewhere the checks above did not look
         raise ValueError(f"malformed configuration.json: {type(e).__name__}: {e}") from None
     raise ValueError("configuration.json is neither a MultiLayerNetwork (confs) nor a "
@@ -1759,16 +1803,12 @@ def parse_graph(config) -> GraphSpec:
     """Parse a ComputationGraph ``configuration.json`` into a :class:`GraphSpec` (any DAG of
     supported layers, MergeVertex and ElementWiseVertex; SimpleRnn and GlobalPoolingLayer
     included)."""
-    if isinstance(config, (bytes, bytearray, str)):
-        try:
-            config = json.loads(config)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    config = _decode_json(config)
     if not isinstance(config, dict) or not isinstance(config.get("vertices"), dict):
         raise ValueError("configuration.json is not a ComputationGraph configuration")
     try:
         return _parse_dag(config)
-    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
         raise ValueError(f"malformed configuration.json: {type(e).__name__}: {e}") from None
 
 
