@@ -1,10 +1,19 @@
-"""Hostile configuration.json: numbers past the float range and non-finite initial values.
+"""Hostile configuration.json: numbers past the float range, non-finite initial values, and
+bulk that costs memory.
 
 * a float field written as a 400-digit integer is refused with a ValueError naming the field
   (it raised OverflowError);
 * a NaN forgetGateBiasInit / biasInit is refused at load (such a model loaded and then could
-  not be saved again).
+  not be saved again);
+* the number of JSON values is bounded before decoding: a 64 KiB zip whose configuration.json
+  (63 MiB, under the 64 MiB cap) holds an ignored array of ``{}`` took about 1.5 GiB to load;
+  it is now refused with peak memory about twice the text, and what is accepted decodes within
+  a small multiple of the text.
+
+The memory cases run in a child process with its address space capped, so that a regression
+fails the test instead of exhausting the machine.
 """
+import copy
 import json
 import zipfile
 
@@ -12,6 +21,7 @@ import pytest
 
 import lstmfast
 from lstmfast import dl4j
+from reliability_support import last_json_line, record, run_child
 
 
 def _network():
@@ -91,4 +101,85 @@ def test_integers_in_integer_fields_and_ordinary_floats_still_load(tmp_path):
     assert net.layers[0].forget_gate_bias_init == 2.0
 
 
+# ---------------------------------------------------------------------------------------------
+# bulk: memory
 
+MEMORY_CHILD = r'''
+import json, resource, sys, tracemalloc, zipfile
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+from lstmfast import dl4j
+path = sys.argv[1]
+with zipfile.ZipFile(path) as z:
+    text_bytes = z.getinfo("configuration.json").file_size
+tracemalloc.start()
+try:
+    dl4j.load(path)
+    outcome, message = "loaded", ""
+except BaseException as error:
+    outcome, message = type(error).__name__, str(error)[:300]
+peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"outcome": outcome, "message": message, "peak": peak, "text": text_bytes}))
+'''
+
+
+def _bulk_zip(tmp_path, name, unit, target_bytes):
+    """A model zip whose configuration carries an ignored array of ``unit`` (e.g. "{}")
+    repeated to about ``target_bytes`` of text."""
+    path = _model_zip(tmp_path, name="base-" + name)
+    with zipfile.ZipFile(path) as z:
+        base = z.read("configuration.json").decode()
+        coefficients = z.read("coefficients.bin")
+    head = base[:-1] + ', "ignoredBulk": ['
+    count = (target_bytes - len(head) - 2) // (len(unit) + 1)
+    text = head + ",".join([unit] * count) + "]}"
+    target = tmp_path / name
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("configuration.json", text)
+        z.writestr("coefficients.bin", coefficients)
+    return target
+
+
+def test_ignored_bulk_of_empty_objects_is_refused_with_memory_bounded_by_the_text(tmp_path):
+    path = _bulk_zip(tmp_path, "bulk.zip", "{}", 63 << 20)
+    assert path.stat().st_size < 256 << 10          # a small zip
+    proc = run_child(MEMORY_CHILD, path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = last_json_line(proc.stdout)
+    assert result["outcome"] == "ValueError", result
+    assert "JSON values" in result["message"], result
+    ratio = result["peak"] / result["text"]
+    # the text is read (bytes) and decoded (str): about twice its size, nothing more
+    assert ratio < 2.5, result
+    record("files: 63 MiB configuration.json of ignored {} (refused) - peak memory / text size",
+           round(ratio, 2))
+
+
+# (each unit with its comma takes the 8 bytes of text allowed per value; "[]" and '{"a":0}'
+# count as two values, so 16)
+@pytest.mark.parametrize("unit", ["{}     ", "[]" + " " * 13, '{"a":0}' + " " * 8, '"abcde"',
+                                  "0.5e-30"])
+def test_accepted_bulk_decodes_within_a_small_multiple_of_the_text(tmp_path, unit):
+    # as dense as the bound on values allows (one value per 8 bytes): accepted and loaded,
+    # and its decoded form costs a bounded multiple of the text
+    path = _bulk_zip(tmp_path, "dense.zip", unit, 4 << 20)
+    proc = run_child(MEMORY_CHILD, path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = last_json_line(proc.stdout)
+    assert result["outcome"] == "loaded", result
+    ratio = result["peak"] / result["text"]
+    assert ratio < 16, result
+    record(f"files: 4 MiB configuration.json of accepted bulk {unit.strip()} - peak memory / "
+           f"text size", round(ratio, 2))
+
+
+def test_the_value_bound_accepts_real_configurations_written_without_indentation(tmp_path):
+    net = _network()
+    compact = json.dumps(json.loads(dl4j.configuration_json(net)), separators=(",", ":"))
+    spec = dl4j.parse_configuration(compact)
+    assert [layer.kind for layer in spec.layers] == ["GravesLSTM", "DenseLayer", "RnnOutputLayer"]
+    # and a long chain of layers (3,000 of them: about 2 MiB written compactly)
+    config = json.loads(compact)
+    config["confs"] = [copy.deepcopy(config["confs"][1]) for _ in range(3000)]
+    config["inputPreProcessors"] = {}
+    spec = dl4j.parse_configuration(json.dumps(config, separators=(",", ":")))
+    assert len(spec.layers) == 3000
