@@ -1155,6 +1155,9 @@ def _data_type(conf):
 _MAX_JSON_VALUES = 1 << 20
 _JSON_VALUES_FREE = 1 << 16
 _JSON_BYTES_PER_VALUE = 8
+# ComputationGraph vertices (and MultiLayerNetwork layers) accepted: far more than any network
+# lstmfast can run in reasonable time, few enough that checking a graph stays instant
+_MAX_VERTICES = 10000
 # an integer with more digits than this is past the largest float (1.8e308)
 _FLOAT_DIGITS = 309
 
@@ -1251,6 +1254,8 @@ def _parse_multilayer(config) -> ModelSpec:
     confs = config["confs"]
     if not isinstance(confs, list) or not confs:
         raise ValueError("configuration.json: 'confs' must be a non-empty list of layers")
+    if len(confs) > _MAX_VERTICES:
+        raise ValueError(f"configuration.json: {len(confs)} layers (at most {_MAX_VERTICES})")
     pps = config.get("inputPreProcessors") or {}
     if not isinstance(pps, dict):
         raise ValueError("configuration.json: inputPreProcessors must be an object")
@@ -1292,6 +1297,7 @@ def _parse_graph(config) -> ModelSpec:
         raise ValueError("configuration.json: ComputationGraph without vertices/vertexInputs")
     if not isinstance(net_in, list) or not isinstance(net_out, list):
         raise ValueError("configuration.json: ComputationGraph without networkInputs/Outputs")
+    _check_vertex_count(vertices)
     layer_bodies = {}
     for name, value in vertices.items():
         raw, body = _vertex_type(value, name)
@@ -1304,12 +1310,18 @@ def _parse_graph(config) -> ModelSpec:
     if len(net_in) != 1 or len(net_out) != 1:
         raise ValueError(f"ComputationGraph with inputs {net_in} and outputs {net_out}: only "
                          "a single-input, single-output chain can be imported")
-    # walk the chain from the input to the output
+    # walk the chain from the input to the output (with each vertex's consumers listed once:
+    # searching every input list at every step made this quadratic)
+    consumers_of = {}
+    for v, ins in inputs.items():
+        if isinstance(ins, list):
+            for i in dict.fromkeys(i for i in ins if isinstance(i, str)):
+                consumers_of.setdefault(i, []).append(v)
     order = []
     current = net_in[0]
     seen = {current}
     while current != net_out[0]:
-        consumers = [v for v, ins in inputs.items() if isinstance(ins, list) and current in ins]
+        consumers = consumers_of.get(current, [])
         if len(consumers) != 1:
             raise ValueError(f"ComputationGraph is not a chain: {current!r} feeds "
                              f"{consumers or 'nothing'}")
@@ -1791,6 +1803,12 @@ class GraphSpec:
 _ELEMENTWISE_OPS = ("add", "subtract", "product", "average", "max")
 
 
+def _check_vertex_count(vertices):
+    if len(vertices) > _MAX_VERTICES:
+        raise ValueError(f"ComputationGraph with {len(vertices)} vertices (at most "
+                         f"{_MAX_VERTICES})")
+
+
 def _topological_order(config, names, inputs, net_in):
     stored = config.get("topologicalOrderStr")
     if isinstance(stored, list) and all(isinstance(v, str) for v in stored):
@@ -1798,15 +1816,28 @@ def _topological_order(config, names, inputs, net_in):
         if sorted(order) != sorted(names):
             raise ValueError("ComputationGraph: topologicalOrderStr does not list the vertices")
     else:
-        # no stored order (DL4J before 1.0): accept only when the order is unique
-        order, done = [], set(net_in)
-        while len(order) < len(names):
-            ready = [v for v in names if v not in done and all(i in done for i in inputs[v])]
+        # no stored order (DL4J before 1.0): accept only when the order is unique, i.e. when
+        # exactly one vertex becomes ready at each step (Kahn's algorithm: each input edge is
+        # looked at once)
+        waiting = {v: sum(1 for i in inputs[v] if i not in net_in) for v in names}
+        consumers_of = {}
+        for v in names:
+            for i in inputs[v]:
+                consumers_of.setdefault(i, []).append(v)
+        ready = [v for v in names if waiting[v] == 0]
+        order = []
+        while ready:
             if len(ready) != 1:
-                raise ValueError("ComputationGraph without a stored topological order whose "
-                                 "parameter order is ambiguous (or cyclic): not supported")
-            order.append(ready[0])
-            done.add(ready[0])
+                break
+            v = ready.pop()
+            order.append(v)
+            for consumer in consumers_of.get(v, ()):
+                waiting[consumer] -= 1
+                if waiting[consumer] == 0:
+                    ready.append(consumer)
+        if len(order) != len(names):
+            raise ValueError("ComputationGraph without a stored topological order whose "
+                             "parameter order is ambiguous (or cyclic): not supported")
     seen = set(net_in)
     for v in order:
         missing = [i for i in inputs[v] if i not in seen]
@@ -1837,18 +1868,20 @@ def _parse_dag(config) -> GraphSpec:
     if not isinstance(inputs, dict) or not isinstance(net_in, list) \
             or not isinstance(net_out, list) or not net_in or not net_out:
         raise ValueError("ComputationGraph without vertexInputs/networkInputs/networkOutputs")
+    _check_vertex_count(vertices)
     names = list(vertices)
+    net_in_set = set(net_in)
     for v in names:
         ins = inputs.get(v)
         if not isinstance(ins, list) or not ins or not all(isinstance(i, str) for i in ins):
             raise ValueError(f"vertex {v!r}: missing or malformed inputs")
         for i in ins:
-            if i not in vertices and i not in net_in:
+            if i not in vertices and i not in net_in_set:
                 raise ValueError(f"vertex {v!r}: unknown input {i!r}")
     for o in net_out:
         if o not in vertices:
             raise ValueError(f"ComputationGraph: unknown output {o!r}")
-    order = _topological_order(config, names, inputs, net_in)
+    order = _topological_order(config, names, inputs, net_in_set)
     specs = []
     for v in order:
         raw, body = _polymorphic(vertices[v], "vertex", f"vertex {v!r}")

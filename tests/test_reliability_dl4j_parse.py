@@ -1,5 +1,5 @@
-"""Hostile configuration.json: numbers past the float range, non-finite initial values, and
-bulk that costs memory.
+"""Hostile configuration.json: numbers past the float range, non-finite initial values, bulk
+that costs memory, and ComputationGraphs that cost time.
 
 * a float field written as a 400-digit integer is refused with a ValueError naming the field
   (it raised OverflowError);
@@ -8,13 +8,16 @@ bulk that costs memory.
 * the number of JSON values is bounded before decoding: a 64 KiB zip whose configuration.json
   (63 MiB, under the 64 MiB cap) holds an ignored array of ``{}`` took about 1.5 GiB to load;
   it is now refused with peak memory about twice the text, and what is accepted decodes within
-  a small multiple of the text.
+  a small multiple of the text;
+* ComputationGraph chains are checked in linear time, with at most 10,000 vertices (a 181 KiB
+  chain took seconds to a minute).
 
 The memory cases run in a child process with its address space capped, so that a regression
 fails the test instead of exhausting the machine.
 """
 import copy
 import json
+import time
 import zipfile
 
 import pytest
@@ -183,3 +186,73 @@ def test_the_value_bound_accepts_real_configurations_written_without_indentation
     config["inputPreProcessors"] = {}
     spec = dl4j.parse_configuration(json.dumps(config, separators=(",", ":")))
     assert len(spec.layers) == 3000
+
+
+# ---------------------------------------------------------------------------------------------
+# ComputationGraph chains: time
+
+
+def _chain_text(n, body):
+    names = [f"{i:x}" for i in range(n)]
+    config = {"vertices": {v: body for v in names},
+              "vertexInputs": {v: [names[i - 1] if i else "in"] for i, v in enumerate(names)},
+              "networkInputs": ["in"], "networkOutputs": [names[-1]]}
+    return json.dumps(config, separators=(",", ":"))
+
+
+def _chain_of_size(kib, body):
+    low, high = 1, 100000
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_chain_text(mid, body)) <= kib << 10:
+            low = mid
+        else:
+            high = mid - 1
+    return low, _chain_text(low, body)
+
+
+def _timed(function, text):
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as caught:
+        function(text)
+    return time.perf_counter() - start, str(caught.value)
+
+
+@pytest.mark.parametrize("kib", [122, 181, 390])
+def test_computation_graph_chains_are_checked_in_linear_time(kib):
+    # vertices that are not valid layers: the chain walk and the topological order ran
+    # before any other check (quadratic: 0.6 s / 3.9 s at 122 KiB here, a minute reported
+    # at 181 KiB on another machine; 390 KiB is about 9,800 vertices, just under the limit)
+    n, text = _chain_of_size(kib, {"LayerVertex": None})
+    times = {}
+    for function in (dl4j.parse_configuration, dl4j.parse_graph):
+        seconds, message = _timed(function, text)
+        assert "missing layerConf" in message, message
+        # linear: about 30 ms for 10,000 vertices
+        assert seconds < 1.0, (function.__name__, n, seconds)
+        times[function.__name__] = round(seconds, 3)
+    record(f"files: ComputationGraph chain of {kib} KiB ({n} vertices) checked in (s)", times)
+
+
+def test_computation_graphs_with_too_many_vertices_are_refused():
+    n, text = _chain_of_size(500, {"LayerVertex": None})
+    assert n > 10000
+    for function in (dl4j.parse_configuration, dl4j.parse_graph):
+        seconds, message = _timed(function, text)
+        assert f"ComputationGraph with {n} vertices (at most 10000)" in message
+        assert seconds < 1.0
+
+
+def test_graphs_without_a_stored_order_still_need_a_unique_order():
+    """Kahn's algorithm keeps the old rule: an order is accepted only when it is unique."""
+    def graph(inputs):
+        vertices = {v: {"@class": "org.deeplearning4j.nn.conf.graph.MergeVertex"} for v in inputs}
+        return json.dumps({"vertices": vertices, "vertexInputs": inputs,
+                           "networkInputs": ["in"], "networkOutputs": [list(inputs)[-1]]})
+
+    chain = graph({"b": ["a"], "a": ["in"], "c": ["b", "a"]})
+    assert [v.name for v in dl4j.parse_graph(chain).vertices] == ["a", "b", "c"]
+    for ambiguous in ({"a": ["in"], "b": ["in"], "c": ["a", "b"]},       # a, b in any order
+                      {"a": ["in", "b"], "b": ["a"]}):                    # a cycle
+        with pytest.raises(ValueError, match="ambiguous"):
+            dl4j.parse_graph(graph(ambiguous))
