@@ -36,6 +36,7 @@ import numbers
 
 import numpy as np
 
+from . import kernels as _kernels
 from .layers import (
     WEIGHT_INITS,
     UnsupportedOperationError,
@@ -220,7 +221,21 @@ class DenseLayer(_FlatParameterLayer):
                 or (arr.ndim == 3 and arr.shape[2] == 0):
             raise ValueError(f"{type(self).__name__}.{what}: x must be [minibatch, nIn={self.n_in}] or "
                              f"[minibatch, nIn={self.n_in}, T] (non-empty); got shape {arr.shape}")
+        self._check_problem_size(arr, what)
         return arr.astype(self.dtype, copy=False)
+
+    def _check_problem_size(self, x, what):
+        """Refuse, before anything is allocated (x may be a broadcast view of a huge shape), a
+        pass whose rows (minibatch * T) or widths the BLAS integer of this build cannot
+        address: the limit the recurrent layers have, so a network refuses one size for all."""
+        minibatch = x.shape[0]
+        steps = x.shape[2] if x.ndim == 3 else 1
+        if max(minibatch * steps, self.n_in, self.n_out) > _kernels.BLAS_INT_MAX:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: problem too large: minibatch={minibatch}, "
+                f"nIn={self.n_in}, nOut={self.n_out}, T={steps}; a BLAS dimension (minibatch*T, "
+                f"nIn or nOut) exceeds what the BLAS integer of this SciPy build can address "
+                f"({_kernels.BLAS_INT_MAX})")
 
     @_exclusive
     def forward(self, x, mask=None, training=False):
