@@ -218,6 +218,9 @@ class _Input:
         buf = bytearray()
         while len(buf) < n:
             piece = self._f.read(min(_CHUNK, n - len(buf)))
+            if isinstance(piece, str):
+                raise TypeError(f"{self.name}: the file object is open in text mode; ND4J "
+                                f"arrays are binary: open it with mode 'rb'")
             if not piece:
                 self._fail_short(what, n, len(buf))
             buf += piece
@@ -1761,6 +1764,13 @@ def save(model, path):
     link to nothing there is refused (``ValueError``).  The new file keeps the replaced file's
     permission bits, or gets ``0o666`` less the umask.
     """
+    path = os.fspath(path)          # TypeError for what is not a path, before any work
+    _, N = _modules()
+    if not isinstance(model, N.Sequential):
+        hint = (" (a single layer: save lstmfast.Sequential([layer]))"
+                if hasattr(model, "params") and hasattr(model, "n_in") else "")
+        raise TypeError(f"save: model must be an lstmfast.Sequential, got "
+                        f"{type(model).__name__}{hint}")
     conf = configuration_json(model)
     flat = np.concatenate([np.asarray(layer.params, dtype=model.dtype).reshape(-1)
                            for layer in model.layers])

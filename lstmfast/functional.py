@@ -175,6 +175,22 @@ def release_buffers():
     _POOL.clear()
 
 
+_C_INT_MAX = 2**31 - 1
+
+
+def set_num_threads(threads):
+    """Threads each pass's time loop may use; returns the previous value (see
+    lstmfast.kernels.set_num_threads). `threads` must be an integer: 2.5 is refused, not
+    truncated, and a value past the C int is refused like any other out-of-range one."""
+    count = _integer(threads, "threads", "an integer")
+    try:
+        # the kernels check the range (1 to the team's size) and name it in their message
+        return _kernels.set_num_threads(max(min(count, _C_INT_MAX), 0))
+    except ValueError as error:
+        range_text = str(error).rsplit(", got ", 1)[0]
+        raise ValueError(f"{range_text}, got {count}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
@@ -184,12 +200,16 @@ def _shape(a):
 
 def _decide_dtype(input_weights):
     dtype = getattr(input_weights, "dtype", None)
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:       # not a NumPy dtype (a torch tensor's): read the array below
+            dtype = None
     if dtype is None:
         try:
             dtype = np.asarray(input_weights).dtype
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RuntimeError) as error:
             raise ValueError(f"input_weights: cannot be read as an array ({error})") from None
-    dtype = np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
                         f"float32 or float64 (the dtype of input_weights decides)")
@@ -202,7 +222,7 @@ def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
     sizes are known to be acceptable, so that a refused problem never allocates a converted copy."""
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
         raise ValueError(f"{name}: cannot be read as an array ({error})") from None
     kind = array.dtype.kind
     if array.dtype in _FLOAT_DTYPES:
@@ -240,6 +260,16 @@ def _column_major(array):
             and array.strides[1] // item <= _kernels.BLAS_INT_MAX):
         return array
     return np.asfortranarray(array)
+
+
+def _integer(value, name, expected):
+    """`value` as a Python int: any integer type, but not a bool, a float or a string."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected {expected}, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}") from None
 
 
 def _flag(value, name):
@@ -546,13 +576,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     if tbptt_length is None:
         tbptt = 0
     else:
-        if isinstance(tbptt_length, bool):
-            raise TypeError("tbptt_length: expected an integer >= 1 or None, got a bool")
-        try:
-            tbptt = operator.index(tbptt_length)
-        except TypeError:
-            raise TypeError(f"tbptt_length: expected an integer >= 1 or None, "
-                            f"got {type(tbptt_length).__name__}") from None
+        tbptt = _integer(tbptt_length, "tbptt_length", "an integer >= 1 or None")
         if tbptt < 1:
             raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
         tbptt = min(tbptt, time_steps)     # k >= T is full BPTT
