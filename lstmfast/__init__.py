@@ -9,8 +9,8 @@ from ._version import __version__
 from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients, lstm_backward,
                          lstm_forward)
 
-from .functional import release_buffers
-from .kernels import get_num_threads, set_num_threads
+from .functional import release_buffers, set_num_threads
+from .kernels import get_num_threads
 from .layers import (Bidirectional, ConcurrentUseError, GravesBidirectionalLSTM, GravesLSTM, LSTM,
                      UnsupportedOperationError)
 from .network import Adam, DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd

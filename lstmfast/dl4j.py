@@ -73,8 +73,9 @@ import json
 import math
 import os
 import re
+import secrets
+import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -217,6 +218,9 @@ class _Input:
         buf = bytearray()
         while len(buf) < n:
             piece = self._f.read(min(_CHUNK, n - len(buf)))
+            if isinstance(piece, str):
+                raise TypeError(f"{self.name}: the file object is open in text mode; ND4J "
+                                f"arrays are binary: open it with mode 'rb'")
             if not piece:
                 self._fail_short(what, n, len(buf))
             buf += piece
@@ -486,7 +490,7 @@ def write_array(array, destination=None):
     if destination is None:
         return payload
     if isinstance(destination, (str, os.PathLike)):
-        _atomic_write(os.fspath(destination), lambda f: f.write(payload))
+        _atomic_write(destination, lambda f: f.write(payload))
         return None
     if hasattr(destination, "write"):
         destination.write(payload)
@@ -497,16 +501,59 @@ def write_array(array, destination=None):
     )
 
 
-def _atomic_write(path: str, writer):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _save_target(path):
+    """``(file to replace, its permission bits or None)`` for a save to ``path``: the path
+    itself, or the regular file its symbolic links lead to (the links stay). Anything else
+    there (a directory, FIFO, device, socket, a link to nothing) is refused with ValueError:
+    replacing it by a regular file would destroy it (as root, a save to /dev/null would)."""
+    target = os.path.realpath(path)
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ValueError(f"save: {path!r} is a symbolic link to a missing file "
+                             f"({target!r}); refusing to write through it") from None
+        return target, None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)),
+                    "not a regular file")
+        raise ValueError(f"save: {path!r} is {kind}; only a regular file is replaced")
+    return target, stat.S_IMODE(info.st_mode) & 0o777
+
+
+def _create_temporary(directory, base):
+    """An exclusive new file next to the target, created with mode 0o666 so that the process's
+    umask applies (tempfile.mkstemp's fixed 0o600 made every save private)."""
+    for _ in range(100):
+        name = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"save: no free temporary name in {directory!r}")
+
+
+def _atomic_write(path, writer):
+    """Write through ``writer(file)`` to a temporary file next to the target and rename it
+    over the target: a save interrupted at any moment leaves the previous file or the new one,
+    complete. The new file keeps the replaced file's permission bits (else the umask's)."""
+    path = os.fsdecode(os.fspath(path))
+    target, mode = _save_target(path)
+    fd, tmp = _create_temporary(os.path.dirname(target), os.path.basename(target))
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.chmod(tmp, mode)
             writer(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -675,6 +722,8 @@ def _int_field(body, names, ctx, minimum=0):
 
 
 def _float_field(body, names, ctx, default):
+    """A finite number (an initial value the layers keep and save again: NaN or Infinity there
+    would load and then make the model impossible to save)."""
     v = _get(body, names, ctx, default=default)
     if v is None:
         return default
@@ -682,7 +731,10 @@ def _float_field(body, names, ctx, default):
         v = float(v.replace("Infinity", "inf"))
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"{ctx}: field {names[0]!r} must be a number, got {v!r}")
-    return float(v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{ctx}: field {names[0]!r} must be a finite number, got {v}")
+    return v
 
 
 def _check_param(body, key, expected, ctx, what):
@@ -1097,21 +1149,80 @@ def _data_type(conf):
     return dt if isinstance(dt, str) else None
 
 
-def parse_configuration(config) -> ModelSpec:
-    """Parse a DL4J ``configuration.json`` (text, bytes or already-decoded dict).
+# Decoded JSON takes far more memory than its text (an empty object: 2 bytes of text, 64 of
+# Python dict, 8 more in its list), so the number of values is bounded before decoding: at most
+# one per 8 bytes of text beyond the first 65,536 (DL4J's configurations, indented, have one
+# per 15-20 bytes; written without indentation about one per 9), and 2^20 in all (about
+# 10,000 layers). Decoding then takes at most about 12 times the text (measured with the
+# costliest value per byte, one-member objects) and under 100 MiB.
+_MAX_JSON_VALUES = 1 << 20
+_JSON_VALUES_FREE = 1 << 16
+_JSON_BYTES_PER_VALUE = 8
+# ComputationGraph vertices (and MultiLayerNetwork layers) accepted: far more than any network
+# lstmfast can run in reasonable time, few enough that checking a graph stays instant
+_MAX_VERTICES = 10000
+# an integer with more digits than this is past the largest float (1.8e308)
+_FLOAT_DIGITS = 309
 
-    Returns a :class:`ModelSpec`; raises ``ValueError`` naming whatever lstmfast cannot
-    represent exactly."""
+
+def _decode_json(config):
+    """``configuration.json`` (text or bytes) as Python objects, or ``config`` itself when
+    it is decoded already. ValueError for text that is not UTF-8 JSON, holds more values
+    than its size allows (see _MAX_JSON_VALUES), or an integer past the float range."""
     if isinstance(config, (bytes, bytearray)):
         try:
             config = config.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ValueError(f"configuration.json is not UTF-8 text: {e}") from None
-    if isinstance(config, str):
-        try:
-            config = json.loads(config)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    if not isinstance(config, str):
+        _refuse_integers_past_floats(config)
+        return config
+    # every value but the outermost follows a "[", a "," or a ":" (counting those inside
+    # strings too only overestimates); str.count runs at memory speed
+    values = 1 + config.count("[") + config.count(",") + config.count(":")
+    allowed = min(_MAX_JSON_VALUES, _JSON_VALUES_FREE + len(config) // _JSON_BYTES_PER_VALUE)
+    if values > allowed:
+        raise ValueError(f"configuration.json: up to {values} JSON values in {len(config)} "
+                         f"bytes, more than the {allowed} accepted (bulk that no DL4J "
+                         f"configuration holds)")
+    try:
+        decoded = json.loads(config)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    except ValueError as e:      # an integer past Python's digit limit for int()
+        raise ValueError(f"configuration.json: {e}") from None
+    if re.search(f"[0-9]{{{_FLOAT_DIGITS}}}", config):
+        _refuse_integers_past_floats(decoded)
+    return decoded
+
+
+def _refuse_integers_past_floats(decoded):
+    """ValueError naming the first field that holds an integer no float can hold (DL4J's
+    numeric fields are Java doubles and ints: such a number is no value for any of them)."""
+    pending = [(decoded, "configuration.json")]
+    while pending:
+        node, path = pending.pop()
+        items = (node.items() if isinstance(node, dict)
+                 else enumerate(node) if isinstance(node, list) else ())
+        for key, value in items:
+            if isinstance(value, (dict, list)):
+                pending.append((value, f"{path}[{key!r}]"))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    float(value)
+                except OverflowError:
+                    digits = len(str(abs(value)))
+                    raise ValueError(f"{path}: field {key!r} holds an integer of {digits} "
+                                     f"digits, past the range of a floating-point number") \
+                        from None
+
+
+def parse_configuration(config) -> ModelSpec:
+    """Parse a DL4J ``configuration.json`` (text, bytes or already-decoded dict).
+
+    Returns a :class:`ModelSpec`; raises ``ValueError`` naming whatever lstmfast cannot
+    represent exactly."""
+    config = _decode_json(config)
     if not isinstance(config, dict):
         raise ValueError("configuration.json must hold a JSON object")
     try:
@@ -1119,7 +1230,7 @@ def parse_configuration(config) -> ModelSpec:
             return _parse_multilayer(config)
         if "vertices" in config:
             return _parse_graph(config)
-    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
         # a field of an unexpected JSON type somewhere the checks above did not look
         raise ValueError(f"malformed configuration.json: {type(e).__name__}: {e}") from None
     raise ValueError("configuration.json is neither a MultiLayerNetwork (confs) nor a "
@@ -1146,6 +1257,8 @@ def _parse_multilayer(config) -> ModelSpec:
     confs = config["confs"]
     if not isinstance(confs, list) or not confs:
         raise ValueError("configuration.json: 'confs' must be a non-empty list of layers")
+    if len(confs) > _MAX_VERTICES:
+        raise ValueError(f"configuration.json: {len(confs)} layers (at most {_MAX_VERTICES})")
     pps = config.get("inputPreProcessors") or {}
     if not isinstance(pps, dict):
         raise ValueError("configuration.json: inputPreProcessors must be an object")
@@ -1187,6 +1300,7 @@ def _parse_graph(config) -> ModelSpec:
         raise ValueError("configuration.json: ComputationGraph without vertices/vertexInputs")
     if not isinstance(net_in, list) or not isinstance(net_out, list):
         raise ValueError("configuration.json: ComputationGraph without networkInputs/Outputs")
+    _check_vertex_count(vertices)
     layer_bodies = {}
     for name, value in vertices.items():
         raw, body = _vertex_type(value, name)
@@ -1199,12 +1313,18 @@ def _parse_graph(config) -> ModelSpec:
     if len(net_in) != 1 or len(net_out) != 1:
         raise ValueError(f"ComputationGraph with inputs {net_in} and outputs {net_out}: only "
                          "a single-input, single-output chain can be imported")
-    # walk the chain from the input to the output
+    # walk the chain from the input to the output (with each vertex's consumers listed once:
+    # searching every input list at every step made this quadratic)
+    consumers_of = {}
+    for v, ins in inputs.items():
+        if isinstance(ins, list):
+            for i in dict.fromkeys(i for i in ins if isinstance(i, str)):
+                consumers_of.setdefault(i, []).append(v)
     order = []
     current = net_in[0]
     seen = {current}
     while current != net_out[0]:
-        consumers = [v for v, ins in inputs.items() if isinstance(ins, list) and current in ins]
+        consumers = consumers_of.get(current, [])
         if len(consumers) != 1:
             raise ValueError(f"ComputationGraph is not a chain: {current!r} feeds "
                              f"{consumers or 'nothing'}")
@@ -1639,8 +1759,18 @@ def save(model, path):
     and ``coefficients.bin`` (all parameters, ``[1, nParams]``, in the model's dtype).  No
     ``updaterState.bin`` is written: DL4J restores such a model with a fresh updater state.
     The file is written to a temporary file in the same directory and renamed over ``path``
-    (``os.replace``), so an interrupted save leaves any previous file intact.
+    (``os.replace``), so an interrupted save leaves any previous file intact.  A symbolic link
+    at ``path`` is followed to the regular file it leads to; a directory, FIFO, device or a
+    link to nothing there is refused (``ValueError``).  The new file keeps the replaced file's
+    permission bits, or gets ``0o666`` less the umask.
     """
+    path = os.fspath(path)          # TypeError for what is not a path, before any work
+    _, N = _modules()
+    if not isinstance(model, N.Sequential):
+        hint = (" (a single layer: save lstmfast.Sequential([layer]))"
+                if hasattr(model, "params") and hasattr(model, "n_in") else "")
+        raise TypeError(f"save: model must be an lstmfast.Sequential, got "
+                        f"{type(model).__name__}{hint}")
     conf = configuration_json(model)
     flat = np.concatenate([np.asarray(layer.params, dtype=model.dtype).reshape(-1)
                            for layer in model.layers])
@@ -1651,7 +1781,7 @@ def save(model, path):
             z.writestr("configuration.json", conf)
             z.writestr("coefficients.bin", coefficients)
 
-    _atomic_write(os.fspath(path), writer)
+    _atomic_write(path, writer)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1683,6 +1813,12 @@ class GraphSpec:
 _ELEMENTWISE_OPS = ("add", "subtract", "product", "average", "max")
 
 
+def _check_vertex_count(vertices):
+    if len(vertices) > _MAX_VERTICES:
+        raise ValueError(f"ComputationGraph with {len(vertices)} vertices (at most "
+                         f"{_MAX_VERTICES})")
+
+
 def _topological_order(config, names, inputs, net_in):
     stored = config.get("topologicalOrderStr")
     if isinstance(stored, list) and all(isinstance(v, str) for v in stored):
@@ -1690,15 +1826,28 @@ def _topological_order(config, names, inputs, net_in):
         if sorted(order) != sorted(names):
             raise ValueError("ComputationGraph: topologicalOrderStr does not list the vertices")
     else:
-        # no stored order (DL4J before 1.0): accept only when the order is unique
-        order, done = [], set(net_in)
-        while len(order) < len(names):
-            ready = [v for v in names if v not in done and all(i in done for i in inputs[v])]
+        # no stored order (DL4J before 1.0): accept only when the order is unique, i.e. when
+        # exactly one vertex becomes ready at each step (Kahn's algorithm: each input edge is
+        # looked at once)
+        waiting = {v: sum(1 for i in inputs[v] if i not in net_in) for v in names}
+        consumers_of = {}
+        for v in names:
+            for i in inputs[v]:
+                consumers_of.setdefault(i, []).append(v)
+        ready = [v for v in names if waiting[v] == 0]
+        order = []
+        while ready:
             if len(ready) != 1:
-                raise ValueError("ComputationGraph without a stored topological order whose "
-                                 "parameter order is ambiguous (or cyclic): not supported")
-            order.append(ready[0])
-            done.add(ready[0])
+                break
+            v = ready.pop()
+            order.append(v)
+            for consumer in consumers_of.get(v, ()):
+                waiting[consumer] -= 1
+                if waiting[consumer] == 0:
+                    ready.append(consumer)
+        if len(order) != len(names):
+            raise ValueError("ComputationGraph without a stored topological order whose "
+                             "parameter order is ambiguous (or cyclic): not supported")
     seen = set(net_in)
     for v in order:
         missing = [i for i in inputs[v] if i not in seen]
@@ -1712,16 +1861,12 @@ def parse_graph(config) -> GraphSpec:
     """Parse a ComputationGraph ``configuration.json`` into a :class:`GraphSpec` (any DAG of
     supported layers, MergeVertex and ElementWiseVertex; SimpleRnn and GlobalPoolingLayer
     included)."""
-    if isinstance(config, (bytes, bytearray, str)):
-        try:
-            config = json.loads(config)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"configuration.json is not valid JSON: {e}") from None
+    config = _decode_json(config)
     if not isinstance(config, dict) or not isinstance(config.get("vertices"), dict):
         raise ValueError("configuration.json is not a ComputationGraph configuration")
     try:
         return _parse_dag(config)
-    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
         raise ValueError(f"malformed configuration.json: {type(e).__name__}: {e}") from None
 
 
@@ -1733,18 +1878,20 @@ def _parse_dag(config) -> GraphSpec:
     if not isinstance(inputs, dict) or not isinstance(net_in, list) \
             or not isinstance(net_out, list) or not net_in or not net_out:
         raise ValueError("ComputationGraph without vertexInputs/networkInputs/networkOutputs")
+    _check_vertex_count(vertices)
     names = list(vertices)
+    net_in_set = set(net_in)
     for v in names:
         ins = inputs.get(v)
         if not isinstance(ins, list) or not ins or not all(isinstance(i, str) for i in ins):
             raise ValueError(f"vertex {v!r}: missing or malformed inputs")
         for i in ins:
-            if i not in vertices and i not in net_in:
+            if i not in vertices and i not in net_in_set:
                 raise ValueError(f"vertex {v!r}: unknown input {i!r}")
     for o in net_out:
         if o not in vertices:
             raise ValueError(f"ComputationGraph: unknown output {o!r}")
-    order = _topological_order(config, names, inputs, net_in)
+    order = _topological_order(config, names, inputs, net_in_set)
     specs = []
     for v in order:
         raw, body = _polymorphic(vertices[v], "vertex", f"vertex {v!r}")

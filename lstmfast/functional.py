@@ -175,6 +175,22 @@ def release_buffers():
     _POOL.clear()
 
 
+_C_INT_MAX = 2**31 - 1
+
+
+def set_num_threads(threads):
+    """Threads each pass's time loop may use; returns the previous value (see
+    lstmfast.kernels.set_num_threads). `threads` must be an integer: 2.5 is refused, not
+    truncated, and a value past the C int is refused like any other out-of-range one."""
+    count = _integer(threads, "threads", "an integer")
+    try:
+        # the kernels check the range (1 to the team's size) and name it in their message
+        return _kernels.set_num_threads(max(min(count, _C_INT_MAX), 0))
+    except ValueError as error:
+        range_text = str(error).rsplit(", got ", 1)[0]
+        raise ValueError(f"{range_text}, got {count}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
@@ -184,12 +200,16 @@ def _shape(a):
 
 def _decide_dtype(input_weights):
     dtype = getattr(input_weights, "dtype", None)
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:       # not a NumPy dtype (a torch tensor's): read the array below
+            dtype = None
     if dtype is None:
         try:
             dtype = np.asarray(input_weights).dtype
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RuntimeError) as error:
             raise ValueError(f"input_weights: cannot be read as an array ({error})") from None
-    dtype = np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
                         f"float32 or float64 (the dtype of input_weights decides)")
@@ -202,7 +222,7 @@ def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
     sizes are known to be acceptable, so that a refused problem never allocates a converted copy."""
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
         raise ValueError(f"{name}: cannot be read as an array ({error})") from None
     kind = array.dtype.kind
     if array.dtype in _FLOAT_DTYPES:
@@ -240,6 +260,16 @@ def _column_major(array):
             and array.strides[1] // item <= _kernels.BLAS_INT_MAX):
         return array
     return np.asfortranarray(array)
+
+
+def _integer(value, name, expected):
+    """`value` as a Python int: any integer type, but not a bool, a float or a string."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected {expected}, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}") from None
 
 
 def _flag(value, name):
@@ -307,8 +337,15 @@ def _run_kernel(kernel, args, flops, extra=()):
     # can mark a still running thread as stopped (is_alive() False), and the caller would then
     # give its buffers back to the pool while the kernel still writes to them
     done = threading.Event()
+    # who owns the pass, set once (dict.setdefault is atomic) by whichever comes first: the
+    # worker to run the kernel, or the caller to call the pass off. Ctrl-C can arrive anywhere
+    # in Thread.start() (before the thread exists, or while start waits for it to begin), so
+    # the caller cannot tell from start() alone whether the kernel is going to run
+    owner = {}
 
     def work():
+        if owner.setdefault("pass", "worker") != "worker":
+            return                       # called off before it began: the kernel never runs
         try:
             kernel(*args, cancel, *extra)
         except BaseException as error:  # handed to the calling thread below
@@ -317,21 +354,36 @@ def _run_kernel(kernel, args, flops, extra=()):
             done.set()
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
-    worker.start()
     try:
+        worker.start()
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
-        cancel[0] = 1
-        # wait for the kernel to stop (at its next time step), also through further Ctrl-C
-        while not done.is_set():
+        # a further Ctrl-C while calling the pass off starts the calling off again (it is
+        # idempotent), so the buffers are never handed back while the kernel may still run
+        while True:
             try:
-                done.wait(0.05)
+                _call_off(owner, cancel, done)
+                break
             except KeyboardInterrupt:
                 pass
         raise
     if failure:
         raise failure[0]
+
+
+def _call_off(owner, cancel, done):
+    """Stop the pass of _run_kernel: keep the kernel from starting or, when it has started, ask
+    it to stop at its next time step and wait until it has. Safe to repeat."""
+    if owner.setdefault("pass", "caller") == "caller":
+        done.set()                       # the worker, if it ever runs, finds the pass taken
+        return
+    cancel[0] = 1
+    while not done.is_set():
+        try:
+            done.wait(0.05)
+        except KeyboardInterrupt:
+            pass
 
 
 def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
@@ -524,13 +576,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     if tbptt_length is None:
         tbptt = 0
     else:
-        if isinstance(tbptt_length, bool):
-            raise TypeError("tbptt_length: expected an integer >= 1 or None, got a bool")
-        try:
-            tbptt = operator.index(tbptt_length)
-        except TypeError:
-            raise TypeError(f"tbptt_length: expected an integer >= 1 or None, "
-                            f"got {type(tbptt_length).__name__}") from None
+        tbptt = _integer(tbptt_length, "tbptt_length", "an integer >= 1 or None")
         if tbptt < 1:
             raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
         tbptt = min(tbptt, time_steps)     # k >= T is full BPTT

@@ -713,9 +713,12 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         self._stream_state = None
         self._tbptt_state = None
 
+    @_exclusive
     def rnn_get_previous_state(self):
         """The stored streaming state as a pair of copies ``(h, c)`` ``[minibatch, nOut]``,
-        or None when there is none."""
+        or None when there is none. Raises ConcurrentUseError if another thread is inside a
+        call on this layer (a streaming step writes the state in place: copied meanwhile, it
+        would be half old, half new)."""
         self._check_streamable("rnn_get_previous_state")
         if self._stream_state is None:
             return None

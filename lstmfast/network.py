@@ -30,11 +30,13 @@ Conventions (DL4J's, where DL4J has one):
   for its duration: ``fit_batch`` is one unit for other threads.
 """
 
+import copy
 import math
 import numbers
 
 import numpy as np
 
+from . import kernels as _kernels
 from .layers import (
     WEIGHT_INITS,
     UnsupportedOperationError,
@@ -219,7 +221,21 @@ class DenseLayer(_FlatParameterLayer):
                 or (arr.ndim == 3 and arr.shape[2] == 0):
             raise ValueError(f"{type(self).__name__}.{what}: x must be [minibatch, nIn={self.n_in}] or "
                              f"[minibatch, nIn={self.n_in}, T] (non-empty); got shape {arr.shape}")
+        self._check_problem_size(arr, what)
         return arr.astype(self.dtype, copy=False)
+
+    def _check_problem_size(self, x, what):
+        """Refuse, before anything is allocated (x may be a broadcast view of a huge shape), a
+        pass whose rows (minibatch * T) or widths the BLAS integer of this build cannot
+        address: the limit the recurrent layers have, so a network refuses one size for all."""
+        minibatch = x.shape[0]
+        steps = x.shape[2] if x.ndim == 3 else 1
+        if max(minibatch * steps, self.n_in, self.n_out) > _kernels.BLAS_INT_MAX:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: problem too large: minibatch={minibatch}, "
+                f"nIn={self.n_in}, nOut={self.n_out}, T={steps}; a BLAS dimension (minibatch*T, "
+                f"nIn or nOut) exceeds what the BLAS integer of this SciPy build can address "
+                f"({_kernels.BLAS_INT_MAX})")
 
     @_exclusive
     def forward(self, x, mask=None, training=False):
@@ -431,24 +447,21 @@ class Sgd:
         return n_params if self.momentum > 0 else 0
 
     def apply(self, params, gradients):
-        """Update ``params`` in place from ``gradients``."""
+        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
         _check_update_arrays(params, gradients)
         if self.momentum == 0.0:
-            params -= self.learning_rate * gradients
+            _commit(self, params, params - self.learning_rate * gradients,
+                    {"iteration": self.iteration + 1})
+            return
+        previous = self.velocity
+        if previous is None or previous.shape != params.shape:
+            previous = np.zeros_like(params)
+        v = self.momentum * previous - self.learning_rate * gradients
+        if self.nesterov:
+            step = (1.0 + self.momentum) * v - self.momentum * previous
         else:
-            if self.velocity is None or self.velocity.shape != params.shape:
-                self.velocity = np.zeros_like(params)
-            v = self.velocity
-            if self.nesterov:
-                previous = v.copy()
-                v *= self.momentum
-                v -= self.learning_rate * gradients
-                params += (1.0 + self.momentum) * v - self.momentum * previous
-            else:
-                v *= self.momentum
-                v -= self.learning_rate * gradients
-                params += v
-        self.iteration += 1
+            step = v
+        _commit(self, params, params + step, {"velocity": v, "iteration": self.iteration + 1})
 
 
 class Adam:
@@ -472,19 +485,55 @@ class Adam:
         return 2 * n_params
 
     def apply(self, params, gradients):
-        """Update ``params`` in place from ``gradients``."""
+        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
         _check_update_arrays(params, gradients)
-        if self.m is None or self.m.shape != params.shape:
-            self.m = np.zeros_like(params)
-            self.v = np.zeros_like(params)
-        self.m *= self.beta1
-        self.m += (1.0 - self.beta1) * gradients
-        self.v *= self.beta2
-        self.v += (1.0 - self.beta2) * (gradients * gradients)
+        m, v = self.m, self.v
+        if m is None or m.shape != params.shape:
+            m = v = np.zeros_like(params)
+        m = self.beta1 * m + (1.0 - self.beta1) * gradients
+        v = self.beta2 * v + (1.0 - self.beta2) * (gradients * gradients)
         t = self.iteration + 1
         alpha_t = self.learning_rate * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        params -= alpha_t * self.m / (np.sqrt(self.v) + self.epsilon)
-        self.iteration += 1
+        _commit(self, params, params - alpha_t * m / (np.sqrt(v) + self.epsilon),
+                {"m": m, "v": v, "iteration": t})
+
+
+class _Rollback:
+    """What an update changes, saved so that an interrupted update can be undone: a copy of
+    the parameters and the updater's attributes (``deep``: copies of them too, for updaters
+    that change their arrays in place)."""
+
+    def __init__(self, params, updater, deep):
+        self.params = params
+        self.saved_params = params.copy()
+        self.updater = updater
+        attributes = getattr(updater, "__dict__", None)
+        self.saved = None if attributes is None else (copy.deepcopy(attributes) if deep
+                                                      else dict(attributes))
+
+    def restore(self):
+        np.copyto(self.params, self.saved_params)
+        if self.saved is not None:
+            attributes = vars(self.updater)
+            attributes.update(self.saved)
+            for name in set(attributes) - set(self.saved):
+                del attributes[name]
+
+
+def _commit(updater, params, new_params, state):
+    """Install one update: ``new_params`` into ``params`` and ``state`` (new arrays, the
+    iteration count) as the updater's attributes, all or nothing. The updates compute into new
+    arrays first: changing the state in place step by step, a Ctrl-C between two steps left
+    Adam's moments advanced and the parameters and iteration count not. Each of the two writes
+    is one C call, which no signal handler splits; an interrupt (KeyboardInterrupt) arriving
+    around them puts both back."""
+    rollback = _Rollback(params, updater, deep=False)
+    try:
+        np.copyto(params, new_params)
+        vars(updater).update(state)
+    except BaseException:
+        rollback.restore()
+        raise
 
 
 def _check_positive(name, value):
@@ -718,6 +767,9 @@ class Sequential(_Guarded):
         label_mask = self._effective_label_mask(y_arr, mask, label_mask)
         self.rnn_clear_previous_state()
         scores = []
+        # a minibatch is one step for the caller: interrupted (or failing) in a later window,
+        # it leaves the parameters and the updater as they were before the first
+        rollback = _Rollback(self._param_array, self.updater, deep=True)
         try:
             for k in range(n_windows):
                 start, stop = k * window, min((k + 1) * window, length)
@@ -728,6 +780,9 @@ class Sequential(_Guarded):
                                             self.tbptt_backward_length)
                 self.updater.apply(self._param_array, self._gradient_array)
                 scores.append(score)
+        except BaseException:
+            rollback.restore()
+            raise
         finally:
             self.rnn_clear_previous_state()
         self.last_window_scores = scores

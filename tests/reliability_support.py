@@ -190,6 +190,45 @@ def run_child(script, *args, timeout=300, env_extra=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def print_outcomes_and_peaks(cases, names=None):
+    """For child scripts: run each named case of ``cases`` (name -> callable) under tracemalloc
+    and print, as one JSON line, ``{name: {"outcome": "returned" or the exception's name,
+    "message": its text, "peak": bytes allocated at the most}}``."""
+    import tracemalloc
+    results = {}
+    for name in names or list(cases):
+        tracemalloc.start()
+        try:
+            cases[name]()
+            outcome = ("returned", "")
+        except BaseException as error:
+            outcome = (type(error).__name__, str(error))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results[name] = {"outcome": outcome[0], "message": outcome[1][:300], "peak": peak}
+    print(json.dumps(results))
+
+
+def check_refused_before_allocating(script, cases, sizes):
+    """Run ``script`` (a child printing ``print_outcomes_and_peaks`` for the names it is given)
+    for ``cases``; check that each was refused with a ValueError "problem too large … BLAS …"
+    whose sizes match the regular expression ``sizes``, having allocated under 64 KiB.
+    Returns the peaks (bytes) by case."""
+    import re
+    proc = run_child(script, *cases, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = last_json_line(proc.stdout)
+    peaks = {}
+    for name in cases:
+        r = results[name]
+        assert r["outcome"] == "ValueError", (name, r)
+        assert "too large" in r["message"] and "BLAS" in r["message"], (name, r["message"])
+        assert re.search(sizes, r["message"]), (name, r["message"])
+        assert r["peak"] < 64 << 10, (name, r["peak"])
+        peaks[name] = r["peak"]
+    return peaks
+
+
 def last_json_line(text):
     for line in reversed(text.strip().splitlines()):
         line = line.strip()

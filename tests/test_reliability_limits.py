@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import lstmfast
-from reliability_support import last_json_line, record, run_child
+from reliability_support import check_refused_before_allocating, record
 
 
 def blas_int_max():
@@ -29,10 +29,11 @@ needs_32bit_blas = pytest.mark.skipif(
     reason="this SciPy's BLAS takes 64-bit integers: the sizes below do not overflow it")
 
 CHILD = r'''
-import json, resource, sys, tracemalloc
+import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 import numpy as np
 import lstmfast
+from reliability_support import print_outcomes_and_peaks
 
 def big(shape, dtype=np.float32):
     return np.broadcast_to(np.zeros(1, dtype), shape)
@@ -67,19 +68,7 @@ cases = {
     "x float64, weights float32": lambda: lstmfast.lstm_forward(
         big((2**16, 3, 2**15), np.float64), W, RW, b),
 }
-names = sys.argv[1:] or list(cases)
-results = {}
-for name in names:
-    tracemalloc.start()
-    try:
-        cases[name]()
-        outcome = ("returned", "")
-    except BaseException as error:
-        outcome = (type(error).__name__, str(error))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    results[name] = {"outcome": outcome[0], "message": outcome[1][:300], "peak": peak}
-print(json.dumps(results))
+print_outcomes_and_peaks(cases, sys.argv[1:])
 '''
 
 CASES = ["minibatch*T", "minibatch*(T+1)", "minibatch", "minibatch, training",
@@ -90,18 +79,8 @@ CASES = ["minibatch*T", "minibatch*(T+1)", "minibatch", "minibatch, training",
 
 @needs_32bit_blas
 def test_sizes_past_the_blas_integer_are_refused_before_allocating():
-    proc = run_child(CHILD, *CASES, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = last_json_line(proc.stdout)
-    peaks = {}
-    for name in CASES:
-        r = results[name]
-        assert r["outcome"] == "ValueError", (name, r)
-        assert "too large" in r["message"] and "BLAS" in r["message"], (name, r["message"])
-        # the sizes are in the message
-        assert re.search(r"minibatch=\d+, nIn=\d+, h=\d+, T=\d+", r["message"]), r["message"]
-        assert r["peak"] < 64 << 10, (name, r["peak"])
-        peaks[name] = r["peak"]
+    # the sizes are in the message
+    peaks = check_refused_before_allocating(CHILD, CASES, r"minibatch=\d+, nIn=\d+, h=\d+, T=\d+")
     record("limits: refused oversize problems (cases)", len(CASES))
     record("limits: largest allocation by a refused oversize call (bytes)", max(peaks.values()))
 
