@@ -61,7 +61,7 @@ echo "wheel: $(basename "$WHEEL")"
 step "checking the sdist"
 tar -tzf "$SDIST" | sed 's|^[^/]*/||' | grep -v '/$' | sort > "$WORK/sdist.txt"
 required=(setup.py pyproject.toml MANIFEST.in README.md lstmfast/__init__.py lstmfast/kernels.pxd
-          tests/conftest.py tests/test_c_api.py tests/test_threads.py tests/wheel_check.sh
+          tests/conftest.py tests/core/test_c_api.py tests/core/test_threads.py tests/wheel_check.sh
           tests/downstream/lstm_downstream.pyx tests/downstream/setup.py
           benchmarks/bench_threads.py docs/c-api.md)
 for f in "${required[@]}"; do
@@ -71,7 +71,7 @@ done
 while IFS= read -r f; do
     [[ "$f" == lstmfast/_blas_int.pxd ]] && continue
     grep -qxF "$f" "$WORK/sdist.txt" || fail "the sdist lacks $f"
-done < <(cd "$WORK/src" && ls pyx/*.pyx pyx/*.h lstmfast/*.pxd lstmfast/*.py tests/*.py \
+done < <(cd "$WORK/src" && ls pyx/*.pyx pyx/*.h lstmfast/*.pxd lstmfast/*.py tests/*.py tests/*/*.py \
             tests/downstream/* benchmarks/*.py benchmarks/*.c 2>/dev/null)
 # compiled or generated files: a .c, .so, .o or .pyd that is not a source of the tree (the tree's
 # own C, such as benchmarks/fma_peak.c, is in the clean copy; Cython's pyx/kernels.c is not)
@@ -138,7 +138,7 @@ step "installing the wheel into a fresh virtual environment"
 VPY="$WORK/venv/bin/python"
 "$VPY" -m pip install -q "${WHEEL}[test]"
 mkdir -p "$WORK/run"
-tar -xzf "$SDIST" -C "$WORK/run" --strip-components=1 --wildcards '*/tests/*' '*/docs/*' '*/benchmarks/*'
+tar -xzf "$SDIST" -C "$WORK/run" --strip-components=1 --wildcards '*/tests/*' '*/docs/*' '*/benchmarks/*' '*/pyproject.toml'
 [[ ! -e "$WORK/run/lstmfast" ]] || fail "the test directory must not contain the package sources"
 cd "$WORK/run"
 env -u PYTHONPATH "$VPY" - <<'EOF'

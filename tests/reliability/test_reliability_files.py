@@ -1,6 +1,6 @@
-"""Hostile files beyond tests/test_dl4j.py (issue 8).
+"""Hostile files beyond tests/dl4j/test_dl4j.py (issue 8).
 
-tests/test_dl4j.py already covers: every truncation, 600 random byte flips of real arrays and
+tests/dl4j/test_dl4j.py already covers: every truncation, 600 random byte flips of real arrays and
 300 of a real model zip, a header claiming 2^40 / 2^62 / 2^63-1 elements, a negative rank and
 twenty more corrupted headers, fourteen JSON edits with wrong types, broken zips, two zip bombs
 (an 80 MiB configuration, 100 MiB of coefficients) and a save killed (os._exit) after its first
@@ -41,7 +41,7 @@ from reliability_support import add_count, fuzz_settings, record
 
 
 def _testdata():
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "dl4j"
+    here = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "dl4j"
     if here.is_dir():
         return here
     env = os.environ.get("LSTMFAST_TESTDATA")

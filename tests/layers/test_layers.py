@@ -24,7 +24,7 @@ from reference import ref_backward, ref_forward
 
 F64 = np.float64
 F32 = np.float32
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DL4J_DIR = os.path.join(PROJECT_ROOT, "..", "shared", "testdata", "dl4j")
 REGRESSION_080 = os.path.join(DL4J_DIR, "080_ModelSerializer_Regression_LSTM_1.zip")
 

@@ -23,7 +23,7 @@ from lstmfast import dl4j
 
 
 def _find_testdata():
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+    here = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
     if (here / "dl4j").is_dir():
         return here
     env = os.environ.get("LSTMFAST_TESTDATA")
