@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SUPPORT_MODULES = ("reference", "gradcheck", "reliability_support", "testdata")
+SUPPORT_MODULES = ("reference", "gradcheck", "reliability_support", "testdata", "pngread")
 
 
 def _load_support_module(name):

@@ -1,6 +1,6 @@
 """Independent float64 NumPy reference of DL4J 0.9.1 ``LSTMHelpers``.
 
-Written for the tests, from ``shared/seed/LSTMHelpers.java``: ``ref_forward`` follows
+Written for the tests, from DL4J 0.9.1's ``LSTMHelpers.java``: ``ref_forward`` follows
 ``activateHelper`` and ``ref_backward`` follows ``backpropGradientHelper``, one time step at a
 time, in the seed's order of operations, with the seed's names in the comments.  It is
 deliberately plain (no BLAS tricks, no fused loops) so that it can be read against the Java.
