@@ -1,7 +1,8 @@
 """lstmfast.dl4j: ND4J binary arrays and DL4J ModelSerializer zips.
 
-Outside references: the files DL4J itself wrote (``tests/data``, see its README). Expected values in these tests come from the documented formats, worked out by
-hand here, never from the loader's own slicing.
+Outside references: the files DL4J itself wrote (``tests/data``, see its README). Expected
+values in these tests come from the documented formats, worked out by hand here, never from
+the loader's own slicing.
 """
 
 import io

@@ -8,7 +8,6 @@ counts, key order, regularised keys) come from a file DL4J wrote
 
 import json
 import math
-import os
 import struct
 import tracemalloc
 import zipfile

@@ -6,7 +6,6 @@ torch.autograd.gradcheck in float64 for every module, batch-first and time-major
 without an initial state.
 """
 
-import os
 import warnings
 
 import numpy as np
