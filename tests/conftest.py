@@ -26,7 +26,7 @@ for _name in SUPPORT_MODULES:
         _load_support_module(_name)
 
 
-def pytest_sessionstart(session):
+def pytest_configure(config):
     """Run from a scratch directory: the Python subprocesses some tests start (`python -c`,
     `python -m lstmfast`) put their working directory first on sys.path, and from the repository
     root that would be the uncompiled source tree instead of the installed package."""

@@ -1,7 +1,7 @@
 """Helpers shared by the reliability tests (tests/reliability/).
 
-* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). The
-  session prints them at the end (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
+* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). pytest
+  prints them at the end of the run (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
   writes them there as JSON (docs/reliability.md quotes such a run).
 * ``guarded``: an array view placed inside a larger buffer full of sentinel values, so that a
   test can check afterwards that nothing wrote into the array *or next to it*.

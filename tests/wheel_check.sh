@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The compiled wheel, proven (issue 5):
+# The compiled wheel, proven:
 #   1. `python -m build` on a clean copy of the source tree makes an sdist, then a wheel *from that
 #      sdist* (so the sdist builds from scratch);
 #   2. the sdist carries pyx/*.pyx (+ .h), lstmfast/*.pxd (except the generated

@@ -1,4 +1,4 @@
-"""Layers (issue 4): GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional.
+"""Layers: GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional.
 
 Every numeric assertion is against an independent computation: the float64 NumPy port of the
 seed in tests/reference.py, central differences, or plain NumPy; facts about DL4J (parameter

@@ -1,4 +1,4 @@
-"""The training stack (issue 4): RnnOutputLayer, DenseLayer, OutputLayer, Sequential, updaters.
+"""The training stack: RnnOutputLayer, DenseLayer, OutputLayer, Sequential, updaters.
 
 Gradient checks of whole networks by central differences in float64 on DL4J's grid
 (GradientCheckTests / GradientCheckTestsMasking: T = 8, nIn 7, h 9, nOut 4, minibatch 6; tanh

@@ -1,4 +1,4 @@
-"""Hostile files beyond tests/dl4j/test_dl4j.py (issue 8).
+"""Hostile files beyond tests/dl4j/test_dl4j.py.
 
 tests/dl4j/test_dl4j.py already covers: every truncation, 600 random byte flips of real arrays and
 300 of a real model zip, a header claiming 2^40 / 2^62 / 2^63-1 elements, a negative rank and

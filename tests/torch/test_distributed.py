@@ -1,4 +1,4 @@
-"""Data-parallel training with torch.distributed (issue 6): two local processes (gloo, CPU, a
+"""Data-parallel training with torch.distributed: two local processes (gloo, CPU, a
 file store under tmp_path) train a small lstmfast.torch model in DistributedDataParallel; both
 replicas must hold identical parameters, equal to single-process training on the combined batch.
 The worker is tests/ddp_worker.py (also runnable with torchrun, see docs/distributed.md)."""
