@@ -52,7 +52,10 @@ def nd4j(info, values, dtype="FLOAT", mode="MIXED_DATA_TYPES", shape_type=None, 
     return out
 
 
+# the data-type bits of the shape buffer's "extras" slot, from libnd4j's array/ArrayOptions.h
+# (ARRAY_FLOAT, ARRAY_DOUBLE); DL4J's own 1.0.0-beta6 files carry FLOAT_BIT (test_dl4j_export.py)
 FLOAT_BIT = 8192
+DOUBLE_BIT = 16384
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,7 +239,7 @@ def test_write_layouts_and_byte_orders():
 def test_write_header_format():
     raw = dl4j.write_array(np.arange(6, dtype=np.float64).reshape(2, 3))
     expect = (_utf("MIXED_DATA_TYPES") + struct.pack(">q", 8) + _utf("LONG")
-              + np.array([2, 2, 3, 3, 1, 16384, 1, 99], ">i8").tobytes()
+              + np.array([2, 2, 3, 3, 1, DOUBLE_BIT, 1, 99], ">i8").tobytes()
               + _utf("MIXED_DATA_TYPES") + struct.pack(">q", 6) + _utf("DOUBLE")
               + np.arange(6, dtype=">f8").tobytes())
     assert raw == expect
