@@ -20,10 +20,8 @@ import pytest
 
 import lstmfast
 import reference as R
+from gradcheck import EPS, MAX_REL_ERROR, MIN_ABS_ERROR, check_gradient
 
-EPS = 1e-6
-MAX_REL_ERROR = 1e-3
-MIN_ABS_ERROR = 1e-8
 KINK_MARGIN = 1e-3        # pre-activations this close to a derivative jump are redrawn
 STATES = ("none", "both", "h0", "c0")
 MASKS = ("none", "leading", "trailing", "both")
@@ -77,9 +75,10 @@ GRAD_OF = dict(x="input", W="input_weights", RW="recurrent_weights", b="bias", h
 
 
 def check_gradients(loss, analytic, params, mb, H):
-    """DL4J-style check of every entry of every parameter.  ``analytic`` maps the gradient names
-    to arrays; ``params`` are the float64 arrays the loss reads (absent h0/c0 are checked as
-    zeros).  Returns (number of entries checked, failures, largest |analytic| seen)."""
+    """tests/gradcheck.py's check of every entry of every parameter.  ``analytic`` maps the
+    gradient names to arrays; ``params`` are the float64 arrays the loss reads (absent h0/c0 are
+    checked as zeros).  Returns (number of entries checked, failures as (name, index, analytic,
+    numeric, relative error), largest |analytic| seen)."""
     params = {k: (np.zeros((mb, H)) if v is None else np.array(v, dtype=np.float64, copy=True))
               for k, v in params.items()}
     failures = []
@@ -88,22 +87,11 @@ def check_gradients(loss, analytic, params, mb, H):
     for name, arr in params.items():
         ana_all = np.asarray(analytic[GRAD_OF[name]], dtype=np.float64)
         assert ana_all.shape == arr.shape, (name, ana_all.shape, arr.shape)
-        for idx in np.ndindex(arr.shape):
-            orig = arr[idx]
-            arr[idx] = orig + EPS
-            lp = loss(params)
-            arr[idx] = orig - EPS
-            lm = loss(params)
-            arr[idx] = orig
-            num = (lp - lm) / (2 * EPS)
-            ana = float(ana_all[idx])
-            n += 1
-            biggest = max(biggest, abs(ana))
-            if ana == 0.0 and num == 0.0:
-                continue
-            rel = abs(ana - num) / (abs(ana) + abs(num))
-            if (rel > MAX_REL_ERROR or np.isnan(rel)) and not abs(ana - num) < MIN_ABS_ERROR:
-                failures.append((name, idx, ana, num, rel))
+        found = check_gradient(lambda: loss(params), arr, ana_all, eps=EPS, max_rel_error=MAX_REL_ERROR,
+                               min_abs_error=MIN_ABS_ERROR)
+        failures += [(name, np.unravel_index(i, arr.shape), a, num, rel) for i, a, num, rel in found]
+        n += arr.size
+        biggest = max(biggest, float(np.max(np.abs(ana_all), initial=0.0)))
     return n, failures, biggest
 
 
@@ -210,4 +198,28 @@ def test_checker_detects_a_wrong_gradient():
         return float(np.sum(_ref_forward(q, cfg).output * Rl))
 
     _, failures, _ = check_gradients(loss, analytic, p, 1, 2)
-    assert [(f[0], f[1]) for f in failures] == [("RW", i)]
+    assert [(f[0], tuple(f[1])) for f in failures] == [("RW", i)]
+
+
+def test_checker_detects_non_finite_values():
+    """A NaN or infinite gradient entry, or a loss that is NaN, fails the check (a relative
+    error of NaN compares false with any bound)."""
+    values = np.array([0.3, -0.2, 0.5])
+    good = 2 * values
+    assert check_gradient(lambda: float(np.sum(values ** 2)), values, good) == []
+    for bad_index, bad in ((1, np.nan), (2, np.inf)):
+        analytic = good.copy()
+        analytic[bad_index] = bad
+        assert [f[0] for f in check_gradient(lambda: float(np.sum(values ** 2)), values, analytic)] == [bad_index]
+    failures = check_gradient(lambda: float("nan"), values, good)
+    assert [f[0] for f in failures] == [0, 1, 2]
+
+
+def test_checker_tolerances_are_dl4js():
+    """Below min_abs_error an entry passes whatever its relative error; above it, a relative
+    error past max_rel_error fails."""
+    values = np.array([1.0])
+    tiny = check_gradient(lambda: 1e-12 * float(values[0]), values, np.array([2e-12]))
+    assert tiny == []                                      # abs error 1e-12 < 1e-8
+    off = check_gradient(lambda: float(values[0]), values, np.array([1.003]))
+    assert [f[0] for f in off] == [0] and off[0][3] > MAX_REL_ERROR
