@@ -3,6 +3,7 @@ file store under tmp_path) train a small lstmfast.torch model in DistributedData
 replicas must hold identical parameters, equal to single-process training on the combined batch.
 The worker is tests/ddp_worker.py (also runnable with torchrun, see docs/distributed.md)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -34,7 +35,11 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
          "--steps", str(STEPS), "--out", str(tmp_path)],
         env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in range(WORLD_SIZE)]
-    import ddp_worker  # (imported while the workers start: torch's DDP imports are slow)
+    # (imported while the workers start: torch's DDP imports are slow; by file, since tests/ is
+    # not on sys.path, see tests/conftest.py)
+    spec = importlib.util.spec_from_file_location("ddp_worker", os.path.join(HERE, "ddp_worker.py"))
+    ddp_worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddp_worker)
 
     outputs = []
     try:
