@@ -1,7 +1,7 @@
-"""Helpers shared by the reliability tests (tests/test_reliability_*.py).
+"""Helpers shared by the reliability tests (tests/reliability/).
 
-* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). The
-  session prints them at the end (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
+* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). pytest
+  prints them at the end of the run (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
   writes them there as JSON (docs/reliability.md quotes such a run).
 * ``guarded``: an array view placed inside a larger buffer full of sentinel values, so that a
   test can check afterwards that nothing wrote into the array *or next to it*.
@@ -51,7 +51,7 @@ def fuzz_settings(n):
 
 TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 # errors relative to max(max|want|, FLOOR): the activations are O(1); tiny arrays (a masked
-# state, one unit) are compared in absolute terms (tests/test_reference.py covers precision)
+# state, one unit) are compared in absolute terms (tests/core/test_reference.py covers precision)
 FLOOR = {np.dtype(np.float32): 1.0, np.dtype(np.float64): 1e-6}
 # smallest distance of an evaluated pre-activation to a derivative jump for comparing gradients
 KINK_MARGIN = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}

@@ -1,14 +1,13 @@
-"""Layers (issue 4): GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional.
+"""Layers: GravesLSTM, LSTM, GravesBidirectionalLSTM, Bidirectional.
 
 Every numeric assertion is against an independent computation: the float64 NumPy port of the
 seed in tests/reference.py, central differences, or plain NumPy; facts about DL4J (parameter
 counts, key order, regularised keys) come from a file DL4J wrote
-(../shared/testdata/dl4j/080_ModelSerializer_Regression_LSTM_1.zip).
+(tests/data/080_ModelSerializer_Regression_LSTM_1.zip).
 """
 
 import json
 import math
-import os
 import struct
 import tracemalloc
 import zipfile
@@ -21,12 +20,10 @@ from lstmfast.layers import UnsupportedOperationError
 
 from gradcheck import assert_gradient
 from reference import ref_backward, ref_forward
+from testdata import data_file
 
 F64 = np.float64
 F32 = np.float32
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DL4J_DIR = os.path.join(PROJECT_ROOT, "..", "shared", "testdata", "dl4j")
-REGRESSION_080 = os.path.join(DL4J_DIR, "080_ModelSerializer_Regression_LSTM_1.zip")
 
 
 def random_input(rng, mb, n_in, steps, dtype=F64):
@@ -170,12 +167,11 @@ def _read_nd4j_array(data):
     return shape, values
 
 
-@pytest.mark.skipif(not os.path.exists(REGRESSION_080), reason="DL4J regression file not available")
 def test_parameter_counts_keys_and_regularised_keys_match_a_dl4j_file():
     """DL4J 0.8.0 wrote this GravesLSTM(3->4) -> GravesBidirectionalLSTM(4->4) -> RnnOutputLayer(4->5)
     network with parameters 1..477 in flat order. Same count, same key order, and DL4J's
     l2ByParam puts L2 on exactly the keys this implementation treats as weights."""
-    with zipfile.ZipFile(REGRESSION_080) as archive:
+    with zipfile.ZipFile(data_file("080_ModelSerializer_Regression_LSTM_1.zip")) as archive:
         config = json.loads(archive.read("configuration.json"))
         shape, coefficients = _read_nd4j_array(archive.read("coefficients.bin"))
     confs = config["confs"]

@@ -1,4 +1,4 @@
-"""Sizes past the BLAS integer (issue 8).
+"""Sizes past the BLAS integer.
 
 Problems whose dimensions make a BLAS size overflow the 32-bit integer of this SciPy's BLAS
 (minibatch * (T + 1), 4h + 3, nIn) are refused with a ValueError that says so, before anything

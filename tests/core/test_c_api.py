@@ -28,7 +28,7 @@ import pytest
 
 import lstmfast
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 DOWNSTREAM = HERE / "downstream"
 EXAMPLE_FILES = ("lstm_downstream.pyx", "setup.py")
 DOC = HERE.parent / "docs" / "c-api.md"

@@ -1,8 +1,9 @@
-"""Data-parallel training with torch.distributed (issue 6): two local processes (gloo, CPU, a
+"""Data-parallel training with torch.distributed: two local processes (gloo, CPU, a
 file store under tmp_path) train a small lstmfast.torch model in DistributedDataParallel; both
 replicas must hold identical parameters, equal to single-process training on the combined batch.
 The worker is tests/ddp_worker.py (also runnable with torchrun, see docs/distributed.md)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_SIZE = 2
 STEPS = 5
 
@@ -34,7 +35,11 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
          "--steps", str(STEPS), "--out", str(tmp_path)],
         env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for rank in range(WORLD_SIZE)]
-    import ddp_worker  # (imported while the workers start: torch's DDP imports are slow)
+    # (imported while the workers start: torch's DDP imports are slow; by file, since tests/ is
+    # not on sys.path, see tests/conftest.py)
+    spec = importlib.util.spec_from_file_location("ddp_worker", os.path.join(HERE, "ddp_worker.py"))
+    ddp_worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ddp_worker)
 
     outputs = []
     try:

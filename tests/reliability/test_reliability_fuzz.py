@@ -1,4 +1,4 @@
-"""Property-based fuzzing of lstm_forward / lstm_backward (issue 8).
+"""Property-based fuzzing of lstm_forward / lstm_backward.
 
 Every call either returns what the independent NumPy port of the seed (tests/reference.py)
 returns, or raises ValueError / TypeError with a message naming the offending argument; never

@@ -1,4 +1,4 @@
-"""Every validation rule of issue 2: bad input gets a clear error (type and message), never a
+"""Every validation rule of the functional API: bad input gets a clear error (type and message), never a
 crash or a wrong answer."""
 
 import re

@@ -13,6 +13,7 @@ import pytest
 import lstmfast
 from lstmfast import demo, reber
 from lstmfast.__main__ import main
+from pngread import pixels_of_colour, read_png
 
 
 def _run(capsys, argv):
@@ -100,7 +101,14 @@ def test_charlm_smoke_learns_and_saves(capsys, tmp_path):
     except ImportError:
         assert "matplotlib is not installed" in out
     else:
-        assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the picture of this run: a PNG whose running-mean curve falls as the loss did
+        assert f"loss curve: {plot_path}" in out
+        header, pixels = read_png(plot_path.read_bytes())
+        assert (header["width"], header["height"]) == (770, 440)
+        rows, columns = pixels_of_colour(pixels, (0x08, 0x51, 0x9c))
+        assert rows.size > 100
+        low, high = np.percentile(columns, [20, 80])
+        assert rows[columns <= low].mean() < rows[columns >= high].mean(), "the curve does not fall"
     text = demo.sample_text(net, vocab, "Return the ", 30, rng=np.random.default_rng(0))
     assert len(text) == 30 and set(text) <= set(vocab.chars)
 

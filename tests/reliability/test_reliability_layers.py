@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the layers (issue 8): GravesLSTM, LSTM, GravesBidirectionalLSTM and
+"""Property-based fuzzing of the layers: GravesLSTM, LSTM, GravesBidirectionalLSTM and
 Bidirectional over sizes, dtypes, memory layouts and wrong inputs.
 
 Valid calls (training forward + backward, streaming in random pieces, truncated-BPTT windows)

@@ -1,4 +1,4 @@
-"""Long runs, threads and Ctrl-C (issue 8).
+"""Long runs, threads and Ctrl-C.
 
 * Leaks: 10,000 forward+backward calls (one in ten a refused call) and 10,000 streaming steps
   leave the resident set size flat (growth under 1 MiB after warm-up), measured in a fresh

@@ -1,4 +1,4 @@
-"""lstmfast.torch (issue 6): LSTM, GravesLSTM, GravesBidirectionalLSTM as torch.nn.Modules.
+"""lstmfast.torch: LSTM, GravesLSTM, GravesBidirectionalLSTM as torch.nn.Modules.
 
 Values are checked against torch.nn.LSTM (LSTM), against the independent NumPy reference of
 the seed in tests/reference.py (peepholes, both directions), and gradients with
@@ -6,7 +6,6 @@ torch.autograd.gradcheck in float64 for every module, batch-first and time-major
 without an initial state.
 """
 
-import os
 import warnings
 
 import numpy as np

@@ -7,7 +7,7 @@ import pytest
 
 import lstmfast
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(os.environ.get("LSTMFAST_ALLOW_SOURCE_TREE") == "1",

@@ -1,4 +1,4 @@
-"""Non-finite values (issue 8).
+"""Non-finite values.
 
 By default NaN and Inf propagate as IEEE arithmetic says: a NaN in one example's input makes
 that example's outputs NaN from that step on and leaves every other example bit for bit as it

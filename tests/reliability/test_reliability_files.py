@@ -1,6 +1,6 @@
-"""Hostile files beyond tests/test_dl4j.py (issue 8).
+"""Hostile files beyond tests/dl4j/test_dl4j.py.
 
-tests/test_dl4j.py already covers: every truncation, 600 random byte flips of real arrays and
+tests/dl4j/test_dl4j.py already covers: every truncation, 600 random byte flips of real arrays and
 300 of a real model zip, a header claiming 2^40 / 2^62 / 2^63-1 elements, a negative rank and
 twenty more corrupted headers, fourteen JSON edits with wrong types, broken zips, two zip bombs
 (an 80 MiB configuration, 100 MiB of coefficients) and a save killed (os._exit) after its first
@@ -38,20 +38,8 @@ from hypothesis import strategies as st
 import lstmfast
 from lstmfast import dl4j
 from reliability_support import add_count, fuzz_settings, record
+from testdata import data_file
 
-
-def _testdata():
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "dl4j"
-    if here.is_dir():
-        return here
-    env = os.environ.get("LSTMFAST_TESTDATA")
-    if env and (Path(env) / "dl4j").is_dir():
-        return Path(env) / "dl4j"
-    return None
-
-
-DL4J = _testdata()
-needs_data = pytest.mark.skipif(DL4J is None, reason="shared DL4J test data not found")
 
 ZIPS = ("080_ModelSerializer_Regression_LSTM_1.zip", "080_ModelSerializer_Regression_CG_LSTM_1.zip",
         "LSTMCharModelingExample_100b6.zip", "SyntheticBidirectionalRNNGraph_100b6.zip")
@@ -63,7 +51,7 @@ _cache = {}
 
 def _zip_parts(name):
     if name not in _cache:
-        with zipfile.ZipFile(DL4J / name) as z:
+        with zipfile.ZipFile(data_file(name)) as z:
             _cache[name] = (json.loads(z.read("configuration.json")), z.read("coefficients.bin"))
     return _cache[name]
 
@@ -87,7 +75,6 @@ WRONG_VALUES = st.one_of(
 )
 
 
-@needs_data
 @fuzz_settings(200)
 @given(name=st.sampled_from(ZIPS), edits=st.lists(st.tuples(st.integers(0, 10**6), WRONG_VALUES,
                                                              st.booleans()),
@@ -167,13 +154,12 @@ NAMES = ["", "LONG", "INT", "FLOAT", "DOUBLE", "HALF", "UTF8", "COMPRESSED", "JA
 
 
 def _array_sources():
-    sources = [(DL4J / n).read_bytes() for n in ARRAYS]
-    with zipfile.ZipFile(DL4J / ZIPS[0]) as z:
+    sources = [data_file(n).read_bytes() for n in ARRAYS]
+    with zipfile.ZipFile(data_file(ZIPS[0])) as z:
         sources.append(z.read("coefficients.bin"))     # a legacy JAVACPP/INT header
     return sources
 
 
-@needs_data
 @fuzz_settings(300)
 @given(source=st.integers(0, 2), changes=st.lists(
     st.tuples(st.integers(0, 10**6), st.sampled_from(EXTREMES), st.sampled_from(NAMES)),

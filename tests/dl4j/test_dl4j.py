@@ -1,8 +1,8 @@
 """lstmfast.dl4j: ND4J binary arrays and DL4J ModelSerializer zips.
 
-Outside references: the files DL4J itself wrote (``../shared/testdata/dl4j``, see its
-README). Expected values in these tests come from the documented formats, worked out by
-hand here, never from the loader's own slicing.
+Outside references: the files DL4J itself wrote (``tests/data``, see its README). Expected
+values in these tests come from the documented formats, worked out by hand here, never from
+the loader's own slicing.
 """
 
 import io
@@ -20,27 +20,7 @@ import numpy as np
 import pytest
 
 from lstmfast import dl4j
-
-
-def _find_testdata():
-    here = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
-    if (here / "dl4j").is_dir():
-        return here
-    env = os.environ.get("LSTMFAST_TESTDATA")
-    if env and (Path(env) / "dl4j").is_dir():
-        return Path(env)
-    return None
-
-
-TESTDATA = _find_testdata()
-DL4J = TESTDATA / "dl4j" if TESTDATA is not None else None
-needs_data = pytest.mark.skipif(
-    DL4J is None, reason="shared DL4J test data not found (../shared/testdata or LSTMFAST_TESTDATA)"
-)
-
-
-def data(name):
-    return DL4J / name
+from testdata import data_file as data
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,13 +52,15 @@ def nd4j(info, values, dtype="FLOAT", mode="MIXED_DATA_TYPES", shape_type=None, 
     return out
 
 
+# the data-type bits of the shape buffer's "extras" slot, from libnd4j's array/ArrayOptions.h
+# (ARRAY_FLOAT, ARRAY_DOUBLE); DL4J's own 1.0.0-beta6 files carry FLOAT_BIT (test_dl4j_export.py)
 FLOAT_BIT = 8192
+DOUBLE_BIT = 16384
 
 
 # ---------------------------------------------------------------------------------------
 # reading the files DL4J wrote
 
-@needs_data
 @pytest.mark.parametrize("name, shape", [
     ("LSTMCharModelingExample_Input_100b6.bin", (3, 77, 10)),
     ("LSTMCharModelingExample_Output_100b6.bin", (3, 77, 10)),
@@ -98,7 +80,6 @@ def test_read_array_documented_shapes(name, shape):
         np.testing.assert_array_equal(dl4j.read_array(f), a)
 
 
-@needs_data
 def test_outputs_are_softmax_distributions():
     # the outputs come from softmax layers: non-negative and summing to 1 over the
     # feature axis, which only holds if the layout (and strides) were read right
@@ -109,7 +90,6 @@ def test_outputs_are_softmax_distributions():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
 
 
-@needs_data
 @pytest.mark.parametrize("zipname, n_params, n_updater", [
     ("080_ModelSerializer_Regression_LSTM_1.zip", 477, 477),
     ("080_ModelSerializer_Regression_CG_LSTM_1.zip", 477, 477),
@@ -128,7 +108,6 @@ def test_read_array_inside_zips(zipname, n_params, n_updater):
         np.testing.assert_array_equal(coeffs[0], np.arange(1, 478, dtype=np.float32))
 
 
-@needs_data
 @pytest.mark.parametrize("name", [
     "LSTMCharModelingExample_Input_100b6.bin",
     "LSTMCharModelingExample_Output_100b6.bin",
@@ -260,7 +239,7 @@ def test_write_layouts_and_byte_orders():
 def test_write_header_format():
     raw = dl4j.write_array(np.arange(6, dtype=np.float64).reshape(2, 3))
     expect = (_utf("MIXED_DATA_TYPES") + struct.pack(">q", 8) + _utf("LONG")
-              + np.array([2, 2, 3, 3, 1, 16384, 1, 99], ">i8").tobytes()
+              + np.array([2, 2, 3, 3, 1, DOUBLE_BIT, 1, 99], ">i8").tobytes()
               + _utf("MIXED_DATA_TYPES") + struct.pack(">q", 6) + _utf("DOUBLE")
               + np.arange(6, dtype=">f8").tobytes())
     assert raw == expect
@@ -293,7 +272,6 @@ def test_write_rejects_unsupported():
 # ---------------------------------------------------------------------------------------
 # truncated, corrupted and hostile arrays
 
-@needs_data
 def test_every_truncation_is_refused():
     for name in ("SyntheticBidirectionalRNNGraph_Output_100b6.bin",):
         raw = data(name).read_bytes()
@@ -382,7 +360,6 @@ def test_max_elements():
         dl4j.read_array(raw, max_elements=3)
 
 
-@needs_data
 def test_fuzzed_real_files_give_arrays_or_value_errors():
     rng = np.random.default_rng(20240601)
     sources = [data("SyntheticBidirectionalRNNGraph_Output_100b6.bin").read_bytes()]
@@ -416,7 +393,6 @@ def _layers():
     return lstmfast
 
 
-@needs_data
 @pytest.mark.parametrize("dtype", [None, np.float64])
 def test_char_model_reproduces_dl4j_output(dtype):
     model = dl4j.load(data("LSTMCharModelingExample_100b6.zip"), dtype=dtype)
@@ -433,7 +409,6 @@ def test_char_model_reproduces_dl4j_output(dtype):
     assert err < 1e-5, err  # DL4J's own tolerance (observed: below 1e-8)
 
 
-@needs_data
 def test_char_model_configuration():
     model = dl4j.load(data("LSTMCharModelingExample_100b6.zip"))
     l0, l1, out = model.layers
@@ -466,7 +441,6 @@ def _expect_fortran(start, rows, cols):
     return m
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["080_ModelSerializer_Regression_LSTM_1.zip",
                                   "080_ModelSerializer_Regression_CG_LSTM_1.zip"])
 def test_080_parameters_in_the_right_slots(name):
@@ -508,7 +482,6 @@ def test_080_parameters_in_the_right_slots(name):
     assert model.params[2 + 3 * 1] == -1.0
 
 
-@needs_data
 def test_080_mln_and_graph_are_the_same_network():
     a = dl4j.load(data("080_ModelSerializer_Regression_LSTM_1.zip"), dtype=np.float64)
     b = dl4j.load(data("080_ModelSerializer_Regression_CG_LSTM_1.zip"), dtype=np.float64)
@@ -521,7 +494,6 @@ def test_080_mln_and_graph_are_the_same_network():
     np.testing.assert_allclose(out.sum(axis=1), 1.0)
 
 
-@needs_data
 def test_parse_configuration_styles():
     with zipfile.ZipFile(data("080_ModelSerializer_Regression_LSTM_1.zip")) as z:
         spec = dl4j.parse_configuration(z.read("configuration.json"))
@@ -614,7 +586,6 @@ def test_bidirectional_wrapper_and_dense_preprocessors(tmp_path):
 # ---------------------------------------------------------------------------------------
 # saving
 
-@needs_data
 @pytest.mark.parametrize("name", ["LSTMCharModelingExample_100b6.zip",
                                   "080_ModelSerializer_Regression_LSTM_1.zip",
                                   "080_ModelSerializer_Regression_CG_LSTM_1.zip"])
@@ -755,7 +726,6 @@ def _rewrite(tmp_path, source, edit, coefficients=None, name="edited.zip"):
     return path
 
 
-@needs_data
 @pytest.mark.parametrize("edit, match", [
     (lambda c: c["confs"][1]["layer"].update(
         {"@class": "org.deeplearning4j.nn.conf.layers.ConvolutionLayer"}), "ConvolutionLayer"),
@@ -793,14 +763,12 @@ def test_unsupported_configurations_are_named(tmp_path, edit, match):
         dl4j.load(path)
 
 
-@needs_data
 def test_graph_that_is_not_a_chain_is_refused():
     # merge vertex, two branches: not representable as a Sequential
     with pytest.raises(ValueError, match="MergeVertex"):
         dl4j.load(data("SyntheticBidirectionalRNNGraph_100b6.zip"))
 
 
-@needs_data
 def test_graph_branching_is_refused(tmp_path):
     def branch(conf):
         conf["vertexInputs"]["2"] = ["0"]  # layer 1 now dangles
@@ -812,7 +780,6 @@ def test_graph_branching_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------
 # corrupted, truncated and hostile model files
 
-@needs_data
 @pytest.mark.parametrize("edit, match", [
     (lambda c: c["confs"][0]["layer"]["gravesLSTM"].update({"nin": "three"}), "integer"),
     (lambda c: c["confs"][0]["layer"]["gravesLSTM"].update({"nin": -3}), ">= 1"),
@@ -836,7 +803,6 @@ def test_malformed_json_is_refused(tmp_path, edit, match):
         dl4j.load(path)
 
 
-@needs_data
 def test_broken_zips_are_refused(tmp_path):
     src = data("080_ModelSerializer_Regression_LSTM_1.zip")
     raw = src.read_bytes()
@@ -874,7 +840,6 @@ def test_broken_zips_are_refused(tmp_path):
         dl4j.load(p)
 
 
-@needs_data
 @pytest.mark.parametrize("coefficients, match", [
     (lambda: nd4j([2, 1, 476, 476, 1, FLOAT_BIT, 1, 99], np.arange(476)), "476"),
     (lambda: nd4j([2, 1, 478, 478, 1, FLOAT_BIT, 1, 99], np.arange(478)), "478"),
@@ -921,7 +886,6 @@ def test_zip_bombs_are_refused_with_bounded_memory(tmp_path):
     assert peak < 16 << 20
 
 
-@needs_data
 def test_fuzzed_model_zips_load_or_raise_value_error(tmp_path):
     rng = np.random.default_rng(99)
     raw = data("080_ModelSerializer_Regression_LSTM_1.zip").read_bytes()
@@ -945,7 +909,6 @@ def test_fuzzed_model_zips_load_or_raise_value_error(tmp_path):
 # ---------------------------------------------------------------------------------------
 # stretch: a ComputationGraph that is not a chain, evaluated by load_graph
 
-@needs_data
 @pytest.mark.parametrize("dtype", [None, np.float64])
 def test_synthetic_bidirectional_graph_reproduces_dl4j_output(dtype):
     lf = _layers()
@@ -972,7 +935,6 @@ def test_synthetic_bidirectional_graph_reproduces_dl4j_output(dtype):
     assert err < 1e-5, err
 
 
-@needs_data
 def test_load_graph_of_a_chain_equals_load():
     x = np.random.default_rng(5).standard_normal((2, 3, 4))
     seq = dl4j.load(data("080_ModelSerializer_Regression_CG_LSTM_1.zip"), dtype=np.float64)
@@ -985,7 +947,6 @@ def test_load_graph_of_a_chain_equals_load():
     np.testing.assert_array_equal(graph.output(x), seq.output(x))
 
 
-@needs_data
 @pytest.mark.parametrize("edit, match", [
     (lambda c: c["vertices"]["concat"].update(
         {"@class": "org.deeplearning4j.nn.conf.graph.SubsetVertex"}), "SubsetVertex"),

@@ -14,7 +14,7 @@ import pytest
 import lstmfast
 from lstmfast import kernels
 
-from reference import ref_backward, ref_forward
+from reference import ref_backward, ref_forward, stable_seed
 
 
 @pytest.fixture
@@ -101,7 +101,8 @@ def gradient_split(request):
 def test_team_matches_reference_and_one_thread(small_team_limits, input_product, gradient_split,
                                                case, dtype):
     T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
-    rng = np.random.default_rng(hash(case) % 2**32)
+    seed = stable_seed(case)
+    rng = np.random.default_rng(seed)
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
     one = _run(problem, peepholes, forwards, tbptt, 1)
     many = _run(problem, peepholes, forwards, tbptt, threads)
@@ -120,8 +121,8 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
     # another order) or by columns: at most rounding apart
     tol_threads = 2e-6 if dtype == np.float32 else 1e-13
     for name, value in many.items():
-        assert _scaled_error(value, expected[name]) < tol_ref, (name, threads)
-        assert _scaled_error(value, one[name]) < tol_threads, (name, threads)
+        assert _scaled_error(value, expected[name]) < tol_ref, (name, threads, f"seed {seed}")
+        assert _scaled_error(value, one[name]) < tol_threads, (name, threads, f"seed {seed}")
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups,
     one group per thread (fixed shares) and with up to 8 per thread, they agree with one thread
     and with the reference. No least work per group here, so that small shapes get several."""
     T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt = case
-    rng = np.random.default_rng(sum(map(hash, case[:5])) % 2**31 + 7)
+    rng = np.random.default_rng(sum(case[:5]) + 7)  # small ints: the seed the hash of each gave
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
     one = _run(problem, peepholes, forwards, tbptt, 1)
     results = {}

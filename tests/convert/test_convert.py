@@ -1,4 +1,4 @@
-"""Weight conversion (issue 6): lstmfast <-> PyTorch nn.LSTM, Keras LSTM, ONNX LSTM.
+"""Weight conversion: lstmfast <-> PyTorch nn.LSTM, Keras LSTM, ONNX LSTM.
 
 Converting and running must give the peer's own outputs:
 

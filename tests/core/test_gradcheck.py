@@ -13,24 +13,17 @@ the reference the other tests rely on is itself verified by finite differences.
 """
 
 import itertools
-import zlib
 
 import numpy as np
 import pytest
 
 import lstmfast
 import reference as R
+from gradcheck import EPS, MAX_REL_ERROR, MIN_ABS_ERROR, check_gradient
 
-EPS = 1e-6
-MAX_REL_ERROR = 1e-3
-MIN_ABS_ERROR = 1e-8
 KINK_MARGIN = 1e-3        # pre-activations this close to a derivative jump are redrawn
 STATES = ("none", "both", "h0", "c0")
 MASKS = ("none", "leading", "trailing", "both")
-
-
-def _seed(*parts):
-    return zlib.crc32(repr(parts).encode())
 
 
 def _lstmfast_forward(p, cfg, for_backprop=False):
@@ -60,7 +53,7 @@ def make_config(seed, *, peephole, gate, mask_kind, forwards, state, activation=
             h0=rng.normal(size=(mb, H)) * 0.5 if state in ("both", "h0") else None,
             c0=rng.normal(size=(mb, H)) if state in ("both", "c0") else None,
         )
-        cfg = dict(activation=activation, gate=gate, forwards=forwards,
+        cfg = dict(activation=activation, gate=gate, forwards=forwards, seed=seed,
                    mask=None if mask_kind == "none" else R.contiguous_mask(rng, mb, T, mask_kind))
         ref = _ref_forward(p, cfg)
         if R.min_kink_distance(ref) > KINK_MARGIN:
@@ -77,9 +70,10 @@ GRAD_OF = dict(x="input", W="input_weights", RW="recurrent_weights", b="bias", h
 
 
 def check_gradients(loss, analytic, params, mb, H):
-    """DL4J-style check of every entry of every parameter.  ``analytic`` maps the gradient names
-    to arrays; ``params`` are the float64 arrays the loss reads (absent h0/c0 are checked as
-    zeros).  Returns (number of entries checked, failures, largest |analytic| seen)."""
+    """tests/gradcheck.py's check of every entry of every parameter.  ``analytic`` maps the
+    gradient names to arrays; ``params`` are the float64 arrays the loss reads (absent h0/c0 are
+    checked as zeros).  Returns (number of entries checked, failures as (name, index, analytic,
+    numeric, relative error), largest |analytic| seen)."""
     params = {k: (np.zeros((mb, H)) if v is None else np.array(v, dtype=np.float64, copy=True))
               for k, v in params.items()}
     failures = []
@@ -88,22 +82,11 @@ def check_gradients(loss, analytic, params, mb, H):
     for name, arr in params.items():
         ana_all = np.asarray(analytic[GRAD_OF[name]], dtype=np.float64)
         assert ana_all.shape == arr.shape, (name, ana_all.shape, arr.shape)
-        for idx in np.ndindex(arr.shape):
-            orig = arr[idx]
-            arr[idx] = orig + EPS
-            lp = loss(params)
-            arr[idx] = orig - EPS
-            lm = loss(params)
-            arr[idx] = orig
-            num = (lp - lm) / (2 * EPS)
-            ana = float(ana_all[idx])
-            n += 1
-            biggest = max(biggest, abs(ana))
-            if ana == 0.0 and num == 0.0:
-                continue
-            rel = abs(ana - num) / (abs(ana) + abs(num))
-            if (rel > MAX_REL_ERROR or np.isnan(rel)) and not abs(ana - num) < MIN_ABS_ERROR:
-                failures.append((name, idx, ana, num, rel))
+        found = check_gradient(lambda: loss(params), arr, ana_all, eps=EPS, max_rel_error=MAX_REL_ERROR,
+                               min_abs_error=MIN_ABS_ERROR)
+        failures += [(name, np.unravel_index(i, arr.shape), a, num, rel) for i, a, num, rel in found]
+        n += arr.size
+        biggest = max(biggest, float(np.max(np.abs(ana_all), initial=0.0)))
     return n, failures, biggest
 
 
@@ -141,24 +124,24 @@ CONFIGS = list(itertools.product((True, False), R.GATE_ACTIVATION_NAMES, MASKS, 
 
 @pytest.mark.parametrize("peephole,gate,mask_kind,forwards,state", CONFIGS)
 def test_gradients_lstmfast(peephole, gate, mask_kind, forwards, state):
-    p, cfg, Rl = make_config(_seed(peephole, gate, mask_kind, forwards, state), peephole=peephole,
+    p, cfg, Rl = make_config(R.stable_seed(peephole, gate, mask_kind, forwards, state), peephole=peephole,
                              gate=gate, mask_kind=mask_kind, forwards=forwards, state=state)
     n, failures, biggest = _gradcheck_lstmfast(p, cfg, Rl)
     assert n == sum(np.size(v) if v is not None else Rl.shape[0] * Rl.shape[1]
                     for v in p.values())
     assert biggest > 1e-3            # the check is not vacuous
-    assert not failures, f"{len(failures)} of {n} entries fail:\n{_report(failures)}"
+    assert not failures, f"{len(failures)} of {n} entries fail (seed {cfg['seed']}):\n{_report(failures)}"
 
 
 @pytest.mark.parametrize("activation", R.ACTIVATION_NAMES)
 @pytest.mark.parametrize("gate", R.GATE_ACTIVATION_NAMES)
 def test_gradients_lstmfast_every_activation(activation, gate):
-    p, cfg, Rl = make_config(_seed("act", activation, gate), peephole=True, gate=gate,
+    p, cfg, Rl = make_config(R.stable_seed("act", activation, gate), peephole=True, gate=gate,
                              mask_kind="both", forwards=True, state="both",
                              activation=activation, mb=2, n_in=2, H=2, T=3)
     n, failures, biggest = _gradcheck_lstmfast(p, cfg, Rl)
     assert biggest > 1e-3
-    assert not failures, f"{len(failures)} of {n} entries fail:\n{_report(failures)}"
+    assert not failures, f"{len(failures)} of {n} entries fail (seed {cfg['seed']}):\n{_report(failures)}"
 
 
 # The reference itself: every option (fewer combinations: it is slower)
@@ -167,22 +150,22 @@ REF_CONFIGS = [c for i, c in enumerate(CONFIGS) if i % 3 == 0]
 
 @pytest.mark.parametrize("peephole,gate,mask_kind,forwards,state", REF_CONFIGS)
 def test_gradients_reference(peephole, gate, mask_kind, forwards, state):
-    p, cfg, Rl = make_config(_seed("ref", peephole, gate, mask_kind, forwards, state),
+    p, cfg, Rl = make_config(R.stable_seed("ref", peephole, gate, mask_kind, forwards, state),
                              peephole=peephole, gate=gate, mask_kind=mask_kind,
                              forwards=forwards, state=state, mb=2, n_in=2, H=2, T=4)
     n, failures, biggest = _gradcheck_reference(p, cfg, Rl)
     assert biggest > 1e-3
-    assert not failures, f"{len(failures)} of {n} entries fail:\n{_report(failures)}"
+    assert not failures, f"{len(failures)} of {n} entries fail (seed {cfg['seed']}):\n{_report(failures)}"
 
 
 @pytest.mark.parametrize("activation", R.ACTIVATION_NAMES)
 def test_gradients_reference_every_activation(activation):
-    p, cfg, Rl = make_config(_seed("refact", activation), peephole=True, gate="sigmoid",
+    p, cfg, Rl = make_config(R.stable_seed("refact", activation), peephole=True, gate="sigmoid",
                              mask_kind="both", forwards=False, state="both",
                              activation=activation, mb=2, n_in=2, H=2, T=3)
     n, failures, biggest = _gradcheck_reference(p, cfg, Rl)
     assert biggest > 1e-3
-    assert not failures, f"{len(failures)} of {n} entries fail:\n{_report(failures)}"
+    assert not failures, f"{len(failures)} of {n} entries fail (seed {cfg['seed']}):\n{_report(failures)}"
 
 
 @pytest.mark.parametrize("activation", R.ACTIVATION_NAMES)
@@ -198,7 +181,7 @@ def test_reference_activation_derivatives(activation):
 
 def test_checker_detects_a_wrong_gradient():
     """The checker itself can fail: a 1% error in one entry of one gradient is caught."""
-    p, cfg, Rl = make_config(_seed("negative"), peephole=True, gate="sigmoid", mask_kind="none",
+    p, cfg, Rl = make_config(R.stable_seed("negative"), peephole=True, gate="sigmoid", mask_kind="none",
                              forwards=True, state="both", mb=1, n_in=2, H=2, T=3)
     grads = R.ref_backward(_ref_forward(p, cfg), Rl)
     analytic = {k: np.array(getattr(grads, k), copy=True) for k in R.GRAD_NAMES}
@@ -210,4 +193,28 @@ def test_checker_detects_a_wrong_gradient():
         return float(np.sum(_ref_forward(q, cfg).output * Rl))
 
     _, failures, _ = check_gradients(loss, analytic, p, 1, 2)
-    assert [(f[0], f[1]) for f in failures] == [("RW", i)]
+    assert [(f[0], tuple(f[1])) for f in failures] == [("RW", i)]
+
+
+def test_checker_detects_non_finite_values():
+    """A NaN or infinite gradient entry, or a loss that is NaN, fails the check (a relative
+    error of NaN compares false with any bound)."""
+    values = np.array([0.3, -0.2, 0.5])
+    good = 2 * values
+    assert check_gradient(lambda: float(np.sum(values ** 2)), values, good) == []
+    for bad_index, bad in ((1, np.nan), (2, np.inf)):
+        analytic = good.copy()
+        analytic[bad_index] = bad
+        assert [f[0] for f in check_gradient(lambda: float(np.sum(values ** 2)), values, analytic)] == [bad_index]
+    failures = check_gradient(lambda: float("nan"), values, good)
+    assert [f[0] for f in failures] == [0, 1, 2]
+
+
+def test_checker_tolerances_are_dl4js():
+    """Below min_abs_error an entry passes whatever its relative error; above it, a relative
+    error past max_rel_error fails."""
+    values = np.array([1.0])
+    tiny = check_gradient(lambda: 1e-12 * float(values[0]), values, np.array([2e-12]))
+    assert tiny == []                                      # abs error 1e-12 < 1e-8
+    off = check_gradient(lambda: float(values[0]), values, np.array([1.003]))
+    assert [f[0] for f in off] == [0] and off[0][3] > MAX_REL_ERROR
