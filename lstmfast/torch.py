@@ -63,7 +63,6 @@ import contextlib
 import math
 import numbers
 import threading
-import warnings
 
 import numpy as np
 import torch

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lstmfast
 from lstmfast import dl4j
 from testdata import data_file as data
 
@@ -699,7 +700,7 @@ def test_killed_save_leaves_the_previous_file(tmp_path):
         dl4j.save(m, {str(path)!r})
     """)
     env = dict(os.environ)
-    root = str(Path(dl4j.__file__).resolve().parents[1])
+    root = str(Path(lstmfast.__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           timeout=120)

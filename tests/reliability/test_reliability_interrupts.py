@@ -4,8 +4,8 @@ training step's update.
 The interrupt is made to arrive where it hurts, not at a random moment: ``Thread.start`` is
 replaced by one that raises KeyboardInterrupt before, while or after the thread begins (the
 wait inside the real ``Thread.start`` is interruptible), and a trace function raises
-KeyboardInterrupt at the n-th line executed in ``lstmfast/network.py`` for every n in turn.
-Afterwards the next call must give the reference's numbers, and the network and its updater
+KeyboardInterrupt at the n-th line executed in ``lstmfast/network.py`` or ``lstmfast/updaters.py``
+for every n in turn. Afterwards the next call must give the reference's numbers, and the network and its updater
 must be exactly as before the step or exactly as after it.
 """
 import copy
@@ -211,19 +211,21 @@ def test_timed_ctrl_c_around_the_thread_start_never_spoils_the_next_pass():
 # ---------------------------------------------------------------------------------------------
 # Ctrl-C at every line of a training step
 
-NETWORK_PY = str(Path(lstmfast.network.__file__).resolve())
+# the training step and the updaters it calls
+TRAINING_STEP_FILES = {str(Path(module.__file__).resolve())
+                       for module in (lstmfast.network, lstmfast.updaters)}
 
 
 class _InterruptAtLine:
-    """A trace function raising KeyboardInterrupt at the n-th line event in network.py
-    (counting from 1)."""
+    """A trace function raising KeyboardInterrupt at the n-th line event in the training step's
+    files (counting from 1)."""
 
     def __init__(self, n):
         self.n = n
         self.count = 0
 
     def __call__(self, frame, event, arg):
-        if frame.f_code.co_filename != NETWORK_PY:
+        if frame.f_code.co_filename not in TRAINING_STEP_FILES:
             return None
         if event == "line":
             self.count += 1
@@ -233,8 +235,8 @@ class _InterruptAtLine:
 
 
 def _interrupted_at_line(n, call):
-    """Run ``call()`` with KeyboardInterrupt raised at the n-th line it runs in network.py;
-    True if it was interrupted, False if it ran fewer lines and finished."""
+    """Run ``call()`` with KeyboardInterrupt raised at the n-th line it runs in the training step's
+    files; True if it was interrupted, False if it ran fewer lines and finished."""
     sys.settrace(_InterruptAtLine(n))
     try:
         call()
@@ -294,7 +296,7 @@ def test_ctrl_c_at_any_line_of_fit_batch_leaves_the_step_done_or_undone(updater,
             break
         state = _snapshot(trial)
         assert state in (before, after), (
-            f"interrupted at line event {n} of network.py: the network and updater are "
+            f"interrupted at line event {n} of the training step: the network and updater are "
             f"neither as before nor as after the step")
         outcomes["before" if state == before else "after"] += 1
         # the interrupted network trains on as the uninterrupted one

@@ -18,6 +18,7 @@ import pytest
 
 import lstmfast
 from lstmfast import dl4j
+from lstmfast.dl4j import _files as dl4j_files
 
 
 def _network(seed=0):
@@ -148,7 +149,7 @@ def test_saving_stays_atomic_when_the_writer_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        dl4j._atomic_write(path, writer)
+        dl4j_files._atomic_write(path, writer)
     assert path.read_bytes() == before and _mode(path) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
     with zipfile.ZipFile(path) as z:
