@@ -1,6 +1,6 @@
 """Dense, output and RNN-output layers refuse sizes past the BLAS integer before allocating.
 
-The LSTM layers refused such problems at once (tests/test_reliability_limits.py); the
+The LSTM layers refused such problems at once (tests/reliability/test_reliability_limits.py); the
 feed-forward layers went on and, given a 2^32-row broadcast input, tried to allocate 128 GiB.
 They now refuse rows (minibatch * T) or widths past the BLAS integer of this build with the
 same kind of message. As there, the inputs are zero-stride broadcast views, the calls run in a

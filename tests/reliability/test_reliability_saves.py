@@ -1,7 +1,7 @@
 """What a save does to what is already at its path.
 
 A save writes a temporary file next to the target and renames it over the target (atomic:
-tests/test_reliability_files.py kills saves at random moments). Before, the rename replaced
+tests/reliability/test_reliability_files.py kills saves at random moments). Before, the rename replaced
 whatever was there: a symbolic link became a regular file (the file it pointed to kept the old
 model), a FIFO or device node was replaced (as root, a save to /dev/null deleted it), and every
 save got mode 0600 (tempfile.mkstemp's) whatever the umask or the replaced file's mode. Now a
