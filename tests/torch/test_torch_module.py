@@ -144,7 +144,7 @@ def test_gradients_match_reference(cls):
     gp = dict(zip(params, gp))
     xd = x.detach().permute(1, 2, 0).numpy()
     eps_d = eps.permute(1, 2, 0).numpy()
-    flat_grads, gx_ref = [], 0
+    gx_ref = 0
     for d in range(directions(module)):
         W, RW, b = kernel_layout(module, d)
         r = ref_forward(xd, W, RW, b, h0=h0[d].detach().numpy(), c0=c0[d].detach().numpy(),
