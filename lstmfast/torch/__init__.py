@@ -27,9 +27,15 @@ and a cached copy would then compute with stale weights.
 
 Autograd: gradients reach the input, every parameter and ``(h_0, c_0)``; the kernels are
 differentiable once, so ``create_graph=True`` (double backward) raises
-:class:`DoubleBackwardError`. Not computed yet (raise :class:`UnsupportedError`):
-``proj_size > 0``, ``PackedSequence`` inputs, devices other than the CPU, dtypes other than
-float32 and float64.
+:class:`DoubleBackwardError`.
+
+``PackedSequence`` inputs (sorted or not) run one pass of the layers per distinct sequence
+length, over the sequences of that length: no padding work, each sequence's own final state,
+nn.LSTM's results; many distinct lengths mean many small passes. Dropout between layers then
+draws other masks than nn.LSTM's (which drops on the packed data).
+
+Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
+CPU, dtypes other than float32 and float64.
 
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool).

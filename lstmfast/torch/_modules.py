@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import layers as _layers
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
@@ -58,9 +58,9 @@ class LSTM(nn.LSTM):
     ``[3, hidden_size]`` per layer and direction (rows: input, forget, output gate; the input and
     forget gates see ``c[t-1]``, the output gate ``c[t]``, as in DL4J's GravesLSTM).
 
-    Not computed (yet): ``proj_size > 0`` and ``PackedSequence`` inputs raise
-    :class:`UnsupportedError`; devices other than the CPU and dtypes other than float32/float64
-    too; second-order derivatives raise ``DoubleBackwardError``.
+    Not computed (yet): ``proj_size > 0`` raises :class:`UnsupportedError`, as do devices
+    other than the CPU and dtypes other than float32/float64; second-order derivatives raise
+    ``DoubleBackwardError``. ``PackedSequence``: see the package docstring.
     """
 
     _dl4j_init = False         # GravesLSTM: DL4J's initialisation
@@ -159,9 +159,7 @@ class LSTM(nn.LSTM):
     # ---- forward -------------------------------------------------------------------------
     def _check_computable(self, input):
         if isinstance(input, PackedSequence):
-            raise UnsupportedError(
-                "PackedSequence input: lstmfast's kernels do not run per-example lengths yet; "
-                "pad it (torch.nn.utils.rnn.pad_packed_sequence) or use torch.nn.LSTM")
+            input = input.data
         if not isinstance(input, torch.Tensor):
             raise InputTypeError(f"input: expected a torch.Tensor, got {type(input).__name__}")
         weight = self.weight_ih_l0
@@ -184,17 +182,23 @@ class LSTM(nn.LSTM):
                                    f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         self.check_forward_args(input, hx, None)
+        self._check_state_tensors(input, hx)
+        return hx
+
+    @staticmethod
+    def _check_state_tensors(input, hx):
         for name, t in zip(("hx", "cx"), hx):
             if t.dtype != input.dtype:
                 raise RuntimeError(f"{name} must have the input's dtype {input.dtype}, got "
                                    f"{t.dtype}")
             if t.device.type != "cpu":
                 raise UnsupportedError(f"{name} on {t.device}: lstmfast computes on the CPU")
-        return hx
 
     def forward(self, input, hx=None):
         """``out, (h_n, c_n) = module(input, (h_0, c_0))``, as nn.LSTM's forward."""
         self._check_computable(input)
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         if input.dim() not in (2, 3):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
         is_batched = input.dim() == 3
@@ -207,6 +211,48 @@ class LSTM(nn.LSTM):
         x = input.transpose(0, 1) if self.batch_first else input
         if x.shape[0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        out, h_n, c_n = self._run_layers(x, hx)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not is_batched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return out, (h_n, c_n)
+
+    def _forward_packed(self, packed, hx):
+        """A PackedSequence: one pass of the layers per distinct length, over the sequences of
+        that length (no padding work; each sequence starts from its h_0/c_0 and ends, in each
+        direction, with its own last valid step, as nn.LSTM's packed path)."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        if hx is None:
+            self.check_input(data, batch_sizes)
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx, batch_sizes)
+            self._check_state_tensors(data, hx)
+        padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        lengths = lengths.tolist()                      # decreasing: sorted order
+        outs, hs, cs = [], [], []
+        start = 0
+        while start < len(lengths):
+            stop = start
+            while stop < len(lengths) and lengths[stop] == lengths[start]:
+                stop += 1
+            steps = lengths[start]
+            state = None if hx is None else (hx[0][:, start:stop], hx[1][:, start:stop])
+            out, h_n, c_n = self._run_layers(padded[:steps, start:stop], state)
+            outs.append(F.pad(out, (0, 0, 0, 0, 0, padded.shape[0] - steps)))
+            hs.append(h_n)
+            cs.append(c_n)
+            start = stop
+        out = pack_padded_sequence(torch.cat(outs, 1), lengths).data
+        hidden = (torch.cat(hs, 1), torch.cat(cs, 1))
+        return (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                self.permute_hidden(hidden, unsorted_indices))
+
+    def _run_layers(self, x, hx):
+        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
+        (out [T, mb, features], h_n, c_n)."""
         params = [p for p in self._flat_weights if p is not None]
         for_backprop = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in params)
@@ -236,12 +282,7 @@ class LSTM(nn.LSTM):
                 # nn.LSTM's dropout between layers: the same call on the same [T, mb, features]
                 # tensor, hence the same mask from torch's generator
                 x = F.dropout(x, self.dropout, True)
-        out = x.transpose(0, 1) if self.batch_first else x
-        h_n, c_n = torch.stack(hs), torch.stack(cs)
-        if not is_batched:
-            out = out.squeeze(0 if self.batch_first else 1)
-            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-        return out, (h_n, c_n)
+        return x, torch.stack(hs), torch.stack(cs)
 
     # ---- lstmfast's (NumPy, DL4J layout) layers --------------------------------------------
     def _layer_class(self):

@@ -155,6 +155,31 @@ def test_positional_arguments_in_nn_lstm_order():
     assert repr(ours) == repr(ref)
 
 
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=["float64", "float32"])
+def test_packed_sequence_gives_nn_lstm_outputs_final_states_and_gradients(enforce_sorted,
+                                                                          with_state, dtype):
+    """h_n/c_n at each sequence's own last valid step (first, in the reverse direction), the
+    gradients arriving there, sorted or not."""
+    lengths = [7, 5, 5, 2, 1] if enforce_sorted else [2, 7, 1, 5, 5]
+    ref, ours = pair(3, 4, 2, bidirectional=True, dtype=dtype)
+    x, hx = make_inputs(ref, T=7, mb=5, dtype=dtype, with_state=with_state)
+    results = []
+    for module in (ref, ours):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
+        out, (h_n, c_n) = module(packed, hx)
+        assert isinstance(out, nn.utils.rnn.PackedSequence)
+        assert torch.equal(out.batch_sizes, packed.batch_sizes)
+        g = torch.Generator().manual_seed(5)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=dtype)).sum()
+                   for t in (out.data, h_n, c_n))
+        wrt = [x] + ([] if hx is None else list(hx)) + list(module.parameters())
+        results.append([out.data, h_n, c_n] + list(torch.autograd.grad(loss, wrt)))
+    tol = 1e-10 if dtype == F64 else 1e-5
+    assert_all_close(results[1], results[0], tol)
+
+
 # ----------------------------------------------------------------------------------------------
 # parameters
 
@@ -334,9 +359,6 @@ def test_unsupported_features_are_refused_by_name():
         lt.LSTM(3, 5, proj_size=2)
     assert issubclass(lt.UnsupportedError, NotImplementedError)
     ours = lt.LSTM(3, 5)
-    seq = nn.utils.rnn.pack_padded_sequence(torch.zeros(4, 2, 3), [4, 2])
-    with pytest.raises(lt.UnsupportedError, match="PackedSequence"):
-        ours(seq)
     with pytest.raises(lt.UnsupportedError, match="torch.float16"):
         ours.half()(torch.zeros(4, 2, 3, dtype=torch.float16))
     with pytest.raises(lt.UnsupportedError, match="device='meta'"):
