@@ -367,3 +367,32 @@ def test_unsupported_features_are_refused_by_name():
         warnings.simplefilter("error")      # dropout with one layer warns as nn.LSTM does
         with pytest.raises(UserWarning, match="num_layers greater than 1"):
             lt.LSTM(3, 5, dropout=0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck on small double cases of the options
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_layers=2, bidirectional=True, peepholes=True),
+    dict(num_layers=2, bias=False, batch_first=True, activation="softsign"),
+    dict(num_layers=1, gate_activation="hardsigmoid", peepholes=True),
+], ids=["stacked-bidirectional-peepholes", "no-bias-batch-first-softsign", "hardsigmoid"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_gradcheck_every_option(options, packed):
+    torch.manual_seed(4)
+    module = lt.LSTM(2, 2, dtype=F64, **options)
+    names = [n for n, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in module.parameters()]
+    x, hx = make_inputs(module, T=3, mb=3, dtype=F64, with_state=True)
+
+    def f(x, h0, c0, *params):
+        inp = x
+        if packed:
+            inp = nn.utils.rnn.pack_padded_sequence(
+                x, [3, 1, 2], batch_first=module.batch_first, enforce_sorted=False)
+        out, (h_n, c_n) = torch.func.functional_call(module, dict(zip(names, params)),
+                                                     (inp, (h0, c0)))
+        return (out.data if packed else out), h_n, c_n
+
+    assert torch.autograd.gradcheck(f, (x, *hx, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
