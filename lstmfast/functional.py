@@ -317,7 +317,10 @@ def _run_kernel(kernel, args, flops, extra=()):
             done.set()
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
-    worker.start()
+    try:
+        worker.start()
+    except RuntimeError as error:    # "can't start new thread": nothing has run yet
+        raise MemoryError(f"no memory to start the pass's thread ({error})") from error
     try:
         while not done.wait(0.05):
             pass

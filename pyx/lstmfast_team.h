@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/mman.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -227,14 +228,142 @@ static int lf_team_grow(int nthreads)
  * across the team, each thread calling BLAS on its own rows or columns. OpenBLAS must then run each call
  * on the calling thread: measured here, after one multithreaded OpenBLAS call its helper thread
  * busy-waits for work for about 0.1 s, taking the core the team's second thread needs (a 2-thread
- * pass ran 0.66x-0.9x the speed of a 1-thread pass). So while the team is held, OpenBLAS's thread
- * count is set to 1 and then restored. The setting is process-wide (OpenBLAS has no per-thread
- * one in pthreads builds): BLAS calls from other threads during the pass also run on one thread. */
+ * pass ran 0.66x-0.9x the speed of a 1-thread pass). And OpenBLAS's thread count changes its
+ * partition of a GEMM, hence the last bits of some elements: a pass whose shape may use the team
+ * (whether or not it gets it) holds OpenBLAS at 1 thread, so that its bits do not depend on the
+ * team size or on what else runs. The setting is process-wide (OpenBLAS has no per-thread one
+ * in pthreads builds): the passes holding it are counted, the first sets 1, the last restores
+ * the count it found; BLAS calls from other threads meanwhile also run on one thread. */
 typedef void (*lf_set_threads_fn)(int);
 typedef int (*lf_get_threads_fn)(void);
 static lf_set_threads_fn lf_blas_set_threads = NULL;
 static lf_get_threads_fn lf_blas_get_threads = NULL;
 static int lf_blas_saved_threads = 0;
+static int lf_blas_single_holders = 0;
+static pthread_mutex_t lf_blas_single_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void lf_blas_single_enter(void)
+{
+    if (lf_blas_get_threads == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_single_lock);
+    if (lf_blas_single_holders++ == 0) {
+        int blas_threads = lf_blas_get_threads();
+        lf_blas_saved_threads = 0;
+        if (blas_threads > 1) {
+            lf_blas_set_threads(1);
+            lf_blas_saved_threads = blas_threads;
+        }
+    }
+    pthread_mutex_unlock(&lf_blas_single_lock);
+}
+
+static void lf_blas_single_leave(void)
+{
+    if (lf_blas_get_threads == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_single_lock);
+    if (--lf_blas_single_holders == 0 && lf_blas_saved_threads > 1) {
+        lf_blas_set_threads(lf_blas_saved_threads);
+        lf_blas_saved_threads = 0;
+    }
+    pthread_mutex_unlock(&lf_blas_single_lock);
+}
+
+/* ------------------------------------------------------------------ OpenBLAS's buffers
+ *
+ * An OpenBLAS level-3 call takes a BUFFER_SIZE work buffer (32 MiB in SciPy's x86_64 builds)
+ * from a process-wide pool; when every buffer is in use it maps a new one, and when mmap and
+ * then malloc fail it tries again, forever (driver/others/memory.c, blas_memory_alloc, 0.3.30;
+ * 0.3.31 exits the process after 10 tries): the thread spins and the pass never ends. The pool
+ * never shrinks. So lstmfast counts its threads that may be inside level-3 BLAS at once, over
+ * all passes of the process, and before a pass adds its threads to the count the pool is
+ * filled to a buffer per counted thread, from one thread, each buffer only after its room was
+ * mapped and unmapped here (a failed check is an answer; OpenBLAS's is a hang). Not covered:
+ * buffers that other code holds through the same OpenBLAS at that moment, and memory taken by
+ * others between the check and OpenBLAS's own mapping (microseconds). */
+#define LF_BLAS_BUFFER_BYTES (((size_t)32 << 20) + 4096)
+#define LF_BLAS_BUFFERS_MAX 64
+typedef void* (*lf_blas_alloc_fn)(int);
+typedef void (*lf_blas_free_fn)(void*);
+static lf_blas_alloc_fn lf_blas_memory_alloc = NULL;
+static lf_blas_free_fn lf_blas_memory_free = NULL;
+static int lf_blas_buffers_ready = 0;      /* buffers the pool is known to hold */
+static int lf_blas_buffer_users = 0;       /* lstmfast threads that may be in level-3 BLAS now */
+static pthread_mutex_t lf_blas_buffers_lock = PTHREAD_MUTEX_INITIALIZER;
+/* for tests: the pool counts as holding at most this many buffers (-1: no ceiling) */
+static int lf_blas_buffer_ceiling = -1;
+
+static int lf_blas_buffer_room(void)
+{
+    void* room = mmap(NULL, LF_BLAS_BUFFER_BYTES, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (room == MAP_FAILED)
+        return 0;
+    munmap(room, LF_BLAS_BUFFER_BYTES);
+    return 1;
+}
+
+/* Makes the pool hold at least `wanted` buffers if it can; returns how many it is known to
+ * hold (caller holds lf_blas_buffers_lock). Holding n buffers at once makes the pool have n
+ * (it hands out idle ones first and maps a new one only when none is idle). */
+static int lf_blas_buffers_fill(int wanted)
+{
+    void* held[LF_BLAS_BUFFERS_MAX];
+    int n = 0;
+    if (wanted > LF_BLAS_BUFFERS_MAX)
+        wanted = LF_BLAS_BUFFERS_MAX;
+    if (lf_blas_buffers_ready < wanted) {
+        while (n < wanted && lf_blas_buffer_room()) {
+            held[n] = lf_blas_memory_alloc(0);
+            if (held[n] == NULL)
+                break;
+            n++;
+        }
+        for (int i = 0; i < n; i++)
+            lf_blas_memory_free(held[i]);
+        if (n > lf_blas_buffers_ready)
+            lf_blas_buffers_ready = n;
+    }
+    if (lf_blas_buffer_ceiling >= 0 && lf_blas_buffer_ceiling < lf_blas_buffers_ready)
+        return lf_blas_buffer_ceiling;
+    return lf_blas_buffers_ready;
+}
+
+/* Counts `threads` more lstmfast threads that may call level-3 BLAS at once, if the pool has a
+ * buffer for each counted thread: returns threads, or 1 if the pool serves only one more (the
+ * pass then runs alone), or 0 if not even that (no memory for BLAS; nothing counted). Without
+ * OpenBLAS's allocator at hand, returns threads. */
+static int lf_blas_buffers_acquire(int threads)
+{
+    if (lf_blas_memory_alloc == NULL || lf_blas_memory_free == NULL)
+        return threads;
+    pthread_mutex_lock(&lf_blas_buffers_lock);
+    int ready = lf_blas_buffers_fill(lf_blas_buffer_users + threads);
+    int granted = 0;
+    if (ready >= lf_blas_buffer_users + threads)
+        granted = threads;
+    else if (ready >= lf_blas_buffer_users + 1)
+        granted = 1;
+    lf_blas_buffer_users += granted;
+    pthread_mutex_unlock(&lf_blas_buffers_lock);
+    return granted;
+}
+
+/* Whether OpenBLAS's allocator was found, so that buffers are checked before BLAS calls. */
+static int lf_blas_buffers_checked(void)
+{
+    return lf_blas_memory_alloc != NULL && lf_blas_memory_free != NULL;
+}
+
+static void lf_blas_buffers_release(int threads)
+{
+    if (lf_blas_memory_alloc == NULL || lf_blas_memory_free == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_buffers_lock);
+    lf_blas_buffer_users -= threads;
+    pthread_mutex_unlock(&lf_blas_buffers_lock);
+}
 
 /* Finds OpenBLAS's thread setters among the dependencies of the library that holds
  * blas_function (SciPy's cython_blas). Returns 1 if found; otherwise BLAS threads are left alone. */
@@ -261,6 +390,8 @@ static int lf_blas_threads_init(const void* blas_function)
             break;
         }
     }
+    lf_blas_memory_alloc = (lf_blas_alloc_fn)dlsym(handle, "blas_memory_alloc");
+    lf_blas_memory_free = (lf_blas_free_fn)dlsym(handle, "blas_memory_free");
     /* the library stays loaded: SciPy holds it */
     dlclose(handle);
     return lf_blas_set_threads != NULL;
@@ -280,25 +411,13 @@ static int lf_team_acquire(int nthreads)
         pthread_mutex_unlock(&lf_team.busy);
         return 1;
     }
-    lf_blas_saved_threads = 0;
-    if (lf_blas_get_threads != NULL) {
-        int blas_threads = lf_blas_get_threads();
-        if (blas_threads > 1) {
-            lf_blas_set_threads(1);
-            lf_blas_saved_threads = blas_threads;
-        }
-    }
     return nthreads;
 }
 
 static void lf_team_release(int nthreads)
 {
-    if (nthreads > 1) {
-        if (lf_blas_saved_threads > 1)
-            lf_blas_set_threads(lf_blas_saved_threads);
-        lf_blas_saved_threads = 0;
+    if (nthreads > 1)
         pthread_mutex_unlock(&lf_team.busy);
-    }
 }
 
 /* Runs fn(job, tid, nthreads) for tid 0..nthreads-1 (the caller is tid 0) and returns when all
@@ -322,6 +441,41 @@ static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
     unsigned int done;
     while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1)
         lf_wait_while_equal(&lf_team.finished, done, &lf_team.finished_sleepers);
+}
+
+/* ------------------------------------------------------------------ one pass's threads
+ *
+ * A pass takes the team (up to `wanted` threads), then, if it makes level-3 BLAS calls, the
+ * BLAS buffers for its threads (lf_blas_buffers_acquire: fewer buffers than threads -> the pass
+ * runs alone), and, if its shape may use the team, holds OpenBLAS at one thread (see above).
+ * Returns the threads the pass runs on, or 0 (nothing held) when OpenBLAS has no buffer for even
+ * one: the pass must fail with "no memory" before any BLAS call. Give back with lf_pass_release
+ * and the same flags. */
+static int lf_pass_acquire(int wanted, int level3, int blas_single)
+{
+    int nthreads = lf_team_acquire(wanted);
+    if (level3) {
+        int granted = lf_blas_buffers_acquire(nthreads);
+        if (granted < nthreads)
+            lf_team_release(nthreads);
+        nthreads = granted;
+        if (nthreads == 0)
+            return 0;
+    }
+    if (blas_single)
+        lf_blas_single_enter();
+    return nthreads;
+}
+
+static void lf_pass_release(int nthreads, int level3, int blas_single)
+{
+    if (nthreads < 1)
+        return;
+    if (blas_single)
+        lf_blas_single_leave();
+    if (level3)
+        lf_blas_buffers_release(nthreads);
+    lf_team_release(nthreads);
 }
 
 #endif /* LSTMFAST_TEAM_H */
