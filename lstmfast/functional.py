@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import operator
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -120,8 +121,9 @@ class _BufferPool:
             self._add(self._pending.popleft())
 
     def _add(self, array):
-        """With the lock held."""
-        if not self.min_bytes <= array.nbytes <= self.max_bytes:
+        """With the lock held. A buffer of a pass whose team thread never stopped is not pooled:
+        that thread may still write to it."""
+        if not self.min_bytes <= array.nbytes <= self.max_bytes or _kernels._is_stranded(array):
             return
         self._pooled.append((array.dtype.str, array.size, array))
         self._bytes += array.nbytes
@@ -290,6 +292,8 @@ def _check_finite(arrays):
 # Passes estimated above this many floating-point operations run in a worker thread while the
 # calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
 _INTERRUPTIBLE_FLOPS = 5e7
+# after Ctrl-C, how long a pass may take to stop (a team thread's own grace is 2 s)
+_STOP_GRACE_SECONDS = 5.0
 
 
 def _run_kernel(kernel, args, flops, extra=()):
@@ -326,12 +330,19 @@ def _run_kernel(kernel, args, flops, extra=()):
             pass
     except KeyboardInterrupt:
         cancel[0] = 1
-        # wait for the kernel to stop (at its next time step), also through further Ctrl-C
-        while not done.is_set():
+        # wait for the kernel to stop (at its next time step), also through further Ctrl-C; a
+        # kernel that does not stop within the grace (a thread stuck where it cannot see the
+        # flag) keeps its arrays for good, which are never pooled again
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while not done.is_set() and time.monotonic() < deadline:
             try:
                 done.wait(0.05)
             except KeyboardInterrupt:
                 pass
+        if not done.is_set():
+            _kernels._strand(args + (cancel,) + tuple(extra))
+        if failure:      # the kernel's own account (e.g. a team thread that did not stop)
+            raise failure[0] from None
         raise
     if failure:
         raise failure[0]

@@ -47,7 +47,7 @@ from lstmfast._activations cimport (activate_array, derivative_array, lf_select_
                                     lf_gemm_packed_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               LSTM_ERR_CANCELLED,
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED,
                                ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
 cnp.import_array()
@@ -56,18 +56,20 @@ cnp.import_array()
 # element-wise code split across threads by hidden units, one barrier per step.
 cdef extern from "lstmfast_team.h" nogil:
     ctypedef struct lf_barrier:
-        int count
+        int abort
+        const int* cancel
     ctypedef void (*lf_team_fn)(void* job, int tid, int nthreads) noexcept nogil
     int LF_TEAM_MAX
     int lf_team_acquire(int nthreads)
     void lf_team_release(int nthreads)
-    void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+    int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier)
+    int LF_TEAM_ABANDONED
     int lf_pass_acquire(int wanted, int level3, int blas_single)
     void lf_pass_release(int nthreads, int level3, int blas_single)
     int lf_blas_buffer_ceiling
     int lf_blas_buffers_checked()
     void lf_barrier_init(lf_barrier* b)
-    void lf_barrier_wait(lf_barrier* b, int nthreads)
+    int lf_barrier_wait(lf_barrier* b, int nthreads)
     Py_ssize_t lf_claim_next(Py_ssize_t* counter)
     void lf_claims_reset(Py_ssize_t* counter)
     void lf_count_add(Py_ssize_t* counter, Py_ssize_t value)
@@ -919,6 +921,18 @@ cdef inline Py_ssize_t _group_slice(const _unit_groups* groups, Py_ssize_t K, Py
                 + block * (groups.cols[group + 1] - groups.cols[group]))
 
 
+# for tests: the team thread with this id (-1: none) spins, deaf to cancels, before the
+# backward pass's gradient barrier while _spin_hold is nonzero (a thread stuck in a pass)
+cdef int _spin_tid = -1
+cdef int _spin_hold = 0
+
+
+cdef inline void _spin_if_asked(int tid) noexcept nogil:
+    if tid == _spin_tid:
+        while lf_load_flag(&_spin_hold) != 0:
+            pass
+
+
 cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf_barrier* barrier,
                             int tid, int nthreads) noexcept nogil:
     """End of a step: wait for every thread, and agree on whether to stop (cancel set).
@@ -930,7 +944,8 @@ cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf
         return cancel != NULL and lf_load_flag(cancel) != 0
     if tid == 0:
         stop_slots[s % 2] = 1 if (cancel != NULL and lf_load_flag(cancel) != 0) else 0
-    lf_barrier_wait(barrier, nthreads)
+    if lf_barrier_wait(barrier, nthreads):
+        return True      # the job was given up (cancelled while a thread waited)
     return stop_slots[s % 2] != 0
 
 
@@ -1076,8 +1091,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                  <const floating*>job.packed_input + r0, job.ld_packed_input,
                  <const floating*>job.input_weights, job.ld_input_weights, <floating>1,
                  projection + r0, ld_projection)
-        if nthreads > 1:
-            lf_barrier_wait(&job.barrier, nthreads)
+        if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+            return       # given up (see _team_stop)
     cdef floating* z_step
     cdef floating* z_block
     cdef const floating* projection_block
@@ -1245,7 +1260,11 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* x_pack = NULL
     cdef int nthreads = 1, g
     cdef Py_ssize_t u0, u1, group
-    cdef _forward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _forward_job* job = <_forward_job*>malloc(sizeof(_forward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
     # level-3 BLAS is called unless the packed kernel does every product (lf_pass_acquire)
     cdef bint level3 = True, blas_single = _shape_uses_team(dims, T)
     if T > 1 and _packed_gemm_on(mb):
@@ -1262,6 +1281,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     else:
         nthreads = lf_pass_acquire(1, level3, blas_single)
     if nthreads == 0:
+        free(job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
     if packed_rw != NULL:
@@ -1387,6 +1407,7 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.cancelled = 0
     job.parts = _split_parts(dims, T)
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     job.groups.taken_over = 0
 
     cdef Py_ssize_t s0, s1
@@ -1413,20 +1434,24 @@ cdef int _forward_impl(const lstm_dims* dims,
         # the first step's counters (each thread resets those of the step after its current one)
         _reset_claims(&job.groups, s0, nthreads)
         if floating is float:
-            lf_team_execute(_forward_steps_f32, &job, nthreads)
+            status = lf_team_execute(_forward_steps_f32, job, nthreads, &job.barrier)
         else:
-            lf_team_execute(_forward_steps_f64, &job, nthreads)
+            status = lf_team_execute(_forward_steps_f64, job, nthreads, &job.barrier)
+        if status == LF_TEAM_ABANDONED:
+            return LSTM_ERR_ABANDONED      # job, work space and team stay with the worker
         _last_taken_over[0] = job.groups.taken_over
-        if job.cancelled:
+        if job.cancelled or job.barrier.abort:
             lf_pass_release(nthreads, level3, blas_single)
+            free(job)
             free(owned)
             return LSTM_ERR_CANCELLED
         s0 = s1
     lf_pass_release(nthreads, level3, blas_single)
 
-    _scatter_state(dims, _h_of_step(&job, h_ring, T - 1), last_h, last_h_strides)
+    _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                    last_c_strides)
+    free(job)
     free(owned)
     return LSTM_OK
 
@@ -1682,8 +1707,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
                                           <floating*>job.grad_stack + c0 * F)
         part += nthreads
-    if nthreads > 1:
-        lf_barrier_wait(&job.barrier, nthreads)
+    _spin_if_asked(tid)
+    if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+        return           # given up (see _team_stop)
     # every thread its share of the columns of the sums and of the outputs (the sums in the
     # same order at every team size)
     c0 = G * tid // nthreads
@@ -1808,12 +1834,17 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1
     cdef Py_ssize_t u0, u1, group
-    cdef _backward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _backward_job* job = <_backward_job*>malloc(sizeof(_backward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
     # the gradient GEMMs are level-3 BLAS calls in every pass (lf_pass_acquire)
     cdef bint blas_single = _shape_uses_team(dims, steps)
     nthreads = lf_pass_acquire(_team_size(dims, steps, True)
                                if steps > 1 and _packed_gemm_on(mb) else 1, True, blas_single)
     if nthreads == 0:
+        free(job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
     if steps > 1 and _packed_gemm_on(mb):
@@ -1907,15 +1938,19 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     _reset_claims(&job.groups, T - 1, nthreads)
     job.groups.taken_over = 0
     if floating is float:
-        lf_team_execute(_backward_steps_f32, &job, nthreads)
+        status = lf_team_execute(_backward_steps_f32, job, nthreads, &job.barrier)
     else:
-        lf_team_execute(_backward_steps_f64, &job, nthreads)
+        status = lf_team_execute(_backward_steps_f64, job, nthreads, &job.barrier)
+    if status == LF_TEAM_ABANDONED:
+        return LSTM_ERR_ABANDONED          # job, work space and team stay with the worker
     _last_taken_over[1] = job.groups.taken_over
     lf_pass_release(nthreads, True, blas_single)
-    if job.cancelled:
+    if job.cancelled or job.barrier.abort:
+        free(job)
         free(owned)
         return LSTM_ERR_CANCELLED
     # every step swapped the two cell-error blocks once
@@ -1980,6 +2015,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
                 if grad_c0 != NULL:
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
+    free(job)
     free(owned)
     return LSTM_OK
 
@@ -2001,7 +2037,28 @@ ERROR_MESSAGES = {
     LSTM_ERR_ACTIVATION: "unknown activation code",
     LSTM_ERR_TOO_LARGE: "the problem is too large for the BLAS integer type of this SciPy",
     LSTM_ERR_NO_MEMORY: "no memory for the work space or for the BLAS work buffers",
+    LSTM_ERR_ABANDONED: "interrupted, and a thread of the team did not stop",
 }
+
+_ABANDONED_MESSAGE = ("a thread of the team did not stop within 2 s: the pass's arrays are kept "
+                      "for it (never reused) and later passes run on one thread")
+
+# The arrays of passes whose team thread never stopped (LSTM_ERR_ABANDONED): that thread may
+# still write to them, so they are kept alive here and never handed out again (_is_stranded).
+_STRANDED = []
+_STRANDED_IDS = set()
+
+
+def _strand(arrays):
+    """Keep `arrays` (None entries skipped) for good; _is_stranded tells the buffer pool."""
+    for array in arrays:
+        if array is not None and id(array) not in _STRANDED_IDS:
+            _STRANDED.append(array)
+            _STRANDED_IDS.add(id(array))
+
+
+def _is_stranded(array):
+    return id(array) in _STRANDED_IDS
 
 
 cdef inline void* _data(cnp.ndarray array):
@@ -2115,6 +2172,9 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     else:
         status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
                                 cache, workspace, cancel)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel))
+        raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
     if status == LSTM_ERR_NO_MEMORY:
@@ -2170,6 +2230,10 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
     else:
         status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
                                  gx, gh0, gc0, workspace, cancel, grad_last_c)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
+                 grad_last_c))
+        raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
     if status == LSTM_ERR_NO_MEMORY:
@@ -2300,6 +2364,16 @@ def _set_blas_buffer_ceiling(int buffers):
     previous = lf_blas_buffer_ceiling
     lf_blas_buffer_ceiling = buffers
     return previous
+
+
+def _set_thread_stuck(int tid):
+    """For tests: team thread `tid` (1 .. LF_TEAM_MAX - 1; -1: none) spins before the backward
+    pass's gradient barrier until _set_thread_stuck(-1), ignoring cancels."""
+    global _spin_tid, _spin_hold
+    if tid != -1 and not 1 <= tid < LF_TEAM_MAX:
+        raise ValueError(f"tid must be -1 or 1 to {LF_TEAM_MAX - 1}, got {tid}")
+    _spin_hold = 1 if tid != -1 else 0
+    _spin_tid = tid if tid != -1 else _spin_tid
 
 
 def _last_groups_taken_over():

@@ -34,6 +34,11 @@
 #define LF_SPINS_BEFORE_WAIT 2000
 /* spins an idle worker waits for the next job before it sleeps on the condition variable */
 #define LF_IDLE_SPINS 4000
+/* a thread waiting inside a job wakes at least this often to check whether the job was given
+ * up (lf_barrier.abort) or the pass cancelled */
+#define LF_WAIT_SLICE_NS 20000000L
+/* after a job was given up, the caller waits this many slices (2 s) for its workers to leave */
+#define LF_ABANDON_SLICES 100
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LF_PAUSE() __builtin_ia32_pause()
@@ -43,11 +48,13 @@
 
 typedef void (*lf_team_fn)(void* job, int tid, int nthreads);
 
-/* Sleep while *addr == value (returns at once if it differs; may return spuriously). */
-static inline void lf_sleep_while_equal(unsigned int* addr, unsigned int value)
+/* Sleep while *addr == value, for at most LF_WAIT_SLICE_NS (returns at once if it differs; may
+ * return spuriously). */
+static inline void lf_sleep_slice_while_equal(unsigned int* addr, unsigned int value)
 {
 #ifdef __linux__
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+    struct timespec slice = {0, LF_WAIT_SLICE_NS};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, &slice, NULL, 0);
 #else
     (void)addr; (void)value;
     sched_yield();
@@ -63,24 +70,6 @@ static inline void lf_wake_all(unsigned int* addr)
 #endif
 }
 
-/* Wait until *addr != value: spin briefly, then sleep. A thread that goes to sleep counts itself
- * in *sleepers first; whoever changes *addr wakes the sleepers (both sides sequentially
- * consistent, so that one of them sees the other and no wake-up is lost). */
-static inline void lf_wait_while_equal(unsigned int* addr, unsigned int value, int* sleepers)
-{
-    int spins = 0;
-    while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
-        if (++spins < LF_SPINS_BEFORE_WAIT) {
-            LF_PAUSE();
-            continue;
-        }
-        __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) == value)
-            lf_sleep_while_equal(addr, value);
-        __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-    }
-}
-
 static inline void lf_publish(unsigned int* addr, unsigned int value, int* sleepers)
 {
     __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);
@@ -88,11 +77,16 @@ static inline void lf_publish(unsigned int* addr, unsigned int value, int* sleep
         lf_wake_all(addr);
 }
 
-/* A central counting barrier for the threads of one job. */
+/* A central counting barrier for the threads of one job, and the job's abort flag: a job is
+ * given up (abort set, once) when its pass is cancelled while a thread waits, so that no wait
+ * of a job outlasts a cancel by more than a slice. A thread that sees the flag leaves the job
+ * at once and touches nothing shared. */
 typedef struct {
     int count;
     unsigned int generation;
     int sleepers;
+    int abort;
+    const int* cancel;    /* the pass's cancel flag (may be NULL), polled by every wait */
 } lf_barrier;
 
 static inline void lf_barrier_init(lf_barrier* b)
@@ -100,9 +94,48 @@ static inline void lf_barrier_init(lf_barrier* b)
     b->count = 0;
     b->generation = 0;
     b->sleepers = 0;
+    b->abort = 0;
+    b->cancel = NULL;
 }
 
-static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
+/* Whether the job is given up; gives it up if its pass was cancelled (and wakes its waits). */
+static inline int lf_job_aborted(lf_barrier* b)
+{
+    if (__atomic_load_n(&b->abort, __ATOMIC_ACQUIRE))
+        return 1;
+    if (b->cancel != NULL && __atomic_load_n(b->cancel, __ATOMIC_RELAXED) != 0) {
+        __atomic_store_n(&b->abort, 1, __ATOMIC_SEQ_CST);
+        lf_wake_all(&b->generation);
+        return 1;
+    }
+    return 0;
+}
+
+/* Wait until *addr != value: spin briefly, then sleep, in slices. A thread that goes to sleep
+ * counts itself in *sleepers first; whoever changes *addr wakes the sleepers (both sides
+ * sequentially consistent, so that one of them sees the other and no wake-up is lost).
+ * Returns 1 when the job is given up (at once, even if *addr is unchanged), else 0. */
+static inline int lf_wait_while_equal_in_job(unsigned int* addr, unsigned int value, int* sleepers,
+                                             lf_barrier* job)
+{
+    int spins = 0;
+    while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
+        if (++spins < LF_SPINS_BEFORE_WAIT) {
+            LF_PAUSE();
+            continue;
+        }
+        if (lf_job_aborted(job))
+            return 1;
+        __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) == value)
+            lf_sleep_slice_while_equal(addr, value);
+        __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+    }
+    return __atomic_load_n(&job->abort, __ATOMIC_ACQUIRE);
+}
+
+/* Returns 0 when every thread has arrived, 1 when the job was given up (leave the job). */
+static inline int lf_barrier_wait(lf_barrier* b, int nthreads)
 {
     unsigned int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == nthreads) {
@@ -110,9 +143,9 @@ static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
          * barrier counts from zero */
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         lf_publish(&b->generation, generation + 1, &b->sleepers);
-        return;
+        return __atomic_load_n(&b->abort, __ATOMIC_ACQUIRE);
     }
-    lf_wait_while_equal(&b->generation, generation, &b->sleepers);
+    return lf_wait_while_equal_in_job(&b->generation, generation, &b->sleepers, b);
 }
 
 /* Work sharing inside a step: a counter of the items taken from one thread's run (the owner
@@ -144,10 +177,11 @@ typedef struct {
     int nthreads;
     unsigned int finished;     /* workers done with the current job */
     int finished_sleepers;     /* the caller asleep waiting for them */
+    int abandoned;             /* a job's worker never left it: busy stays held for good */
 } lf_team_state;
 
 static lf_team_state lf_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
+                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0};
 static int lf_team_atfork_registered = 0;
 /* the job generation current when each worker was created: its first job is the next one (a
  * worker that starts running late must still see the job posted right after its creation) */
@@ -416,18 +450,46 @@ static int lf_team_acquire(int nthreads)
 
 static void lf_team_release(int nthreads)
 {
-    if (nthreads > 1)
+    if (nthreads > 1 && !lf_team.abandoned)
         pthread_mutex_unlock(&lf_team.busy);
 }
 
+/* The caller's wait for the workers of the current job (nthreads in all) to return: returns 0
+ * when they have, or LF_TEAM_ABANDONED when the job was given up (barrier->abort, or the pass's
+ * cancel flag) and a worker is still inside LF_ABANDON_SLICES slices later. Then the job, and
+ * whatever it points to, belongs to that worker for good: the caller must neither free nor
+ * reuse any of it; the team stays held (lf_team.abandoned), so later passes run alone. */
+#define LF_TEAM_ABANDONED 1
+static int lf_team_wait_finished(int nthreads, lf_barrier* barrier)
+{
+    int slices_after_abort = 0;
+    unsigned int done;
+    while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1) {
+        if (lf_wait_while_equal_in_job(&lf_team.finished, done, &lf_team.finished_sleepers,
+                                       barrier) == 0)
+            continue;
+        /* given up: the workers leave at their next wait; one that does not is stuck */
+        if (++slices_after_abort > LF_ABANDON_SLICES) {
+            lf_team.abandoned = 1;
+            return LF_TEAM_ABANDONED;
+        }
+        __atomic_add_fetch(&lf_team.finished_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&lf_team.finished, __ATOMIC_SEQ_CST) == done)
+            lf_sleep_slice_while_equal(&lf_team.finished, done);
+        __atomic_sub_fetch(&lf_team.finished_sleepers, 1, __ATOMIC_SEQ_CST);
+    }
+    return 0;
+}
+
 /* Runs fn(job, tid, nthreads) for tid 0..nthreads-1 (the caller is tid 0) and returns when all
- * have returned. nthreads is what lf_team_acquire granted; fn's threads meet with
- * lf_barrier_wait(barrier, nthreads). */
-static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+ * have returned (0), or LF_TEAM_ABANDONED (see lf_team_wait_finished). nthreads is what
+ * lf_team_acquire granted; fn's threads meet with lf_barrier_wait(barrier, nthreads), the
+ * barrier of the job (its abort flag and cancel flag guard every wait). */
+static int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier)
 {
     if (nthreads <= 1) {
         fn(job, 0, 1);
-        return;
+        return 0;
     }
     lf_team.fn = fn;
     lf_team.job = job;
@@ -438,9 +500,7 @@ static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
     pthread_cond_broadcast(&lf_team.wake);
     pthread_mutex_unlock(&lf_team.lock);
     fn(job, 0, nthreads);
-    unsigned int done;
-    while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1)
-        lf_wait_while_equal(&lf_team.finished, done, &lf_team.finished_sleepers);
+    return lf_team_wait_finished(nthreads, barrier);
 }
 
 /* ------------------------------------------------------------------ one pass's threads

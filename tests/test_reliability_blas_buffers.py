@@ -20,7 +20,7 @@ import pytest
 import lstmfast
 from lstmfast import kernels
 from reference import ref_backward, ref_forward
-from reliability_support import record, run_child
+from reliability_support import last_json_line, record, run_child
 
 needs_buffer_check = pytest.mark.skipif(
     not kernels._BLAS_BUFFER_CHECK, reason="the BLAS is not an OpenBLAS with blas_memory_alloc")
@@ -176,3 +176,61 @@ def _limited_child(delta):
         return type(error).__name__
     return {0: "ok", 3: "MemoryError"}.get(result.returncode,
                                            f"exit {result.returncode}: {result.stderr[-200:]}")
+
+
+# A team thread stuck in a backward pass (a test hook makes thread 1 spin before the gradient
+# barrier, deaf to cancels); Ctrl-C arrives 0.2 s later. Prints one JSON line.
+STUCK_CHILD = r'''
+import _thread, json, threading, time
+import numpy as np
+import lstmfast
+from lstmfast import functional, kernels
+from reference import ref_backward, ref_forward
+lstmfast.set_num_threads(2)
+T, mb, n_in, h = 10, 32, 128, 128          # a team pass, long enough to run interruptibly
+rng = np.random.default_rng(2)
+x = rng.standard_normal((mb, n_in, T))
+W = np.asfortranarray(rng.standard_normal((n_in, 4 * h)) * 0.1)
+RW = np.asfortranarray(rng.standard_normal((h, 4 * h)) * 0.1)
+b = rng.standard_normal(4 * h) * 0.1
+eps = rng.standard_normal((mb, h, T))
+fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
+kernels._set_thread_stuck(1)
+threading.Timer(0.2, _thread.interrupt_main).start()
+start = time.monotonic()
+outcome = "returned"
+try:
+    lstmfast.lstm_backward(fwd, eps)
+except KeyboardInterrupt as error:
+    outcome = str(error)
+latency = time.monotonic() - start
+stranded = len(kernels._STRANDED)
+pooled_stranded = sum(kernels._is_stranded(entry[2]) for entry in functional._POOL._pooled)
+# later passes run alone, right, while the stuck thread still spins
+fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
+grads = lstmfast.lstm_backward(fwd, eps)
+split = kernels._last_backward_gradient_split()
+ref = ref_forward(x, W, RW, b)
+ref_grads = ref_backward(ref, eps)
+error = max(float(np.max(np.abs(fwd.output - ref.output))),
+            float(np.max(np.abs(grads.input_weights - ref_grads.input_weights))),
+            float(np.max(np.abs(grads.recurrent_weights - ref_grads.recurrent_weights))))
+kernels._set_thread_stuck(-1)
+print(json.dumps({"outcome": outcome, "latency": latency, "stranded": stranded,
+                  "pooled_stranded": pooled_stranded, "split": split, "error": error}))
+'''
+
+
+def test_ctrl_c_gives_up_a_stuck_team_thread():
+    """The original code waited at the barrier for ever (Ctrl-C ignored); now the pass is given
+    up after the grace of 2 s: KeyboardInterrupt, the pass's arrays kept out of the pool (the
+    stuck thread may still write to them), and later passes run alone with right results."""
+    result = run_child(STUCK_CHILD, timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = last_json_line(result.stdout)
+    record("stuck team thread: Ctrl-C to KeyboardInterrupt (s)", round(outcome["latency"], 2))
+    assert "did not stop" in outcome["outcome"]
+    assert 1.5 < outcome["latency"] < 4.0
+    assert outcome["stranded"] > 0 and outcome["pooled_stranded"] == 0
+    assert outcome["split"] == "one thread"
+    assert outcome["error"] < 1e-10
