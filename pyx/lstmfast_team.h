@@ -187,6 +187,8 @@ static int lf_team_atfork_registered = 0;
  * worker that starts running late must still see the job posted right after its creation) */
 static unsigned long lf_team_first_seen[LF_TEAM_MAX];
 
+static void lf_blas_after_fork_child(void);
+
 static void lf_team_after_fork_child(void)
 {
     /* only the forking thread exists in the child: forget the workers and reset the locks */
@@ -195,6 +197,8 @@ static void lf_team_after_fork_child(void)
     pthread_cond_init(&lf_team.wake, NULL);
     lf_team.started = 0;
     lf_team.generation = 0;
+    lf_team.abandoned = 0;
+    lf_blas_after_fork_child();
 }
 
 static void* lf_team_worker(void* arg)
@@ -382,6 +386,18 @@ static int lf_blas_buffers_acquire(int threads)
     lf_blas_buffer_users += granted;
     pthread_mutex_unlock(&lf_blas_buffers_lock);
     return granted;
+}
+
+/* In a forked child only the forking thread exists: no pass counts threads or holds OpenBLAS
+ * at one thread there (the locks may have been held by threads that are gone). OpenBLAS is not
+ * called here: a child forked during such a pass keeps OpenBLAS at one thread. */
+static void lf_blas_after_fork_child(void)
+{
+    pthread_mutex_init(&lf_blas_buffers_lock, NULL);
+    pthread_mutex_init(&lf_blas_single_lock, NULL);
+    lf_blas_buffer_users = 0;
+    lf_blas_single_holders = 0;
+    lf_blas_saved_threads = 0;
 }
 
 /* Whether OpenBLAS's allocator was found, so that buffers are checked before BLAS calls. */
