@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import operator
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -120,8 +121,9 @@ class _BufferPool:
             self._add(self._pending.popleft())
 
     def _add(self, array):
-        """With the lock held."""
-        if not self.min_bytes <= array.nbytes <= self.max_bytes:
+        """With the lock held. A buffer of a pass whose team thread never stopped is not pooled:
+        that thread may still write to it."""
+        if not self.min_bytes <= array.nbytes <= self.max_bytes or _kernels._is_stranded(array):
             return
         self._pooled.append((array.dtype.str, array.size, array))
         self._bytes += array.nbytes
@@ -320,6 +322,8 @@ def _check_finite(arrays):
 # Passes estimated above this many floating-point operations run in a worker thread while the
 # calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
 _INTERRUPTIBLE_FLOPS = 5e7
+# after Ctrl-C, how long a pass may take to stop (a team thread's own grace is 2 s)
+_STOP_GRACE_SECONDS = 5.0
 
 
 def _run_kernel(kernel, args, flops, extra=()):
@@ -355,35 +359,47 @@ def _run_kernel(kernel, args, flops, extra=()):
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
     try:
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError as error:    # "can't start new thread": nothing has run yet
+            raise MemoryError(f"no memory to start the pass's thread ({error})") from error
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
         # a further Ctrl-C while calling the pass off starts the calling off again (it is
         # idempotent), so the buffers are never handed back while the kernel may still run
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
         while True:
             try:
-                _call_off(owner, cancel, done)
+                stopped = _call_off(owner, cancel, done, deadline)
                 break
             except KeyboardInterrupt:
                 pass
+        if not stopped:
+            # a kernel that did not stop within the grace (a thread stuck where it cannot see
+            # the flag) keeps its arrays for good: they are never pooled again
+            _kernels._strand(args + (cancel,) + tuple(extra))
+        if failure:      # the kernel's own account (e.g. a team thread that did not stop)
+            raise failure[0] from None
         raise
     if failure:
         raise failure[0]
 
 
-def _call_off(owner, cancel, done):
+def _call_off(owner, cancel, done, deadline):
     """Stop the pass of _run_kernel: keep the kernel from starting or, when it has started, ask
-    it to stop at its next time step and wait until it has. Safe to repeat."""
+    it to stop at its next time step and wait until it has, or until ``deadline``
+    (time.monotonic()). True once the kernel cannot touch its arrays any more. Safe to repeat."""
     if owner.setdefault("pass", "caller") == "caller":
         done.set()                       # the worker, if it ever runs, finds the pass taken
-        return
+        return True
     cancel[0] = 1
-    while not done.is_set():
+    while not done.is_set() and time.monotonic() < deadline:
         try:
             done.wait(0.05)
         except KeyboardInterrupt:
             pass
+    return done.is_set()
 
 
 def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):

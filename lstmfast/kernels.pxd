@@ -32,6 +32,7 @@ cdef enum:
     LSTM_ERR_TOO_LARGE = -3    # a dimension or product does not fit the BLAS integer / address space
     LSTM_ERR_NO_MEMORY = -4    # workspace was NULL and allocating it failed
     LSTM_ERR_CANCELLED = -5    # stopped on request (only the Python entry asks for this)
+    LSTM_ERR_ABANDONED = -6    # cancelled, and a team thread never left the pass (Python entry only)
 
 # Problem sizes and options; `time_steps` is T (1 for lstm_step).
 ctypedef struct lstm_dims:

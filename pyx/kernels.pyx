@@ -47,7 +47,7 @@ from lstmfast._activations cimport (activate_array, derivative_array, lf_select_
                                     lf_gemm_packed_f64)
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               LSTM_ERR_CANCELLED,
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED,
                                ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
 cnp.import_array()
@@ -56,14 +56,20 @@ cnp.import_array()
 # element-wise code split across threads by hidden units, one barrier per step.
 cdef extern from "lstmfast_team.h" nogil:
     ctypedef struct lf_barrier:
-        int count
+        int abort
+        const int* cancel
     ctypedef void (*lf_team_fn)(void* job, int tid, int nthreads) noexcept nogil
     int LF_TEAM_MAX
     int lf_team_acquire(int nthreads)
     void lf_team_release(int nthreads)
-    void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+    int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier)
+    int LF_TEAM_ABANDONED
+    int lf_pass_acquire(int wanted, int level3, int blas_single)
+    void lf_pass_release(int nthreads, int level3, int blas_single)
+    int lf_blas_buffer_ceiling
+    int lf_blas_buffers_checked()
     void lf_barrier_init(lf_barrier* b)
-    void lf_barrier_wait(lf_barrier* b, int nthreads)
+    int lf_barrier_wait(lf_barrier* b, int nthreads)
     Py_ssize_t lf_claim_next(Py_ssize_t* counter)
     void lf_claims_reset(Py_ssize_t* counter)
     void lf_count_add(Py_ssize_t* counter, Py_ssize_t value)
@@ -91,6 +97,8 @@ cdef extern from "lstmfast_cells.h" nogil:
 from scipy.linalg cimport cython_blas as _cython_blas
 # OpenBLAS's thread setters, found through the library SciPy's cython_blas calls
 _BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
+# OpenBLAS's buffer pool is filled, checked, before level-3 calls (lf_blas_buffers_acquire)
+_BLAS_BUFFER_CHECK = lf_blas_buffers_checked() != 0
 
 import os as _os
 import operator
@@ -196,7 +204,7 @@ cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
 
 
 # The step's x is packed for the per-step input product (x_pack) only up to this many elements
-# of [mb, nIn]: 512 KB of float, INPUT_PRODUCT_TEAM_MAX_BYTES's default; above, the per-step
+# of [mb, nIn]: 512 KB of float, INPUT_PRODUCT_MAX_BYTES's default; above, the per-step
 # product is not used by default and the room (8 threads' copies) would be reserved for
 # nothing. A constant, like _a_pack_used (not the tunable limits: a work space sized under one
 # setting may be used under another); past it the per-step product reads x in place.
@@ -310,14 +318,17 @@ cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 256
 # kernel sweeps W's panels). Those were with x read in place; with x packed (x_pack) per step
 # at 128-256 KB was still no faster at one thread: (60, 128, 512, 1024) float32 1357 vs 1351 ms,
 # float64 (100, 64, 256, 256) 226 vs 219 ms.
-cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 65536
-# The same limit for a pass split across the thread team, where the chunk's GEMM also costs a
-# barrier (every thread waits for all rows) and has each thread re-pack all of W; the step's x is
-# packed for the kernel (x_pack), so the limit is about L2 (512 KB here). Forward, 2 threads,
-# wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32 740 vs 790 ms,
-# float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64 (512 KB per step)
-# 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388 vs 354 ms.
-cdef Py_ssize_t INPUT_PRODUCT_TEAM_MAX_BYTES = 524288
+# For a pass split across the thread team, where the chunk's GEMM also costs a barrier (every
+# thread waits for all rows) and has each thread re-pack all of W, and the step's x is packed for
+# the kernel (x_pack), the best limit was about L2 (512 KB here). Forward, 2 threads, wall time,
+# per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32 740 vs 790 ms, float64
+# (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64 (512 KB per step) 295 vs
+# 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388 vs 354 ms. One limit serves
+# every team size, since the choice changes the bits and the team size must not: the team's,
+# 512 KB. One thread pays for it between 64 and 512 KB per step: forward (20, 64, 256, 256)
+# float64 (128 KB) 5.0% more instructions (callgrind), 20-30% more CPU time (noisy); training
+# (20, 16, 600, 128) float64 (75 KB) 9.2% more instructions.
+cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 524288
 
 
 cdef inline bint _packed_gemm_on(Py_ssize_t minibatch) noexcept nogil:
@@ -766,6 +777,24 @@ cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps, bint packed)
     return <int>threads
 
 
+cdef inline bint _shape_uses_team(const lstm_dims* dims, Py_ssize_t steps) noexcept nogil:
+    """Whether a pass of this shape runs on a team of two or more at some set_num_threads (the
+    packed path, enough units and work per step: see _team_size). Such a pass splits its large
+    GEMMs into the parts of a plan fixed by this answer alone (_split_parts) and holds
+    OpenBLAS at one thread (lf_pass_acquire), whatever team it gets: its bits depend neither on
+    set_num_threads nor on what else runs."""
+    return (steps > 1 and _packed_gemm_on(dims.minibatch) and dims.hidden >= 2 * TEAM_MIN_UNITS
+            and 4 * dims.minibatch * dims.hidden * dims.hidden >= 2 * TEAM_MIN_STEP_WORK)
+
+
+cdef inline int _split_parts(const lstm_dims* dims, Py_ssize_t steps) noexcept nogil:
+    """Parts of the GEMMs outside the time loop (the chunk's input projection, dL/dx, the
+    gradient GEMMs): two for a shape that may use the team, at every team size (one thread
+    computes both), else one. The parts are BLAS calls of fixed dimensions whose results do not
+    depend on which thread computes them."""
+    return 2 if _shape_uses_team(dims, steps) else 1
+
+
 # The time loops of a team split each step into groups of units (about UNIT_GROUPS_PER_THREAD
 # per thread, each a whole number of packed panels). Each thread owns a run of groups and takes
 # them in order; a thread that has finished its own takes the groups its partners have not
@@ -894,6 +923,18 @@ cdef inline Py_ssize_t _group_slice(const _unit_groups* groups, Py_ssize_t K, Py
                 + block * (groups.cols[group + 1] - groups.cols[group]))
 
 
+# for tests: the team thread with this id (-1: none) spins, deaf to cancels, before the
+# backward pass's gradient barrier while _spin_hold is nonzero (a thread stuck in a pass)
+cdef int _spin_tid = -1
+cdef int _spin_hold = 0
+
+
+cdef inline void _spin_if_asked(int tid) noexcept nogil:
+    if tid == _spin_tid:
+        while lf_load_flag(&_spin_hold) != 0:
+            pass
+
+
 cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf_barrier* barrier,
                             int tid, int nthreads) noexcept nogil:
     """End of a step: wait for every thread, and agree on whether to stop (cancel set).
@@ -905,7 +946,8 @@ cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf
         return cancel != NULL and lf_load_flag(cancel) != 0
     if tid == 0:
         stop_slots[s % 2] = 1 if (cancel != NULL and lf_load_flag(cancel) != 0) else 0
-    lf_barrier_wait(barrier, nthreads)
+    if lf_barrier_wait(barrier, nthreads):
+        return True      # the job was given up (cancelled while a thread waited)
     return stop_slots[s % 2] != 0
 
 
@@ -954,6 +996,7 @@ ctypedef struct _forward_job:
     const int* cancel
     int stop_slots[2]
     int cancelled
+    int parts                      # parts of the GEMMs outside the time loop (_split_parts)
     lf_barrier barrier
     _unit_groups groups            # the team's groups of units (_plan_groups)
 
@@ -1027,10 +1070,17 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
     # [mb*S, 4h] = 1 b^T + xp W here, one GEMM per thread on its share of the rows (splitting by
     # columns would make every thread re-pack all of xp); then every thread waits for all rows.
-    cdef Py_ssize_t rows = mb * (job.s1 - job.s0)
-    cdef Py_ssize_t r0 = rows * tid // nthreads, r1 = rows * (tid + 1) // nthreads
+    cdef Py_ssize_t rows = mb * (job.s1 - job.s0), r0, r1
+    cdef int part
     if packed_w == NULL:
-        if r1 > r0:
+        # in job.parts parts of rows, the same at every team size (see _split_parts)
+        part = tid
+        while part < job.parts:
+            r0 = rows * part // job.parts
+            r1 = rows * (part + 1) // job.parts
+            part += nthreads
+            if r1 == r0:
+                continue
             # the bias first, and the GEMM adds to it (beta 1): with beta 0 OpenBLAS zeroes C
             # first (a memset of the chunk, 1.7% of a (100, 64, 256, 256) float64 forward), and
             # the step's element-wise code then needed a pass to add the bias
@@ -1043,8 +1093,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                  <const floating*>job.packed_input + r0, job.ld_packed_input,
                  <const floating*>job.input_weights, job.ld_input_weights, <floating>1,
                  projection + r0, ld_projection)
-        if nthreads > 1:
-            lf_barrier_wait(&job.barrier, nthreads)
+        if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+            return       # given up (see _team_stop)
     cdef floating* z_step
     cdef floating* z_block
     cdef const floating* projection_block
@@ -1212,17 +1262,31 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef floating* x_pack = NULL
     cdef int nthreads = 1, g
     cdef Py_ssize_t u0, u1, group
-    cdef _forward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _forward_job* job = <_forward_job*>malloc(sizeof(_forward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    # level-3 BLAS is called unless the packed kernel does every product (lf_pass_acquire)
+    cdef bint level3 = True, blas_single = _shape_uses_team(dims, T)
     if T > 1 and _packed_gemm_on(mb):
         packed_rw = peep_block + 3 * n
         if _a_pack_used(mb):
             a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
             if _x_pack_used(mb, n_in):
                 x_pack = a_pack + LF_TEAM_MAX * _a_pack_len(mb, h)
-        nthreads = lf_team_acquire(_team_size(dims, T, True))
-        if mb * n_in * <Py_ssize_t>sizeof(floating) <= (INPUT_PRODUCT_MAX_BYTES if nthreads == 1
-                                                         else INPUT_PRODUCT_TEAM_MAX_BYTES):
+        # one limit for every team size: the choice changes the bits
+        if mb * n_in * <Py_ssize_t>sizeof(floating) <= INPUT_PRODUCT_MAX_BYTES:
             packed_w = packed_rw + _packed_slices_size(h, G, 4)
+            level3 = False
+        nthreads = lf_pass_acquire(_team_size(dims, T, True), level3, blas_single)
+    else:
+        nthreads = lf_pass_acquire(1, level3, blas_single)
+    if nthreads == 0:
+        free(job)
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    if packed_rw != NULL:
         if nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
             if packed_w != NULL:
@@ -1343,7 +1407,9 @@ cdef int _forward_impl(const lstm_dims* dims,
     job.stop_slots[0] = 0
     job.stop_slots[1] = 0
     job.cancelled = 0
+    job.parts = _split_parts(dims, T)
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     job.groups.taken_over = 0
 
     cdef Py_ssize_t s0, s1
@@ -1370,20 +1436,24 @@ cdef int _forward_impl(const lstm_dims* dims,
         # the first step's counters (each thread resets those of the step after its current one)
         _reset_claims(&job.groups, s0, nthreads)
         if floating is float:
-            lf_team_execute(_forward_steps_f32, &job, nthreads)
+            status = lf_team_execute(_forward_steps_f32, job, nthreads, &job.barrier)
         else:
-            lf_team_execute(_forward_steps_f64, &job, nthreads)
+            status = lf_team_execute(_forward_steps_f64, job, nthreads, &job.barrier)
+        if status == LF_TEAM_ABANDONED:
+            return LSTM_ERR_ABANDONED      # job, work space and team stay with the worker
         _last_taken_over[0] = job.groups.taken_over
-        if job.cancelled:
-            lf_team_release(nthreads)
+        if job.cancelled or job.barrier.abort:
+            lf_pass_release(nthreads, level3, blas_single)
+            free(job)
             free(owned)
             return LSTM_ERR_CANCELLED
         s0 = s1
-    lf_team_release(nthreads)
+    lf_pass_release(nthreads, level3, blas_single)
 
-    _scatter_state(dims, _h_of_step(&job, h_ring, T - 1), last_h, last_h_strides)
+    _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                    last_c_strides)
+    free(job)
     free(owned)
     return LSTM_OK
 
@@ -1458,6 +1528,7 @@ ctypedef struct _backward_job:
     const int* cancel
     int stop_slots[2]
     int cancelled
+    int parts                      # parts of the GEMMs outside the time loop (_split_parts)
     lf_barrier barrier
 
 
@@ -1593,49 +1664,60 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 job.cancelled = 1
             return
     # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
-    # over all steps. dL/dx = D W^T (the seed's epsilonNext): each thread its share of the rows
-    # of D, or of the columns of W^T when W has more (each thread's BLAS packs all of the other
-    # operand, so the split keeps the smaller one whole)
-    cdef Py_ssize_t r0 = ld_delta * tid // nthreads, r1 = ld_delta * (tid + 1) // nthreads
-    cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
+    # over all steps, in job.parts parts fixed by the shape (see _split_parts: the same BLAS
+    # calls and sums at every team size; the threads take parts tid, tid + nthreads, ...).
+    # dL/dx = D W^T (the seed's epsilonNext): the parts are rows of D, or columns of W^T when W
+    # has more (each part's BLAS call packs all of the other operand, so the split keeps the
+    # smaller one whole)
+    cdef int parts = job.parts, part
+    cdef Py_ssize_t r0, r1, i0, i1
     if job.grad_xp != NULL:
-        if ld_delta >= dims.n_in:
-            if r1 > r0:
-                gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
-                     <const floating*>job.delta + r0, ld_delta,
-                     <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-                     <floating*>job.grad_xp + r0, ld_delta)
-        elif i1 > i0:
-            gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
-                 ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
-                 <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
-    # the parameter gradients: with grad_partial (see _use_row_groups) the threads form two
-    # groups, each the product over half of the stacked rows (split among its members by
-    # columns), into grad_stack and grad_partial, added after a barrier; otherwise all threads
-    # split the product over all rows by columns. Split by columns only, every thread's BLAS
-    # packed all of [xp | hs | 1]: the second thread's GEMMs took 20% more CPU time at
-    # (100, 64, 256, 256) float32.
+        part = tid
+        while part < parts:
+            r0 = ld_delta * part // parts
+            r1 = ld_delta * (part + 1) // parts
+            i0 = dims.n_in * part // parts
+            i1 = dims.n_in * (part + 1) // parts
+            if ld_delta >= dims.n_in:
+                if r1 > r0:
+                    gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
+                         <const floating*>job.delta + r0, ld_delta,
+                         <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                         <floating*>job.grad_xp + r0, ld_delta)
+            elif i1 > i0:
+                gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
+                     ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
+                     <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+            part += nthreads
+    # the parameter gradients: with grad_partial (see _use_row_groups) the two parts are the
+    # products over the two halves of the stacked rows, into grad_stack and grad_partial, added
+    # after a barrier; otherwise the parts are columns of the product over all rows. Split by
+    # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
+    # took 20% more CPU time at (100, 64, 256, 256) float32.
     cdef Py_ssize_t F = dims.n_in + h + 1, i
-    cdef int group = 0, members = nthreads, member = tid
-    cdef floating* target = <floating*>job.grad_stack
-    cdef Py_ssize_t k0 = 0, k1 = ld_delta
+    cdef Py_ssize_t c0, c1
+    part = tid
+    while part < parts:
+        if job.grad_partial != NULL:
+            _stacked_gradient_product(tag, job, ld_delta * part // 2, ld_delta * (part + 1) // 2,
+                                      0, G, <floating*>(job.grad_stack if part == 0
+                                                        else job.grad_partial))
+        else:
+            c0 = G * part // parts
+            c1 = G * (part + 1) // parts
+            if c1 > c0:
+                _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
+                                          <floating*>job.grad_stack + c0 * F)
+        part += nthreads
+    _spin_if_asked(tid)
+    if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+        return           # given up (see _team_stop)
+    # every thread its share of the columns of the sums and of the outputs (the sums in the
+    # same order at every team size)
+    c0 = G * tid // nthreads
+    c1 = G * (tid + 1) // nthreads
+    cdef floating* target = <floating*>job.grad_stack + c0 * F
     if job.grad_partial != NULL:
-        group = 1 if tid >= nthreads // 2 else 0
-        members = nthreads // 2 if group == 0 else nthreads - nthreads // 2
-        member = tid if group == 0 else tid - nthreads // 2
-        k0 = ld_delta * group // 2
-        k1 = ld_delta * (group + 1) // 2
-        if group == 1:
-            target = <floating*>job.grad_partial
-    cdef Py_ssize_t c0 = G * member // members, c1 = G * (member + 1) // members
-    if c1 > c0:
-        _stacked_gradient_product(tag, job, k0, k1, c0, c1 - c0, target + c0 * F)
-    if job.grad_partial != NULL:
-        lf_barrier_wait(&job.barrier, nthreads)
-        # every thread its share of the columns of the sum (the same order in every run)
-        c0 = G * tid // nthreads
-        c1 = G * (tid + 1) // nthreads
-        target = <floating*>job.grad_stack + c0 * F
         for i in range((c1 - c0) * F):
             target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
     if c1 > c0:
@@ -1754,10 +1836,21 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1
     cdef Py_ssize_t u0, u1, group
-    cdef _backward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _backward_job* job = <_backward_job*>malloc(sizeof(_backward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    # the gradient GEMMs are level-3 BLAS calls in every pass (lf_pass_acquire)
+    cdef bint blas_single = _shape_uses_team(dims, steps)
+    nthreads = lf_pass_acquire(_team_size(dims, steps, True)
+                               if steps > 1 and _packed_gemm_on(mb) else 1, True, blas_single)
+    if nthreads == 0:
+        free(job)
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
     if steps > 1 and _packed_gemm_on(mb):
         packed_rw_t = rw_t + G * h
-        nthreads = lf_team_acquire(_team_size(dims, steps, True))
         # each group's units' columns of RW^T packed together (one group for one thread)
         _plan_groups(&job.groups, h, nthreads, mb)
         for group in range(job.groups.first[nthreads]):
@@ -1830,7 +1923,8 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.grad_stack = grad_stack
     # the second row group's sums of the gradient GEMMs (see _backward_steps)
     job.grad_partial = NULL
-    if nthreads > 1 and _use_row_groups(dims, ld_delta):
+    job.parts = _split_parts(dims, steps)
+    if job.parts == 2 and _use_row_groups(dims, ld_delta):
         job.grad_partial = grad_partial
     global _last_gradient_split
     _last_gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
@@ -1846,15 +1940,19 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     _reset_claims(&job.groups, T - 1, nthreads)
     job.groups.taken_over = 0
     if floating is float:
-        lf_team_execute(_backward_steps_f32, &job, nthreads)
+        status = lf_team_execute(_backward_steps_f32, job, nthreads, &job.barrier)
     else:
-        lf_team_execute(_backward_steps_f64, &job, nthreads)
+        status = lf_team_execute(_backward_steps_f64, job, nthreads, &job.barrier)
+    if status == LF_TEAM_ABANDONED:
+        return LSTM_ERR_ABANDONED          # job, work space and team stay with the worker
     _last_taken_over[1] = job.groups.taken_over
-    lf_team_release(nthreads)
-    if job.cancelled:
+    lf_pass_release(nthreads, True, blas_single)
+    if job.cancelled or job.barrier.abort:
+        free(job)
         free(owned)
         return LSTM_ERR_CANCELLED
     # every step swapped the two cell-error blocks once
@@ -1919,6 +2017,7 @@ cdef int _backward_impl(const lstm_dims* dims,
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
                 if grad_c0 != NULL:
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
+    free(job)
     free(owned)
     return LSTM_OK
 
@@ -1939,8 +2038,29 @@ ERROR_MESSAGES = {
     LSTM_ERR_ARGUMENT: "invalid argument (a size < 1, a missing buffer or a too small leading dimension)",
     LSTM_ERR_ACTIVATION: "unknown activation code",
     LSTM_ERR_TOO_LARGE: "the problem is too large for the BLAS integer type of this SciPy",
-    LSTM_ERR_NO_MEMORY: "could not allocate the work space",
+    LSTM_ERR_NO_MEMORY: "no memory for the work space or for the BLAS work buffers",
+    LSTM_ERR_ABANDONED: "interrupted, and a thread of the team did not stop",
 }
+
+_ABANDONED_MESSAGE = ("a thread of the team did not stop within 2 s: the pass's arrays are kept "
+                      "for it (never reused) and later passes run on one thread")
+
+# The arrays of passes whose team thread never stopped (LSTM_ERR_ABANDONED): that thread may
+# still write to them, so they are kept alive here and never handed out again (_is_stranded).
+_STRANDED = []
+_STRANDED_IDS = set()
+
+
+def _strand(arrays):
+    """Keep `arrays` (None entries skipped) for good; _is_stranded tells the buffer pool."""
+    for array in arrays:
+        if array is not None and id(array) not in _STRANDED_IDS:
+            _STRANDED.append(array)
+            _STRANDED_IDS.add(id(array))
+
+
+def _is_stranded(array):
+    return id(array) in _STRANDED_IDS
 
 
 cdef inline void* _data(cnp.ndarray array):
@@ -2054,8 +2174,13 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     else:
         status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
                                 cache, workspace, cancel)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel))
+        raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
+    if status == LSTM_ERR_NO_MEMORY:
+        raise MemoryError(f"lstm_forward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_forward failed: {ERROR_MESSAGES.get(status, status)}")
 
@@ -2107,8 +2232,14 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
     else:
         status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
                                  gx, gh0, gc0, workspace, cancel, grad_last_c)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
+                 grad_last_c))
+        raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
+    if status == LSTM_ERR_NO_MEMORY:
+        raise MemoryError(f"lstm_backward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
 
@@ -2131,7 +2262,10 @@ def set_num_threads(int threads):
     hidden units. A pass uses fewer threads when its steps are too small to gain (under 24 units
     or about 65k multiply-adds per thread and step), when the minibatch is above 256 (OpenBLAS,
     threaded by its own settings, then does the per-step products), and runs alone when another
-    pass holds the team. The GEMMs outside the time loop use OpenBLAS's threads (threadpoolctl).
+    pass holds the team. A pass whose shape may use the team (at any setting) runs OpenBLAS on
+    one thread and splits its GEMMs outside the time loop in parts fixed by the shape, so that
+    its results are the same bits at every setting and whatever else runs; other passes' GEMMs
+    use OpenBLAS's threads (threadpoolctl).
     """
     global _team_threads
     if threads < 1 or threads > LF_TEAM_MAX:
@@ -2141,20 +2275,16 @@ def set_num_threads(int threads):
     return previous
 
 
-def _set_input_product_max_bytes(limits):
+def _set_input_product_max_bytes(limit):
     """Set the largest step input (bytes of [mb, nIn]) whose x W is computed per step with the
-    packed kernel (0: always one GEMM per chunk): `limits` is (one thread, thread team), or one
-    number for both. Returns the previous (one thread, thread team). For tests."""
-    global INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES
-    try:
-        single = team = operator.index(limits)
-    except TypeError:
-        single, team = (operator.index(v) for v in limits)
-    if single < 0 or team < 0:
-        raise ValueError(f"limits must be >= 0, got {limits}")
-    previous = (INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES)
-    INPUT_PRODUCT_MAX_BYTES = single
-    INPUT_PRODUCT_TEAM_MAX_BYTES = team
+    packed kernel (0: always one GEMM per chunk), at every team size. Returns the previous
+    limit. For tests."""
+    global INPUT_PRODUCT_MAX_BYTES
+    limit = operator.index(limit)
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    previous = INPUT_PRODUCT_MAX_BYTES
+    INPUT_PRODUCT_MAX_BYTES = limit
     return previous
 
 
@@ -2225,6 +2355,27 @@ def _set_gradient_split(str kind):
     previous = "rows" if _gradient_split_rows else "columns"
     _gradient_split_rows = 1 if kind == "rows" else 0
     return previous
+
+
+def _set_blas_buffer_ceiling(int buffers):
+    """For tests: OpenBLAS's buffer pool counts as holding at most this many buffers (-1: no
+    ceiling), as if the memory for more were not there. Returns the previous value."""
+    global lf_blas_buffer_ceiling
+    if buffers < -1:
+        raise ValueError(f"buffers must be >= -1, got {buffers}")
+    previous = lf_blas_buffer_ceiling
+    lf_blas_buffer_ceiling = buffers
+    return previous
+
+
+def _set_thread_stuck(int tid):
+    """For tests: team thread `tid` (1 .. LF_TEAM_MAX - 1; -1: none) spins before the backward
+    pass's gradient barrier until _set_thread_stuck(-1), ignoring cancels."""
+    global _spin_tid, _spin_hold
+    if tid != -1 and not 1 <= tid < LF_TEAM_MAX:
+        raise ValueError(f"tid must be -1 or 1 to {LF_TEAM_MAX - 1}, got {tid}")
+    _spin_hold = 1 if tid != -1 else 0
+    _spin_tid = tid if tid != -1 else _spin_tid
 
 
 def _last_groups_taken_over():
