@@ -31,7 +31,7 @@ Cache written by a forward pass for backprop (the seed's FwdPassReturn):
 Gate blocks in every 4h: [block input i, forget f, output o, input gate g], the seed's [I, F, O, G].
 """
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from cython cimport floating
 
 cimport numpy as cnp
@@ -1231,7 +1231,6 @@ cdef int _forward_impl(const lstm_dims* dims,
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
-    cdef int act = dims.activation, gate = dims.gate_activation
     cdef bint for_backprop = cache != NULL
     cdef Py_ssize_t ws_size = lstm_forward_workspace_size(dims, for_backprop)
     cdef floating* owned = NULL
@@ -1784,7 +1783,6 @@ cdef int _backward_impl(const lstm_dims* dims,
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
-    cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t ws_size = lstm_backward_workspace_size(dims)
     cdef floating* owned = NULL
     if ws_size < 0:
@@ -2169,11 +2167,11 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
                              activation, gate_activation)
     cdef int status
     if x.dtype == np.float32:
-        status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace, cancel)
+        status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
+                                       last_c, cache, workspace, cancel)
     else:
-        status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace, cancel)
+        status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
+                                        last_c, cache, workspace, cancel)
     if status == LSTM_ERR_ABANDONED:
         _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel))
         raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
@@ -2227,11 +2225,11 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
                              activation, gate_activation)
     cdef int status
     if W.dtype == np.float32:
-        status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
+        status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW,
+                                        gb, gx, gh0, gc0, workspace, cancel, grad_last_c)
     else:
-        status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
+        status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW,
+                                         gRW, gb, gx, gh0, gc0, workspace, cancel, grad_last_c)
     if status == LSTM_ERR_ABANDONED:
         _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
                  grad_last_c))
@@ -2480,14 +2478,13 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
     cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
     cdef cnp.ndarray packed = np.zeros(_packed_len(K, N, M), dtype=dtype)
     cdef cnp.ndarray a_pack = np.zeros(_a_pack_len(M, K), dtype=dtype)
-    cdef Py_ssize_t r
     cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
     start = time.perf_counter()
     if dtype == np.float32:
         with nogil:
             if use_packed:
                 _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed), M)
-            for r in range(repeats):
+            for _ in range(repeats):
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
                                    <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
@@ -2496,7 +2493,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
         with nogil:
             if use_packed:
                 _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed), M)
-            for r in range(repeats):
+            for _ in range(repeats):
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
                                    <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,
