@@ -197,7 +197,7 @@ def test_keras_hard_sigmoid_and_float32():
     assert layer.dtype == np.float32 and layer.gate_activation == "hardsigmoid"
     out = layer.forward(x.transpose(0, 2, 1).astype(np.float32))
     np.testing.assert_allclose(out.transpose(0, 2, 1), seq, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="Keras 3"):
+    with pytest.raises(ValueError, match="keras_version=2 or keras_version=3"):
         convert.from_keras(kernel, rk, bias, recurrent_activation="hard_sigmoid")
 
 
