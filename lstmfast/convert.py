@@ -599,10 +599,15 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
     (3 per direction: f for the gates, g for the cell input, h for the cell output; lstmfast
     needs g == h and the same for both directions), ``activation_alpha`` / ``activation_beta``
     one value per activation, or one per activation that takes it (ONNX Runtime's reading).
-    ``clip`` and ``input_forget=1`` are refused. String attributes may be ``str`` or the
+    ``clip`` and ``input_forget=1`` are refused. ``from_onnx(node, initializers)`` takes an
+    ``onnx`` ``NodeProto`` instead, with its weights (see :func:`lstmfast.onnx.layer_from_node`).
+    String attributes may be ``str`` or the
     ``bytes`` ONNX stores; ``hidden_size`` is checked against ``R``; ``layout`` (0: X
     ``[T, mb, nIn]``, 1: ``[mb, T, nIn]``) only moves axes of the node's tensors, not weights.
     """
+    if hasattr(W, "op_type"):        # an onnx NodeProto, R its initializers
+        from .onnx import layer_from_node
+        return layer_from_node(W, R)
     direction = _text(direction, "direction")
     if activations is not None:
         activations = [_text(a, "activation") for a in activations]
