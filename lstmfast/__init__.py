@@ -31,7 +31,7 @@ __all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "D
             "UnsupportedOperationError", "release_buffers", "set_num_threads", "get_num_threads"]
 
 
-_LAZY_SUBMODULES = ("convert", "onnx")
+_LAZY_SUBMODULES = ("convert", "onnx", "keras")
 
 
 def __getattr__(name):

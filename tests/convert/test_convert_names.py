@@ -120,14 +120,14 @@ def test_keras_version_of_a_real_keras_layer():
     major = int(keras.__version__.split(".")[0])
     assert convert.keras_major_version(layer) == major
     rng = np.random.default_rng(6)
-    weights = keras_weights(rng, 2, 3)
+    weights = [w.astype(np.float32) for w in keras_weights(rng, 2, 3)]   # what Keras keeps
     layer.set_weights(weights)
     x = rng.standard_normal((2, 5, 2))
     ours = convert.from_keras(layer)
     reference = keras3_hard_sigmoid if major == 3 else keras2_hard_sigmoid
     np.testing.assert_allclose(run_keras_layout(ours, x),
                                keras_lstm(x, *weights, recurrent_activation=reference),
-                               rtol=1e-12, atol=1e-13)
+                               rtol=0, atol=1e-6)       # float32 layer, float64 reference
 
 
 def random_onnx(rng, dirs, n_in, hidden):
@@ -175,7 +175,7 @@ def test_submodules_are_attributes_without_their_dependencies(tmp_path):
     code = ("import sys\n"
             "import lstmfast\n"
             "names = lstmfast._LAZY_SUBMODULES\n"
-            "assert {'convert', 'onnx'} <= set(names), names\n"
+            "assert set(names) == {'convert', 'onnx', 'keras'}, names\n"
             "for name in names:\n"
             "    module = getattr(lstmfast, name)\n"
             "    assert module.__name__ == 'lstmfast.' + name\n"

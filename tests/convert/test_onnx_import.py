@@ -67,7 +67,8 @@ CASES = [
 @pytest.mark.parametrize("direction, layout, peepholes, activations, with_state, with_lens", CASES)
 def test_lstm_node_outputs_match_onnx_runtime(tmp_path, direction, layout, peepholes, activations,
                                               with_state, with_lens):
-    rng = np.random.default_rng(hash((direction, layout, peepholes, with_state, with_lens)) % 2 ** 32)
+    rng = np.random.default_rng([CASES.index((direction, layout, peepholes, activations, with_state,
+                                              with_lens))])
     dirs = 2 if direction == "bidirectional" else 1
     T, mb, n_in, h = 5, 3, 4, 3
     weights = lstm_weights(rng, dirs, n_in, h, peepholes)
