@@ -114,6 +114,7 @@ def test_keywords_override_the_layer_configuration():
 
 
 def test_keras_version_of_a_real_keras_layer():
+    os.environ.setdefault("KERAS_BACKEND", "numpy")     # Keras 3 without TensorFlow
     keras = pytest.importorskip("keras")
     layer = keras.layers.LSTM(3, recurrent_activation="hard_sigmoid")
     layer.build((None, 5, 2))

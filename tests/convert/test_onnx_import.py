@@ -130,8 +130,8 @@ def test_exporter_style_graph(tmp_path):
               "fc_b": rng.standard_normal(n_out).astype(F32),
               "one": np.array([1], np.int64), "minus1": np.array([-1], np.int64),
               "big": np.array([np.iinfo(np.int64).max], np.int64), "zero": np.array([0], np.int64),
-              "two": np.array([2.0], F32), "shape": np.array([0, -1], np.int64), "shape3": np.array([0, 0, -1], np.int64),
-              "halves": np.array([h, h], np.int64), "axis2": np.array([2], np.int64)})
+              "two": np.array([2.0], F32), "shape": np.array([0, -1], np.int64),
+              "shape3": np.array([0, 0, -1], np.int64), "halves": np.array([h, h], np.int64)})
     nodes = [
         helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
         helper.make_node("LSTM", ["xt", "W", "R", "B"], ["Y", "Y_h"], hidden_size=h,

@@ -1,10 +1,10 @@
 """Regenerate the Keras model files of this folder with the real Keras.
 
-    KERAS_BACKEND=numpy python tests/data/keras/make_keras_files.py
+    KERAS_BACKEND=numpy python tests/convert/keras_files/make_keras_files.py
 
 (Keras 3 runs inference on its NumPy backend, which imports jax for a few functions: pip install
-keras jax h5py.) For every model it writes <name>.keras, <name>.h5 (Keras 3's legacy HDF5
-format) and <name>.npz holding the input `x` and Keras's `predict(x)` as `y`, which the tests
+keras jax h5py.) For every model it writes keras_<name>.keras, keras_<name>.h5 (Keras 3's legacy
+HDF5 format) and keras_<name>.npz holding the input `x` and Keras's `predict(x)` as `y`, which the tests
 compare lstmfast.keras.load's outputs with. Weights are random with a fixed seed and scaled up so
 that gates reach hard_sigmoid's clipped range.
 """
@@ -65,9 +65,9 @@ def main():
             x[3, :] = 0.0
             x[3, 0] = 1.0
         y = model.predict(x, verbose=0)
-        model.save(os.path.join(HERE, f"{name}.keras"))
-        model.save(os.path.join(HERE, f"{name}.h5"))
-        np.savez(os.path.join(HERE, f"{name}.npz"), x=x, y=y, keras_version=keras.__version__)
+        model.save(os.path.join(HERE, f"keras_{name}.keras"))
+        model.save(os.path.join(HERE, f"keras_{name}.h5"))
+        np.savez(os.path.join(HERE, f"keras_{name}.npz"), x=x, y=y, keras_version=keras.__version__)
         print(name, y.shape, file=sys.stderr)
 
 
