@@ -120,25 +120,25 @@ def test_bad_files_are_value_errors_naming_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): expected 2 weight arrays"):
         lstmfast.keras.load(tmp_path / "bias.keras")
 
+    def replace_weight(name, layer, index, **dataset):
+        shutil.copy(DATA / "keras_lstm_hard_sigmoid.h5", tmp_path / name)
+        with h5py.File(tmp_path / name, "a") as f:
+            group = f[f"model_weights/{layer}"]
+            key = group.attrs["weight_names"][index]
+            key = key.decode() if isinstance(key, bytes) else key
+            del group[key]
+            group.create_dataset(key, **dataset)
+        return tmp_path / name
+
     # a weights dataset of the wrong shape
-    shutil.copy(DATA / "keras_lstm_hard_sigmoid.h5", tmp_path / "shape.h5")
-    with h5py.File(tmp_path / "shape.h5", "a") as f:
-        group = f["model_weights/lstm"]
-        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
-        del group[names[1]]
-        group[names[1]] = np.zeros((4, 15), np.float32)
+    path = replace_weight("shape.h5", "lstm", 1, data=np.zeros((4, 15), np.float32))
     with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): recurrent_kernel: expected"):
-        lstmfast.keras.load(tmp_path / "shape.h5")
+        lstmfast.keras.load(path)
 
     # a dataset claiming 10^12 floats (chunked, never written): refused before reading
-    shutil.copy(DATA / "keras_lstm_hard_sigmoid.h5", tmp_path / "huge.h5")
-    with h5py.File(tmp_path / "huge.h5", "a") as f:
-        group = f["model_weights/dense"]
-        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
-        del group[names[0]]
-        group.create_dataset(names[0], shape=(10 ** 6, 10 ** 6), dtype=np.float32, chunks=(1, 1))
+    path = replace_weight("huge.h5", "dense", 0, shape=(10 ** 6, 10 ** 6), dtype=np.float32, chunks=(1, 1))
     with pytest.raises(ValueError, match=r"layer 'dense' \(Dense\): weight .* larger than"):
-        lstmfast.keras.load(tmp_path / "huge.h5")
+        lstmfast.keras.load(path)
 
 
 def test_live_keras_models(tmp_path):
