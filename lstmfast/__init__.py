@@ -31,6 +31,18 @@ __all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "D
             "UnsupportedOperationError", "release_buffers", "set_num_threads", "get_num_threads"]
 
 
+_LAZY_SUBMODULES = ("convert", "onnx", "keras")
+
+
+def __getattr__(name):
+    # lstmfast.convert / .onnx / .keras on first use: their optional dependencies (onnx, h5py,
+    # keras) are imported by the functions that need them, never by `import lstmfast`
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get_include():
     """The directory to add to a downstream extension's include path so that
     `cimport lstmfast.kernels` finds lstmfast/kernels.pxd (like numpy.get_include())."""

@@ -409,52 +409,100 @@ def to_torch(layer, *, batch_first=False):
 _KERAS_ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu",
                       "softsign": "softsign", "softplus": "softplus", "elu": "elu",
                       "selu": "selu", "linear": "identity", None: "identity"}
-_KERAS_GATE_ACTIVATIONS = {"sigmoid": "sigmoid", "hardsigmoid": "hardsigmoid"}
+_KERAS_GATE_ACTIVATIONS = {"sigmoid": "sigmoid", "hardsigmoid": "hardsigmoid",
+                           "hard_sigmoid": "hardsigmoid"}
+#: Keras 3's hard_sigmoid is clip(x / 6 + 0.5, 0, 1) = Keras 2's clip(0.2 z + 0.5, 0, 1) at
+#: z = (5 / 6) x: scaling the gates' pre-activations (their weights and biases) by 5/6 makes
+#: lstmfast's hardsigmoid compute Keras 3's function.
+KERAS3_HARD_SIGMOID_SCALE = 5.0 / 6.0
 
 
 def _keras_activation(name, table, what):
     key = name.lower() if isinstance(name, str) else name
-    if key == "hard_sigmoid":
-        raise ValueError(
-            f"{what}='hard_sigmoid' is ambiguous: Keras 2 (tf.keras) defines it as "
-            f"clip(0.2 x + 0.5, 0, 1), Keras 3 as relu6(x + 3) / 6. lstmfast has the Keras 2 one: "
-            f"pass 'hardsigmoid' if the model is a Keras 2 model; Keras 3's is not supported")
     if key not in table:
         raise ValueError(f"{what}={name!r} is not supported; supported: "
                          f"{', '.join(str(k) for k in table)}")
     return table[key]
 
 
-def from_keras(kernel, recurrent_kernel=None, bias=None, *, activation="tanh",
-               recurrent_activation="sigmoid"):
+def keras_major_version(obj):
+    """2 or 3: the Keras generation an object (a layer) comes from, None when unknown. Keras
+    inside TensorFlow (``tensorflow.keras`` before TF 2.16) and ``tf_keras`` are Keras 2."""
+    import sys
+
+    top = type(obj).__module__.split(".")[0]
+    if top in ("tensorflow", "tf_keras"):
+        return 2
+    version = getattr(sys.modules.get(top), "__version__", None) if top == "keras" else None
+    if isinstance(version, str) and version[:1] in ("2", "3"):
+        return int(version[0])
+    return None
+
+
+def scale_gate_preactivations(W, RW, b, factor):
+    """Multiply the forget, output and input gates' weights and biases of lstmfast
+    ``(W, RW, b)`` by ``factor`` (the block input's are kept): what maps Keras 3's
+    hard_sigmoid onto lstmfast's (see :data:`KERAS3_HARD_SIGMOID_SCALE`)."""
+    hidden = RW.shape[0]
+    W, RW, b = W.copy(order="F"), RW.copy(order="F"), b.copy()
+    for a in (W, RW):
+        a[:, hidden:] *= factor           # f, o, i blocks, and the peephole columns if any
+    b[hidden:] *= factor
+    return W, RW, b
+
+
+def from_keras(kernel, recurrent_kernel=None, bias=None, *, activation=None,
+               recurrent_activation=None, keras_version=None):
     """Keras ``LSTM`` -> :class:`lstmfast.LSTM`.
 
     Either the three arrays of ``layer.get_weights()`` (kernel ``[nIn, 4h]``, recurrent_kernel
     ``[h, 4h]``, bias ``[4h]`` or None for ``use_bias=False``) with the layer's ``activation``
-    and ``recurrent_activation`` names, or the Keras layer object itself (its ``get_config()``
-    supplies the activations). ``recurrent_activation="hardsigmoid"`` is Keras 2's
-    ``hard_sigmoid`` (``clip(0.2 x + 0.5, 0, 1)``); the bare name ``"hard_sigmoid"`` is refused
-    because Keras 3 changed its definition. ``go_backwards=True`` layers are refused.
-    Dropout and recurrent dropout only act in training and are not carried over.
+    (default ``"tanh"``) and ``recurrent_activation`` (default ``"sigmoid"``) names as Keras
+    writes them, or the Keras layer object itself: its ``get_config()`` supplies what the
+    keyword arguments do not (keywords given win over the configuration).
+
+    ``recurrent_activation="hard_sigmoid"`` means what the model's Keras defines:
+    ``clip(0.2 x + 0.5, 0, 1)`` in Keras 2, ``clip(x / 6 + 0.5, 0, 1)`` in Keras 3 (run exactly
+    by scaling the gates' weights by 5/6). ``keras_version`` (2 or 3) says which; a layer
+    object tells it itself. ``"hardsigmoid"`` is lstmfast's (Keras 2's) function. ``go_backwards=True``
+    layers are refused (:func:`lstmfast.keras.load` runs them). Dropout and recurrent dropout
+    only act in training and are not carried over.
     """
     if recurrent_kernel is None and hasattr(kernel, "get_weights"):
         keras_layer = kernel
         config = keras_layer.get_config() if hasattr(keras_layer, "get_config") else {}
         if config.get("go_backwards"):
-            raise ValueError("from_keras: go_backwards=True layers are not supported")
+            raise ValueError("from_keras: go_backwards=True layers are not supported here; "
+                             "lstmfast.keras.load runs whole models with them")
         weights = keras_layer.get_weights()
         if len(weights) not in (2, 3):
             raise ValueError(f"from_keras: expected 2 or 3 weight arrays from get_weights(), got "
                              f"{len(weights)}")
         kernel, recurrent_kernel = weights[0], weights[1]
         bias = weights[2] if len(weights) == 3 else None
-        activation = config.get("activation", activation)
-        recurrent_activation = config.get("recurrent_activation", recurrent_activation)
+        activation = config.get("activation", "tanh") if activation is None else activation
+        if recurrent_activation is None:
+            recurrent_activation = config.get("recurrent_activation", "sigmoid")
+        if keras_version is None:
+            keras_version = keras_major_version(keras_layer)
     if recurrent_kernel is None:
         raise TypeError("from_keras: pass kernel, recurrent_kernel (and bias), or a Keras layer")
+    activation = "tanh" if activation is None else activation
+    recurrent_activation = "sigmoid" if recurrent_activation is None else recurrent_activation
+    if keras_version not in (None, 2, 3):
+        raise ValueError(f"from_keras: keras_version must be 2, 3 or None, got {keras_version!r}")
     act = _keras_activation(activation, _KERAS_ACTIVATIONS, "activation")
     gate = _keras_activation(recurrent_activation, _KERAS_GATE_ACTIVATIONS, "recurrent_activation")
-    return _make_layer([keras_to_lstmfast(kernel, recurrent_kernel, bias)], act, gate)
+    weights = keras_to_lstmfast(kernel, recurrent_kernel, bias)
+    if str(recurrent_activation).lower() == "hard_sigmoid":
+        if keras_version is None:
+            raise ValueError(
+                "from_keras: recurrent_activation='hard_sigmoid' is clip(0.2 x + 0.5, 0, 1) in "
+                "Keras 2 and clip(x / 6 + 0.5, 0, 1) in Keras 3: pass keras_version=2 or "
+                "keras_version=3 (the Keras that saved the model)")
+        if keras_version == 3:
+            weights = scale_gate_preactivations(*weights, KERAS3_HARD_SIGMOID_SCALE)
+    return _make_layer([weights], act, gate)
 
 
 def to_keras(layer):
@@ -526,8 +574,21 @@ def _onnx_activation(name, alpha, beta):
                      f"LeakyRelu(0.01), Elu(1.0), Affine(1, 0)")
 
 
+def _text(value, what):
+    """An ONNX string attribute as text: ONNX hands them over as bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"from_onnx: {what} {bytes(value)[:40]!r} is not UTF-8 text") from None
+    if not isinstance(value, str):
+        raise ValueError(f"from_onnx: {what} must be a string, got {type(value).__name__}")
+    return value
+
+
 def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
-              activation_alpha=None, activation_beta=None, clip=None, input_forget=0):
+              activation_alpha=None, activation_beta=None, clip=None, input_forget=0,
+              hidden_size=None, layout=0):
     """An ONNX ``LSTM`` node's initializers and attributes -> an lstmfast layer.
 
     ``W``, ``R``, ``B``, ``P`` as in :func:`onnx_to_lstmfast`; ``direction`` the node's attribute
@@ -538,8 +599,24 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
     (3 per direction: f for the gates, g for the cell input, h for the cell output; lstmfast
     needs g == h and the same for both directions), ``activation_alpha`` / ``activation_beta``
     one value per activation, or one per activation that takes it (ONNX Runtime's reading).
-    ``clip`` and ``input_forget=1`` are refused.
+    ``clip`` and ``input_forget=1`` are refused. ``from_onnx(node, initializers)`` takes an
+    ``onnx`` ``NodeProto`` instead, with its weights (see :func:`lstmfast.onnx.layer_from_node`).
+    String attributes may be ``str`` or the
+    ``bytes`` ONNX stores; ``hidden_size`` is checked against ``R``; ``layout`` (0: X
+    ``[T, mb, nIn]``, 1: ``[mb, T, nIn]``) only moves axes of the node's tensors, not weights.
     """
+    if hasattr(W, "op_type"):        # an onnx NodeProto, R its initializers
+        from .onnx import layer_from_node
+        return layer_from_node(W, R)
+    direction = _text(direction, "direction")
+    if activations is not None:
+        activations = [_text(a, "activation") for a in activations]
+    if layout not in (0, 1):
+        raise ValueError(f"from_onnx: layout must be 0 or 1, got {layout!r}")
+    if hidden_size is not None and (not isinstance(hidden_size, numbers.Integral)
+                                    or np.ndim(R) != 3 or hidden_size != np.shape(R)[-1]):
+        raise ValueError(f"from_onnx: hidden_size={hidden_size!r} does not match R of shape "
+                         f"{list(np.shape(R))} ([num_directions, 4h, h])")
     if clip is not None:
         raise ValueError(f"from_onnx: clip={clip} is not supported (lstmfast does not clip)")
     if input_forget:
