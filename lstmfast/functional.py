@@ -351,7 +351,7 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
 
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, forwards=True,
-                 for_backprop=False, check_finite=False):
+                 for_backprop=False, check_finite=False, _tuning=None, _report=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -362,6 +362,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
     IEEE arithmetic says).
     Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
+    (_tuning, _report: for tests, see lstmfast.kernels.forward.)
     """
     dtype = _decide_dtype(input_weights)
     W = _as_float_array(input_weights, "input_weights", dtype)
@@ -453,7 +454,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     if for_backprop:
         cache = _POOL.take(_kernels.cache_size(minibatch, n_in, hidden, time_steps), dtype)
     workspace_size = _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps,
-                                                     for_backprop)
+                                                     for_backprop, _tuning)
     workspace = _POOL.take(workspace_size, dtype)
 
     if check_finite:
@@ -463,7 +464,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops)
+                    flops, (_tuning, _report))
     except BaseException:
         _POOL.give(cache)
         raise
@@ -480,7 +481,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     return result
 
 
-def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False):
+def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False,
+                  _tuning=None, _report=None):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
@@ -541,8 +543,8 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
     grad_h0 = np.empty((minibatch, hidden), dtype=dtype)
     grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
-    workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps),
-                           dtype)
+    workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps,
+                                                            _tuning), dtype)
 
     if check_finite:
         _check_finite([("epsilon", eps), ("grad_last_c", grad_last_c_a)])
@@ -552,7 +554,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
                                         grad_x, grad_h0, grad_c0, workspace, minibatch,
                                         time_steps, opts["peepholes"], opts["forwards"],
                                         opts["activation"], opts["gate_activation"]),
-                    flops, (grad_last_c_a,))
+                    flops, (grad_last_c_a, _tuning, _report))
     finally:
         _POOL.give(workspace)
 

@@ -45,7 +45,8 @@ from lstmfast._activations cimport (activate_array, derivative_array, lf_select_
                                     lf_pack_rows_f32, lf_pack_rows_f64,
                                     lf_pack_b_f32, lf_pack_b_f64, lf_gemm_packed_f32,
                                     lf_gemm_packed_f64)
-from lstmfast.kernels cimport (lstm_dims, lstm_strides, LSTM_OK, LSTM_ERR_ARGUMENT,
+from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report,
+                               LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED,
                                ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
@@ -98,11 +99,72 @@ import operator
 _AVX2_ACTIVE = lf_select_variant(0 if _os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0") else 1)
 lf_cells_select(_AVX2_ACTIVE)
 
-# The input projection runs in chunks of time steps so that its work space stays bounded for long
-# sequences; about this many elements per chunk (at least one step).
-cdef Py_ssize_t PROJECTION_CHUNK_ELEMENTS = 1 << 21
-
 cdef Py_ssize_t SIZE_MAX_ELEMENTS = (<Py_ssize_t>1 << 62) // 16
+
+
+# ---------------------------------------------------------------------------------------------
+# the tuning record (lstm_tuning): every choice of how a pass computes, with its measured default
+
+cdef lstm_tuning lstm_default_tuning() noexcept nogil:
+    cdef lstm_tuning t
+    # The input projection runs in chunks of time steps so that its work space stays bounded
+    # for long sequences; about this many elements per chunk (at least one step).
+    t.projection_chunk_elements = 1 << 21
+    # With the packed kernel on, each step computes its own input product x_s W (W packed too)
+    # when one step's input [mb, nIn] takes at most this many bytes; above, one OpenBLAS GEMM
+    # per chunk of steps is faster. Measured (1 thread, forward, process time, median of 3-5
+    # alternating runs): per step (50, 32, 64, 128) 7.4 -> 6.5 ms float32, 15.6 -> 14.2 ms
+    # float64; (200, 16, 128, 512) 130 -> 113 ms float32; (100, 64, 256, 256) 117 -> 109 ms
+    # float32 (64 KB per step) but 239 -> 259 ms float64 (128 KB per step: the step's input no
+    # longer stays in L1/L2 while the kernel sweeps W's panels). Those were with x read in
+    # place; with x packed (x_pack) per step at 128-256 KB was still no faster at one thread:
+    # (60, 128, 512, 1024) float32 1357 vs 1351 ms, float64 (100, 64, 256, 256) 226 vs 219 ms.
+    t.input_product_max_bytes = 65536
+    # The same limit for a pass split across the thread team, where the chunk's GEMM also costs
+    # a barrier (every thread waits for all rows) and has each thread re-pack all of W; the
+    # step's x is packed for the kernel (x_pack), so the limit is about L2 (512 KB here).
+    # Forward, 2 threads, wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024)
+    # float32 740 vs 790 ms, float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512)
+    # float64 (512 KB per step) 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512)
+    # float32 388 vs 354 ms.
+    t.input_product_team_max_bytes = 524288
+    # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
+    # between cores) and the unit split must leave the packed product whole 6-column panels:
+    # at least this many units per thread and this many multiply-adds per thread and step.
+    t.team_min_units = 24
+    t.team_min_step_work = 1 << 16
+    # The time loops of a team split each step into groups of units (about this many per
+    # thread, each a whole number of packed panels). Each thread owns a run of groups and takes
+    # them in order; a thread that has finished its own takes the groups its partners have not
+    # started. Why: with a fixed share each, a step waits for the slower thread, and on this
+    # shared machine either thread's share often ran late, by turns (counted in an instrumented
+    # build: each thread spent 8-18% of a (100, 64, 256, 256) float32 forward waiting at the
+    # step's barrier). Measured against one group per thread (the fixed shares) at 2 threads,
+    # settings interleaved in one process, 11 medians of 10-30 samples per dtype: forwards
+    # float32 0.87-1.02x the time (median 0.94x), float64 0.75-1.10x (0.91x); training
+    # 0.90-1.04x (1.00x).
+    t.unit_groups_per_thread = 8
+    # ... but fewer where a group's recurrent product would fall below this many multiply-adds
+    # per step (each group costs its own kernel calls and element-wise passes)
+    t.unit_group_min_work = 1 << 18
+    # 1 gives thread 0 every group, so that the others run only groups they take over (tests)
+    t.groups_all_to_first = 0
+    # a team may split the gradient GEMMs after the backward loop by rows (_use_row_groups)
+    t.gradient_split_rows = 1
+    # the packed-weights AVX2 kernel for the per-step products when the CPU has it (0: BLAS)
+    t.packed_gemm = 1
+    # the time loops' threads: set_num_threads's value
+    t.threads = 0
+    return t
+
+
+cdef inline const lstm_tuning* _tuning_or_defaults(const lstm_tuning* tuning,
+                                                   lstm_tuning* defaults) noexcept nogil:
+    """tuning, or the defaults written into *defaults when tuning is NULL."""
+    if tuning != NULL:
+        return tuning
+    defaults[0] = lstm_default_tuning()
+    return defaults
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,10 +219,10 @@ cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
     return _add(_mul(per_row, _mul(mb, T)), _mul(per_slot, slots))
 
 
-cdef inline Py_ssize_t _chunk(const lstm_dims* dims) noexcept nogil:
+cdef inline Py_ssize_t _chunk(const lstm_dims* dims, const lstm_tuning* tuning) noexcept nogil:
     """Steps per input-projection GEMM: a bounded work space for long sequences."""
     cdef Py_ssize_t per_step = (dims.n_in + 4 * dims.hidden + 1) * dims.minibatch
-    cdef Py_ssize_t chunk = PROJECTION_CHUNK_ELEMENTS // per_step
+    cdef Py_ssize_t chunk = tuning.projection_chunk_elements // per_step
     if chunk < 1:
         chunk = 1
     if chunk > dims.time_steps:
@@ -196,7 +258,7 @@ cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
 
 
 # The step's x is packed for the per-step input product (x_pack) only up to this many elements
-# of [mb, nIn]: 512 KB of float, INPUT_PRODUCT_TEAM_MAX_BYTES's default; above, the per-step
+# of [mb, nIn]: 512 KB of float, input_product_team_max_bytes's default; above, the per-step
 # product is not used by default and the room (8 threads' copies) would be reserved for
 # nothing. A constant, like _a_pack_used (not the tunable limits: a work space sized under one
 # setting may be used under another); past it the per-step product reads x in place.
@@ -222,50 +284,143 @@ cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_
 
 
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
+    return lstm_forward_workspace_size_ex(dims, for_backprop, NULL)
+
+
+cdef inline Py_ssize_t _region(Py_ssize_t* end, Py_ssize_t size) noexcept nogil:
+    """Reserve `size` elements at *end (a layout's running size): the region's offset; -1 and
+    *end -1 once any size was -1 (too large) or the sum overflows."""
+    cdef Py_ssize_t offset = end[0]
+    end[0] = _add(end[0], size)
+    return offset if end[0] >= 0 else -1
+
+
+ctypedef struct _forward_layout:
+    # offsets in elements of a forward work space's regions (-1: not reserved), and its size
+    Py_ssize_t chunk            # steps per input-projection chunk
+    Py_ssize_t projection       # [mb*chunk, 4h]: the chunk's input projection
+    Py_ssize_t x_chunk          # [mb*chunk, n_in]: the chunk's packed input (inference)
+    Py_ssize_t mask_chunk       # [mb*chunk]: the chunk's mask (inference)
+    Py_ssize_t h_ring           # 2 x [mb, h]
+    Py_ssize_t c_ring           # 2 x [mb, h] (inference)
+    Py_ssize_t z_block          # [mb, 4h] (inference)
+    Py_ssize_t a_block          # [mb, 4h] (inference)
+    Py_ssize_t mca_block        # [mb, h] (inference)
+    Py_ssize_t bias_block       # [4h]
+    Py_ssize_t peep_block       # [mb, 3h]: wFF, wOO, wGG broadcast
+    Py_ssize_t packed_rw        # RW packed (T > 1)
+    Py_ssize_t packed_w         # W packed (T > 1)
+    Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, h): each thread's packed h
+    Py_ssize_t x_pack           # LF_TEAM_MAX x _a_pack_len(mb, n_in): each thread's packed x
+    Py_ssize_t total
+
+
+cdef Py_ssize_t _plan_forward_workspace(const lstm_dims* dims, const lstm_tuning* tuning,
+                                        _forward_layout* layout) noexcept nogil:
+    """The forward work space's layout under `tuning` (the one place that knows it: the size
+    query and the pass's carving both read it); its size in elements, or -1 (too large)."""
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
+    cdef Py_ssize_t chunk = _chunk(dims, tuning)
+    cdef Py_ssize_t rows = _mul(mb, chunk)
+    cdef Py_ssize_t end = 0
+    layout.chunk = chunk
+    layout.projection = _region(&end, _mul(rows, G))
+    layout.x_chunk = _region(&end, _mul(rows, n_in))
+    layout.mask_chunk = _region(&end, rows)
+    layout.h_ring = _region(&end, _mul(2, block))
+    layout.c_ring = _region(&end, _mul(2, block))
+    layout.z_block = _region(&end, _mul(4, block))
+    layout.a_block = _region(&end, _mul(4, block))
+    layout.mca_block = _region(&end, block)
+    layout.bias_block = _region(&end, G)
+    layout.peep_block = _region(&end, _mul(3, block))
+    layout.packed_rw = layout.packed_w = layout.a_pack = layout.x_pack = -1
+    if dims.time_steps > 1:
+        # the packed recurrent and input weights, and each thread's copies of the step's h and
+        # x packed for the kernel (lf_gemm_packed_*'s a_pack; x for the per-step input product)
+        layout.packed_rw = _region(&end, _packed_slices_size(h, G, 4))
+        layout.packed_w = _region(&end, _packed_slices_size(n_in, G, 4))
+        if _a_pack_used(mb):
+            layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
+        if _x_pack_used(mb, n_in):
+            layout.x_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, n_in)))
+    layout.total = end
+    return end
+
+
+cdef Py_ssize_t lstm_forward_workspace_size_ex(const lstm_dims* dims, bint for_backprop,
+                                               const lstm_tuning* tuning) noexcept nogil:
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
-    cdef Py_ssize_t chunk = _chunk(dims)
-    cdef Py_ssize_t block = _mul(mb, h)
-    # a chunk of projections [mb*S, 4h], packed input [mb*S, n_in] and mask [mb*S];
-    # [mb, h] blocks: two h, two c, the step's z (4), a (4), mca (1), peepholes (3); the bias
-    # [4h]; the packed recurrent and input weights (used when T > 1)
-    cdef Py_ssize_t total = _mul(_mul(mb, chunk), _add(_add(_mul(4, h), dims.n_in), 1))
-    total = _add(total, _add(_mul(block, 4 + 9 + 3), _mul(4, h)))
-    if dims.time_steps > 1:
-        total = _add(total, _packed_slices_size(h, _mul(4, h), 4))
-        total = _add(total, _packed_slices_size(dims.n_in, _mul(4, h), 4))
-        # each thread's copies of the step's h and x packed for the kernel (lf_gemm_packed_*'s
-        # a_pack; x for the per-step input product)
-        if _a_pack_used(mb):
-            total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
-        if _x_pack_used(mb, dims.n_in):
-            total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, dims.n_in)))
-    return total
+    cdef lstm_tuning defaults
+    tuning = _tuning_or_defaults(tuning, &defaults)
+    if tuning.projection_chunk_elements < 1:
+        return -1
+    cdef _forward_layout layout
+    return _plan_forward_workspace(dims, tuning, &layout)
 
 
 cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil:
+    return lstm_backward_workspace_size_ex(dims, NULL)
+
+
+ctypedef struct _backward_layout:
+    # offsets in elements of a backward work space's regions (-1: not reserved), and its size
+    Py_ssize_t delta            # [mb*T, 4h]: the deltas, step-stacked
+    Py_ssize_t grad_xp          # [mb*T, n_in]: dL/dx, step-stacked
+    Py_ssize_t grad_stack       # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and the bias sums
+    Py_ssize_t nabla_out        # [mb, h]
+    Py_ssize_t cell_error       # [mb, h], this step
+    Py_ssize_t cell_error_next  # [mb, h], the next processed step
+    Py_ssize_t delta_ring       # 2 x [mb, 4h]: contiguous deltas
+    Py_ssize_t peep_block       # [mb, 3h]: wFF, wOO, wGG broadcast
+    Py_ssize_t scratch          # 6 x [mb, h]
+    Py_ssize_t rw_t             # [4h, h] = RW[:, :4h]^T
+    Py_ssize_t packed_rw_t      # RW^T packed
+    Py_ssize_t peephole_sums    # 3 x [h]: sum_f, sum_o, sum_g
+    Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
+    Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
+    Py_ssize_t total
+
+
+cdef Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
+                                         _backward_layout* layout) noexcept nogil:
+    """The backward work space's layout (the one place that knows it, as
+    _plan_forward_workspace); its size in elements, or -1 (too large)."""
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
+    cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
+    cdef Py_ssize_t stack = _mul(_add(_add(n_in, h), 1), G)
+    cdef Py_ssize_t end = 0
+    layout.delta = _region(&end, _mul(rows, G))
+    layout.grad_xp = _region(&end, _mul(rows, n_in))
+    layout.grad_stack = _region(&end, stack)
+    layout.nabla_out = _region(&end, block)
+    layout.cell_error = _region(&end, block)
+    layout.cell_error_next = _region(&end, block)
+    layout.delta_ring = _region(&end, _mul(8, block))
+    layout.peep_block = _region(&end, _mul(3, block))
+    layout.scratch = _region(&end, _mul(6, block))
+    layout.rw_t = _region(&end, _mul(G, h))
+    layout.packed_rw_t = _region(&end, _packed_slices_size(G, h, 1))
+    layout.peephole_sums = _region(&end, _mul(3, h))
+    layout.a_pack = layout.grad_partial = -1
+    if _a_pack_used(mb):
+        layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, G)))
+    if _row_group_room(dims):
+        layout.grad_partial = _region(&end, stack)
+    layout.total = end
+    return end
+
+
+cdef Py_ssize_t lstm_backward_workspace_size_ex(const lstm_dims* dims,
+                                                const lstm_tuning* tuning) noexcept nogil:
+    """(No tuning choice changes the backward work space: `tuning` is for symmetry.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden
-    cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
-    cdef Py_ssize_t block = _mul(mb, h)
-    # deltas [mb*T, 4h], dL/dx packed [mb*T, n_in], the stacked gradients [n_in + h + 1, 4h];
-    # [mb, h] blocks: nablaOut (1), two cell errors (2), two contiguous deltas (8), peepholes (3),
-    # element-wise scratch (6); RW^T [4h, h] and its packed form; peephole sums 3h
-    cdef Py_ssize_t stack = _mul(_add(_add(dims.n_in, h), 1), _mul(4, h))
-    cdef Py_ssize_t total = _mul(rows, _add(_mul(4, h), dims.n_in))
-    total = _add(total, stack)
-    total = _add(total, _mul(block, 1 + 2 + 8 + 3 + 6))
-    total = _add(total, _add(_mul(_mul(4, h), h), _packed_slices_size(_mul(4, h), h, 1)))
-    total = _add(total, _mul(3, h))
-    # each thread's copy of the step's deltas packed for the kernel (lf_gemm_packed_*'s a_pack)
-    if _a_pack_used(mb):
-        total = _add(total, _mul(LF_TEAM_MAX, _a_pack_len(mb, _mul(4, h))))
-    # a team's second row group's gradient sums [n_in + h + 1, 4h] (see _use_row_groups)
-    if _row_group_room(dims):
-        total = _add(total, stack)
-    return total
+    cdef _backward_layout layout
+    return _plan_backward_workspace(dims, &layout)
 
 
 cdef inline bint _row_group_room(const lstm_dims* dims) noexcept nogil:
@@ -275,22 +430,18 @@ cdef inline bint _row_group_room(const lstm_dims* dims) noexcept nogil:
     return T > 1 and dims.minibatch >= (4 * dims.hidden + T - 1) // T    # mb * T >= 4h
 
 
-cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows) noexcept nogil:
+cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows,
+                                 const lstm_tuning* tuning) noexcept nogil:
     """Whether a team splits the gradient GEMMs over `rows` step-stacked rows into two row
     groups (see _backward_steps). Only when the rows are at least 4h: the groups' partial sums
     cost F x 4h additions, the column split's duplicated packing about F x rows copies, and with
     few rows the row groups were slower (2 threads, float32: (10, 1, 256, 256) 1.33-1.41x,
     (20, 4, 512, 512) 1.15-1.26x the time of the column split; (50, 32, 64, 128) 0.93-0.95x)."""
-    return _gradient_split_rows and rows >= 4 * dims.hidden and _row_group_room(dims)
+    return tuning.gradient_split_rows and rows >= 4 * dims.hidden and _row_group_room(dims)
 
 
 # ---------------------------------------------------------------------------------------------
 # the per-step recurrent product
-
-# 1: use the packed-weights AVX2 kernel for the per-step recurrent GEMMs when the CPU has it;
-# 0: always OpenBLAS (see set_recurrent_gemm)
-cdef int _use_packed_gemm = 1
-
 
 # Up to this minibatch the packed kernel (with h_prev / the deltas packed too, lf_gemm_packed_*'s
 # a_pack) beats OpenBLAS, which re-packs the recurrent weights at every step. Forward, process
@@ -301,27 +452,10 @@ cdef int _use_packed_gemm = 1
 cdef Py_ssize_t PACKED_GEMM_MAX_MINIBATCH = 256
 
 
-# With the packed kernel on, each step computes its own input product x_s W (W packed too) when
-# one step's input [mb, nIn] takes at most this many bytes; above, one OpenBLAS GEMM per chunk of
-# steps is faster. Measured (1 thread, forward, process time, median of 3-5 alternating runs):
-# per step (50, 32, 64, 128) 7.4 -> 6.5 ms float32, 15.6 -> 14.2 ms float64; (200, 16, 128, 512)
-# 130 -> 113 ms float32; (100, 64, 256, 256) 117 -> 109 ms float32 (64 KB per step) but
-# 239 -> 259 ms float64 (128 KB per step: the step's input no longer stays in L1/L2 while the
-# kernel sweeps W's panels). Those were with x read in place; with x packed (x_pack) per step
-# at 128-256 KB was still no faster at one thread: (60, 128, 512, 1024) float32 1357 vs 1351 ms,
-# float64 (100, 64, 256, 256) 226 vs 219 ms.
-cdef Py_ssize_t INPUT_PRODUCT_MAX_BYTES = 65536
-# The same limit for a pass split across the thread team, where the chunk's GEMM also costs a
-# barrier (every thread waits for all rows) and has each thread re-pack all of W; the step's x is
-# packed for the kernel (x_pack), so the limit is about L2 (512 KB here). Forward, 2 threads,
-# wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32 740 vs 790 ms,
-# float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64 (512 KB per step)
-# 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388 vs 354 ms.
-cdef Py_ssize_t INPUT_PRODUCT_TEAM_MAX_BYTES = 524288
 
 
-cdef inline bint _packed_gemm_on(Py_ssize_t minibatch) noexcept nogil:
-    return (_use_packed_gemm != 0 and lf_packed_gemm_available != 0
+cdef inline bint _packed_gemm_on(const lstm_tuning* tuning, Py_ssize_t minibatch) noexcept nogil:
+    return (tuning.packed_gemm != 0 and lf_packed_gemm_available != 0
             and minibatch <= PACKED_GEMM_MAX_MINIBATCH)
 
 
@@ -739,48 +873,25 @@ cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, P
 
 # threads a pass may use for its time loop (set_num_threads); 1 until the module sets it below
 cdef int _team_threads = 1
-# 1: a team may split the gradient GEMMs after the backward loop by rows (see _use_row_groups)
-cdef int _gradient_split_rows = 1
-# how the last backward pass split them: 0 one thread, 1 by columns, 2 in row groups (for tests)
-cdef int _last_gradient_split = 0
-
-# A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
-# between cores) and the unit split must leave the packed product whole 6-column panels:
-# at least this many units per thread and this many multiply-adds per thread and step.
-cdef Py_ssize_t TEAM_MIN_UNITS = 24
-cdef Py_ssize_t TEAM_MIN_STEP_WORK = 1 << 16
 
 
-cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps, bint packed) noexcept nogil:
+
+cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps,
+                           const lstm_tuning* tuning) noexcept nogil:
     """How many threads the time loop of a pass of `steps` steps should use."""
-    if not packed or steps < 2 or _team_threads <= 1:
+    cdef Py_ssize_t threads = tuning.threads if tuning.threads > 0 else _team_threads
+    if steps < 2 or threads <= 1:
         return 1
-    cdef Py_ssize_t threads = _team_threads
     if threads > LF_TEAM_MAX:
         threads = LF_TEAM_MAX
     # recurrent product of one step: mb x 4h x h multiply-adds, element-wise work aside
     cdef Py_ssize_t work = 4 * dims.minibatch * dims.hidden * dims.hidden
-    while threads > 1 and (dims.hidden < TEAM_MIN_UNITS * threads
-                           or work < TEAM_MIN_STEP_WORK * threads):
+    while threads > 1 and (dims.hidden < tuning.team_min_units * threads
+                           or work < tuning.team_min_step_work * threads):
         threads -= 1
     return <int>threads
 
 
-# The time loops of a team split each step into groups of units (about UNIT_GROUPS_PER_THREAD
-# per thread, each a whole number of packed panels). Each thread owns a run of groups and takes
-# them in order; a thread that has finished its own takes the groups its partners have not
-# started. Why: with a fixed share each, a step waits for the slower thread, and on this shared
-# machine either thread's share often ran late, by turns (counted in an instrumented build:
-# each thread spent 8-18% of a (100, 64, 256, 256) float32 forward waiting at the step's
-# barrier). Measured against one group per thread (the fixed shares) at 2 threads, settings
-# interleaved in one process, 11 medians of 10-30 samples per dtype: forwards float32 0.87-1.02x
-# the time (median 0.94x), float64 0.75-1.10x (0.91x); training 0.90-1.04x (1.00x).
-cdef int UNIT_GROUPS_PER_THREAD = 8
-# ... but fewer where a group's recurrent product would fall below this many multiply-adds
-# per step (each group costs its own kernel calls and element-wise passes)
-cdef Py_ssize_t UNIT_GROUP_MIN_WORK = 1 << 18
-# for tests: 1 gives thread 0 every group, so that the others run only groups they take over
-cdef int _groups_all_to_first = 0
 # room in _unit_groups: at most this many groups in all
 cdef Py_ssize_t UNIT_GROUPS_MAX = 128
 
@@ -804,18 +915,18 @@ cdef inline Py_ssize_t _claim_slot(Py_ssize_t step, int tid) noexcept nogil:
 
 
 cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
-                              Py_ssize_t mb) noexcept nogil:
+                              Py_ssize_t mb, const lstm_tuning* tuning) noexcept nogil:
     """Thread t's units (h t / nthreads to h (t + 1) / nthreads, as even as they come) cut into
-    up to UNIT_GROUPS_PER_THREAD groups (one for a single thread), each a whole number of
+    up to tuning.unit_groups_per_thread groups (one for a single thread), each a whole number of
     packed panels (6 columns, 8 below LF_SMALL_M rows) but the thread's last, the panels
     spread evenly (no sliver of a group at the end)."""
     cdef Py_ssize_t panel = 8 if mb < LF_SMALL_M else 6
-    cdef Py_ssize_t per_thread = UNIT_GROUPS_PER_THREAD if nthreads > 1 else 1
+    cdef Py_ssize_t per_thread = tuning.unit_groups_per_thread if nthreads > 1 else 1
     cdef Py_ssize_t first, last, panels, count, i, u, n = 0
     cdef Py_ssize_t share_work = (h + nthreads - 1) // nthreads * 4 * mb * h
     cdef int t
-    if UNIT_GROUP_MIN_WORK > 0 and per_thread > share_work // UNIT_GROUP_MIN_WORK:
-        per_thread = share_work // UNIT_GROUP_MIN_WORK
+    if tuning.unit_group_min_work > 0 and per_thread > share_work // tuning.unit_group_min_work:
+        per_thread = share_work // tuning.unit_group_min_work
     if per_thread < 1:
         per_thread = 1
     if per_thread > UNIT_GROUPS_MAX // nthreads:
@@ -836,16 +947,9 @@ cdef inline void _plan_groups(_unit_groups* groups, Py_ssize_t h, int nthreads,
             groups.cols[n] = (groups.cols[n - 1]
                               + (u - groups.units[n - 1] + panel - 1) // panel * panel)
     groups.first[nthreads] = n
-    if _groups_all_to_first:
+    if tuning.groups_all_to_first:
         for t in range(1, nthreads):
             groups.first[t] = n
-
-
-# groups taken over in the last forward and backward pass (for tests)
-cdef Py_ssize_t _last_taken_over[2]
-# which operands the last passes used where they are (for tests): the forward's output (h) and
-# x, the backward's epsilon
-cdef int _last_in_place[3]
 
 
 cdef inline void _reset_claims(_unit_groups* groups, Py_ssize_t step, int nthreads) noexcept nogil:
@@ -989,7 +1093,7 @@ cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t
 
 cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads) noexcept nogil:
     """The time loop of one chunk for thread tid of nthreads: of each step, the groups of units
-    the thread takes (see UNIT_GROUPS_PER_THREAD), their columns of the step's products and
+    the thread takes (see lstm_tuning.unit_groups_per_thread), their columns of the step's products and
     their element-wise code (all units at once when nthreads is 1)."""
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
@@ -1149,13 +1253,13 @@ cdef int lstm_forward(const lstm_dims* dims,
                       floating* last_h, lstm_strides last_h_strides,
                       floating* last_c, lstm_strides last_c_strides,
                       floating* cache, floating* workspace) noexcept nogil:
-    return _forward_impl(dims, x, x_strides, input_weights, ld_input_weights, recurrent_weights,
-                         ld_recurrent_weights, bias, bias_stride, h0, h0_strides, c0, c0_strides,
-                         mask, mask_strides, output, output_strides, last_h, last_h_strides,
-                         last_c, last_c_strides, cache, workspace, NULL)
+    return lstm_forward_ex(dims, x, x_strides, input_weights, ld_input_weights, recurrent_weights,
+                           ld_recurrent_weights, bias, bias_stride, h0, h0_strides, c0, c0_strides,
+                           mask, mask_strides, output, output_strides, last_h, last_h_strides,
+                           last_c, last_c_strides, cache, workspace, NULL, NULL, NULL)
 
 
-cdef int _forward_impl(const lstm_dims* dims,
+cdef int lstm_forward_ex(const lstm_dims* dims,
                        const floating* x, lstm_strides x_strides,
                        const floating* input_weights, Py_ssize_t ld_input_weights,
                        const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
@@ -1166,9 +1270,12 @@ cdef int _forward_impl(const lstm_dims* dims,
                        floating* output, lstm_strides output_strides,
                        floating* last_h, lstm_strides last_h_strides,
                        floating* last_c, lstm_strides last_c_strides,
-                       floating* cache, floating* workspace, const int* cancel) noexcept nogil:
-    """lstm_forward; `cancel` (may be NULL) is polled once per time step: nonzero stops the pass
-    with LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C)."""
+                       floating* cache, floating* workspace,
+                       const lstm_tuning* tuning, lstm_report* report,
+                       const int* cancel) noexcept nogil:
+    """lstm_forward under a tuning record (NULL: the defaults), filling `report` (may be NULL);
+    `cancel` (may be NULL) is polled once per time step: nonzero stops the pass with
+    LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C)."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
@@ -1183,7 +1290,12 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef Py_ssize_t G = 4 * h, n = h * mb
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef bint for_backprop = cache != NULL
-    cdef Py_ssize_t ws_size = lstm_forward_workspace_size(dims, for_backprop)
+    cdef lstm_tuning defaults
+    tuning = _tuning_or_defaults(tuning, &defaults)
+    if tuning.projection_chunk_elements < 1:
+        return LSTM_ERR_ARGUMENT
+    cdef _forward_layout layout
+    cdef Py_ssize_t ws_size = _plan_forward_workspace(dims, tuning, &layout)
     cdef floating* owned = NULL
     if ws_size < 0:
         return LSTM_ERR_TOO_LARGE
@@ -1193,19 +1305,19 @@ cdef int _forward_impl(const lstm_dims* dims,
             return LSTM_ERR_NO_MEMORY
         workspace = owned
 
-    # work space (see lstm_forward_workspace_size)
-    cdef Py_ssize_t chunk = _chunk(dims)
+    # the work space's regions (_forward_layout)
+    cdef Py_ssize_t chunk = layout.chunk
     cdef Py_ssize_t ld_projection = mb * chunk
-    cdef floating* projection = workspace                      # [mb*chunk, 4h]
-    cdef floating* x_chunk = projection + ld_projection * G    # [mb*chunk, n_in] (inference)
-    cdef floating* mask_chunk = x_chunk + ld_projection * n_in  # [mb*chunk] (inference)
-    cdef floating* h_ring = mask_chunk + ld_projection         # 2 x [mb, h]
-    cdef floating* c_ring = h_ring + 2 * n                     # 2 x [mb, h] (inference)
-    cdef floating* z_block = c_ring + 2 * n                    # [mb, 4h] (inference)
-    cdef floating* a_block = z_block + 4 * n                   # [mb, 4h] (inference)
-    cdef floating* mca_block = a_block + 4 * n                 # [mb, h] (inference)
-    cdef floating* bias_block = mca_block + n                  # bias as [4h]
-    cdef floating* peep_block = bias_block + G                 # wFF, wOO, wGG as [mb, 3h]
+    cdef floating* projection = workspace + layout.projection
+    cdef floating* x_chunk = workspace + layout.x_chunk
+    cdef floating* mask_chunk = workspace + layout.mask_chunk
+    cdef floating* h_ring = workspace + layout.h_ring
+    cdef floating* c_ring = workspace + layout.c_ring
+    cdef floating* z_block = workspace + layout.z_block
+    cdef floating* a_block = workspace + layout.a_block
+    cdef floating* mca_block = workspace + layout.mca_block
+    cdef floating* bias_block = workspace + layout.bias_block
+    cdef floating* peep_block = workspace + layout.peep_block
     cdef floating* packed_rw = NULL
     cdef floating* packed_w = NULL
     cdef floating* a_pack = NULL
@@ -1213,23 +1325,24 @@ cdef int _forward_impl(const lstm_dims* dims,
     cdef int nthreads = 1, g
     cdef Py_ssize_t u0, u1, group
     cdef _forward_job job
-    if T > 1 and _packed_gemm_on(mb):
-        packed_rw = peep_block + 3 * n
-        if _a_pack_used(mb):
-            a_pack = packed_rw + _packed_slices_size(h, G, 4) + _packed_slices_size(n_in, G, 4)
-            if _x_pack_used(mb, n_in):
-                x_pack = a_pack + LF_TEAM_MAX * _a_pack_len(mb, h)
-        nthreads = lf_team_acquire(_team_size(dims, T, True))
-        if mb * n_in * <Py_ssize_t>sizeof(floating) <= (INPUT_PRODUCT_MAX_BYTES if nthreads == 1
-                                                         else INPUT_PRODUCT_TEAM_MAX_BYTES):
-            packed_w = packed_rw + _packed_slices_size(h, G, 4)
+    if T > 1 and _packed_gemm_on(tuning, mb):
+        packed_rw = workspace + layout.packed_rw
+        if layout.a_pack >= 0:
+            a_pack = workspace + layout.a_pack
+        if layout.x_pack >= 0:
+            x_pack = workspace + layout.x_pack
+        nthreads = lf_team_acquire(_team_size(dims, T, tuning))
+        if mb * n_in * <Py_ssize_t>sizeof(floating) <= (
+                tuning.input_product_max_bytes if nthreads == 1
+                else tuning.input_product_team_max_bytes):
+            packed_w = workspace + layout.packed_w
         if nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
             if packed_w != NULL:
                 _pack_weights(input_weights, 1, ld_input_weights, n_in, G, packed_w, mb)
         else:
             # per group of units, per gate block: the group's columns
-            _plan_groups(&job.groups, h, nthreads, mb)
+            _plan_groups(&job.groups, h, nthreads, mb, tuning)
             for group in range(job.groups.first[nthreads]):
                 u0 = job.groups.units[group]
                 u1 = job.groups.units[group + 1]
@@ -1306,7 +1419,6 @@ cdef int _forward_impl(const lstm_dims* dims,
     # 3.5% of a (100, 64, 256, 256) float32 forward)
     job.h_in_output = (output != NULL and _contiguous_steps(output_strides, mb)
                        and (output_strides.time >= n or output_strides.time <= -n))
-    _last_in_place[0] = job.h_in_output
     job.c_ring = c_ring
     job.z_block = z_block
     job.a_block = a_block
@@ -1336,7 +1448,6 @@ cdef int _forward_impl(const lstm_dims* dims,
     else:
         job.x_in_place = NULL
         job.x_time_stride = 0
-    _last_in_place[1] = job.x_in_place != NULL
     job.output = output
     job.output_strides = output_strides
     job.cancel = cancel
@@ -1373,13 +1484,20 @@ cdef int _forward_impl(const lstm_dims* dims,
             lf_team_execute(_forward_steps_f32, &job, nthreads)
         else:
             lf_team_execute(_forward_steps_f64, &job, nthreads)
-        _last_taken_over[0] = job.groups.taken_over
         if job.cancelled:
-            lf_team_release(nthreads)
-            free(owned)
-            return LSTM_ERR_CANCELLED
+            break
         s0 = s1
     lf_team_release(nthreads)
+    if report != NULL:
+        report.threads = nthreads
+        report.h_in_output = job.h_in_output
+        report.x_in_place = job.x_in_place != NULL
+        report.epsilon_in_place = 0
+        report.gradient_split = 0
+        report.groups_taken_over = job.groups.taken_over
+    if job.cancelled:
+        free(owned)
+        return LSTM_ERR_CANCELLED
 
     _scatter_state(dims, _h_of_step(&job, h_ring, T - 1), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
@@ -1491,7 +1609,7 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
     """The backward time loop for thread tid of nthreads: of each step, the groups of units the
-    thread takes (see UNIT_GROUPS_PER_THREAD), their columns of the step's dL/dh product and
+    thread takes (see lstm_tuning.unit_groups_per_thread), their columns of the step's dL/dh product and
     their deltas (one group of all units when nthreads is 1); then its share of the gradient
     GEMMs over all steps."""
     cdef const lstm_dims* dims = job.dims
@@ -1663,15 +1781,15 @@ cdef int lstm_backward(const lstm_dims* dims,
                        floating* grad_h0, lstm_strides grad_h0_strides,
                        floating* grad_c0, lstm_strides grad_c0_strides,
                        floating* workspace) noexcept nogil:
-    return _backward_impl(dims, input_weights, ld_input_weights, recurrent_weights,
-                          ld_recurrent_weights, cache, epsilon, epsilon_strides, tbptt_length,
-                          grad_input_weights, ld_grad_input_weights, grad_recurrent_weights,
-                          ld_grad_recurrent_weights, grad_bias, grad_bias_stride, grad_input,
-                          grad_input_strides, grad_h0, grad_h0_strides, grad_c0, grad_c0_strides,
-                          workspace, NULL, NULL, grad_c0_strides)
+    return lstm_backward_ex(dims, input_weights, ld_input_weights, recurrent_weights,
+                            ld_recurrent_weights, cache, epsilon, epsilon_strides, tbptt_length,
+                            grad_input_weights, ld_grad_input_weights, grad_recurrent_weights,
+                            ld_grad_recurrent_weights, grad_bias, grad_bias_stride, grad_input,
+                            grad_input_strides, grad_h0, grad_h0_strides, grad_c0,
+                            grad_c0_strides, workspace, NULL, NULL, NULL, NULL, grad_c0_strides)
 
 
-cdef int _backward_impl(const lstm_dims* dims,
+cdef int lstm_backward_ex(const lstm_dims* dims,
                         const floating* input_weights, Py_ssize_t ld_input_weights,
                         const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
                         const floating* cache,
@@ -1683,9 +1801,10 @@ cdef int _backward_impl(const lstm_dims* dims,
                         floating* grad_input, lstm_strides grad_input_strides,
                         floating* grad_h0, lstm_strides grad_h0_strides,
                         floating* grad_c0, lstm_strides grad_c0_strides,
-                        floating* workspace, const int* cancel,
+                        floating* workspace,
+                        const lstm_tuning* tuning, lstm_report* report, const int* cancel,
                         const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil:
-    """lstm_backward; `cancel` as in _forward_impl. grad_last_c [mb, h] (may be NULL): dL/d(last
+    """lstm_backward; `tuning`, `report` and `cancel` as in lstm_forward_ex. grad_last_c [mb, h] (may be NULL): dL/d(last
     cell state), which the seed has no input for (beyond the seed: for encoder-decoder use)."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
@@ -1703,7 +1822,10 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
     cdef int act = dims.activation, gate = dims.gate_activation
-    cdef Py_ssize_t ws_size = lstm_backward_workspace_size(dims)
+    cdef lstm_tuning defaults
+    tuning = _tuning_or_defaults(tuning, &defaults)
+    cdef _backward_layout layout
+    cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, &layout)
     cdef floating* owned = NULL
     if ws_size < 0:
         return LSTM_ERR_TOO_LARGE
@@ -1729,44 +1851,41 @@ cdef int _backward_impl(const lstm_dims* dims,
     cdef Py_ssize_t steps = T - end_index
     cdef Py_ssize_t ld_delta = mb * steps
 
-    # work space (see lstm_backward_workspace_size)
-    cdef floating* delta = workspace                       # [mb*steps, 4h], step-stacked
-    cdef floating* grad_xp = delta + G * mb * T            # [mb*steps, n_in]
-    cdef floating* grad_stack = grad_xp + n_in * mb * T    # [n_in + h + 1, 4h]
-    cdef floating* nabla_out = grad_stack + (n_in + h + 1) * G   # [mb, h]
-    cdef floating* cell_error = nabla_out + n              # [mb, h], this step
-    cdef floating* cell_error_next = cell_error + n        # [mb, h], the next processed step
-    cdef floating* delta_ring = cell_error_next + n        # 2 x [mb, 4h], contiguous deltas
-    cdef floating* peep_block = delta_ring + 8 * n         # wFF, wOO, wGG as [mb, 3h]
-    cdef floating* scratch = peep_block + 3 * n            # 6n
-    cdef floating* rw_t = scratch + 6 * n                  # [4h, h] = RW[:, :4h]^T
+    # the work space's regions (_backward_layout); the deltas and dL/dx use mb*steps rows
+    cdef floating* delta = workspace + layout.delta
+    cdef floating* grad_xp = workspace + layout.grad_xp
+    cdef floating* grad_stack = workspace + layout.grad_stack
+    cdef floating* nabla_out = workspace + layout.nabla_out
+    cdef floating* cell_error = workspace + layout.cell_error
+    cdef floating* cell_error_next = workspace + layout.cell_error_next
+    cdef floating* delta_ring = workspace + layout.delta_ring
+    cdef floating* peep_block = workspace + layout.peep_block
+    cdef floating* scratch = workspace + layout.scratch
+    cdef floating* rw_t = workspace + layout.rw_t
     cdef floating* packed_rw_t = NULL
-    cdef floating* sum_f = rw_t + G * h + _packed_slices_size(G, h, 1)
+    cdef floating* sum_f = workspace + layout.peephole_sums
     cdef floating* sum_o = sum_f + h
     cdef floating* sum_g = sum_o + h
-    # LF_TEAM_MAX x _a_pack_len(mb, 4h), when the minibatch is in the panel kernel's range
-    cdef floating* a_pack = sum_g + h if _a_pack_used(mb) else NULL
-    # [n_in + h + 1, 4h] when _row_group_room
-    cdef floating* grad_partial = sum_g + h
-    if a_pack != NULL:
-        grad_partial = a_pack + LF_TEAM_MAX * _a_pack_len(mb, G)
+    cdef floating* a_pack = workspace + layout.a_pack if layout.a_pack >= 0 else NULL
+    cdef floating* grad_partial = (workspace + layout.grad_partial if layout.grad_partial >= 0
+                                   else NULL)
 
     cdef Py_ssize_t s, t, m, k, j, i
     cdef int nthreads = 1
     cdef Py_ssize_t u0, u1, group
     cdef _backward_job job
-    if steps > 1 and _packed_gemm_on(mb):
-        packed_rw_t = rw_t + G * h
-        nthreads = lf_team_acquire(_team_size(dims, steps, True))
+    if steps > 1 and _packed_gemm_on(tuning, mb):
+        packed_rw_t = workspace + layout.packed_rw_t
+        nthreads = lf_team_acquire(_team_size(dims, steps, tuning))
         # each group's units' columns of RW^T packed together (one group for one thread)
-        _plan_groups(&job.groups, h, nthreads, mb)
+        _plan_groups(&job.groups, h, nthreads, mb, tuning)
         for group in range(job.groups.first[nthreads]):
             u0 = job.groups.units[group]
             u1 = job.groups.units[group + 1]
             _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
                           packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
     else:
-        _plan_groups(&job.groups, h, 1, mb)
+        _plan_groups(&job.groups, h, 1, mb, tuning)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
         for k in range(h):
@@ -1805,7 +1924,6 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
     job.eps_in_place = _contiguous_steps(epsilon_strides, mb)
-    _last_in_place[2] = job.eps_in_place
     job.z = z
     job.a = a
     job.mca = mca
@@ -1830,10 +1948,8 @@ cdef int _backward_impl(const lstm_dims* dims,
     job.grad_stack = grad_stack
     # the second row group's sums of the gradient GEMMs (see _backward_steps)
     job.grad_partial = NULL
-    if nthreads > 1 and _use_row_groups(dims, ld_delta):
+    if nthreads > 1 and _use_row_groups(dims, ld_delta, tuning):
         job.grad_partial = grad_partial
-    global _last_gradient_split
-    _last_gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
     job.grad_input_weights = grad_input_weights
@@ -1852,8 +1968,14 @@ cdef int _backward_impl(const lstm_dims* dims,
         lf_team_execute(_backward_steps_f32, &job, nthreads)
     else:
         lf_team_execute(_backward_steps_f64, &job, nthreads)
-    _last_taken_over[1] = job.groups.taken_over
     lf_team_release(nthreads)
+    if report != NULL:
+        report.threads = nthreads
+        report.h_in_output = 0
+        report.x_in_place = 0
+        report.epsilon_in_place = job.eps_in_place
+        report.gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
+        report.groups_taken_over = job.groups.taken_over
     if job.cancelled:
         free(owned)
         return LSTM_ERR_CANCELLED
@@ -1988,15 +2110,50 @@ def cache_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssiz
 
 
 def forward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
-                           Py_ssize_t time_steps, bint for_backprop):
+                           Py_ssize_t time_steps, bint for_backprop, tuning=None):
+    """Elements of the forward work space (-1 when too large); `tuning` as in `forward`."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
-    return lstm_forward_workspace_size(&d, for_backprop)
+    cdef lstm_tuning t = _tuning_record(tuning)
+    return lstm_forward_workspace_size_ex(&d, for_backprop, &t)
 
 
 def backward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
-                            Py_ssize_t time_steps):
+                            Py_ssize_t time_steps, tuning=None):
+    """Elements of the backward work space (-1 when too large); `tuning` as in `forward`."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
-    return lstm_backward_workspace_size(&d)
+    cdef lstm_tuning t = _tuning_record(tuning)
+    return lstm_backward_workspace_size_ex(&d, &t)
+
+
+def default_tuning():
+    """The kernels' tuning record (lstm_tuning) as a dict of its fields and default values."""
+    return <dict>lstm_default_tuning()
+
+
+cdef lstm_tuning _tuning_record(object overrides) except *:
+    """The default tuning record with `overrides` (None, or a mapping of some lstm_tuning field
+    names to values) applied; ValueError names an unknown field or a value out of range."""
+    fields = default_tuning()
+    if overrides is not None:
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"tuning: unknown fields {unknown}; known: {sorted(fields)}")
+        for name, value in overrides.items():
+            fields[name] = operator.index(value)
+    low = {"projection_chunk_elements": 1, "unit_groups_per_thread": 1}
+    high = {"unit_groups_per_thread": UNIT_GROUPS_MAX, "threads": LF_TEAM_MAX,
+            "groups_all_to_first": 1, "gradient_split_rows": 1, "packed_gemm": 1}
+    for name, value in fields.items():
+        if value < low.get(name, 0) or value > high.get(name, value):
+            raise ValueError(f"tuning: {name} must be in {low.get(name, 0)}.."
+                             f"{high.get(name, 'any')}, got {value}")
+    return fields
+
+
+cdef inline void _fill_report(object report, lstm_report* record):
+    """Copy a pass's report into the caller's dict (None: not wanted)."""
+    if report is not None:
+        report.update(<dict>record[0])
 
 
 def check_dims(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssize_t time_steps,
@@ -2010,7 +2167,8 @@ def check_dims(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssiz
 cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray W, cnp.ndarray RW,
                         cnp.ndarray b, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray mask,
                         cnp.ndarray out, cnp.ndarray last_h, cnp.ndarray last_c,
-                        cnp.ndarray cache, cnp.ndarray workspace, cnp.ndarray cancel):
+                        cnp.ndarray cache, cnp.ndarray workspace, cnp.ndarray cancel,
+                        const lstm_tuning* tuning, lstm_report* report):
     cdef lstm_strides xs = _strides(x, 3), hs = _strides(h0, 2), cs = _strides(c0, 2)
     cdef lstm_strides ms = _strides(mask, 1), os = _strides(out, 3)
     cdef lstm_strides lhs = _strides(last_h, 2), lcs = _strides(last_c, 2)
@@ -2031,29 +2189,37 @@ cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray 
     cdef const int* pcancel = <const int*>_data(cancel)
     cdef int status
     with nogil:
-        status = _forward_impl(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0, cs,
-                               pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws, pcancel)
+        status = lstm_forward_ex(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0,
+                                 cs, pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws, tuning,
+                                 report, pcancel)
     return status
 
 
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
-            bint peepholes, bint forwards, int activation, int gate_activation, cancel=None):
+            bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
+            tuning=None, report=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
     last_h, last_c, cache may be None; out [mb, h, T] is written. cancel: None or a one-element
-    int32 array polled each step (nonzero: stop, raising KeyboardInterrupt). Raises RuntimeError
-    on any other kernel error code (the Python layer validates first, so that signals a bug).
+    int32 array polled each step (nonzero: stop, raising KeyboardInterrupt). tuning: None (the
+    defaults) or a dict of lstm_tuning fields to change (the workspace sized with the same);
+    report: None or a dict that receives the pass's lstm_report fields. Raises RuntimeError on
+    any other kernel error code (the Python layer validates first, so that signals a bug).
     """
     cdef lstm_dims d = _dims(x.shape[0], x.shape[1], RW.shape[0], x.shape[2], peepholes, forwards,
                              activation, gate_activation)
+    cdef lstm_tuning t = _tuning_record(tuning)
+    cdef lstm_report r
     cdef int status
     if x.dtype == np.float32:
-        status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace, cancel)
+        status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
+                                       last_c, cache, workspace, cancel, &t, &r)
     else:
-        status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h, last_c,
-                                cache, workspace, cancel)
+        status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
+                                        last_c, cache, workspace, cancel, &t, &r)
+    if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
+        _fill_report(report, &r)
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
     if status != LSTM_OK:
@@ -2064,7 +2230,8 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
                          cnp.ndarray cache, cnp.ndarray eps, Py_ssize_t tbptt,
                          cnp.ndarray gW, cnp.ndarray gRW, cnp.ndarray gb, cnp.ndarray gx,
                          cnp.ndarray gh0, cnp.ndarray gc0, cnp.ndarray workspace,
-                         cnp.ndarray cancel, cnp.ndarray glc):
+                         cnp.ndarray cancel, cnp.ndarray glc, const lstm_tuning* tuning,
+                         lstm_report* report):
     cdef lstm_strides es = _strides(eps, 3), gxs = _strides(gx, 3)
     cdef lstm_strides ghs = _strides(gh0, 2), gcs = _strides(gc0, 2)
     cdef Py_ssize_t ld_w = W.strides[1] // W.itemsize, ld_rw = RW.strides[1] // RW.itemsize
@@ -2086,42 +2253,37 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
     cdef lstm_strides glcs = _strides(glc, 2)
     cdef int status
     with nogil:
-        status = _backward_impl(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
-                                pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws,
-                                pcancel, pglc, glcs)
+        status = lstm_backward_ex(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
+                                  pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws,
+                                  tuning, report, pcancel, pglc, glcs)
     return status
 
 
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
              bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-             grad_last_c=None):
-    """Run lstm_backward on validated arrays (see `forward`); gradients are overwritten.
-    grad_last_c: None or dL/d(last cell state) [mb, h]."""
+             grad_last_c=None, tuning=None, report=None):
+    """Run lstm_backward on validated arrays (see `forward`, also for tuning and report);
+    gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h]."""
     cdef lstm_dims d = _dims(minibatch, W.shape[0], RW.shape[0], time_steps, peepholes, forwards,
                              activation, gate_activation)
+    cdef lstm_tuning t = _tuning_record(tuning)
+    cdef lstm_report r
     cdef int status
     if W.dtype == np.float32:
-        status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
+        status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW,
+                                        gRW, gb, gx, gh0, gc0, workspace, cancel, grad_last_c,
+                                        &t, &r)
     else:
-        status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW, gRW, gb,
-                                 gx, gh0, gc0, workspace, cancel, grad_last_c)
+        status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW,
+                                         gRW, gb, gx, gh0, gc0, workspace, cancel, grad_last_c,
+                                         &t, &r)
+    if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
+        _fill_report(report, &r)
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
-
-
-def set_recurrent_gemm(str kind):
-    """'packed': per-step recurrent GEMMs on weights packed once per pass (AVX2+FMA CPUs; the
-    default); 'blas': always OpenBLAS. Returns the previous setting. For benchmarks and tests."""
-    global _use_packed_gemm
-    previous = "packed" if _use_packed_gemm else "blas"
-    if kind not in ("packed", "blas"):
-        raise ValueError(f"kind: expected 'packed' or 'blas', got {kind!r}")
-    _use_packed_gemm = 1 if kind == "packed" else 0
-    return previous
 
 
 def set_num_threads(int threads):
@@ -2141,108 +2303,19 @@ def set_num_threads(int threads):
     return previous
 
 
-def _set_input_product_max_bytes(limits):
-    """Set the largest step input (bytes of [mb, nIn]) whose x W is computed per step with the
-    packed kernel (0: always one GEMM per chunk): `limits` is (one thread, thread team), or one
-    number for both. Returns the previous (one thread, thread team). For tests."""
-    global INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES
-    try:
-        single = team = operator.index(limits)
-    except TypeError:
-        single, team = (operator.index(v) for v in limits)
-    if single < 0 or team < 0:
-        raise ValueError(f"limits must be >= 0, got {limits}")
-    previous = (INPUT_PRODUCT_MAX_BYTES, INPUT_PRODUCT_TEAM_MAX_BYTES)
-    INPUT_PRODUCT_MAX_BYTES = single
-    INPUT_PRODUCT_TEAM_MAX_BYTES = team
-    return previous
-
-
-def _set_projection_chunk_elements(Py_ssize_t elements):
-    """Set the elements per input-projection chunk (PROJECTION_CHUNK_ELEMENTS); returns the
-    previous value. For tests (passes of several chunks) and measurements only: the forward
-    work space size depends on it, so a work space sized before a larger setting is too small
-    for calls after it (the Python API sizes its work spaces per call)."""
-    global PROJECTION_CHUNK_ELEMENTS
-    if elements < 1:
-        raise ValueError(f"elements must be >= 1, got {elements}")
-    previous = PROJECTION_CHUNK_ELEMENTS
-    PROJECTION_CHUNK_ELEMENTS = elements
-    return previous
-
-
-def _set_team_limits(Py_ssize_t min_units, Py_ssize_t min_step_work):
-    """Set the per-thread minimum units and multiply-adds per step below which a pass uses
-    fewer threads; returns the previous pair. For tests (small shapes through the team)."""
-    global TEAM_MIN_UNITS, TEAM_MIN_STEP_WORK
-    if min_units < 1 or min_step_work < 0:
-        raise ValueError("min_units must be >= 1 and min_step_work >= 0")
-    previous = (TEAM_MIN_UNITS, TEAM_MIN_STEP_WORK)
-    TEAM_MIN_UNITS = min_units
-    TEAM_MIN_STEP_WORK = min_step_work
-    return previous
-
-
-def _set_unit_groups(int per_thread, bint all_to_first=False,
-                     Py_ssize_t min_work=UNIT_GROUP_MIN_WORK):
-    """Groups of units per thread in a team's time loops (UNIT_GROUPS_PER_THREAD), whether
-    thread 0 owns every group (the other threads then run only groups they take over from it),
-    and the least work per group (UNIT_GROUP_MIN_WORK, 0: none; by default its value at
-    import). Returns the previous triple.
-    For tests and benchmarks."""
-    global UNIT_GROUPS_PER_THREAD, _groups_all_to_first, UNIT_GROUP_MIN_WORK
-    if per_thread < 1 or per_thread > UNIT_GROUPS_MAX:
-        raise ValueError(f"per_thread must be in 1..{UNIT_GROUPS_MAX}, got {per_thread}")
-    if min_work < 0:
-        raise ValueError(f"min_work must be >= 0, got {min_work}")
-    previous = (UNIT_GROUPS_PER_THREAD, bool(_groups_all_to_first), UNIT_GROUP_MIN_WORK)
-    UNIT_GROUPS_PER_THREAD = per_thread
-    _groups_all_to_first = 1 if all_to_first else 0
-    UNIT_GROUP_MIN_WORK = min_work
-    return previous
-
-
-def _plan_unit_groups(Py_ssize_t h, int nthreads, Py_ssize_t mb):
-    """The groups of units a team of nthreads would use at hidden size h and minibatch mb, as
-    (first, units, cols): thread t owns groups first[t]..first[t+1]-1, group g is units
-    units[g]..units[g+1]-1 after cols[g] packed columns. For tests."""
+def _plan_unit_groups(Py_ssize_t h, int nthreads, Py_ssize_t mb, tuning=None):
+    """The groups of units a team of nthreads would use at hidden size h and minibatch mb under
+    `tuning` (as in `forward`), as (first, units, cols): thread t owns groups
+    first[t]..first[t+1]-1, group g is units units[g]..units[g+1]-1 after cols[g] packed
+    columns. For tests."""
     cdef _unit_groups groups
+    cdef lstm_tuning t = _tuning_record(tuning)
     if h < 1 or mb < 1 or nthreads < 1 or nthreads > LF_TEAM_MAX:
         raise ValueError(f"need h >= 1, mb >= 1 and 1 <= nthreads <= {LF_TEAM_MAX}")
-    _plan_groups(&groups, h, nthreads, mb)
+    _plan_groups(&groups, h, nthreads, mb, &t)
     n = groups.first[nthreads]
-    return ([groups.first[t] for t in range(nthreads + 1)],
+    return ([groups.first[i] for i in range(nthreads + 1)],
             [groups.units[g] for g in range(n + 1)], [groups.cols[g] for g in range(n + 1)])
-
-
-def _set_gradient_split(str kind):
-    """How a thread team splits the gradient GEMMs after the backward time loop: 'rows' (in two
-    row groups where there are at least 4h stacked rows, else by columns; the default) or
-    'columns' (always by columns). Returns the previous setting. For tests."""
-    global _gradient_split_rows
-    if kind not in ("rows", "columns"):
-        raise ValueError(f"kind must be 'rows' or 'columns', got {kind!r}")
-    previous = "rows" if _gradient_split_rows else "columns"
-    _gradient_split_rows = 1 if kind == "rows" else 0
-    return previous
-
-
-def _last_groups_taken_over():
-    """How many groups of units the last forward and backward passes' threads took over from
-    their owners, as (forward, backward). For tests."""
-    return (_last_taken_over[0], _last_taken_over[1])
-
-
-def _last_in_place_operands():
-    """Whether the last forward wrote h straight into its output and read x in place, and the
-    last backward read epsilon in place, as (h, x, epsilon). For tests."""
-    return (bool(_last_in_place[0]), bool(_last_in_place[1]), bool(_last_in_place[2]))
-
-
-def _last_backward_gradient_split():
-    """How the last backward pass split its gradient GEMMs: 'one thread', 'columns' or 'row
-    groups'. For tests."""
-    return ("one thread", "columns", "row groups")[_last_gradient_split]
 
 
 def get_num_threads():
