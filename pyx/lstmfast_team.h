@@ -132,12 +132,19 @@ static inline void lf_count_add(ptrdiff_t* counter, ptrdiff_t value)
     __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);
 }
 
+/* The job is published as one snapshot under a sequence lock: `sequence` is odd while the
+ * caller writes fn, job and nthreads, and even (2 per job) once they are complete. A worker
+ * reads the sequence, the fields, then the sequence again, and uses the fields only when both
+ * reads agree on an even value. Why: read separately, a worker that saw one job's sequence
+ * and was preempted before it read the fields could take the next job's fields for the one it
+ * saw, then see the next sequence and run that job a second time (corrupting the barrier in
+ * the caller's frame: every later pass needing it hung). */
 typedef struct {
     pthread_mutex_t busy;      /* held by the pass that uses the team */
     pthread_mutex_t lock;      /* guards the sleep of idle workers */
     pthread_cond_t wake;
     int started;               /* workers 1..started exist */
-    unsigned long generation;  /* bumped once per job */
+    unsigned long sequence;    /* the job's sequence lock: +2 per job, odd while it is written */
     lf_team_fn fn;
     void* job;
     int nthreads;
@@ -145,12 +152,68 @@ typedef struct {
     int finished_sleepers;     /* the caller asleep waiting for them */
 } lf_team_state;
 
+/* A job as a worker takes it: the fields of one publication, and its sequence. */
+typedef struct {
+    unsigned long sequence;
+    lf_team_fn fn;
+    void* job;
+    int nthreads;
+} lf_team_snapshot;
+
 static lf_team_state lf_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
                                 PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
 static int lf_team_atfork_registered = 0;
-/* the job generation current when each worker was created: its first job is the next one (a
+/* the job sequence current when each worker was created: its first job is the next one (a
  * worker that starts running late must still see the job posted right after its creation) */
 static unsigned long lf_team_first_seen[LF_TEAM_MAX];
+
+/* For the tests only (NULL otherwise): called by worker tid with LF_TEAM_READING and the
+ * sequence it saw, before it reads the job (a test may hold it there while the next job is
+ * published), and with LF_TEAM_IDLE and the sequence of the last job it took, before it waits
+ * for the next one. */
+enum { LF_TEAM_READING = 0, LF_TEAM_IDLE = 1 };
+static void (*lf_team_test_hook)(int tid, int event, unsigned long sequence) = NULL;
+
+static inline void lf_team_call_test_hook(int tid, int event, unsigned long sequence)
+{
+    void (*hook)(int, int, unsigned long) = __atomic_load_n(&lf_team_test_hook, __ATOMIC_ACQUIRE);
+    if (hook != NULL)
+        hook(tid, event, sequence);
+}
+
+/* The current job as one consistent snapshot (see lf_team_state). */
+static inline lf_team_snapshot lf_team_read_job(int tid)
+{
+    lf_team_snapshot snap;
+    for (;;) {
+        unsigned long before = __atomic_load_n(&lf_team.sequence, __ATOMIC_ACQUIRE);
+        lf_team_call_test_hook(tid, LF_TEAM_READING, before);
+        if (before & 1u) {
+            LF_PAUSE();
+            continue;
+        }
+        snap.fn = __atomic_load_n(&lf_team.fn, __ATOMIC_RELAXED);
+        snap.job = __atomic_load_n(&lf_team.job, __ATOMIC_RELAXED);
+        snap.nthreads = __atomic_load_n(&lf_team.nthreads, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&lf_team.sequence, __ATOMIC_RELAXED) == before) {
+            snap.sequence = before;
+            return snap;
+        }
+    }
+}
+
+/* Publishes a job (the caller holds lf_team.busy: one writer at a time). */
+static inline void lf_team_publish_job(lf_team_fn fn, void* job, int nthreads)
+{
+    unsigned long sequence = __atomic_load_n(&lf_team.sequence, __ATOMIC_RELAXED);
+    __atomic_store_n(&lf_team.sequence, sequence + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&lf_team.fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&lf_team.job, job, __ATOMIC_RELAXED);
+    __atomic_store_n(&lf_team.nthreads, nthreads, __ATOMIC_RELAXED);
+    __atomic_store_n(&lf_team.sequence, sequence + 2, __ATOMIC_RELEASE);
+}
 
 static void lf_team_after_fork_child(void)
 {
@@ -159,7 +222,7 @@ static void lf_team_after_fork_child(void)
     pthread_mutex_init(&lf_team.lock, NULL);
     pthread_cond_init(&lf_team.wake, NULL);
     lf_team.started = 0;
-    lf_team.generation = 0;
+    lf_team.sequence = 0;
 }
 
 static void* lf_team_worker(void* arg)
@@ -168,19 +231,21 @@ static void* lf_team_worker(void* arg)
     unsigned long seen = lf_team_first_seen[tid];
     for (;;) {
         int spins = 0;
-        while (__atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE) == seen) {
+        lf_team_call_test_hook(tid, LF_TEAM_IDLE, seen);
+        while (__atomic_load_n(&lf_team.sequence, __ATOMIC_ACQUIRE) == seen) {
             if (++spins < LF_IDLE_SPINS) {
                 LF_PAUSE();
                 continue;
             }
             pthread_mutex_lock(&lf_team.lock);
-            while (__atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE) == seen)
+            while (__atomic_load_n(&lf_team.sequence, __ATOMIC_ACQUIRE) == seen)
                 pthread_cond_wait(&lf_team.wake, &lf_team.lock);
             pthread_mutex_unlock(&lf_team.lock);
         }
-        seen = __atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE);
-        if (tid < lf_team.nthreads) {
-            lf_team.fn(lf_team.job, tid, lf_team.nthreads);
+        lf_team_snapshot snap = lf_team_read_job(tid);
+        seen = snap.sequence;
+        if (tid < snap.nthreads) {
+            snap.fn(snap.job, tid, snap.nthreads);
             __atomic_add_fetch(&lf_team.finished, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&lf_team.finished_sleepers, __ATOMIC_SEQ_CST) > 0)
                 lf_wake_all(&lf_team.finished);
@@ -208,7 +273,8 @@ static int lf_team_grow(int nthreads)
         if (pthread_attr_init(&attr) != 0)
             break;
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        lf_team_first_seen[lf_team.started + 1] = __atomic_load_n(&lf_team.generation, __ATOMIC_ACQUIRE);
+        lf_team_first_seen[lf_team.started + 1] = __atomic_load_n(&lf_team.sequence,
+                                                                  __ATOMIC_ACQUIRE);
         int rc = pthread_create(&thread, &attr, lf_team_worker,
                                 (void*)(ptrdiff_t)(lf_team.started + 1));
         pthread_attr_destroy(&attr);
@@ -310,12 +376,9 @@ static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
         fn(job, 0, 1);
         return;
     }
-    lf_team.fn = fn;
-    lf_team.job = job;
-    lf_team.nthreads = nthreads;
     __atomic_store_n(&lf_team.finished, 0u, __ATOMIC_RELAXED);
     pthread_mutex_lock(&lf_team.lock);
-    __atomic_add_fetch(&lf_team.generation, 1, __ATOMIC_ACQ_REL);
+    lf_team_publish_job(fn, job, nthreads);
     pthread_cond_broadcast(&lf_team.wake);
     pthread_mutex_unlock(&lf_team.lock);
     fn(job, 0, nthreads);
