@@ -1798,8 +1798,8 @@ class _SimpleRnnDirection:
     """DL4J's SimpleRnn, inference only: ``out_t = act(x_t W + out_{t-1} RW + b)``."""
 
     def __init__(self, spec: LayerSpec, flat, forwards=True):
-        from .network import _activation_forward
-        self._act = _activation_forward
+        from .network import activation_forward
+        self._act = activation_forward
         self.activation = spec.activation
         self.W, self.RW, b = _views(flat, [(spec.n_in, spec.n_out), (spec.n_out, spec.n_out),
                                            (spec.n_out,)])

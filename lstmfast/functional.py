@@ -16,8 +16,8 @@ import numpy as np
 
 from . import kernels as _kernels
 
-__all__ = ["lstm_forward", "lstm_backward", "ForwardResult", "Gradients", "ACTIVATIONS",
-           "GATE_ACTIVATIONS"]
+__all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
+           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
 
 ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
@@ -479,6 +479,35 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         # the cache goes back to the pool when the result is no longer referenced
         weakref.finalize(result, _POOL.give_later, cache)
     return result
+
+
+def bind_stream_step(lock, x, input_weights, recurrent_weights, bias, h, c, *,
+                     activation="tanh", gate_activation="sigmoid"):
+    """A streaming step bound to a layer's arrays (the layers' rnn_time_step): ``step(x)``
+    advances the state (h, c) in place by one step of x [minibatch, nIn] and returns a copy of
+    the new h, checking only x per call; it returns None, changing nothing, when x is not a
+    plain aligned array of the bound dtype and shape or `lock` is held elsewhere (the caller
+    then takes lstm_forward's validating path). The step takes `lock` without waiting.
+
+    input_weights [nIn, 4h] and recurrent_weights [h, 4h(+3)] with unit row stride, bias [4h],
+    h and c [minibatch, h] writable, all of x's dtype; activation and gate_activation by name.
+    ValueError when the arrays do not fit together or the kernels refuse the problem's size
+    (ask problem_size_ok first, before allocating the state).
+    """
+    act = _activation_code(activation, "activation", ACTIVATIONS)
+    gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
+    return _kernels.StreamStep(lock, x, input_weights, recurrent_weights, bias, h, c, act,
+                               gate_act)
+
+
+def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, activation="tanh",
+                    gate_activation="sigmoid"):
+    """Whether the kernels take a problem of this size (every BLAS dimension and buffer size
+    representable); False where lstm_forward would raise its "problem too large" ValueError."""
+    act = _activation_code(activation, "activation", ACTIVATIONS)
+    gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
+    return _kernels.check_dims(minibatch, n_in, hidden, time_steps, bool(peepholes), act,
+                               gate_act) == 0
 
 
 def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False,

@@ -51,6 +51,7 @@ from .layers import (
 )
 
 __all__ = [
+    "activation_forward",
     "DenseLayer",
     "OutputLayer",
     "RnnOutputLayer",
@@ -766,3 +767,8 @@ def _check_non_negative(name, value):
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be a non-negative number; got {value!r}")
     return float(value)
+
+
+# The public name of the dense layers' activation function (name, z) -> f(z), for the outer rooms
+# (the DL4J graph evaluator).
+activation_forward = _activation_forward
