@@ -1,10 +1,20 @@
 #!/usr/bin/env python
-"""Benchmark lstmfast against PyTorch's CPU LSTM and against the GEMM peak of its own OpenBLAS.
+"""Benchmark lstmfast against PyTorch's CPU LSTM and against the arithmetic limits of the cores.
 
-    python benchmarks/bench_lstm.py                 # full run (11-18 minutes on the 2-core machine)
-    python benchmarks/bench_lstm.py --quick         # fewer repeats, largest shape skipped (a few minutes)
-    python benchmarks/bench_lstm.py --threads 1 --dtype float32 --shapes small,tiny,stream
-    python benchmarks/bench_lstm.py --wait-idle 90  # wait (<= 90 s per job) for other processes to finish
+    pip install .                                   # from the repository root: what is timed
+    python benchmarks/bench_lstm.py                 # full run (15-20 minutes on a 2-core machine)
+    python benchmarks/bench_lstm.py --quick         # fewer samples, largest shape skipped
+    python benchmarks/bench_lstm.py --quick --threads 1 --dtype float32 --shapes tiny,charlm
+    python benchmarks/bench_lstm.py --source-tree   # an in-place build (setup.py build_ext --inplace)
+
+Needs PyTorch (`pip install torch==2.13.0`, CPU build) and threadpoolctl; matplotlib for the plot.
+
+What lstmfast is timed: the INSTALLED package (what `pip install .` put in this Python), or with
+`--source-tree` the source tree's lstmfast/ with its extension built in place. It is checked once
+in a subprocess before anything is timed, with an error that says what to do when it does not
+import; the log and the results say which was timed, and warn when the installed package's
+Python files differ from this source tree's. The package is copied to a temporary directory for
+the run, so that a reinstall meanwhile does not mix two builds.
 
 What is timed (medians of `--repeats` samples after warm-up; a sample is the mean of as many
 calls as fill `--min-time` seconds):
@@ -14,19 +24,23 @@ calls as fill `--min-time` seconds):
 * graves      the same with peepholes (GravesLSTM, recurrent weights [h, 4h+3]);
 * torch       `torch.nn.LSTM` with the same weights (inference under `torch.inference_mode()`;
               training: forward + `output.backward(eps)`, with dL/dx as lstmfast computes it);
-* peephole    the PyTorch peephole baseline at the three medium shapes and the tiny one: an
+* peephole    a peer for the peepholes, at the three medium shapes and the tiny one: an
               LSTMCell-style loop with peephole terms (both projections every step, as
               nn.LSTMCell does), compiled with TorchScript; `peephole_hoisted` (optional)
-              hoists the input projection of all steps out of the loop, a stronger baseline;
+              hoists the input projection of all steps out of the loop, a stronger peer;
 * gemm        raw scipy.linalg.blas sgemm/dgemm: the peak on large square Fortran matrices and the
               LSTM's own GEMM shapes, giving a "BLAS floor" (the time of the GEMMs alone); and
               the FMA limit of one core (`benchmarks/fma_peak.c`, built with the system C
-              compiler on first use), from which the tables give each TorchScript/Graves
-              ratio's ceiling: the most any implementation doing the LSTM's flops could reach.
+              compiler on first use), from which the tables give each ratio's ceiling: the most
+              any implementation doing the LSTM's flops could reach;
+* charlm      the training loop users run (`benchmarks/train_loop.py`): a character model like
+              the demo's trained with `Sequential.fit_batch`, against the same model in PyTorch,
+              in characters per second; each library in its own process with only
+              OMP_NUM_THREADS set to the thread count, so that each runs at its own defaults.
 
 Streaming (shape `stream`, (T, mb, nIn, h) = (1, 1, 32, 32)): one step per call through the
-Python API (`lstmfast.lstm_forward(x2d, W, RW, b, h0=h, c0=c)`, and a layer's `rnn_time_step`
-when the package has an LSTM layer class) against `torch.nn.LSTMCell`.
+Python API (`lstmfast.lstm_forward(x2d, W, RW, b, h0=h, c0=c)` and an LSTM layer's
+`rnn_time_step`) against `torch.nn.LSTMCell`.
 
 Processes: one worker process per (threads, dtype, shape). At 1 thread it runs every library,
 interleaved sample by sample (side by side). At more threads each library group (lstmfast and
@@ -35,22 +49,23 @@ pool and OpenBLAS's pthread pool slow each other down when both are live in one 
 OpenBLAS helper thread busy-waits for ~0.1 s after each multithreaded call. There the lstmfast
 and PyTorch workers of a shape alternate in `--rounds` rounds (default 2: lstmfast, PyTorch,
 PyTorch, lstmfast), each taking its share of the samples, which are pooled: the machine's speed
-changes over minutes, and one process each, timed apart, compared two different machines.
-lstmfast's own time-loop threads are set with lstmfast.set_num_threads(threads).
-Workers are this script re-invoked with `--worker SPEC`; they print one JSON line. BLAS threads
-are set with threadpoolctl after SciPy's OpenBLAS is loaded (threadpoolctl cannot limit a
-library that is not loaded yet; NumPy's OpenBLAS is a different copy) and checked. The workers
-import a snapshot of the built package copied at the start (`--no-snapshot`: the source tree),
-so a rebuild during the run does not mix builds. Progress is saved after every job (`--resume`).
+changes over minutes. lstmfast's own time-loop threads are set with
+lstmfast.set_num_threads(threads), BLAS threads with threadpoolctl after SciPy's OpenBLAS is
+loaded (threadpoolctl cannot limit a library that is not loaded yet; NumPy's OpenBLAS is a
+different copy), and checked. Workers are this script re-invoked with `--worker SPEC`; they
+print one JSON line. Progress is saved after every job (`--resume`).
+
+Recorded with the results: the CPU (model, family, the vector-extension flags), lstmfast's code
+path on it, every BLAS threadpoolctl sees with OpenBLAS's core type, PyTorch's CPU capability and
+oneDNN's ISA with the implementation it picks for the LSTM.
 
 Before timing, a check worker verifies that lstmfast and PyTorch compute the same thing
 (outputs and every gradient, LSTM vs nn.LSTM and GravesLSTM vs the TorchScript peephole loop).
 
-Output: a table on stdout, `benchmarks/RESULTS.md` (the section of this `--tag` is replaced,
-everything else in the file is kept), `benchmarks/results.json` and `benchmarks/ratios.png`
-(for `--tag latest`, the default; another tag writes `results_<tag>.json` and
-`ratios_<tag>.png`). `--render results_<tag>.json` rebuilds the tables without timing;
-`--baseline results_<tag>.json` adds a speed-up column against an earlier run.
+Output: a table on stdout, and in `--out-dir` (default benchmarks/): `results.json`,
+`ratios.png` and the generated section of `RESULTS.md` (the rest of the page is kept).
+`--render results.json` rebuilds them without timing; `--baseline OLD.json` adds a speed-up
+column against an earlier run.
 """
 from __future__ import annotations
 
@@ -59,6 +74,7 @@ import datetime
 import functools
 import gc
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -85,29 +101,43 @@ SHAPES = [
     ("tiny", (20, 1, 32, 32), "full"),
     ("large", (500, 128, 512, 1024), "forward"),
     ("stream", (1, 1, 32, 32), "stream"),
+    # the training loop users run (benchmarks/train_loop.py): sequences of 100, minibatch 32,
+    # 77 characters, two LSTM(128) layers; float32 only
+    ("charlm", (100, 32, 77, 128), "train_loop"),
 ]
 SHAPE_INFO = {key: (dims, kind) for key, dims, kind in SHAPES}
-MEDIUM = ("small", "medium", "long")          # the issue's "three medium shapes"
+MEDIUM = ("small", "medium", "long")          # the three medium shapes
 PEEPHOLE_SHAPES = MEDIUM + ("tiny",)          # where the TorchScript peephole loop is timed
 BLAS_LIBS = ("lstmfast", "graves", "gemm")    # share scipy's OpenBLAS pool
 TORCH_LIBS = ("torch", "peephole", "peephole_hoisted")   # share PyTorch's OpenMP pool
 ALL_LIBS = BLAS_LIBS + TORCH_LIBS
 DEFAULT_LIBS = ("lstmfast", "graves", "gemm", "torch", "peephole")
+# the environment variables that set thread counts (a training-loop worker gets only
+# OMP_NUM_THREADS, so that every library runs at its defaults for that count)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "MKL_NUM_THREADS",
+                    "LSTMFAST_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
-# Floors from issue 3 (torch time / lstmfast time unless noted).
+# The floors (PyTorch time / lstmfast time unless noted), on every CPU.
 TARGETS = {
-    ("float32", "training", "medium"): 1.1,
+    ("float32", "training", "medium"): 1.15,
     ("float32", "training", "tiny"): 5.0,
     ("float32", "inference", "medium"): 1.0,
     ("float32", "inference", "tiny"): 3.0,
-    ("float32", "inference", "large"): 0.95,
+    ("float32", "inference", "large"): 1.0,
     ("float64", "training", "any"): 1.5,
     ("float64", "inference", "any"): 1.5,
     ("any", "stream", "stream"): 10.0,
 }
 GRAVES_MAX_OVERHEAD = 0.10
-PEEPHOLE_MIN_RATIO = 5.0
-LARGE_MIN_PEAK_FRACTION = 0.75
+LARGE_MIN_FMA_FRACTION = 0.85       # the largest shape at 1 thread: share of the FMA limit
+# the training loop at 2 threads and more: against PyTorch, and against lstmfast's own 1 thread
+TRAIN_LOOP_MIN_RATIO = 1.1
+TRAIN_LOOP_MIN_SCALING = 1.5
+
+
+def needs_lstmfast(args):
+    """Whether the run imports lstmfast (anything but PyTorch and raw GEMMs alone)."""
+    return any(lib in args.peers for lib in ("lstmfast", "graves"))
 
 
 def _loadavg():
@@ -219,7 +249,7 @@ def lstmfast_from_torch_grad(g_ih, g_hh, g_bias, h):
 # name `torch` first; the signatures use TorchScript type comments so that this module imports
 # without PyTorch). DL4J GravesLSTM semantics: input and forget peepholes on the previous cell
 # state, output peephole on the new one. Gates in PyTorch's order (i, f, g, o).
-#   peephole_lstm_cell     what issue 3 names: an LSTMCell-style loop (both projections every
+#   peephole_lstm_cell     the peer: an LSTMCell-style loop (both projections every
 #                          step, as nn.LSTMCell computes them) with peephole terms  -> peer "peephole"
 #   peephole_lstm_hoisted  the same with the input projection of all steps hoisted out of the loop
 #                          into one matmul (a stronger baseline)              -> peer "peephole_hoisted"
@@ -328,7 +358,7 @@ def _fma_library():
                            check=True, capture_output=True, timeout=120)
             os.replace(tmp, path)
         lib = ctypes.CDLL(path)
-        for name in ("fma_peak_f64", "fma_peak_f32"):
+        for name in ("fma_peak_f64", "fma_peak_f32", "fma_peak_avx512_f64", "fma_peak_avx512_f32"):
             getattr(lib, name).restype = ctypes.c_double
             getattr(lib, name).argtypes = [ctypes.c_long]
         if not lib.fma_peak_supported():
@@ -341,28 +371,35 @@ def _fma_library():
 
 def fma_peak_gflops(dtype, samples=7, sample_s=0.03):
     """The best rate (GFLOP/s) of one core over `samples` runs of benchmarks/fma_peak.c's FMA
-    chains in the dtype; None where it cannot be built or run."""
+    chains in the dtype, per instruction set ({"avx2": ..., "avx512": ...} where the CPU has
+    AVX-512); None where it cannot be built or run."""
     lib = _fma_library()
     if lib is None:
         return None
-    fn, lanes = (lib.fma_peak_f32, 8) if np.dtype(dtype) == np.float32 else (lib.fma_peak_f64, 4)
-    flops_per_round = 12 * lanes * 2
-    rounds = 1 << 16
-    while True:                                   # calibrate: one run of about sample_s
-        t = time.perf_counter()
-        fn(rounds)
-        t = time.perf_counter() - t
-        if t >= sample_s / 4 or rounds > 1 << 34:
-            break
-        rounds *= 4
-    rounds = max(1, int(rounds * sample_s / max(t, 1e-9)))
-    best = 0.0
-    for _ in range(samples):
-        t = time.perf_counter()
-        fn(rounds)
-        t = time.perf_counter() - t
-        best = max(best, rounds * flops_per_round / t / 1e9)
-    return best
+    f32 = np.dtype(dtype) == np.float32
+    variants = {"avx2": (lib.fma_peak_f32, 8) if f32 else (lib.fma_peak_f64, 4)}
+    if lib.fma_peak_avx512_supported():
+        variants["avx512"] = (lib.fma_peak_avx512_f32, 16) if f32 else (lib.fma_peak_avx512_f64, 8)
+    rates = {}
+    for isa, (fn, lanes) in variants.items():
+        flops_per_round = 12 * lanes * 2
+        rounds = 1 << 16
+        while True:                                   # calibrate: one run of about sample_s
+            t = time.perf_counter()
+            fn(rounds)
+            t = time.perf_counter() - t
+            if t >= sample_s / 4 or rounds > 1 << 34:
+                break
+            rounds *= 4
+        rounds = max(1, int(rounds * sample_s / max(t, 1e-9)))
+        best = 0.0
+        for _ in range(samples):
+            t = time.perf_counter()
+            fn(rounds)
+            t = time.perf_counter() - t
+            best = max(best, rounds * flops_per_round / t / 1e9)
+        rates[isa] = best
+    return rates
 
 
 def measure_side_by_side(cases, repeats, warmup, min_time, context=None):
@@ -522,10 +559,12 @@ class Worker:
         extra = {name: {"flops": flops[name],
                         "gflops": flops[name] / res[name]["median_s"] / 1e9} for name in res}
         self.add("peak", "gemm", res, extra)
-        core = fma_peak_gflops(self.dtype)
-        if core is not None:
+        rates = fma_peak_gflops(self.dtype)
+        if rates:
+            # the limit is the better instruction set's rate: nothing retires flops faster
             self.records.append({"dtype": self.dtype.name, "threads": self.threads, "shape": "peak",
-                                 "mode": "fma", "lib": FMA_PEAK_LIB, "gflops_core": core})
+                                 "mode": "fma", "lib": FMA_PEAK_LIB, "gflops_core": max(rates.values()),
+                                 "gflops_core_by_isa": rates})
 
     # ---- one shape, one mode --------------------------------------------------------------
     def run_shape(self, key, mode):
@@ -771,10 +810,7 @@ class Worker:
                 with open(so_path, "rb") as fh:
                     m["lstmfast"]["kernels_sha1"] = hashlib.sha1(fh.read()).hexdigest()[:12]
                 m["lstmfast"]["kernels_mtime"] = os.path.getmtime(so_path)
-            try:
-                m["lstmfast"]["avx2_active"] = bool(so._AVX2_ACTIVE)
-            except Exception:                                # noqa: BLE001
-                pass
+            m["lstmfast"]["code_path"] = lstmfast_code_path(lf)
         if self.torch is not None:
             torch = self.torch
             m["torch"] = {"version": torch.__version__, "num_threads": torch.get_num_threads(),
@@ -783,8 +819,129 @@ class Worker:
         return m
 
 
+def lstmfast_code_path(lf):
+    """The kernels' code path chosen at import for this CPU (e.g. "avx2+fma", "portable")."""
+    kernels = getattr(lf, "kernels", None)
+    if hasattr(kernels, "simd_variant"):
+        return str(kernels.simd_variant())
+    if hasattr(kernels, "_AVX2_ACTIVE"):
+        return "avx2+fma" if kernels._AVX2_ACTIVE else "portable"
+    return None
+
+
+ONEDNN_LINE = "onednn_verbose,"
+
+
+def onednn_report(torch):
+    """oneDNN's version, its ISA on this CPU and the implementation it picks for the LSTM in
+    inference and training, from oneDNN's own report of an nn.LSTM pass (verbose mode
+    switched on through torch.backends.mkldnn for that pass only; oneDNN prints from C, so the
+    process's stdout descriptor is redirected to a file meanwhile)."""
+    import ctypes
+    import tempfile
+    if not torch.backends.mkldnn.is_available():
+        return {"available": False}
+    libc = ctypes.CDLL(None)
+    T, mb, n_in, h = SHAPE_INFO["small"][0]       # oneDNN may pick by size: a timed shape
+    lstm = torch.nn.LSTM(n_in, h)
+    x = torch.randn(T, mb, n_in)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as fh:
+        os.dup2(fh.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                with torch.inference_mode():
+                    lstm(x)
+                y, _ = lstm(x)
+                y.sum().backward()
+            libc.fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        fh.seek(0)
+        lines = fh.read().decode(errors="replace").splitlines()
+    out = {"available": True, "rnn": {}}
+    for line in lines:
+        if not line.startswith(ONEDNN_LINE):
+            continue
+        fields = line.split(",")
+        if "info" in fields and any(f.startswith("isa:") for f in fields):
+            out["isa"] = next(f for f in fields if f.startswith("isa:"))[4:]
+        elif "info" in fields and any(f.startswith("oneDNN v") for f in fields):
+            out["version"] = next(f for f in fields if f.startswith("oneDNN v"))
+        elif "exec" in fields and "rnn" in fields:
+            i = fields.index("rnn")
+            if len(fields) > i + 2:
+                out["rnn"][fields[i + 2]] = fields[i + 1]     # prop_kind -> implementation
+    return out
+
+
+def probe_main(spec):
+    """The software and hardware facts of the run, in a process of their own: lstmfast's code
+    path and default threads, every BLAS threadpoolctl sees (OpenBLAS's core type is its
+    `architecture`), PyTorch's CPU capability and oneDNN's ISA."""
+    out = {}
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, which lstmfast's kernels call)
+    if spec.get("lstmfast"):
+        import lstmfast
+        out["lstmfast"] = {"version": lstmfast.__version__,
+                           "dir": os.path.dirname(os.path.abspath(lstmfast.__file__)),
+                           "code_path": lstmfast_code_path(lstmfast),
+                           "default_threads": lstmfast.get_num_threads()}
+    if spec.get("torch"):
+        try:
+            import torch
+        except ImportError:
+            out["torch"] = None
+        else:
+            out["torch"] = {"version": torch.__version__,
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "default_threads": torch.get_num_threads(),
+                            "onednn": onednn_report(torch)}
+    try:
+        from threadpoolctl import threadpool_info
+        out["blas"] = [{"file": os.path.basename(i.get("filepath", "")),
+                        "owner": blas_owner(i.get("filepath", "")),
+                        "library": i.get("internal_api"), "version": i.get("version"),
+                        "core_type": i.get("architecture"), "threading": i.get("threading_layer"),
+                        "default_threads": i.get("num_threads")}
+                       for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        out["blas"] = None
+    return out
+
+
+def blas_owner(path):
+    parts = os.path.normpath(path).split(os.sep)
+    if any(p in ("scipy", "scipy.libs") for p in parts):
+        return "SciPy"
+    if any(p in ("numpy", "numpy.libs") for p in parts):
+        return "NumPy"
+    if any(p.startswith("torch") for p in parts):
+        return "PyTorch"
+    return "shared"
+
+
+def train_loop_main(spec):
+    """One library's training loop (benchmarks/train_loop.py) at the threads its environment
+    gives; nothing else is set here."""
+    import train_loop
+    rec = train_loop.run(spec["libs"][0], spec["threads"], spec["dtype"], repeats=spec["repeats"],
+                         batches=spec["train_batches"], warmup=spec["warmup"])
+    rec["job_pid"] = os.getpid()
+    meta = {"pid": os.getpid(), "train_loop": True, "loadavg_end": _loadavg(),
+            "env": {k: v for k, v in os.environ.items() if k in THREAD_VARIABLES}, "notes": []}
+    return {"records": [rec], "meta": meta}
+
+
 def worker_main(spec_json):
     spec = json.loads(spec_json)
+    if spec.get("probe") or spec.get("train_loop"):
+        payload = probe_main(spec) if spec.get("probe") else train_loop_main(spec)
+        sys.stdout.write(RESULT_MARK + json.dumps(payload) + "\n")
+        sys.stdout.flush()
+        return
     w = Worker(spec)
     payload = {}
     if spec.get("check"):
@@ -797,6 +954,8 @@ def worker_main(spec_json):
         kind = SHAPE_INFO[key][1]
         if kind == "stream":
             w.run_stream()
+        elif kind == "train_loop":
+            continue
         else:
             for mode in spec["modes"]:
                 if mode == "training" and kind != "full":
@@ -819,11 +978,13 @@ class WorkerTimeout(RuntimeError):
     pass
 
 
-IMPORT_ROOT = ROOT      # where workers import lstmfast from (a snapshot directory by default)
+IMPORT_ROOT = None      # where workers import lstmfast from: a copy of the package being timed
 
 
-SNAPSHOT_PROBE = """
-import numpy as np, lstmfast
+PACKAGE_PROBE = """
+import json, os, sys
+import numpy as np
+import lstmfast
 for dt in (np.float32, np.float64):
     r = np.random.default_rng(0)
     W = np.asfortranarray(r.standard_normal((3, 16)).astype(dt))
@@ -834,78 +995,150 @@ for dt in (np.float32, np.float64):
                                   c0=np.ones((2, 4), dt), for_backprop=True)
         lstmfast.lstm_backward(f, np.ones((2, 4, 5), dt))
         lstmfast.lstm_forward(x[:, :, 0], W, RW, np.zeros(16, dt))
+print(json.dumps({"dir": os.path.dirname(os.path.abspath(lstmfast.__file__)),
+                  "version": lstmfast.__version__}))
 """
 
 
-def snapshot_package(attempts=8):
-    """Copy the built package (lstmfast/ with its compiled extension) to a temporary directory so
-    that the whole run times one build even if the source tree is rebuilt meanwhile. Returns the
-    directory, after checking in a subprocess that the copy imports."""
+def _probe_package(pythonpath):
+    """Import lstmfast in a fresh interpreter whose working directory is not the source tree
+    (`python -c` puts the working directory first on sys.path) and run a few tiny passes.
+    Returns (package info dict or None, the error's last line)."""
+    import tempfile
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    path = [pythonpath] if pythonpath else []
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    with tempfile.TemporaryDirectory(prefix="bench_lstm_probe_") as cwd:
+        probe = subprocess.run([sys.executable, "-c", PACKAGE_PROBE], cwd=cwd, env=env,
+                               capture_output=True, text=True)
+    if probe.returncode == 0:
+        return json.loads(probe.stdout.strip().splitlines()[-1]), ""
+    lines = probe.stderr.strip().splitlines()
+    return None, lines[-1] if lines else f"exit status {probe.returncode}"
+
+
+def _differing_sources(package_dir):
+    """The Python files of the source tree's lstmfast/ that the timed package lacks or has in
+    another version (the timed package was installed from another state of the tree)."""
+    src = os.path.join(ROOT, "lstmfast")
+    if not os.path.isdir(src) or os.path.realpath(src) == os.path.realpath(package_dir):
+        return []
+    differ = []
+    for name in sorted(os.listdir(src)):
+        if not name.endswith(".py"):
+            continue
+        other = os.path.join(package_dir, name)
+        with open(os.path.join(src, name), "rb") as fh:
+            mine = fh.read()
+        try:
+            with open(other, "rb") as fh:
+                theirs = fh.read()
+        except OSError:
+            theirs = None
+        if mine != theirs:
+            differ.append(name)
+    return differ
+
+
+def locate_package(source_tree=False):
+    """The lstmfast the run times: the installed package (what `pip install .` put in this
+    Python's site-packages), or with source_tree=True the source tree's own lstmfast/, which
+    needs its compiled extension beside it (`python setup.py build_ext --inplace`). Checked once
+    in a subprocess; an error that says what to do when it does not import.
+    Returns {"dir", "version", "kind"}."""
+    if source_tree:
+        info, err = _probe_package(ROOT)
+        if info is None:
+            raise SystemExit(
+                f"the source tree's lstmfast ({ROOT}/lstmfast) does not import: {err}\n"
+                "--source-tree times an in-place build: run `python setup.py build_ext --inplace` "
+                "first, or drop --source-tree to time the installed package (`pip install .`)")
+        if os.path.realpath(info["dir"]) != os.path.realpath(os.path.join(ROOT, "lstmfast")):
+            raise SystemExit(f"--source-tree: lstmfast was imported from {info['dir']}, not from "
+                             f"{ROOT}/lstmfast")
+        info["kind"] = "source tree (in-place build)"
+        return info
+    info, err = _probe_package(None)
+    if info is None:
+        raise SystemExit(
+            f"lstmfast is not installed in this Python ({sys.executable}) or does not import: "
+            f"{err}\nInstall it from the repository root with `pip install .` (or time an in-place "
+            "build with --source-tree)")
+    inside = os.path.realpath(info["dir"]).startswith(os.path.realpath(ROOT) + os.sep)
+    info["kind"] = "source tree (editable install)" if inside else "installed"
+    stale = _differing_sources(info["dir"])
+    if stale:
+        info["differs_from_tree"] = stale
+        log(f"WARNING: the installed lstmfast ({info['dir']}) differs from this source tree in "
+            f"{', '.join(stale)}: run `pip install .` to time the tree as it is")
+    return info
+
+
+def copy_package(package_dir):
+    """Copy the package (with its compiled extension) to a temporary directory, so that the
+    whole run times one build even if the package is reinstalled or rebuilt meanwhile; the copy
+    is checked to import. Returns the directory to put on the workers' PYTHONPATH."""
+    import atexit
     import shutil
     import tempfile
-    for attempt in range(1, attempts + 1):
-        tmp = tempfile.mkdtemp(prefix="bench_lstm_pkg_")
-        shutil.copytree(os.path.join(ROOT, "lstmfast"), os.path.join(tmp, "lstmfast"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        probe = subprocess.run([sys.executable, "-c", SNAPSHOT_PROBE], cwd=tmp,
-                               env=dict(os.environ, PYTHONPATH=tmp), capture_output=True, text=True)
-        if probe.returncode == 0:
-            return tmp
+    tmp = tempfile.mkdtemp(prefix="bench_lstm_pkg_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)      # also when the run fails
+    shutil.copytree(package_dir, os.path.join(tmp, "lstmfast"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    info, err = _probe_package(tmp)
+    if info is None or os.path.realpath(info["dir"]) != os.path.realpath(os.path.join(tmp, "lstmfast")):
         shutil.rmtree(tmp, ignore_errors=True)
-        log(f"snapshot of lstmfast does not import (attempt {attempt}/{attempts}; being rebuilt?): "
-            f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}")
-        time.sleep(30)
-    raise SystemExit("could not take a working snapshot of the lstmfast package")
+        raise SystemExit(f"the copy of {package_dir} does not import on its own: {err}")
+    return tmp
 
 
-def run_worker(spec, attempts=3, timeout=None):
-    """Run one worker process (its stderr shown live); retry when the package looks like it is
-    being rebuilt; WorkerTimeout after `timeout` seconds."""
+def run_worker(spec, timeout=None):
+    """Run one worker process (its stderr shown live); WorkerTimeout after `timeout` seconds.
+    spec["env"] (optional) replaces the thread-count variables of the worker's environment."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = IMPORT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    for attempt in range(1, attempts + 1):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=IMPORT_ROOT)
-        out_chunks, err_lines = [], []
+    if "env" in spec:
+        for key in THREAD_VARIABLES:
+            env.pop(key, None)
+        env.update(spec["env"])
+    cwd = HERE
+    if IMPORT_ROOT:
+        env["PYTHONPATH"] = IMPORT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cwd = IMPORT_ROOT
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd)
+    out_chunks = []
 
-        def read_stdout():
-            out_chunks.append(proc.stdout.read())
+    def read_stdout():
+        out_chunks.append(proc.stdout.read())
 
-        def forward_stderr():
-            for line in proc.stderr:
-                err_lines.append(line)
-                sys.stderr.write(line)
-                sys.stderr.flush()
-        readers = [threading.Thread(target=read_stdout, daemon=True),
-                   threading.Thread(target=forward_stderr, daemon=True)]
-        for t in readers:
-            t.start()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise WorkerTimeout(f"worker killed after {timeout:.0f} s: {spec['dtype']}, "
-                                f"{spec['threads']} thread(s), {','.join(spec['libs'])}, "
-                                f"{','.join(spec['shapes'])}") from None
-        for t in readers:
-            t.join(10)
-        stdout, stderr = "".join(out_chunks), "".join(err_lines)
-        for line in stdout.splitlines():
-            if line.startswith(RESULT_MARK):
-                return json.loads(line[len(RESULT_MARK):])
-        log(f"worker failed (attempt {attempt}/{attempts}, exit {proc.returncode}); "
-            f"stdout tail: {stdout[-500:]!r}")
-        transient = IMPORT_ROOT == ROOT and any(
-            k in stderr for k in ("ImportError", "ModuleNotFoundError", "undefined symbol",
-                                  "invalid ELF header", "AttributeError: module 'lstmfast"))
-        if not transient:
-            break
-        if attempt < attempts:
-            log("  (looks like the extension is being rebuilt: retrying in 30 s)")
-            time.sleep(30)
-    raise RuntimeError(f"worker failed: {spec}")
+    def forward_stderr():
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    readers = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=forward_stderr, daemon=True)]
+    for t in readers:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise WorkerTimeout(f"worker killed after {timeout:.0f} s: {spec.get('dtype')}, "
+                            f"{spec.get('threads')} thread(s), {','.join(spec.get('libs', []))}, "
+                            f"{','.join(spec.get('shapes', []))}") from None
+    for t in readers:
+        t.join(10)
+    stdout = "".join(out_chunks)
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    raise RuntimeError(f"worker failed (exit status {proc.returncode}; its errors are above): "
+                       f"{json.dumps(spec)}")
 
 
 def plan_jobs(args):
@@ -921,7 +1154,8 @@ def plan_jobs(args):
             "peak_sizes": args.peak_sizes}
     for threads in args.threads:
         for dtype in args.dtype:
-            shapes = [s for s in args.shapes if not (s == "large" and dtype not in args.large_dtypes)]
+            shapes = [s for s in args.shapes if not (s == "large" and dtype not in args.large_dtypes)
+                      and SHAPE_INFO[s][1] != "train_loop"]
             # at more threads the raw GEMMs get a process of their own too: after a multithreaded
             # OpenBLAS call its helper thread busy-waits for ~0.1 s, taking the core that
             # lstmfast's time-loop thread (which sets OpenBLAS to one thread) needs
@@ -946,7 +1180,79 @@ def plan_jobs(args):
                     for group in compared[shift:] + compared[:shift]:
                         jobs.append(dict(per_round, threads=threads, dtype=dtype, libs=group,
                                          shapes=[s], round=rnd))
+    # the training loop: each library in its own process at every thread count, alternating
+    loop_libs = [lib for lib in ("lstmfast", "torch") if lib in libs]
+    if "charlm" in args.shapes and "float32" in args.dtype and loop_libs:
+        for threads in args.threads:
+            for rnd in range(args.rounds):
+                shift = rnd % len(loop_libs)
+                for lib in loop_libs[shift:] + loop_libs[:shift]:
+                    jobs.append({"train_loop": True, "threads": threads, "dtype": "float32",
+                                 "libs": [lib], "shapes": ["charlm"], "round": rnd,
+                                 "repeats": math.ceil(args.repeats / args.rounds),
+                                 "warmup": args.warmup, "train_batches": args.train_batches,
+                                 "env": {"OMP_NUM_THREADS": str(threads)}})
     return jobs
+
+
+# the CPU flags recorded (prefixes): the vector extensions the kernels, OpenBLAS and oneDNN choose by
+SIMD_FLAGS = ("sse4", "avx", "fma", "f16c", "amx")
+
+
+def machine_summary(info, metas=()):
+    """The facts the results page states about the machine, from the run's probe (or, for runs
+    recorded before it, from what the workers reported)."""
+    sw = info.get("software") or {}
+    flags = info.get("cpu_flags", "").split()
+    out = {"cpu": f"{info.get('cpu', '?')} (family {info.get('cpu_family', '?')}, model "
+                  f"{info.get('cpu_model', '?')})",
+           "cpus": info.get("cpu_count"),
+           "flags": " ".join(flags) + ("" if "avx512f" in flags else " (no AVX-512)"),
+           "commit": info.get("git", "?")}
+    lf = sw.get("lstmfast") or next((m["lstmfast"] for m in metas if "lstmfast" in m), None)
+    if lf:
+        path = lf.get("code_path")
+        if path is None and "avx2_active" in lf:       # recorded before the code path was
+            path = "avx2+fma" if lf["avx2_active"] else "portable"
+        out["lstmfast"] = f"lstmfast {lf.get('version', '?')}, code path {path or '?'}"
+    blas = sw.get("blas")
+    if blas is None:                                   # from the workers' threadpoolctl reports
+        seen = {}
+        for m in metas:
+            for i in m.get("threadpool_info", []):
+                if i.get("user_api") == "blas":
+                    seen[os.path.basename(i["filepath"])] = {
+                        "file": os.path.basename(i["filepath"]), "owner": blas_owner(i["filepath"]),
+                        "library": i.get("internal_api"), "version": i.get("version"),
+                        "core_type": i.get("architecture"), "threading": i.get("threading_layer")}
+        blas = list(seen.values())
+    out["blas"] = [f"{b['owner']}'s {b.get('library')} {b.get('version')} (core type "
+                   f"{b.get('core_type')}, {b.get('threading')})" for b in sorted(
+                       blas, key=lambda b: (b["owner"] != "SciPy", b["file"]))]
+    tinfo = sw.get("torch") or next((m["torch"] for m in metas if "torch" in m), None)
+    if tinfo:
+        dnn = tinfo.get("onednn") or {}
+        text = f"PyTorch {tinfo['version']}, CPU capability {tinfo.get('cpu_capability')}"
+        if dnn.get("isa"):
+            text += f", oneDNN ISA: {dnn['isa']}"
+            if dnn.get("rnn"):
+                text += " (LSTM: " + ", ".join(f"{k} {v}" for k, v in sorted(dnn["rnn"].items())) + ")"
+        elif not dnn:
+            text += ", oneDNN ISA not recorded"
+        out["torch"] = text
+    return out
+
+
+def machine_lines(info, metas=()):
+    """The machine, as lines for the log and the results page."""
+    m = machine_summary(info, metas)
+    lines = [f"CPU: {m['cpu']}, {m['cpus']} CPUs; flags: {m['flags']}"]
+    if "lstmfast" in m:
+        lines.append(m["lstmfast"])
+    lines += [f"BLAS: {b}" for b in m["blas"]]
+    if "torch" in m:
+        lines.append(m["torch"])
+    return lines
 
 
 def machine_info():
@@ -969,8 +1275,7 @@ def machine_info():
                 elif key == "model" and "cpu_model" not in info:
                     info["cpu_model"] = val.strip()
                 elif key == "flags" and "cpu_flags" not in info:
-                    flags = set(val.split())
-                    info["cpu_flags"] = " ".join(f for f in ("avx2", "fma", "avx512f") if f in flags)
+                    info["cpu_flags"] = " ".join(f for f in val.split() if f.startswith(SIMD_FLAGS))
     except OSError:
         pass
     try:
@@ -1002,7 +1307,7 @@ def merge_rounds(records):
     sample) and summarized again. GEMM peak measurements stay one record per job."""
     merged, order = {}, []
     for r in records:
-        if r["shape"] == "peak":
+        if r["shape"] == "peak" or r["mode"] == "train_loop":
             order.append(r)
             continue
         key = (r["dtype"], r["threads"], r["shape"], r["mode"], r["lib"])
@@ -1097,6 +1402,17 @@ def fma_peak_of(records, dtype, threads):
     return None if best is None else best * threads
 
 
+def fma_rates_by_isa(records, dtype):
+    """One core's best FMA rate per instruction set in this run ({} for runs without them)."""
+    best = {}
+    for r in records:
+        if r["dtype"] == dtype and r["lib"] == FMA_PEAK_LIB:
+            # (runs recorded before the AVX-512 chains measured AVX2 only)
+            for isa, v in r.get("gflops_core_by_isa", {"avx2": r["gflops_core"]}).items():
+                best[isa] = max(best.get(isa, 0.0), v)
+    return best
+
+
 def ts_ceiling(loop, lstm, gflops):
     """The TorchScript loop's time over the time the LSTM's GEMM flops (a GravesLSTM does at least
     those) take at `gflops` GFLOP/s: no implementation doing those flops at that rate reaches a
@@ -1125,14 +1441,15 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                         if r is None and torch_r is None:
                             continue
                         ratio = (torch_r["median_s"] / r["median_s"]) if (r and torch_r) else None
-                        tgt = target_for(dtype, "stream", key)
+                        # the floor is for streaming through a layer (lstm_forward is shown beside it)
+                        tgt = target_for(dtype, "stream", key) if lib == "lstmfast_layer" else None
                         stream.append({
                             "entry": {"lstmfast": "lstm_forward(x2d, h0=, c0=)",
                                       "lstmfast_layer": "LSTM.rnn_time_step(x2d)"}[lib],
                             "lstmfast_us": r["median_s"] * 1e6 if r else None,
                             "torch_us": torch_r["median_s"] * 1e6 if torch_r else None,
                             "ratio": ratio, "target": tgt,
-                            "met": None if ratio is None else ratio >= tgt})
+                            "met": None if ratio is None or tgt is None else ratio >= tgt})
                     continue
                 for mode in ("inference", "training"):
                     if mode == "training" and kind != "full":
@@ -1159,8 +1476,8 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                     met = None
                     if ratio is not None and tgt is not None:
                         met = ratio >= tgt
-                        if key == "large" and frac is not None:
-                            met = met and frac >= LARGE_MIN_PEAK_FRACTION
+                        if key == "large" and threads == 1 and fma_frac is not None:
+                            met = met and fma_frac >= LARGE_MIN_FMA_FRACTION
                     row = {"shape": key, "dims": dims, "mode": mode,
                            "lstmfast_s": lf["median_s"] if lf else None,
                            "torch_s": tr["median_s"] if tr else None,
@@ -1203,6 +1520,7 @@ def build_tables(records, dtypes, threads_list, baseline=None):
                                               and is_gemm_peak(r)})]
                 tables.append({"dtype": dtype, "threads": threads, "peak_gflops": peak,
                                "fma_peak_gflops": fma_peak,
+                               "fma_core_by_isa": fma_rates_by_isa(records, dtype),
                                "peak_range": [min(per_job), max(per_job)] if per_job else None,
                                "peak_count": len(per_job),
                                "main": main, "graves": graves, "stream": stream, "gemm": gemm})
@@ -1213,129 +1531,246 @@ def dims_str(d):
     return "(" + ", ".join(str(v) for v in d) + ")"
 
 
-def render_markdown(tables, baseline_tag=None):
-    out = []
+def build_train_loop(records):
+    """The training loop's rows, one per thread count: characters per second of each library
+    (the samples of its rounds pooled), their ratio and each library's speed-up over its own
+    1-thread rate."""
+    rates = {}
+    for r in records:
+        if r["mode"] == "train_loop":
+            rates.setdefault((r["threads"], r["lib"]), []).extend(r["chars_per_s_samples"])
+    rows = []
+    for threads in sorted({t for t, _ in rates}):
+        row = {"threads": threads}
+        for lib in ("lstmfast", "torch"):
+            samples = rates.get((threads, lib))
+            row[lib] = statistics.median(samples) if samples else None
+            base = rates.get((1, lib))
+            row[f"{lib}_scaling"] = (row[lib] / statistics.median(base)
+                                     if (samples and base and threads > 1) else None)
+        row["ratio"] = row["lstmfast"] / row["torch"] if (row["lstmfast"] and row["torch"]) else None
+        if threads > 1:
+            row["met"] = (None if row["ratio"] is None or row["lstmfast_scaling"] is None else
+                          row["ratio"] >= TRAIN_LOOP_MIN_RATIO
+                          and row["lstmfast_scaling"] >= TRAIN_LOOP_MIN_SCALING)
+        mine = [r for r in records if r["mode"] == "train_loop" and r["threads"] == threads]
+        row["loss"] = {r["lib"]: (r["loss_first"], r["loss_last"]) for r in mine}
+        row["settings"] = {r["lib"]: r.get("settings", {}) for r in mine}
+        rows.append(row)
+    return rows
+
+
+def describe_thread_settings(settings):
+    """'lstmfast: team 2, OpenBLAS 2 (SciPy's) and 2 (NumPy's); PyTorch: 2 threads' from the
+    training-loop workers' reports."""
+    parts = []
+    for lib, name in (("lstmfast", "lstmfast"), ("torch", "PyTorch")):
+        got = settings.get(lib)
+        if not got:
+            continue
+        blas = ", ".join(f"{b['num_threads']} ({blas_owner_of_file(b['file'])})" for b in got.get("blas", []))
+        n = got.get("torch_threads")
+        head = (f"team {got['lstmfast_threads']}" if "lstmfast_threads" in got
+                else f"{n} thread{'' if n == 1 else 's'}")
+        parts.append(f"{name}: {head}" + (f", OpenBLAS {blas}" if blas else ""))
+    return "; ".join(parts)
+
+
+def blas_owner_of_file(name):
+    """Whose copy of OpenBLAS a library file is, by the wheels' naming (NumPy's is the 64-bit
+    integer build, libscipy_openblas64_)."""
+    return "NumPy's" if "64_" in name else ("SciPy's" if "openblas" in name else name)
+
+
+def table_head(fixed, per_thread, threads_list, extra=()):
+    """A markdown table's header and separator: the fixed columns, per_thread(t)'s columns
+    ((name, right-aligned) pairs) for each thread count, then the extra columns."""
+    cols = ([(name, False) for name in fixed] + [c for t in threads_list for c in per_thread(t)]
+            + [(name, False) for name in extra])
+    return ["| " + " | ".join(name for name, _ in cols) + " |",
+            "|" + "".join("---:|" if right else "---|" for _, right in cols)]
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def render_markdown(tables, train_rows=(), baseline_tag=None):
+    """The run's tables for the results page, compact: one row per (dtype, shape, mode) with a
+    column per thread count."""
     mark = lambda met: "" if met is None else (" ✓" if met else " ✗")  # noqa: E731
-    for tb in tables:
-        peak = tb["peak_gflops"]
-        title = (f"### {tb['dtype']}, {tb['threads']} thread{'s' if tb['threads'] > 1 else ''}"
-                 + (f" — GEMM peak {peak:.1f} GFLOP/s" if peak else ""))
-        if tb.get("peak_range") and tb["peak_range"][0] < tb["peak_range"][1]:
-            title += (f" (best of {tb['peak_count']} measurements in this run, which ranged "
-                      f"{tb['peak_range'][0]:.1f}–{tb['peak_range'][1]:.1f})")
-        if tb.get("fma_peak_gflops"):
-            title += f"; FMA limit {tb['fma_peak_gflops']:.1f} GFLOP/s"
-        out.append(title)
-        out.append("")
-        if tb["main"]:
-            hdr = ("| shape (T, mb, nIn, h) | mode | lstmfast ms | torch ms | torch/lstmfast | target "
-                   "| lstmfast GFLOP/s | % GEMM peak | % FMA limit | BLAS floor ms | lstmfast/floor |")
-            sep = "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
-            if baseline_tag:
-                hdr += f" speed-up vs {baseline_tag} |"
-                sep += "---:|"
-            out += [hdr, sep]
-            for r in tb["main"]:
-                line = (f"| {dims_str(r['dims'])} | {r['mode']} | {fmt_ms(r['lstmfast_s'])} | "
-                        f"{fmt_ms(r['torch_s'])} | **{fmt_ratio(r['ratio'])}** | "
-                        f"{'≥' + format(r['target'], 'g') if r['target'] else '-'}{mark(r['met'])} | "
-                        f"{'-' if r['gflops'] is None else format(r['gflops'], '.1f')} | "
-                        f"{'-' if r['peak_fraction'] is None else format(100 * r['peak_fraction'], '.0f') + '%'} | "
-                        f"{'-' if r.get('fma_fraction') is None else format(100 * r['fma_fraction'], '.0f') + '%'} | "
-                        f"{fmt_ms(r['floor_s'])} | {fmt_ratio(r['floor_ratio'])} |")
-                if baseline_tag:
-                    line += f" {fmt_ratio(r.get('vs_baseline'))} |"
-                out.append(line)
-            out.append("")
-        if tb["graves"]:
-            hoisted = any(r.get("hoisted_s") for r in tb["graves"])
-            out += ["GravesLSTM (peepholes) beside LSTM, and the TorchScript LSTMCell-style peephole loop"
-                    + (" (and the same loop with the input projection hoisted)" if hoisted else "")
-                    + ". The overhead is the median of the per-sample ratios GravesLSTM / LSTM (sample "
-                    "i of each taken back to back in the same worker; the ratio of the medians where "
-                    "their sample counts differ). The ceilings are the TorchScript loop's time over the "
-                    "time the LSTM's GEMM flops (2·T·mb·4h·(nIn+h), training 3×) take at this run's GEMM "
-                    "peak, and at the FMA limit (threads × the best rate of one core retiring AVX2 "
-                    "fused multiply-adds on 12 independent registers, `benchmarks/fma_peak.c`): no "
-                    "implementation doing those flops on these cores can reach a higher "
-                    "TorchScript/Graves ratio than the second:", "",
-                    "| shape | mode | LSTM ms | GravesLSTM ms | peephole overhead (≤10%) | TorchScript peephole ms | TorchScript/Graves (≥5) | ceiling at the GEMM peak | ceiling at the FMA limit |"
-                    + (" hoisted-loop ms | hoisted/Graves |" if hoisted else ""),
-                    "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if hoisted else "")]
-            for r in tb["graves"]:
-                ov = r["overhead"]
-                ov_s = "-" if ov is None else f"{100 * ov:+.1f}%{mark(ov <= GRAVES_MAX_OVERHEAD)}"
-                pr = r["peephole_ratio"]
-                pr_s = "-" if pr is None else f"{pr:.2f}x{mark(pr >= PEEPHOLE_MIN_RATIO)}"
-                out.append(f"| {dims_str(r['dims'])} | {r['mode']} | {fmt_ms(r['lstm_s'])} | "
-                           f"{fmt_ms(r['graves_s'])} | {ov_s} | {fmt_ms(r['peephole_s'])} | {pr_s} | "
-                           f"{fmt_ratio(r.get('peephole_ceiling'))} | "
-                           f"{fmt_ratio(r.get('peephole_ceiling_fma'))} |"
-                           + (f" {fmt_ms(r.get('hoisted_s'))} | {fmt_ratio(r.get('hoisted_ratio'))} |"
-                              if hoisted else ""))
-            out.append("")
-        if tb["stream"]:
-            out += ["Streaming, one step of (mb 1, nIn 32, h 32) per Python call:", "",
-                    "| lstmfast entry point | lstmfast µs | torch nn.LSTMCell µs | LSTMCell/lstmfast (≥10) |",
-                    "|---|---:|---:|---:|"]
-            for r in tb["stream"]:
-                out.append(f"| `{r['entry']}` | "
-                           f"{'-' if r['lstmfast_us'] is None else format(r['lstmfast_us'], '.1f')} | "
-                           f"{'-' if r['torch_us'] is None else format(r['torch_us'], '.1f')} | "
-                           f"{fmt_ratio(r['ratio'])}{mark(r['met'])} |")
-            out.append("")
-        if tb["gemm"]:
-            out += ["GEMM at the LSTM's shapes (scipy.linalg.blas, Fortran operands, C preallocated; "
-                    "per-step times include ~2-3 µs of Python call overhead):", "",
-                    "| shape | input projection m×k×n | GFLOP/s | ms | per-step recurrent m×k×n | GFLOP/s | µs/call |",
-                    "|---|---|---:|---:|---|---:|---:|"]
-            seen = set()
-            for r in tb["gemm"]:
-                if r["shape"] in seen:
+    threads_list = sorted({tb["threads"] for tb in tables})
+    by_key = {(tb["dtype"], tb["threads"]): tb for tb in tables}
+    dtypes = [d for d in ("float32", "float64") if any(tb["dtype"] == d for tb in tables)]
+    thr = lambda t: f"{t} thread{'s' if t > 1 else ''}"  # noqa: E731
+    out = []
+
+    def rows_of(part, key_fn):
+        """{(dtype, key): {threads: row}} in table order."""
+        grid = {}
+        for dtype in dtypes:
+            for t in threads_list:
+                tb = by_key.get((dtype, t))
+                for r in (tb or {}).get(part, []):
+                    grid.setdefault((dtype,) + key_fn(r), {})[t] = r
+        return grid
+
+    main = rows_of("main", lambda r: (r["shape"], r["mode"]))
+    if main:
+        out += ["lstmfast against `nn.LSTM`: ms per call, lstmfast / PyTorch, then **PyTorch time / "
+                "lstmfast time** (above 1: lstmfast is faster), ✓ / ✗ against the floor; "
+                "% FMA: lstmfast's GFLOP/s over the FMA limit of the threads' cores.", ""]
+        out += table_head(["dtype", "shape (T, mb, nIn, h)", "mode", "floor"],
+                          lambda t: [(thr(t), False), ("% FMA", True)], threads_list,
+                          extra=[f"vs {baseline_tag}"] if baseline_tag else [])
+        for (dtype, _, mode), cells in main.items():
+            any_r = next(iter(cells.values()))
+            line = (f"| {dtype} | {dims_str(any_r['dims'])} | {mode} | "
+                    f"{'≥' + format(any_r['target'], 'g') if any_r['target'] else '-'} |")
+            for t in threads_list:
+                r = cells.get(t)
+                if r is None:
+                    line += " - | - |"
                     continue
-                seen.add(r["shape"])
-                out.append(f"| {dims_str(r['dims'])} | {'×'.join(map(str, r['in_mkn']))} | "
-                           f"{r['in_gflops']:.1f} | {r['in_ms']:.2f} | {'×'.join(map(str, r['step_mkn']))} | "
-                           f"{r['step_gflops']:.1f} | {r['step_us']:.1f} |")
-            out.append("")
+                line += (f" {fmt_ms(r['lstmfast_s'])} / {fmt_ms(r['torch_s'])} "
+                         f"**{fmt_ratio(r['ratio'])}**{mark(r['met'])} | {_pct(r.get('fma_fraction'))} |")
+            if baseline_tag:
+                line += " " + " / ".join(fmt_ratio(cells[t].get("vs_baseline")) for t in threads_list
+                                         if t in cells) + " |"
+            out.append(line)
+        out.append("")
+
+    graves = rows_of("graves", lambda r: (r["shape"], r["mode"]))
+    if graves:
+        out += ["GravesLSTM (peepholes): its time over the LSTM's (sample by sample, the floor is "
+                f"+{100 * GRAVES_MAX_OVERHEAD:.0f}%), and the TorchScript LSTMCell-style peephole "
+                "loop's time over GravesLSTM's, with in brackets that ratio's ceiling: the loop's "
+                "time over the time the LSTM's GEMM flops take at the FMA limit (no implementation "
+                "doing those flops can beat the loop by more).", ""]
+        out += table_head(["dtype", "shape", "mode"],
+                          lambda t: [(f"peepholes, {thr(t)}", True),
+                                     (f"TorchScript / GravesLSTM, {thr(t)}", True)], threads_list)
+        for (dtype, _, mode), cells in graves.items():
+            any_r = next(iter(cells.values()))
+            line = f"| {dtype} | {dims_str(any_r['dims'])} | {mode} |"
+            for t in threads_list:
+                r = cells.get(t, {})
+                ov = r.get("overhead")
+                ceiling = r.get("peephole_ceiling_fma") or r.get("peephole_ceiling")
+                line += (f" {'-' if ov is None else format(100 * ov, '+.1f') + '%'}"
+                         f"{'' if ov is None else mark(ov <= GRAVES_MAX_OVERHEAD)} |"
+                         f" {fmt_ratio(r.get('peephole_ratio'))}"
+                         f"{'' if ceiling is None else ' (' + fmt_ratio(ceiling) + ')'} |")
+            out.append(line)
+        out.append("")
+
+    stream = rows_of("stream", lambda r: (r["entry"],))
+    if stream:
+        out += ["Streaming, one step of (mb 1, nIn 32, h 32) per Python call: µs, lstmfast / "
+                "`nn.LSTMCell`, then LSTMCell's time over lstmfast's (the floor, "
+                f"≥{TARGETS[('any', 'stream', 'stream')]:g}, is for `rnn_time_step`).", ""]
+        out += table_head(["dtype", "lstmfast entry point"], lambda t: [(thr(t), False)], threads_list)
+        for (dtype, entry), cells in stream.items():
+            line = f"| {dtype} | `{entry}` |"
+            for t in threads_list:
+                r = cells.get(t)
+                if r is None or r["lstmfast_us"] is None or r["torch_us"] is None:
+                    line += " - |"
+                    continue
+                line += (f" {r['lstmfast_us']:.1f} / {r['torch_us']:.1f} "
+                         f"**{fmt_ratio(r['ratio'])}**{mark(r['met'])} |")
+            out.append(line)
+        out.append("")
+
+    if train_rows:
+        out += ["The training loop users run (`benchmarks/train_loop.py`): a character model like "
+                "the demo's, two LSTM(128) layers, softmax output over 77 characters, Adam, "
+                "truncated BPTT 50, minibatch 32, sequences of 100, float32; lstmfast's "
+                "`Sequential.fit_batch` against `nn.LSTM(num_layers=2)` + `nn.Linear` + Adam, each "
+                "in its own process with only OMP_NUM_THREADS set. Characters per second; the "
+                f"floor at 2 threads and more: ≥{TRAIN_LOOP_MIN_RATIO:g}x PyTorch and "
+                f"≥{TRAIN_LOOP_MIN_SCALING:g}x lstmfast's own 1-thread rate.", "",
+                "| threads | lstmfast chars/s | PyTorch chars/s | lstmfast / PyTorch | "
+                "lstmfast vs its 1 thread | PyTorch vs its 1 thread |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in train_rows:
+            fmt_rate = lambda v: "-" if v is None else f"{v / 1e3:.1f}k"  # noqa: E731
+            out.append(f"| {r['threads']} | {fmt_rate(r['lstmfast'])} | {fmt_rate(r['torch'])} | "
+                       f"**{fmt_ratio(r['ratio'])}**{mark(r.get('met'))} | "
+                       f"{fmt_ratio(r['lstmfast_scaling'])} | {fmt_ratio(r['torch_scaling'])} |")
+        out.append("")
+        chosen = [f"at {r['threads']}: {describe_thread_settings(r.get('settings', {}))}"
+                  for r in train_rows if r.get("settings")]
+        if chosen:
+            out += ["What the libraries chose on their own " + "; ".join(chosen) + ".", ""]
+
+    peaks = [tb for tb in tables if tb.get("peak_gflops") or tb.get("fma_peak_gflops")]
+    if peaks:
+        out += ["The run's arithmetic limits (GFLOP/s): OpenBLAS's GEMM peak (best of the run's "
+                "measurements on square Fortran matrices) and the FMA limit: threads × one core's "
+                "best rate on 12 independent FMA chains (`benchmarks/fma_peak.c`), AVX2 or, where "
+                "the CPU has it, AVX-512, whichever retires more flops.", "",
+                "| dtype | threads | GEMM peak | FMA limit | one core: AVX2 / AVX-512 |",
+                "|---|---|---:|---:|---|"]
+        for tb in peaks:
+            isa = tb.get("fma_core_by_isa") or {}
+            out.append(f"| {tb['dtype']} | {tb['threads']} | "
+                       f"{'-' if not tb.get('peak_gflops') else format(tb['peak_gflops'], '.1f')} | "
+                       f"{'-' if not tb.get('fma_peak_gflops') else format(tb['fma_peak_gflops'], '.1f')} | "
+                       + " / ".join(format(isa[k], ".1f") if k in isa else "-" for k in ("avx2", "avx512"))
+                       + " |")
+        out.append("")
     return "\n".join(out)
 
 
-def render_text(tables):
+def render_text(tables, train_rows=()):
     lines = []
     for tb in tables:
         peak = tb["peak_gflops"]
         lines.append(f"== {tb['dtype']}, {tb['threads']} thread(s)"
                      + (f", GEMM peak {peak:.1f} GFLOP/s" if peak else "")
                      + (f", FMA limit {tb['fma_peak_gflops']:.1f}" if tb.get("fma_peak_gflops") else ""))
-        lines.append(f"{'shape':<22}{'mode':<10}{'lstmfast ms':>12}{'torch ms':>10}{'ratio':>8}"
-                     f"{'target':>8}{'%peak':>7}{'floor ms':>10}{'graves+%':>9}{'TS/gr':>7}"
-                     f"{'TS max':>8}")
+        lines.append(f"{'shape':<22}{'mode':<10}{'lstmfast ms':>12}{'torch ms':>10}{'ratio':>9}"
+                     f"{'target':>8}{'%peak':>7}{'floor ms':>10}{'graves+%':>9}{'TS/gr':>9}"
+                     f"{'TS max':>10}")
         gidx = {(r["shape"], r["mode"]): r for r in tb["graves"]}
         for r in tb["main"]:
             g = gidx.get((r["shape"], r["mode"]), {})
             ov = g.get("overhead")
             pr = g.get("peephole_ratio")
             ceiling = g.get("peephole_ceiling_fma") or g.get("peephole_ceiling")
-            tgt = "-" if r["target"] is None else (f"{r['target']:g}" + ("" if r["met"] is None else ("+" if r["met"] else "!")))
+            tgt = "-" if r["target"] is None else (
+                f"{r['target']:g}" + ("" if r["met"] is None else ("+" if r["met"] else "!")))
             lines.append(
                 f"{dims_str(r['dims']):<22}{r['mode']:<10}{fmt_ms(r['lstmfast_s']):>12}"
-                f"{fmt_ms(r['torch_s']):>10}{fmt_ratio(r['ratio']):>8}{tgt:>8}"
+                f"{fmt_ms(r['torch_s']):>10}{fmt_ratio(r['ratio']):>9}{tgt:>8}"
                 f"{('-' if r['peak_fraction'] is None else format(100 * r['peak_fraction'], '.0f') + '%'):>7}"
                 f"{fmt_ms(r['floor_s']):>10}"
                 f"{('-' if ov is None else format(100 * ov, '+.0f') + '%'):>9}"
-                f"{('-' if pr is None else format(pr, '.1f') + 'x'):>7}"
-                f"{('-' if ceiling is None else format(ceiling, '.1f') + 'x'):>8}")
+                f"{('-' if pr is None else format(pr, '.1f') + 'x'):>9}"
+                f"{('-' if ceiling is None else format(ceiling, '.1f') + 'x'):>10}")
         for r in tb["stream"]:
             lines.append(f"stream {r['entry']:<34} lstmfast "
                          f"{'-' if r['lstmfast_us'] is None else format(r['lstmfast_us'], '.1f')} µs, "
                          f"LSTMCell {'-' if r['torch_us'] is None else format(r['torch_us'], '.1f')} µs, "
                          f"ratio {fmt_ratio(r['ratio'])}")
         lines.append("")
+    if train_rows:
+        lines.append("== training loop (character model, float32): characters per second")
+        for r in train_rows:
+            rate = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
+            lines.append(f"{r['threads']} thread(s): lstmfast {rate(r['lstmfast'])}, PyTorch "
+                         f"{rate(r['torch'])}, ratio {fmt_ratio(r['ratio'])}"
+                         + ("" if r.get("met") is None else (" (floor met)" if r["met"] else " (floor missed)"))
+                         + (f"; vs 1 thread: lstmfast {fmt_ratio(r['lstmfast_scaling'])}, PyTorch "
+                            f"{fmt_ratio(r['torch_scaling'])}" if r["threads"] > 1 else ""))
+            for lib, (first, last) in sorted(r["loss"].items()):
+                lines.append(f"    {lib} loss per character {first:.3f} -> {last:.3f}")
+        lines.append("")
     return "\n".join(lines)
 
 
-def plot(tables, path):
+def plot(tables, path, title=None, train_rows=()):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1370,6 +1805,13 @@ def plot(tables, path):
             tinf.append(r["target"])
             tra.append(None)
             ttra.append(None)
+        for r in train_rows:                 # the training loop: lstmfast's rate over PyTorch's
+            if tb["dtype"] == "float32" and r["threads"] == tb["threads"] and r["ratio"]:
+                labels.append("training loop\nchar model")
+                inf.append(None)
+                tinf.append(None)
+                tra.append(r["ratio"])
+                ttra.append(TRAIN_LOOP_MIN_RATIO if r["threads"] > 1 else None)
         xs = np.arange(len(labels))
         wdt = 0.38
         for off, vals, tgts, lab, col in ((-wdt / 2, inf, tinf, "inference (forward)", "#4c72b0"),
@@ -1398,44 +1840,35 @@ def plot(tables, path):
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-RESULTS_HEADER = """# lstmfast benchmark results
+RESULTS_BEGIN = "<!-- BEGIN bench_lstm.py: the latest run, rewritten by each run -->"
+RESULTS_END = "<!-- END bench_lstm.py -->"
+RESULTS_STUB = """# lstmfast benchmark results
 
-Produced by `benchmarks/bench_lstm.py` (see its docstring for what is timed and how). Ratios are
-PyTorch time / lstmfast time: **> 1 means lstmfast is faster**. "% GEMM peak" is lstmfast's achieved
-GFLOP/s (forward 2·T·mb·4h·(nIn+h) flops, training 3× that) over the sgemm/dgemm peak measured in
-the same run at the same thread count; "% FMA limit" the same over the arithmetic limit of the cores
-(threads × the best rate of one core retiring AVX2 fused multiply-adds on 12 independent registers,
-`benchmarks/fma_peak.c`), which no implementation can pass. "BLAS floor" is the time of the LSTM's
-GEMMs alone (input projection + T recurrent steps, and for training also the transposed steps and
-the dW/dRW/dx GEMMs), timed through scipy.linalg.blas: lstmfast/floor - 1 is roughly the share of
-element-wise code and overhead. The sections between the generated markers are rewritten by the
-script (one per `--tag`); everything else in this file is kept.
-
-## What each lever bought
-
-(to be filled in by the kernel work: lever, shape, before → after)
+Written by `benchmarks/bench_lstm.py`; what it times and how: its docstring.
 
 """
 
 
-def write_results_md(path, tag, body):
-    begin = f"<!-- BEGIN bench_lstm.py: {tag} -->"
-    end = f"<!-- END bench_lstm.py: {tag} -->"
-    section = f"{begin}\n{body.rstrip()}\n{end}\n"
+def write_results_md(path, body):
+    """Replace the generated section of the results page (the text between the markers); the
+    rest of the page is kept. A page without the markers gets the section at its end."""
+    section = f"{RESULTS_BEGIN}\n{body.rstrip()}\n{RESULTS_END}\n"
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     else:
-        text = RESULTS_HEADER
-    if begin in text and end in text:
-        pre = text[:text.index(begin)]
-        post = text[text.index(end) + len(end):].lstrip("\n")
+        text = RESULTS_STUB
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        pre = text[:text.index(RESULTS_BEGIN)]
+        post = text[text.index(RESULTS_END) + len(RESULTS_END):].lstrip("\n")
         text = pre + section + ("\n" + post if post else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -1444,85 +1877,49 @@ def write_results_md(path, tag, body):
 
 
 def describe_run(meta_list, info, args, check, command, started, elapsed):
-    rounds = getattr(args, "rounds", 1)          # runs before rounds and the split had neither
-    split = getattr(args, "fast_split", 1)
-    fast_ms = getattr(args, "fast_call_ms", FAST_CALL_S * 1e3)
-    lines = []
-    lines.append(f"## Run `{args.tag}` — {started} ({elapsed / 60:.1f} min)")
-    lines.append("")
-    lines.append(f"Command: `{command}`")
-    lines.append("")
-    lines.append(f"- Machine: {info.get('cpu', '?')} (family {info.get('cpu_family', '?')}, model "
-                 f"{info.get('cpu_model', '?')}; {info.get('cpu_flags', '')}), {info.get('cpu_count')} CPUs, "
-                 f"{info.get('mem_total', '?')}, {info.get('platform')}; load average at start "
-                 f"{' '.join(info.get('loadavg_at_start', []))}")
-    lines.append(f"- Python {info['python']}, NumPy {info['numpy']}, SciPy {info.get('scipy', '?')}; "
-                 f"source tree {info.get('git', '?')}")
-    blas = {}
-    for m in meta_list:
-        for lib in m.get("threadpool_info", []):
-            if lib.get("user_api") == "blas":
-                blas[os.path.basename(lib["filepath"])] = (lib.get("internal_api"), lib.get("version"),
-                                                           lib.get("architecture"),
-                                                           lib.get("threading_layer"))
-    for name, (api, ver, arch, layer) in sorted(blas.items()):
-        owner = ("SciPy's: the one lstmfast (scipy.linalg.cython_blas) and the GEMM timings use"
-                 if "64_" not in name else "NumPy's (not used by lstmfast)")
-        lines.append(f"- BLAS: {name} ({api} {ver}, kernel `{arch}`, {layer}) — {owner}; threads "
-                     f"set per worker with threadpoolctl after SciPy's BLAS is loaded")
-    env = info.get("env_openblas") or {}
-    lines.append(f"- OPENBLAS_* environment: {env if env else 'none set (OPENBLAS_CORETYPE unset: OpenBLAS autodetects the kernel)'}")
-    tinfo = next((m["torch"] for m in meta_list if "torch" in m), None)
-    if tinfo:
-        lines.append(f"- PyTorch {tinfo['version']} (CPU capability {tinfo['cpu_capability']}, "
-                     f"oneDNN {'available' if tinfo['mkldnn'] else 'unavailable'}), threads via "
-                     f"torch.set_num_threads")
-    lf = [m["lstmfast"] for m in meta_list if "lstmfast" in m]
-    if lf:
-        shas = sorted({m.get("kernels_sha1", "?") for m in lf})
-        avx = sorted({str(m.get("avx2_active", "?")) for m in lf})
-        lines.append(f"- lstmfast {lf[0]['version']} ({info.get('lstmfast_source', '?')}), kernels "
-                     f"sha1 {', '.join(shas)}; AVX2 variant active: {', '.join(avx)}"
-                     + ("  **(the extension changed during the run!)**" if len(shas) > 1 else ""))
-    lines.append(f"- Timing: median of {args.repeats} samples ({args.large_repeats} for the largest "
-                 f"shape) after {args.warmup} warm-up call(s); a sample averages as many calls as fill "
-                 f"{args.min_time * 1e3:.0f} ms. lstmfast x/epsilon layout: `{args.x_layout}` "
-                 f"({'[T, mb, F] memory viewed as [mb, F, T]' if args.x_layout == 'tmf' else 'order ' + args.x_layout}); "
-                 f"PyTorch [T, mb, F]. "
-                 + (f"Cases whose calls all take under {fast_ms:g} ms get {split}x the samples of "
-                    f"1/{split} the length. " if split > 1 else "")
-                 + "At 1 thread all libraries "
-                 "share one process, sampled side by side; at more threads each library group runs "
-                 "in its own process per shape"
-                 + (f", lstmfast's and PyTorch's alternating in {rounds} rounds with "
-                    f"{math.ceil(args.repeats / rounds)} samples each "
-                    f"({math.ceil(args.large_repeats / rounds)} for the largest shape), pooled: "
-                    f"{rounds * math.ceil(args.repeats / rounds)} samples "
-                    f"({rounds * math.ceil(args.large_repeats / rounds)})" if rounds > 1 else "")
-                 + (f"; the {split}x split of fast cases is decided per worker (at more threads "
-                    f"a library may get it and its peer not)." if split > 1 and rounds > 1
-                    else "."))
+    """The run's header on the results page: when, the command, the machine, the method."""
+    rounds = getattr(args, "rounds", 1)
+    lines = [f"Run of {started} ({elapsed / 60:.0f} min), source tree at commit "
+             f"{info.get('git', '?')}:", "", f"    {command}", ""]
+    lines += [f"- {line}" for line in machine_lines(info, meta_list)]
+    lines.append(f"- Python {info['python']}, NumPy {info['numpy']}, SciPy {info.get('scipy', '?')}, "
+                 f"{info.get('platform')}; lstmfast timed: {info.get('lstmfast_source', '?')}")
+    lines.append(f"- Medians of {args.repeats} samples ({args.large_repeats} for the largest shape), "
+                 f"each the mean of the calls that fill {args.min_time * 1e3:.0f} ms, after "
+                 f"{args.warmup} warm-up call(s). At 1 thread the libraries share a process, sampled "
+                 f"side by side; at more threads each has its own, "
+                 f"{'alternating in ' + str(rounds) + ' rounds' if rounds > 1 else 'one after the other'}.")
     loads = [v for m in meta_list for v in (m.get("loadavg_start"), m.get("loadavg_end")) if v is not None]
     if loads:
         lines.append(f"- 1-minute load average seen by the workers: {min(loads):.2f} to {max(loads):.2f} "
-                     f"(on {info.get('cpu_count')} CPUs; above ~{info.get('cpu_count')} other processes "
-                     f"were competing and absolute times are inflated, ratios less so)")
-    busy = [m["cpu_busy_before"] for m in meta_list if m.get("cpu_busy_before") is not None]
-    if busy:
-        lines.append(f"- CPU busy (other processes) just before each worker: {100 * min(busy):.0f}% to "
-                     f"{100 * max(busy):.0f}% of the machine (median {100 * statistics.median(busy):.0f}%)")
+                     f"on {info.get('cpu_count')} CPUs")
     notes = sorted({n for m in meta_list for n in m.get("notes", [])})
-    for n in notes:
-        lines.append(f"- Note: {n}")
+    lines += [f"- Note: {n}" for n in notes]
     if check:
-        worst = {}
-        for key, errs in check.items():
-            for name, v in errs.items():
-                worst[name] = max(worst.get(name, 0.0), v)
-        lines.append("- Agreement check (max |lstmfast - torch| / max |torch|, shapes small and tiny, "
-                     "1 thread): " + ", ".join(f"{k} {v:.1e}" for k, v in sorted(worst.items())))
+        worst = max(v for errs in check.values() for v in errs.values())
+        lines.append("- Agreement check before timing (outputs and every gradient, LSTM against "
+                     "`nn.LSTM`, GravesLSTM against the TorchScript peephole loop, shapes small and "
+                     f"tiny): largest relative difference {worst:.1e}")
     lines.append("")
     return "\n".join(lines)
+
+
+def display_command(command):
+    """The command without the options that only say where the output goes or what it is called
+    (they do not change what is timed)."""
+    words = shlex.split(command)
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in ("--tag", "--out-dir"):
+            skip = True
+            continue
+        if w.startswith(("--tag=", "--out-dir=")) or w == "--no-write":
+            continue
+        out.append(w)
+    return " ".join(shlex.quote(w) for w in out)
 
 
 def parse_list(value, allowed=None, convert=str):
@@ -1556,6 +1953,8 @@ def main(argv=None):
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds per sample at least (default 0.05, quick 0.02)")
     p.add_argument("--large-repeats", type=int, default=3, help="samples for the largest shape")
+    p.add_argument("--train-batches", type=int, default=None,
+                   help="training loop (shape charlm): minibatches per sample (default 8, quick 3)")
     p.add_argument("--rounds", type=int, default=2,
                    help="at more than 1 thread, how many times the lstmfast and PyTorch worker "
                         "processes alternate per shape, each round taking its share of the samples "
@@ -1566,7 +1965,6 @@ def main(argv=None):
     p.add_argument("--x-layout", default="F", choices=("F", "C", "tmf"),
                    help="memory layout of lstmfast's [mb, nIn, T] input and epsilon (default F)")
     p.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up, no largest shape")
-    p.add_argument("--tag", default="latest", help="RESULTS.md section name (default latest)")
     p.add_argument("--baseline", default=None,
                    help="a results JSON to compare lstmfast's times with (adds a speed-up column)")
     p.add_argument("--out-dir", default=HERE)
@@ -1584,11 +1982,11 @@ def main(argv=None):
                    help="no timing: rebuild the tables, RESULTS.md section and plot from a results "
                         "JSON written by an earlier run")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run with the same options and --tag (progress is "
+                   help="continue an interrupted run with the same options (progress is "
                         "saved after every worker job in the temporary directory)")
-    p.add_argument("--no-snapshot", action="store_true",
-                   help="import lstmfast from the source tree in every worker instead of from a "
-                        "copy taken at the start (the copy keeps one build for the whole run)")
+    p.add_argument("--source-tree", action="store_true",
+                   help="time the source tree's lstmfast/ (built in place with `python setup.py "
+                        "build_ext --inplace`) instead of the installed package")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -1599,6 +1997,11 @@ def main(argv=None):
         with open(args.render, encoding="utf-8") as fh:
             payload = json.load(fh)
         payload.setdefault("check_failures", [])
+        # what the run was called and where it wrote are no part of its results
+        payload.pop("tag", None)
+        payload["command"] = display_command(payload["command"])
+        for key in ("tag", "out_dir", "render"):
+            payload["args"].pop(key, None)
         if not any("job_pid" in r for r in payload["records"]):      # results from before job_pid
             job, prev = 0, ""
             for r in payload["records"]:
@@ -1618,24 +2021,36 @@ def main(argv=None):
         args.warmup = 1 if args.quick else 2
     if args.min_time is None:
         args.min_time = 0.02 if args.quick else 0.05
+    if args.train_batches is None:
+        args.train_batches = 3 if args.quick else 8
     if args.quick:
         args.shapes = [s for s in args.shapes if s != "large"]
         args.large_repeats = min(args.large_repeats, 2)
 
-    command = "python benchmarks/bench_lstm.py" + (" " + " ".join(shlex.quote(a) for a in
-                                                                   (argv if argv is not None else sys.argv[1:])) if (argv or sys.argv[1:]) else "")
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python", "benchmarks/bench_lstm.py"] + [shlex.quote(a) for a in given])
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     t_start = time.perf_counter()
     info = machine_info()
     log(f"bench_lstm: {command}")
-    log(f"machine: {info.get('cpu')} x{info.get('cpu_count')}, OPENBLAS env: {info['env_openblas'] or 'none'}")
 
+    missing = [f"{name}, {why} (`pip install {pip}`)" for name, pip, why, needed in (
+        ("threadpoolctl", "threadpoolctl", "which sets and checks the BLAS threads", True),
+        ("torch", "torch==2.13.0", "the peer (or leave it out: --peers lstmfast,graves,gemm)",
+         any(lib in TORCH_LIBS for lib in args.peers))) if needed and importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit("bench_lstm.py needs " + "; ".join(missing))
     global IMPORT_ROOT
-    snapshot = None
-    if not args.no_snapshot:
-        snapshot = snapshot_package()
-        IMPORT_ROOT = snapshot
-        log(f"timing a snapshot of the package: {snapshot}/lstmfast")
+    package = None
+    if needs_lstmfast(args):
+        package = locate_package(args.source_tree)
+        IMPORT_ROOT = copy_package(package["dir"])
+        log(f"timing lstmfast {package['version']}, {package['kind']}: {package['dir']} "
+            f"(copied for the run to {IMPORT_ROOT})")
+    info["software"] = run_worker({"probe": True, "lstmfast": package is not None,
+                                   "torch": any(lib in TORCH_LIBS for lib in args.peers)})
+    for line in machine_lines(info):
+        log(line)
     metas, records, check, check_failures = [], [], None, []
     if not args.skip_check and "lstmfast" in args.peers and "torch" in args.peers:
         for dtype in args.dtype:
@@ -1662,7 +2077,7 @@ def main(argv=None):
     log(f"{len(jobs)} worker job(s)")
     # progress is saved after every job, so that an interrupted run can be continued (--resume)
     import tempfile
-    partial_path = os.path.join(tempfile.gettempdir(), f"bench_lstm_partial_{args.tag}.json")
+    partial_path = os.path.join(tempfile.gettempdir(), "bench_lstm_partial.json")
     done = 0
     if args.resume and os.path.exists(partial_path):
         with open(partial_path, encoding="utf-8") as fh:
@@ -1697,13 +2112,13 @@ def main(argv=None):
     elapsed = time.perf_counter() - t_start
     if os.path.exists(partial_path):
         os.remove(partial_path)
-    if snapshot:
-        import shutil
-        shutil.rmtree(snapshot, ignore_errors=True)
-    info["lstmfast_source"] = (f"snapshot of {ROOT}/lstmfast taken at the start" if snapshot
-                               else f"{ROOT}/lstmfast (live source tree)")
+    if package:
+        info["lstmfast_source"] = f"{package['kind']}: {package['dir']}"
+        if package.get("differs_from_tree"):
+            info["lstmfast_source"] += (" (differs from the source tree in "
+                                        + ", ".join(package["differs_from_tree"]) + ")")
 
-    payload = {"tag": args.tag, "command": command, "started": started, "elapsed_s": elapsed,
+    payload = {"command": display_command(command), "started": started, "elapsed_s": elapsed,
                "machine": info, "args": {k: v for k, v in vars(args).items() if k != "worker"},
                "check": check, "check_failures": check_failures, "worker_meta": metas,
                "records": records}
@@ -1711,47 +2126,44 @@ def main(argv=None):
 
 
 def publish(payload, out_dir, baseline_path=None, write=True):
-    """Tables from payload["records"]: printed, and (write=True) written to results.json (and
-    results_<tag>.json), RESULTS.md (this tag's section) and ratios.png (and ratios_<tag>.png)."""
+    """Tables from payload["records"]: printed, and (write=True) written to results.json,
+    ratios.png and the generated section of RESULTS.md in out_dir."""
     run_args = argparse.Namespace(**payload["args"])
     baseline = None
     if baseline_path:
         with open(baseline_path, encoding="utf-8") as fh:
             baseline = json.load(fh)
-    tables = build_tables(merge_rounds(payload["records"]), run_args.dtype, run_args.threads,
+    records = merge_rounds(payload["records"])
+    tables = build_tables(records, run_args.dtype, run_args.threads,
                           baseline and {"records": merge_rounds(baseline["records"])})
+    train_rows = build_train_loop(records)
     payload["tables"] = tables
-    print(render_text(tables))
+    payload["train_loop"] = train_rows
+    print(render_text(tables, train_rows))
     log(f"total {payload['elapsed_s'] / 60:.1f} min")
     if not write:
         return 0
-    tag = payload["tag"]
     os.makedirs(out_dir, exist_ok=True)
-    # results.json / ratios.png belong to the `latest` section (a run with another --tag writes
-    # results_<tag>.json / ratios_<tag>.png, and the plain names only if they do not exist yet)
-    suffix = "" if tag == "latest" else f"_{tag}"
-    json_path = os.path.join(out_dir, f"results{suffix}.json")
+    json_path = os.path.join(out_dir, "results.json")
     with open(json_path, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=1)
-    png_name = f"ratios{suffix}.png"
-    png = os.path.join(out_dir, png_name)
-    plotted = plot(tables, png)
-    if suffix:
-        import shutil
-        for src, dst in ((json_path, "results.json"), (png, "ratios.png")):
-            if os.path.exists(src) and not os.path.exists(os.path.join(out_dir, dst)):
-                shutil.copyfile(src, os.path.join(out_dir, dst))
+    png = os.path.join(out_dir, "ratios.png")
+    machine = payload["machine"]
+    plotted = plot(tables, png, f"PyTorch time / lstmfast time on {machine.get('cpu', '?')} (family "
+                                f"{machine.get('cpu_family', '?')}, model {machine.get('cpu_model', '?')}), "
+                                f"{machine.get('cpu_count')} CPUs; run of {payload['started']}, commit "
+                                f"{machine.get('git', '?')}", train_rows)
     body = describe_run(payload["worker_meta"], payload["machine"], run_args, payload["check"],
-                        payload["command"], payload["started"], payload["elapsed_s"])
+                        display_command(payload["command"]), payload["started"], payload["elapsed_s"])
     if payload.get("check_failures"):
         body += ("\n**WARNING: the agreement check failed** (lstmfast vs PyTorch on the same weights): "
                  + ", ".join(payload["check_failures"]) + "\n")
-    body += "\n" + render_markdown(tables, baseline.get("tag") if baseline else None)
+    body += "\n" + render_markdown(tables, train_rows,
+                                   f"the run of {baseline['started']}" if baseline else None)
     if plotted:
-        body += f"\n![torch/lstmfast ratios per shape]({png_name})\n"
-    write_results_md(os.path.join(out_dir, "RESULTS.md"), tag, body)
-    log(f"wrote {json_path}, {os.path.join(out_dir, 'RESULTS.md')}"
-        + (f", {png}" if plotted else ""))
+        body += "\n![PyTorch time over lstmfast time per shape](ratios.png)\n"
+    write_results_md(os.path.join(out_dir, "RESULTS.md"), body)
+    log(f"wrote {json_path}, {os.path.join(out_dir, 'RESULTS.md')}" + (f", {png}" if plotted else ""))
     return 0
 
 

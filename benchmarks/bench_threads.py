@@ -1,4 +1,4 @@
-"""Do passes in two Python threads run in parallel? (issue 5: every pass releases the GIL)
+"""Do passes in two Python threads run in parallel? (Every pass releases the GIL.)
 
 Two independent problems, each a forward pass with cache + a backward pass repeated `--reps`
 times, are run (a) one after the other in one thread and (b) in two threads at once, with BLAS

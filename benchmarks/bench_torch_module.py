@@ -1,5 +1,5 @@
 """A training step of lstmfast.torch.GravesLSTM inside PyTorch vs the same work through lstmfast
-alone, at 1 and 2 threads (issue 6, "Thread pools").
+alone, at 1 and 2 threads (the two thread pools in one process).
 
 PyTorch's intra-op pool (OpenMP) and the OpenBLAS behind lstmfast's kernels (SciPy's) are two
 thread pools in one process. When both are active they interfere: a pool's threads spin for a
@@ -23,16 +23,6 @@ Cases per thread count n (torch.set_num_threads(n); lstmfast's BLAS at n unless 
 Prints milliseconds per training step (the best of --trials medians of --reps steps, the cases
 interleaved within each trial) and a markdown table. "lstmfast alone" runs with BLAS at n threads
 (as lstmfast does by default).
-
-Recorded (float32, 2 CPUs, torch 2.13.0; the machine was shared: load average 6-7 during the
-run, which inflates every 2-thread figure - rerun on an idle machine for absolute numbers):
-
-| problem | n | alone BLAS n | alone BLAS 1 | module BLAS n | module BLAS 1 | module torch 1 + BLAS n | +head BLAS n | +head BLAS 1 | +head torch 1 + BLAS n |
-|---|---|---|---|---|---|---|---|---|---|
-| mb=32 nIn=64 h=128 T=50 | 1 | 18.43 ms | - | 22.95 ms | 22.88 ms | - | 22.94 ms | 23.72 ms | - |
-| mb=32 nIn=64 h=128 T=50 | 2 | 134.98 ms | 28.25 ms | 335.48 ms | 200.17 ms | 144.07 ms | 372.66 ms | 191.00 ms | 94.12 ms |
-| mb=8 nIn=16 h=32 T=50 | 1 | 0.57 ms | - | 1.20 ms | 1.26 ms | - | 1.34 ms | 1.43 ms | - |
-| mb=8 nIn=16 h=32 T=50 | 2 | 0.91 ms | 0.60 ms | 9.85 ms | 2.44 ms | 10.15 ms | 119.83 ms | 30.08 ms | 2.75 ms |
 
 Limiting the kernels' BLAS to one thread during the module's calls (the default,
 lstmfast.torch.set_blas_threads(1)) cut the 2-thread step 1.7-4x; at 1 thread the module costs

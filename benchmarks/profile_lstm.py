@@ -3,6 +3,7 @@
 
     python benchmarks/profile_lstm.py                       # (50, 32, 64, 128) float32, 1 thread
     python benchmarks/profile_lstm.py --shape 100,64,256,256 --dtype float64 --modes forward
+    python benchmarks/profile_lstm.py --source-tree        # an in-place build instead of the installed package
 
 For each mode (forward = lstm_forward for inference; backward = lstm_backward on a fixed forward
 record; training = forward(for_backprop=True) + backward) it runs the call in a loop for
@@ -22,6 +23,7 @@ and prints the top symbols. Also prints the wall time per call measured in the s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -61,6 +63,10 @@ def inner(args):
     from threadpoolctl import threadpool_info, threadpool_limits
     threadpool_limits(args.threads, user_api="blas")
     lstmfast.set_num_threads(args.threads)   # lstmfast's own time-loop team, as in bench_lstm
+    so = lstmfast.kernels.__file__
+    with open(so, "rb") as fh:
+        print(f"@@LSTMFAST {lstmfast.__version__} {so} sha1 {hashlib.sha1(fh.read()).hexdigest()[:12]}, "
+              f"built {time.ctime(os.path.getmtime(so))}", flush=True)
     print("@@BLAS " + "; ".join(f"{os.path.basename(i['filepath'])} {i.get('architecture')} "
                                 f"threads={i['num_threads']}" for i in threadpool_info()
                                 if i.get("user_api") == "blas"), flush=True)
@@ -109,20 +115,22 @@ def profile(args, mode):
     os.mkfifo(ctl)
     os.mkfifo(ack)
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if args.source_tree:
+        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [perf, "record", "-q", "-e", "cpu-clock", "-F", str(args.freq), "-D", "-1",
            f"--control=fifo:{ctl},{ack}", "-o", data, "--",
            sys.executable, os.path.abspath(__file__), "--inner", "--mode", mode,
            "--shape", ",".join(map(str, args.shape)), "--dtype", args.dtype,
            "--threads", str(args.threads), "--seconds", str(args.seconds),
            "--ctl", ctl, "--ack", ack] + (["--peepholes"] if args.peepholes else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
     calls = [line for line in proc.stdout.splitlines() if line.startswith("@@CALLS")]
     if proc.returncode != 0 or not calls:
         sys.stderr.write(proc.stdout + proc.stderr)
         sys.exit(f"profiling {mode} failed")
     _, n, wall_ms, cpu_ms = calls[0].split()
     blas = [line[7:] for line in proc.stdout.splitlines() if line.startswith("@@BLAS ")]
+    package = [line[11:] for line in proc.stdout.splitlines() if line.startswith("@@LSTMFAST ")]
     rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children", "-g", "none",
                           "--sort", "dso,sym", "--field-separator", "\t", "--percent-limit", "0"],
                          capture_output=True, text=True)
@@ -139,7 +147,8 @@ def profile(args, mode):
     for pct, dso, sym in rows:
         cat = category(dso, sym)
         cats[cat] = cats.get(cat, 0.0) + pct
-    return {"blas": blas[0] if blas else "?", "calls": int(n), "wall_ms": float(wall_ms), "cpu_ms": float(cpu_ms), "categories": cats,
+    return {"blas": blas[0] if blas else "?", "lstmfast": package[0] if package else "?", "calls": int(n),
+            "wall_ms": float(wall_ms), "cpu_ms": float(cpu_ms), "categories": cats,
             "top": sorted(rows, reverse=True)[:args.top]}
 
 
@@ -154,6 +163,9 @@ def main():
     p.add_argument("--freq", type=int, default=4000, help="samples per second")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--peepholes", action="store_true", help="GravesLSTM instead of LSTM")
+    p.add_argument("--source-tree", action="store_true",
+                   help="profile the source tree's lstmfast/ (built in place with `python setup.py "
+                        "build_ext --inplace`) instead of the installed package")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="forward", help=argparse.SUPPRESS)
     p.add_argument("--ctl", default=None, help=argparse.SUPPRESS)
@@ -165,16 +177,10 @@ def main():
     print(f"lstmfast profile: shape (T, mb, nIn, h) = {args.shape}, {args.dtype}, {args.threads} thread(s)"
           f"{', peepholes' if args.peepholes else ''}; load average {os.getloadavg()[0]:.2f}")
     names = ["BLAS", "lstmfast GEMM"] + [n for n, _ in CATEGORIES[1:]] + ["other"]
-    import hashlib
-    import glob
-    so = sorted(glob.glob(os.path.join(ROOT, "lstmfast", "kernels.*.so")))
-    if so:
-        with open(so[0], "rb") as fh:
-            print(f"kernels: {os.path.basename(so[0])} sha1 {hashlib.sha1(fh.read()).hexdigest()[:12]}, "
-                  f"built {time.ctime(os.path.getmtime(so[0]))}")
     for mode in args.modes.split(","):
         r = profile(args, mode)
         print(f"\n== {mode}: {r['wall_ms']:.3f} ms/call wall, {r['cpu_ms']:.3f} ms CPU ({r['calls']} calls)")
+        print(f"   lstmfast: {r['lstmfast']}")
         print(f"   BLAS libraries: {r['blas']}")
         print("   " + ", ".join(f"{n} {r['categories'].get(n, 0.0):.1f}%" for n in names
                                 if r["categories"].get(n, 0.0) >= 0.05))

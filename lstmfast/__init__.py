@@ -6,11 +6,20 @@ Functional API: lstm_forward, lstm_backward. C-level API: `cimport lstmfast.kern
 import os as _os
 
 from ._version import __version__
+
+try:
+    from . import kernels as _kernels  # noqa: F401 (the compiled extension: fails first without a build)
+except ImportError:
+    from ._source_tree import uncompiled_tree_error
+    _error = uncompiled_tree_error(__file__)
+    if _error is None:
+        raise
+    raise _error from None  # the submodule's own error would only confuse
+
 from .functional import (ACTIVATIONS, GATE_ACTIVATIONS, ForwardResult, Gradients, lstm_backward,
                          lstm_forward)
-
-from .functional import release_buffers
-from .kernels import get_num_threads, set_num_threads
+from .functional import release_buffers, set_num_threads
+from .kernels import get_num_threads
 from .layers import (Bidirectional, ConcurrentUseError, GravesBidirectionalLSTM, GravesLSTM, LSTM,
                      UnsupportedOperationError)
 from .network import Adam, DenseLayer, OutputLayer, RnnOutputLayer, Sequential, Sgd

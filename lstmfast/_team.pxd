@@ -1,33 +1,49 @@
 # The thread team of the time loops (pyx/lstmfast_team.h) as the passes use it: the groups of
-# hidden units each step is split into, who takes which group, and the end-of-step barrier.
-# The team's state lives in lstmfast._team (pyx/_team.pyx): acquire, execute and release through
-# team_acquire / team_execute / team_release, never lf_team_* directly. Build-only: it needs
-# pyx/lstmfast_team.h on the include path.
+# hidden units each step is split into, who takes which group, the end-of-step barrier, and the
+# parts of the GEMMs outside the time loop. The team's state (its workers, OpenBLAS's thread
+# setting, the count of threads that may be in level-3 BLAS, whether a job was abandoned) lives
+# in lstmfast._team (pyx/_team.pyx): take, run and give back a pass's threads through
+# pass_acquire / team_execute / pass_release, never lf_team_* / lf_pass_* / lf_blas_* directly.
+# Build-only: it needs pyx/lstmfast_team.h on the include path.
 from lstmfast._activations cimport lf_load_flag, LF_SMALL_M
+from lstmfast._products cimport _packed_gemm_on
 from lstmfast.kernels cimport lstm_dims, lstm_tuning
 
 # The thread team of the time loops (pyx/lstmfast_team.h): each step's recurrent product and
 # element-wise code split across threads by hidden units, one barrier per step.
 cdef extern from "lstmfast_team.h" nogil:
     ctypedef struct lf_barrier:
-        int count
+        int abort                  # the job was given up (every wait of a thread leaves it)
+        const int* cancel          # the pass's cancel flag (may be NULL), polled by every wait
     ctypedef void (*lf_team_fn)(void* job, int tid, int nthreads) noexcept nogil
     int LF_TEAM_MAX
+    int LF_TEAM_ABANDONED
+    # (the functions below keep state in statics: only pyx/_team.pyx calls them)
     int lf_team_acquire(int nthreads)
     void lf_team_release(int nthreads)
-    void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+    int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier)
+    int lf_pass_acquire(int wanted, int level3, int blas_single)
+    void lf_pass_release(int nthreads, int level3, int blas_single)
+    int lf_blas_buffers_checked()
+    int lf_blas_threads_init(const void* blas_function)
+    # stateless: inline in every pass
     void lf_barrier_init(lf_barrier* b)
-    void lf_barrier_wait(lf_barrier* b, int nthreads)
+    int lf_barrier_wait(lf_barrier* b, int nthreads)
     Py_ssize_t lf_claim_next(Py_ssize_t* counter)
     void lf_claims_reset(Py_ssize_t* counter)
     void lf_count_add(Py_ssize_t* counter, Py_ssize_t value)
-    int lf_blas_threads_init(const void* blas_function)
 
 
-# the one team of the process (pyx/_team.pyx)
-cdef int team_acquire(int nthreads) noexcept nogil
-cdef void team_release(int nthreads) noexcept nogil
-cdef void team_execute(lf_team_fn fn, void* job, int nthreads) noexcept nogil
+# the one team of the process (pyx/_team.pyx). pass_acquire: the threads a pass runs on (up to
+# `wanted`), after the BLAS buffer check when it makes level-3 BLAS calls and with OpenBLAS held
+# at one thread when blas_single; 0 when OpenBLAS has no buffer for even one thread (nothing
+# held: fail with LSTM_ERR_NO_MEMORY before any BLAS call). pass_release with the same flags.
+# team_execute: 0, or LF_TEAM_ABANDONED (the job and what it points to stay with a stuck thread).
+cdef int pass_acquire(int wanted, bint level3, bint blas_single) noexcept nogil
+cdef void pass_release(int nthreads, bint level3, bint blas_single) noexcept nogil
+cdef int team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier) noexcept nogil
+# for tests: thread `tid` spins here, deaf to cancels, while lstmfast._team.set_thread_stuck asks
+cdef void spin_if_asked(int tid) noexcept nogil
 
 
 # room in _unit_groups: at most this many groups in all
@@ -148,7 +164,8 @@ cdef inline bint _team_stop(const int* cancel, int* stop_slots, Py_ssize_t s, lf
         return cancel != NULL and lf_load_flag(cancel) != 0
     if tid == 0:
         stop_slots[s % 2] = 1 if (cancel != NULL and lf_load_flag(cancel) != 0) else 0
-    lf_barrier_wait(barrier, nthreads)
+    if lf_barrier_wait(barrier, nthreads):
+        return True      # the job was given up (cancelled while a thread waited)
     return stop_slots[s % 2] != 0
 
 
@@ -167,3 +184,24 @@ cdef inline int _team_size(const lstm_dims* dims, Py_ssize_t steps,
                            or work < tuning.team_min_step_work * threads):
         threads -= 1
     return <int>threads
+
+
+cdef inline bint _shape_uses_team(const lstm_dims* dims, Py_ssize_t steps,
+                                  const lstm_tuning* tuning) noexcept nogil:
+    """Whether a pass of this shape runs on a team of two or more at some thread count (the
+    packed path, enough units and work per step: see _team_size). Such a pass splits its large
+    GEMMs into the parts of a plan fixed by this answer alone (_split_parts) and holds OpenBLAS
+    at one thread (pass_acquire), whatever team it gets: its bits depend neither on the thread
+    count nor on what else runs."""
+    return (steps > 1 and _packed_gemm_on(tuning, dims.minibatch)
+            and dims.hidden >= 2 * tuning.team_min_units
+            and 4 * dims.minibatch * dims.hidden * dims.hidden >= 2 * tuning.team_min_step_work)
+
+
+cdef inline int _split_parts(const lstm_dims* dims, Py_ssize_t steps,
+                             const lstm_tuning* tuning) noexcept nogil:
+    """Parts of the GEMMs outside the time loop (the chunk's input projection, dL/dx, the
+    gradient GEMMs): two for a shape that may use the team, at every team size (one thread
+    computes both), else one. The parts are BLAS calls of fixed dimensions whose results do not
+    depend on which thread computes them."""
+    return 2 if _shape_uses_team(dims, steps, tuning) else 1

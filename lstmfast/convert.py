@@ -537,7 +537,8 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
     (ONNX's ``Y`` ``[T, 2, mb, h]`` holds the same two outputs). ``activations``: the node's list
     (3 per direction: f for the gates, g for the cell input, h for the cell output; lstmfast
     needs g == h and the same for both directions), ``activation_alpha`` / ``activation_beta``
-    one value per activation, or one per activation that takes it (ONNX Runtime's reading). ``clip`` and ``input_forget=1`` are refused.
+    one value per activation, or one per activation that takes it (ONNX Runtime's reading).
+    ``clip`` and ``input_forget=1`` are refused.
     """
     if clip is not None:
         raise ValueError(f"from_onnx: clip={clip} is not supported (lstmfast does not clip)")

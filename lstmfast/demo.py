@@ -113,22 +113,32 @@ def add_arguments(parser):
     return parser
 
 
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
 def _positive_int(text):
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_int(text):
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -142,6 +152,9 @@ def _setting(args, name, defaults):
 def run(args, out=None):
     """Run the demo described by parsed ``args``; returns the process exit status."""
     out = sys.stdout if out is None else out
+    problem = _path_problem(args)
+    if problem:
+        return _fail(problem)
     with _blas_threads(args.threads, out):
         if args.task == "reber":
             return _run_reber(args, out)
@@ -180,6 +193,36 @@ def _blas_thread_note():
 
 def _say(out, text=""):
     print(text, file=out, flush=True)
+
+
+def _fail(text, status=2):
+    """An error the user can fix: one line on stderr, and the exit status."""
+    print(f"lstmfast demo: error: {text}", file=sys.stderr, flush=True)
+    return status
+
+
+def _path_problem(args):
+    """What is wrong with the paths given on the command line (checked before a minute of
+    training, not after), or None."""
+    if args.task == "charlm" and args.text is not None:
+        if not os.path.exists(args.text):
+            return f"--text {args.text}: no such file"
+        if not os.path.isfile(args.text):
+            return f"--text {args.text}: not a file"
+        if not os.access(args.text, os.R_OK):
+            return f"--text {args.text}: not readable"
+    outputs = [("--save", args.save)]
+    if args.task == "charlm" and not args.no_plot:
+        outputs.append(("--plot", args.plot))
+    for option, path in outputs:
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            return f"{option} {path}: is a directory (give a file name)"
+        if not os.path.isdir(folder):
+            return f"{option} {path}: the directory {folder} does not exist"
+    return None
 
 
 def _format_rate(rate):
@@ -546,11 +589,12 @@ def train_char_model(train_codes, vocab, *, epochs, hidden, layers, seq_len, tbp
 
 
 def _plot(history, entropy, path, out):
+    """Draw the loss curve into the PNG ``path``; False when it could not be written."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        _say(out, "loss curve: not drawn (matplotlib is not installed: pip install matplotlib)")
-        return
+        _say(out, "loss curve: not drawn (matplotlib is not installed: pip install \"lstmfast[demo]\")")
+        return True
     fig = Figure(figsize=(7, 4), dpi=110)
     ax = fig.add_subplot()
     chars = np.asarray(history["step_chars"], dtype=float)
@@ -575,8 +619,13 @@ def _plot(history, entropy, path, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    _say(out, f"loss curve: {path}")
+    try:
+        fig.savefig(path, format="png")
+    except OSError as exc:
+        _fail(f"cannot write the loss curve to {path}: {exc.strerror or exc}")
+        return False
+    _say(out, f"loss curve: {os.path.abspath(path)}")
+    return True
 
 
 def save_char_model(net, vocab, path):
@@ -613,8 +662,7 @@ def _run_charlm(args, out):
         try:
             docs = _read_text_file(args.text)
         except OSError as exc:
-            _say(out, f"error: cannot read --text {args.text}: {exc.strerror or exc}")
-            return 2
+            return _fail(f"cannot read --text {args.text}: {exc.strerror or exc}")
         source = args.text
     else:
         # long runs of spaces (aligned tables, deep indentation) squeezed to four
@@ -624,8 +672,7 @@ def _run_charlm(args, out):
     docs = _pick_documents(docs, max_chars, rng)
     text = "\n\n".join(docs)
     if not text:
-        _say(out, f"error: no text to train on ({source} is empty)")
-        return 2
+        return _fail(f"no text to train on ({source} is empty)")
     # characters rarer than this are dropped (a model cannot learn them from a few examples)
     vocab = CharVocabulary.from_text(text, min_count=5 if len(text) >= 100_000 else 1)
     codes = vocab.encode(text)
@@ -658,14 +705,15 @@ def _run_charlm(args, out):
             sample_chars=args.sample_chars, temperature=args.temperature, progress=args.progress,
             out=out)
     except (ValueError, FloatingPointError) as exc:
-        _say(out, f"error: {exc}")
-        return 2
+        return _fail(str(exc))
     net = result["net"]
     _say(out, f"parameters: {net.num_params():,}")
     if result["stopped"]:
         _say(out, f"stopped early: {result['stopped']} after {result['trained_chars']:,} characters")
+    status = 0
     if not args.no_plot and result["history"]["step_loss"]:
-        _plot(result["history"], entropy, args.plot, out)
+        if not _plot(result["history"], entropy, args.plot, out):
+            status = 1
     if args.save:
         save_char_model(net, vocab, args.save)
         _say(out, f"model saved: {args.save} (DL4J zip; lstmfast.dl4j.load reads it back, "
@@ -676,7 +724,7 @@ def _run_charlm(args, out):
     _say(out, f"done: loss {result['final_loss']:.3f} nats/char{valid_text} (unigram entropy "
               f"{entropy:.3f}) | {_format_rate(rate)} chars/s | wall time "
               f"{time.perf_counter() - wall_start:.1f} s")
-    return 0
+    return status
 
 
 # ======================================================================================

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import operator
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -120,8 +121,9 @@ class _BufferPool:
             self._add(self._pending.popleft())
 
     def _add(self, array):
-        """With the lock held."""
-        if not self.min_bytes <= array.nbytes <= self.max_bytes:
+        """With the lock held. A buffer of a pass whose team thread never stopped is not pooled:
+        that thread may still write to it."""
+        if not self.min_bytes <= array.nbytes <= self.max_bytes or _kernels._is_stranded(array):
             return
         self._pooled.append((array.dtype.str, array.size, array))
         self._bytes += array.nbytes
@@ -175,6 +177,22 @@ def release_buffers():
     _POOL.clear()
 
 
+_C_INT_MAX = 2**31 - 1
+
+
+def set_num_threads(threads):
+    """Threads each pass's time loop may use; returns the previous value (see
+    lstmfast.kernels.set_num_threads). `threads` must be an integer: 2.5 is refused, not
+    truncated, and a value past the C int is refused like any other out-of-range one."""
+    count = _integer(threads, "threads", "an integer")
+    try:
+        # the kernels check the range (1 to the team's size) and name it in their message
+        return _kernels.set_num_threads(max(min(count, _C_INT_MAX), 0))
+    except ValueError as error:
+        range_text = str(error).rsplit(", got ", 1)[0]
+        raise ValueError(f"{range_text}, got {count}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # validation helpers
 
@@ -184,12 +202,16 @@ def _shape(a):
 
 def _decide_dtype(input_weights):
     dtype = getattr(input_weights, "dtype", None)
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:       # not a NumPy dtype (a torch tensor's): read the array below
+            dtype = None
     if dtype is None:
         try:
             dtype = np.asarray(input_weights).dtype
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, RuntimeError) as error:
             raise ValueError(f"input_weights: cannot be read as an array ({error})") from None
-    dtype = np.dtype(dtype)
     if dtype not in _FLOAT_DTYPES:
         raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
                         f"float32 or float64 (the dtype of input_weights decides)")
@@ -202,7 +224,7 @@ def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
     sizes are known to be acceptable, so that a refused problem never allocates a converted copy."""
     try:
         array = np.asarray(value)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RuntimeError) as error:
         raise ValueError(f"{name}: cannot be read as an array ({error})") from None
     kind = array.dtype.kind
     if array.dtype in _FLOAT_DTYPES:
@@ -240,6 +262,16 @@ def _column_major(array):
             and array.strides[1] // item <= _kernels.BLAS_INT_MAX):
         return array
     return np.asfortranarray(array)
+
+
+def _integer(value, name, expected):
+    """`value` as a Python int: any integer type, but not a bool, a float or a string."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected {expected}, got a bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}") from None
 
 
 def _flag(value, name):
@@ -290,6 +322,8 @@ def _check_finite(arrays):
 # Passes estimated above this many floating-point operations run in a worker thread while the
 # calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
 _INTERRUPTIBLE_FLOPS = 5e7
+# after Ctrl-C, how long a pass may take to stop (a team thread's own grace is 2 s)
+_STOP_GRACE_SECONDS = 5.0
 
 
 def _run_kernel(kernel, args, flops, extra=()):
@@ -307,8 +341,15 @@ def _run_kernel(kernel, args, flops, extra=()):
     # can mark a still running thread as stopped (is_alive() False), and the caller would then
     # give its buffers back to the pool while the kernel still writes to them
     done = threading.Event()
+    # who owns the pass, set once (dict.setdefault is atomic) by whichever comes first: the
+    # worker to run the kernel, or the caller to call the pass off. Ctrl-C can arrive anywhere
+    # in Thread.start() (before the thread exists, or while start waits for it to begin), so
+    # the caller cannot tell from start() alone whether the kernel is going to run
+    owner = {}
 
     def work():
+        if owner.setdefault("pass", "worker") != "worker":
+            return                       # called off before it began: the kernel never runs
         try:
             kernel(*args, cancel, *extra)
         except BaseException as error:  # handed to the calling thread below
@@ -317,21 +358,48 @@ def _run_kernel(kernel, args, flops, extra=()):
             done.set()
 
     worker = threading.Thread(target=work, name="lstmfast-pass", daemon=True)
-    worker.start()
     try:
+        try:
+            worker.start()
+        except RuntimeError as error:    # "can't start new thread": nothing has run yet
+            raise MemoryError(f"no memory to start the pass's thread ({error})") from error
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
-        cancel[0] = 1
-        # wait for the kernel to stop (at its next time step), also through further Ctrl-C
-        while not done.is_set():
+        # a further Ctrl-C while calling the pass off starts the calling off again (it is
+        # idempotent), so the buffers are never handed back while the kernel may still run
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while True:
             try:
-                done.wait(0.05)
+                stopped = _call_off(owner, cancel, done, deadline)
+                break
             except KeyboardInterrupt:
                 pass
+        if not stopped:
+            # a kernel that did not stop within the grace (a thread stuck where it cannot see
+            # the flag) keeps its arrays for good: they are never pooled again
+            _kernels._strand(args + (cancel,) + tuple(extra))
+        if failure:      # the kernel's own account (e.g. a team thread that did not stop)
+            raise failure[0] from None
         raise
     if failure:
         raise failure[0]
+
+
+def _call_off(owner, cancel, done, deadline):
+    """Stop the pass of _run_kernel: keep the kernel from starting or, when it has started, ask
+    it to stop at its next time step and wait until it has, or until ``deadline``
+    (time.monotonic()). True once the kernel cannot touch its arrays any more. Safe to repeat."""
+    if owner.setdefault("pass", "caller") == "caller":
+        done.set()                       # the worker, if it ever runs, finds the pass taken
+        return True
+    cancel[0] = 1
+    while not done.is_set() and time.monotonic() < deadline:
+        try:
+            done.wait(0.05)
+        except KeyboardInterrupt:
+            pass
+    return done.is_set()
 
 
 def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
@@ -555,13 +623,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     if tbptt_length is None:
         tbptt = 0
     else:
-        if isinstance(tbptt_length, bool):
-            raise TypeError("tbptt_length: expected an integer >= 1 or None, got a bool")
-        try:
-            tbptt = operator.index(tbptt_length)
-        except TypeError:
-            raise TypeError(f"tbptt_length: expected an integer >= 1 or None, "
-                            f"got {type(tbptt_length).__name__}") from None
+        tbptt = _integer(tbptt_length, "tbptt_length", "an integer >= 1 or None")
         if tbptt < 1:
             raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
         tbptt = min(tbptt, time_steps)     # k >= T is full BPTT

@@ -32,6 +32,7 @@ cdef enum:
     LSTM_ERR_TOO_LARGE = -3    # a dimension or product does not fit the BLAS integer / address space
     LSTM_ERR_NO_MEMORY = -4    # workspace was NULL and allocating it failed
     LSTM_ERR_CANCELLED = -5    # stopped on request (only the Python entry asks for this)
+    LSTM_ERR_ABANDONED = -6    # cancelled, and a team thread never left the pass (Python entry only)
 
 # Problem sizes and options; `time_steps` is T (1 for lstm_step).
 ctypedef struct lstm_dims:
@@ -59,7 +60,6 @@ ctypedef struct lstm_strides:
 ctypedef struct lstm_tuning:
     Py_ssize_t projection_chunk_elements    # elements per input-projection chunk (>= 1)
     Py_ssize_t input_product_max_bytes      # largest step input [mb, nIn] whose x W runs per step
-    Py_ssize_t input_product_team_max_bytes     # the same for a pass on the thread team
     Py_ssize_t team_min_units               # units per thread below which a pass takes fewer threads
     Py_ssize_t team_min_step_work           # multiply-adds per thread and step, likewise
     Py_ssize_t unit_groups_per_thread       # groups of units per thread in a team's time loop (1-128)

@@ -367,9 +367,11 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
                 raise ValueError(f"{name} must be a contiguous 1-D {self.dtype} array of length {n}; "
                                  f"got shape {view.shape}, dtype {view.dtype}")
 
-    def _bind_storage(self, param_view, gradient_view):
+    def bind_storage(self, param_view, gradient_view):
         """Move the parameters into ``param_view`` (values copied) and the gradients into
-        ``gradient_view``: used by containers that own one flat vector for many layers."""
+        ``gradient_view``, contiguous 1-D arrays of ``num_params()`` elements in the layer's dtype:
+        from then on ``params`` and the named arrays are views into them. For containers that
+        own one flat vector for many layers (``Sequential``, DL4J graphs)."""
         self._check_storage_views(param_view, gradient_view)
         param_view[...] = self._param_array
         gradient_view[...] = self._gradient_array
@@ -715,9 +717,12 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         self._stream_state = None
         self._tbptt_state = None
 
+    @_exclusive
     def rnn_get_previous_state(self):
         """The stored streaming state as a pair of copies ``(h, c)`` ``[minibatch, nOut]``,
-        or None when there is none."""
+        or None when there is none. Raises ConcurrentUseError if another thread is inside a
+        call on this layer (a streaming step writes the state in place: copied meanwhile, it
+        would be half old, half new)."""
         self._check_streamable("rnn_get_previous_state")
         if self._stream_state is None:
             return None
@@ -848,14 +853,14 @@ class _BidirectionalBase(_FlatParameterLayer):
 
     def _split_storage(self):
         n_forward = self.forward_layer.num_params()
-        self.forward_layer._bind_storage(self._param_array[:n_forward], self._gradient_array[:n_forward])
-        self.backward_layer._bind_storage(self._param_array[n_forward:], self._gradient_array[n_forward:])
+        self.forward_layer.bind_storage(self._param_array[:n_forward], self._gradient_array[:n_forward])
+        self.backward_layer.bind_storage(self._param_array[n_forward:], self._gradient_array[n_forward:])
 
     def _build_views(self):
         self._split_storage()
 
-    def _bind_storage(self, param_view, gradient_view):
-        # the directions' current values are copied into the new storage by their own _bind_storage
+    def bind_storage(self, param_view, gradient_view):
+        # the directions' current values are copied into the new storage by their own bind_storage
         self._check_storage_views(param_view, gradient_view)
         self._param_array = param_view
         self._gradient_array = gradient_view

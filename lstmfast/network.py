@@ -30,11 +30,11 @@ Conventions (DL4J's, where DL4J has one):
   for its duration: ``fit_batch`` is one unit for other threads.
 """
 
-import math
 import numbers
 
 import numpy as np
 
+from . import kernels as _kernels
 from .layers import (
     WEIGHT_INITS,
     UnsupportedOperationError,
@@ -49,12 +49,14 @@ from .layers import (
     _Guarded,
     init_weights,
 )
+from .updaters import Adam, Sgd, _check_non_negative, _Rollback
 
 __all__ = [
-    "activation_forward",
     "DenseLayer",
     "OutputLayer",
     "RnnOutputLayer",
+    "SimpleRnn",
+    "GlobalPooling",
     "Sequential",
     "Sgd",
     "Adam",
@@ -220,7 +222,21 @@ class DenseLayer(_FlatParameterLayer):
                 or (arr.ndim == 3 and arr.shape[2] == 0):
             raise ValueError(f"{type(self).__name__}.{what}: x must be [minibatch, nIn={self.n_in}] or "
                              f"[minibatch, nIn={self.n_in}, T] (non-empty); got shape {arr.shape}")
+        self._check_problem_size(arr, what)
         return arr.astype(self.dtype, copy=False)
+
+    def _check_problem_size(self, x, what):
+        """Refuse, before anything is allocated (x may be a broadcast view of a huge shape), a
+        pass whose rows (minibatch * T) or widths the BLAS integer of this build cannot
+        address: the limit the recurrent layers have, so a network refuses one size for all."""
+        minibatch = x.shape[0]
+        steps = x.shape[2] if x.ndim == 3 else 1
+        if max(minibatch * steps, self.n_in, self.n_out) > _kernels.BLAS_INT_MAX:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: problem too large: minibatch={minibatch}, "
+                f"nIn={self.n_in}, nOut={self.n_out}, T={steps}; a BLAS dimension (minibatch*T, "
+                f"nIn or nOut) exceeds what the BLAS integer of this SciPy build can address "
+                f"({_kernels.BLAS_INT_MAX})")
 
     @_exclusive
     def forward(self, x, mask=None, training=False):
@@ -408,97 +424,112 @@ class RnnOutputLayer(OutputLayer):
 
 
 # --------------------------------------------------------------------------------------
-# updaters
+# inference-only layers of DL4J ComputationGraphs (see lstmfast.dl4j.load_graph)
+
+#: How ``Bidirectional`` wrappers combine their two directions (DL4J's modes).
+COMBINE_MODES = ("concat", "add", "mul", "average")
 
 
-class Sgd:
-    """Stochastic gradient descent, optionally with momentum, in place on a flat vector.
+def _combine(mode, forward, backward):
+    if mode == "concat":
+        return np.concatenate([forward, backward], axis=1)
+    if mode == "add":
+        return forward + backward
+    if mode == "mul":
+        return forward * backward
+    return 0.5 * (forward + backward)
 
-    ``momentum=0``: ``p -= lr * g``. Classical momentum: ``v = mu v - lr g; p += v``.
-    ``nesterov=True``: DL4J's Nesterovs update (``v' = mu v - lr g; p += (1 + mu) v' - mu v``).
+
+class SimpleRnn:
+    """DL4J's SimpleRnn for inference: ``out_t = act(x_t W + out_{t-1} RW + b)`` over
+    ``x`` ``[minibatch, n_in, T]``, no state before the first step.
+
+    ``params`` is DL4J's flat layout: ``W`` ``[n_in, n_out]`` then ``RW`` ``[n_out, n_out]`` (both
+    Fortran order) then ``b`` ``[n_out]``; with ``mode`` (one of :data:`COMBINE_MODES`) the layer
+    is DL4J's ``Bidirectional`` around a SimpleRnn: the forward direction's parameters, then the
+    backward one's, combined by ``mode``. The layer's arrays are views into ``params``.
     """
 
-    def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
-        self.learning_rate = _check_non_negative("learning_rate", learning_rate)
-        if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be a number in [0, 1); got {momentum!r}")
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.iteration = 0
-        self.velocity = None
+    def __init__(self, n_in, n_out, activation="tanh", *, params, mode=None):
+        n_in, n_out = _check_size("n_in", n_in), _check_size("n_out", n_out)
+        self.n_in, self.n_out = n_in, n_out
+        self.activation = _check_choice("activation", activation, DENSE_ACTIVATIONS)
+        self.mode = None if mode is None else _check_choice("mode", mode, COMBINE_MODES)
+        flat = np.asarray(params).reshape(-1)
+        per_direction = n_in * n_out + n_out * n_out + n_out
+        directions = 1 if self.mode is None else 2
+        if flat.size != directions * per_direction:
+            raise ValueError(f"params: expected {directions * per_direction} values for "
+                             f"{directions} direction(s) of SimpleRnn({n_in}, {n_out}); "
+                             f"got {flat.size}")
+        self.params = flat
+        self.directions = []
+        for d in range(directions):
+            piece = flat[d * per_direction:(d + 1) * per_direction]
+            w = piece[:n_in * n_out].reshape((n_in, n_out), order="F")
+            rw = piece[n_in * n_out:n_in * n_out + n_out * n_out].reshape((n_out, n_out), order="F")
+            b = piece[n_in * n_out + n_out * n_out:]
+            self.directions.append((w, rw, b))
 
-    def state_size(self, n_params):
-        """Number of state elements for ``n_params`` parameters (DL4J's ``stateSize``)."""
-        return n_params if self.momentum > 0 else 0
+    def num_params(self):
+        return self.params.size
 
-    def apply(self, params, gradients):
-        """Update ``params`` in place from ``gradients``."""
-        _check_update_arrays(params, gradients)
-        if self.momentum == 0.0:
-            params -= self.learning_rate * gradients
-        else:
-            if self.velocity is None or self.velocity.shape != params.shape:
-                self.velocity = np.zeros_like(params)
-            v = self.velocity
-            if self.nesterov:
-                previous = v.copy()
-                v *= self.momentum
-                v -= self.learning_rate * gradients
-                params += (1.0 + self.momentum) * v - self.momentum * previous
-            else:
-                v *= self.momentum
-                v -= self.learning_rate * gradients
-                params += v
-        self.iteration += 1
+    def _direction(self, x, w, rw, b, forwards):
+        minibatch, _, steps = x.shape
+        out = np.empty((minibatch, self.n_out, steps), dtype=np.result_type(x, w))
+        previous = None
+        for t in (range(steps) if forwards else range(steps - 1, -1, -1)):
+            z = x[:, :, t] @ w + b
+            if previous is not None:
+                z += previous @ rw
+            previous = _activation_forward(self.activation, z)
+            out[:, :, t] = previous
+        return out
 
+    def forward(self, x, mask=None, training=False):
+        """The layer's output ``[minibatch, n_out, T]`` (``2 n_out`` for a concat)."""
+        if mask is not None:
+            raise ValueError("SimpleRnn does not take masks")
+        if np.ndim(x) != 3 or np.shape(x)[1] != self.n_in:
+            raise ValueError(f"x: expected [minibatch, {self.n_in}, T]; got shape {np.shape(x)}")
+        outs = [self._direction(x, *arrays, forwards=(d == 0))
+                for d, arrays in enumerate(self.directions)]
+        return outs[0] if self.mode is None else _combine(self.mode, *outs)
 
-class Adam:
-    """Adam as DL4J's AdamUpdater, in place on a flat vector:
-    ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-    p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
-
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
-        for name, value in (("beta1", beta1), ("beta2", beta2)):
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.epsilon = _check_positive("epsilon", epsilon)
-        self.iteration = 0
-        self.m = None
-        self.v = None
-
-    def state_size(self, n_params):
-        return 2 * n_params
-
-    def apply(self, params, gradients):
-        """Update ``params`` in place from ``gradients``."""
-        _check_update_arrays(params, gradients)
-        if self.m is None or self.m.shape != params.shape:
-            self.m = np.zeros_like(params)
-            self.v = np.zeros_like(params)
-        self.m *= self.beta1
-        self.m += (1.0 - self.beta1) * gradients
-        self.v *= self.beta2
-        self.v += (1.0 - self.beta2) * (gradients * gradients)
-        t = self.iteration + 1
-        alpha_t = self.learning_rate * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        params -= alpha_t * self.m / (np.sqrt(self.v) + self.epsilon)
-        self.iteration += 1
+    def __repr__(self):
+        inner = f"SimpleRnn(n_in={self.n_in}, n_out={self.n_out}, activation={self.activation!r})"
+        return inner if self.mode is None else f"Bidirectional({inner}, mode={self.mode!r})"
 
 
-def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive number; got {value!r}")
-    return float(value)
+class GlobalPooling:
+    """DL4J's GlobalPoolingLayer over time for inference: ``[minibatch, n, T]`` to ``[minibatch, n]``
+    by ``kind`` "max", "avg", "sum" or "pnorm" (``(sum |x|^p)^(1/p)``)."""
 
+    KINDS = ("max", "avg", "sum", "pnorm")
 
-def _check_update_arrays(params, gradients):
-    if not isinstance(params, np.ndarray) or not isinstance(gradients, np.ndarray):
-        raise TypeError("params and gradients must be numpy arrays")
-    if params.shape != gradients.shape:
-        raise ValueError(f"params and gradients must have the same shape; got {params.shape} and {gradients.shape}")
+    def __init__(self, kind="max", p=2):
+        self.kind = _check_choice("kind", kind, self.KINDS)
+        self.p = _check_size("p", p)
+
+    def num_params(self):
+        return 0
+
+    def forward(self, x, mask=None, training=False):
+        if mask is not None:
+            raise ValueError("GlobalPooling does not take masks")
+        if np.ndim(x) != 3:
+            raise ValueError(f"x: global pooling over time takes [minibatch, n, T]; got shape "
+                             f"{np.shape(x)}")
+        if self.kind == "max":
+            return x.max(axis=2)
+        if self.kind == "avg":
+            return x.mean(axis=2)
+        if self.kind == "sum":
+            return x.sum(axis=2)
+        return (np.abs(x) ** self.p).sum(axis=2) ** (1.0 / self.p)
+
+    def __repr__(self):
+        return f"GlobalPooling({self.kind}{', p=%d' % self.p if self.kind == 'pnorm' else ''})"
 
 
 # --------------------------------------------------------------------------------------
@@ -581,7 +612,7 @@ class Sequential(_Guarded):
         offset = 0
         for layer in self.layers:
             n = layer.num_params()
-            layer._bind_storage(self._param_array[offset:offset + n],
+            layer.bind_storage(self._param_array[offset:offset + n],
                                 self._gradient_array[offset:offset + n])
             layer._owner = self
             offset += n
@@ -719,6 +750,9 @@ class Sequential(_Guarded):
         label_mask = self._effective_label_mask(y_arr, mask, label_mask)
         self.rnn_clear_previous_state()
         scores = []
+        # a minibatch is one step for the caller: interrupted (or failing) in a later window,
+        # it leaves the parameters and the updater as they were before the first
+        rollback = _Rollback(self._param_array, self.updater, deep=True)
         try:
             for k in range(n_windows):
                 start, stop = k * window, min((k + 1) * window, length)
@@ -729,6 +763,9 @@ class Sequential(_Guarded):
                                             self.tbptt_backward_length)
                 self.updater.apply(self._param_array, self._gradient_array)
                 scores.append(score)
+        except BaseException:
+            rollback.restore()
+            raise
         finally:
             self.rnn_clear_previous_state()
         self.last_window_scores = scores
@@ -762,13 +799,3 @@ class Sequential(_Guarded):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n], {self.num_params()} parameters)"
 
-
-def _check_non_negative(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}")
-    return float(value)
-
-
-# The public name of the dense layers' activation function (name, z) -> f(z), for the outer rooms
-# (the DL4J graph evaluator).
-activation_forward = _activation_forward

@@ -13,7 +13,7 @@ from lstmfast._team cimport *
 from lstmfast._products cimport *
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               LSTM_ERR_CANCELLED)
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
 from lstmfast._cells cimport _backward_cells, lf_cells_select
 
 # this module's copies of the vectorised math, the packed kernel and the cells: the variants
@@ -74,6 +74,7 @@ ctypedef struct _backward_job:
     const int* cancel
     int stop_slots[2]
     int cancelled
+    int parts                      # parts of the GEMMs outside the time loop (_split_parts)
     lf_barrier barrier
 
 
@@ -209,49 +210,60 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 job.cancelled = 1
             return
     # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
-    # over all steps. dL/dx = D W^T (the seed's epsilonNext): each thread its share of the rows
-    # of D, or of the columns of W^T when W has more (each thread's BLAS packs all of the other
-    # operand, so the split keeps the smaller one whole)
-    cdef Py_ssize_t r0 = ld_delta * tid // nthreads, r1 = ld_delta * (tid + 1) // nthreads
-    cdef Py_ssize_t i0 = dims.n_in * tid // nthreads, i1 = dims.n_in * (tid + 1) // nthreads
+    # over all steps, in job.parts parts fixed by the shape (see _split_parts: the same BLAS
+    # calls and sums at every team size; the threads take parts tid, tid + nthreads, ...).
+    # dL/dx = D W^T (the seed's epsilonNext): the parts are rows of D, or columns of W^T when W
+    # has more (each part's BLAS call packs all of the other operand, so the split keeps the
+    # smaller one whole)
+    cdef int parts = job.parts, part
+    cdef Py_ssize_t r0, r1, i0, i1
     if job.grad_xp != NULL:
-        if ld_delta >= dims.n_in:
-            if r1 > r0:
-                gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
-                     <const floating*>job.delta + r0, ld_delta,
-                     <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-                     <floating*>job.grad_xp + r0, ld_delta)
-        elif i1 > i0:
-            gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
-                 ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
-                 <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
-    # the parameter gradients: with grad_partial (see _use_row_groups) the threads form two
-    # groups, each the product over half of the stacked rows (split among its members by
-    # columns), into grad_stack and grad_partial, added after a barrier; otherwise all threads
-    # split the product over all rows by columns. Split by columns only, every thread's BLAS
-    # packed all of [xp | hs | 1]: the second thread's GEMMs took 20% more CPU time at
-    # (100, 64, 256, 256) float32.
+        part = tid
+        while part < parts:
+            r0 = ld_delta * part // parts
+            r1 = ld_delta * (part + 1) // parts
+            i0 = dims.n_in * part // parts
+            i1 = dims.n_in * (part + 1) // parts
+            if ld_delta >= dims.n_in:
+                if r1 > r0:
+                    gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
+                         <const floating*>job.delta + r0, ld_delta,
+                         <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                         <floating*>job.grad_xp + r0, ld_delta)
+            elif i1 > i0:
+                gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
+                     ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
+                     <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+            part += nthreads
+    # the parameter gradients: with grad_partial (see _use_row_groups) the two parts are the
+    # products over the two halves of the stacked rows, into grad_stack and grad_partial, added
+    # after a barrier; otherwise the parts are columns of the product over all rows. Split by
+    # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
+    # took 20% more CPU time at (100, 64, 256, 256) float32.
     cdef Py_ssize_t F = dims.n_in + h + 1, i
-    cdef int group = 0, members = nthreads, member = tid
-    cdef floating* target = <floating*>job.grad_stack
-    cdef Py_ssize_t k0 = 0, k1 = ld_delta
+    cdef Py_ssize_t c0, c1
+    part = tid
+    while part < parts:
+        if job.grad_partial != NULL:
+            _stacked_gradient_product(tag, job, ld_delta * part // 2, ld_delta * (part + 1) // 2,
+                                      0, G, <floating*>(job.grad_stack if part == 0
+                                                        else job.grad_partial))
+        else:
+            c0 = G * part // parts
+            c1 = G * (part + 1) // parts
+            if c1 > c0:
+                _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
+                                          <floating*>job.grad_stack + c0 * F)
+        part += nthreads
+    spin_if_asked(tid)
+    if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+        return           # given up (see _team_stop)
+    # every thread its share of the columns of the sums and of the outputs (the sums in the
+    # same order at every team size)
+    c0 = G * tid // nthreads
+    c1 = G * (tid + 1) // nthreads
+    cdef floating* target = <floating*>job.grad_stack + c0 * F
     if job.grad_partial != NULL:
-        group = 1 if tid >= nthreads // 2 else 0
-        members = nthreads // 2 if group == 0 else nthreads - nthreads // 2
-        member = tid if group == 0 else tid - nthreads // 2
-        k0 = ld_delta * group // 2
-        k1 = ld_delta * (group + 1) // 2
-        if group == 1:
-            target = <floating*>job.grad_partial
-    cdef Py_ssize_t c0 = G * member // members, c1 = G * (member + 1) // members
-    if c1 > c0:
-        _stacked_gradient_product(tag, job, k0, k1, c0, c1 - c0, target + c0 * F)
-    if job.grad_partial != NULL:
-        lf_barrier_wait(&job.barrier, nthreads)
-        # every thread its share of the columns of the sum (the same order in every run)
-        c0 = G * tid // nthreads
-        c1 = G * (tid + 1) // nthreads
-        target = <floating*>job.grad_stack + c0 * F
         for i in range((c1 - c0) * F):
             target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
     if c1 > c0:
@@ -296,7 +308,6 @@ cdef int run_backward(const lstm_dims* dims,
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
-    cdef int act = dims.activation, gate = dims.gate_activation
     cdef _backward_layout layout
     cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, &layout)
     cdef floating* owned = NULL
@@ -344,12 +355,23 @@ cdef int run_backward(const lstm_dims* dims,
                                    else NULL)
 
     cdef Py_ssize_t s, t, m, k, j, i
-    cdef int nthreads = 1
+    cdef int nthreads = 1, status
     cdef Py_ssize_t u0, u1, group
-    cdef _backward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _backward_job* job = <_backward_job*>malloc(sizeof(_backward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    # the gradient GEMMs are level-3 BLAS calls in every pass (pass_acquire)
+    cdef bint blas_single = _shape_uses_team(dims, steps, tuning)
+    nthreads = pass_acquire(_team_size(dims, steps, tuning)
+                            if steps > 1 and _packed_gemm_on(tuning, mb) else 1, True, blas_single)
+    if nthreads == 0:
+        free(job)
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
     if steps > 1 and _packed_gemm_on(tuning, mb):
         packed_rw_t = workspace + layout.packed_rw_t
-        nthreads = team_acquire(_team_size(dims, steps, tuning))
         # each group's units' columns of RW^T packed together (one group for one thread)
         _plan_groups(&job.groups, h, nthreads, mb, tuning)
         for group in range(job.groups.first[nthreads]):
@@ -421,7 +443,8 @@ cdef int run_backward(const lstm_dims* dims,
     job.grad_stack = grad_stack
     # the second row group's sums of the gradient GEMMs (see _backward_steps)
     job.grad_partial = NULL
-    if nthreads > 1 and _use_row_groups(dims, ld_delta, tuning):
+    job.parts = _split_parts(dims, steps, tuning)
+    if job.parts == 2 and _use_row_groups(dims, ld_delta, tuning):
         job.grad_partial = grad_partial
     job.input_weights = input_weights
     job.ld_input_weights = ld_input_weights
@@ -435,13 +458,18 @@ cdef int run_backward(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     _reset_claims(&job.groups, T - 1, nthreads)
     job.groups.taken_over = 0
     if floating is float:
-        team_execute(_backward_steps_f32, &job, nthreads)
+        status = team_execute(_backward_steps_f32, job, nthreads, &job.barrier)
     else:
-        team_execute(_backward_steps_f64, &job, nthreads)
-    team_release(nthreads)
+        status = team_execute(_backward_steps_f64, job, nthreads, &job.barrier)
+    if status == LF_TEAM_ABANDONED:
+        return LSTM_ERR_ABANDONED          # job, work space and team stay with the worker
+    pass_release(nthreads, True, blas_single)
+    if job.barrier.abort:
+        job.cancelled = 1
     if report != NULL:
         report.threads = nthreads
         report.h_in_output = 0
@@ -450,6 +478,7 @@ cdef int run_backward(const lstm_dims* dims,
         report.gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
         report.groups_taken_over = job.groups.taken_over
     if job.cancelled:
+        free(job)
         free(owned)
         return LSTM_ERR_CANCELLED
     # every step swapped the two cell-error blocks once
@@ -514,5 +543,6 @@ cdef int run_backward(const lstm_dims* dims,
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
                 if grad_c0 != NULL:
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
+    free(job)
     free(owned)
     return LSTM_OK

@@ -13,7 +13,7 @@ from lstmfast._team cimport *
 from lstmfast._products cimport *
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               LSTM_ERR_CANCELLED)
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
 from lstmfast._cells cimport _forward_cells, lf_cells_select
 
 # this module's copies of the vectorised math, the packed kernel and the cells: the variants
@@ -63,6 +63,7 @@ ctypedef struct _forward_job:
     const int* cancel
     int stop_slots[2]
     int cancelled
+    int parts                      # parts of the GEMMs outside the time loop (_split_parts)
     lf_barrier barrier
     _unit_groups groups            # the team's groups of units (_plan_groups)
 
@@ -134,12 +135,20 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     # the input projection (seed: miniBatchData.mmul(inputWeights) per step). With W packed,
     # each step computes its own x W into its gate pre-activations, each group of units its
     # columns (no projection buffer to write and read back, no barrier). Otherwise the chunk's
-    # [mb*S, 4h] = 1 b^T + xp W here, one GEMM per thread on its share of the rows (splitting by
-    # columns would make every thread re-pack all of xp); then every thread waits for all rows.
-    cdef Py_ssize_t rows = mb * (job.s1 - job.s0)
-    cdef Py_ssize_t r0 = rows * tid // nthreads, r1 = rows * (tid + 1) // nthreads
+    # [mb*S, 4h] = 1 b^T + xp W here, one GEMM per part of the rows, the threads taking whole
+    # parts (splitting by columns would make every thread re-pack all of xp); then every thread
+    # waits for all rows.
+    cdef Py_ssize_t rows = mb * (job.s1 - job.s0), r0, r1
+    cdef int part
     if packed_w == NULL:
-        if r1 > r0:
+        # in job.parts parts of rows, the same at every team size (see _split_parts)
+        part = tid
+        while part < job.parts:
+            r0 = rows * part // job.parts
+            r1 = rows * (part + 1) // job.parts
+            part += nthreads
+            if r1 == r0:
+                continue
             # the bias first, and the GEMM adds to it (beta 1): with beta 0 OpenBLAS zeroes C
             # first (a memset of the chunk, 1.7% of a (100, 64, 256, 256) float64 forward), and
             # the step's element-wise code then needed a pass to add the bias
@@ -152,8 +161,8 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
                  <const floating*>job.packed_input + r0, job.ld_packed_input,
                  <const floating*>job.input_weights, job.ld_input_weights, <floating>1,
                  projection + r0, ld_projection)
-        if nthreads > 1:
-            lf_barrier_wait(&job.barrier, nthreads)
+        if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+            return       # given up (see _team_stop)
     cdef floating* z_step
     cdef floating* z_block
     cdef const floating* projection_block
@@ -272,7 +281,6 @@ cdef int run_forward(const lstm_dims* dims,
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
-    cdef int act = dims.activation, gate = dims.gate_activation
     cdef bint for_backprop = cache != NULL
     if tuning.projection_chunk_elements < 1:
         return LSTM_ERR_ARGUMENT
@@ -304,20 +312,33 @@ cdef int run_forward(const lstm_dims* dims,
     cdef floating* packed_w = NULL
     cdef floating* a_pack = NULL
     cdef floating* x_pack = NULL
-    cdef int nthreads = 1, g
+    cdef int nthreads = 1, g, status = 0
     cdef Py_ssize_t u0, u1, group
-    cdef _forward_job job
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _forward_job* job = <_forward_job*>malloc(sizeof(_forward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    # level-3 BLAS is called unless the packed kernel does every product (pass_acquire)
+    cdef bint level3 = True, blas_single = _shape_uses_team(dims, T, tuning)
     if T > 1 and _packed_gemm_on(tuning, mb):
         packed_rw = workspace + layout.packed_rw
         if layout.a_pack >= 0:
             a_pack = workspace + layout.a_pack
         if layout.x_pack >= 0:
             x_pack = workspace + layout.x_pack
-        nthreads = team_acquire(_team_size(dims, T, tuning))
-        if mb * n_in * <Py_ssize_t>sizeof(floating) <= (
-                tuning.input_product_max_bytes if nthreads == 1
-                else tuning.input_product_team_max_bytes):
+        # one limit for every team size: the choice changes the bits
+        if mb * n_in * <Py_ssize_t>sizeof(floating) <= tuning.input_product_max_bytes:
             packed_w = workspace + layout.packed_w
+            level3 = False
+        nthreads = pass_acquire(_team_size(dims, T, tuning), level3, blas_single)
+    else:
+        nthreads = pass_acquire(1, level3, blas_single)
+    if nthreads == 0:
+        free(job)
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    if packed_rw != NULL:
         if nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
             if packed_w != NULL:
@@ -436,7 +457,9 @@ cdef int run_forward(const lstm_dims* dims,
     job.stop_slots[0] = 0
     job.stop_slots[1] = 0
     job.cancelled = 0
+    job.parts = _split_parts(dims, T, tuning)
     lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
     job.groups.taken_over = 0
 
     cdef Py_ssize_t s0, s1
@@ -463,13 +486,16 @@ cdef int run_forward(const lstm_dims* dims,
         # the first step's counters (each thread resets those of the step after its current one)
         _reset_claims(&job.groups, s0, nthreads)
         if floating is float:
-            team_execute(_forward_steps_f32, &job, nthreads)
+            status = team_execute(_forward_steps_f32, job, nthreads, &job.barrier)
         else:
-            team_execute(_forward_steps_f64, &job, nthreads)
-        if job.cancelled:
+            status = team_execute(_forward_steps_f64, job, nthreads, &job.barrier)
+        if status == LF_TEAM_ABANDONED:
+            return LSTM_ERR_ABANDONED      # job, work space and team stay with the worker
+        if job.cancelled or job.barrier.abort:
+            job.cancelled = 1
             break
         s0 = s1
-    team_release(nthreads)
+    pass_release(nthreads, level3, blas_single)
     if report != NULL:
         report.threads = nthreads
         report.h_in_output = job.h_in_output
@@ -478,11 +504,13 @@ cdef int run_forward(const lstm_dims* dims,
         report.gradient_split = 0
         report.groups_taken_over = job.groups.taken_over
     if job.cancelled:
+        free(job)
         free(owned)
         return LSTM_ERR_CANCELLED
 
-    _scatter_state(dims, _h_of_step(&job, h_ring, T - 1), last_h, last_h_strides)
+    _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
     _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                    last_c_strides)
+    free(job)
     free(owned)
     return LSTM_OK

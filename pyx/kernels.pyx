@@ -54,13 +54,16 @@ from lstmfast._backward cimport run_backward
 from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report,
                                LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
-                               LSTM_ERR_CANCELLED,
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED,
                                ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
 cnp.import_array()
 
-# whether the team steers OpenBLAS's threads (pyx/_team.pyx)
-from lstmfast._team import BLAS_THREAD_CONTROL as _BLAS_THREAD_CONTROL  # noqa: F401
+# whether the team steers OpenBLAS's threads, and checks OpenBLAS's buffer pool before level-3
+# calls (pyx/_team.pyx)
+from lstmfast import _team as _team_module
+_BLAS_THREAD_CONTROL = _team_module.BLAS_THREAD_CONTROL
+_BLAS_BUFFER_CHECK = _team_module.BLAS_BUFFER_CHECK
 
 import os as _os
 import operator
@@ -87,15 +90,18 @@ cdef lstm_tuning lstm_default_tuning() noexcept nogil:
     # longer stays in L1/L2 while the kernel sweeps W's panels). Those were with x read in
     # place; with x packed (x_pack) per step at 128-256 KB was still no faster at one thread:
     # (60, 128, 512, 1024) float32 1357 vs 1351 ms, float64 (100, 64, 256, 256) 226 vs 219 ms.
-    t.input_product_max_bytes = 65536
-    # The same limit for a pass split across the thread team, where the chunk's GEMM also costs
-    # a barrier (every thread waits for all rows) and has each thread re-pack all of W; the
-    # step's x is packed for the kernel (x_pack), so the limit is about L2 (512 KB here).
-    # Forward, 2 threads, wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024)
-    # float32 740 vs 790 ms, float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512)
-    # float64 (512 KB per step) 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512)
-    # float32 388 vs 354 ms.
-    t.input_product_team_max_bytes = 524288
+    # For a pass split across the thread team, where the chunk's GEMM also costs a barrier
+    # (every thread waits for all rows) and has each thread re-pack all of W, and the step's x
+    # is packed for the kernel (x_pack), the best limit was about L2 (512 KB here). Forward,
+    # 2 threads, wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32
+    # 740 vs 790 ms, float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64
+    # (512 KB per step) 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388
+    # vs 354 ms. One limit serves every team size, since the choice changes the bits and the
+    # team size must not: the team's, 512 KB. One thread pays for it between 64 and 512 KB per
+    # step: forward (20, 64, 256, 256) float64 (128 KB) 5.0% more instructions (callgrind),
+    # 20-30% more CPU time (noisy); training (20, 16, 600, 128) float64 (75 KB) 9.2% more
+    # instructions.
+    t.input_product_max_bytes = 524288
     # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
     # between cores) and the unit split must leave the packed product whole 6-column panels:
     # at least this many units per thread and this many multiply-adds per thread and step.
@@ -356,8 +362,29 @@ ERROR_MESSAGES = {
     LSTM_ERR_ARGUMENT: "invalid argument (a size < 1, a missing buffer or a too small leading dimension)",
     LSTM_ERR_ACTIVATION: "unknown activation code",
     LSTM_ERR_TOO_LARGE: "the problem is too large for the BLAS integer type of this SciPy",
-    LSTM_ERR_NO_MEMORY: "could not allocate the work space",
+    LSTM_ERR_NO_MEMORY: "no memory for the work space or for the BLAS work buffers",
+    LSTM_ERR_ABANDONED: "interrupted, and a thread of the team did not stop",
 }
+
+_ABANDONED_MESSAGE = ("a thread of the team did not stop within 2 s: the pass's arrays are kept "
+                      "for it (never reused) and later passes run on one thread")
+
+# The arrays of passes whose team thread never stopped (LSTM_ERR_ABANDONED): that thread may
+# still write to them, so they are kept alive here and never handed out again (_is_stranded).
+_STRANDED = []
+_STRANDED_IDS = set()
+
+
+def _strand(arrays):
+    """Keep `arrays` (None entries skipped) for good; _is_stranded tells the buffer pool."""
+    for array in arrays:
+        if array is not None and id(array) not in _STRANDED_IDS:
+            _STRANDED.append(array)
+            _STRANDED_IDS.add(id(array))
+
+
+def _is_stranded(array):
+    return id(array) in _STRANDED_IDS
 
 
 cdef inline void* _data(cnp.ndarray array):
@@ -516,8 +543,13 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
                                         last_c, cache, workspace, cancel, &t, &r)
     if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
         _fill_report(report, &r)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel))
+        raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
+    if status == LSTM_ERR_NO_MEMORY:
+        raise MemoryError(f"lstm_forward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_forward failed: {ERROR_MESSAGES.get(status, status)}")
 
@@ -576,8 +608,14 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
                                          &t, &r)
     if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
         _fill_report(report, &r)
+    if status == LSTM_ERR_ABANDONED:
+        _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
+                 grad_last_c))
+        raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
+    if status == LSTM_ERR_NO_MEMORY:
+        raise MemoryError(f"lstm_backward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:
         raise RuntimeError(f"lstm_backward failed: {ERROR_MESSAGES.get(status, status)}")
 
@@ -589,7 +627,10 @@ def set_num_threads(int threads):
     hidden units. A pass uses fewer threads when its steps are too small to gain (under 24 units
     or about 65k multiply-adds per thread and step), when the minibatch is above 256 (OpenBLAS,
     threaded by its own settings, then does the per-step products), and runs alone when another
-    pass holds the team. The GEMMs outside the time loop use OpenBLAS's threads (threadpoolctl).
+    pass holds the team. A pass whose shape may use the team (at any setting) runs OpenBLAS on
+    one thread and splits its GEMMs outside the time loop in parts fixed by the shape, so that
+    its results are the same bits at every setting and whatever else runs; other passes' GEMMs
+    use OpenBLAS's threads (threadpoolctl).
     """
     global _team_threads
     if threads < 1 or threads > LF_TEAM_MAX:
@@ -704,14 +745,14 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
     cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
     cdef cnp.ndarray packed = np.zeros(_packed_len(K, N, M), dtype=dtype)
     cdef cnp.ndarray a_pack = np.zeros(_a_pack_len(M, K), dtype=dtype)
-    cdef Py_ssize_t r
+    cdef Py_ssize_t _repeat
     cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
     start = time.perf_counter()
     if dtype == np.float32:
         with nogil:
             if use_packed:
                 _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed), M)
-            for r in range(repeats):
+            for _repeat in range(repeats):
                 _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
                                    <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
                                    <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
@@ -720,7 +761,7 @@ def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
         with nogil:
             if use_packed:
                 _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed), M)
-            for r in range(repeats):
+            for _repeat in range(repeats):
                 _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
                                    <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
                                    <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,

@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/mman.h>
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -33,6 +34,11 @@
 #define LF_SPINS_BEFORE_WAIT 2000
 /* spins an idle worker waits for the next job before it sleeps on the condition variable */
 #define LF_IDLE_SPINS 4000
+/* a thread waiting inside a job wakes at least this often to check whether the job was given
+ * up (lf_barrier.abort) or the pass cancelled */
+#define LF_WAIT_SLICE_NS 20000000L
+/* after a job was given up, the caller waits this many slices (2 s) for its workers to leave */
+#define LF_ABANDON_SLICES 100
 
 #if defined(__x86_64__) || defined(__i386__)
 #define LF_PAUSE() __builtin_ia32_pause()
@@ -42,11 +48,13 @@
 
 typedef void (*lf_team_fn)(void* job, int tid, int nthreads);
 
-/* Sleep while *addr == value (returns at once if it differs; may return spuriously). */
-static inline void lf_sleep_while_equal(unsigned int* addr, unsigned int value)
+/* Sleep while *addr == value, for at most LF_WAIT_SLICE_NS (returns at once if it differs; may
+ * return spuriously). */
+static inline void lf_sleep_slice_while_equal(unsigned int* addr, unsigned int value)
 {
 #ifdef __linux__
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+    struct timespec slice = {0, LF_WAIT_SLICE_NS};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, &slice, NULL, 0);
 #else
     (void)addr; (void)value;
     sched_yield();
@@ -62,24 +70,6 @@ static inline void lf_wake_all(unsigned int* addr)
 #endif
 }
 
-/* Wait until *addr != value: spin briefly, then sleep. A thread that goes to sleep counts itself
- * in *sleepers first; whoever changes *addr wakes the sleepers (both sides sequentially
- * consistent, so that one of them sees the other and no wake-up is lost). */
-static inline void lf_wait_while_equal(unsigned int* addr, unsigned int value, int* sleepers)
-{
-    int spins = 0;
-    while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
-        if (++spins < LF_SPINS_BEFORE_WAIT) {
-            LF_PAUSE();
-            continue;
-        }
-        __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) == value)
-            lf_sleep_while_equal(addr, value);
-        __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-    }
-}
-
 static inline void lf_publish(unsigned int* addr, unsigned int value, int* sleepers)
 {
     __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);
@@ -87,11 +77,16 @@ static inline void lf_publish(unsigned int* addr, unsigned int value, int* sleep
         lf_wake_all(addr);
 }
 
-/* A central counting barrier for the threads of one job. */
+/* A central counting barrier for the threads of one job, and the job's abort flag: a job is
+ * given up (abort set, once) when its pass is cancelled while a thread waits, so that no wait
+ * of a job outlasts a cancel by more than a slice. A thread that sees the flag leaves the job
+ * at once and touches nothing shared. */
 typedef struct {
     int count;
     unsigned int generation;
     int sleepers;
+    int abort;
+    const int* cancel;    /* the pass's cancel flag (may be NULL), polled by every wait */
 } lf_barrier;
 
 static inline void lf_barrier_init(lf_barrier* b)
@@ -99,9 +94,48 @@ static inline void lf_barrier_init(lf_barrier* b)
     b->count = 0;
     b->generation = 0;
     b->sleepers = 0;
+    b->abort = 0;
+    b->cancel = NULL;
 }
 
-static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
+/* Whether the job is given up; gives it up if its pass was cancelled (and wakes its waits). */
+static inline int lf_job_aborted(lf_barrier* b)
+{
+    if (__atomic_load_n(&b->abort, __ATOMIC_ACQUIRE))
+        return 1;
+    if (b->cancel != NULL && __atomic_load_n(b->cancel, __ATOMIC_RELAXED) != 0) {
+        __atomic_store_n(&b->abort, 1, __ATOMIC_SEQ_CST);
+        lf_wake_all(&b->generation);
+        return 1;
+    }
+    return 0;
+}
+
+/* Wait until *addr != value: spin briefly, then sleep, in slices. A thread that goes to sleep
+ * counts itself in *sleepers first; whoever changes *addr wakes the sleepers (both sides
+ * sequentially consistent, so that one of them sees the other and no wake-up is lost).
+ * Returns 1 when the job is given up (at once, even if *addr is unchanged), else 0. */
+static inline int lf_wait_while_equal_in_job(unsigned int* addr, unsigned int value, int* sleepers,
+                                             lf_barrier* job)
+{
+    int spins = 0;
+    while (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == value) {
+        if (++spins < LF_SPINS_BEFORE_WAIT) {
+            LF_PAUSE();
+            continue;
+        }
+        if (lf_job_aborted(job))
+            return 1;
+        __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(addr, __ATOMIC_SEQ_CST) == value)
+            lf_sleep_slice_while_equal(addr, value);
+        __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+    }
+    return __atomic_load_n(&job->abort, __ATOMIC_ACQUIRE);
+}
+
+/* Returns 0 when every thread has arrived, 1 when the job was given up (leave the job). */
+static inline int lf_barrier_wait(lf_barrier* b, int nthreads)
 {
     unsigned int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == nthreads) {
@@ -109,9 +143,9 @@ static inline void lf_barrier_wait(lf_barrier* b, int nthreads)
          * barrier counts from zero */
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         lf_publish(&b->generation, generation + 1, &b->sleepers);
-        return;
+        return __atomic_load_n(&b->abort, __ATOMIC_ACQUIRE);
     }
-    lf_wait_while_equal(&b->generation, generation, &b->sleepers);
+    return lf_wait_while_equal_in_job(&b->generation, generation, &b->sleepers, b);
 }
 
 /* Work sharing inside a step: a counter of the items taken from one thread's run (the owner
@@ -150,6 +184,7 @@ typedef struct {
     int nthreads;
     unsigned int finished;     /* workers done with the current job */
     int finished_sleepers;     /* the caller asleep waiting for them */
+    int abandoned;             /* a job's worker never left it: busy stays held for good */
 } lf_team_state;
 
 /* A job as a worker takes it: the fields of one publication, and its sequence. */
@@ -161,7 +196,7 @@ typedef struct {
 } lf_team_snapshot;
 
 static lf_team_state lf_team = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0};
+                                PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0};
 static int lf_team_atfork_registered = 0;
 /* the job sequence current when each worker was created: its first job is the next one (a
  * worker that starts running late must still see the job posted right after its creation) */
@@ -215,6 +250,8 @@ static inline void lf_team_publish_job(lf_team_fn fn, void* job, int nthreads)
     __atomic_store_n(&lf_team.sequence, sequence + 2, __ATOMIC_RELEASE);
 }
 
+static void lf_blas_after_fork_child(void);
+
 static void lf_team_after_fork_child(void)
 {
     /* only the forking thread exists in the child: forget the workers and reset the locks */
@@ -223,6 +260,8 @@ static void lf_team_after_fork_child(void)
     pthread_cond_init(&lf_team.wake, NULL);
     lf_team.started = 0;
     lf_team.sequence = 0;
+    lf_team.abandoned = 0;
+    lf_blas_after_fork_child();
 }
 
 static void* lf_team_worker(void* arg)
@@ -293,14 +332,154 @@ static int lf_team_grow(int nthreads)
  * across the team, each thread calling BLAS on its own rows or columns. OpenBLAS must then run each call
  * on the calling thread: measured here, after one multithreaded OpenBLAS call its helper thread
  * busy-waits for work for about 0.1 s, taking the core the team's second thread needs (a 2-thread
- * pass ran 0.66x-0.9x the speed of a 1-thread pass). So while the team is held, OpenBLAS's thread
- * count is set to 1 and then restored. The setting is process-wide (OpenBLAS has no per-thread
- * one in pthreads builds): BLAS calls from other threads during the pass also run on one thread. */
+ * pass ran 0.66x-0.9x the speed of a 1-thread pass). And OpenBLAS's thread count changes its
+ * partition of a GEMM, hence the last bits of some elements: a pass whose shape may use the team
+ * (whether or not it gets it) holds OpenBLAS at 1 thread, so that its bits do not depend on the
+ * team size or on what else runs. The setting is process-wide (OpenBLAS has no per-thread one
+ * in pthreads builds): the passes holding it are counted, the first sets 1, the last restores
+ * the count it found; BLAS calls from other threads meanwhile also run on one thread. */
 typedef void (*lf_set_threads_fn)(int);
 typedef int (*lf_get_threads_fn)(void);
 static lf_set_threads_fn lf_blas_set_threads = NULL;
 static lf_get_threads_fn lf_blas_get_threads = NULL;
 static int lf_blas_saved_threads = 0;
+static int lf_blas_single_holders = 0;
+static pthread_mutex_t lf_blas_single_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void lf_blas_single_enter(void)
+{
+    if (lf_blas_get_threads == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_single_lock);
+    if (lf_blas_single_holders++ == 0) {
+        int blas_threads = lf_blas_get_threads();
+        lf_blas_saved_threads = 0;
+        if (blas_threads > 1) {
+            lf_blas_set_threads(1);
+            lf_blas_saved_threads = blas_threads;
+        }
+    }
+    pthread_mutex_unlock(&lf_blas_single_lock);
+}
+
+static void lf_blas_single_leave(void)
+{
+    if (lf_blas_get_threads == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_single_lock);
+    if (--lf_blas_single_holders == 0 && lf_blas_saved_threads > 1) {
+        lf_blas_set_threads(lf_blas_saved_threads);
+        lf_blas_saved_threads = 0;
+    }
+    pthread_mutex_unlock(&lf_blas_single_lock);
+}
+
+/* ------------------------------------------------------------------ OpenBLAS's buffers
+ *
+ * An OpenBLAS level-3 call takes a BUFFER_SIZE work buffer (32 MiB in SciPy's x86_64 builds)
+ * from a process-wide pool; when every buffer is in use it maps a new one, and when mmap and
+ * then malloc fail it tries again, forever (driver/others/memory.c, blas_memory_alloc, 0.3.30;
+ * 0.3.31 exits the process after 10 tries): the thread spins and the pass never ends. The pool
+ * never shrinks. So lstmfast counts its threads that may be inside level-3 BLAS at once, over
+ * all passes of the process, and before a pass adds its threads to the count the pool is
+ * filled to a buffer per counted thread, from one thread, each buffer only after its room was
+ * mapped and unmapped here (a failed check is an answer; OpenBLAS's is a hang). Not covered:
+ * buffers that other code holds through the same OpenBLAS at that moment, and memory taken by
+ * others between the check and OpenBLAS's own mapping (microseconds). */
+#define LF_BLAS_BUFFER_BYTES (((size_t)32 << 20) + 4096)
+#define LF_BLAS_BUFFERS_MAX 64
+typedef void* (*lf_blas_alloc_fn)(int);
+typedef void (*lf_blas_free_fn)(void*);
+static lf_blas_alloc_fn lf_blas_memory_alloc = NULL;
+static lf_blas_free_fn lf_blas_memory_free = NULL;
+static int lf_blas_buffers_ready = 0;      /* buffers the pool is known to hold */
+static int lf_blas_buffer_users = 0;       /* lstmfast threads that may be in level-3 BLAS now */
+static pthread_mutex_t lf_blas_buffers_lock = PTHREAD_MUTEX_INITIALIZER;
+/* for tests: the pool counts as holding at most this many buffers (-1: no ceiling) */
+static int lf_blas_buffer_ceiling = -1;
+
+static int lf_blas_buffer_room(void)
+{
+    void* room = mmap(NULL, LF_BLAS_BUFFER_BYTES, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (room == MAP_FAILED)
+        return 0;
+    munmap(room, LF_BLAS_BUFFER_BYTES);
+    return 1;
+}
+
+/* Makes the pool hold at least `wanted` buffers if it can; returns how many it is known to
+ * hold (caller holds lf_blas_buffers_lock). Holding n buffers at once makes the pool have n
+ * (it hands out idle ones first and maps a new one only when none is idle). */
+static int lf_blas_buffers_fill(int wanted)
+{
+    void* held[LF_BLAS_BUFFERS_MAX];
+    int n = 0;
+    if (wanted > LF_BLAS_BUFFERS_MAX)
+        wanted = LF_BLAS_BUFFERS_MAX;
+    if (lf_blas_buffers_ready < wanted) {
+        while (n < wanted && lf_blas_buffer_room()) {
+            held[n] = lf_blas_memory_alloc(0);
+            if (held[n] == NULL)
+                break;
+            n++;
+        }
+        for (int i = 0; i < n; i++)
+            lf_blas_memory_free(held[i]);
+        if (n > lf_blas_buffers_ready)
+            lf_blas_buffers_ready = n;
+    }
+    if (lf_blas_buffer_ceiling >= 0 && lf_blas_buffer_ceiling < lf_blas_buffers_ready)
+        return lf_blas_buffer_ceiling;
+    return lf_blas_buffers_ready;
+}
+
+/* Counts `threads` more lstmfast threads that may call level-3 BLAS at once, if the pool has a
+ * buffer for each counted thread: returns threads, or 1 if the pool serves only one more (the
+ * pass then runs alone), or 0 if not even that (no memory for BLAS; nothing counted). Without
+ * OpenBLAS's allocator at hand, returns threads. */
+static int lf_blas_buffers_acquire(int threads)
+{
+    if (lf_blas_memory_alloc == NULL || lf_blas_memory_free == NULL)
+        return threads;
+    pthread_mutex_lock(&lf_blas_buffers_lock);
+    int ready = lf_blas_buffers_fill(lf_blas_buffer_users + threads);
+    int granted = 0;
+    if (ready >= lf_blas_buffer_users + threads)
+        granted = threads;
+    else if (ready >= lf_blas_buffer_users + 1)
+        granted = 1;
+    lf_blas_buffer_users += granted;
+    pthread_mutex_unlock(&lf_blas_buffers_lock);
+    return granted;
+}
+
+/* In a forked child only the forking thread exists: no pass counts threads or holds OpenBLAS
+ * at one thread there (the locks may have been held by threads that are gone). OpenBLAS is not
+ * called here: a child forked during such a pass keeps OpenBLAS at one thread. */
+static void lf_blas_after_fork_child(void)
+{
+    pthread_mutex_init(&lf_blas_buffers_lock, NULL);
+    pthread_mutex_init(&lf_blas_single_lock, NULL);
+    lf_blas_buffer_users = 0;
+    lf_blas_single_holders = 0;
+    lf_blas_saved_threads = 0;
+}
+
+/* Whether OpenBLAS's allocator was found, so that buffers are checked before BLAS calls. */
+static int lf_blas_buffers_checked(void)
+{
+    return lf_blas_memory_alloc != NULL && lf_blas_memory_free != NULL;
+}
+
+static void lf_blas_buffers_release(int threads)
+{
+    if (lf_blas_memory_alloc == NULL || lf_blas_memory_free == NULL)
+        return;
+    pthread_mutex_lock(&lf_blas_buffers_lock);
+    lf_blas_buffer_users -= threads;
+    pthread_mutex_unlock(&lf_blas_buffers_lock);
+}
 
 /* Finds OpenBLAS's thread setters among the dependencies of the library that holds
  * blas_function (SciPy's cython_blas). Returns 1 if found; otherwise BLAS threads are left alone. */
@@ -327,6 +506,8 @@ static int lf_blas_threads_init(const void* blas_function)
             break;
         }
     }
+    lf_blas_memory_alloc = (lf_blas_alloc_fn)dlsym(handle, "blas_memory_alloc");
+    lf_blas_memory_free = (lf_blas_free_fn)dlsym(handle, "blas_memory_free");
     /* the library stays loaded: SciPy holds it */
     dlclose(handle);
     return lf_blas_set_threads != NULL;
@@ -346,35 +527,51 @@ static int lf_team_acquire(int nthreads)
         pthread_mutex_unlock(&lf_team.busy);
         return 1;
     }
-    lf_blas_saved_threads = 0;
-    if (lf_blas_get_threads != NULL) {
-        int blas_threads = lf_blas_get_threads();
-        if (blas_threads > 1) {
-            lf_blas_set_threads(1);
-            lf_blas_saved_threads = blas_threads;
-        }
-    }
     return nthreads;
 }
 
 static void lf_team_release(int nthreads)
 {
-    if (nthreads > 1) {
-        if (lf_blas_saved_threads > 1)
-            lf_blas_set_threads(lf_blas_saved_threads);
-        lf_blas_saved_threads = 0;
+    if (nthreads > 1 && !lf_team.abandoned)
         pthread_mutex_unlock(&lf_team.busy);
+}
+
+/* The caller's wait for the workers of the current job (nthreads in all) to return: returns 0
+ * when they have, or LF_TEAM_ABANDONED when the job was given up (barrier->abort, or the pass's
+ * cancel flag) and a worker is still inside LF_ABANDON_SLICES slices later. Then the job, and
+ * whatever it points to, belongs to that worker for good: the caller must neither free nor
+ * reuse any of it; the team stays held (lf_team.abandoned), so later passes run alone. */
+#define LF_TEAM_ABANDONED 1
+static int lf_team_wait_finished(int nthreads, lf_barrier* barrier)
+{
+    int slices_after_abort = 0;
+    unsigned int done;
+    while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1) {
+        if (lf_wait_while_equal_in_job(&lf_team.finished, done, &lf_team.finished_sleepers,
+                                       barrier) == 0)
+            continue;
+        /* given up: the workers leave at their next wait; one that does not is stuck */
+        if (++slices_after_abort > LF_ABANDON_SLICES) {
+            lf_team.abandoned = 1;
+            return LF_TEAM_ABANDONED;
+        }
+        __atomic_add_fetch(&lf_team.finished_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&lf_team.finished, __ATOMIC_SEQ_CST) == done)
+            lf_sleep_slice_while_equal(&lf_team.finished, done);
+        __atomic_sub_fetch(&lf_team.finished_sleepers, 1, __ATOMIC_SEQ_CST);
     }
+    return 0;
 }
 
 /* Runs fn(job, tid, nthreads) for tid 0..nthreads-1 (the caller is tid 0) and returns when all
- * have returned. nthreads is what lf_team_acquire granted; fn's threads meet with
- * lf_barrier_wait(barrier, nthreads). */
-static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
+ * have returned (0), or LF_TEAM_ABANDONED (see lf_team_wait_finished). nthreads is what
+ * lf_team_acquire granted; fn's threads meet with lf_barrier_wait(barrier, nthreads), the
+ * barrier of the job (its abort flag and cancel flag guard every wait). */
+static int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier)
 {
     if (nthreads <= 1) {
         fn(job, 0, 1);
-        return;
+        return 0;
     }
     __atomic_store_n(&lf_team.finished, 0u, __ATOMIC_RELAXED);
     pthread_mutex_lock(&lf_team.lock);
@@ -382,9 +579,42 @@ static void lf_team_execute(lf_team_fn fn, void* job, int nthreads)
     pthread_cond_broadcast(&lf_team.wake);
     pthread_mutex_unlock(&lf_team.lock);
     fn(job, 0, nthreads);
-    unsigned int done;
-    while ((done = __atomic_load_n(&lf_team.finished, __ATOMIC_ACQUIRE)) < (unsigned int)nthreads - 1)
-        lf_wait_while_equal(&lf_team.finished, done, &lf_team.finished_sleepers);
+    return lf_team_wait_finished(nthreads, barrier);
+}
+
+/* ------------------------------------------------------------------ one pass's threads
+ *
+ * A pass takes the team (up to `wanted` threads), then, if it makes level-3 BLAS calls, the
+ * BLAS buffers for its threads (lf_blas_buffers_acquire: fewer buffers than threads -> the pass
+ * runs alone), and, if its shape may use the team, holds OpenBLAS at one thread (see above).
+ * Returns the threads the pass runs on, or 0 (nothing held) when OpenBLAS has no buffer for even
+ * one: the pass must fail with "no memory" before any BLAS call. Give back with lf_pass_release
+ * and the same flags. */
+static int lf_pass_acquire(int wanted, int level3, int blas_single)
+{
+    int nthreads = lf_team_acquire(wanted);
+    if (level3) {
+        int granted = lf_blas_buffers_acquire(nthreads);
+        if (granted < nthreads)
+            lf_team_release(nthreads);
+        nthreads = granted;
+        if (nthreads == 0)
+            return 0;
+    }
+    if (blas_single)
+        lf_blas_single_enter();
+    return nthreads;
+}
+
+static void lf_pass_release(int nthreads, int level3, int blas_single)
+{
+    if (nthreads < 1)
+        return;
+    if (blas_single)
+        lf_blas_single_leave();
+    if (level3)
+        lf_blas_buffers_release(nthreads);
+    lf_team_release(nthreads);
 }
 
 #endif /* LSTMFAST_TEAM_H */

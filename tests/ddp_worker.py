@@ -5,7 +5,7 @@ One process per replica; each trains on its shard of a fixed global batch, DDP a
 gradients, so every replica ends with the parameters that single-process training on the whole
 batch gives (the loss is a mean over the batch and the shards are equal).
 
-Used by tests/test_distributed.py (two local processes, a file store):
+Used by tests/torch/test_distributed.py (two local processes, a file store):
 
     python tests/ddp_worker.py --rank 0 --world-size 2 --init-method file:///tmp/store --out DIR
 

@@ -2,8 +2,11 @@
 
 For every parameter: numeric = (f(p + eps) - f(p - eps)) / (2 eps); relative error
 |analytic - numeric| / (|analytic| + |numeric|) (0 when both are 0); a parameter fails when the
-relative error exceeds ``max_rel_error`` *and* the absolute error exceeds ``min_abs_error``.
-DL4J's defaults for LSTM networks: eps 1e-6, max relative error 1e-3, min absolute error 1e-8.
+relative error exceeds ``max_rel_error`` *and* the absolute error exceeds ``min_abs_error``, or
+when either value is not finite. DL4J's defaults for LSTM networks: eps 1e-6, max relative error
+1e-3, min absolute error 1e-8.
+
+The one checker of the test suite; tests/core/test_gradcheck.py holds its negative controls.
 """
 
 import numpy as np
@@ -35,6 +38,9 @@ def check_gradient(score, values, analytic, *, eps=EPS, max_rel_error=MAX_REL_ER
         flat_values[i] = original
         numeric = (plus - minus) / (2 * eps)
         a = flat_analytic[i]
+        if not (np.isfinite(a) and np.isfinite(numeric)):
+            failures.append((i, a, numeric, float("nan")))
+            continue
         abs_error = abs(a - numeric)
         rel_error = 0.0 if (a == 0 and numeric == 0) else abs_error / (abs(a) + abs(numeric))
         if rel_error > max_rel_error and abs_error > min_abs_error:

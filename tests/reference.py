@@ -1,6 +1,6 @@
 """Independent float64 NumPy reference of DL4J 0.9.1 ``LSTMHelpers``.
 
-Written for the tests, from ``shared/seed/LSTMHelpers.java``: ``ref_forward`` follows
+Written for the tests, from DL4J 0.9.1's ``LSTMHelpers.java``: ``ref_forward`` follows
 ``activateHelper`` and ``ref_backward`` follows ``backpropGradientHelper``, one time step at a
 time, in the seed's order of operations, with the seed's names in the comments.  It is
 deliberately plain (no BLAS tricks, no fused loops) so that it can be read against the Java.
@@ -21,6 +21,7 @@ Things beyond the seed follow ``docs/design.md`` ("Semantics beyond the seed"):
   truncated BPTT stops before the first processed step.
 """
 
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -413,6 +414,12 @@ def ref_backward(fwd, epsilon, tbptt_length=None):
 # ---------------------------------------------------------------------------------------------
 
 GRAD_NAMES = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
+
+
+def stable_seed(*parts):
+    """A seed from the test case's parameters that is the same in every process (``hash()`` of
+    a str, or of a tuple holding one or None, changes from one interpreter to the next)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def rel_err(a, b, floor=1e-300):

@@ -1,7 +1,7 @@
-"""Helpers shared by the reliability tests (tests/test_reliability_*.py).
+"""Helpers shared by the reliability tests (tests/reliability/).
 
-* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). The
-  session prints them at the end (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
+* ``FIGURES``: what the tests measured (cases run, RSS growth, interrupt latency, ...). pytest
+  prints them at the end of the run (tests/conftest.py) and, with LSTMFAST_RELIABILITY_FIGURES=path,
   writes them there as JSON (docs/reliability.md quotes such a run).
 * ``guarded``: an array view placed inside a larger buffer full of sentinel values, so that a
   test can check afterwards that nothing wrote into the array *or next to it*.
@@ -51,7 +51,7 @@ def fuzz_settings(n):
 
 TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 # errors relative to max(max|want|, FLOOR): the activations are O(1); tiny arrays (a masked
-# state, one unit) are compared in absolute terms (tests/test_reference.py covers precision)
+# state, one unit) are compared in absolute terms (tests/core/test_reference.py covers precision)
 FLOOR = {np.dtype(np.float32): 1.0, np.dtype(np.float64): 1e-6}
 # smallest distance of an evaluated pre-activation to a derivative jump for comparing gradients
 KINK_MARGIN = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}
@@ -188,6 +188,45 @@ def run_child(script, *args, timeout=300, env_extra=None):
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def print_outcomes_and_peaks(cases, names=None):
+    """For child scripts: run each named case of ``cases`` (name -> callable) under tracemalloc
+    and print, as one JSON line, ``{name: {"outcome": "returned" or the exception's name,
+    "message": its text, "peak": bytes allocated at the most}}``."""
+    import tracemalloc
+    results = {}
+    for name in names or list(cases):
+        tracemalloc.start()
+        try:
+            cases[name]()
+            outcome = ("returned", "")
+        except BaseException as error:
+            outcome = (type(error).__name__, str(error))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results[name] = {"outcome": outcome[0], "message": outcome[1][:300], "peak": peak}
+    print(json.dumps(results))
+
+
+def check_refused_before_allocating(script, cases, sizes):
+    """Run ``script`` (a child printing ``print_outcomes_and_peaks`` for the names it is given)
+    for ``cases``; check that each was refused with a ValueError "problem too large … BLAS …"
+    whose sizes match the regular expression ``sizes``, having allocated under 64 KiB.
+    Returns the peaks (bytes) by case."""
+    import re
+    proc = run_child(script, *cases, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = last_json_line(proc.stdout)
+    peaks = {}
+    for name in cases:
+        r = results[name]
+        assert r["outcome"] == "ValueError", (name, r)
+        assert "too large" in r["message"] and "BLAS" in r["message"], (name, r["message"])
+        assert re.search(sizes, r["message"]), (name, r["message"])
+        assert r["peak"] < 64 << 10, (name, r["peak"])
+        peaks[name] = r["peak"]
+    return peaks
 
 
 def last_json_line(text):

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The compiled wheel, proven (issue 5):
+# The compiled wheel, proven:
 #   1. `python -m build` on a clean copy of the source tree makes an sdist, then a wheel *from that
 #      sdist* (so the sdist builds from scratch);
 #   2. the sdist carries pyx/*.pyx (+ .h), lstmfast/*.pxd (except the generated
-#      lstmfast/_blas_int.pxd), tests (with tests/downstream), benchmarks and docs, and no
-#      generated .c, .so or build products;
+#      lstmfast/_blas_int.pxd), tests (with tests/downstream and the DL4J files in tests/data),
+#      benchmarks and docs, and no generated .c, .so or build products;
 #   3. the wheel carries the extension module and every .pxd but the build-only ones
 #      (_activations, _cells, _layout, _products, _team, _forward, _backward)
 #      (with _blas_int.pxd, which _blas.pxd
@@ -18,8 +18,7 @@
 #
 # Usage: bash tests/wheel_check.sh        (from anywhere; needs network access to PyPI for the
 #                                          isolated build environments and the venv)
-# Environment: PYTHON (default: python3), KEEP_WORK=1 keeps the temporary directory,
-#              LSTMFAST_TESTDATA is passed on to the tests (default: ../shared/testdata if present).
+# Environment: PYTHON (default: python3), KEEP_WORK=1 keeps the temporary directory.
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +61,7 @@ echo "wheel: $(basename "$WHEEL")"
 step "checking the sdist"
 tar -tzf "$SDIST" | sed 's|^[^/]*/||' | grep -v '/$' | sort > "$WORK/sdist.txt"
 required=(setup.py pyproject.toml MANIFEST.in README.md lstmfast/__init__.py lstmfast/kernels.pxd
-          tests/conftest.py tests/test_c_api.py tests/test_threads.py tests/wheel_check.sh
+          tests/conftest.py tests/core/test_c_api.py tests/core/test_threads.py tests/wheel_check.sh
           tests/downstream/lstm_downstream.pyx tests/downstream/setup.py
           benchmarks/bench_threads.py docs/c-api.md)
 for f in "${required[@]}"; do
@@ -72,7 +71,7 @@ done
 while IFS= read -r f; do
     [[ "$f" == lstmfast/_blas_int.pxd ]] && continue
     grep -qxF "$f" "$WORK/sdist.txt" || fail "the sdist lacks $f"
-done < <(cd "$WORK/src" && ls pyx/*.pyx pyx/*.h lstmfast/*.pxd lstmfast/*.py tests/*.py \
+done < <(cd "$WORK/src" && ls pyx/*.pyx pyx/*.h lstmfast/*.pxd lstmfast/*.py tests/*.py tests/*/*.py tests/data/* \
             tests/downstream/* benchmarks/*.py benchmarks/*.c 2>/dev/null)
 # compiled or generated files: a .c, .so, .o or .pyd that is not a source of the tree (the tree's
 # own C, such as benchmarks/fma_peak.c, is in the clean copy; Cython's pyx/kernels.c is not)
@@ -141,7 +140,7 @@ step "installing the wheel into a fresh virtual environment"
 VPY="$WORK/venv/bin/python"
 "$VPY" -m pip install -q "${WHEEL}[test]"
 mkdir -p "$WORK/run"
-tar -xzf "$SDIST" -C "$WORK/run" --strip-components=1 --wildcards '*/tests/*' '*/docs/*' '*/benchmarks/*'
+tar -xzf "$SDIST" -C "$WORK/run" --strip-components=1 --wildcards '*/tests/*' '*/docs/*' '*/benchmarks/*' '*/pyproject.toml'
 [[ ! -e "$WORK/run/lstmfast" ]] || fail "the test directory must not contain the package sources"
 cd "$WORK/run"
 env -u PYTHONPATH "$VPY" - <<'EOF'
@@ -158,9 +157,6 @@ for ep in distribution("lstmfast").entry_points:       # console scripts must re
         sys.exit(f"entry point {ep.name} = {ep.value} does not load: {exc!r}")
     print("entry point", ep.group, ep.name, "=", ep.value, "loads")
 EOF
-if [[ -z "${LSTMFAST_TESTDATA:-}" && -d "$SRC/../shared/testdata" ]]; then
-    export LSTMFAST_TESTDATA="$(cd "$SRC/../shared/testdata" && pwd)"
-fi
 step "running the test suite against the installed wheel (in $WORK/run)"
 env -u PYTHONPATH -u LSTMFAST_WHEEL_TEST "$VPY" -m pytest tests -q -p no:cacheprovider
 echo

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """lstm_downstream: a small third-party extension that drives lstmfast's C API.
 
-This file is the complete example of docs/c-api.md, and tests/test_c_api.py compiles it at test
+This file is the complete example of docs/c-api.md, and tests/core/test_c_api.py compiles it at test
 time against the *installed* lstmfast: only lstmfast.get_include() is needed to find the .pxd files.
 
 Every buffer is owned by this module (NumPy arrays allocated here), every cache and workspace is

@@ -1,0 +1,51 @@
+"""PyTorch modules backed by lstmfast's kernels (the only part of lstmfast that imports torch).
+
+``lstmfast.torch.LSTM`` is a ``torch.nn.LSTM`` (a subclass) whose forward pass runs lstmfast's
+kernels: the same constructor (``input_size, hidden_size, num_layers=1, bias=True,
+batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None``),
+parameters (``weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``, so ``load_state_dict`` works both ways), ``all_weights``, ``_flat_weights``,
+``flatten_parameters()``, inputs, outputs and errors::
+
+    import lstmfast.torch
+    lstm = lstmfast.torch.LSTM(10, 20, 2, bidirectional=True)      # was torch.nn.LSTM(...)
+    lstm.load_state_dict(nn_lstm.state_dict())
+    out, (h_n, c_n) = lstm(x, (h_0, c_0))
+
+lstmfast's own options are keyword-only: ``peepholes=True`` (a parameter
+``weight_peephole_l{k}[_reverse]`` ``[3, hidden_size]``, rows input/forget/output gate),
+``activation`` (cell), ``gate_activation``. ``GravesLSTM`` is the module with peepholes and
+DL4J's initialisation; ``GravesBidirectionalLSTM`` adds its two directions as DL4J does
+(nn.LSTM concatenates). ``to_layer`` / ``from_layer`` convert to / from lstmfast's NumPy layers
+(DL4J's flat parameter layout).
+
+The kernels read the weights in DL4J's gate order and layout: each call derives that copy from
+the parameters (a reordering copy, O(parameters), small beside the O(T * batch * parameters)
+pass). It is not cached by torch's ``_version`` counter because writes through ``.data``
+(``torch.autograd.gradcheck``, target-network updates, older optimizers) bypass that counter
+and a cached copy would then compute with stale weights.
+
+Autograd: gradients reach the input, every parameter and ``(h_0, c_0)``; the kernels are
+differentiable once, so ``create_graph=True`` (double backward) raises
+:class:`DoubleBackwardError`.
+
+``PackedSequence`` inputs (sorted or not) run one pass of the layers per distinct sequence
+length, over the sequences of that length: no padding work, each sequence's own final state,
+nn.LSTM's results; many distinct lengths mean many small passes. Dropout between layers then
+draws other masks than nn.LSTM's (which drops on the packed data).
+
+Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
+CPU, dtypes other than float32 and float64.
+
+Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
+modules' calls by default, beside PyTorch's own pool).
+"""
+
+from ._function import DoubleBackwardError, LayerFunction, LSTMFunction, lstm
+from ._modules import (LSTM, GravesBidirectionalLSTM, GravesLSTM, InputTypeError,
+                       UnsupportedError)
+from ._threads import _blas_pools, _scipy_blas_controller, get_blas_threads, set_blas_threads
+
+__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction", "LayerFunction",
+           "lstm", "set_blas_threads", "get_blas_threads", "DoubleBackwardError",
+           "UnsupportedError", "InputTypeError", "_blas_pools", "_scipy_blas_controller"]

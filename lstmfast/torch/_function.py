@@ -1,0 +1,249 @@
+"""The autograd functions: one layer and one direction through lstmfast's kernels.
+
+Two entries:
+
+* :class:`LayerFunction` takes the parameters in ``nn.LSTM``'s layout (``weight_ih [4h, nIn]``,
+  ``weight_hh [4h, h]``, ``bias_ih``, ``bias_hh`` ``[4h]``, gates i, f, g, o, plus peepholes
+  ``[3, h]``) and, as a constant, the same weights already in the kernels' layout
+  (:func:`kernel_weights`, derived once per parameter version by the modules); its backward
+  pass maps the kernels' gradients back to ``nn.LSTM``'s layout.
+* :class:`LSTMFunction` / :func:`lstm` take the kernels' layout (``W [nIn, 4h]``,
+  ``RW [h, 4h(+3)]``, ``b [4h]``, gate blocks: block input, forget, output, input gate).
+
+Both are first-order: a backward pass run with ``create_graph=True`` (double backward, a
+gradient penalty) raises :class:`DoubleBackwardError` instead of returning a gradient that
+autograd cannot differentiate further.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..functional import lstm_backward, lstm_forward
+from ._threads import _blas_limit
+
+__all__ = ["LSTMFunction", "LayerFunction", "lstm", "kernel_weights", "DoubleBackwardError",
+           "NUMPY_DTYPES"]
+
+NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+
+
+class DoubleBackwardError(RuntimeError):
+    """A second-order derivative was asked of lstmfast's LSTM (the kernels are first-order)."""
+
+
+def _refuse_double_backward():
+    # the engine runs backward with grad mode on exactly when create_graph=True
+    if torch.is_grad_enabled():
+        raise DoubleBackwardError(
+            "lstmfast.torch: the LSTM kernels are differentiable once; a backward pass with "
+            "create_graph=True (double backward, e.g. a gradient penalty) is not supported. "
+            "Use torch.nn.LSTM for higher-order derivatives.")
+
+
+# ---------------------------------------------------------------------------------------------
+# gate order: nn.LSTM's blocks are (i, f, g, o); the kernels' (DL4J's) are (g, f, o, i)
+
+KERNEL_FROM_TORCH = (2, 1, 3, 0)     # kernel block k is nn.LSTM's block KERNEL_FROM_TORCH[k]
+TORCH_FROM_KERNEL = (3, 1, 0, 2)
+# peephole rows in the module (input, forget, output gate); kernel columns (wFF, wOO, wGG)
+PEEPHOLE_KERNEL_FROM_ROWS = (1, 2, 0)
+PEEPHOLE_ROWS_FROM_KERNEL = (2, 0, 1)
+
+
+def _blocks(a, order):
+    """Reorder the four gate blocks along axis 0 of `a` ([4h, ...])."""
+    h = a.shape[0] // 4
+    return np.concatenate([a[k * h:(k + 1) * h] for k in order])
+
+
+def kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep):
+    """nn.LSTM-layout tensors -> (W [nIn, 4h], RW [h, 4h(+3)], b [4h]) NumPy arrays in the
+    kernels' layout, Fortran-ordered (fresh arrays, never views of the parameters)."""
+    w = w_ih.detach().numpy()
+    rw_rows = _blocks(w_hh.detach().numpy(), KERNEL_FROM_TORCH)
+    if w_peep is not None:
+        rw_rows = np.concatenate([rw_rows, w_peep.detach().numpy()[list(PEEPHOLE_KERNEL_FROM_ROWS)]])
+    if b_ih is None:
+        b = np.zeros(w.shape[0], dtype=w.dtype)
+    else:
+        b = _blocks(b_ih.detach().numpy() + b_hh.detach().numpy(), KERNEL_FROM_TORCH)
+    # [4h, nIn] C-ordered rows are [nIn, 4h] Fortran-ordered columns
+    return _blocks(w, KERNEL_FROM_TORCH).T, rw_rows.T, b
+
+
+def _time_major_to_kernel(a):
+    """[T, mb, f] -> the [mb, f, T] view the kernels read (no copy)."""
+    return a.transpose(1, 2, 0)
+
+
+def _kernel_to_time_major(a):
+    """[mb, f, T] -> a C-contiguous [T, mb, f] array (nn.LSTM's outputs are contiguous)."""
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _epsilon(grad_out, grad_h, shape, dtype, last_step):
+    """dL/d(output) as the kernels want it, [mb, h, T], with dL/d(h_n) folded into the last
+    processed step (h_n is that step's output)."""
+    if grad_out is None:
+        eps = np.zeros(shape, dtype=dtype, order="F")
+    else:
+        eps = _time_major_to_kernel(grad_out.detach().numpy())
+    if grad_h is not None:
+        eps = np.array(eps, dtype=dtype, order="F", copy=True)
+        eps[:, :, last_step] += grad_h.detach().numpy()
+    return eps
+
+
+def _run_forward(ctx, x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation,
+                 for_backprop):
+    with _blas_limit():
+        fwd = lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
+                           gate_activation=gate_activation, forwards=forwards,
+                           for_backprop=for_backprop)
+    ctx.set_materialize_grads(False)
+    ctx.fwd = fwd if for_backprop else None
+    ctx.forwards = forwards
+    return fwd
+
+
+def _run_backward(ctx, grad_out_kernel_order, grad_h, grad_c):
+    """lstm_backward with the incoming gradients; None when nothing arrives."""
+    if grad_out_kernel_order is None and grad_h is None and grad_c is None:
+        return None
+    if ctx.fwd is None:
+        raise RuntimeError("lstmfast.torch: the forward pass ran without keeping what the "
+                           "backward pass needs (grad mode was off)")
+    fwd = ctx.fwd
+    mb, hidden, steps = fwd.output.shape
+    eps = _epsilon(grad_out_kernel_order, grad_h, (mb, hidden, steps), fwd.output.dtype,
+                   steps - 1 if ctx.forwards else 0)
+    extra = {} if grad_c is None else {"grad_last_c": grad_c.detach().numpy()}
+    with _blas_limit():
+        return lstm_backward(fwd, eps, **extra)
+
+
+def _numpy(t):
+    return None if t is None else t.detach().numpy()
+
+
+class LayerFunction(torch.autograd.Function):
+    """``LayerFunction.apply(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, weights, forwards,
+    activation, gate_activation, for_backprop) -> (out, h_n, c_n)``: one layer, one direction.
+
+    x ``[T, mb, nIn]`` (time-major), h0/c0 ``[mb, h]`` or None, ``weights`` =
+    :func:`kernel_weights` of the parameters (b_ih, b_hh, w_peep may be None). out
+    ``[T, mb, h]`` C-contiguous, h_n and c_n ``[mb, h]``. Gradients go to x, the parameters in
+    ``nn.LSTM``'s layout and the initial state."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, weights, forwards, activation,
+                gate_activation, for_backprop):
+        W, RW, b = weights
+        steps, mb = x.shape[0], x.shape[1]
+        hidden = RW.shape[0]
+        ctx.sizes = (steps, mb, x.shape[2], hidden)
+        ctx.zero_dtype = x.dtype
+        if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
+            ctx.set_materialize_grads(False)
+            ctx.fwd = None
+            ctx.zero_shapes = [None if t is None else t.shape
+                               for t in (x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0)]
+            return (x.new_zeros((steps, 0, hidden)), x.new_zeros((0, hidden)),
+                    x.new_zeros((0, hidden)))
+        fwd = _run_forward(ctx, _time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
+                           _numpy(c0), forwards, activation, gate_activation, for_backprop)
+        return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
+                torch.from_numpy(fwd.last_c))
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        _refuse_double_backward()
+        needs = ctx.needs_input_grad
+        steps, mb, n_in, hidden = ctx.sizes
+        if mb == 0:
+            return _empty_batch_gradients(ctx)
+        grads = _run_backward(ctx, grad_out, grad_h, grad_c) if any(needs[:8]) else None
+        if grads is None:
+            return (None,) * 13
+        gates = 4 * hidden
+        g_rw = grads.recurrent_weights
+        g_b = torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)) if any(needs[3:5]) else None
+        return (
+            torch.from_numpy(grads.input.transpose(2, 0, 1)) if needs[0] else None,
+            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)) if needs[1] else None,
+            torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)) if needs[2] else None,
+            g_b if needs[3] else None,
+            (g_b.clone() if needs[3] else g_b) if needs[4] else None,
+            torch.from_numpy(g_rw[:, gates:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)]) if needs[5] else None,
+            torch.from_numpy(grads.h0) if needs[6] else None,
+            torch.from_numpy(grads.c0) if needs[7] else None,
+        ) + (None,) * 5
+
+
+def _empty_batch_gradients(ctx):
+    """Gradients of a call on an empty batch: zeros shaped like each input."""
+    dtype = ctx.zero_dtype
+    return tuple(None if not need or shape is None else torch.zeros(shape, dtype=dtype)
+                 for need, shape in zip(ctx.needs_input_grad, ctx.zero_shapes)) + (None,) * 5
+
+
+class LSTMFunction(torch.autograd.Function):
+    """``LSTMFunction.apply(x, W, RW, b, h0, c0, batch_first, forwards, activation,
+    gate_activation, for_backprop) -> (out, h_n, c_n)`` for one direction in the kernels'
+    layout; ``h0``/``c0`` ``[mb, h]`` or None (zeros). Use :func:`lstm` rather than this."""
+
+    @staticmethod
+    def forward(ctx, x, W, RW, b, h0, c0, batch_first, forwards, activation, gate_activation,
+                for_backprop):
+        x_kernel = _numpy(x.permute(0, 2, 1) if batch_first else x.permute(1, 2, 0))
+        fwd = _run_forward(ctx, x_kernel, _numpy(W), _numpy(RW), _numpy(b), _numpy(h0),
+                           _numpy(c0), forwards, activation, gate_activation, for_backprop)
+        ctx.batch_first = batch_first
+        out = fwd.output.transpose(0, 2, 1) if batch_first else fwd.output.transpose(2, 0, 1)
+        return (torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(fwd.last_h),
+                torch.from_numpy(fwd.last_c))
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        _refuse_double_backward()
+        needs = ctx.needs_input_grad[:6]
+        if grad_out is not None and ctx.batch_first:
+            grad_out = grad_out.transpose(0, 1)       # to time-major, as _run_backward reads it
+        grads = _run_backward(ctx, grad_out, grad_h, grad_c) if any(needs) else None
+        if grads is None:
+            return (None,) * 11
+        gx = grads.input.transpose(0, 2, 1) if ctx.batch_first else grads.input.transpose(2, 0, 1)
+        results = [torch.from_numpy(gx), torch.from_numpy(grads.input_weights),
+                   torch.from_numpy(grads.recurrent_weights), torch.from_numpy(grads.bias),
+                   torch.from_numpy(grads.h0), torch.from_numpy(grads.c0)]
+        return tuple(r if need else None for r, need in zip(results, needs)) + (None,) * 5
+
+
+def lstm(x, W, RW, b, h0=None, c0=None, *, batch_first=False, forwards=True, activation="tanh",
+         gate_activation="sigmoid"):
+    """Functional form of one direction: ``out, (h_n, c_n) = lstm(x, W, RW, b, h0, c0)``.
+
+    x ``[T, mb, nIn]`` (``[mb, T, nIn]`` with batch_first); W ``[nIn, 4h]``, RW ``[h, 4h]`` or
+    ``[h, 4h+3]`` (peepholes), b ``[4h]`` in lstmfast's layout and gate order; h0, c0 ``[mb, h]``
+    or None; h_n, c_n ``[mb, h]``. ``forwards=False`` processes time in reverse (the output is
+    still indexed by time). All tensors on the CPU in W's dtype (float32 or float64)."""
+    for name, t in (("x", x), ("W", W), ("RW", RW), ("b", b), ("h0", h0), ("c0", c0)):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu":
+            raise ValueError(f"{name}: lstmfast computes on the CPU; got a tensor on {t.device}")
+        if t.dtype != W.dtype:
+            raise TypeError(f"{name}: expected dtype {W.dtype} (the weights' dtype), got {t.dtype}")
+    if W.dtype not in NUMPY_DTYPES:
+        raise TypeError(f"W: dtype {W.dtype} is not supported (float32 or float64)")
+    if x.dim() != 3:
+        raise ValueError(f"x: expected a 3-D tensor, got shape {list(x.shape)}")
+    for_backprop = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, W, RW, b, h0, c0))
+    out, h_n, c_n = LSTMFunction.apply(x, W, RW, b, h0, c0, bool(batch_first), bool(forwards),
+                                       activation, gate_activation, for_backprop)
+    return out, (h_n, c_n)

@@ -1,0 +1,432 @@
+"""The modules: ``torch.nn.LSTM`` subclasses whose forward pass runs lstmfast's kernels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .. import layers as _layers
+from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
+from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL,
+                        LayerFunction, _blocks, kernel_weights)
+
+__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "UnsupportedError",
+           "InputTypeError"]
+
+_TORCH_DTYPES = {v: k for k, v in NUMPY_DTYPES.items()}
+
+
+class UnsupportedError(NotImplementedError):
+    """An nn.LSTM feature lstmfast's kernels do not compute (yet): the message names it."""
+
+
+class InputTypeError(TypeError, AttributeError):
+    """The input is not a tensor (nn.LSTM fails with an AttributeError there)."""
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    return value
+
+
+def _check_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    return value
+
+
+def _check_choice(name, value, allowed):
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value.lower()
+
+
+class LSTM(nn.LSTM):
+    """``torch.nn.LSTM`` computed by lstmfast's kernels.
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None, *, peepholes=False,
+    activation="tanh", gate_activation="sigmoid")``: nn.LSTM's arguments, checks, parameters,
+    initialisation, inputs, outputs and errors (it *is* an ``nn.LSTM``), plus lstmfast's own
+    options, keyword-only. ``peepholes=True`` adds a parameter ``weight_peephole_l{k}[_reverse]``
+    ``[3, hidden_size]`` per layer and direction (rows: input, forget, output gate; the input and
+    forget gates see ``c[t-1]``, the output gate ``c[t]``, as in DL4J's GravesLSTM).
+
+    Not computed (yet): ``proj_size > 0`` raises :class:`UnsupportedError`, as do devices
+    other than the CPU and dtypes other than float32/float64; second-order derivatives raise
+    ``DoubleBackwardError``. ``PackedSequence``: see the package docstring.
+    """
+
+    _dl4j_init = False         # GravesLSTM: DL4J's initialisation
+    _sum_directions = False    # GravesBidirectionalLSTM: DL4J adds the two directions
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
+                 peepholes=False, activation="tanh", gate_activation="sigmoid",
+                 forget_gate_bias_init=1.0):
+        _check_int("num_layers", num_layers)
+        _check_int("proj_size", proj_size)
+        _check_bool("peepholes", peepholes)
+        options = {
+            "peepholes": peepholes,
+            "activation": _check_choice("activation", activation, ACTIVATIONS),
+            "gate_activation": _check_choice("gate_activation", gate_activation,
+                                             GATE_ACTIVATIONS),
+            "forget_gate_bias_init": float(forget_gate_bias_init),
+        }
+        resolved = torch.get_default_dtype() if dtype is None else dtype
+        if resolved not in NUMPY_DTYPES:
+            raise UnsupportedError(f"dtype={resolved}: lstmfast computes in torch.float32 or "
+                                   f"torch.float64")
+        if device is not None and torch.device(device).type != "cpu":
+            raise UnsupportedError(f"device={device!r}: lstmfast computes on the CPU")
+        # set before nn.LSTM's constructor, which calls reset_parameters
+        object.__setattr__(self, "_lstmfast", options)
+        object.__setattr__(self, "_peephole_names", [])
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device=device, dtype=dtype)
+        if proj_size > 0:
+            raise UnsupportedError(
+                f"proj_size={proj_size}: projections (LSTMP) are not computed by lstmfast's "
+                f"kernels yet; use proj_size=0 or torch.nn.LSTM")
+        if peepholes:
+            for layer in range(self.num_layers):
+                for direction in range(self._directions):
+                    name = f"weight_peephole_l{layer}{'_reverse' if direction else ''}"
+                    setattr(self, name, nn.Parameter(torch.empty(3, hidden_size, device=device,
+                                                                 dtype=dtype)))
+                    self._peephole_names.append(name)
+                    self._all_weights[layer * self._directions + direction].append(name)
+                    self._flat_weights_names.append(name)
+            self._init_flat_weights()
+            self.reset_parameters()
+
+    # ---- options -----------------------------------------------------------------------
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    peepholes = property(lambda self: self._lstmfast["peepholes"])
+    activation = property(lambda self: self._lstmfast["activation"])
+    gate_activation = property(lambda self: self._lstmfast["gate_activation"])
+    forget_gate_bias_init = property(lambda self: self._lstmfast["forget_gate_bias_init"])
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        for key, default in (("peepholes", False), ("activation", "tanh"),
+                             ("gate_activation", "sigmoid")):
+            if self._lstmfast[key] != default:
+                s += f", {key}={self._lstmfast[key]!r}"
+        return s
+
+    # ---- parameters ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self):
+        """nn.LSTM's initialisation (uniform in ``±1/sqrt(hidden_size)``), or DL4J's for the
+        Graves modules: weights normal with standard deviation ``sqrt(2 / (fan_in +
+        fan_out))`` (``fan_in = h``, ``fan_out = nIn + h``), biases zero except the forget gate's
+        ``bias_ih`` block, ``forget_gate_bias_init``."""
+        if not self._dl4j_init:
+            super().reset_parameters()
+            return
+        h = self.hidden_size
+        for layer in range(self.num_layers):
+            for direction in range(self._directions):
+                w_ih, w_hh, b_ih, b_hh, w_peep = self._layer_parameters(layer, direction)
+                std = math.sqrt(2.0 / (h + w_ih.shape[1] + h))
+                for w in (w_ih, w_hh, w_peep):
+                    if w is not None:
+                        w.normal_(0.0, std)
+                if b_ih is not None:
+                    b_ih.zero_()
+                    b_hh.zero_()
+                    b_ih[h:2 * h] = self.forget_gate_bias_init
+
+    def _layer_parameters(self, layer, direction):
+        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_peephole) of one layer and
+        direction; None for what the module does not have."""
+        suffix = f"{layer}{'_reverse' if direction else ''}"
+        return tuple(getattr(self, f"{kind}_l{suffix}", None)
+                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                  "weight_peephole"))
+
+    # ---- forward -------------------------------------------------------------------------
+    def _check_computable(self, input):
+        if isinstance(input, PackedSequence):
+            input = input.data
+        if not isinstance(input, torch.Tensor):
+            raise InputTypeError(f"input: expected a torch.Tensor, got {type(input).__name__}")
+        weight = self.weight_ih_l0
+        if weight.dtype not in NUMPY_DTYPES:
+            raise UnsupportedError(f"the module's dtype is {weight.dtype}: lstmfast computes in "
+                                   f"torch.float32 or torch.float64")
+        for name, t in (("weights", weight), ("input", input)):
+            if t.device.type != "cpu":
+                raise UnsupportedError(f"{name} on {t.device}: lstmfast computes on the CPU")
+
+    def _check_state(self, input, hx, is_batched):
+        """nn.LSTM's checks of hx (same exceptions, same messages); returns hx batched."""
+        if is_batched:
+            if hx[0].dim() != 3 or hx[1].dim() != 3:
+                raise RuntimeError(f"For batched 3-D input, hx and cx should also be 3-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        else:
+            if hx[0].dim() != 2 or hx[1].dim() != 2:
+                raise RuntimeError(f"For unbatched 2-D input, hx and cx should also be 2-D but "
+                                   f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        self.check_forward_args(input, hx, None)
+        self._check_state_tensors(input, hx)
+        return hx
+
+    @staticmethod
+    def _check_state_tensors(input, hx):
+        for name, t in zip(("hx", "cx"), hx):
+            if t.dtype != input.dtype:
+                raise RuntimeError(f"{name} must have the input's dtype {input.dtype}, got "
+                                   f"{t.dtype}")
+            if t.device.type != "cpu":
+                raise UnsupportedError(f"{name} on {t.device}: lstmfast computes on the CPU")
+
+    def forward(self, input, hx=None):
+        """``out, (h_n, c_n) = module(input, (h_0, c_0))``, as nn.LSTM's forward."""
+        self._check_computable(input)
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        is_batched = input.dim() == 3
+        if not is_batched:
+            input = input.unsqueeze(0 if self.batch_first else 1)
+        if hx is None:
+            self.check_input(input, None)
+        else:
+            hx = self._check_state(input, hx, is_batched)
+        x = input.transpose(0, 1) if self.batch_first else input
+        if x.shape[0] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        out, h_n, c_n = self._run_layers(x, hx)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not is_batched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return out, (h_n, c_n)
+
+    def _forward_packed(self, packed, hx):
+        """A PackedSequence: one pass of the layers per distinct length, over the sequences of
+        that length (no padding work; each sequence starts from its h_0/c_0 and ends, in each
+        direction, with its own last valid step, as nn.LSTM's packed path)."""
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        if hx is None:
+            self.check_input(data, batch_sizes)
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx, batch_sizes)
+            self._check_state_tensors(data, hx)
+        padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        lengths = lengths.tolist()                      # decreasing: sorted order
+        outs, hs, cs = [], [], []
+        start = 0
+        while start < len(lengths):
+            stop = start
+            while stop < len(lengths) and lengths[stop] == lengths[start]:
+                stop += 1
+            steps = lengths[start]
+            state = None if hx is None else (hx[0][:, start:stop], hx[1][:, start:stop])
+            out, h_n, c_n = self._run_layers(padded[:steps, start:stop], state)
+            outs.append(F.pad(out, (0, 0, 0, 0, 0, padded.shape[0] - steps)))
+            hs.append(h_n)
+            cs.append(c_n)
+            start = stop
+        out = pack_padded_sequence(torch.cat(outs, 1), lengths).data
+        hidden = (torch.cat(hs, 1), torch.cat(cs, 1))
+        return (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                self.permute_hidden(hidden, unsorted_indices))
+
+    def _run_layers(self, x, hx):
+        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
+        (out [T, mb, features], h_n, c_n)."""
+        params = [p for p in self._flat_weights if p is not None]
+        for_backprop = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in params)
+            or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad)))
+        options = self._lstmfast
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self._directions):
+                index = layer * self._directions + direction
+                parameters = self._layer_parameters(layer, direction)
+                h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
+                out, h_n, c_n = LayerFunction.apply(
+                    x, *parameters, h0, c0, kernel_weights(*parameters),
+                    direction == 0, options["activation"], options["gate_activation"],
+                    for_backprop)
+                outs.append(out)
+                hs.append(h_n)
+                cs.append(c_n)
+            if len(outs) == 1:
+                x = outs[0]
+            elif self._sum_directions:
+                x = outs[0] + outs[1]
+            else:
+                x = torch.cat(outs, 2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                # nn.LSTM's dropout between layers: the same call on the same [T, mb, features]
+                # tensor, hence the same mask from torch's generator
+                x = F.dropout(x, self.dropout, True)
+        return x, torch.stack(hs), torch.stack(cs)
+
+    # ---- lstmfast's (NumPy, DL4J layout) layers --------------------------------------------
+    def _layer_class(self):
+        if self.num_layers == 1 and self.proj_size == 0:
+            if self._sum_directions:
+                return _layers.GravesBidirectionalLSTM
+            if not self.bidirectional:
+                return _layers.GravesLSTM if self.peepholes else _layers.LSTM
+        raise ValueError(f"{type(self).__name__}({self.extra_repr()}) has no lstmfast layer "
+                         f"equivalent: to_layer needs num_layers=1 and one direction (or "
+                         f"GravesBidirectionalLSTM)")
+
+    def to_layer(self):
+        """The equivalent lstmfast (NumPy, DL4J layout) layer, parameters copied (the two
+        biases summed; zeros with bias=False)."""
+        cls = self._layer_class()
+        dtype = NUMPY_DTYPES[self.weight_ih_l0.dtype]
+        layer = cls(self.input_size, self.hidden_size, activation=self.activation,
+                    gate_activation=self.gate_activation,
+                    forget_gate_bias_init=self.forget_gate_bias_init, weight_init="zero",
+                    dtype=dtype, seed=0)
+        parts = []
+        for direction in range(self._directions):
+            W, RW, b = kernel_weights(*self._layer_parameters(0, direction))
+            parts += [W.ravel(order="F"), RW.ravel(order="F"), b]
+        layer.params = np.concatenate(parts).astype(dtype, copy=False)
+        return layer
+
+    @classmethod
+    def _from_layer_module(cls, layer, batch_first):
+        return cls(layer.n_in, layer.n_out, batch_first=batch_first,
+                   peepholes=layer.peepholes, activation=layer.activation,
+                   gate_activation=layer.gate_activation,
+                   dtype=_TORCH_DTYPES[np.dtype(layer.dtype)])
+
+    @classmethod
+    def from_layer(cls, layer, *, batch_first=False):
+        """A module with the configuration and (copied) parameters of an lstmfast layer: LSTM
+        from ``lstmfast.LSTM`` or ``lstmfast.GravesLSTM`` (with peepholes), GravesLSTM from
+        ``lstmfast.GravesLSTM``, GravesBidirectionalLSTM from ``lstmfast.GravesBidirectionalLSTM``."""
+        accepted = cls._accepted_layers()
+        if type(layer) not in accepted:
+            raise TypeError(f"{cls.__name__}.from_layer: expected "
+                            f"{' or '.join('lstmfast.' + c.__name__ for c in accepted)}, got "
+                            f"{type(layer).__name__}")
+        if getattr(layer, "_process_forwards", True) is False:
+            raise ValueError(f"{cls.__name__}.from_layer: the layer is the backward direction of "
+                             f"a bidirectional layer")
+        module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
+        flat = np.asarray(layer.params)
+        size = flat.size // module._directions
+        h = module.hidden_size
+        with torch.no_grad():
+            for direction in range(module._directions):
+                part = flat[direction * size:(direction + 1) * size]
+                n_w, n_rw = layer.n_in * 4 * h, h * (4 * h + (3 if module.peepholes else 0))
+                W = part[:n_w].reshape((layer.n_in, 4 * h), order="F")
+                RW = part[n_w:n_w + n_rw].reshape((h, -1), order="F")
+                b = part[n_w + n_rw:]
+                w_ih, w_hh, b_ih, b_hh, w_peep = module._layer_parameters(0, direction)
+                w_ih.copy_(torch.from_numpy(_blocks(W.T, TORCH_FROM_KERNEL)))
+                w_hh.copy_(torch.from_numpy(_blocks(RW[:, :4 * h].T, TORCH_FROM_KERNEL)))
+                b_ih.copy_(torch.from_numpy(_blocks(b, TORCH_FROM_KERNEL)))
+                b_hh.zero_()
+                if w_peep is not None:
+                    w_peep.copy_(torch.from_numpy(
+                        RW[:, 4 * h:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)].copy()))
+        return module
+
+    @classmethod
+    def _accepted_layers(cls):
+        return (_layers.LSTM, _layers.GravesLSTM)
+
+    @classmethod
+    def from_torch(cls, module):
+        """A ``torch.nn.LSTM`` (no projection) -> this module: same configuration, dtype and
+        parameters (copied), hence the same function."""
+        if not isinstance(module, nn.LSTM):
+            raise TypeError(f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got "
+                            f"{type(module).__name__}")
+        new = LSTM(module.input_size, module.hidden_size, module.num_layers, module.bias,
+                   module.batch_first, module.dropout, module.bidirectional, module.proj_size,
+                   dtype=module.weight_ih_l0.dtype)
+        new.load_state_dict(module.state_dict())
+        return new
+
+
+class GravesLSTM(LSTM):
+    """DL4J's GravesLSTM: :class:`LSTM` with peepholes (always) and DL4J's initialisation.
+
+    ``GravesLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
+    activation="tanh", gate_activation="sigmoid", forget_gate_bias_init=1.0)``."""
+
+    _dl4j_init = True
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
+                 activation="tanh", gate_activation="sigmoid", forget_gate_bias_init=1.0):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype, peepholes=True,
+                         activation=activation, gate_activation=gate_activation,
+                         forget_gate_bias_init=forget_gate_bias_init)
+
+    @classmethod
+    def _from_layer_module(cls, layer, batch_first):
+        return cls(layer.n_in, layer.n_out, batch_first=batch_first, activation=layer.activation,
+                   gate_activation=layer.gate_activation,
+                   forget_gate_bias_init=layer.forget_gate_bias_init,
+                   dtype=_TORCH_DTYPES[np.dtype(layer.dtype)])
+
+    @classmethod
+    def _accepted_layers(cls):
+        return (_layers.GravesLSTM,)
+
+    @classmethod
+    def from_torch(cls, module):
+        raise TypeError("GravesLSTM.from_torch: nn.LSTM has no peepholes; use "
+                        "lstmfast.torch.LSTM.from_torch")
+
+
+class GravesBidirectionalLSTM(GravesLSTM):
+    """DL4J's GravesBidirectionalLSTM: two GravesLSTM directions with their own parameters,
+    ``out`` = forward + backward direction (DL4J sums; ``nn.LSTM(bidirectional=True)``
+    concatenates), ``h_n``/``c_n`` ``[2, mb, h]`` (forward direction first).
+
+    ``GravesBidirectionalLSTM(input_size, hidden_size, bias=True, batch_first=False,
+    device=None, dtype=None, *, activation="tanh", gate_activation="sigmoid",
+    forget_gate_bias_init=1.0)``; parameters named as nn.LSTM's with ``bidirectional=True``."""
+
+    _sum_directions = True
+
+    def __init__(self, input_size, hidden_size, bias=True, batch_first=False, device=None,
+                 dtype=None, *, activation="tanh", gate_activation="sigmoid",
+                 forget_gate_bias_init=1.0):
+        super().__init__(input_size, hidden_size, 1, bias, batch_first, 0.0, True, 0, device,
+                         dtype, activation=activation, gate_activation=gate_activation,
+                         forget_gate_bias_init=forget_gate_bias_init)
+
+    @classmethod
+    def _accepted_layers(cls):
+        return (_layers.GravesBidirectionalLSTM,)
+
+    @classmethod
+    def from_torch(cls, module):
+        raise TypeError("GravesBidirectionalLSTM.from_torch: nn.LSTM has no peepholes and "
+                        "concatenates its directions; use lstmfast.torch.LSTM.from_torch")

@@ -1,0 +1,149 @@
+"""The BLAS thread pool behind lstmfast's kernels while they run inside PyTorch.
+
+PyTorch's OpenMP pool and the OpenBLAS that lstmfast's kernels call fight when both are active
+(a small GEMM right after the other pool's work costs milliseconds). By default
+(``set_blas_threads(1)``) the kernels' BLAS runs single-threaded during the modules' calls and
+PyTorch's pool does the rest; ``benchmarks/bench_torch_module.py`` has the measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import threading
+
+__all__ = ["set_blas_threads", "get_blas_threads"]
+
+
+_blas_setting = 1
+_blas_lock = threading.Lock()
+_blas_controller = None      # threadpoolctl controller restricted to lstmfast's (SciPy's) BLAS
+_blas_unavailable = False
+
+
+def set_blas_threads(setting):
+    """How many threads the BLAS behind lstmfast's kernels may use during the modules' calls.
+
+    1 (the default): single-threaded during the calls (the pool's size is restored after each).
+    PyTorch's OpenMP pool and OpenBLAS's pthreads pool fight when both are active (measured in
+    ``benchmarks/bench_torch_module.py``: 1.8 ms vs 19 ms per training step of a small layer at
+    2 threads), and with ``torch.set_num_threads(1)`` (one core per process, as torchrun sets up)
+    a multi-threaded BLAS would oversubscribe the cores. An integer n > 1: n threads during the
+    calls (worth trying with ``torch.set_num_threads(1)`` and large layers); None: leave the
+    pool alone. Needs ``threadpoolctl`` (to find the library); without it nothing is changed.
+    Returns the previous setting."""
+    global _blas_setting
+    if setting is not None:
+        if isinstance(setting, bool) or not isinstance(setting, numbers.Integral) or setting < 1:
+            raise ValueError(f"set_blas_threads: expected None or an integer >= 1, got "
+                             f"{setting!r}")
+        setting = int(setting)
+    previous, _blas_setting = _blas_setting, setting
+    return previous
+
+
+def get_blas_threads():
+    """The current :func:`set_blas_threads` setting."""
+    return _blas_setting
+
+
+def _scipy_blas_controller():
+    """A threadpoolctl controller for the BLAS library SciPy's cython_blas (hence lstmfast's
+    kernels) uses, and nothing else (PyTorch's MKL / OpenMP pools are left alone)."""
+    global _blas_controller, _blas_unavailable
+    if _blas_controller is not None or _blas_unavailable:
+        return _blas_controller
+    with _blas_lock:
+        if _blas_controller is not None or _blas_unavailable:
+            return _blas_controller
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (loaded already by the kernels)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas_unavailable = True
+            return None
+        controller = ThreadpoolController()
+        blas = controller.select(user_api="blas")
+        # SciPy's own BLAS (a wheel's scipy.libs/libscipy_openblas); other builds (conda, system
+        # packages) share one BLAS between NumPy and SciPy: then limit all BLAS libraries
+        scipy_paths = [lib.filepath for lib in blas.lib_controllers
+                       if "scipy.libs" in lib.filepath or "/scipy/" in lib.filepath]
+        ours = controller.select(filepath=scipy_paths) if scipy_paths else blas
+        if not ours.lib_controllers:
+            _blas_unavailable = True
+            return None
+        _blas_controller = ours
+        return ours
+
+
+class _Pool:
+    """Get / set the thread count of one BLAS library. OpenBLAS is called directly through its
+    ``openblas_set_num_threads`` (threadpoolctl >= 3.6 lets only one "controlling" Python thread
+    change an OpenBLAS pthreads pool and silently ignores the others, which would leave the pool
+    limited after calls from several threads); other libraries go through threadpoolctl."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self._get = self._set = None
+        if lib.internal_api == "openblas":
+            dynlib = getattr(lib, "dynlib", None)
+            for prefix in ("", "scipy_"):
+                for suffix in ("", "64_", "_64"):
+                    setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    getter = getattr(dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                    if setter is not None and getter is not None and self._set is None:
+                        self._get, self._set = getter, setter
+
+    def get(self):
+        return self._get() if self._get is not None else self._lib.get_num_threads()
+
+    def set(self, n):
+        if self._set is not None:
+            self._set(int(n))
+        else:
+            self._lib.set_num_threads(n)
+
+
+_pools = None
+_limit_depth = 0            # kernel calls currently inside the limit (from any Python thread)
+_limit_saved = None         # the pools' thread counts before the outermost one
+
+
+def _blas_pools():
+    global _pools
+    if _pools is None:
+        controller = _scipy_blas_controller()
+        _pools = [] if controller is None else [_Pool(lib) for lib in controller.lib_controllers]
+    return _pools
+
+
+@contextlib.contextmanager
+def _blas_limit():
+    """Limit lstmfast's BLAS as set_blas_threads says for the duration of a kernel call. The pool
+    size is process-wide: concurrent calls share one limit, set by the first and undone by the
+    last (so that interleaved calls from several threads cannot leave it limited)."""
+    global _limit_depth, _limit_saved
+    limit = _blas_setting
+    if limit is None:
+        yield
+        return
+    pools = _blas_pools()
+    if not pools:
+        yield
+        return
+    with _blas_lock:
+        if _limit_depth == 0:
+            _limit_saved = [pool.get() for pool in pools]
+            for pool in pools:
+                pool.set(limit)
+        _limit_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _limit_depth -= 1
+            if _limit_depth == 0:
+                for pool, n in zip(pools, _limit_saved):
+                    if n is not None:
+                        pool.set(n)
+                _limit_saved = None

@@ -1,0 +1,141 @@
+"""The updaters of a ``Sequential``: SGD (plain, momentum, Nesterov) and Adam, in place on one
+flat parameter vector, each update all or nothing (an interrupt leaves the parameters and the
+updater's state exactly as before the step, or exactly as after it)."""
+
+import copy
+import math
+import numbers
+
+import numpy as np
+
+__all__ = ["Sgd", "Adam"]
+
+
+
+class Sgd:
+    """Stochastic gradient descent, optionally with momentum, in place on a flat vector.
+
+    ``momentum=0``: ``p -= lr * g``. Classical momentum: ``v = mu v - lr g; p += v``.
+    ``nesterov=True``: DL4J's Nesterovs update (``v' = mu v - lr g; p += (1 + mu) v' - mu v``).
+    """
+
+    def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
+        self.learning_rate = _check_non_negative("learning_rate", learning_rate)
+        if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be a number in [0, 1); got {momentum!r}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.iteration = 0
+        self.velocity = None
+
+    def state_size(self, n_params):
+        """Number of state elements for ``n_params`` parameters (DL4J's ``stateSize``)."""
+        return n_params if self.momentum > 0 else 0
+
+    def apply(self, params, gradients):
+        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
+        _check_update_arrays(params, gradients)
+        if self.momentum == 0.0:
+            _commit(self, params, params - self.learning_rate * gradients,
+                    {"iteration": self.iteration + 1})
+            return
+        previous = self.velocity
+        if previous is None or previous.shape != params.shape:
+            previous = np.zeros_like(params)
+        v = self.momentum * previous - self.learning_rate * gradients
+        if self.nesterov:
+            step = (1.0 + self.momentum) * v - self.momentum * previous
+        else:
+            step = v
+        _commit(self, params, params + step, {"velocity": v, "iteration": self.iteration + 1})
+
+
+class Adam:
+    """Adam as DL4J's AdamUpdater, in place on a flat vector:
+    ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
+
+    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        for name, value in (("beta1", beta1), ("beta2", beta2)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.epsilon = _check_positive("epsilon", epsilon)
+        self.iteration = 0
+        self.m = None
+        self.v = None
+
+    def state_size(self, n_params):
+        return 2 * n_params
+
+    def apply(self, params, gradients):
+        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
+        _check_update_arrays(params, gradients)
+        m, v = self.m, self.v
+        if m is None or m.shape != params.shape:
+            m = v = np.zeros_like(params)
+        m = self.beta1 * m + (1.0 - self.beta1) * gradients
+        v = self.beta2 * v + (1.0 - self.beta2) * (gradients * gradients)
+        t = self.iteration + 1
+        alpha_t = self.learning_rate * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        _commit(self, params, params - alpha_t * m / (np.sqrt(v) + self.epsilon),
+                {"m": m, "v": v, "iteration": t})
+
+
+class _Rollback:
+    """What an update changes, saved so that an interrupted update can be undone: a copy of
+    the parameters and the updater's attributes (``deep``: copies of them too, for updaters
+    that change their arrays in place)."""
+
+    def __init__(self, params, updater, deep):
+        self.params = params
+        self.saved_params = params.copy()
+        self.updater = updater
+        attributes = getattr(updater, "__dict__", None)
+        self.saved = None if attributes is None else (copy.deepcopy(attributes) if deep
+                                                      else dict(attributes))
+
+    def restore(self):
+        np.copyto(self.params, self.saved_params)
+        if self.saved is not None:
+            attributes = vars(self.updater)
+            attributes.update(self.saved)
+            for name in set(attributes) - set(self.saved):
+                del attributes[name]
+
+
+def _commit(updater, params, new_params, state):
+    """Install one update: ``new_params`` into ``params`` and ``state`` (new arrays, the
+    iteration count) as the updater's attributes, all or nothing. The updates compute into new
+    arrays first: changing the state in place step by step, a Ctrl-C between two steps left
+    Adam's moments advanced and the parameters and iteration count not. Each of the two writes
+    is one C call, which no signal handler splits; an interrupt (KeyboardInterrupt) arriving
+    around them puts both back."""
+    rollback = _Rollback(params, updater, deep=False)
+    try:
+        np.copyto(params, new_params)
+        vars(updater).update(state)
+    except BaseException:
+        rollback.restore()
+        raise
+
+
+def _check_positive(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive number; got {value!r}")
+    return float(value)
+
+
+def _check_update_arrays(params, gradients):
+    if not isinstance(params, np.ndarray) or not isinstance(gradients, np.ndarray):
+        raise TypeError("params and gradients must be numpy arrays")
+    if params.shape != gradients.shape:
+        raise ValueError(f"params and gradients must have the same shape; got {params.shape} and {gradients.shape}")
+
+
+def _check_non_negative(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+    return float(value)

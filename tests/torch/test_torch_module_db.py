@@ -1,0 +1,92 @@
+"""PyTorch's own test inputs for nn.LSTM (torch.testing._internal.common_modules: the
+module_inputs_torch_nn_LSTM samples and the RNN error inputs), run through lstmfast.torch.LSTM
+in float32 and float64: each sample gives nn.LSTM's outputs and gradients, or (for what the
+kernels do not compute yet, proj_size > 0) lstmfast's UnsupportedError; each error input
+raises nn.LSTM's exception type with its message."""
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+common_modules = pytest.importorskip("torch.testing._internal.common_modules",
+                                     reason="needs expecttest (PyTorch's test helpers)")
+
+import lstmfast.torch as lt  # noqa: E402
+from torch import nn  # noqa: E402
+
+MODULE_INFO = next(m for m in common_modules.module_db if m.module_cls is nn.LSTM)
+DTYPES = [torch.float32, torch.float64]
+
+
+def samples(dtype):
+    return MODULE_INFO.module_inputs_func(MODULE_INFO, device="cpu", dtype=dtype,
+                                          requires_grad=True, training=True)
+
+
+def results(module, args):
+    """out, h_n, c_n and the gradients of a fixed loss with respect to every input tensor and
+    every parameter."""
+    args = copy.deepcopy(args)
+    out, (h_n, c_n) = module(*args)
+    inputs = [args[0]] + (list(args[1]) if len(args) > 1 else [])
+    g = torch.Generator().manual_seed(3)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum()
+               for t in (out, h_n, c_n))
+    return [out, h_n, c_n] + list(torch.autograd.grad(loss, inputs + list(module.parameters())))
+
+
+def to64(args):
+    return [tuple(to64(a)) if isinstance(a, tuple) else
+            a.detach().double().requires_grad_(True) for a in args]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_every_lstm_sample_gives_nn_lstm_results_or_a_clear_refusal(dtype):
+    all_samples = samples(dtype)
+    assert len(all_samples) == 32
+    compared = refused = 0
+    for sample in all_samples:
+        args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
+        torch.manual_seed(0)
+        ref = nn.LSTM(*args, **kwargs, dtype=dtype)
+        if kwargs.get("proj_size", 0) > 0:
+            with pytest.raises(lt.UnsupportedError, match="proj_size"):
+                lt.LSTM(*args, **kwargs, dtype=dtype)
+            refused += 1
+            continue
+        ours = lt.LSTM(*args, **kwargs, dtype=dtype)
+        ours.load_state_dict(ref.state_dict())
+        fwd = sample.forward_input.args
+        got, expected = results(ours, fwd), results(ref, fwd)
+        if dtype == torch.float64:
+            for a, b in zip(got, expected):
+                assert a.shape == b.shape
+                assert (a - b).abs().max().item() <= 1e-10, (kwargs, fwd[0].shape)
+        else:
+            truth = results(copy.deepcopy(ref).double(), to64(fwd))
+            eps = torch.finfo(torch.float32).eps
+            for a, b, t in zip(got, expected, truth):
+                ours_err = (a.double() - t).abs().max().item()
+                nn_err = (b.double() - t).abs().max().item()
+                assert ours_err <= 4 * max(nn_err, eps * t.abs().max().item()), kwargs
+        compared += 1
+    assert (compared, refused) == (16, 16)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_every_rnn_error_input_raises_nn_lstm_error(dtype):
+    errors = MODULE_INFO.module_error_inputs_func(MODULE_INFO, device="cpu", dtype=dtype,
+                                                  requires_grad=False, training=True)
+    assert len(errors) >= 5
+    construction = common_modules.ModuleErrorEnum.CONSTRUCTION_ERROR
+    for error in errors:
+        sample = error.module_error_input
+        args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
+        if error.error_on == construction:
+            with pytest.raises(error.error_type, match=error.error_regex):
+                lt.LSTM(*args, **kwargs)
+            continue
+        module = lt.LSTM(*args, **kwargs)
+        with pytest.raises(error.error_type, match=error.error_regex):
+            module(*sample.forward_input.args, **sample.forward_input.kwargs)
