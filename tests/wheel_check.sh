@@ -91,12 +91,15 @@ import sys, zipfile
 for name in sorted(zipfile.ZipFile(sys.argv[1]).namelist()):
     print(name)
 EOF
-grep -qE '^lstmfast/kernels\..*\.so$' "$WORK/wheel.txt" || fail "the wheel has no lstmfast/kernels extension"
+for module in kernels _team _forward _backward; do
+    grep -qE "^lstmfast/$module\..*\.so$" "$WORK/wheel.txt" || fail "the wheel has no lstmfast/$module extension"
+done
 for f in kernels.pxd _blas.pxd _blas_int.pxd __init__.py functional.py; do
     grep -qxF "lstmfast/$f" "$WORK/wheel.txt" || fail "the wheel lacks lstmfast/$f"
 done
-BUILD_ONLY_PXD="lstmfast/_activations.pxd lstmfast/_cells.pxd lstmfast/_layout.pxd
-                lstmfast/_products.pxd lstmfast/_team.pxd lstmfast/_forward.pxd lstmfast/_backward.pxd"
+BUILD_ONLY_PXD="lstmfast/_activations.pxd lstmfast/_cells.pxd lstmfast/_layout.pxd"
+BUILD_ONLY_PXD+=" lstmfast/_products.pxd lstmfast/_team.pxd lstmfast/_forward.pxd"
+BUILD_ONLY_PXD+=" lstmfast/_backward.pxd"
 while IFS= read -r f; do
     # build-only (they need the headers in pyx/); pyproject.toml excludes them
     [[ " $BUILD_ONLY_PXD " == *" $f "* ]] && continue
