@@ -53,16 +53,23 @@ write_blas_int_pxd()
 # variants of the element-wise loops are chosen at run time (see pyx/kernels.pyx).
 compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"]
 
+# pyx/<module>.pyx compiles as lstmfast.<module> against lstmfast/<module>.pxd: kernels (the C API
+# and the Python entry), _team (the one thread team), _forward and _backward (the passes). The
+# inline .pxd they share (cells, layout, products, team) need the headers in pyx/.
+SHARED = ["pyx/lstmfast_simd.h", "pyx/lstmfast_cells.h", "pyx/lstmfast_team.h",
+          "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd",
+          "lstmfast/_cells.pxd", "lstmfast/_layout.pxd", "lstmfast/_products.pxd",
+          "lstmfast/_team.pxd", "lstmfast/_forward.pxd", "lstmfast/_backward.pxd"]
 extensions = [
     Extension(
-        "lstmfast.kernels",
-        ["pyx/kernels.pyx"],
-        depends=["pyx/lstmfast_simd.h", "pyx/lstmfast_cells.h", "pyx/lstmfast_team.h",
-                 "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd"],
+        f"lstmfast.{module}",
+        [f"pyx/{module}.pyx"],
+        depends=SHARED,
         include_dirs=[numpy.get_include(), "pyx"],
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-    ),
+    )
+    for module in ("kernels", "_team", "_forward", "_backward")
 ]
 
 setup(

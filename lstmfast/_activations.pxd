@@ -6,12 +6,22 @@
 # Derivatives take both the pre-activation x and the activation y = f(x): where f' is cheaper from
 # y (tanh, sigmoid) it is computed from y, as the seed does (TimesOneMinus on the gate activation).
 from cython cimport floating
-from libc.math cimport (tanh, tanhf, exp, expf, expm1, expm1f, log1p, log1pf, fabs, fabsf, NAN)
+from libc.stdlib cimport getenv
+from libc.math cimport (exp, expf, expm1, expm1f, log1p, log1pf, fabs, fabsf, NAN)
 
 from lstmfast.kernels cimport (
     ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_SOFTSIGN, ACT_RELU, ACT_LEAKYRELU, ACT_ELU,
     ACT_SELU, ACT_SOFTPLUS, ACT_IDENTITY, ACT_HARDTANH, ACT_CUBE, ACT_RECTIFIEDTANH,
     ACT_RATIONALTANH)
+
+cdef inline int lf_avx2_allowed() noexcept nogil:
+    """1 unless LSTMFAST_DISABLE_AVX2 is set to something other than "" or "0" (then the
+    portable variants are used): the argument of lf_select_variant in every compiled module."""
+    cdef const char* value = getenv("LSTMFAST_DISABLE_AVX2")
+    if value == NULL or value[0] == 0 or (value[0] == c'0' and value[1] == 0):
+        return 1
+    return 0
+
 
 # Vectorised exp/tanh/sigmoid array functions (pyx/lstmfast_simd.h), AVX2+FMA chosen at run time.
 cdef extern from "lstmfast_simd.h" nogil:
@@ -56,13 +66,6 @@ cdef extern from *:
     const double RATIONALTANH_A "LSTMFAST_RATIONALTANH_A"
 
 
-cdef inline floating f_tanh(floating x) noexcept nogil:
-    if floating is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
-
-
 cdef inline floating f_exp(floating x) noexcept nogil:
     if floating is float:
         return expf(x)
@@ -105,15 +108,10 @@ cdef inline floating f_hardsigmoid(floating x) noexcept nogil:
 
 
 cdef inline floating activate(int kind, floating x) noexcept nogil:
-    """f(x) for activation code `kind` (NaN for an unknown code)."""
+    """f(x) for the activation codes activate_array does not handle itself (NaN for an unknown
+    code)."""
     cdef floating y, ax
-    if kind == ACT_TANH:
-        return f_tanh(x)
-    elif kind == ACT_SIGMOID:
-        return f_sigmoid(x)
-    elif kind == ACT_HARDSIGMOID:
-        return f_hardsigmoid(x)
-    elif kind == ACT_SOFTSIGN:
+    if kind == ACT_SOFTSIGN:
         return x / (<floating>1 + f_abs(x))
     elif kind == ACT_RELU:
         return 0 if x <= 0 else x   # max(0, x); NaN stays NaN
@@ -130,8 +128,6 @@ cdef inline floating activate(int kind, floating x) noexcept nogil:
         if x > 0:
             return x + f_log1p(f_exp(-x))
         return f_log1p(f_exp(x))
-    elif kind == ACT_IDENTITY:
-        return x
     elif kind == ACT_HARDTANH:
         if x < -1:
             return -1
@@ -140,9 +136,6 @@ cdef inline floating activate(int kind, floating x) noexcept nogil:
         return x
     elif kind == ACT_CUBE:
         return x * x * x
-    elif kind == ACT_RECTIFIEDTANH:
-        y = f_tanh(x)
-        return 0 if y <= 0 else y
     elif kind == ACT_RATIONALTANH:
         # 1.7159 * t(2x/3), t(y) = sgn(y) (1 - 1/(1 + |y| + y^2 + 1.41645 y^4))
         y = x * <floating>(2.0 / 3.0)
@@ -155,15 +148,9 @@ cdef inline floating activate(int kind, floating x) noexcept nogil:
 
 
 cdef inline floating derivative(int kind, floating x, floating y) noexcept nogil:
-    """f'(x), given y = f(x)."""
+    """f'(x), given y = f(x), for the codes derivative_array does not handle itself."""
     cdef floating t, ax, d
-    if kind == ACT_TANH:
-        return <floating>1 - y * y
-    elif kind == ACT_SIGMOID:
-        return y * (<floating>1 - y)
-    elif kind == ACT_HARDSIGMOID:
-        return <floating>0.2 if (x > <floating>-2.5 and x < <floating>2.5) else 0
-    elif kind == ACT_SOFTSIGN:
+    if kind == ACT_SOFTSIGN:
         t = <floating>1 + f_abs(x)
         return <floating>1 / (t * t)
     elif kind == ACT_RELU:
@@ -178,8 +165,6 @@ cdef inline floating derivative(int kind, floating x, floating y) noexcept nogil
         return <floating>(SELU_LAMBDA * SELU_ALPHA) * f_exp(x)
     elif kind == ACT_SOFTPLUS:
         return f_sigmoid(x)
-    elif kind == ACT_IDENTITY:
-        return 1
     elif kind == ACT_HARDTANH:
         return 0 if (x < -1 or x > 1) else 1
     elif kind == ACT_CUBE:

@@ -45,7 +45,7 @@ import numbers
 
 import numpy as np
 
-from .layers import LSTM, Bidirectional, GravesLSTM, _UnidirectionalLSTM
+from .layers import LSTM, Bidirectional, GravesLSTM, UnidirectionalLSTM
 
 __all__ = [
     "torch_to_lstmfast", "lstmfast_to_torch", "keras_to_lstmfast", "lstmfast_to_keras",
@@ -332,7 +332,7 @@ def _make_layer(directions, activation="tanh", gate_activation="sigmoid"):
 def _directions_of(layer, what):
     """[(W, RW, b), ...] of an lstmfast layer: one for LSTM/GravesLSTM, two (forward first)
     for Bidirectional(mode="concat")."""
-    if isinstance(layer, _UnidirectionalLSTM):
+    if isinstance(layer, UnidirectionalLSTM):
         if not layer._process_forwards:
             raise ValueError(f"{what}: the layer is the backward direction of a bidirectional "
                              f"layer; convert the bidirectional layer")
@@ -510,7 +510,7 @@ def to_keras(layer):
     ``keras_layer.set_weights`` (build the Keras layer with ``units = layer.n_out``,
     ``use_bias=True`` and the matching ``activation`` / ``recurrent_activation``; a
     ``"hardsigmoid"`` gate is Keras 2's ``hard_sigmoid``)."""
-    if not isinstance(layer, _UnidirectionalLSTM) or not layer._process_forwards:
+    if not isinstance(layer, UnidirectionalLSTM) or not layer._process_forwards:
         raise TypeError(f"to_keras: expected an lstmfast LSTM layer, got {layer!r}")
     if layer.peepholes:
         raise ValueError("to_keras: Keras LSTM has no peephole connections (GravesLSTM)")

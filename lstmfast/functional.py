@@ -17,8 +17,8 @@ import numpy as np
 
 from . import kernels as _kernels
 
-__all__ = ["lstm_forward", "lstm_backward", "ForwardResult", "Gradients", "ACTIVATIONS",
-           "GATE_ACTIVATIONS"]
+__all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
+           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
 
 ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
@@ -419,7 +419,7 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
 
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, forwards=True,
-                 for_backprop=False, check_finite=False):
+                 for_backprop=False, check_finite=False, _tuning=None, _report=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -430,6 +430,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
     IEEE arithmetic says).
     Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
+    (_tuning, _report: for tests, see lstmfast.kernels.forward.)
     """
     dtype = _decide_dtype(input_weights)
     W = _as_float_array(input_weights, "input_weights", dtype)
@@ -521,7 +522,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     if for_backprop:
         cache = _POOL.take(_kernels.cache_size(minibatch, n_in, hidden, time_steps), dtype)
     workspace_size = _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps,
-                                                     for_backprop)
+                                                     for_backprop, _tuning)
     workspace = _POOL.take(workspace_size, dtype)
 
     if check_finite:
@@ -531,7 +532,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops)
+                    flops, (_tuning, _report))
     except BaseException:
         _POOL.give(cache)
         raise
@@ -548,7 +549,37 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     return result
 
 
-def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False):
+def bind_stream_step(lock, x, input_weights, recurrent_weights, bias, h, c, *,
+                     activation="tanh", gate_activation="sigmoid"):
+    """A streaming step bound to a layer's arrays (the layers' rnn_time_step): ``step(x)``
+    advances the state (h, c) in place by one step of x [minibatch, nIn] and returns a copy of
+    the new h, checking only x per call; it returns None, changing nothing, when x is not a
+    plain aligned array of the bound dtype and shape or `lock` is held elsewhere (the caller
+    then takes lstm_forward's validating path). The step takes `lock` without waiting.
+
+    input_weights [nIn, 4h] and recurrent_weights [h, 4h(+3)] with unit row stride, bias [4h],
+    h and c [minibatch, h] writable, all of x's dtype; activation and gate_activation by name.
+    ValueError when the arrays do not fit together or the kernels refuse the problem's size
+    (ask problem_size_ok first, before allocating the state).
+    """
+    act = _activation_code(activation, "activation", ACTIVATIONS)
+    gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
+    return _kernels.StreamStep(lock, x, input_weights, recurrent_weights, bias, h, c, act,
+                               gate_act)
+
+
+def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, activation="tanh",
+                    gate_activation="sigmoid"):
+    """Whether the kernels take a problem of this size (every BLAS dimension and buffer size
+    representable); False where lstm_forward would raise its "problem too large" ValueError."""
+    act = _activation_code(activation, "activation", ACTIVATIONS)
+    gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
+    return _kernels.check_dims(minibatch, n_in, hidden, time_steps, bool(peepholes), act,
+                               gate_act) == 0
+
+
+def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False,
+                  _tuning=None, _report=None):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
@@ -603,8 +634,8 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
     grad_h0 = np.empty((minibatch, hidden), dtype=dtype)
     grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
-    workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps),
-                           dtype)
+    workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps,
+                                                            _tuning), dtype)
 
     if check_finite:
         _check_finite([("epsilon", eps), ("grad_last_c", grad_last_c_a)])
@@ -614,7 +645,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
                                         grad_x, grad_h0, grad_c0, workspace, minibatch,
                                         time_steps, opts["peepholes"], opts["forwards"],
                                         opts["activation"], opts["gate_activation"]),
-                    flops, (grad_last_c_a,))
+                    flops, (grad_last_c_a, _tuning, _report))
     finally:
         _POOL.give(workspace)
 

@@ -53,11 +53,43 @@ ctypedef struct lstm_strides:
     Py_ssize_t feature
     Py_ssize_t time
 
+# How a pass computes, not what: every tuning choice of the kernels, in one record. The plain
+# entries (lstm_forward, lstm_backward, lstm_step and the size functions) use
+# lstm_default_tuning(); the *_ex entries take a record (NULL: the defaults). A work space must be
+# sized with the record the pass then runs with (only projection_chunk_elements changes the size).
+ctypedef struct lstm_tuning:
+    Py_ssize_t projection_chunk_elements    # elements per input-projection chunk (>= 1)
+    Py_ssize_t input_product_max_bytes      # largest step input [mb, nIn] whose x W runs per step
+    Py_ssize_t team_min_units               # units per thread below which a pass takes fewer threads
+    Py_ssize_t team_min_step_work           # multiply-adds per thread and step, likewise
+    Py_ssize_t unit_groups_per_thread       # groups of units per thread in a team's time loop (1-128)
+    Py_ssize_t unit_group_min_work          # fewer groups where one would do less work per step
+    int groups_all_to_first                 # 1: thread 0 owns every group (others take them over)
+    int gradient_split_rows                 # 1: a team may split the gradient GEMMs in row groups
+    int packed_gemm                         # 1: the packed AVX2 kernel where it applies; 0: BLAS
+    int threads                             # threads of the time loops; 0: set_num_threads's value
+
+# What a pass did (filled when the *_ex entries get a non-NULL report).
+ctypedef struct lstm_report:
+    int threads                 # threads of its time loop
+    int h_in_output             # forward: each step's h written straight into the output
+    int x_in_place              # forward: each step's x read where it is
+    int epsilon_in_place        # backward: each step's epsilon read where it is
+    int gradient_split          # backward: 0 one thread, 1 by columns, 2 in row groups
+    Py_ssize_t groups_taken_over    # groups of units run by a thread other than their owner
+
+cdef lstm_tuning lstm_default_tuning() noexcept nogil
+
 # Sizes in elements of the buffers the caller provides; -1 if `dims` is invalid or too large.
 cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil
 cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil
 cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil
+# The same under a tuning record (NULL: the defaults).
+cdef Py_ssize_t lstm_forward_workspace_size_ex(const lstm_dims* dims, bint for_backprop,
+                                               const lstm_tuning* tuning) noexcept nogil
+cdef Py_ssize_t lstm_backward_workspace_size_ex(const lstm_dims* dims,
+                                                const lstm_tuning* tuning) noexcept nogil
 
 # Forward pass. Weights are column-major: input_weights [n_in, 4h] (leading dimension >= n_in),
 # recurrent_weights [h, 4h(+3)] (ld >= h), bias [4h] with a stride. h0, c0, mask may be NULL
@@ -108,3 +140,40 @@ cdef int lstm_step(const lstm_dims* dims,
                    floating* h_out, lstm_strides h_out_strides,
                    floating* c_out, lstm_strides c_out_strides,
                    floating* workspace) noexcept nogil
+
+# lstm_forward with a tuning record (NULL: the defaults; the work space sized under it), a report
+# of what the pass did (NULL: none) and a cancel flag (NULL: none; polled once per time step, a
+# nonzero value stops the pass with LSTM_ERR_CANCELLED and leaves the outputs undefined).
+cdef int lstm_forward_ex(const lstm_dims* dims,
+                         const floating* x, lstm_strides x_strides,
+                         const floating* input_weights, Py_ssize_t ld_input_weights,
+                         const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                         const floating* bias, Py_ssize_t bias_stride,
+                         const floating* h0, lstm_strides h0_strides,
+                         const floating* c0, lstm_strides c0_strides,
+                         const floating* mask, lstm_strides mask_strides,
+                         floating* output, lstm_strides output_strides,
+                         floating* last_h, lstm_strides last_h_strides,
+                         floating* last_c, lstm_strides last_c_strides,
+                         floating* cache, floating* workspace,
+                         const lstm_tuning* tuning, lstm_report* report,
+                         const int* cancel) noexcept nogil
+
+# lstm_backward with tuning, report and cancel as lstm_forward_ex, and grad_last_c [minibatch, h]
+# (NULL: none): dL/d(last cell state) of the forward pass, for a state handed on to a decoder.
+cdef int lstm_backward_ex(const lstm_dims* dims,
+                          const floating* input_weights, Py_ssize_t ld_input_weights,
+                          const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                          const floating* cache,
+                          const floating* epsilon, lstm_strides epsilon_strides,
+                          Py_ssize_t tbptt_length,
+                          floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                          floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                          floating* grad_bias, Py_ssize_t grad_bias_stride,
+                          floating* grad_input, lstm_strides grad_input_strides,
+                          floating* grad_h0, lstm_strides grad_h0_strides,
+                          floating* grad_c0, lstm_strides grad_c0_strides,
+                          floating* workspace,
+                          const lstm_tuning* tuning, lstm_report* report, const int* cancel,
+                          const floating* grad_last_c,
+                          lstm_strides grad_last_c_strides) noexcept nogil

@@ -48,11 +48,13 @@ import numpy as np
 
 from . import kernels as _kernels
 from .functional import ACTIVATIONS as LAYER_ACTIVATIONS
-from .functional import GATE_ACTIVATIONS, lstm_backward, lstm_forward
+from .functional import (GATE_ACTIVATIONS, bind_stream_step, lstm_backward, lstm_forward,
+                         problem_size_ok)
 
 __all__ = [
     "GravesLSTM",
     "LSTM",
+    "UnidirectionalLSTM",
     "GravesBidirectionalLSTM",
     "Bidirectional",
     "LayerMemoryReport",
@@ -492,7 +494,7 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
         b = flat[n_w + n_rw:n_w + n_rw + n_b]
         return w, rw, b
 
-    # rnn_time_step's bound step (kernels.StreamStep over W, RW, b and the stored state):
+    # rnn_time_step's bound step (functional.bind_stream_step over W, RW, b and the stored state):
     # dropped whenever one of those is rebound, so that it never runs on stale arrays
     _transient_attributes = _FlatParameterLayer._transient_attributes + ("_stream_plan",)
 
@@ -681,12 +683,12 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
 
     def _stream_one_step(self, x):
         """rnn_time_step for one step [minibatch, nIn] of the layer's dtype: binds the step to
-        the layer's arrays (kernels.StreamStep, which validates every argument at C level) and
-        runs it; later steps call the bound step directly."""
+        the layer's arrays (functional.bind_stream_step, which validates every argument at C
+        level) and runs it; later steps call the bound step directly."""
         minibatch = x.shape[0]
-        if _kernels.check_dims(minibatch, self.n_in, self.n_out, 1, self.peepholes,
-                               _kernels.ACTIVATION_CODES[self.activation],
-                               _kernels.ACTIVATION_CODES[self.gate_activation]) != 0:
+        if not problem_size_ok(minibatch, self.n_in, self.n_out, 1, peepholes=self.peepholes,
+                               activation=self.activation,
+                               gate_activation=self.gate_activation):
             # a size the kernels refuse: the validating path raises the clear error, before
             # anything is allocated
             return self._stream_slow(x, None)
@@ -698,9 +700,9 @@ class _UnidirectionalLSTM(_FlatParameterLayer):
             self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
         if not x.flags.aligned:
             x = np.array(x)
-        plan = _kernels.StreamStep(_in_use_lock(self), x, self.W, self.RW, self.b, state[0],
-                                   state[1], _kernels.ACTIVATION_CODES[self.activation],
-                                   _kernels.ACTIVATION_CODES[self.gate_activation])
+        plan = bind_stream_step(_in_use_lock(self), x, self.W, self.RW, self.b, state[0],
+                                state[1], activation=self.activation,
+                                gate_activation=self.gate_activation)
         self._stream_state = state
         # the lock is held here (re-entrant): the plan's own acquire succeeds
         h_copy = plan(x)
@@ -1178,3 +1180,8 @@ def _build_memory_report(layer, directions, ts_length, minibatch, updater, facto
         output_elements_per_example=layer.n_out * ts_length,
         allocated_bytes=layer._allocated_bytes(ts_length, minibatch),
     )
+
+
+# The public name of the one-direction base of GravesLSTM and LSTM (for isinstance checks in the
+# outer rooms, such as weight conversion).
+UnidirectionalLSTM = _UnidirectionalLSTM

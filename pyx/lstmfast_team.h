@@ -202,8 +202,6 @@ static int lf_team_atfork_registered = 0;
  * worker that starts running late must still see the job posted right after its creation) */
 static unsigned long lf_team_first_seen[LF_TEAM_MAX];
 
-static void lf_blas_after_fork_child(void);
-
 /* For the tests only (NULL otherwise): called by worker tid with LF_TEAM_READING and the
  * sequence it saw, before it reads the job (a test may hold it there while the next job is
  * published), and with LF_TEAM_IDLE and the sequence of the last job it took, before it waits
@@ -251,6 +249,8 @@ static inline void lf_team_publish_job(lf_team_fn fn, void* job, int nthreads)
     __atomic_store_n(&lf_team.nthreads, nthreads, __ATOMIC_RELAXED);
     __atomic_store_n(&lf_team.sequence, sequence + 2, __ATOMIC_RELEASE);
 }
+
+static void lf_blas_after_fork_child(void);
 
 static void lf_team_after_fork_child(void)
 {

@@ -5,7 +5,8 @@
 #   2. the sdist carries pyx/*.pyx (+ .h), lstmfast/*.pxd (except the generated
 #      lstmfast/_blas_int.pxd), tests (with tests/downstream and the DL4J files in tests/data),
 #      benchmarks and docs, and no generated .c, .so or build products;
-#   3. the wheel carries the extension module and every .pxd but the build-only _activations.pxd
+#   3. the wheel carries the extension module and every .pxd but the build-only ones
+#      (_activations, _cells, _layout, _products, _team, _forward, _backward)
 #      (with _blas_int.pxd, which _blas.pxd
 #      cimports), and no .c;
 #   4. nothing machine-specific was compiled in: setup.py and the build log have no -march=native
@@ -90,18 +91,23 @@ import sys, zipfile
 for name in sorted(zipfile.ZipFile(sys.argv[1]).namelist()):
     print(name)
 EOF
-grep -qE '^lstmfast/kernels\..*\.so$' "$WORK/wheel.txt" || fail "the wheel has no lstmfast/kernels extension"
+for module in kernels _team _forward _backward; do
+    grep -qE "^lstmfast/$module\..*\.so$" "$WORK/wheel.txt" || fail "the wheel has no lstmfast/$module extension"
+done
 for f in kernels.pxd _blas.pxd _blas_int.pxd __init__.py functional.py; do
     grep -qxF "lstmfast/$f" "$WORK/wheel.txt" || fail "the wheel lacks lstmfast/$f"
 done
+BUILD_ONLY_PXD="lstmfast/_activations.pxd lstmfast/_cells.pxd lstmfast/_layout.pxd"
+BUILD_ONLY_PXD+=" lstmfast/_products.pxd lstmfast/_team.pxd lstmfast/_forward.pxd"
+BUILD_ONLY_PXD+=" lstmfast/_backward.pxd"
 while IFS= read -r f; do
-    # _activations.pxd is build-only (it needs pyx/lstmfast_simd.h); pyproject.toml excludes it
-    [[ "$f" == lstmfast/_activations.pxd ]] && continue
+    # build-only (they need the headers in pyx/); pyproject.toml excludes them
+    [[ " $BUILD_ONLY_PXD " == *" $f "* ]] && continue
     grep -qxF "$f" "$WORK/wheel.txt" || fail "the wheel lacks $f"
 done < <(cd "$WORK/src" && ls lstmfast/*.pxd lstmfast/*.py)
-if grep -qxF lstmfast/_activations.pxd "$WORK/wheel.txt"; then
-    fail "the wheel carries the build-only lstmfast/_activations.pxd"
-fi
+for f in $BUILD_ONLY_PXD; do
+    if grep -qxF "$f" "$WORK/wheel.txt"; then fail "the wheel carries the build-only $f"; fi
+done
 if grep -E '\.c$' "$WORK/wheel.txt"; then fail "the wheel carries generated C (above)"; fi
 echo "wheel OK: $(grep -c . "$WORK/wheel.txt") files"
 

@@ -189,13 +189,13 @@ def _python_api(case, kernel, peepholes):
     return fwd, grads
 
 
-def _c_api(ds, case, kernel, peepholes, guard=0):
+def _c_api(ds, case, kernel, peepholes, guard=0, tuning=None):
     codes = lstmfast.functional._kernels.ACTIVATION_CODES
     return ds.train_step(case["x"], case["W"], case["RW"], case["b"], case["eps"], case["h0"],
                          case["c0"], case["mask"], peepholes=peepholes,
                          forwards=kernel["forwards"], activation=codes[kernel["activation"]],
                          gate_activation=codes[kernel["gate"]],
-                         tbptt_length=kernel["tbptt"] or 0, guard=guard)
+                         tbptt_length=kernel["tbptt"] or 0, guard=guard, tuning=tuning)
 
 
 def _compare(c_result, fwd, grads, rtol, atol):
@@ -260,21 +260,20 @@ def test_team_of_eight_stays_inside_the_sized_work_spaces(ds, dtype):
     """Eight threads at minibatch 70 through the C API: every thread's region of the work
     spaces (its packed weights and its packed copy of h_prev / the deltas; the last thread's
     regions, and the gradient GEMMs' second row group, end the reservation) stays inside what
-    the sizing functions gave, and the results match the Python API."""
-    previous_limits = lstmfast.functional._kernels._set_team_limits(1, 0)
-    previous_threads = lstmfast.set_num_threads(8)
-    try:
-        kernel, shape = _split_options(dict(minibatch=70, n_in=9, hidden=50, time_steps=5,
-                                             mask="edges"))
-        case = make_case(7, dtype, **shape)
-        result = _c_api(ds, case, kernel, True, guard=16)
+    the sizing functions gave, and the results match the Python API. The team of eight comes
+    from a tuning record passed through lstm_forward_ex / lstm_backward_ex (the defaults give
+    this small shape fewer threads)."""
+    tuning = {"team_min_units": 1, "team_min_step_work": 0, "threads": 8}
+    kernel, shape = _split_options(dict(minibatch=70, n_in=9, hidden=50, time_steps=5,
+                                         mask="edges"))
+    case = make_case(7, dtype, **shape)
+    result = _c_api(ds, case, kernel, True, guard=16, tuning=tuning)
+    fwd, grads = _python_api(case, kernel, True)
+    if lstmfast.kernels.simd_variant() != "portable":
+        assert result["forward_report"]["threads"] == 8
+        assert result["backward_report"]["threads"] == 8
         # the gradient GEMMs' second row group wrote its sums to the end of the work space
-        split = lstmfast.functional._kernels._last_backward_gradient_split()
-        fwd, grads = _python_api(case, kernel, True)
-    finally:
-        lstmfast.set_num_threads(previous_threads)
-        lstmfast.functional._kernels._set_team_limits(*previous_limits)
-    assert split == "row groups"
+        assert result["backward_report"]["gradient_split"] == 2
     assert result["guard_intact"], "a thread wrote past the size the sizing functions gave"
     if dtype == np.float32:
         _compare(result, fwd, grads, RTOL32, 1e-6)

@@ -3,7 +3,8 @@
 x [mb, n_in, T] is Fortran-ordered (if the caller passes it so); the backward likewise reads
 epsilon [mb, h, T]. Other layouts go through copies. Both ways must give the same bits, and the
 NumPy reference's numbers to rounding: the forward through the kernels' array entry
-(kernels.forward, which takes any strides for the output too), inference and with the cache for
+(kernels.forward, which takes any strides for the output too, and reports which operands it
+used in place), inference and with the cache for
 the backward, with the packed kernel and OpenBLAS, in one chunk of steps and in several; the
 backward through the Python API; both directions, with and without a mask and peepholes, at 1
 and 2 threads."""
@@ -19,12 +20,15 @@ ACT = functional._activation_code("tanh", "activation", functional.ACTIVATIONS)
 GATE = functional._activation_code("sigmoid", "gate_activation", functional.GATE_ACTIVATIONS)
 
 
+# tuning that lets these small shapes use the thread team
+SMALL_TEAM = {"team_min_units": 1, "team_min_step_work": 0}
+
+
 @pytest.fixture
 def team_for_small_shapes():
-    previous = kernels._set_team_limits(1, 0)
+    """The SMALL_TEAM tuning; restores the thread count afterwards."""
     threads = lstmfast.get_num_threads()
-    yield
-    kernels._set_team_limits(*previous)
+    yield dict(SMALL_TEAM)
     lstmfast.set_num_threads(threads)
 
 
@@ -55,8 +59,10 @@ def _problem(seed, shape, dtype, peepholes, masked):
     return x, W, RW, b, h0, c0, eps, mask
 
 
-def _forward(x, W, RW, b, h0, c0, mask, out, peepholes, forwards, for_backprop):
-    """kernels.forward into `out` (any strides); returns (out, last_h, last_c, cache or None)."""
+def _forward(x, W, RW, b, h0, c0, mask, out, peepholes, forwards, for_backprop, tuning=SMALL_TEAM,
+             report=None):
+    """kernels.forward into `out` (any strides) under `tuning`, its report into `report` (a dict
+    or None); returns (out, last_h, last_c, cache or None)."""
     mb, n_in, T = x.shape
     h = RW.shape[0]
     last_h = np.full((mb, h), np.nan, x.dtype)
@@ -64,17 +70,17 @@ def _forward(x, W, RW, b, h0, c0, mask, out, peepholes, forwards, for_backprop):
     cache = None
     if for_backprop:
         cache = np.full(kernels.cache_size(mb, n_in, h, T), np.nan, x.dtype)
-    workspace = np.empty(kernels.forward_workspace_size(mb, n_in, h, T, for_backprop), x.dtype)
+    workspace = np.empty(kernels.forward_workspace_size(mb, n_in, h, T, for_backprop, tuning),
+                         x.dtype)
     kernels.forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
-                    peepholes, forwards, ACT, GATE)
+                    peepholes, forwards, ACT, GATE, tuning=tuning, report=report)
     return out, last_h, last_c, cache
 
 
 @pytest.fixture(params=["packed", "blas"])
 def recurrent_gemm(request):
-    previous = kernels.set_recurrent_gemm(request.param)
-    yield request.param
-    kernels.set_recurrent_gemm(previous)
+    """The per-step products with the packed kernel or with OpenBLAS (tuning's packed_gemm)."""
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -91,22 +97,18 @@ def test_in_place_and_copied_layouts_agree(team_for_small_shapes, recurrent_gemm
     T, mb, n_in, h = shape
     lstmfast.set_num_threads(threads)
     x0, W, RW, b, h0, c0, _, mask = _problem(5, shape, dtype, peepholes, masked)
-    previous_chunk = None
+    tuning = dict(team_for_small_shapes, packed_gemm=int(recurrent_gemm == "packed"))
     if chunk is not None:
         # a chunk of `chunk` steps: the pass's projection and input handled in several parts
-        previous_chunk = kernels._set_projection_chunk_elements(
-            chunk * mb * (n_in + 4 * h + 1))
-    try:
-        runs, paths = {}, {}
-        for x_kind, out_kind in [("F", "F"), ("C", "C"), ("reversed", "reversed"), ("C", "F"),
-                                 ("F", "C")]:
-            out = _layout(np.full((mb, h, T), np.nan, dtype), out_kind)
-            runs[x_kind, out_kind] = _forward(_layout(x0, x_kind), W, RW, b, h0, c0, mask, out,
-                                              peepholes, forwards, for_backprop)
-            paths[x_kind, out_kind] = kernels._last_in_place_operands()[:2]
-    finally:
-        if previous_chunk is not None:
-            kernels._set_projection_chunk_elements(previous_chunk)
+        tuning["projection_chunk_elements"] = chunk * mb * (n_in + 4 * h + 1)
+    runs, paths = {}, {}
+    for x_kind, out_kind in [("F", "F"), ("C", "C"), ("reversed", "reversed"), ("C", "F"),
+                             ("F", "C")]:
+        out = _layout(np.full((mb, h, T), np.nan, dtype), out_kind)
+        report = {}
+        runs[x_kind, out_kind] = _forward(_layout(x0, x_kind), W, RW, b, h0, c0, mask, out,
+                                          peepholes, forwards, for_backprop, tuning, report)
+        paths[x_kind, out_kind] = (bool(report["h_in_output"]), bool(report["x_in_place"]))
 
     # the in-place paths were taken where they apply, and only there (the per-step input
     # product, which reads x, runs with the packed kernel, in inference, when T > 1)
@@ -146,8 +148,9 @@ def test_output_whose_steps_overlap_goes_through_the_ring(team_for_small_shapes,
     block = np.full((mb, h), np.nan, order="F")
     overlapping = np.lib.stride_tricks.as_strided(block, shape=(mb, h, T),
                                                   strides=block.strides + (0,))
-    got = _forward(x, W, RW, b, h0, c0, None, overlapping, False, True, False)
-    assert kernels._last_in_place_operands()[0] is False
+    report = {}
+    got = _forward(x, W, RW, b, h0, c0, None, overlapping, False, True, False, report=report)
+    assert report["h_in_output"] == 0
     np.testing.assert_array_equal(block, plain[0][:, :, -1])
     np.testing.assert_array_equal(got[1], plain[1])
     np.testing.assert_array_equal(got[2], plain[2])
@@ -167,12 +170,15 @@ def test_backward_reads_epsilon_in_place_or_gathered_alike(team_for_small_shapes
     lstmfast.set_num_threads(threads)
     x, W, RW, b, _, _, eps0, mask = _problem(9, shape, dtype, peepholes, masked)
     fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=peepholes, mask=mask, forwards=forwards,
-                                for_backprop=True)
+                                for_backprop=True, _tuning=team_for_small_shapes)
     names = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
     results = {}
     for kind in ("F", "C", "reversed"):
-        grads = lstmfast.lstm_backward(fwd, _layout(eps0, kind), tbptt_length=tbptt)
+        report = {}
+        grads = lstmfast.lstm_backward(fwd, _layout(eps0, kind), tbptt_length=tbptt,
+                                       _tuning=team_for_small_shapes, _report=report)
         results[kind] = [getattr(grads, name).copy() for name in names]
+        assert report["epsilon_in_place"] == (kind != "C"), kind
     forward_reference = ref_forward(x.astype(np.float64), W.astype(np.float64),
                                     RW.astype(np.float64), b.astype(np.float64),
                                     peepholes=peepholes, mask=mask, forwards=forwards)

@@ -88,9 +88,9 @@ def _problem(dtype, seed=0, T=7, mb=19, n_in=5, h=13, peepholes=True):
     ), rng.standard_normal((mb, h, T)).astype(dtype)
 
 
-def _run(problem, epsilon):
-    fwd = lstmfast.lstm_forward(**problem, for_backprop=True)
-    grads = lstmfast.lstm_backward(fwd, epsilon)
+def _run(problem, epsilon, tuning=None):
+    fwd = lstmfast.lstm_forward(**problem, for_backprop=True, _tuning=tuning)
+    grads = lstmfast.lstm_backward(fwd, epsilon, _tuning=tuning)
     return [fwd.output, grads.input_weights, grads.recurrent_weights, grads.bias, grads.input,
             grads.h0, grads.c0]
 
@@ -108,21 +108,17 @@ PACKED_CASES = ([(m, 5, 13) for m in (1, 3, 16, 19, 40, 70, 130)]
 def test_packed_recurrent_gemm_matches_blas(dtype, minibatch, n_in, hidden):
     """The packed AVX2 kernel and OpenBLAS give the same passes to rounding."""
     problem, epsilon = _problem(dtype, mb=minibatch, n_in=n_in, h=hidden)
-    previous = kernels.set_recurrent_gemm("blas")
-    try:
-        with_blas = _run(problem, epsilon)
-        kernels.set_recurrent_gemm("packed")
-        with_packed = _run(problem, epsilon)
-    finally:
-        kernels.set_recurrent_gemm(previous)
+    with_blas = _run(problem, epsilon, {"packed_gemm": 0})
+    with_packed = _run(problem, epsilon, {"packed_gemm": 1})
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     for a, b in zip(with_packed, with_blas):
         assert np.abs(a - b).max() <= tolerance * max(1.0, np.abs(b).max())
 
 
-def test_set_recurrent_gemm_rejects_unknown():
-    with pytest.raises(ValueError, match="kind"):
-        kernels.set_recurrent_gemm("fast")
+def test_recurrent_gemm_choice_is_validated():
+    problem, epsilon = _problem(np.float64, mb=2, n_in=3, h=4)
+    with pytest.raises(ValueError, match="packed_gemm must be in 0..1, got 2"):
+        _run(problem, epsilon, {"packed_gemm": 2})
 
 
 def test_portable_path_gives_the_same_results():

@@ -17,14 +17,16 @@ from lstmfast import kernels
 from reference import ref_backward, ref_forward, stable_seed
 
 
+# tuning that lets tiny problems use the team too, so that uneven splits (e.g. 7 units on 3
+# threads) and widths that are not whole 6-column panels are exercised
+SMALL_TEAM = {"team_min_units": 1, "team_min_step_work": 0}
+
+
 @pytest.fixture
 def small_team_limits():
-    """Let tiny problems use the team too, so that uneven splits (e.g. 7 units on 3 threads)
-    and widths that are not whole 6-column panels are exercised."""
-    previous = kernels._set_team_limits(1, 0)
+    """The SMALL_TEAM tuning; restores the thread count afterwards."""
     threads = lstmfast.get_num_threads()
-    yield
-    kernels._set_team_limits(*previous)
+    yield dict(SMALL_TEAM)
     lstmfast.set_num_threads(threads)
 
 
@@ -43,14 +45,22 @@ def _problem(rng, T, mb, n_in, h, dtype, peepholes, masked):
     return x, W, RW, b, h0, c0, eps, mask
 
 
-def _run(problem, peepholes, forwards, tbptt, threads):
+def _run(problem, peepholes, forwards, tbptt, threads, tuning=SMALL_TEAM, reports=None):
+    """The training and inference passes under `tuning`; `reports` (a dict) receives the
+    kernels' reports of the training forward, the backward and the inference forward."""
     x, W, RW, b, h0, c0, eps, mask = problem
     lstmfast.set_num_threads(threads)
+    reports = {} if reports is None else reports
+    for name in ("forward", "backward", "inference"):
+        reports[name] = {}
     fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
-                                forwards=forwards, for_backprop=True)
-    grads = lstmfast.lstm_backward(fwd, eps, tbptt_length=tbptt)
+                                forwards=forwards, for_backprop=True, _tuning=tuning,
+                                _report=reports["forward"])
+    grads = lstmfast.lstm_backward(fwd, eps, tbptt_length=tbptt, _tuning=tuning,
+                                   _report=reports["backward"])
     inference = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
-                                      forwards=forwards)
+                                      forwards=forwards, _tuning=tuning,
+                                      _report=reports["inference"])
     return {"output": fwd.output.copy(), "last_h": fwd.last_h.copy(),
             "last_c": fwd.last_c.copy(), "inference_output": inference.output.copy(),
             "inference_last_c": inference.last_c.copy(),
@@ -82,18 +92,15 @@ CASES = [
 def input_product(request):
     """Both ways of the input product x W: per step with W packed (small step inputs), and one
     GEMM per chunk of steps (large ones)."""
-    previous = kernels._set_input_product_max_bytes(1 << 40 if request.param == "per-step" else 0)
-    yield request.param
-    kernels._set_input_product_max_bytes(previous)
+    limit = 1 << 40 if request.param == "per-step" else 0
+    return {"input_product_max_bytes": limit}
 
 
 @pytest.fixture(params=["rows", "columns"])
 def gradient_split(request):
     """Both ways a team splits the gradient GEMMs after the backward loop: in two row groups
     whose sums are added (where there are at least 4h stacked rows), and by gate columns."""
-    previous = kernels._set_gradient_split(request.param)
-    yield request.param
-    kernels._set_gradient_split(previous)
+    return {"gradient_split_rows": 1 if request.param == "rows" else 0}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -104,8 +111,9 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
     seed = stable_seed(case)
     rng = np.random.default_rng(seed)
     problem = _problem(rng, T, mb, n_in, h, dtype, peepholes, masked)
-    one = _run(problem, peepholes, forwards, tbptt, 1)
-    many = _run(problem, peepholes, forwards, tbptt, threads)
+    tuning = {**small_team_limits, **input_product, **gradient_split}
+    one = _run(problem, peepholes, forwards, tbptt, 1, tuning)
+    many = _run(problem, peepholes, forwards, tbptt, threads, tuning)
 
     x, W, RW, b, h0, c0, eps, mask = problem
     ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
@@ -125,15 +133,6 @@ def test_team_matches_reference_and_one_thread(small_team_limits, input_product,
         assert _scaled_error(value, one[name]) < tol_threads, (name, threads, f"seed {seed}")
 
 
-@pytest.fixture
-def unit_groups():
-    """Restores the groups of units per thread (and who owns them) after a test changes them."""
-    previous = kernels._set_unit_groups(8)
-    kernels._set_unit_groups(*previous)
-    yield
-    kernels._set_unit_groups(*previous)
-
-
 GROUP_CASES = CASES + [
     # (T, mb, n_in, h, threads, peepholes, masked, forwards, tbptt)
     (6, 16, 7, 150, 2, True, True, True, None),   # 75 units a thread: up to 8 groups of panels
@@ -145,7 +144,7 @@ GROUP_CASES = CASES + [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", GROUP_CASES,
                          ids=lambda c: "T{}-mb{}-in{}-h{}-thr{}".format(*c[:5]))
-def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups, case, dtype):
+def test_groups_taken_over_give_the_same_numbers(small_team_limits, case, dtype):
     """Each step's units come in groups that any thread may run: with thread 0 owning every
     group, the other threads run only groups they take over from it, and the numbers are the
     same to the bit as when every thread owns its share (the same groups, the same code); with
@@ -157,8 +156,10 @@ def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups,
     one = _run(problem, peepholes, forwards, tbptt, 1)
     results = {}
     for per_thread, all_to_first in [(1, False), (3, False), (3, True), (8, False)]:
-        kernels._set_unit_groups(per_thread, all_to_first, 0)
-        results[per_thread, all_to_first] = _run(problem, peepholes, forwards, tbptt, threads)
+        tuning = dict(small_team_limits, unit_groups_per_thread=per_thread,
+                      groups_all_to_first=int(all_to_first), unit_group_min_work=0)
+        results[per_thread, all_to_first] = _run(problem, peepholes, forwards, tbptt, threads,
+                                                 tuning)
     x, W, RW, b, h0, c0, eps, mask = problem
     ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes, mask=mask,
                       forwards=forwards)
@@ -177,20 +178,22 @@ def test_groups_taken_over_give_the_same_numbers(small_team_limits, unit_groups,
 @pytest.mark.skipif(kernels.simd_variant() == "portable",
                     reason="the team runs with the packed AVX2 kernel only")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_threads_take_over_groups_they_do_not_own(small_team_limits, unit_groups, dtype):
+def test_threads_take_over_groups_they_do_not_own(small_team_limits, dtype):
     """With thread 0 owning every group (16 of 6 units), the second thread runs groups only by
     taking them over: it does, in both passes, and the numbers are those of one thread."""
     T, mb, n_in, h = 30, 16, 8, 96
     problem = _problem(np.random.default_rng(3), T, mb, n_in, h, dtype, True, False)
-    one = _run(problem, True, True, None, 1)
-    assert kernels._last_groups_taken_over() == (0, 0)
-    kernels._set_unit_groups(16, True, 0)
-    two = _run(problem, True, True, None, 2)
-    # _run's inference pass came last; the backward's count is the training pass's
-    forward, backward = kernels._last_groups_taken_over()
-    groups = len(kernels._plan_unit_groups(h, 2, mb)[1]) - 1
-    assert 0 < forward <= groups * T
-    assert 0 < backward <= groups * T
+    reports = {}
+    one = _run(problem, True, True, None, 1, small_team_limits, reports)
+    assert [r["groups_taken_over"] for r in reports.values()] == [0, 0, 0]
+    assert [r["threads"] for r in reports.values()] == [1, 1, 1]
+    tuning = dict(small_team_limits, unit_groups_per_thread=16, groups_all_to_first=1,
+                  unit_group_min_work=0)
+    two = _run(problem, True, True, None, 2, tuning, reports)
+    groups = len(kernels._plan_unit_groups(h, 2, mb, tuning)[1]) - 1
+    for name, report in reports.items():
+        assert report["threads"] == 2, name
+        assert 0 < report["groups_taken_over"] <= groups * T, name
     tol = 2e-6 if dtype == np.float32 else 1e-13
     for name in one:
         assert _scaled_error(two[name], one[name]) < tol, name
@@ -200,14 +203,13 @@ def test_threads_take_over_groups_they_do_not_own(small_team_limits, unit_groups
 @pytest.mark.parametrize("h, threads, mb", [(256, 2, 64), (7, 3, 3), (50, 8, 17), (13, 2, 20),
                                             (1024, 2, 1), (128, 1, 32), (30, 8, 5), (128, 2, 32),
                                             (100, 2, 256), (512, 2, 16)])
-def test_unit_groups_cover_each_threads_share_in_whole_panels(unit_groups, h, threads, mb,
-                                                              min_work):
+def test_unit_groups_cover_each_threads_share_in_whole_panels(h, threads, mb, min_work):
     """The plan: thread t's groups are exactly its share of the units (h t / threads to
     h (t + 1) / threads), in min(8, its panels, its work / min_work) groups (one for one
     thread); every group but a thread's last is whole panels (6 columns, 8 below 4 rows), the
     panels spread evenly; cols counts the padded columns."""
-    kernels._set_unit_groups(8, False, min_work)
-    first, units, cols = kernels._plan_unit_groups(h, threads, mb)
+    first, units, cols = kernels._plan_unit_groups(h, threads, mb,
+                                                   {"unit_group_min_work": min_work})
     panel = 8 if mb < 4 else 6
     assert first[0] == 0 and units[0] == 0 and cols[0] == 0
     assert units[-1] == h and first[-1] == len(units) - 1
@@ -230,11 +232,19 @@ def test_unit_groups_cover_each_threads_share_in_whole_panels(unit_groups, h, th
     assert cols == [0] + list(np.cumsum(padded))
 
 
-def test_set_unit_groups_validates():
-    with pytest.raises(ValueError, match="per_thread"):
-        kernels._set_unit_groups(0)
-    with pytest.raises(ValueError, match="per_thread"):
-        kernels._set_unit_groups(129)
+def test_tuning_is_validated_and_defaults_are_constant():
+    """A tuning record names its fields and ranges; the defaults are the same on every call
+    (the kernels keep no settings of their own)."""
+    defaults = kernels.default_tuning()
+    assert defaults["unit_groups_per_thread"] == 8 and defaults["gradient_split_rows"] == 1
+    for bad in ({"unit_groups_per_thread": 0}, {"unit_groups_per_thread": 129},
+                {"projection_chunk_elements": 0}, {"threads": 9}, {"packed_gemm": 2},
+                {"team_min_step_work": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            kernels._plan_unit_groups(7, 1, 1, bad)
+    with pytest.raises(ValueError, match="unknown fields \\['unit_groups'\\]"):
+        kernels.forward_workspace_size(2, 3, 4, 5, False, {"unit_groups": 3})
+    assert kernels.default_tuning() == defaults
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -244,14 +254,10 @@ def test_projection_in_chunks_matches_reference(small_team_limits, dtype, thread
     product adds its rows of the chunk's projection in place (the kernel's addend, with the
     chunk's leading dimension), across chunk boundaries, at 1 and 3 threads."""
     T, mb, n_in, h = 7, 21, 6, 10
-    previous_bytes = kernels._set_input_product_max_bytes(0)
-    previous_chunk = kernels._set_projection_chunk_elements(2 * (n_in + 4 * h + 1) * mb)
-    try:
-        problem = _problem(np.random.default_rng(11), T, mb, n_in, h, dtype, True, True)
-        got = _run(problem, True, True, None, threads)
-    finally:
-        kernels._set_projection_chunk_elements(previous_chunk)
-        kernels._set_input_product_max_bytes(previous_bytes)
+    tuning = dict(small_team_limits, input_product_max_bytes=0,
+                  projection_chunk_elements=2 * (n_in + 4 * h + 1) * mb)
+    problem = _problem(np.random.default_rng(11), T, mb, n_in, h, dtype, True, True)
+    got = _run(problem, True, True, None, threads, tuning)
     x, W, RW, b, h0, c0, eps, mask = problem
     ref = ref_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=True, mask=mask)
     tol = 2e-5 if dtype == np.float32 else 1e-10
@@ -267,8 +273,10 @@ def test_default_limits_use_the_team_at_a_medium_shape():
     try:
         rng = np.random.default_rng(5)
         problem = _problem(rng, 12, 32, 16, 128, np.float64, True, True)
-        one = _run(problem, True, True, None, 1)
-        two = _run(problem, True, True, None, 2)
+        one = _run(problem, True, True, None, 1, None)
+        reports = {}
+        two = _run(problem, True, True, None, 2, None, reports)
+        assert all(r["threads"] == 2 for r in reports.values()), reports
     finally:
         lstmfast.set_num_threads(previous)
     x, W, RW, b, h0, c0, eps, mask = problem
@@ -305,25 +313,12 @@ def test_gradient_split_in_use(small_team_limits, case, threads, split, expected
     give the same numbers; test_c_api's team of eight checks that they stay inside the work
     space)."""
     T, mb, n_in, h = case
-    previous = kernels._set_gradient_split(split)
-    try:
-        problem = _problem(np.random.default_rng(5), T, mb, n_in, h, np.float64, False, False)
-        _run(problem, False, True, None, threads)
-        assert kernels._last_backward_gradient_split() == expected
-    finally:
-        kernels._set_gradient_split(previous)
-
-
-def test_set_gradient_split_validates_and_returns_previous():
-    previous = kernels._set_gradient_split("columns")
-    try:
-        assert previous == "rows"                  # the default
-        assert kernels._set_gradient_split("rows") == "columns"
-        with pytest.raises(ValueError, match="'rows' or 'columns', got 'steps'"):
-            kernels._set_gradient_split("steps")
-        assert kernels._set_gradient_split("rows") == "rows"
-    finally:
-        kernels._set_gradient_split(previous)
+    tuning = dict(small_team_limits, gradient_split_rows=int(split == "rows"))
+    problem = _problem(np.random.default_rng(5), T, mb, n_in, h, np.float64, False, False)
+    reports = {}
+    _run(problem, False, True, None, threads, tuning, reports)
+    split_used = ("one thread", "columns", "row groups")[reports["backward"]["gradient_split"]]
+    assert split_used == expected
 
 
 @pytest.mark.parametrize("value,omp,expected", [("1", None, "1"), ("3", "1", "3"), ("64", None, "8"),
@@ -356,7 +351,7 @@ def test_concurrent_passes_share_the_team_safely(small_team_limits):
     every result is the single-thread one."""
     rng = np.random.default_rng(11)
     problems = [_problem(rng, 8, 6, 5, 30, np.float64, True, True) for _ in range(4)]
-    expected = [_run(p, True, True, None, 1) for p in problems]
+    expected = [_run(p, True, True, None, 1, small_team_limits) for p in problems]
     lstmfast.set_num_threads(2)
     results = [None] * len(problems)
     errors = []
@@ -366,8 +361,8 @@ def test_concurrent_passes_share_the_team_safely(small_team_limits):
             for _ in range(15):
                 x, W, RW, b, h0, c0, eps, mask = problems[i]
                 fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=True, mask=mask,
-                                            for_backprop=True)
-                grads = lstmfast.lstm_backward(fwd, eps)
+                                            for_backprop=True, _tuning=small_team_limits)
+                grads = lstmfast.lstm_backward(fwd, eps, _tuning=small_team_limits)
                 results[i] = (fwd.output.copy(), grads.recurrent_weights.copy())
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -387,9 +382,8 @@ def _child_pass(queue):
     rng = np.random.default_rng(3)
     x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float64, True, False)
     lstmfast.set_num_threads(2)
-    kernels._set_team_limits(1, 0)
-    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True)
-    grads = lstmfast.lstm_backward(fwd, eps)
+    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True, _tuning=SMALL_TEAM)
+    grads = lstmfast.lstm_backward(fwd, eps, _tuning=SMALL_TEAM)
     queue.put((fwd.output, grads.recurrent_weights))
 
 
@@ -400,8 +394,9 @@ def test_team_works_in_a_forked_child(small_team_limits):
     lstmfast.set_num_threads(2)
     rng = np.random.default_rng(3)
     x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float64, True, False)
-    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True)  # team started
-    grads = lstmfast.lstm_backward(fwd, eps)
+    fwd = lstmfast.lstm_forward(x, W, RW, b, peepholes=True, for_backprop=True,
+                                _tuning=SMALL_TEAM)  # team started
+    grads = lstmfast.lstm_backward(fwd, eps, _tuning=SMALL_TEAM)
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_child_pass, args=(queue,))
@@ -427,8 +422,8 @@ def test_openblas_thread_setting_is_restored(small_team_limits):
     x, W, RW, b, h0, c0, eps, mask = _problem(rng, 6, 4, 3, 12, np.float32, False, False)
     lstmfast.set_num_threads(2)
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
-        lstmfast.lstm_backward(fwd, eps)
+        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True, _tuning=SMALL_TEAM)
+        lstmfast.lstm_backward(fwd, eps, _tuning=SMALL_TEAM)
         assert scipy_blas_threads() == [2]
 
 
@@ -448,8 +443,8 @@ def test_team_backward_with_grad_last_c_is_deterministic(small_team_limits, thre
 
     def run(n):
         lstmfast.set_num_threads(n)
-        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
-        grads = lstmfast.lstm_backward(fwd, eps, grad_last_c=grad_last_c)
+        fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True, _tuning=SMALL_TEAM)
+        grads = lstmfast.lstm_backward(fwd, eps, grad_last_c=grad_last_c, _tuning=SMALL_TEAM)
         return grads.recurrent_weights.copy(), grads.c0.copy()
 
     expected = run(1)
@@ -463,15 +458,13 @@ SIGNAL_MASK_CHILD = r"""
 import os
 import numpy as np
 import lstmfast
-from lstmfast import kernels
-kernels._set_team_limits(1, 0)
 lstmfast.set_num_threads(3)
 before = set(os.listdir("/proc/self/task"))
 rng = np.random.default_rng(0)
 x = rng.standard_normal((2, 3, 5))
 W = np.asfortranarray(rng.standard_normal((3, 24)))
 RW = np.asfortranarray(rng.standard_normal((6, 24)))
-lstmfast.lstm_forward(x, W, RW, np.zeros(24))
+lstmfast.lstm_forward(x, W, RW, np.zeros(24), _tuning={"team_min_units": 1, "team_min_step_work": 0})
 for task in sorted(set(os.listdir("/proc/self/task")) - before):
     with open(f"/proc/self/task/{task}/status") as handle:
         blocked = [line.split()[1] for line in handle if line.startswith("SigBlk:")][0]

@@ -17,6 +17,8 @@ from lstmfast.kernels cimport (
     lstm_dims, lstm_strides,
     lstm_check_dims, lstm_cache_size, lstm_forward_workspace_size, lstm_backward_workspace_size,
     lstm_forward, lstm_backward, lstm_step,
+    lstm_tuning, lstm_report, lstm_default_tuning, lstm_forward_workspace_size_ex,
+    lstm_backward_workspace_size_ex, lstm_forward_ex, lstm_backward_ex,
     LSTM_OK, LSTM_ERR_ARGUMENT, LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
     ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
@@ -184,8 +186,13 @@ def train_step(floating[:, :, :] x, floating[:, :] input_weights,
                floating[:, :] recurrent_weights, floating[:] bias, floating[:, :, :] epsilon,
                floating[:, :] h0=None, floating[:, :] c0=None, floating[:, :] mask=None, *,
                bint peepholes=False, bint forwards=True, int activation=ACT_TANH,
-               int gate_activation=ACT_SIGMOID, Py_ssize_t tbptt_length=0, Py_ssize_t guard=0):
+               int gate_activation=ACT_SIGMOID, Py_ssize_t tbptt_length=0, Py_ssize_t guard=0,
+               dict tuning=None):
     """Forward pass with a cache, then the backward pass, in one `with nogil:` block.
+
+    tuning: None (lstm_forward / lstm_backward, the default tuning) or a dict of lstm_tuning
+    fields to change from lstm_default_tuning() (lstm_forward_ex / lstm_backward_ex, the work
+    spaces sized under the same record; the result then also holds both passes' reports).
 
     epsilon is dL/d(output), [minibatch, h, T]. Returns a dict: output, last_h, last_c, the
     gradients input_weights, recurrent_weights, bias, input (dL/dx), h0, c0; `gil_held`
@@ -207,9 +214,16 @@ def train_step(floating[:, :, :] x, floating[:, :] input_weights,
     # the cache lives from the forward pass to the backward pass; a forward pass that fills a
     # cache needs only a small workspace of its own (lstm_forward_workspace_size(&d, 1) elements;
     # NULL where that is 0)
+    cdef lstm_tuning tuned = lstm_default_tuning()
+    cdef bint use_tuning = tuning is not None
+    cdef lstm_report forward_report, backward_report
+    if use_tuning:
+        fields = <dict>tuned
+        fields.update(tuning)
+        tuned = fields
     cdef Py_ssize_t n_cache = lstm_cache_size(&d)
-    cdef Py_ssize_t n_bwd = lstm_backward_workspace_size(&d)
-    cdef Py_ssize_t n_fwd = lstm_forward_workspace_size(&d, 1)
+    cdef Py_ssize_t n_bwd = lstm_backward_workspace_size_ex(&d, &tuned)
+    cdef Py_ssize_t n_fwd = lstm_forward_workspace_size_ex(&d, 1, &tuned)
     sentinel = np.full(guard, -7.25, dtype)
     cache_array = np.concatenate([np.empty(n_cache, dtype), sentinel])
     bwd_array = np.concatenate([np.empty(n_bwd, dtype), sentinel])
@@ -241,15 +255,35 @@ def train_step(floating[:, :, :] x, floating[:, :] input_weights,
     cdef int gil_held = -1
     with nogil:
         gil_held = PyGILState_Check()
-        status = lstm_forward(&d, &x[0, 0, 0], strides3(x.strides, item),
-                              &input_weights[0, 0], ld_w, &recurrent_weights[0, 0], ld_rw,
-                              &bias[0], bias.strides[0] // item,
-                              p_h0, s_h0, p_c0, s_c0, p_mask, s_mask,
-                              &output[0, 0, 0], strides3(output.strides, item),
-                              &last_h[0, 0], strides2(last_h.strides, item),
-                              &last_c[0, 0], strides2(last_c.strides, item),
-                              &cache[0], fwd_workspace)
-        if status == LSTM_OK:
+        if use_tuning:
+            status = lstm_forward_ex(&d, &x[0, 0, 0], strides3(x.strides, item),
+                                     &input_weights[0, 0], ld_w, &recurrent_weights[0, 0], ld_rw,
+                                     &bias[0], bias.strides[0] // item,
+                                     p_h0, s_h0, p_c0, s_c0, p_mask, s_mask,
+                                     &output[0, 0, 0], strides3(output.strides, item),
+                                     &last_h[0, 0], strides2(last_h.strides, item),
+                                     &last_c[0, 0], strides2(last_c.strides, item),
+                                     &cache[0], fwd_workspace, &tuned, &forward_report, NULL)
+        else:
+            status = lstm_forward(&d, &x[0, 0, 0], strides3(x.strides, item),
+                                  &input_weights[0, 0], ld_w, &recurrent_weights[0, 0], ld_rw,
+                                  &bias[0], bias.strides[0] // item,
+                                  p_h0, s_h0, p_c0, s_c0, p_mask, s_mask,
+                                  &output[0, 0, 0], strides3(output.strides, item),
+                                  &last_h[0, 0], strides2(last_h.strides, item),
+                                  &last_c[0, 0], strides2(last_c.strides, item),
+                                  &cache[0], fwd_workspace)
+        if status == LSTM_OK and use_tuning:
+            status = lstm_backward_ex(&d, &input_weights[0, 0], ld_w, &recurrent_weights[0, 0],
+                                      ld_rw, &cache[0], &epsilon[0, 0, 0],
+                                      strides3(epsilon.strides, item), tbptt_length,
+                                      &g_w[0, 0], n_in, &g_rw[0, 0], h, &g_b[0], 1,
+                                      &g_x[0, 0, 0], strides3(g_x.strides, item),
+                                      &g_h0[0, 0], strides2(g_h0.strides, item),
+                                      &g_c0[0, 0], strides2(g_c0.strides, item),
+                                      &bwd_workspace[0], &tuned, &backward_report, NULL,
+                                      NULL, s_h0)
+        elif status == LSTM_OK:
             # the same dims and weights as the forward pass; the cache is only read
             status = lstm_backward(&d, &input_weights[0, 0], ld_w, &recurrent_weights[0, 0], ld_rw,
                                    &cache[0], &epsilon[0, 0, 0], strides3(epsilon.strides, item),
@@ -263,11 +297,15 @@ def train_step(floating[:, :, :] x, floating[:, :] input_weights,
         raise KernelError("lstm_forward/lstm_backward", status)
     intact = all(np.array_equal(a[a.shape[0] - guard:], sentinel)
                  for a in (cache_array, bwd_array, fwd_array))
-    return {"output": np.asarray(output), "last_h": np.asarray(last_h),
-            "last_c": np.asarray(last_c), "input_weights": np.asarray(g_w),
-            "recurrent_weights": np.asarray(g_rw), "bias": np.asarray(g_b),
-            "input": np.asarray(g_x), "h0": np.asarray(g_h0), "c0": np.asarray(g_c0),
-            "gil_held": gil_held, "guard_intact": intact}
+    result = {"output": np.asarray(output), "last_h": np.asarray(last_h),
+              "last_c": np.asarray(last_c), "input_weights": np.asarray(g_w),
+              "recurrent_weights": np.asarray(g_rw), "bias": np.asarray(g_b),
+              "input": np.asarray(g_x), "h0": np.asarray(g_h0), "c0": np.asarray(g_c0),
+              "gil_held": gil_held, "guard_intact": intact}
+    if use_tuning:
+        result["forward_report"] = forward_report
+        result["backward_report"] = backward_report
+    return result
 
 
 def stream(floating[:, :, :] xs, floating[:, :] input_weights, floating[:, :] recurrent_weights,

@@ -21,7 +21,7 @@ from reference import ref_backward, ref_forward
 from reliability_support import last_json_line, record, run_child
 
 import lstmfast
-from lstmfast import kernels
+from lstmfast import _team, kernels
 
 needs_buffer_check = pytest.mark.skipif(
     not kernels._BLAS_BUFFER_CHECK, reason="the BLAS is not an OpenBLAS with blas_memory_alloc")
@@ -41,9 +41,10 @@ def _problem(dtype=np.float64):
     return x, W, RW, b, eps
 
 
-def _train(x, W, RW, b, eps):
+def _train(x, W, RW, b, eps, report=None):
+    """A training pass; `report` (a dict) receives the backward pass's report."""
     fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
-    return fwd, lstmfast.lstm_backward(fwd, eps)
+    return fwd, lstmfast.lstm_backward(fwd, eps, _report=report)
 
 
 def _assert_matches_reference(problem, fwd, grads):
@@ -66,12 +67,12 @@ def two_threads():
 
 @pytest.fixture
 def buffer_ceiling():
-    previous = kernels._set_blas_buffer_ceiling(-1)
+    previous = _team.set_blas_buffer_ceiling(-1)
 
     def set_ceiling(buffers):
-        kernels._set_blas_buffer_ceiling(buffers)
+        _team.set_blas_buffer_ceiling(buffers)
     yield set_ceiling
-    kernels._set_blas_buffer_ceiling(previous)
+    _team.set_blas_buffer_ceiling(previous)
 
 
 @needs_buffer_check
@@ -84,12 +85,8 @@ def test_no_buffer_is_memory_error_before_any_blas_call(two_threads, buffer_ceil
     with pytest.raises(MemoryError, match="lstm_backward: no memory .*BLAS work buffers"):
         lstmfast.lstm_backward(fwd, eps)
     # the chunk's input projection is a BLAS call
-    previous = kernels._set_input_product_max_bytes(0)
-    try:
-        with pytest.raises(MemoryError, match="lstm_forward: no memory"):
-            lstmfast.lstm_forward(x, W, RW, b)
-    finally:
-        kernels._set_input_product_max_bytes(previous)
+    with pytest.raises(MemoryError, match="lstm_forward: no memory"):
+        lstmfast.lstm_forward(x, W, RW, b, _tuning={"input_product_max_bytes": 0})
     # a pass without the team (minibatch above the packed kernel's range) too
     with pytest.raises(MemoryError, match="lstm_forward: no memory"):
         lstmfast.lstm_forward(np.zeros((300, 2, 3)), np.zeros((2, 8)), np.zeros((2, 8)),
@@ -102,15 +99,16 @@ def test_no_buffer_is_memory_error_before_any_blas_call(two_threads, buffer_ceil
 @needs_buffer_check
 def test_one_buffer_runs_the_team_pass_alone(two_threads, buffer_ceiling):
     problem = _problem()
-    fwd, grads = _train(*problem)
-    assert kernels._last_backward_gradient_split() != "one thread"   # the team, unhindered
+    report = {}
+    fwd, grads = _train(*problem, report)
+    assert report["threads"] == 2          # the team, unhindered
     buffer_ceiling(1)
-    fwd, grads = _train(*problem)
-    assert kernels._last_backward_gradient_split() == "one thread"
+    fwd, grads = _train(*problem, report)
+    assert report["threads"] == 1 and report["gradient_split"] == 0
     _assert_matches_reference(problem, fwd, grads)
     buffer_ceiling(2)
-    fwd, grads = _train(*problem)
-    assert kernels._last_backward_gradient_split() != "one thread"
+    fwd, grads = _train(*problem, report)
+    assert report["threads"] == 2
     _assert_matches_reference(problem, fwd, grads)
 
 
@@ -185,7 +183,7 @@ STUCK_CHILD = r'''
 import _thread, json, threading, time
 import numpy as np
 import lstmfast
-from lstmfast import functional, kernels
+from lstmfast import _team, functional, kernels
 from reference import ref_backward, ref_forward
 lstmfast.set_num_threads(2)
 T, mb, n_in, h = 10, 32, 128, 128          # a team pass, long enough to run interruptibly
@@ -196,7 +194,7 @@ RW = np.asfortranarray(rng.standard_normal((h, 4 * h)) * 0.1)
 b = rng.standard_normal(4 * h) * 0.1
 eps = rng.standard_normal((mb, h, T))
 fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
-kernels._set_thread_stuck(1)
+_team.set_thread_stuck(1)
 threading.Timer(0.2, _thread.interrupt_main).start()
 start = time.monotonic()
 outcome = "returned"
@@ -209,16 +207,17 @@ stranded = len(kernels._STRANDED)
 pooled_stranded = sum(kernels._is_stranded(entry[2]) for entry in functional._POOL._pooled)
 # later passes run alone, right, while the stuck thread still spins
 fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
-grads = lstmfast.lstm_backward(fwd, eps)
-split = kernels._last_backward_gradient_split()
+report = {}
+grads = lstmfast.lstm_backward(fwd, eps, _report=report)
+threads = report["threads"]
 ref = ref_forward(x, W, RW, b)
 ref_grads = ref_backward(ref, eps)
 error = max(float(np.max(np.abs(fwd.output - ref.output))),
             float(np.max(np.abs(grads.input_weights - ref_grads.input_weights))),
             float(np.max(np.abs(grads.recurrent_weights - ref_grads.recurrent_weights))))
-kernels._set_thread_stuck(-1)
+_team.set_thread_stuck(-1)
 print(json.dumps({"outcome": outcome, "latency": latency, "stranded": stranded,
-                  "pooled_stranded": pooled_stranded, "split": split, "error": error}))
+                  "pooled_stranded": pooled_stranded, "threads": threads, "error": error}))
 '''
 
 
@@ -233,5 +232,5 @@ def test_ctrl_c_gives_up_a_stuck_team_thread():
     assert "did not stop" in outcome["outcome"]
     assert 1.5 < outcome["latency"] < 4.0
     assert outcome["stranded"] > 0 and outcome["pooled_stranded"] == 0
-    assert outcome["split"] == "one thread"
+    assert outcome["threads"] == 1
     assert outcome["error"] < 1e-10

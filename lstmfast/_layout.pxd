@@ -1,0 +1,382 @@
+# The kernels' work-space and cache arithmetic and the copies between the caller's strided
+# arrays and the internal layouts (see pyx/kernels.pyx's docstring): overflow-checked sizes, the
+# packed-operand sizes, the one layout function per pass (the size query and the carving both
+# read it), and gather / scatter / pack. Inline, for pyx/kernels.pyx only (build-only: it needs
+# pyx/lstmfast_simd.h and pyx/lstmfast_team.h on the include path).
+from cython cimport floating
+from libc.string cimport memcpy
+
+from lstmfast._activations cimport LF_SMALL_M
+from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning
+
+cdef extern from "lstmfast_team.h" nogil:
+    int LF_TEAM_MAX
+
+cdef extern from *:
+    """
+    /* the largest element count a size may reach: room to multiply by an element size */
+    #define LF_SIZE_MAX_ELEMENTS ((Py_ssize_t)(((long long)1 << 62) / 16))
+    """
+    Py_ssize_t SIZE_MAX_ELEMENTS "LF_SIZE_MAX_ELEMENTS"
+
+# ---------------------------------------------------------------------------------------------
+# sizes
+
+cdef inline Py_ssize_t _mul(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """a * b for non-negative sizes, or -1 if either is negative or the product is too large."""
+    if a < 0 or b < 0:
+        return -1
+    if a != 0 and b > SIZE_MAX_ELEMENTS // a:
+        return -1
+    return a * b
+
+
+cdef inline Py_ssize_t _add(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    if a < 0 or b < 0 or a > SIZE_MAX_ELEMENTS - b:
+        return -1
+    return a + b
+
+
+# Up to this minibatch the packed kernel (with h_prev / the deltas packed too, lf_gemm_packed_*'s
+# a_pack) beats OpenBLAS, which re-packs the recurrent weights at every step. Forward, process
+# time, median of 3 alternating runs: float32 1 thread (50, 128, 512, 1024) 1229 -> 1102 ms,
+# 2 threads 1427 -> 1197 ms; (30, 256, 256, 512) 374 -> 318 ms; float64 (30, 128, 256, 512)
+# 377 -> 330 ms, (30, 256, 256, 512) 692 -> 687 ms. Before A was packed, mb 128 was slower
+# packed (3.12 vs 2.61 s at (100, 128, 512, 1024)) and the limit was 64.
+cdef enum:
+    PACKED_GEMM_MAX_MINIBATCH = 256
+
+
+cdef inline Py_ssize_t _chunk(const lstm_dims* dims, const lstm_tuning* tuning) noexcept nogil:
+    """Steps per input-projection GEMM: a bounded work space for long sequences."""
+    cdef Py_ssize_t per_step = (dims.n_in + 4 * dims.hidden + 1) * dims.minibatch
+    cdef Py_ssize_t chunk = tuning.projection_chunk_elements // per_step
+    if chunk < 1:
+        chunk = 1
+    if chunk > dims.time_steps:
+        chunk = dims.time_steps
+    return chunk
+
+
+cdef inline Py_ssize_t _packed_size(Py_ssize_t K, Py_ssize_t N) noexcept nogil:
+    """Elements of B [K, N] packed in 6-column panels (the layout for minibatches of 4 or more)."""
+    return _mul(_mul((N + 5) // 6, 6), K)
+
+
+cdef inline Py_ssize_t _packed_len(Py_ssize_t K, Py_ssize_t N, Py_ssize_t rows) noexcept nogil:
+    """Elements of B [K, N] packed for products with `rows`-row A: rows of N padded to 8 below
+    LF_SMALL_M rows, 6-column panels otherwise (see lstmfast_simd.h)."""
+    if rows < LF_SMALL_M:
+        return _mul(_mul((N + 7) // 8, 8), K)
+    return _packed_size(K, N)
+
+
+cdef inline Py_ssize_t _a_pack_len(Py_ssize_t M, Py_ssize_t K) noexcept nogil:
+    """Elements of A [M, K] packed by the kernel (lf_gemm_packed_*'s a_pack): blocks of 16 rows
+    (float; double uses 8-row blocks, so this is an upper bound), K columns each."""
+    return _mul(_mul((M + 15) // 16, 16), K)
+
+
+cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
+    """Whether a pass at this minibatch may pack A for the kernel (the panel kernel's range:
+    the row kernel below LF_SMALL_M reads A in place, OpenBLAS above PACKED_GEMM_MAX_MINIBATCH);
+    the work spaces reserve the room only then. Constant for a process (not _use_packed_gemm,
+    which may change between sizing a work space and using it)."""
+    return LF_SMALL_M <= mb <= PACKED_GEMM_MAX_MINIBATCH
+
+
+# The step's x is packed for the per-step input product (x_pack) only up to this many elements
+# of [mb, nIn]: 512 KB of float, input_product_max_bytes's default; above, the per-step
+# product is not used by default and the room (8 threads' copies) would be reserved for
+# nothing. A constant, like _a_pack_used (not the tunable limits: a work space sized under one
+# setting may be used under another); past it the per-step product reads x in place.
+cdef enum:
+    X_PACK_MAX_ELEMENTS = 131072
+
+
+cdef inline bint _x_pack_used(Py_ssize_t mb, Py_ssize_t n_in) noexcept nogil:
+    return _a_pack_used(mb) and mb * n_in <= X_PACK_MAX_ELEMENTS
+
+
+cdef inline Py_ssize_t _packed_slices_size(Py_ssize_t K, Py_ssize_t N, Py_ssize_t blocks) noexcept nogil:
+    """Room for N columns packed whole, or cut into `blocks` gate blocks of N / blocks columns,
+    each cut into up to LF_TEAM_MAX thread slices and each slice into groups of whole panels
+    but its last (_plan_groups: the forward's W and RW per gate block, the backward's RW^T as
+    one block), in either packed layout (every slice padded to at most 5 more columns as
+    panels, 7 more as rows)."""
+    cdef Py_ssize_t whole = _packed_len(K, N, LF_SMALL_M)     # panels
+    cdef Py_ssize_t whole_rows = _packed_len(K, N, 1)        # rows
+    cdef Py_ssize_t sliced = _mul(_add(N, 7 * blocks * <Py_ssize_t>LF_TEAM_MAX), K)
+    if whole_rows > whole:
+        whole = whole_rows
+    return whole if whole > sliced else sliced
+
+
+cdef inline Py_ssize_t _region(Py_ssize_t* end, Py_ssize_t size) noexcept nogil:
+    """Reserve `size` elements at *end (a layout's running size): the region's offset; -1 and
+    *end -1 once any size was -1 (too large) or the sum overflows."""
+    cdef Py_ssize_t offset = end[0]
+    end[0] = _add(end[0], size)
+    return offset if end[0] >= 0 else -1
+
+
+ctypedef struct _forward_layout:
+    # offsets in elements of a forward work space's regions (-1: not reserved), and its size
+    Py_ssize_t chunk            # steps per input-projection chunk
+    Py_ssize_t projection       # [mb*chunk, 4h]: the chunk's input projection
+    Py_ssize_t x_chunk          # [mb*chunk, n_in]: the chunk's packed input (inference)
+    Py_ssize_t mask_chunk       # [mb*chunk]: the chunk's mask (inference)
+    Py_ssize_t h_ring           # 2 x [mb, h]
+    Py_ssize_t c_ring           # 2 x [mb, h] (inference)
+    Py_ssize_t z_block          # [mb, 4h] (inference)
+    Py_ssize_t a_block          # [mb, 4h] (inference)
+    Py_ssize_t mca_block        # [mb, h] (inference)
+    Py_ssize_t bias_block       # [4h]
+    Py_ssize_t peep_block       # [mb, 3h]: wFF, wOO, wGG broadcast
+    Py_ssize_t packed_rw        # RW packed (T > 1)
+    Py_ssize_t packed_w         # W packed (T > 1)
+    Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, h): each thread's packed h
+    Py_ssize_t x_pack           # LF_TEAM_MAX x _a_pack_len(mb, n_in): each thread's packed x
+    Py_ssize_t total
+
+
+cdef inline Py_ssize_t _plan_forward_workspace(const lstm_dims* dims,
+                                               const lstm_tuning* tuning,
+                                               _forward_layout* layout) noexcept nogil:
+    """The forward work space's layout under `tuning` (the one place that knows it: the size
+    query and the pass's carving both read it); its size in elements, or -1 (too large)."""
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
+    cdef Py_ssize_t chunk = _chunk(dims, tuning)
+    cdef Py_ssize_t rows = _mul(mb, chunk)
+    cdef Py_ssize_t end = 0
+    layout.chunk = chunk
+    layout.projection = _region(&end, _mul(rows, G))
+    layout.x_chunk = _region(&end, _mul(rows, n_in))
+    layout.mask_chunk = _region(&end, rows)
+    layout.h_ring = _region(&end, _mul(2, block))
+    layout.c_ring = _region(&end, _mul(2, block))
+    layout.z_block = _region(&end, _mul(4, block))
+    layout.a_block = _region(&end, _mul(4, block))
+    layout.mca_block = _region(&end, block)
+    layout.bias_block = _region(&end, G)
+    layout.peep_block = _region(&end, _mul(3, block))
+    layout.packed_rw = layout.packed_w = layout.a_pack = layout.x_pack = -1
+    if dims.time_steps > 1:
+        # the packed recurrent and input weights, and each thread's copies of the step's h and
+        # x packed for the kernel (lf_gemm_packed_*'s a_pack; x for the per-step input product)
+        layout.packed_rw = _region(&end, _packed_slices_size(h, G, 4))
+        layout.packed_w = _region(&end, _packed_slices_size(n_in, G, 4))
+        if _a_pack_used(mb):
+            layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, h)))
+        if _x_pack_used(mb, n_in):
+            layout.x_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, n_in)))
+    layout.total = end
+    return end
+
+
+ctypedef struct _backward_layout:
+    # offsets in elements of a backward work space's regions (-1: not reserved), and its size
+    Py_ssize_t delta            # [mb*T, 4h]: the deltas, step-stacked
+    Py_ssize_t grad_xp          # [mb*T, n_in]: dL/dx, step-stacked
+    Py_ssize_t grad_stack       # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and the bias sums
+    Py_ssize_t nabla_out        # [mb, h]
+    Py_ssize_t cell_error       # [mb, h], this step
+    Py_ssize_t cell_error_next  # [mb, h], the next processed step
+    Py_ssize_t delta_ring       # 2 x [mb, 4h]: contiguous deltas
+    Py_ssize_t peep_block       # [mb, 3h]: wFF, wOO, wGG broadcast
+    Py_ssize_t scratch          # 6 x [mb, h]
+    Py_ssize_t rw_t             # [4h, h] = RW[:, :4h]^T
+    Py_ssize_t packed_rw_t      # RW^T packed
+    Py_ssize_t peephole_sums    # 3 x [h]: sum_f, sum_o, sum_g
+    Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
+    Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
+    Py_ssize_t total
+
+
+cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
+                                                _backward_layout* layout) noexcept nogil:
+    """The backward work space's layout (the one place that knows it, as
+    _plan_forward_workspace); its size in elements, or -1 (too large)."""
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
+    cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
+    cdef Py_ssize_t stack = _mul(_add(_add(n_in, h), 1), G)
+    cdef Py_ssize_t end = 0
+    layout.delta = _region(&end, _mul(rows, G))
+    layout.grad_xp = _region(&end, _mul(rows, n_in))
+    layout.grad_stack = _region(&end, stack)
+    layout.nabla_out = _region(&end, block)
+    layout.cell_error = _region(&end, block)
+    layout.cell_error_next = _region(&end, block)
+    layout.delta_ring = _region(&end, _mul(8, block))
+    layout.peep_block = _region(&end, _mul(3, block))
+    layout.scratch = _region(&end, _mul(6, block))
+    layout.rw_t = _region(&end, _mul(G, h))
+    layout.packed_rw_t = _region(&end, _packed_slices_size(G, h, 1))
+    layout.peephole_sums = _region(&end, _mul(3, h))
+    layout.a_pack = layout.grad_partial = -1
+    if _a_pack_used(mb):
+        layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, G)))
+    if _row_group_room(dims):
+        layout.grad_partial = _region(&end, stack)
+    layout.total = end
+    return end
+
+
+cdef inline bint _row_group_room(const lstm_dims* dims) noexcept nogil:
+    """Whether the backward work space holds a second [n_in + h + 1, 4h] block of gradient
+    sums: when mb * T >= 4h, the shapes where a team may split the gradient GEMMs by rows."""
+    cdef Py_ssize_t T = dims.time_steps
+    return T > 1 and dims.minibatch >= (4 * dims.hidden + T - 1) // T    # mb * T >= 4h
+
+
+# ---------------------------------------------------------------------------------------------
+# packing between the caller's strided arrays and the internal layouts
+
+cdef inline Py_ssize_t _time_of(const lstm_dims* dims, Py_ssize_t s) noexcept nogil:
+    return s if dims.forwards else dims.time_steps - 1 - s
+
+
+cdef inline bint _contiguous_steps(lstm_strides st, Py_ssize_t mb) noexcept nogil:
+    """Whether a [minibatch, feature, time] operand holds each step as one contiguous
+    [mb, features] block (Fortran order): unit k's examples at k * mb onwards."""
+    return st.minibatch == 1 and st.feature == mb
+
+
+cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* dst,
+                             Py_ssize_t ld_dst, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[rows, cols] = src[rows, cols], both column-major with their leading dimensions."""
+    cdef Py_ssize_t i, j
+    if ld_src == rows and ld_dst == rows:
+        # one block (minibatch 1 at T 1, a projection chunk of one step): the per-column loop
+        # costs ~15 instructions per element at one row
+        memcpy(dst, src, rows * cols * sizeof(floating))
+        return
+    if rows == 1:
+        for j in range(cols):
+            dst[j * ld_dst] = src[j * ld_src]
+        return
+    for j in range(cols):
+        for i in range(rows):
+            dst[i + j * ld_dst] = src[i + j * ld_src]
+
+
+cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
+                               floating* dst) noexcept nogil:
+    """[mb, h] strided -> contiguous [mb, h] block; zeros if src is NULL."""
+    _gather_units(dims, src, st, dst, 0, dims.hidden)
+
+
+cdef inline void _gather_units(const lstm_dims* dims, const floating* src, lstm_strides st,
+                               floating* dst, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """_gather_state for the units k0..k1-1 only (dst is the whole block)."""
+    cdef Py_ssize_t m, k, mb = dims.minibatch
+    cdef const floating* column
+    if src != NULL and _contiguous_steps(st, mb):
+        # a Fortran-ordered [mb, h] state: the units k0..k1-1 are one contiguous run
+        memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        return
+    for k in range(k0, k1):
+        if src == NULL:
+            for m in range(mb):
+                dst[m + k * mb] = 0
+        elif st.minibatch == 1:
+            # the examples of a unit contiguous (Fortran order): a loop GCC vectorises
+            column = src + k * st.feature
+            for m in range(mb):
+                dst[m + k * mb] = column[m]
+        else:
+            for m in range(mb):
+                dst[m + k * mb] = src[m * st.minibatch + k * st.feature]
+
+
+cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, floating* dst,
+                                lstm_strides st) noexcept nogil:
+    """Contiguous [mb, h] block -> [mb, h] strided (nothing if dst is NULL)."""
+    _scatter_units(dims, src, dst, st, 0, dims.hidden)
+
+
+cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floating* dst,
+                                lstm_strides st, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """_scatter_state for the units k0..k1-1 only."""
+    cdef Py_ssize_t m, k, mb = dims.minibatch
+    cdef floating* column
+    if dst == NULL:
+        return
+    if _contiguous_steps(st, mb):
+        memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        return
+    for k in range(k0, k1):
+        if st.minibatch == 1:
+            column = dst + k * st.feature
+            for m in range(mb):
+                column[m] = src[m + k * mb]
+        else:
+            for m in range(mb):
+                dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
+
+
+cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,
+                             Py_ssize_t s_begin, Py_ssize_t s_end, floating* xp,
+                             Py_ssize_t ld) noexcept nogil:
+    """x [mb, n_in, T] strided -> rows (s - s_begin)*mb + m of xp [*, n_in] (leading dim ld)."""
+    cdef Py_ssize_t s, m, i, i0, i1, mb = dims.minibatch
+    cdef const floating* xt
+    cdef floating* dst
+    cdef Py_ssize_t abs_time = st.time if st.time >= 0 else -st.time
+    cdef Py_ssize_t abs_mb = st.minibatch if st.minibatch >= 0 else -st.minibatch
+    cdef Py_ssize_t abs_feature = st.feature if st.feature >= 0 else -st.feature
+    cdef const floating* series
+    if s_end - s_begin == 1 and _contiguous_steps(st, mb) and ld == mb:
+        # one step of a Fortran-ordered x into a one-step block: a single contiguous copy
+        memcpy(xp, x + _time_of(dims, s_begin) * st.time, mb * dims.n_in * sizeof(floating))
+        return
+    if s_end - s_begin > 1 and 0 < abs_time < abs_mb and abs_time < abs_feature:
+        # time varies fastest (a C-ordered [mb, n_in, T]): read each (example, feature) series
+        # along time, instead of one element per cache line per step; 16 features at a time,
+        # so that the xp columns being filled stay in cache while the examples go by
+        for i0 in range(0, dims.n_in, 16):
+            i1 = i0 + 16 if i0 + 16 < dims.n_in else dims.n_in
+            for m in range(mb):
+                for i in range(i0, i1):
+                    series = x + m * st.minibatch + i * st.feature
+                    dst = xp + m + i * ld
+                    for s in range(s_begin, s_end):
+                        dst[(s - s_begin) * mb] = series[_time_of(dims, s) * st.time]
+        return
+    for s in range(s_begin, s_end):
+        xt = x + _time_of(dims, s) * st.time
+        for i in range(dims.n_in):
+            dst = xp + mb * (s - s_begin) + i * ld
+            for m in range(mb):
+                dst[m] = xt[m * st.minibatch + i * st.feature]
+
+
+cdef inline void _pack_mask(const lstm_dims* dims, const floating* mask, lstm_strides st,
+                            Py_ssize_t s_begin, Py_ssize_t s_end, floating* mp) noexcept nogil:
+    """Mask of steps s_begin..s_end-1 in processing order (1 where there is no mask)."""
+    cdef Py_ssize_t s, m, mb = dims.minibatch, t
+    for s in range(s_begin, s_end):
+        t = _time_of(dims, s)
+        for m in range(mb):
+            mp[mb * (s - s_begin) + m] = 1 if mask == NULL else mask[m * st.minibatch + t * st.time]
+
+
+cdef inline bint _any_not_one(const floating* values, Py_ssize_t count) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        if values[i] != 1:
+            return True
+    return False
+
+
+cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, Py_ssize_t count,
+                                    Py_ssize_t mb, floating* block) noexcept nogil:
+    """block[m + j*mb] = values[j*stride] for j < count: a per-unit vector as an [mb, count] block."""
+    cdef Py_ssize_t j, m
+    cdef floating v
+    for j in range(count):
+        v = values[j * stride]
+        for m in range(mb):
+            block[m + j * mb] = v

@@ -1,0 +1,67 @@
+# The per-step matrix products of the time loops: the packed AVX2 kernel on weights packed once
+# per pass (pyx/lstmfast_simd.h), or BLAS. Inline, for the passes only (build-only: it needs
+# pyx/lstmfast_simd.h on the include path).
+from cython cimport floating
+
+from lstmfast._activations cimport (lf_packed_gemm_available, LF_SMALL_M, lf_pack_rows_f32,
+                                    lf_pack_rows_f64, lf_pack_b_f32, lf_pack_b_f64,
+                                    lf_gemm_packed_f32, lf_gemm_packed_f64)
+from lstmfast._blas cimport gemm
+from lstmfast._layout cimport PACKED_GEMM_MAX_MINIBATCH, _packed_len, _copy_block
+from lstmfast.kernels cimport lstm_tuning
+
+
+cdef inline bint _packed_gemm_on(const lstm_tuning* tuning, Py_ssize_t minibatch) noexcept nogil:
+    return (tuning.packed_gemm != 0 and lf_packed_gemm_available != 0
+            and minibatch <= PACKED_GEMM_MAX_MINIBATCH)
+
+
+cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                    const floating* a, Py_ssize_t lda,
+                                    const floating* packed_b, const floating* b, Py_ssize_t ldb,
+                                    char transb, const floating* addend, Py_ssize_t ld_addend,
+                                    floating* c, Py_ssize_t ldc, floating* a_pack,
+                                    bint a_packed) noexcept nogil:
+    """C[M, N] = addend + A[M, K] op(B) (addend NULL: none; c: accumulate): with the packed
+    weights when they were packed (the addend read in the kernel's final pass, so that a step's
+    input projection is not first copied into C; A copied into a_pack [_a_pack_len(M, K)]
+    first, unless a_packed: the previous call packed this A there), else BLAS."""
+    if packed_b != NULL:
+        if floating is float:
+            lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack,
+                               a_packed)
+        else:
+            lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, addend, ld_addend, NULL, a_pack,
+                               a_packed)
+        return
+    if addend != NULL and addend != c:
+        _copy_block(addend, ld_addend, c, ldc, M, N)
+    gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb,
+         <floating>(0 if addend == NULL else 1), c, ldc)
+
+
+cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
+                                Py_ssize_t lda, const floating* packed_b, const floating* bias,
+                                floating* c, Py_ssize_t ldc, floating* a_pack,
+                                bint a_packed) noexcept nogil:
+    """C[M, N] = A[M, K] B + 1 bias^T with B packed: one step's input product and bias (seed:
+    input.mmul(inputWeights).addiRowVector(biases)) when it is done per step. a_pack, a_packed
+    as in _recurrent_product."""
+    if floating is float:
+        lf_gemm_packed_f32(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, a_pack, a_packed)
+    else:
+        lf_gemm_packed_f64(M, N, K, a, lda, packed_b, c, ldc, NULL, 0, bias, a_pack, a_packed)
+
+
+cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K,
+                               Py_ssize_t N, floating* packed, Py_ssize_t rows) noexcept nogil:
+    """Pack B (element (k, n) at b[k*sk + n*sn]) for products with `rows`-row A (_packed_len)."""
+    if rows < LF_SMALL_M:
+        if floating is float:
+            lf_pack_rows_f32(b, sk, sn, K, N, packed)
+        else:
+            lf_pack_rows_f64(b, sk, sn, K, N, packed)
+    elif floating is float:
+        lf_pack_b_f32(b, sk, sn, K, N, packed)
+    else:
+        lf_pack_b_f64(b, sk, sn, K, N, packed)

@@ -1,0 +1,548 @@
+# cython: language_level=3
+"""The backward pass: the port of DL4J 0.9.1 LSTMHelpers.backpropGradientHelper
+(deeplearning4j-nn/.../layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind
+lstmfast.kernels' lstm_backward / lstm_backward_ex. The internal layouts and the cache it reads
+are described in pyx/kernels.pyx's docstring; the gate math of a step is lstmfast/_cells.pxd."""
+from libc.stdlib cimport malloc, free
+from cython cimport floating
+
+from lstmfast._blas cimport gemm, fits_blas_int
+from lstmfast._activations cimport lf_select_variant, lf_avx2_allowed
+from lstmfast._layout cimport *
+from lstmfast._team cimport *
+from lstmfast._products cimport *
+from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, LSTM_OK,
+                               LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
+                               LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
+from lstmfast._cells cimport _backward_cells, lf_cells_select
+
+# this module's copies of the vectorised math, the packed kernel and the cells: the variants
+# lstmfast.kernels chose too (the same rule)
+lf_cells_select(lf_select_variant(lf_avx2_allowed()))
+
+
+cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows,
+                                 const lstm_tuning* tuning) noexcept nogil:
+    """Whether a team splits the gradient GEMMs over `rows` step-stacked rows into two row
+    groups (see _backward_steps). Only when the rows are at least 4h: the groups' partial sums
+    cost F x 4h additions, the column split's duplicated packing about F x rows copies, and with
+    few rows the row groups were slower (2 threads, float32: (10, 1, 256, 256) 1.33-1.41x,
+    (20, 4, 512, 512) 1.15-1.26x the time of the column split; (50, 32, 64, 128) 0.93-0.95x)."""
+    return tuning.gradient_split_rows and rows >= 4 * dims.hidden and _row_group_room(dims)
+
+
+# What the threads of the backward time loop share (void* pointers: one struct for both dtypes).
+ctypedef struct _backward_job:
+    const lstm_dims* dims
+    Py_ssize_t end_index
+    Py_ssize_t ld_delta
+    bint eps_in_place              # epsilon's steps contiguous: read where they are
+    const void* epsilon
+    lstm_strides epsilon_strides
+    const void* z
+    const void* a
+    const void* mca
+    const void* cs
+    const void* mp
+    void* delta
+    void* delta_ring
+    void* nabla_out
+    void* cell_error
+    void* cell_error_next
+    void* scratch
+    const void* peep_block
+    void* sum_f
+    void* sum_o
+    void* sum_g
+    const void* rw_t
+    const void* packed
+    void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
+    const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
+    _unit_groups groups            # the groups of units of the time loop (_plan_groups)
+    # for the gradient GEMMs after the loop
+    const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
+    Py_ssize_t ld_xh
+    void* grad_stack               # [n_in + h + 1, 4h]: dW, dRW[:, :4h] and bias sums stacked
+    void* grad_partial             # [n_in + h + 1, 4h]: the second row group's sums, or NULL
+    const void* input_weights
+    Py_ssize_t ld_input_weights
+    void* grad_input_weights
+    Py_ssize_t ld_grad_input_weights
+    void* grad_recurrent_weights
+    Py_ssize_t ld_grad_recurrent_weights
+    void* grad_xp                  # NULL: no dL/dx wanted
+    const int* cancel
+    int stop_slots[2]
+    int cancelled
+    int parts                      # parts of the GEMMs outside the time loop (_split_parts)
+    lf_barrier barrier
+
+
+cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_t k0,
+                                    Py_ssize_t k1, Py_ssize_t c0, Py_ssize_t width,
+                                    floating* stack) noexcept nogil:
+    """[xp | hs | 1]^T D over the step-stacked rows k0..k1-1 and the gate columns c0..c0+width-1,
+    into stack [n_in + h + 1, width]: dL/dW, dL/dRW[:, :4h] and the bias sums stacked (the seed
+    accumulates them step by step; the cache keeps xp, hs and the ones side by side, so one GEMM
+    makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM).
+    k1 > k0: the callers' row ranges are never empty (all rows, or half of at least 4h)."""
+    cdef Py_ssize_t mb = job.dims.minibatch, ld_delta = job.ld_delta
+    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1
+    gemm(c'T', c'N', F, width, k1 - k0, <floating>1,
+         <const floating*>job.xh + mb * job.end_index + k0, job.ld_xh,
+         <const floating*>job.delta + k0 + c0 * ld_delta, ld_delta, <floating>0, stack, F)
+
+
+cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
+                           Py_ssize_t width) noexcept nogil:
+    """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs; the
+    bias row stays in grad_stack (the caller writes it to the strided bias gradient)."""
+    cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
+    cdef floating* stack = <floating*>job.grad_stack + c0 * F
+    _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
+                job.ld_grad_input_weights, n_in, width)
+    _copy_block(stack + n_in, F,
+                <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
+                job.ld_grad_recurrent_weights, h, width)
+
+
+cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
+    """The backward time loop for thread tid of nthreads: of each step, the groups of units the
+    thread takes (see lstm_tuning.unit_groups_per_thread), their columns of the step's dL/dh product and
+    their deltas (one group of all units when nthreads is 1); then its share of the gradient
+    GEMMs over all steps."""
+    cdef const lstm_dims* dims = job.dims
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
+    cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta
+    cdef int act = dims.activation, gate = dims.gate_activation
+    cdef Py_ssize_t u0, u1, width, off, unit_group
+    cdef int owner
+    cdef bint deltas_packed
+    cdef const floating* epsilon = <const floating*>job.epsilon
+    cdef const floating* z = <const floating*>job.z
+    cdef const floating* a = <const floating*>job.a
+    cdef const floating* mca = <const floating*>job.mca
+    cdef const floating* cs = <const floating*>job.cs
+    cdef const floating* mp = <const floating*>job.mp
+    cdef floating* delta = <floating*>job.delta
+    cdef floating* delta_ring = <floating*>job.delta_ring
+    cdef floating* nabla_out = <floating*>job.nabla_out
+    cdef floating* cell_error = <floating*>job.cell_error
+    cdef floating* cell_error_next = <floating*>job.cell_error_next
+    cdef floating* scratch = <floating*>job.scratch
+    cdef const floating* peep_block = <const floating*>job.peep_block
+    cdef const floating* rw_t = <const floating*>job.rw_t
+    cdef const floating* packed = <const floating*>job.packed
+    # this thread's room for the packed deltas of the next processed step
+    cdef floating* a_pack = NULL
+    if job.a_pack != NULL:
+        a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, G)
+    cdef floating* swap
+    cdef floating* delta_step
+    cdef const floating* delta_next
+    cdef const floating* mask_col
+    cdef Py_ssize_t s, t, g
+    cdef const floating* a_next
+    cdef const floating* delta_next_units
+    cdef const floating* cell_error_next_units
+    cdef const floating* eps_units
+    cdef floating* step_nabla
+    cdef const floating* cells_nabla
+    for s in range(T - 1, end_index - 1, -1):
+        t = _time_of(dims, s)
+        delta_step = delta_ring + 4 * n * (s % 2)
+        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
+        mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
+        # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
+        deltas_packed = False
+        owner = _start_step(&job.groups, s, tid)
+        while _take_group(&job.groups, s, tid, nthreads, &owner, &unit_group, &u0, &u1):
+            width = u1 - u0
+            off = u0 * mb
+            # nablaOut = epsilon slice (+ deltaifogNext . RW[:, 0:4h]^T, the seed's
+            # Nd4j.gemm(..., false, true)). A Fortran-ordered epsilon's step is one contiguous
+            # [mb, h] block: the packed product adds it where it is (OpenBLAS's path copies it
+            # into nabla_out first), and at the first processed step the cells read it there
+            step_nabla = nabla_out + off
+            cells_nabla = step_nabla
+            if job.eps_in_place:
+                eps_units = epsilon + t * job.epsilon_strides.time + off
+                if delta_next == NULL:
+                    cells_nabla = eps_units
+            else:
+                _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
+                              nabla_out, u0, u1)
+                eps_units = nabla_out + off
+            if delta_next != NULL:
+                _recurrent_product(mb, width, G, delta_next, mb,
+                                   packed + _group_slice(&job.groups, G, unit_group, 1, 0)
+                                   if packed != NULL else NULL,
+                                   rw_t + u0 * G, G, c'N', eps_units, mb, step_nabla,
+                                   mb, a_pack, deltas_packed)
+                deltas_packed = True
+            a_next = NULL
+            delta_next_units = NULL
+            cell_error_next_units = NULL
+            if delta_next != NULL:
+                a_next = a + 4 * n * (s + 1) + off
+                delta_next_units = delta_next + off
+                cell_error_next_units = cell_error_next + off
+            _backward_cells(width * mb, n, mb, act, gate, z + 4 * n * s + off,
+                            a + 4 * n * s + off, mca + n * s + off, cs + n * s + off,
+                            cs + n * (s + 1) + off, mask_col, mask_col != NULL, cells_nabla,
+                            a_next, delta_next_units, cell_error_next_units,
+                            peep_block + off if peep_block != NULL else NULL,
+                            delta_step + off, cell_error + off,
+                            <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
+                            <floating*>job.sum_g + u0, scratch + off,
+                            (<const floating*>job.last_c_grad + off
+                             if (job.last_c_grad != NULL and s == T - 1) else <floating*>NULL))
+            # step-stacked copy of the deltas, for the gradient GEMMs over all steps
+            for g in range(4):
+                _copy_block(delta_step + g * n + off, mb,
+                            delta + mb * (s - end_index) + (g * h + u0) * ld_delta, ld_delta,
+                            mb, width)
+        swap = cell_error_next
+        cell_error_next = cell_error
+        cell_error = swap
+        if _team_stop(job.cancel, job.stop_slots, s, &job.barrier, tid, nthreads):
+            if tid == 0:
+                job.cancelled = 1
+            return
+    # every thread is past the last step's barrier: all deltas are written. The gradient GEMMs
+    # over all steps, in job.parts parts fixed by the shape (see _split_parts: the same BLAS
+    # calls and sums at every team size; the threads take parts tid, tid + nthreads, ...).
+    # dL/dx = D W^T (the seed's epsilonNext): the parts are rows of D, or columns of W^T when W
+    # has more (each part's BLAS call packs all of the other operand, so the split keeps the
+    # smaller one whole)
+    cdef int parts = job.parts, part
+    cdef Py_ssize_t r0, r1, i0, i1
+    if job.grad_xp != NULL:
+        part = tid
+        while part < parts:
+            r0 = ld_delta * part // parts
+            r1 = ld_delta * (part + 1) // parts
+            i0 = dims.n_in * part // parts
+            i1 = dims.n_in * (part + 1) // parts
+            if ld_delta >= dims.n_in:
+                if r1 > r0:
+                    gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
+                         <const floating*>job.delta + r0, ld_delta,
+                         <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
+                         <floating*>job.grad_xp + r0, ld_delta)
+            elif i1 > i0:
+                gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
+                     ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
+                     <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+            part += nthreads
+    # the parameter gradients: with grad_partial (see _use_row_groups) the two parts are the
+    # products over the two halves of the stacked rows, into grad_stack and grad_partial, added
+    # after a barrier; otherwise the parts are columns of the product over all rows. Split by
+    # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
+    # took 20% more CPU time at (100, 64, 256, 256) float32.
+    cdef Py_ssize_t F = dims.n_in + h + 1, i
+    cdef Py_ssize_t c0, c1
+    part = tid
+    while part < parts:
+        if job.grad_partial != NULL:
+            _stacked_gradient_product(tag, job, ld_delta * part // 2, ld_delta * (part + 1) // 2,
+                                      0, G, <floating*>(job.grad_stack if part == 0
+                                                        else job.grad_partial))
+        else:
+            c0 = G * part // parts
+            c1 = G * (part + 1) // parts
+            if c1 > c0:
+                _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
+                                          <floating*>job.grad_stack + c0 * F)
+        part += nthreads
+    spin_if_asked(tid)
+    if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
+        return           # given up (see _team_stop)
+    # every thread its share of the columns of the sums and of the outputs (the sums in the
+    # same order at every team size)
+    c0 = G * tid // nthreads
+    c1 = G * (tid + 1) // nthreads
+    cdef floating* target = <floating*>job.grad_stack + c0 * F
+    if job.grad_partial != NULL:
+        for i in range((c1 - c0) * F):
+            target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
+    if c1 > c0:
+        _store_gradients(tag, job, c0, c1 - c0)
+
+
+cdef void _backward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
+    _backward_steps(<float*>NULL, <_backward_job*>job, tid, nthreads)
+
+
+cdef void _backward_steps_f64(void* job, int tid, int nthreads) noexcept nogil:
+    _backward_steps(<double*>NULL, <_backward_job*>job, tid, nthreads)
+
+
+cdef int run_backward(const lstm_dims* dims,
+                      const floating* input_weights, Py_ssize_t ld_input_weights,
+                      const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                      const floating* cache,
+                      const floating* epsilon, lstm_strides epsilon_strides,
+                      Py_ssize_t tbptt_length,
+                      floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                      floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                      floating* grad_bias, Py_ssize_t grad_bias_stride,
+                      floating* grad_input, lstm_strides grad_input_strides,
+                      floating* grad_h0, lstm_strides grad_h0_strides,
+                      floating* grad_c0, lstm_strides grad_c0_strides,
+                      floating* workspace,
+                      const lstm_tuning* tuning, lstm_report* report, const int* cancel,
+                      const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil:
+    """lstm_backward_ex on dims that passed lstm_check_dims, under a complete tuning record;
+    `report` and `cancel` as in run_forward. grad_last_c [mb, h] (may be NULL): dL/d(last cell
+    state), which the seed has no input for (beyond the seed: for encoder-decoder use)."""
+    if (input_weights == NULL or recurrent_weights == NULL or cache == NULL or epsilon == NULL
+            or grad_input_weights == NULL or grad_recurrent_weights == NULL or grad_bias == NULL):
+        return LSTM_ERR_ARGUMENT
+    if (ld_input_weights < dims.n_in or ld_recurrent_weights < dims.hidden
+            or ld_grad_input_weights < dims.n_in or ld_grad_recurrent_weights < dims.hidden):
+        return LSTM_ERR_ARGUMENT
+    if not (fits_blas_int(ld_input_weights) and fits_blas_int(ld_recurrent_weights)
+            and fits_blas_int(ld_grad_input_weights) and fits_blas_int(ld_grad_recurrent_weights)):
+        return LSTM_ERR_TOO_LARGE
+
+    cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
+    cdef Py_ssize_t G = 4 * h, n = h * mb
+    cdef _backward_layout layout
+    cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, &layout)
+    cdef floating* owned = NULL
+    if ws_size < 0:
+        return LSTM_ERR_TOO_LARGE
+    if workspace == NULL:
+        owned = <floating*>malloc(ws_size * sizeof(floating))
+        if owned == NULL:
+            return LSTM_ERR_NO_MEMORY
+        workspace = owned
+
+    # the cache (see the module docstring)
+    cdef Py_ssize_t ld_xh = mb * (T + 1)
+    cdef const floating* xh = cache                        # [xp | hs | ones]
+    cdef const floating* cs = xh + (n_in + h + 1) * ld_xh
+    cdef const floating* z = cs + n * (T + 1)
+    cdef const floating* a = z + 4 * n * T
+    cdef const floating* mca = a + 4 * n * T
+    cdef const floating* mp = mca + n * T
+
+    # the seed's endIdx: steps end_index..T-1 (processing order) are back-propagated
+    cdef Py_ssize_t end_index = 0
+    if tbptt_length > 0 and tbptt_length < T:
+        end_index = T - tbptt_length
+    cdef Py_ssize_t steps = T - end_index
+    cdef Py_ssize_t ld_delta = mb * steps
+
+    # the work space's regions (_backward_layout); the deltas and dL/dx use mb*steps rows
+    cdef floating* delta = workspace + layout.delta
+    cdef floating* grad_xp = workspace + layout.grad_xp
+    cdef floating* grad_stack = workspace + layout.grad_stack
+    cdef floating* nabla_out = workspace + layout.nabla_out
+    cdef floating* cell_error = workspace + layout.cell_error
+    cdef floating* cell_error_next = workspace + layout.cell_error_next
+    cdef floating* delta_ring = workspace + layout.delta_ring
+    cdef floating* peep_block = workspace + layout.peep_block
+    cdef floating* scratch = workspace + layout.scratch
+    cdef floating* rw_t = workspace + layout.rw_t
+    cdef floating* packed_rw_t = NULL
+    cdef floating* sum_f = workspace + layout.peephole_sums
+    cdef floating* sum_o = sum_f + h
+    cdef floating* sum_g = sum_o + h
+    cdef floating* a_pack = workspace + layout.a_pack if layout.a_pack >= 0 else NULL
+    cdef floating* grad_partial = (workspace + layout.grad_partial if layout.grad_partial >= 0
+                                   else NULL)
+
+    cdef Py_ssize_t s, t, m, k, j, i
+    cdef int nthreads = 1, status
+    cdef Py_ssize_t u0, u1, group
+    # on the heap: a job given up with a worker still inside belongs to that worker for good
+    cdef _backward_job* job = <_backward_job*>malloc(sizeof(_backward_job))
+    if job == NULL:
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    # the gradient GEMMs are level-3 BLAS calls in every pass (pass_acquire)
+    cdef bint blas_single = _shape_uses_team(dims, steps, tuning)
+    nthreads = pass_acquire(_team_size(dims, steps, tuning)
+                            if steps > 1 and _packed_gemm_on(tuning, mb) else 1, True, blas_single)
+    if nthreads == 0:
+        free(job)
+        free(owned)
+        return LSTM_ERR_NO_MEMORY
+    if steps > 1 and _packed_gemm_on(tuning, mb):
+        packed_rw_t = workspace + layout.packed_rw_t
+        # each group's units' columns of RW^T packed together (one group for one thread)
+        _plan_groups(&job.groups, h, nthreads, mb, tuning)
+        for group in range(job.groups.first[nthreads]):
+            u0 = job.groups.units[group]
+            u1 = job.groups.units[group + 1]
+            _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
+                          packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
+    else:
+        _plan_groups(&job.groups, h, 1, mb, tuning)
+        # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
+        # minibatches than transposing RW inside every call)
+        for k in range(h):
+            for j in range(G):
+                rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
+    cdef const floating* peep_f = NULL
+    cdef const floating* peep_g = NULL
+    if dims.peepholes:
+        peep_f = recurrent_weights + G * ld_recurrent_weights
+        peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
+        _broadcast_columns(peep_f, 1, h, mb, peep_block)
+        _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
+                           peep_block + n)
+        _broadcast_columns(peep_g, 1, h, mb, peep_block + 2 * n)
+    else:
+        peep_block = NULL
+    for k in range(3 * h):
+        sum_f[k] = 0
+
+    cdef floating* last_c_grad = NULL
+    if grad_last_c != NULL:
+        last_c_grad = delta_ring + 4 * n * (T % 2)
+        # dL/d(last c) joins the cell error of the last step; gathered into the half of the
+        # delta ring that the last step does not use: the step before writes it first, after
+        # the last step's barrier. (Not the start of the step-stacked deltas: there another
+        # thread's copy of its last-step deltas could land before this thread's cells read it.)
+        _gather_state(dims, grad_last_c, grad_last_c_strides, last_c_grad)
+        # last_c is the masked cell state: its gradient reaches the cell only where unmasked
+        for k in range(h):
+            for m in range(mb):
+                last_c_grad[m + k * mb] = last_c_grad[m + k * mb] * mp[mb * (T - 1) + m]
+
+    job.dims = dims
+    job.end_index = end_index
+    job.ld_delta = ld_delta
+    job.epsilon = epsilon
+    job.epsilon_strides = epsilon_strides
+    job.eps_in_place = _contiguous_steps(epsilon_strides, mb)
+    job.z = z
+    job.a = a
+    job.mca = mca
+    job.cs = cs
+    job.mp = mp
+    job.delta = delta
+    job.delta_ring = delta_ring
+    job.nabla_out = nabla_out
+    job.cell_error = cell_error
+    job.cell_error_next = cell_error_next
+    job.scratch = scratch
+    job.peep_block = peep_block
+    job.sum_f = sum_f
+    job.sum_o = sum_o
+    job.sum_g = sum_g
+    job.rw_t = rw_t
+    job.packed = packed_rw_t
+    job.a_pack = a_pack
+    job.last_c_grad = last_c_grad
+    job.xh = xh
+    job.ld_xh = ld_xh
+    job.grad_stack = grad_stack
+    # the second row group's sums of the gradient GEMMs (see _backward_steps)
+    job.grad_partial = NULL
+    job.parts = _split_parts(dims, steps, tuning)
+    if job.parts == 2 and _use_row_groups(dims, ld_delta, tuning):
+        job.grad_partial = grad_partial
+    job.input_weights = input_weights
+    job.ld_input_weights = ld_input_weights
+    job.grad_input_weights = grad_input_weights
+    job.ld_grad_input_weights = ld_grad_input_weights
+    job.grad_recurrent_weights = grad_recurrent_weights
+    job.ld_grad_recurrent_weights = ld_grad_recurrent_weights
+    job.grad_xp = grad_xp if grad_input != NULL else NULL
+    job.cancel = cancel
+    job.stop_slots[0] = 0
+    job.stop_slots[1] = 0
+    job.cancelled = 0
+    lf_barrier_init(&job.barrier)
+    job.barrier.cancel = cancel
+    _reset_claims(&job.groups, T - 1, nthreads)
+    job.groups.taken_over = 0
+    if floating is float:
+        status = team_execute(_backward_steps_f32, job, nthreads, &job.barrier)
+    else:
+        status = team_execute(_backward_steps_f64, job, nthreads, &job.barrier)
+    if status == LF_TEAM_ABANDONED:
+        return LSTM_ERR_ABANDONED          # job, work space and team stay with the worker
+    pass_release(nthreads, True, blas_single)
+    if job.barrier.abort:
+        job.cancelled = 1
+    if report != NULL:
+        report.threads = nthreads
+        report.h_in_output = 0
+        report.x_in_place = 0
+        report.epsilon_in_place = job.eps_in_place
+        report.gradient_split = 0 if nthreads == 1 else (2 if job.grad_partial != NULL else 1)
+        report.groups_taken_over = job.groups.taken_over
+    if job.cancelled:
+        free(job)
+        free(owned)
+        return LSTM_ERR_CANCELLED
+    # every step swapped the two cell-error blocks once
+    if steps % 2 == 1:
+        cell_error_next = cell_error
+    # cell_error_next now holds the cell error of step end_index
+
+    # (the job computed the parameter gradients and D W^T; see _backward_steps)
+    if dims.peepholes:
+        for k in range(h):
+            grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
+            grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
+            grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
+    for j in range(G):
+        grad_bias[j * grad_bias_stride] = grad_stack[n_in + h + j * (n_in + h + 1)]
+
+    # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
+    cdef floating* gx_t
+    cdef const floating* gcol
+    if grad_input != NULL:
+        for s in range(T):
+            t = _time_of(dims, s)
+            gx_t = grad_input + t * grad_input_strides.time
+            for i in range(n_in):
+                if s < end_index:
+                    for m in range(mb):
+                        gx_t[m * grad_input_strides.minibatch + i * grad_input_strides.feature] = 0
+                else:
+                    gcol = grad_xp + mb * (s - end_index) + i * ld_delta
+                    for m in range(mb):
+                        gx_t[m * grad_input_strides.minibatch + i * grad_input_strides.feature] = (
+                            gcol[m] * mp[mb * s + m])
+
+    # gradients with respect to the initial state (beyond the seed); delta_ring's slot 0 holds
+    # the deltas of step 0 when end_index == 0
+    cdef floating value
+    if end_index == 0:
+        if grad_h0 != NULL:
+            # by the groups' slices of the packed RW^T (one slice of all units for one thread)
+            for group in range(job.groups.first[nthreads]):
+                u0 = job.groups.units[group]
+                u1 = job.groups.units[group + 1]
+                _recurrent_product(mb, u1 - u0, G, delta_ring, mb,
+                                   NULL if packed_rw_t == NULL
+                                   else packed_rw_t + _group_slice(&job.groups, G, group, 1, 0),
+                                   rw_t + u0 * G, G, c'N', <const floating*>NULL, 0,
+                                   nabla_out + u0 * mb, mb, a_pack, group > 0)
+            _scatter_state(dims, nabla_out, grad_h0, grad_h0_strides)
+        if grad_c0 != NULL:
+            for k in range(h):
+                for m in range(mb):
+                    i = m + k * mb
+                    value = mp[m] * a[n + i] * cell_error_next[i]
+                    if dims.peepholes:
+                        value = value + (delta_ring[n + i] * peep_f[k]
+                                         + delta_ring[3 * n + i] * peep_g[k])
+                    grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = value
+    else:
+        for k in range(h):
+            for m in range(mb):
+                if grad_h0 != NULL:
+                    grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
+                if grad_c0 != NULL:
+                    grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
+    free(job)
+    free(owned)
+    return LSTM_OK

@@ -1,0 +1,170 @@
+# cython: language_level=3
+"""The thread team's one instance. pyx/lstmfast_team.h keeps the team (its workers, the mutex a
+pass holds it by, the job it publishes, whether a job was abandoned), OpenBLAS's thread setters
+and the count of passes holding OpenBLAS at one thread, and the count of lstmfast threads that
+may be in level-3 BLAS (OpenBLAS's buffer pool) in static variables, one copy per compiled
+module that includes it: the passes (lstmfast._forward, lstmfast._backward) therefore take, run
+and give back their threads only through this module's functions (lstmfast/_team.pxd), so that
+the process has one team and one count of each. The barrier and the claims of groups keep no
+state of their own and are used inline."""
+from scipy.linalg cimport cython_blas as _cython_blas
+
+from lstmfast._activations cimport lf_load_flag
+from lstmfast._team cimport (lf_team_fn, lf_barrier, LF_TEAM_MAX, lf_team_execute,
+                             lf_pass_acquire, lf_pass_release, lf_blas_buffers_checked,
+                             lf_blas_threads_init)
+
+cdef extern from "lstmfast_team.h" nogil:
+    # for tests: the pool counts as holding at most this many buffers (-1: no ceiling)
+    int lf_blas_buffer_ceiling
+
+
+cdef int pass_acquire(int wanted, bint level3, bint blas_single) noexcept nogil:
+    return lf_pass_acquire(wanted, level3, blas_single)
+
+
+cdef void pass_release(int nthreads, bint level3, bint blas_single) noexcept nogil:
+    lf_pass_release(nthreads, level3, blas_single)
+
+
+cdef int team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrier) noexcept nogil:
+    return lf_team_execute(fn, job, nthreads, barrier)
+
+
+# OpenBLAS's thread setters, found through the library SciPy's cython_blas calls
+BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
+# OpenBLAS's buffer pool is filled, checked, before level-3 calls (lf_blas_buffers_acquire)
+BLAS_BUFFER_CHECK = lf_blas_buffers_checked() != 0
+
+
+def set_blas_buffer_ceiling(int buffers):
+    """For tests: OpenBLAS's buffer pool counts as holding at most this many buffers (-1: no
+    ceiling), as if the memory for more were not there. Returns the previous value."""
+    global lf_blas_buffer_ceiling
+    if buffers < -1:
+        raise ValueError(f"buffers must be >= -1, got {buffers}")
+    previous = lf_blas_buffer_ceiling
+    lf_blas_buffer_ceiling = buffers
+    return previous
+
+
+# for tests: the team thread with this id (-1: none) spins, deaf to cancels, before the
+# backward pass's gradient barrier while _spin_hold is nonzero (a thread stuck in a pass)
+cdef int _spin_tid = -1
+cdef int _spin_hold = 0
+
+
+cdef void spin_if_asked(int tid) noexcept nogil:
+    if tid == _spin_tid:
+        while lf_load_flag(&_spin_hold) != 0:
+            pass
+
+
+def set_thread_stuck(int tid):
+    """For tests: team thread `tid` (1 .. LF_TEAM_MAX - 1; -1: none) spins before the backward
+    pass's gradient barrier until set_thread_stuck(-1), ignoring cancels."""
+    global _spin_tid, _spin_hold
+    if tid != -1 and not 1 <= tid < LF_TEAM_MAX:
+        raise ValueError(f"tid must be -1 or 1 to {LF_TEAM_MAX - 1}, got {tid}")
+    _spin_hold = 1 if tid != -1 else 0
+    _spin_tid = tid if tid != -1 else _spin_tid
+
+
+# A forced schedule for the team's job publication (tests): worker 2 is held after it has seen
+# one job's sequence, before it reads the job, until the next job has been published.
+cdef extern from *:
+    """
+    #include <time.h>
+    static int lf_schedule_armed = 0, lf_schedule_paused = 0;
+    static unsigned long lf_schedule_idle_after = 0;
+    static int lf_schedule_runs[2][LF_TEAM_MAX];
+
+    static void lf_schedule_hook(int tid, int event, unsigned long sequence)
+    {
+        if (tid != 2)
+            return;
+        if (event == LF_TEAM_IDLE) {
+            __atomic_store_n(&lf_schedule_idle_after, sequence, __ATOMIC_RELEASE);
+            return;
+        }
+        /* (an odd sequence: job A still being written; the pause waits for A complete) */
+        if ((sequence & 1u) || !__atomic_exchange_n(&lf_schedule_armed, 0, __ATOMIC_ACQ_REL))
+            return;
+        __atomic_store_n(&lf_schedule_paused, 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&lf_team.sequence, __ATOMIC_ACQUIRE) != sequence + 2)
+            LF_PAUSE();
+    }
+
+    static void lf_schedule_job_a(void* job, int tid, int nthreads)
+    {
+        (void)job; (void)nthreads;
+        __atomic_add_fetch(&lf_schedule_runs[0][tid], 1, __ATOMIC_RELAXED);
+    }
+
+    static void lf_schedule_job_b(void* job, int tid, int nthreads)
+    {
+        (void)job; (void)nthreads;
+        __atomic_add_fetch(&lf_schedule_runs[1][tid], 1, __ATOMIC_RELAXED);
+    }
+
+    /* Sleeps in 1 ms ticks until *flag == value, at most 10 s; 1 if it got there. */
+    static int lf_schedule_wait(const void* flag, int is_long, unsigned long value)
+    {
+        struct timespec tick = {0, 1000000};
+        for (int i = 0; i < 10000; i++) {
+            unsigned long now = is_long ? __atomic_load_n((const unsigned long*)flag, __ATOMIC_ACQUIRE)
+                                        : (unsigned long)__atomic_load_n((const int*)flag, __ATOMIC_ACQUIRE);
+            if (now == value)
+                return 1;
+            nanosleep(&tick, NULL);
+        }
+        return 0;
+    }
+
+    /* Job A on threads 0-1 with worker 2 held as it reads it until job B (threads 0-2) has been
+     * published; then waits for worker 2 to be idle after job B, so that lf_schedule_runs holds
+     * every run of each job by each thread. 0: done; -1: no team of 3; -2: worker 2 never
+     * reached the pause or never went idle (after 10 s each). */
+    static int lf_schedule_run(void)
+    {
+        int n = lf_team_acquire(3), status = 0;
+        if (n < 3) {
+            lf_team_release(n);
+            return -1;
+        }
+        memset(lf_schedule_runs, 0, sizeof(lf_schedule_runs));
+        __atomic_store_n(&lf_schedule_paused, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&lf_schedule_armed, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&lf_team_test_hook, lf_schedule_hook, __ATOMIC_RELEASE);
+        lf_barrier barrier;      /* the jobs never wait: its abort flag is never set */
+        lf_barrier_init(&barrier);
+        lf_team_execute(lf_schedule_job_a, NULL, 2, &barrier);
+        lf_schedule_wait(&lf_schedule_paused, 0, 1);
+        if (__atomic_exchange_n(&lf_schedule_armed, 0, __ATOMIC_ACQ_REL))
+            status = -2;                       /* never held: job B runs unforced */
+        lf_team_execute(lf_schedule_job_b, NULL, 3, &barrier);
+        unsigned long after_b = __atomic_load_n(&lf_team.sequence, __ATOMIC_ACQUIRE);
+        if (!lf_schedule_wait(&lf_schedule_idle_after, 1, after_b))
+            status = -2;
+        __atomic_store_n(&lf_team_test_hook, NULL, __ATOMIC_RELEASE);
+        lf_team_release(n);
+        return status;
+    }
+    """
+    int lf_schedule_run() nogil
+    int lf_schedule_runs[2][8]
+
+
+def publication_under_forced_schedule():
+    """Run the forced schedule of lf_schedule_run (a team of 3 threads; worker 2 held between
+    seeing job A and reading it, until job B has been published) and return how often each of
+    threads 0-2 ran job A and job B, as two lists. For tests: a worker that took job B's
+    fields for job A would run B twice."""
+    cdef int status
+    with nogil:
+        status = lf_schedule_run()
+    if status == -1:
+        raise RuntimeError("the thread team could not provide 3 threads")
+    if status == -2:
+        raise RuntimeError("worker 2 never reached the forced pause or never went idle")
+    return ([lf_schedule_runs[0][t] for t in range(3)], [lf_schedule_runs[1][t] for t in range(3)])
