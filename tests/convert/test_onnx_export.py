@@ -16,11 +16,11 @@ TOLERANCE = 1e-5
 
 
 def onnx_runtime(path, x, sequence_lens=None):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {"x": x}
     if sequence_lens is not None:
         feed["sequence_lens"] = sequence_lens
-    return session.run(["y"], feed)[0]
+    return runtime.run(["y"], feed)[0]
 
 
 def export_and_check(model, tmp_path, **kwargs):

@@ -30,8 +30,8 @@ def save(tmp_path, nodes, inputs, outputs, initializers, opset=18, name="m.onnx"
 
 
 def runtime(path, feeds):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return runtime.run(None, feeds)
 
 
 def value(name, shape, elem=TensorProto.FLOAT):
