@@ -35,18 +35,17 @@ import numbers
 import numpy as np
 
 from . import kernels as _kernels
-from .layers import (
+from .layers import BidirectionalBase, UnidirectionalLSTM
+from .layers._base import (
     WEIGHT_INITS,
     UnsupportedOperationError,
-    _BidirectionalBase,
     _check_choice,
     _check_dtype,
     _check_size,
-    _FlatParameterLayer,
-    _seed_sequence,
-    _UnidirectionalLSTM,
     _exclusive,
+    _FlatParameterLayer,
     _Guarded,
+    _seed_sequence,
     init_weights,
 )
 from .updaters import Adam, Sgd, _check_non_negative, _Rollback
@@ -536,7 +535,7 @@ class GlobalPooling:
 # the container
 
 
-_RECURRENT_TYPES = (_UnidirectionalLSTM, _BidirectionalBase)
+_RECURRENT_TYPES = (UnidirectionalLSTM, BidirectionalBase)
 
 
 class Sequential(_Guarded):
@@ -734,7 +733,7 @@ class Sequential(_Guarded):
 
     def _fit_truncated_bptt(self, x, y, mask, label_mask):
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, _BidirectionalBase):
+            if isinstance(layer, BidirectionalBase):
                 raise UnsupportedOperationError(
                     f"truncated BPTT is not possible with bidirectional layers (layer {i}: {layer!r})")
         x = self._check_features(x)

@@ -42,7 +42,7 @@ import os
 import numpy as np
 
 from . import convert
-from .layers import Bidirectional, GravesBidirectionalLSTM, _BidirectionalBase, _UnidirectionalLSTM
+from .layers import Bidirectional, BidirectionalBase, GravesBidirectionalLSTM, UnidirectionalLSTM
 from .network import DenseLayer, OutputLayer, RnnOutputLayer, Sequential
 
 __all__ = ["export", "load", "OnnxModel", "layer_from_node", "mask_to_sequence_lens", "OPSET"]
@@ -151,7 +151,7 @@ class _GraphBuilder:
 
 def _lstm_directions(layer):
     """[(W, RW, b), ...], the node's direction and the combine mode of a recurrent layer."""
-    if isinstance(layer, _UnidirectionalLSTM):
+    if isinstance(layer, UnidirectionalLSTM):
         direction = "forward" if layer._process_forwards else "reverse"
         return [(layer.W, layer.RW, layer.b)], layer, direction, None
     f, b = layer.forward_layer, layer.backward_layer
@@ -214,7 +214,7 @@ def _add_dense(g, layer, tensor, layout, base):
     return g.node(op[0], [z], base, **op[1]), layout
 
 
-_EXPORTABLE = (_UnidirectionalLSTM, Bidirectional, GravesBidirectionalLSTM, DenseLayer)
+_EXPORTABLE = (UnidirectionalLSTM, Bidirectional, GravesBidirectionalLSTM, DenseLayer)
 
 
 def _layers_of(model):
@@ -243,7 +243,7 @@ def export(model, path, *, sequence_lens=False, opset=OPSET):
     if tensor_type is None:
         raise ValueError(f"export: dtype {dtype} is not float32 or float64")
     g = _GraphBuilder(onnx, dtype)
-    recurrent = (_UnidirectionalLSTM, _BidirectionalBase)
+    recurrent = (UnidirectionalLSTM, BidirectionalBase)
     first = layers[0]
     if isinstance(first, recurrent) or isinstance(first, RnnOutputLayer):
         layout = "nct"

@@ -1,0 +1,290 @@
+"""Two-direction layers: GravesBidirectionalLSTM (directions summed) and the Bidirectional
+wrapper (concat, add, mul, average), one flat parameter vector for both directions."""
+
+import numpy as np
+
+from ._base import (UnsupportedOperationError, _build_memory_report, _check_choice, _check_size,
+                    _exclusive, _FlatParameterLayer, _seed_sequence)
+from .lstm import GravesLSTM, UnidirectionalLSTM
+
+
+# --------------------------------------------------------------------------------------
+# bidirectional layers
+
+
+_BIDIRECTIONAL_MODES = ("concat", "add", "mul", "average")
+
+
+class BidirectionalBase(_FlatParameterLayer):
+    """Two directions with separate parameters, the forward direction's first in the flat array."""
+
+    mode = "add"
+
+    def _setup_directions(self, forward_layer, backward_layer):
+        self.forward_layer = forward_layer
+        self.backward_layer = backward_layer
+        backward_layer._process_forwards = False
+        self.n_in = forward_layer.n_in
+        self.dtype = forward_layer.dtype
+        self.n_out = 2 * forward_layer.n_out if self.mode == "concat" else forward_layer.n_out
+        n = self.num_params()
+        param_array = np.empty(n, dtype=self.dtype)
+        gradient_array = np.zeros(n, dtype=self.dtype)
+        self._param_array = param_array
+        self._gradient_array = gradient_array
+        self._split_storage()
+        self._outputs = None
+
+    def num_params(self):
+        return self.forward_layer.num_params() + self.backward_layer.num_params()
+
+    def _split_storage(self):
+        n_forward = self.forward_layer.num_params()
+        self.forward_layer.bind_storage(self._param_array[:n_forward], self._gradient_array[:n_forward])
+        self.backward_layer.bind_storage(self._param_array[n_forward:], self._gradient_array[n_forward:])
+
+    def _build_views(self):
+        self._split_storage()
+
+    def bind_storage(self, param_view, gradient_view):
+        # the directions' current values are copied into the new storage by their own bind_storage
+        self._check_storage_views(param_view, gradient_view)
+        self._param_array = param_view
+        self._gradient_array = gradient_view
+        self._split_storage()
+
+    def weight_param_mask(self):
+        return np.concatenate([self.forward_layer.weight_param_mask(), self.backward_layer.weight_param_mask()])
+
+    @property
+    def activation(self):
+        return self.forward_layer.activation
+
+    @property
+    def gate_activation(self):
+        return self.forward_layer.gate_activation
+
+    @property
+    def peepholes(self):
+        return self.forward_layer.peepholes
+
+    # ---- passes ----------------------------------------------------------------------
+    @_exclusive
+    def forward(self, x, mask=None, training=False):
+        """Both directions over the whole sequence (the backward one from the last step to
+        the first, with the same mask), combined by ``mode``."""
+        saved = self.forward_layer._pass_state()
+        output_forward = self.forward_layer.forward(x, mask=mask, training=training)
+        try:
+            output_backward = self.backward_layer.forward(x, mask=mask, training=training)
+        except BaseException:
+            # e.g. Ctrl-C during the second direction: keep the directions' records consistent
+            self.forward_layer._restore_pass_state(saved)
+            raise
+        self._outputs = (output_forward, output_backward) if (training and self.mode == "mul") else None
+        # "add"/"average" combine in place into the forward direction's output array: the
+        # backward pass reads the kernels' cache, never ForwardResult.output
+        if self.mode == "add":
+            return np.add(output_forward, output_backward, out=output_forward)
+        if self.mode == "average":
+            out = np.add(output_forward, output_backward, out=output_forward)
+            out *= 0.5
+            return out
+        if self.mode == "mul":
+            return output_forward * output_backward
+        return np.concatenate([output_forward, output_backward], axis=1)
+
+    @_exclusive
+    def backward(self, epsilon, tbptt_length=None):
+        """Split ``epsilon`` between the directions as ``mode`` requires, back-propagate both,
+        and return the sum of their dL/dx. Truncated BPTT is not possible (as in DL4J)."""
+        if tbptt_length is not None:
+            raise UnsupportedOperationError(
+                f"{type(self).__name__}.backward: truncated BPTT (tbptt_length={tbptt_length}) is not possible "
+                f"with bidirectional layers: the backward direction needs the whole sequence")
+        eps = np.asarray(epsilon)
+        h = self.forward_layer.n_out
+        if self.mode == "concat":
+            if eps.ndim < 2 or eps.shape[1] != 2 * h:
+                raise ValueError(f"{type(self).__name__}.backward: epsilon must be [minibatch, {2 * h}, T] "
+                                 f"(both directions concatenated); got shape {eps.shape}")
+            eps_forward, eps_backward = eps[:, :h], eps[:, h:]
+        elif self.mode == "add":
+            eps_forward = eps_backward = eps
+        elif self.mode == "average":
+            eps_forward = eps_backward = eps * 0.5
+        else:  # mul
+            if self._outputs is None:
+                raise ValueError(f"{type(self).__name__}.backward: no training forward pass to back-propagate; "
+                                 f"call forward(x, training=True) first")
+            output_forward, output_backward = self._outputs
+            if eps.shape != output_forward.shape:
+                raise ValueError(f"{type(self).__name__}.backward: epsilon must have shape "
+                                 f"{output_forward.shape}; got {eps.shape}")
+            eps_forward = eps * output_backward
+            eps_backward = eps * output_forward
+        forward_layer = self.forward_layer
+        saved = (forward_layer.gradients.copy(), forward_layer.state_gradients)
+        dx = forward_layer.backward(eps_forward)
+        try:
+            dx_backward = self.backward_layer.backward(eps_backward)
+        except BaseException:
+            # e.g. Ctrl-C during the second direction: leave the gradients as they were
+            forward_layer.gradients[...] = saved[0]
+            forward_layer.state_gradients = saved[1]
+            raise
+        return np.add(dx, dx_backward, out=dx)
+
+    # ---- streaming is impossible ---------------------------------------------------------
+    def _refuse(self, what):
+        raise UnsupportedOperationError(
+            f"{type(self).__name__}.{what}: bidirectional layers cannot be stepped through time or "
+            f"trained with truncated BPTT; they need the whole sequence at once (use forward)")
+
+    def rnn_time_step(self, x, mask=None):
+        self._refuse("rnn_time_step")
+
+    def rnn_get_previous_state(self):
+        self._refuse("rnn_get_previous_state")
+
+    def rnn_set_previous_state(self, h, c):
+        self._refuse("rnn_set_previous_state")
+
+    def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True):
+        self._refuse("rnn_activate_using_stored_state")
+
+    def rnn_clear_previous_state(self):
+        """Nothing to clear (bidirectional layers keep no state), as in DL4J."""
+
+    # ---- memory ------------------------------------------------------------------------
+    def memory_report(self, ts_length, minibatch=1, updater=None):
+        """The directions' report doubled, as the seed's bidirectional ``getMemoryReport``."""
+        ts_length = _check_size("ts_length", ts_length)
+        minibatch = _check_size("minibatch", minibatch)
+        return _build_memory_report(self, [self.forward_layer, self.backward_layer], ts_length, minibatch,
+                                    updater, factor=2)
+
+    def _allocated_bytes(self, ts_length, minibatch):
+        one = self.forward_layer._allocation_parts(ts_length, minibatch)
+        output = one["output"]
+        # inference: the forward direction's output stays alive while the backward direction
+        # runs; "add"/"average" combine in place, "mul" makes one new array, "concat" a double one
+        combine = {"add": 0, "average": 0, "mul": output, "concat": 2 * output}[self.mode]
+        inference = max(output + one["inference"], 2 * output + combine)
+        # training: both records live through both backward passes; the combined output of
+        # "concat"/"mul" is the caller's (freed after forward when the caller drops it); the
+        # forward direction's dL/dx and state gradients live while the backward direction runs
+        epsilon_split = {"add": 0, "concat": 0, "average": output, "mul": 2 * output}[self.mode]
+        retained_after_backward = one["input_gradient"] + one["state_gradients"]
+        training = 2 * (one["dropped_weights"] + one["record"]) \
+            + max(combine, epsilon_split + retained_after_backward + one["backward_peak"])
+        return {"inference": inference, "training": training}
+
+
+class GravesBidirectionalLSTM(BidirectionalBase):
+    """DL4J's GravesBidirectionalLSTM: two Graves (peephole) LSTM directions with separate
+    parameters; output = forward direction + backward direction.
+
+    Flat order ``WF, RWF, bF, WB, RWB, bB``; ``layer.WF`` etc. are views.
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
+    """
+
+    mode = "add"
+
+    def __init__(self, n_in, n_out, *, activation="tanh", gate_activation="sigmoid",
+                 forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
+                 drop_connect=None):
+        sequence = _seed_sequence(seed)
+        forward_seed, backward_seed = sequence.spawn(2)
+        options = dict(activation=activation, gate_activation=gate_activation,
+                       forget_gate_bias_init=forget_gate_bias_init, weight_init=weight_init, dtype=dtype,
+                       drop_connect=drop_connect)
+        self.seed = seed
+        self._setup_directions(GravesLSTM(n_in, n_out, seed=forward_seed, **options),
+                               GravesLSTM(n_in, n_out, seed=backward_seed, **options))
+
+    @property
+    def WF(self):
+        return self.forward_layer.W
+
+    @property
+    def RWF(self):
+        return self.forward_layer.RW
+
+    @property
+    def bF(self):
+        return self.forward_layer.b
+
+    @property
+    def WB(self):
+        return self.backward_layer.W
+
+    @property
+    def RWB(self):
+        return self.backward_layer.RW
+
+    @property
+    def bB(self):
+        return self.backward_layer.b
+
+    def param_table(self):
+        f, b = self.forward_layer, self.backward_layer
+        return {"WF": f.W, "RWF": f.RW, "bF": f.b, "WB": b.W, "RWB": b.RW, "bB": b.b}
+
+    def gradient_table(self):
+        f, b = self.forward_layer, self.backward_layer
+        return {"WF": f.W_gradient, "RWF": f.RW_gradient, "bF": f.b_gradient,
+                "WB": b.W_gradient, "RWB": b.RW_gradient, "bB": b.b_gradient}
+
+    def _describe(self):
+        f = self.forward_layer
+        return (f"GravesBidirectionalLSTM(n_in={self.n_in}, n_out={self.n_out}, activation={f.activation!r}, "
+                f"gate_activation={f.gate_activation!r}, dtype={self.dtype.name})")
+
+
+class Bidirectional(BidirectionalBase):
+    """DL4J's ``Bidirectional`` wrapper around an LSTM or GravesLSTM.
+
+    ``Bidirectional(layer, mode="concat", *, seed=None)``: ``layer`` becomes the forward
+    direction (it keeps its parameters, which move into the wrapper's flat array); the backward
+    direction is a new layer of the same configuration, initialised from ``seed`` (default: a
+    seed derived from the wrapped layer's). Modes: "concat" (forward direction first, output
+    ``[minibatch, 2h, T]``), "add", "mul", "average".
+
+    Threads: one call at a time per layer object. A call made while another thread is inside a
+    call on the same layer raises :class:`ConcurrentUseError` ("layer is in use by another
+    thread") at once and changes nothing (see "Threads" in the module docstring).
+    """
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.forward_layer._owner = self
+
+    def __init__(self, layer, mode="concat", *, seed=None):
+        if not isinstance(layer, UnidirectionalLSTM):
+            raise TypeError(f"Bidirectional wraps a GravesLSTM or LSTM layer; got {type(layer).__name__}")
+        if getattr(layer, "_owner", None) is not None:
+            raise ValueError(f"Bidirectional: the layer {layer!r} already belongs to another container "
+                             f"(a Sequential or a bidirectional layer); wrap a new layer")
+        layer._owner = self
+        self.mode = _check_choice("mode", mode, _BIDIRECTIONAL_MODES)
+        if seed is None:
+            seed = layer._seed_sequence.spawn(1)[0]
+        self.seed = seed
+        self._setup_directions(layer, layer._clone_configuration(_seed_sequence(seed)))
+
+    def param_table(self):
+        table = {"f" + k: v for k, v in self.forward_layer.param_table().items()}
+        table.update({"b" + k: v for k, v in self.backward_layer.param_table().items()})
+        return table
+
+    def gradient_table(self):
+        table = {"f" + k: v for k, v in self.forward_layer.gradient_table().items()}
+        table.update({"b" + k: v for k, v in self.backward_layer.gradient_table().items()})
+        return table
+
+    def _describe(self):
+        return f"Bidirectional({self.forward_layer._describe()}, mode={self.mode!r})"
