@@ -97,11 +97,11 @@ cdef lstm_tuning lstm_default_tuning() noexcept nogil:
     # 740 vs 790 ms, float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64
     # (512 KB per step) 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388
     # vs 354 ms. One limit serves every team size, since the choice changes the bits and the
-    # team size must not: the team's, 512 KB. One thread pays for it between 64 and 512 KB per
-    # step: forward (20, 64, 256, 256) float64 (128 KB) 5.0% more instructions (callgrind),
-    # 20-30% more CPU time (noisy); training (20, 16, 600, 128) float64 (75 KB) 9.2% more
-    # instructions.
-    t.input_product_max_bytes = 524288
+    # team size must not. The one-thread limit, 64 KB: the team's 512 KB cost one thread 20-30%
+    # of CPU time between 64 and 512 KB per step (forward (100, 64, 256, 256) float64, 128 KB:
+    # 153-173 ms at 64 KB against 202-203 ms at 512 KB, alternating runs on an idle Xeon), where
+    # the chunk GEMM costs the team only the 3-7% above.
+    t.input_product_max_bytes = 65536
     # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
     # between cores) and the unit split must leave the packed product whole 6-column panels:
     # at least this many units per thread and this many multiply-adds per thread and step.
