@@ -36,6 +36,7 @@ import numpy as np
 
 from . import kernels as _kernels
 from .layers import BidirectionalBase, UnidirectionalLSTM
+from .layers.bidirectional import BIDIRECTIONAL_MODES, combine_directions
 from .layers._base import (
     WEIGHT_INITS,
     UnsupportedOperationError,
@@ -425,26 +426,12 @@ class RnnOutputLayer(OutputLayer):
 # --------------------------------------------------------------------------------------
 # inference-only layers of DL4J ComputationGraphs (see lstmfast.dl4j.load_graph)
 
-#: How ``Bidirectional`` wrappers combine their two directions (DL4J's modes).
-COMBINE_MODES = ("concat", "add", "mul", "average")
-
-
-def _combine(mode, forward, backward):
-    if mode == "concat":
-        return np.concatenate([forward, backward], axis=1)
-    if mode == "add":
-        return forward + backward
-    if mode == "mul":
-        return forward * backward
-    return 0.5 * (forward + backward)
-
-
 class SimpleRnn:
     """DL4J's SimpleRnn for inference: ``out_t = act(x_t W + out_{t-1} RW + b)`` over
     ``x`` ``[minibatch, n_in, T]``, no state before the first step.
 
     ``params`` is DL4J's flat layout: ``W`` ``[n_in, n_out]`` then ``RW`` ``[n_out, n_out]`` (both
-    Fortran order) then ``b`` ``[n_out]``; with ``mode`` (one of :data:`COMBINE_MODES`) the layer
+    Fortran order) then ``b`` ``[n_out]``; with ``mode`` (one of ``BIDIRECTIONAL_MODES``) the layer
     is DL4J's ``Bidirectional`` around a SimpleRnn: the forward direction's parameters, then the
     backward one's, combined by ``mode``. The layer's arrays are views into ``params``.
     """
@@ -453,7 +440,7 @@ class SimpleRnn:
         n_in, n_out = _check_size("n_in", n_in), _check_size("n_out", n_out)
         self.n_in, self.n_out = n_in, n_out
         self.activation = _check_choice("activation", activation, DENSE_ACTIVATIONS)
-        self.mode = None if mode is None else _check_choice("mode", mode, COMBINE_MODES)
+        self.mode = None if mode is None else _check_choice("mode", mode, BIDIRECTIONAL_MODES)
         flat = np.asarray(params).reshape(-1)
         per_direction = n_in * n_out + n_out * n_out + n_out
         directions = 1 if self.mode is None else 2
@@ -493,7 +480,7 @@ class SimpleRnn:
             raise ValueError(f"x: expected [minibatch, {self.n_in}, T]; got shape {np.shape(x)}")
         outs = [self._direction(x, *arrays, forwards=(d == 0))
                 for d, arrays in enumerate(self.directions)]
-        return outs[0] if self.mode is None else _combine(self.mode, *outs)
+        return outs[0] if self.mode is None else combine_directions(self.mode, *outs)
 
     def __repr__(self):
         inner = f"SimpleRnn(n_in={self.n_in}, n_out={self.n_out}, activation={self.activation!r})"

@@ -12,7 +12,22 @@ from .lstm import GravesLSTM, UnidirectionalLSTM
 # bidirectional layers
 
 
-_BIDIRECTIONAL_MODES = ("concat", "add", "mul", "average")
+#: How a bidirectional layer combines its two directions' outputs (DL4J's modes).
+BIDIRECTIONAL_MODES = ("concat", "add", "mul", "average")
+
+
+def combine_directions(mode, forward, backward):
+    """The two directions' outputs ``[mb, n, T]`` combined by ``mode``: concatenated along the
+    feature axis, or added, multiplied or averaged ("add" and "average" write into ``forward``)."""
+    if mode == "add":
+        return np.add(forward, backward, out=forward)
+    if mode == "average":
+        out = np.add(forward, backward, out=forward)
+        out *= 0.5
+        return out
+    if mode == "mul":
+        return forward * backward
+    return np.concatenate([forward, backward], axis=1)
 
 
 class BidirectionalBase(_FlatParameterLayer):
@@ -82,17 +97,9 @@ class BidirectionalBase(_FlatParameterLayer):
             self.forward_layer._restore_pass_state(saved)
             raise
         self._outputs = (output_forward, output_backward) if (training and self.mode == "mul") else None
-        # "add"/"average" combine in place into the forward direction's output array: the
-        # backward pass reads the kernels' cache, never ForwardResult.output
-        if self.mode == "add":
-            return np.add(output_forward, output_backward, out=output_forward)
-        if self.mode == "average":
-            out = np.add(output_forward, output_backward, out=output_forward)
-            out *= 0.5
-            return out
-        if self.mode == "mul":
-            return output_forward * output_backward
-        return np.concatenate([output_forward, output_backward], axis=1)
+        # the backward pass reads the kernels' cache, never ForwardResult.output: the forward
+        # direction's output array may take the combination
+        return combine_directions(self.mode, output_forward, output_backward)
 
     @_exclusive
     def backward(self, epsilon, tbptt_length=None):
@@ -270,7 +277,7 @@ class Bidirectional(BidirectionalBase):
             raise ValueError(f"Bidirectional: the layer {layer!r} already belongs to another container "
                              f"(a Sequential or a bidirectional layer); wrap a new layer")
         layer._owner = self
-        self.mode = _check_choice("mode", mode, _BIDIRECTIONAL_MODES)
+        self.mode = _check_choice("mode", mode, BIDIRECTIONAL_MODES)
         if seed is None:
             seed = layer._seed_sequence.spawn(1)[0]
         self.seed = seed
