@@ -3,17 +3,27 @@
 weights ``.h5``, and returns a :class:`KerasModel` whose :meth:`~KerasModel.predict` gives
 Keras's ``predict`` for inputs ``[minibatch, T, features]`` (Keras's layout).
 
-Layers: InputLayer, LSTM (``return_sequences``, ``go_backwards``, ``use_bias``, any
-``recurrent_activation`` of sigmoid / hard_sigmoid as the saving Keras defines it: Keras 2's
-``clip(0.2 x + 0.5)``, Keras 3's ``clip(x / 6 + 0.5)``), Bidirectional (concat, sum, mul, ave),
-Dense, TimeDistributed(Dense), Dropout and SpatialDropout (no-ops at inference), Masking. Models:
-Sequential and functional models whose layers form one chain. Anything else is a ValueError
-naming the layer. ``.h5`` files need ``h5py`` (``pip install 'lstmfast[keras]'``); ``.keras``
+Layers: InputLayer, LSTM (``return_sequences``, ``return_state``, ``stateful``,
+``go_backwards``, ``use_bias``, any ``recurrent_activation`` of sigmoid / hard_sigmoid as the
+saving Keras defines it: Keras 2's ``clip(0.2 x + 0.5)``, Keras 3's ``clip(x / 6 + 0.5)``),
+Bidirectional (concat, sum, mul, ave), Dense, TimeDistributed(Dense), Dropout and SpatialDropout
+(no-ops at inference), Masking. Models: Sequential, and functional models of one input whose
+layers each read one tensor (a chain, or branches such as a Dense on an LSTM's returned state)
+with any of those tensors as outputs. Anything else is a ValueError naming the layer.
+
+``return_state=True`` gives Keras's outputs: the layer's output, then h and c (a Bidirectional
+one: forward h, c, then backward h, c), the state after each example's last unmasked step.
+``stateful=True`` layers carry their state from one :meth:`KerasModel.predict` to the next as
+Keras's do (each example continues where the same row of the previous call stopped);
+:meth:`KerasModel.reset_states` clears it, like calling ``reset_states()`` on Keras's layers.
+
+``.h5`` files need ``h5py`` (``pip install 'lstmfast[keras]'``); ``.keras``
 files are zip archives with an HDF5 weights file inside, so they need it too.
 
 Masking follows Keras: a masked step leaves the LSTM state unchanged and repeats the previous
-output (zeros when the layer's ``zero_output_for_mask`` is set); lstmfast runs each distinct
-mask row's unmasked steps as one sequence, which is exactly that.
+output (zeros when the layer's ``zero_output_for_mask`` is set; before the first unmasked step,
+the starting h); lstmfast runs each distinct mask row's unmasked steps as one sequence, which is
+exactly that.
 """
 
 from __future__ import annotations
@@ -87,41 +97,54 @@ def _activation_name(value):
 # one LSTM direction with Keras's masking
 
 
-def _lstm_keras(x, params, activation, gate, mask, go_backwards, zero_output_for_mask):
-    """x [N, T, C] -> (sequence outputs [N, T, h] in the order Keras returns them, last [N, h])."""
+def _lstm_keras(x, params, activation, gate, mask, go_backwards, zero_output_for_mask,
+                state=None, unroll=False):
+    """x [N, T, C] -> (sequence outputs [N, T, h] in the order Keras returns them, (h, c) after
+    each example's last unmasked step: Keras's returned and carried state). ``state``: the
+    (h, c) [N, h] to start from (None: zeros). A masked step repeats the previous output; before
+    the first unmasked one that is the start state h (zeros when ``unroll``: Keras's two loops
+    differ there)."""
     W, RW, b = params
     if go_backwards:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
     N, T, _ = x.shape
     hidden = RW.shape[0]
+    h0, c0 = (None, None) if state is None else state
 
-    def run(xs):
+    def run(xs, members):
         r = lstm_forward(np.ascontiguousarray(xs.transpose(0, 2, 1)), W, RW, b,
+                         h0=None if h0 is None else h0[members],
+                         c0=None if c0 is None else c0[members],
                          activation=activation, gate_activation=gate)
-        return r.output.transpose(0, 2, 1)
+        return r.output.transpose(0, 2, 1), r.last_h, r.last_c
 
     if mask is None or mask.all():
-        seq = run(x)
-        return seq, seq[:, -1]
+        seq, h, c = run(x, slice(None))
+        return seq, (h, c)
     seq = np.zeros((N, T, hidden), dtype=W.dtype)
-    last = np.zeros((N, hidden), dtype=W.dtype)
+    # rows masked at every step keep the state they started with
+    h = np.zeros((N, hidden), dtype=W.dtype) if h0 is None else h0.copy()
+    c = np.zeros((N, hidden), dtype=W.dtype) if c0 is None else c0.copy()
     rows, inverse = np.unique(mask, axis=0, return_inverse=True)
     for k, row in enumerate(rows):
         members = np.flatnonzero(inverse.reshape(-1) == k)
         steps = np.flatnonzero(row)
         if steps.size == 0:
+            if not zero_output_for_mask and not unroll and h0 is not None:
+                seq[members] = h0[members][:, None, :]
             continue
-        ys = run(x[members][:, steps])                    # [n, len, h]
+        ys, h[members], c[members] = run(x[members][:, steps], members)   # ys [n, len, h]
         position = np.cumsum(row) - 1                      # output index at each step
         valid = position >= 0
         filled = np.zeros((members.size, T, hidden), dtype=W.dtype)
         filled[:, valid] = ys[:, position[valid]]
+        if not zero_output_for_mask and not unroll and h0 is not None:
+            filled[:, ~valid] = h0[members][:, None, :]
         if zero_output_for_mask:
             filled[:, ~row.astype(bool)] = 0
         seq[members] = filled
-        last[members] = ys[:, -1]
-    return seq, last
+    return seq, (h, c)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,10 +152,15 @@ def _lstm_keras(x, params, activation, gate, mask, go_backwards, zero_output_for
 
 
 class _Step:
-    consumes_mask = False
+    """One layer: ``step(x, mask)`` -> its output tensors (a list); ``output_masks(mask, n)``
+    the Keras mask of each (None: no mask)."""
+    n_outputs = 1
 
     def __init__(self, name, kind):
         self.name, self.kind = name, kind
+
+    def output_masks(self, mask):
+        return [mask]
 
     def __repr__(self):
         return f"{self.kind}({self.name!r})"
@@ -142,13 +170,12 @@ class _Lstm(_Step):
     def __init__(self, name, config, weights, version, label, wrapper=None):
         super().__init__(name, "Bidirectional" if wrapper else "LSTM")
         self.config = config
-        for key in ("stateful", "return_state"):
-            if config.get(key):
-                raise ValueError(f"{label}: {key}=True is not supported by lstmfast.keras.load "
-                                 f"(use lstmfast layers' rnn_time_step for streaming)")
         self.return_sequences = bool(config.get("return_sequences", False))
+        self.return_state = bool(config.get("return_state", False))
+        self.stateful = bool(config.get("stateful", False))
         self.go_backwards = bool(config.get("go_backwards", False))
         self.zero_output_for_mask = bool(config.get("zero_output_for_mask", False))
+        self.unroll = bool(config.get("unroll", False))
         use_bias = config.get("use_bias", True)
         activation = _activation_name(config.get("activation", "tanh"))
         gate_name = _activation_name(config.get("recurrent_activation", "sigmoid"))
@@ -172,27 +199,53 @@ class _Lstm(_Step):
         self.n_in = self.directions[0][0].shape[0]
         self.merge_mode = wrapper
         self.label = label
-        self.consumes_mask = not self.return_sequences
+        # Keras's outputs: the output, then (h, c) of each direction when return_state is set
+        self.n_outputs = 1 + (2 * len(self.directions) if self.return_state else 0)
+        #: per direction, the (h, c) a stateful layer carries to the next call (None: zeros)
+        self.states = None
+
+    def reset_states(self):
+        """Forget the carried state: the next call starts from zeros (Keras's reset_states)."""
+        self.states = None
+
+    def output_masks(self, mask):
+        # the sequence output keeps the mask; a last step or a state has none
+        return [mask if self.return_sequences else None] + [None] * (self.n_outputs - 1)
 
     def __call__(self, x, mask):
         if x.ndim != 3 or x.shape[2] != self.n_in:
             raise ValueError(f"{self.label}: expected input [minibatch, T, {self.n_in}], got "
                              f"{list(x.shape)}")
         x = x.astype(self.directions[0][0].dtype, copy=False)
-        seq, last = _lstm_keras(x, self.directions[0], self.activation, self.gate, mask,
-                                self.go_backwards, self.zero_output_for_mask)
+        start = self.states if self.stateful else None
+        if start is not None and start[0][0].shape[0] != x.shape[0]:
+            raise ValueError(f"{self.label}: this stateful layer carries the state of "
+                             f"{start[0][0].shape[0]} examples but the input has {x.shape[0]}; "
+                             f"call reset_states() before a batch of another size")
+        outputs, states = [], []
+        for d, params in enumerate(self.directions):
+            # Keras's Bidirectional runs its backward layer with go_backwards flipped
+            backwards = self.go_backwards if d == 0 else not self.go_backwards
+            seq, state = _lstm_keras(x, params, self.activation, self.gate, mask, backwards,
+                                     self.zero_output_for_mask, None if start is None else start[d],
+                                     self.unroll)
+            if self.return_sequences:
+                outputs.append(seq[:, ::-1] if d == 1 else seq)
+            else:
+                outputs.append(seq[:, -1])
+            states.append(state)
+        if self.stateful:
+            self.states = states
         if self.merge_mode is None:
-            return seq if self.return_sequences else last
-        seq_b, last_b = _lstm_keras(x, self.directions[1], self.activation, self.gate, mask,
-                                    True, self.zero_output_for_mask)
-        if self.return_sequences:
-            a, b = seq, seq_b[:, ::-1]
+            out = outputs[0]
+        elif self.merge_mode == "concat":
+            out = np.concatenate(outputs, axis=-1)
         else:
-            a, b = last, last_b
-        if self.merge_mode == "concat":
-            return np.concatenate([a, b], axis=-1)
-        return {"sum": np.add, "mul": np.multiply,
-                "ave": lambda p, q: (p + q) / 2}[self.merge_mode](a, b)
+            out = {"sum": np.add, "mul": np.multiply,
+                   "ave": lambda p, q: (p + q) / 2}[self.merge_mode](*outputs)
+        if not self.return_state:
+            return [out]
+        return [out] + [array for state in states for array in state]
 
 
 class _Dense(_Step):
@@ -220,7 +273,7 @@ class _Dense(_Step):
         z = x @ self.kernel.astype(x.dtype, copy=False)
         if self.bias is not None:
             z = z + self.bias.astype(x.dtype, copy=False)
-        return self.activation(z).astype(x.dtype, copy=False)
+        return [self.activation(z).astype(x.dtype, copy=False)]
 
 
 class _Masking(_Step):
@@ -228,39 +281,63 @@ class _Masking(_Step):
         super().__init__(name, "Masking")
         self.mask_value = float(config.get("mask_value", 0.0))
 
+    def keep(self, x):
+        return np.any(x != self.mask_value, axis=-1)
+
     def __call__(self, x, mask):
-        keep = np.any(x != self.mask_value, axis=-1)
-        return x * keep[..., None].astype(x.dtype)
+        return [x * self.keep(x)[..., None].astype(x.dtype)]
 
 
 class _Identity(_Step):
     def __call__(self, x, mask):
-        return x
+        return [x]
 
 
 class KerasModel:
     """A Keras model made runnable by lstmfast (see :func:`load`). ``predict(x)`` for x
     ``[minibatch, T, features]`` (or ``[minibatch, features]`` for models without recurrent
-    layers); ``steps`` lists the layers; ``keras_version`` the saving Keras."""
+    layers) gives what Keras's ``predict`` gives: one array, or a list when the model has several
+    outputs (an LSTM's ``return_state=True`` adds its h and c, per direction). ``steps`` lists
+    the layers; ``keras_version`` the saving Keras.
 
-    def __init__(self, steps, keras_version, dtype):
+    Stateful layers (``stateful=True``) keep their state from one ``predict`` to the next, as
+    Keras's do: each call continues every example from where the previous call left it (so the
+    minibatch size stays the same). :meth:`reset_states` starts them from zeros again."""
+
+    def __init__(self, steps, keras_version, dtype, wiring):
         self.steps = steps
         self.keras_version = keras_version
         self.dtype = dtype
+        # (None, [(layer, the tensor it reads)], the model's output tensors); a tensor is
+        # (layer name, output index), None the model's input
+        self._wiring = wiring
+
+    @property
+    def stateful(self):
+        """Whether a layer carries its state from one ``predict`` to the next."""
+        return any(getattr(step, "stateful", False) for step in self.steps)
+
+    def reset_states(self):
+        """Clear the state the stateful layers carry (Keras's ``reset_states``)."""
+        for step in self.steps:
+            if hasattr(step, "reset_states"):
+                step.reset_states()
 
     def predict(self, x):
         a = np.asarray(x)
         if a.dtype.kind not in "fiu":
             raise TypeError(f"predict: x must be a real array, got dtype {a.dtype}")
         a = a.astype(self.dtype, copy=False)
-        mask = None
-        for step in self.steps:
+        _, wiring, outputs = self._wiring
+        tensors = {None: (a, None)}          # (layer name, index) -> (value, Keras mask)
+        for step, inbound in wiring:
+            value, mask = tensors[inbound]
             if isinstance(step, _Masking):
-                mask = np.any(a != step.mask_value, axis=-1)
-            a = step(a, mask)
-            if step.consumes_mask:
-                mask = None
-        return a
+                mask = step.keep(value)
+            for i, pair in enumerate(zip(step(value, mask), step.output_masks(mask))):
+                tensors[(step.name, i)] = pair
+        values = [tensors[t][0] for t in outputs]
+        return values[0] if len(values) == 1 else values
 
     __call__ = predict
 
@@ -273,7 +350,10 @@ class KerasModel:
 
 
 def _layers_of(config, label="model"):
-    """The layer list of a Sequential or single-chain functional model configuration."""
+    """The layer list of a Sequential or functional model configuration, and for a functional
+    model its wiring: (layers, graph) with graph None for a Sequential, else a dict with
+    ``inbound`` (per layer, the (layer, tensor index) it reads; [] for InputLayer), ``inputs``
+    and ``outputs`` (lists of (layer, tensor index))."""
     if not isinstance(config, dict):
         raise ValueError(f"{label}: the configuration must be a JSON object, got "
                          f"{type(config).__name__}")
@@ -291,32 +371,62 @@ def _layers_of(config, label="model"):
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict) \
                 or not isinstance(layer.get("class_name"), str):
             raise ValueError(f"{label}: layer {i} is not a {{class_name, config}} object")
-    if cls != "Sequential":
-        if any(layer["class_name"] == "Masking" for layer in layers):
-            # Keras 3 records the mask's computation (not_equal, any) as operation layers
-            layers = [layer for layer in layers if layer["class_name"] not in _MASK_OPERATIONS]
-        _check_chain(layers)
-    return layers
+    if cls == "Sequential":
+        return layers, None
+    if any(layer["class_name"] == "Masking" for layer in layers):
+        # Keras 3 records the mask's computation (not_equal, any) as operation layers
+        layers = [layer for layer in layers if layer["class_name"] not in _MASK_OPERATIONS]
+    graph = {"inbound": [_inbound_tensors(layer) for layer in layers],
+             "inputs": _tensor_list(inner.get("input_layers"), f"{label}: input_layers"),
+             "outputs": _tensor_list(inner.get("output_layers"), f"{label}: output_layers")}
+    if len(graph["inputs"]) != 1:
+        raise ValueError(f"{label}: the model has {len(graph['inputs'])} inputs; "
+                         f"lstmfast.keras.load runs models of one input")
+    if not graph["outputs"]:
+        raise ValueError(f"{label}: the configuration names no output_layers")
+    return layers, graph
 
 
 _MASK_OPERATIONS = ("NotEqual", "Any")
 
 
-def _inbound_names(layer):
-    names = []
+def _tensor_ref(value):
+    """(layer name, tensor index) of a Keras 2 [name, node, tensor, {...}] or Keras 3
+    [name, node, tensor] reference, else None."""
+    if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str) \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value[1:3]):
+        return value[0], value[2]
+    return None
+
+
+def _tensor_list(value, label):
+    single = _tensor_ref(value)
+    if single is not None:                       # Keras 3 writes one tensor unnested
+        return [single]
+    refs = [_tensor_ref(v) for v in value] if isinstance(value, list) else [None]
+    if None in refs:
+        raise ValueError(f"{label}: expected [layer name, node index, tensor index] entries, "
+                         f"got {str(value)[:200]}")
+    return refs
+
+
+def _inbound_tensors(layer):
+    """The (layer, tensor index) a functional model's layer reads its data from."""
+    tensors = []
 
     def walk(value):
         if isinstance(value, dict):
-            history = value.get("config", {}).get("keras_history") if isinstance(
-                value.get("config"), dict) else None
+            inner = value.get("config")
+            history = inner.get("keras_history") if isinstance(inner, dict) else None
             if history:
-                names.append(history[0])
+                tensors.append(_tensor_ref(history) or (str(history[0]), 0))
                 return
             for v in value.values():
                 walk(v)
         elif isinstance(value, list):
-            if len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
-                names.append(value[0])            # Keras 2: [name, node_index, tensor_index, {}]
+            ref = _tensor_ref(value)
+            if ref is not None:                  # Keras 2: [name, node_index, tensor_index, {}]
+                tensors.append(ref)
                 return
             for v in value:
                 walk(v)
@@ -325,21 +435,34 @@ def _inbound_names(layer):
         # Keras 3 nodes are {"args": [...], "kwargs": {...}}: the data comes in through args;
         # kwargs carry the mask Masking computed, which predict tracks itself
         walk(node.get("args", []) if isinstance(node, dict) else node)
-    return names
+    return tensors
 
 
-def _check_chain(layers):
-    previous = None
-    for layer in layers:
-        name = layer.get("config", {}).get("name", layer.get("name"))
-        inbound = _inbound_names(layer)
-        if previous is None:
-            if inbound:
-                raise ValueError(f"layer {name!r}: a functional model must start with its InputLayer")
-        elif inbound != [previous]:
-            raise ValueError(f"layer {name!r} ({layer['class_name']}): takes {inbound}; "
-                             f"lstmfast.keras.load runs chains of layers, each fed by the one before")
-        previous = layer.get("name", name)
+def _wire(steps, graph):
+    """Check a functional model's wiring against its layers -> (input name, [(step, tensor)],
+    outputs): each layer reads one tensor that an earlier layer (or the input) produces."""
+    (input_name, _), = graph["inputs"]
+    produced = {input_name: 1}
+    wiring = []
+    for step, inbound in zip(steps, graph["inbound"]):
+        if step is None:                         # the InputLayer
+            continue
+        label = f"layer {step.name!r} ({step.kind})"
+        if len(inbound) != 1:
+            raise ValueError(f"{label}: takes {len(inbound)} inputs {inbound}; lstmfast.keras.load "
+                             f"runs layers of one input")
+        source, index = inbound[0]
+        if source not in produced or not 0 <= index < produced[source]:
+            raise ValueError(f"{label}: reads output {index} of {source!r}, which no earlier "
+                             f"layer produces")
+        wiring.append((step, (source, index) if source != input_name else None))
+        produced[step.name] = step.n_outputs
+    outputs = []
+    for source, index in graph["outputs"]:
+        if source not in produced or not 0 <= index < produced[source] or source == input_name:
+            raise ValueError(f"model output {index} of {source!r} is not produced by a layer")
+        outputs.append((source, index))
+    return None, wiring, outputs
 
 
 def _snake(class_name):
@@ -405,8 +528,9 @@ def _keras3_layer_weights(h5py, root, key, label):
 # building
 
 
-def _build(layers, weights_of, version, dtype):
-    steps = []
+def _build(model, weights_of, version, dtype):
+    layers, graph = model
+    steps = []                  # one per layer; None for an InputLayer
     counters = {}
     for i, spec in enumerate(layers):
         cls = spec["class_name"]
@@ -418,6 +542,7 @@ def _build(layers, weights_of, version, dtype):
         counters[snake] = index + 1
         key = snake if index == 0 else f"{snake}_{index}"
         if cls == "InputLayer":
+            steps.append(None)
             continue
         if cls in _DROPOUTS:
             steps.append(_Identity(name, cls))
@@ -449,9 +574,20 @@ def _build(layers, weights_of, version, dtype):
         else:
             raise ValueError(f"{label}: layer class {cls!r} is not supported by "
                              f"lstmfast.keras.load")
+    if graph is not None:
+        wiring = _wire(steps, graph)
+    steps = [step for step in steps if step is not None]
     if not steps:
         raise ValueError("the model has no layers lstmfast can run")
-    return KerasModel(steps, version, dtype)
+    if graph is None:           # a Sequential: each layer reads all of the one before
+        for step in steps[:-1]:
+            if step.n_outputs != 1:
+                raise ValueError(f"layer {step.name!r} ({step.kind}): return_state=True inside a "
+                                 f"Sequential hands the next layer a list; use a functional model")
+        wiring = (None, [(step, None if k == 0 else (steps[k - 1].name, 0))
+                         for k, step in enumerate(steps)],
+                  [(steps[-1].name, i) for i in range(steps[-1].n_outputs)])
+    return KerasModel(steps, version, dtype, wiring)
 
 
 def _version_of(text):

@@ -34,15 +34,65 @@ def test_files_give_keras_predictions(name, ext):
     np.testing.assert_allclose(got, stored["y"], rtol=0, atol=TOLERANCE)
 
 
+CALL_SEQUENCES = ["stateful_return_state", "bidirectional_return_state", "sequential_stateful"]
+
+
+@pytest.mark.parametrize("ext", [".keras", ".h5"])
+@pytest.mark.parametrize("name", CALL_SEQUENCES)
+def test_stateful_and_return_state_files_give_keras_predictions(name, ext):
+    """Successive predict calls, reset_states between two of them, every output (the LSTMs'
+    h and c with return_state=True) as Keras gave them."""
+    stored = np.load(DATA / f"keras_{name}.npz")
+    outputs = sorted((k for k in stored.files if k[0] == "y"), key=lambda k: int(k[1:]))
+    model = lstmfast.keras.load(DATA / f"keras_{name}{ext}")
+    assert model.stateful == (name != "bidirectional_return_state")
+    for call, (x, reset) in enumerate(zip(stored["x"], stored["resets"])):
+        if reset:
+            model.reset_states()
+        got = model.predict(x)
+        assert isinstance(got, list) and len(got) == len(outputs)
+        for k, value in zip(outputs, got):
+            assert value.shape == stored[k][call].shape
+            np.testing.assert_allclose(value, stored[k][call], rtol=0, atol=TOLERANCE,
+                                       err_msg=f"call {call}, output {k}")
+
+
+def test_stateful_layers_carry_their_state():
+    """Without the carried state (or with it never reset) the calls after the first differ."""
+    stored = np.load(DATA / "keras_stateful_return_state.npz")
+    model = lstmfast.keras.load(DATA / "keras_stateful_return_state.keras")
+    xs = stored["x"]
+    model.predict(xs[0])
+    model.reset_states()                       # what a stateless model would do
+    assert np.abs(model.predict(xs[1])[0] - stored["y0"][1]).max() > 1e-3
+    model.reset_states()
+    for x in xs[:3]:                           # never reset: the third call differs
+        got = model.predict(x)
+    assert np.abs(got[0] - stored["y0"][2]).max() > 1e-3
+    with pytest.raises(ValueError, match=r"layer 'lstm\w*' \(LSTM\): this stateful layer carries "
+                                         r"the state of 4 examples but the input has 2"):
+        model.predict(xs[0][:2])
+    model.reset_states()
+    assert model.predict(xs[0][:2])[0].shape == (2, 3)
+
+    # masked steps before an example's first step repeat the carried h (zeros only in Keras's
+    # unrolled loop): the sequence outputs of the second call show it
+    model.reset_states()
+    for step in model.steps:
+        if step.kind == "LSTM":
+            step.unroll = True
+    model.predict(xs[0])
+    assert np.abs(model.predict(xs[1])[5] - stored["y5"][1]).max() > 1e-3
+
+
 def test_the_files_exercise_what_they_claim():
     """Masking, go_backwards and the Keras 3 hard_sigmoid change the outputs of these files:
     loading them another way would fail the comparisons above."""
     stored = np.load(DATA / "keras_functional_masking.npz")
     model = lstmfast.keras.load(DATA / "keras_functional_masking.keras")
-    steps = model.steps
-    model.steps = [s for s in steps if s.kind != "Masking"]
+    masking, = [s for s in model.steps if s.kind == "Masking"]
+    masking.mask_value = np.nan             # masks nothing
     assert np.abs(model.predict(stored["x"]) - stored["y"]).max() > 1e-3
-    model.steps = steps
 
     stored = np.load(DATA / "keras_backwards_time_distributed.npz")
     model = lstmfast.keras.load(DATA / "keras_backwards_time_distributed.keras")
@@ -106,12 +156,13 @@ def test_bad_files_are_value_errors_naming_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'lstm_1' \(GRU\): layer class 'GRU' is not supported"):
         lstmfast.keras.load(tmp_path / "gru.keras")
 
-    def stateful(config):
-        config["config"]["layers"][1]["config"]["stateful"] = True
+    def return_state_in_sequential(config):
+        config["config"]["layers"][1]["config"]["return_state"] = True
 
-    rewrite_config(src, tmp_path / "stateful.keras", stateful)
-    with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): stateful=True"):
-        lstmfast.keras.load(tmp_path / "stateful.keras")
+    rewrite_config(src, tmp_path / "state.keras", return_state_in_sequential)
+    with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): return_state=True inside a "
+                                         r"Sequential"):
+        lstmfast.keras.load(tmp_path / "state.keras")
 
     def wrong_units(config):
         config["config"]["layers"][1]["config"]["use_bias"] = False
@@ -163,3 +214,66 @@ def test_live_keras_models(tmp_path):
         model.save(tmp_path / f"m{ext}")
         got = lstmfast.keras.load(tmp_path / f"m{ext}").predict(x)
         np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+
+
+def test_live_keras_stateful_and_return_state(tmp_path):
+    """A stateful functional model with return_state built here by the installed Keras: three
+    predict calls with a reset_states before the last, every output, both file formats."""
+    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    keras = pytest.importorskip("keras")
+    L = keras.layers
+    rng = np.random.default_rng(11)
+    inputs = keras.Input(batch_shape=(3, 4, 2))
+    seq, h, c = L.LSTM(3, return_sequences=True, return_state=True, stateful=True,
+                       go_backwards=True)(L.Masking(0.0)(inputs))
+    out = L.Bidirectional(L.LSTM(2, stateful=True), merge_mode="mul")(seq)
+    model = keras.Model(inputs, [out, h, c, seq])
+    model.set_weights([1.5 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    xs = rng.standard_normal((3, 3, 4, 2)).astype(np.float32)
+    xs[:, 1, 2:] = 0.0
+    expected = []
+    for k, x in enumerate(xs):
+        if k == 2:
+            for layer in model.layers:
+                if getattr(layer, "stateful", False):
+                    layer.reset_states()
+        expected.append(model.predict(x, verbose=0))
+    for ext in (".keras", ".h5"):
+        model.save(tmp_path / f"m{ext}")
+        loaded = lstmfast.keras.load(tmp_path / f"m{ext}")
+        for k, x in enumerate(xs):
+            if k == 2:
+                loaded.reset_states()
+            for got, want in zip(loaded.predict(x), expected[k]):
+                np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+
+
+def test_keras2_style_wiring(tmp_path):
+    """Keras 2 writes a functional model's wiring as nested lists ([[[name, node, tensor, {}]]]
+    per layer, output_layers always nested) and names no mask operations: the stateful
+    return_state file rewritten that way gives the same outputs."""
+    path = tmp_path / "keras2_style.h5"
+    shutil.copy(DATA / "keras_stateful_return_state.h5", path)
+    with h5py.File(path, "a") as f:
+        config = json.loads(f.attrs["model_config"])
+        inner = config["config"]
+        layers = [layer for layer in inner["layers"] if layer["class_name"] not in ("NotEqual", "Any")]
+        for layer in layers:
+            nodes = []
+            for node in layer["inbound_nodes"]:
+                history = node["args"][0]["config"]["keras_history"]
+                nodes.append([[history[0], history[1], history[2], {}]])
+            layer["inbound_nodes"] = nodes
+        inner["layers"] = layers
+        inner["input_layers"] = [inner["input_layers"]]
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.15.0"     # sigmoid gates: the same in both versions
+    model = lstmfast.keras.load(path)
+    assert model.keras_version == 2
+    stored = np.load(DATA / "keras_stateful_return_state.npz")
+    for call, (x, reset) in enumerate(zip(stored["x"], stored["resets"])):
+        if reset:
+            model.reset_states()
+        for k, value in enumerate(model.predict(x)):
+            np.testing.assert_allclose(value, stored[f"y{k}"][call], rtol=0, atol=TOLERANCE)
