@@ -31,11 +31,11 @@ __all__ += ["GravesLSTM", "LSTM", "GravesBidirectionalLSTM", "Bidirectional", "D
             "UnsupportedOperationError", "release_buffers", "set_num_threads", "get_num_threads"]
 
 
-_LAZY_SUBMODULES = ("convert", "onnx", "keras")
+_LAZY_SUBMODULES = ("convert", "onnx", "keras", "dl4j")
 
 
 def __getattr__(name):
-    # lstmfast.convert / .onnx / .keras on first use: their optional dependencies (onnx, h5py,
+    # lstmfast.convert / .onnx / .keras / .dl4j on first use: their optional dependencies (onnx, h5py,
     # keras) are imported by the functions that need them, never by `import lstmfast`
     if name in _LAZY_SUBMODULES:
         import importlib

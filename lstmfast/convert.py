@@ -329,13 +329,15 @@ def _make_layer(directions, activation="tanh", gate_activation="sigmoid"):
     return layer
 
 
-def _directions_of(layer, what):
+def _directions_of(layer, what, reverse_ok=False):
     """[(W, RW, b), ...] of an lstmfast layer: one for LSTM/GravesLSTM, two (forward first)
-    for Bidirectional(mode="concat")."""
+    for Bidirectional(mode="concat"). ``reverse_ok``: a one-direction layer may process time
+    in reverse."""
     if isinstance(layer, UnidirectionalLSTM):
-        if not layer._process_forwards:
-            raise ValueError(f"{what}: the layer is the backward direction of a bidirectional "
-                             f"layer; convert the bidirectional layer")
+        if not layer._process_forwards and not reverse_ok:
+            raise ValueError(f"{what}: the layer processes time in reverse (the backward "
+                             f"direction of a bidirectional layer, or an ONNX 'reverse' node); "
+                             f"the peer has no such single layer")
         return [(layer.W, layer.RW, layer.b)], layer
     if isinstance(layer, Bidirectional):
         if layer.mode != "concat":
@@ -591,11 +593,13 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
               hidden_size=None, layout=0):
     """An ONNX ``LSTM`` node's initializers and attributes -> an lstmfast layer.
 
-    ``W``, ``R``, ``B``, ``P`` as in :func:`onnx_to_lstmfast`; ``direction`` the node's attribute
-    (``"forward"`` or ``"bidirectional"``; ``"reverse"`` is refused: lstmfast layers run forwards
-    except inside a bidirectional one). Result: GravesLSTM when ``P`` is given (peepholes), LSTM
-    otherwise; for ``"bidirectional"`` a :class:`lstmfast.Bidirectional` in ``"concat"`` mode
-    (ONNX's ``Y`` ``[T, 2, mb, h]`` holds the same two outputs). ``activations``: the node's list
+    ``W``, ``R``, ``B``, ``P`` as in :func:`onnx_to_lstmfast`; ``direction`` the node's attribute.
+    Result: GravesLSTM when ``P`` is given (peepholes), LSTM otherwise; for ``"reverse"`` that
+    layer processing time from the last step to the first, like the backward direction of a
+    bidirectional layer (its ``forward`` output is ONNX's ``Y`` in the original time order; it
+    cannot be stepped with ``rnn_time_step``); for ``"bidirectional"`` a
+    :class:`lstmfast.Bidirectional` in ``"concat"`` mode (ONNX's ``Y`` ``[T, 2, mb, h]`` holds the
+    same two outputs). ``activations``: the node's list
     (3 per direction: f for the gates, g for the cell input, h for the cell output; lstmfast
     needs g == h and the same for both directions), ``activation_alpha`` / ``activation_beta``
     one value per activation, or one per activation that takes it (ONNX Runtime's reading).
@@ -621,11 +625,9 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
         raise ValueError(f"from_onnx: clip={clip} is not supported (lstmfast does not clip)")
     if input_forget:
         raise ValueError("from_onnx: input_forget=1 (coupled input and forget gates) is not supported")
-    if direction not in ("forward", "bidirectional"):
-        if direction == "reverse":
-            raise ValueError("from_onnx: direction='reverse' is not supported as a layer; use "
-                             "onnx_to_lstmfast(...) and lstmfast.lstm_forward(..., forwards=False)")
-        raise ValueError(f"from_onnx: unknown direction {direction!r}")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"from_onnx: unknown direction {direction!r} (forward, reverse or "
+                         f"bidirectional)")
     n_dirs = 2 if direction == "bidirectional" else 1
     if np.shape(W)[0] != n_dirs:
         raise ValueError(f"from_onnx: direction={direction!r} needs num_directions = {n_dirs}, "
@@ -652,16 +654,21 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
             raise ValueError(f"from_onnx: gate activation f = {names[0]} is not supported "
                              f"(Sigmoid or HardSigmoid(0.2, 0.5))")
     directions = [onnx_to_lstmfast(W, R, B, P, direction=d) for d in range(n_dirs)]
-    return _make_layer(directions, act, gate)
+    layer = _make_layer(directions, act, gate)
+    if direction == "reverse":
+        # the layers' own reverse processing: what a bidirectional layer's backward direction
+        # runs, so Y, Y_h and Y_c come out as ONNX gives them
+        layer._process_forwards = False
+    return layer
 
 
 def to_onnx(layer):
-    """An lstmfast LSTM / GravesLSTM / ``Bidirectional(mode="concat")`` -> a dict with the ONNX
+    """An lstmfast LSTM / GravesLSTM (either direction) / ``Bidirectional(mode="concat")`` -> a dict with the ONNX
     ``LSTM`` node's initializers ``"W"``, ``"R"``, ``"B"``, ``"P"`` (None without peepholes) and
     ``"attributes"`` (``hidden_size``, ``direction``, ``activations``; alpha / beta are the
     ONNX defaults, so none are written). The node's ``Y`` is then ``[T, dirs, mb, h]``
     with X ``[T, mb, nIn]`` (``layout=0``)."""
-    directions, first = _directions_of(layer, "to_onnx")
+    directions, first = _directions_of(layer, "to_onnx", reverse_ok=True)
     parts = [lstmfast_to_onnx(*d) for d in directions]
     W = np.concatenate([p[0] for p in parts])
     R = np.concatenate([p[1] for p in parts])
@@ -676,6 +683,7 @@ def to_onnx(layer):
     # defaults, so no activation_alpha / activation_beta is written (their reading differs
     # between ONNX's text and ONNX Runtime)
     attributes = {"hidden_size": first.n_out,
-                  "direction": "bidirectional" if len(directions) == 2 else "forward",
+                  "direction": ("bidirectional" if len(directions) == 2 else
+                                "forward" if first._process_forwards else "reverse"),
                   "activations": names * len(directions)}
     return {"W": W, "R": R, "B": B, "P": P, "attributes": attributes}

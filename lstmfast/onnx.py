@@ -389,7 +389,7 @@ class _LstmNode:
         try:
             layer = convert.from_onnx(
                 weights["W"], weights["R"], weights["B"], weights["P"],
-                direction="forward" if self.direction == "reverse" else self.direction,
+                direction=self.direction,
                 activations=attributes.get("activations"),
                 activation_alpha=attributes.get("activation_alpha"),
                 activation_beta=attributes.get("activation_beta"),
@@ -403,7 +403,7 @@ class _LstmNode:
             directions = [layer]
         self.layer = layer
         self.params = [(d.W, d.RW, d.b) for d in directions]
-        self.forwards = [self.direction != "reverse", False][:len(directions)]
+        self.forwards = [d._process_forwards for d in directions]
         self.activation = directions[0].activation
         self.gate_activation = directions[0].gate_activation
         self.hidden = directions[0].n_out
@@ -785,11 +785,7 @@ def layer_from_node(node, initializers):
         items = [(t.name, t) for t in initializers]
     constants = {name: _to_array(onnx, v, "initializer") if hasattr(v, "dims") else np.asarray(v)
                  for name, v in items}
-    attributes = _attributes(onnx, node)
-    if convert._text(attributes.get("direction", "forward"), "direction") == "reverse":
-        raise ValueError(f"{_node_label(node)}: direction='reverse' is not supported as a layer; "
-                         f"lstmfast.onnx.load runs such nodes")
-    return _LstmNode(node, attributes, constants).layer
+    return _LstmNode(node, _attributes(onnx, node), constants).layer
 
 
 def load(path):

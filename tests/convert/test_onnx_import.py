@@ -255,3 +255,40 @@ def test_from_onnx_takes_a_node_and_its_initializers(tmp_path):
         np.testing.assert_array_equal(back.forward(x), layer.forward(x))
     with pytest.raises(ValueError, match="expected an LSTM NodeProto, got 'Transpose'"):
         lstmfast.convert.from_onnx(proto.graph.node[0], proto.graph)
+
+
+@pytest.mark.parametrize("peepholes", [False, True])
+def test_reverse_node_as_a_layer(tmp_path, peepholes):
+    """A direction='reverse' node becomes a layer processing time backwards: its forward output
+    is ONNX Runtime's Y in the original time order, its last state Y_h / Y_c; it exports back
+    to a reverse node, and formats without such a layer refuse it."""
+    rng = np.random.default_rng(21)
+    T, mb, n_in, h = 6, 3, 4, 5
+    weights = lstm_weights(rng, 1, n_in, h, peepholes)
+    names = ["X", "W", "R", "B"] + (["", "", "", "P"] if peepholes else [])
+    node = helper.make_node("LSTM", names, ["Y", "Y_h", "Y_c"], name="rev", hidden_size=h,
+                            direction=b"reverse")
+    path = save(tmp_path, [node], [value("X", 3)], [value("Y", 4), value("Y_h", 3), value("Y_c", 3)],
+                weights)
+    x = rng.standard_normal((T, mb, n_in)).astype(F32)
+    Y, Y_h, Y_c = runtime(path, {"X": x})
+    proto = onnx.load(str(path))
+    for layer in (lstmfast.convert.from_onnx(proto.graph.node[0], proto.graph),
+                  lstmfast.convert.from_onnx(weights["W"], weights["R"], weights["B"],
+                                             weights.get("P"), direction="reverse")):
+        assert type(layer) is (lstmfast.GravesLSTM if peepholes else lstmfast.LSTM)
+        out = layer.forward(np.ascontiguousarray(x.transpose(1, 2, 0)))     # [mb, h, T]
+        np.testing.assert_allclose(out.transpose(2, 0, 1), Y[:, 0], rtol=0, atol=TOLERANCE)
+        # the reverse direction ends at time 0: Y_h is Y's first step
+        np.testing.assert_allclose(out[:, :, 0], Y_h[0], rtol=0, atol=TOLERANCE)
+        assert np.abs(out[:, :, -1] - Y_h[0]).max() > 1e-3
+    np.testing.assert_allclose(lstmfast.onnx.load(path).run(x)[2], Y_c, rtol=0, atol=TOLERANCE)
+    exported = lstmfast.onnx.export(layer, tmp_path / "back.onnx")
+    lstm, = [n for n in exported.graph.node if n.op_type == "LSTM"]
+    assert helper.get_attribute_value([a for a in lstm.attribute if a.name == "direction"][0]) \
+        == b"reverse"
+    assert lstmfast.convert.to_onnx(layer)["attributes"]["direction"] == "reverse"
+    with pytest.raises(ValueError, match="processes time in reverse"):
+        lstmfast.convert.to_torch(layer)
+    with pytest.raises(ValueError, match=r"layer 'layer0'.*reverse has no DL4J equivalent"):
+        lstmfast.dl4j.save(lstmfast.Sequential([layer]), tmp_path / "model.zip")
