@@ -1,18 +1,14 @@
 """ComputationGraphs beyond chains: an inference-only evaluator (:func:`load_graph`)."""
 
-import os
-import zlib
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from ._files import _MAX_JSON_BYTES, _ZIP_ERRORS, _open_zip, _read_entry
 from ._json import _decode_json
 from .config import (LayerSpec, _check_variables, _check_vertex_count, _layer_spec, _norm, _polymorphic,
                      _preprocessor)
-from .model import _make_layer, _modules
-from .nd4j import read_array
+from .model import _make_layer, _modules, read_zip
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,26 +258,7 @@ def load_graph(path, *, dtype=None) -> Graph:
     feature axis) and ElementWiseVertex (add, subtract, product, average, max).  No masks, no
     training: use :func:`load` (a trainable :class:`lstmfast.Sequential`) for chains.
     """
-    where = os.path.basename(os.fspath(path))
-    zf = _open_zip(path, where)
-    try:
-        with zf:
-            raw = _read_entry(zf, "configuration.json", _MAX_JSON_BYTES, where)
-            try:
-                spec = parse_graph(raw)
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            n = spec.n_params
-            raw_coeffs = _read_entry(zf, "coefficients.bin", 8 * n + 4096, where)
-    except _ZIP_ERRORS + (zlib.error,) as e:
-        raise ValueError(f"{where}: corrupted zip ({type(e).__name__}: {e})") from None
-    try:
-        coeffs = read_array(raw_coeffs, max_elements=n)
-    except ValueError as e:
-        raise ValueError(f"{where}: coefficients.bin: {e}") from None
-    if coeffs.size != n or coeffs.dtype.kind != "f":
-        raise ValueError(f"{where}: the configuration has {n} parameters but coefficients.bin "
-                         f"holds {coeffs.size} {coeffs.dtype} values")
+    spec, coeffs = read_zip(path, parse_graph)
     if dtype is None:
         dtype = np.float64 if coeffs.dtype == np.float64 else np.float32
     return Graph(spec, coeffs.reshape(-1), dtype=dtype)

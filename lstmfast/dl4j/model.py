@@ -100,13 +100,21 @@ def build(spec: ModelSpec, params=None, *, dtype=np.float32):
 def read_model(path):
     """``(ModelSpec, flat parameter vector)`` of a DL4J ModelSerializer zip, without building
     anything (the parameters in the file's dtype)."""
+    return read_zip(path, parse_configuration)
+
+
+def read_zip(path, parse):
+    """``(parse(configuration.json), flat parameter vector)`` of a ModelSerializer zip (a
+    MultiLayerNetwork or a ComputationGraph, as ``parse`` reads it; the result must have
+    ``n_params``), reading each entry with bounded memory. Every problem is a ValueError
+    naming the file."""
     where = os.path.basename(os.fspath(path))
     zf = _open_zip(path, where)
     try:
         with zf:
             raw = _read_entry(zf, "configuration.json", _MAX_JSON_BYTES, where)
             try:
-                spec = parse_configuration(raw)
+                spec = parse(raw)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
             n = spec.n_params
