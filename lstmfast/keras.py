@@ -89,7 +89,19 @@ def _dense_activation(name, version, label):
 
 def _activation_name(value):
     if isinstance(value, dict):        # Keras 3 may serialise activations as objects
-        return value.get("config", {}).get("name", value.get("class_name"))
+        inner = value.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else inner
+        name = name if isinstance(name, str) else value.get("class_name")
+        # an object naming nothing stays as it is: the activation tables refuse it by layer
+        return name if isinstance(name, str) else str(value)
+    return value
+
+
+def _flag(config, key, default, label):
+    """A boolean setting of a layer's configuration (a string "false" must not read as True)."""
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{label}: {key} must be true or false, got {value!r}")
     return value
 
 
@@ -170,13 +182,13 @@ class _Lstm(_Step):
     def __init__(self, name, config, weights, version, label, wrapper=None):
         super().__init__(name, "Bidirectional" if wrapper else "LSTM")
         self.config = config
-        self.return_sequences = bool(config.get("return_sequences", False))
-        self.return_state = bool(config.get("return_state", False))
-        self.stateful = bool(config.get("stateful", False))
-        self.go_backwards = bool(config.get("go_backwards", False))
-        self.zero_output_for_mask = bool(config.get("zero_output_for_mask", False))
-        self.unroll = bool(config.get("unroll", False))
-        use_bias = config.get("use_bias", True)
+        self.return_sequences = _flag(config, "return_sequences", False, label)
+        self.return_state = _flag(config, "return_state", False, label)
+        self.stateful = _flag(config, "stateful", False, label)
+        self.go_backwards = _flag(config, "go_backwards", False, label)
+        self.zero_output_for_mask = _flag(config, "zero_output_for_mask", False, label)
+        self.unroll = _flag(config, "unroll", False, label)
+        use_bias = _flag(config, "use_bias", True, label)
         activation = _activation_name(config.get("activation", "tanh"))
         gate_name = _activation_name(config.get("recurrent_activation", "sigmoid"))
         per_direction = len(weights) // (2 if wrapper else 1)
@@ -251,7 +263,7 @@ class _Lstm(_Step):
 class _Dense(_Step):
     def __init__(self, name, config, weights, version, label, kind="Dense"):
         super().__init__(name, kind)
-        use_bias = config.get("use_bias", True)
+        use_bias = _flag(config, "use_bias", True, label)
         if len(weights) != (2 if use_bias else 1):
             raise ValueError(f"{label}: expected {2 if use_bias else 1} weight arrays (kernel"
                              f"{', bias' if use_bias else ''}), got {len(weights)}")
@@ -277,9 +289,12 @@ class _Dense(_Step):
 
 
 class _Masking(_Step):
-    def __init__(self, name, config):
+    def __init__(self, name, config, label):
         super().__init__(name, "Masking")
-        self.mask_value = float(config.get("mask_value", 0.0))
+        value = config.get("mask_value", 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{label}: mask_value must be a number, got {value!r}")
+        self.mask_value = float(value)
 
     def keep(self, x):
         return np.any(x != self.mask_value, axis=-1)
@@ -362,7 +377,10 @@ def _layers_of(config, label="model"):
     if cls not in ("Sequential", "Model", "Functional"):
         raise ValueError(f"{label}: model class {cls!r} is not supported (Sequential or a "
                          f"functional Model)")
-    layers = inner if isinstance(inner, list) else (inner or {}).get("layers")   # Keras 2.0: a list
+    if not isinstance(inner, (list, dict)):
+        raise ValueError(f"{label}: the model's config must be an object or a layer list, got "
+                         f"{type(inner).__name__}")
+    layers = inner if isinstance(inner, list) else inner.get("layers")   # Keras 2.0: a list
     if not isinstance(layers, list) or not layers:
         raise ValueError(f"{label}: the configuration has no layer list")
     if len(layers) > 10000:
@@ -373,6 +391,9 @@ def _layers_of(config, label="model"):
             raise ValueError(f"{label}: layer {i} is not a {{class_name, config}} object")
     if cls == "Sequential":
         return layers, None
+    if not isinstance(inner, dict):
+        raise ValueError(f"{label}: a functional model's config must be an object with "
+                         f"input_layers and output_layers")
     if any(layer["class_name"] == "Masking" for layer in layers):
         # Keras 3 records the mask's computation (not_equal, any) as operation layers
         layers = [layer for layer in layers if layer["class_name"] not in _MASK_OPERATIONS]
@@ -548,7 +569,7 @@ def _build(model, weights_of, version, dtype):
             steps.append(_Identity(name, cls))
             continue
         if cls == "Masking":
-            steps.append(_Masking(name, config))
+            steps.append(_Masking(name, config, label))
             continue
         weights = [np.asarray(w, dtype=dtype) for w in weights_of(name, key, label)]
         if cls == "LSTM":
@@ -558,6 +579,8 @@ def _build(model, weights_of, version, dtype):
             if not isinstance(inner, dict) or inner.get("class_name") != "LSTM":
                 raise ValueError(f"{label}: only Bidirectional(LSTM) is supported, got "
                                  f"{inner.get('class_name') if isinstance(inner, dict) else inner!r}")
+            if not isinstance(inner.get("config", {}), dict):
+                raise ValueError(f"{label}: the wrapped LSTM's config is not an object")
             mode = config.get("merge_mode", "concat")
             if mode not in ("concat", "sum", "mul", "ave"):
                 raise ValueError(f"{label}: merge_mode={mode!r} is not supported (concat, sum, "
@@ -567,7 +590,8 @@ def _build(model, weights_of, version, dtype):
             steps.append(_Dense(name, config, weights, version, label))
         elif cls == "TimeDistributed":
             inner = config.get("layer", {})
-            if not isinstance(inner, dict) or inner.get("class_name") != "Dense":
+            if not isinstance(inner, dict) or inner.get("class_name") != "Dense" \
+                    or not isinstance(inner.get("config", {}), dict):
                 raise ValueError(f"{label}: only TimeDistributed(Dense) is supported")
             steps.append(_Dense(name, inner.get("config", {}), weights, version, label,
                                 kind="TimeDistributed"))

@@ -318,6 +318,8 @@ def _to_array(onnx, tensor, what):
     if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
         raise ValueError(f"{what}: tensor {tensor.name!r} keeps its data in an external file, "
                          f"which lstmfast.onnx.load does not read")
+    if any(d < 0 for d in tensor.dims):
+        raise ValueError(f"{what}: tensor {tensor.name!r} has negative dims {list(tensor.dims)}")
     try:
         return onnx.numpy_helper.to_array(tensor)
     except Exception as exc:
@@ -383,10 +385,13 @@ class _LstmNode:
                 raise _Refused(f"{label}: input {slot} ({name!r}) must be an initializer or a "
                                f"Constant: lstmfast prepares the weights once")
         weights = {slot: constants.get(names[_LSTM_INPUTS.index(slot)]) for slot in ("W", "R", "B", "P")}
-        direction = attributes.get("direction", "forward")
-        self.direction = convert._text(direction, "direction")
+        for slot, array in weights.items():
+            if array is not None and np.asarray(array).dtype.kind != "f":
+                raise _Refused(f"{label}: input {slot} has dtype {np.asarray(array).dtype}; "
+                               f"ONNX's LSTM takes floating-point weights")
         self.layout = attributes.get("layout", 0)
         try:
+            self.direction = convert._text(attributes.get("direction", "forward"), "direction")
             layer = convert.from_onnx(
                 weights["W"], weights["R"], weights["B"], weights["P"],
                 direction=self.direction,

@@ -277,3 +277,64 @@ def test_keras2_style_wiring(tmp_path):
             model.reset_states()
         for k, value in enumerate(model.predict(x)):
             np.testing.assert_allclose(value, stored[f"y{k}"][call], rtol=0, atol=TOLERANCE)
+
+
+def layer_of(config, class_name):
+    return [layer for layer in config["config"]["layers"] if layer["class_name"] == class_name][0]
+
+
+def history_of(layer):
+    return layer["inbound_nodes"][0]["args"][0]["config"]
+
+
+BROKEN_CONFIGS = [
+    ("a flag as a string", lambda c: layer_of(c, "LSTM")["config"].update(return_sequences="false"),
+     r"layer 'lstm\w*' \(LSTM\): return_sequences must be true or false, got 'false'"),
+    ("stateful as a string", lambda c: layer_of(c, "LSTM")["config"].update(stateful="yes"),
+     r"\(LSTM\): stateful must be true or false"),
+    ("use_bias as a string", lambda c: layer_of(c, "Dense")["config"].update(use_bias="no"),
+     r"layer 'dense\w*' \(Dense\): use_bias must be true or false"),
+    ("mask_value as an object", lambda c: layer_of(c, "Masking")["config"].update(mask_value={}),
+     r"layer 'masking\w*' \(Masking\): mask_value must be a number"),
+    ("an activation object naming nothing",
+     lambda c: layer_of(c, "Dense")["config"].update(activation={"foo": 1}),
+     r"\(Dense\): activation .*foo.* is not supported"),
+    ("a Bidirectional's layer config as a list",
+     lambda c: layer_of(c, "Bidirectional")["config"]["layer"].update(config=[1]),
+     r"\(Bidirectional\): the wrapped LSTM's config is not an object"),
+    ("the model's config as a string", lambda c: c.update(config="x"),
+     r"the model's config must be an object or a layer list"),
+    ("an input from an unknown layer", lambda c: history_of(layer_of(c, "Dense")).update(
+        keras_history=["nope", 0, 0]), r"\(Dense\): reads output 0 of 'nope', which no earlier"),
+    ("an output index the layer lacks", lambda c: history_of(layer_of(c, "Dense")).update(
+        keras_history=["lstm", 0, 9]), r"\(Dense\): reads output 9 of 'lstm\w*'"),
+    ("a layer of two inputs", lambda c: layer_of(c, "Dense")["inbound_nodes"].append(
+        layer_of(c, "Dense")["inbound_nodes"][0]), r"\(Dense\): takes 2 inputs"),
+    ("two model inputs", lambda c: c["config"].update(input_layers=[["input_layer", 0, 0]] * 2),
+     r"the model has 2 inputs"),
+    ("malformed output_layers", lambda c: c["config"].update(output_layers=[["lstm", "a", 0]]),
+     r"output_layers: expected \[layer name, node index, tensor index\]"),
+]
+
+
+@pytest.mark.parametrize("what, change, match", BROKEN_CONFIGS, ids=[b[0] for b in BROKEN_CONFIGS])
+def test_broken_configurations_are_value_errors_naming_the_layer(tmp_path, what, change, match):
+    """Wrong types and broken wiring in a .keras file's config.json: a ValueError naming the
+    layer, never another exception or a model that runs with a misread setting."""
+    rewrite_config(DATA / "keras_stateful_return_state.keras", tmp_path / "broken.keras", change)
+    with pytest.raises(ValueError, match=match):
+        lstmfast.keras.load(tmp_path / "broken.keras")
+
+
+def test_members_larger_than_the_limits_are_refused_before_reading(monkeypatch):
+    """The limits apply to the sizes the archive declares: nothing is decompressed first."""
+    path = DATA / "keras_lstm_hard_sigmoid.keras"
+    monkeypatch.setattr(lstmfast.keras, "MAX_CONFIG_BYTES", 100)
+    with pytest.raises(ValueError, match="members are larger than lstmfast reads"):
+        lstmfast.keras.load(path)
+    monkeypatch.undo()
+    monkeypatch.setattr(lstmfast.keras, "MAX_WEIGHTS_BYTES", 100)
+    with pytest.raises(ValueError, match="members are larger than lstmfast reads"):
+        lstmfast.keras.load(path)
+    with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): weight .* larger than 100 bytes"):
+        lstmfast.keras.load(DATA / "keras_lstm_hard_sigmoid.h5")

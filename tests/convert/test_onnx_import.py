@@ -292,3 +292,76 @@ def test_reverse_node_as_a_layer(tmp_path, peepholes):
         lstmfast.convert.to_torch(layer)
     with pytest.raises(ValueError, match=r"layer 'layer0'.*reverse has no DL4J equivalent"):
         lstmfast.dl4j.save(lstmfast.Sequential([layer]), tmp_path / "model.zip")
+
+
+def without(node, name):
+    for attribute in [a for a in node.attribute if a.name == name]:
+        node.attribute.remove(attribute)
+
+
+def lstm_of(model):
+    return [n for n in model.graph.node if n.op_type == "LSTM"][0]
+
+
+def replace_initializer(model, index, array):
+    tensor = model.graph.initializer[index]
+    tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+
+
+def set_attribute(name, value):
+    def change(model):
+        node = lstm_of(model)
+        without(node, name)
+        node.attribute.append(helper.make_attribute(name, value))
+    return change
+
+
+def external_data(model):
+    tensor = model.graph.initializer[0]
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+
+
+def negative_dims(model):
+    tensor = model.graph.initializer[0]
+    del tensor.dims[:]
+    tensor.dims.extend([-1, 16, 3])
+
+
+BROKEN = [
+    ("direction of the wrong type", set_attribute("direction", 3),
+     r"node 'layer0/LSTM' \(LSTM\): direction must be a string, got int"),
+    ("activations of the wrong type", set_attribute("activations", [1, 2, 3]),
+     r"node 'layer0/LSTM' \(LSTM\): activation must be a string"),
+    ("hidden_size of the wrong type", set_attribute("hidden_size", "four"),
+     r"node 'layer0/LSTM' \(LSTM\): hidden_size=b'four' does not match R"),
+    ("layout out of range", set_attribute("layout", 7), r"'layer0/LSTM'.*layout must be 0 or 1"),
+    ("integer weights", lambda m: replace_initializer(m, 0, np.ones((1, 16, 3), np.int32)),
+     r"'layer0/LSTM'.*input W has dtype int32; ONNX's LSTM takes floating-point"),
+    ("flat weights", lambda m: replace_initializer(m, 0, np.ones(48, F32)),
+     r"'layer0/LSTM'.*W has shape \[48\]"),
+    ("negative dims", negative_dims, r"tensor 'layer0_W' has negative dims \[-1, 16, 3\]"),
+    ("external data", external_data, r"tensor 'layer0_W' keeps its data in an external file"),
+    ("an input nobody produces", lambda m: m.graph.node[1].input.__setitem__(0, "nowhere"),
+     r"input 'nowhere' is produced by no earlier"),
+    ("a cycle", lambda m: m.graph.node[0].input.__setitem__(0, m.graph.node[-1].output[0]),
+     r"node 'layer0/Transpose' \(Transpose\): input .* is produced by no earlier node"),
+    ("another domain", lambda m: m.graph.node[0].__setattr__("domain", "com.example"),
+     r"node 'layer0/Transpose' \(Transpose\): operator domain 'com.example' is not supported"),
+    ("an output nobody produces", lambda m: m.graph.output[0].__setattr__("name", "zzz"),
+     r"graph output 'zzz' is produced by no node"),
+]
+
+
+@pytest.mark.parametrize("what, change, match", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_graphs_are_value_errors_naming_the_node(what, change, match):
+    """Wrong types, impossible shapes and broken wiring inside an otherwise valid file."""
+    good = lstmfast.onnx.export(lstmfast.Sequential([lstmfast.LSTM(3, 4, seed=0),
+                                                     lstmfast.RnnOutputLayer(4, 2, seed=1)]), None)
+    assert np.isfinite(lstmfast.onnx.load(good).run(np.zeros((2, 3, 5), F32))).all()
+    broken = onnx.ModelProto()
+    broken.CopyFrom(good)
+    change(broken)
+    with pytest.raises(ValueError, match=match):
+        lstmfast.onnx.load(broken)
