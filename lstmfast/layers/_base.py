@@ -389,9 +389,9 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
     The arrays those functions allocate with NumPy (the kernels allocate nothing when given a
     workspace), sized by the kernels' own size functions:
 
-    * forward: ``output`` ``[mb, h, T]``, ``last_h``, ``last_c``; with ``for_backprop`` the cache
-      (``kernels.cache_size``) and private copies of ``W`` and ``RW``, otherwise the inference workspace
-      (``kernels.forward_workspace_size``), freed on return;
+    * forward: ``output`` ``[mb, h, T]``, ``last_h``, ``last_c``, the workspace
+      (``kernels.forward_workspace_size``, freed on return); with ``for_backprop`` also the cache
+      (``kernels.cache_size``) and private copies of ``W`` and ``RW``;
     * backward: the parameter gradients, dL/dx ``[mb, nIn, T]``, dL/dh0, dL/dc0 and the backward
       workspace (``kernels.backward_workspace_size``, freed on return);
     * the layer itself: with DropConnect, the keep-mask and the masked input weights (plus the
@@ -406,6 +406,7 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
     state = 2 * mb * h * itemsize
     cache = _kernels.cache_size(mb, n_in, h, steps) * itemsize
     inference_workspace = _kernels.forward_workspace_size(mb, n_in, h, steps, False) * itemsize
+    training_workspace = _kernels.forward_workspace_size(mb, n_in, h, steps, True) * itemsize
     backward_workspace = _kernels.backward_workspace_size(mb, n_in, h, steps) * itemsize
     parameter_gradients = (n_in * 4 * h + h * (4 * h + (3 if peepholes else 0)) + 4 * h) * itemsize
     input_gradient = mb * n_in * steps * itemsize
@@ -426,7 +427,10 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
         "state_gradients": state_gradients,
         "backward_peak": backward_peak,
         "inference": output + state + inference_workspace,
-        "training": max(drop_draw_peak, dropped_weights + record + backward_peak),
+        # the training forward pass holds its workspace next to the record it builds; with a
+        # wide input and few units that can be more than backward's peak
+        "training": max(drop_draw_peak,
+                        dropped_weights + record + max(training_workspace, backward_peak)),
     }
 
 

@@ -748,6 +748,8 @@ def _traced_peak(action):
     (lambda: lstmfast.LSTM(20, 64, dtype=F64, seed=0), 8, 25),
     (lambda: lstmfast.GravesLSTM(64, 32, dtype=F64, seed=0, drop_connect=0.5), 4, 30),
     (lambda: lstmfast.GravesLSTM(300, 16, dtype=F32, seed=0), 2, 50),
+    # a wide input and few units: the training forward pass's workspace is the peak
+    (lambda: lstmfast.GravesLSTM(1000, 8, dtype=F32, seed=0), 2, 10),
     (lambda: lstmfast.GravesBidirectionalLSTM(24, 32, dtype=F32, seed=0), 8, 30),
     (lambda: lstmfast.Bidirectional(lstmfast.LSTM(16, 40, dtype=F64, seed=0), "concat"), 6, 20),
     (lambda: lstmfast.Bidirectional(lstmfast.LSTM(16, 40, dtype=F32, seed=0), "mul"), 6, 20),
