@@ -214,7 +214,10 @@ class LayerMemoryReport:
     training=True)`` then ``backward(epsilon)``, the caller not keeping the output), for
     ``ts_length`` and ``minibatch``. It counts the arrays (sized with the kernels' own
     ``cache_size`` / ``*_workspace_size``); the 1-2 KB of Python objects per pass are not
-    counted, so it is exact to within a few percent from a few tens of KB up.
+    counted, so it is exact to within a few percent from a few tens of KB up. Work buffers of
+    4 MiB or more are kept after a pass for the next one of the same size (up to 512 MiB in
+    all; ``lstmfast.release_buffers()`` frees them): a later pass may reuse them instead of
+    allocating, and while kept they add to the process's memory beyond these figures.
     """
 
     layer_type: str
