@@ -323,7 +323,7 @@ class KerasModel:
         self.steps = steps
         self.keras_version = keras_version
         self.dtype = dtype
-        # (None, [(layer, the tensor it reads)], the model's output tensors); a tensor is
+        # ([(layer, the tensor it reads)], the model's output tensors); a tensor is
         # (layer name, output index), None the model's input
         self._wiring = wiring
 
@@ -343,7 +343,7 @@ class KerasModel:
         if a.dtype.kind not in "fiu":
             raise TypeError(f"predict: x must be a real array, got dtype {a.dtype}")
         a = a.astype(self.dtype, copy=False)
-        _, wiring, outputs = self._wiring
+        wiring, outputs = self._wiring
         tensors = {None: (a, None)}          # (layer name, index) -> (value, Keras mask)
         for step, inbound in wiring:
             value, mask = tensors[inbound]
@@ -460,8 +460,8 @@ def _inbound_tensors(layer):
 
 
 def _wire(steps, graph):
-    """Check a functional model's wiring against its layers -> (input name, [(step, tensor)],
-    outputs): each layer reads one tensor that an earlier layer (or the input) produces."""
+    """Check a functional model's wiring against its layers -> ([(step, tensor)], outputs):
+    each layer reads one tensor that an earlier layer (or the input, tensor None) produces."""
     (input_name, _), = graph["inputs"]
     produced = {input_name: 1}
     wiring = []
@@ -483,7 +483,7 @@ def _wire(steps, graph):
         if source not in produced or not 0 <= index < produced[source] or source == input_name:
             raise ValueError(f"model output {index} of {source!r} is not produced by a layer")
         outputs.append((source, index))
-    return None, wiring, outputs
+    return wiring, outputs
 
 
 def _snake(class_name):
@@ -608,8 +608,8 @@ def _build(model, weights_of, version, dtype):
             if step.n_outputs != 1:
                 raise ValueError(f"layer {step.name!r} ({step.kind}): return_state=True inside a "
                                  f"Sequential hands the next layer a list; use a functional model")
-        wiring = (None, [(step, None if k == 0 else (steps[k - 1].name, 0))
-                         for k, step in enumerate(steps)],
+        wiring = ([(step, None if k == 0 else (steps[k - 1].name, 0))
+                   for k, step in enumerate(steps)],
                   [(steps[-1].name, i) for i in range(steps[-1].n_outputs)])
     return KerasModel(steps, version, dtype, wiring)
 
