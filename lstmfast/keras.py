@@ -317,12 +317,15 @@ class KerasModel:
 
     Stateful layers (``stateful=True``) keep their state from one ``predict`` to the next, as
     Keras's do: each call continues every example from where the previous call left it (so the
-    minibatch size stays the same). :meth:`reset_states` starts them from zeros again."""
+    minibatch size stays the same: the one the input's ``batch_shape`` declares, as in Keras).
+    :meth:`reset_states` starts them from zeros again."""
 
-    def __init__(self, steps, keras_version, dtype, wiring):
+    def __init__(self, steps, keras_version, dtype, wiring, batch_size=None):
         self.steps = steps
         self.keras_version = keras_version
         self.dtype = dtype
+        #: the minibatch size the model's input declares (``batch_shape``), or None
+        self.batch_size = batch_size
         # ([(layer, the tensor it reads)], the model's output tensors); a tensor is
         # (layer name, output index), None the model's input
         self._wiring = wiring
@@ -343,6 +346,11 @@ class KerasModel:
         if a.dtype.kind not in "fiu":
             raise TypeError(f"predict: x must be a real array, got dtype {a.dtype}")
         a = a.astype(self.dtype, copy=False)
+        if self.batch_size is not None and self.stateful and a.shape[:1] != (self.batch_size,):
+            # Keras refuses this too: each row of a stateful layer's state is one example's
+            raise ValueError(f"predict: the model's stateful layers are built for minibatches of "
+                             f"{self.batch_size} (its input's batch_shape), got x of shape "
+                             f"{list(a.shape)}")
         wiring, outputs = self._wiring
         tensors = {None: (a, None)}          # (layer name, index) -> (value, Keras mask)
         for step, inbound in wiring:
@@ -611,7 +619,20 @@ def _build(model, weights_of, version, dtype):
         wiring = ([(step, None if k == 0 else (steps[k - 1].name, 0))
                    for k, step in enumerate(steps)],
                   [(steps[-1].name, i) for i in range(steps[-1].n_outputs)])
-    return KerasModel(steps, version, dtype, wiring)
+    return KerasModel(steps, version, dtype, wiring, _declared_batch_size(layers))
+
+
+def _declared_batch_size(layers):
+    """The minibatch size fixed by the input's ``batch_shape`` (Keras 3) or the first layer's
+    ``batch_input_shape`` (Keras 2), or None."""
+    for spec in layers[:2]:
+        config = spec["config"]
+        shape = config.get("batch_shape", config.get("batch_input_shape"))
+        if isinstance(shape, list) and shape:
+            size = shape[0]
+            return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 \
+                else None
+    return None
 
 
 def _version_of(text):

@@ -69,11 +69,19 @@ def test_stateful_layers_carry_their_state():
     for x in xs[:3]:                           # never reset: the third call differs
         got = model.predict(x)
     assert np.abs(got[0] - stored["y0"][2]).max() > 1e-3
+    # the file's input declares batch_shape (4, 6, 3): Keras refuses other minibatch sizes
+    assert model.batch_size == 4
+    with pytest.raises(ValueError, match=r"predict: the model's stateful layers are built for "
+                                         r"minibatches of 4 \(its input's batch_shape\), got x "
+                                         r"of shape \[2, 6, 3\]"):
+        model.predict(xs[0][:2])
+    model.batch_size = None                    # a model whose input declares no batch size
     with pytest.raises(ValueError, match=r"layer 'lstm\w*' \(LSTM\): this stateful layer carries "
                                          r"the state of 4 examples but the input has 2"):
         model.predict(xs[0][:2])
     model.reset_states()
     assert model.predict(xs[0][:2])[0].shape == (2, 3)
+    model.batch_size = 4
 
     # masked steps before an example's first step repeat the carried h (zeros only in Keras's
     # unrolled loop): the sequence outputs of the second call show it
