@@ -27,13 +27,19 @@ Conventions (DL4J's, where DL4J has one):
   ``Sequential`` runs one call at a time; a call made while another thread is inside a call on
   the same object raises ``lstmfast.layers.ConcurrentUseError`` (a ``RuntimeError``) at once and
   changes nothing. A ``Sequential`` call holds the whole network (and so each of its layers)
-  for its duration: ``fit_batch`` is one unit for other threads.
+  for its duration: ``fit_batch`` is one unit for other threads. While a network call (``output``,
+  ``score``, ``compute_gradient_and_score``, ``fit_batch``) or a dense or output layer's pass
+  runs, every OpenBLAS copy in the process is held at one thread (``lstmfast._blas_threads``):
+  the recurrent layers' passes split across ``lstmfast.set_num_threads`` threads, and an OpenBLAS
+  helper thread woken by a dense layer's product would keep polling on a core they need. Each
+  copy gets its own thread count back when the last such call ends.
 """
 
 import numbers
 
 import numpy as np
 
+from . import _blas_threads
 from . import kernels as _kernels
 from .layers import BidirectionalBase, UnidirectionalLSTM
 from .layers.bidirectional import BIDIRECTIONAL_MODES, combine_directions
@@ -239,6 +245,7 @@ class DenseLayer(_FlatParameterLayer):
                 f"({_kernels.BLAS_INT_MAX})")
 
     @_exclusive
+    @_blas_threads.holding
     def forward(self, x, mask=None, training=False):
         """``activation(x W + b)``, per time step for 3-D input. ``mask`` is accepted for a
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
@@ -256,6 +263,7 @@ class DenseLayer(_FlatParameterLayer):
         return _from_rows(dz @ self.W.T, input_shape)
 
     @_exclusive
+    @_blas_threads.holding
     def backward(self, epsilon, tbptt_length=None):
         """dL/dx from ``epsilon`` = dL/d(output); fills ``gradients``. (``tbptt_length`` has no
         meaning for a feed-forward layer and is ignored.)"""
@@ -303,6 +311,7 @@ class OutputLayer(DenseLayer):
                              f"got {self.activation!r}")
 
     @_exclusive
+    @_blas_threads.holding
     def forward(self, x, mask=None, training=False):
         """Activations; the pass is kept for ``compute_score`` / ``backward_from_labels``."""
         x = self._check_input(x, "forward")
@@ -392,6 +401,7 @@ class OutputLayer(DenseLayer):
         return float(losses.sum(dtype=np.float64)) / input_shape[0]
 
     @_exclusive
+    @_blas_threads.holding
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""
@@ -664,6 +674,7 @@ class Sequential(_Guarded):
         return a
 
     @_exclusive
+    @_blas_threads.holding
     def output(self, x, mask=None):
         """Inference pass: the last layer's activations."""
         return self._feed_forward(x, mask, training=False)
@@ -680,6 +691,7 @@ class Sequential(_Guarded):
         return label_mask
 
     @_exclusive
+    @_blas_threads.holding
     def score(self, x, y, mask=None, label_mask=None):
         """Loss of the (inference) output, DL4J's convention: sum over examples (and time
         steps) / minibatch + L2 term."""
@@ -701,12 +713,14 @@ class Sequential(_Guarded):
         return score
 
     @_exclusive
+    @_blas_threads.holding
     def compute_gradient_and_score(self, x, y, mask=None, label_mask=None):
         """Full BPTT: fills ``gradients`` with the gradient of ``score`` and returns the score."""
         self._feed_forward(x, mask, training=True)
         return self._backpropagate(y, mask, label_mask, None)
 
     @_exclusive
+    @_blas_threads.holding
     def fit_batch(self, x, y, mask=None, label_mask=None):
         """One training step on a minibatch (or, with truncated BPTT, one step per window).
         Returns the score (DL4J's: with truncated BPTT, the last window's score; all window

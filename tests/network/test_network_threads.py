@@ -1,0 +1,104 @@
+"""A network's calls and the threads: every OpenBLAS copy at one thread inside fit_batch (the
+lstmfast team has the cores), the user's settings back afterwards, and the same bits of a trained
+network at every team size and every OpenBLAS setting the user may have."""
+import numpy as np
+import pytest
+
+import lstmfast
+from lstmfast import _blas_threads
+
+LIBRARIES = _blas_threads.libraries()
+
+
+def counts():
+    return [lib.get_num_threads() for lib in LIBRARIES]
+
+
+class _RecordingAdam(lstmfast.Adam):
+    """Adam that notes the OpenBLAS thread counts it runs under."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def apply(self, params, gradients):
+        self.seen.append(counts())
+        super().apply(params, gradients)
+
+
+def char_model(dtype, seed=3, hidden=48, vocab=11, updater=None):
+    """Two LSTM layers and a softmax output, truncated BPTT (the demo's model, small): a shape
+    whose passes may use the team (see _shape_uses_team)."""
+    seeds = np.random.SeedSequence(seed).generate_state(3)
+    layers = [lstmfast.LSTM(vocab, hidden, dtype=dtype, seed=int(seeds[0])),
+              lstmfast.LSTM(hidden, hidden, dtype=dtype, seed=int(seeds[1])),
+              lstmfast.RnnOutputLayer(hidden, vocab, dtype=dtype, seed=int(seeds[2]))]
+    return lstmfast.Sequential(layers, updater=updater or lstmfast.Adam(1e-2),
+                               tbptt_forward_length=10)
+
+
+def char_data(dtype, minibatch=16, vocab=11, steps=25, seed=5):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, vocab, size=(minibatch, steps + 1))
+    x = np.zeros((minibatch, vocab, steps), dtype)
+    y = np.zeros((minibatch, vocab, steps), dtype)
+    for m in range(minibatch):
+        x[m, codes[m, :-1], np.arange(steps)] = 1
+        y[m, codes[m, 1:], np.arange(steps)] = 1
+    return x, y
+
+
+@pytest.fixture
+def threads_restored():
+    team = lstmfast.get_num_threads()
+    blas = counts()
+    yield
+    lstmfast.set_num_threads(team)
+    for lib, n in zip(LIBRARIES, blas):
+        lib.set_num_threads(n)
+
+
+@pytest.mark.skipif(not LIBRARIES, reason="no OpenBLAS loaded in this process")
+def test_fit_batch_runs_with_openblas_at_one_thread_and_restores(threads_restored):
+    for lib in LIBRARIES:
+        lib.set_num_threads(3)
+    lstmfast.set_num_threads(2)
+    updater = _RecordingAdam(1e-2)
+    net = char_model(np.float32, updater=updater)
+    x, y = char_data(np.float32)
+    net.fit_batch(x, y)
+    assert updater.seen == [[1] * len(LIBRARIES)] * 3        # one update per window
+    assert counts() == [3] * len(LIBRARIES)
+    net.output(x)
+    net.score(x, y)
+    assert counts() == [3] * len(LIBRARIES)
+    assert _blas_threads.holders() == 0
+
+
+@pytest.mark.skipif(not LIBRARIES, reason="no OpenBLAS loaded in this process")
+def test_a_failing_fit_batch_restores_the_setting(threads_restored):
+    for lib in LIBRARIES:
+        lib.set_num_threads(3)
+    net = char_model(np.float32)
+    x, y = char_data(np.float32)
+    with pytest.raises(ValueError):
+        net.fit_batch(x, y[:, :, :-1])
+    assert counts() == [3] * len(LIBRARIES)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_gives_the_same_bits_at_every_thread_setting(threads_restored, dtype):
+    x, y = char_data(dtype)
+    results = {}
+    for team in (1, 2):
+        for blas in (1, 2):
+            lstmfast.set_num_threads(team)
+            for lib in LIBRARIES:
+                lib.set_num_threads(blas)
+            net = char_model(dtype)
+            scores = [net.fit_batch(x, y) for _ in range(3)]
+            results[team, blas] = (net.params.tobytes(), scores, net.output(x).tobytes())
+    first = results[1, 1]
+    for key, value in results.items():
+        assert value == first, f"team {key[0]}, OpenBLAS {key[1]} differs from team 1, OpenBLAS 1"
+
