@@ -102,3 +102,27 @@ def test_training_gives_the_same_bits_at_every_thread_setting(threads_restored, 
     for key, value in results.items():
         assert value == first, f"team {key[0]}, OpenBLAS {key[1]} differs from team 1, OpenBLAS 1"
 
+
+def _adam_formula(p, m, v, g, t, lr=0.01, b1=0.9, b2=0.999, eps=1e-8):
+    """Adam as written (DL4J's AdamUpdater), in one NumPy expression per quantity."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * (g * g)
+    alpha_t = lr * np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+    return p - float(alpha_t) * m / (np.sqrt(v) + eps), m, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("team", [1, 2, 3])
+def test_adam_in_parts_gives_the_formulas_bits(threads_restored, dtype, team):
+    lstmfast.set_num_threads(team)
+    rng = np.random.default_rng(team)
+    n = 3 * (1 << 16) + 17                       # parts at 2 and 3 threads, an uneven end
+    p = rng.standard_normal(n).astype(dtype)
+    expected, m, v = p.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
+    adam = lstmfast.Adam(0.01)
+    for t in range(1, 4):
+        g = rng.standard_normal(n).astype(dtype)
+        adam.apply(p, g)
+        expected, m, v = _adam_formula(expected, m, v, g, t)
+        assert p.tobytes() == expected.tobytes()
+        assert adam.m.tobytes() == m.tobytes() and adam.v.tobytes() == v.tobytes()
