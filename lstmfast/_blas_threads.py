@@ -24,15 +24,17 @@ installed, else not at all (then nothing is changed).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
+import itertools
 import os
 import sys
 import threading
 
 from . import _team
 
-__all__ = ["OpenBlasLibrary", "libraries", "held", "hold", "release", "holders"]
+__all__ = ["OpenBlasLibrary", "libraries", "held", "hold", "release", "holders", "run_parts"]
 
 # the prefixes and suffixes of OpenBLAS's exported names across builds (plain, SciPy's wheels,
 # NumPy's 64-bit-integer wheels, distributions' 64-bit builds)
@@ -306,8 +308,76 @@ def _after_fork_in_child():
         _restore()
 
 
+# -------------------------------------------------------------- lstmfast's threads outside the kernels
+
+#: the most threads lstmfast runs (lstmfast.set_num_threads's range)
+THREADS_MAX = 8
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def run_parts(count, work):
+    """work(i) for i in 0..count-1 on up to lstmfast.get_num_threads() threads (the caller and
+    a small pool; each thread takes the next part not taken), for the work around the kernels
+    that OpenBLAS, held at one thread, no longer spreads: dense products, Adam. NumPy releases
+    the GIL inside each part's products and loops. Returns when every part is done, an
+    interrupt or error included (the first error is raised then)."""
+    threads = min(_team_threads(), count)
+    if threads <= 1:
+        for i in range(count):
+            work(i)
+        return
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=THREADS_MAX - 1,
+                                                          thread_name_prefix="lstmfast-parts")
+        pool = _pool
+    claims = itertools.count()              # next() is atomic under the GIL
+    stop = []                               # set when a part failed: take no more
+
+    def take():
+        for i in iter(claims.__next__, None):
+            if i >= count or stop:
+                return
+            try:
+                work(i)
+            except BaseException:
+                stop.append(True)
+                raise
+
+    helpers = [pool.submit(take) for _ in range(threads - 1)]
+    try:
+        take()
+    finally:
+        # no part may still run when the caller goes on (a Ctrl-C meanwhile waits too)
+        interrupted = None
+        while True:
+            try:
+                concurrent.futures.wait(helpers)
+                break
+            except KeyboardInterrupt as error:
+                stop.append(True)
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
+    for helper in helpers:
+        helper.result()
+
+
+def _team_threads():
+    from .kernels import get_num_threads
+    return get_num_threads()
+
+
+def _after_fork_forget_pool():
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()     # its threads did not survive the fork
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_forget_pool)
 
 # Found at import (NumPy's copy is loaded with NumPy, SciPy's with lstmfast._team), not in the
 # first call that holds them: a call refused for its size must allocate next to nothing.

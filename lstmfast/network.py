@@ -164,6 +164,29 @@ def _from_rows(rows, like_shape):
     return rows.reshape(mb, t, rows.shape[1]).transpose(0, 2, 1)
 
 
+# A dense product of at least this many multiply-adds per part is cut into parts of its output's
+# rows (at least 64 rows each, at most 8 parts), the parts fixed by the shape alone and run on
+# lstmfast's threads: OpenBLAS is held at one thread during these calls, and the bits must not
+# depend on the thread count.
+_PRODUCT_PART_WORK = 1 << 21
+
+
+def _product(a, b, out=None):
+    """a @ b for 2-D a [m, k] and b [k, n], into `out` (C-contiguous [m, n]) if given."""
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    parts = min(8, m // 64, m * n * k // _PRODUCT_PART_WORK)
+    if parts <= 1:
+        np.matmul(a, b, out=out)
+        return out
+    bounds = [m * i // parts for i in range(parts + 1)]
+    _blas_threads.run_parts(parts, lambda i: np.matmul(a[bounds[i]:bounds[i + 1]], b,
+                                                       out=out[bounds[i]:bounds[i + 1]]))
+    return out
+
+
 class DenseLayer(_FlatParameterLayer):
     """Fully connected layer ``a = activation(x W + b)``.
 
@@ -251,16 +274,18 @@ class DenseLayer(_FlatParameterLayer):
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
         x = self._check_input(x, "forward")
         rows = _to_rows(x)
-        z = rows @ self.W
+        z = _product(rows, self.W)
         z += self.b
         a = _activation_forward(self.activation, z)
         self._cache = (x.shape, rows, z, a) if training else None
         return _from_rows(a, x.shape)
 
     def _backward_from_preactivation_gradient(self, dz, input_shape, rows):
-        np.matmul(rows.T, dz, out=self.W_gradient)
+        # W's gradient rows^T dz, as its transpose dz^T rows: [nOut, nIn] row-major is the
+        # gradient's own (Fortran) storage, whose rows the parts can write
+        _product(dz.T, rows, out=self.W_gradient.T)
         self.b_gradient[...] = dz.sum(axis=0)
-        return _from_rows(dz @ self.W.T, input_shape)
+        return _from_rows(_product(dz, self.W.T), input_shape)
 
     @_exclusive
     @_blas_threads.holding
@@ -317,7 +342,7 @@ class OutputLayer(DenseLayer):
         x = self._check_input(x, "forward")
         self._check_data_rank(x)
         rows = _to_rows(x)
-        z = rows @ self.W
+        z = _product(rows, self.W)
         z += self.b
         a = _activation_forward(self.activation, z)
         self._cache = (x.shape, rows, z, a)

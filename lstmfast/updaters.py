@@ -2,18 +2,14 @@
 flat parameter vector, each update all or nothing (an interrupt leaves the parameters and the
 updater's state exactly as before the step, or exactly as after it)."""
 
-import concurrent.futures
 import copy
 import math
 import numbers
-import threading
 
 import numpy as np
 
+from ._blas_threads import run_parts
 from .kernels import get_num_threads
-
-#: the most threads a part of an update may have (lstmfast.set_num_threads's range)
-LF_THREADS_MAX = 8
 
 __all__ = ["Sgd", "Adam"]
 
@@ -108,35 +104,20 @@ class Adam:
 
 
 # Element-wise updates of at least this many parameters per thread are split across
-# lstmfast's threads (lstmfast.get_num_threads()); NumPy releases the GIL in each part's loops
+# lstmfast's threads (lstmfast.get_num_threads())
 _PART_MIN = 1 << 16
-_pool = None
-_pool_lock = threading.Lock()
 
 
 def _in_parts(n, update):
-    """update(lo, hi) over 0..n in contiguous parts, one per thread (the caller runs the first),
-    each part a multiple of 64 elements; returns when every part is done. The parts' results do
-    not depend on the split: each element's arithmetic is its own."""
-    global _pool
+    """update(lo, hi) over 0..n in contiguous parts, one per thread, each a multiple of 64
+    elements; returns when every part is done. The parts' results do not depend on the split:
+    each element's arithmetic is its own."""
     parts = min(get_num_threads(), n // _PART_MIN)
     if parts <= 1:
         update(0, n)
         return
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=LF_THREADS_MAX - 1,
-                                                          thread_name_prefix="lstmfast-update")
-        pool = _pool
     bounds = [n * i // parts // 64 * 64 for i in range(parts)] + [n]
-    others = [pool.submit(update, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-    try:
-        update(bounds[0], bounds[1])
-    finally:
-        # every part ends before the arrays are used or given up (an interrupt included)
-        concurrent.futures.wait(others)
-    for future in others:
-        future.result()
+    run_parts(parts, lambda i: update(bounds[i], bounds[i + 1]))
 
 
 class _Rollback:
