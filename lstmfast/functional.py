@@ -329,8 +329,8 @@ _STOP_GRACE_SECONDS = 5.0
 
 # Passes estimated above this many floating-point operations hold every OpenBLAS copy in the
 # process at one thread while they run (lstmfast._blas_threads: the team has the cores; a hold
-# costs a few microseconds, which smaller passes skip)
-_BLAS_HOLD_FLOPS = 1e6
+# costs a few microseconds, under 3% of such a pass, which smaller passes skip)
+_BLAS_HOLD_FLOPS = 1e7
 
 
 def _run_kernel(kernel, args, flops, extra=()):

@@ -28,7 +28,7 @@ Conventions (DL4J's, where DL4J has one):
   the same object raises ``lstmfast.layers.ConcurrentUseError`` (a ``RuntimeError``) at once and
   changes nothing. A ``Sequential`` call holds the whole network (and so each of its layers)
   for its duration: ``fit_batch`` is one unit for other threads. While a network call (``output``,
-  ``score``, ``compute_gradient_and_score``, ``fit_batch``) or a dense or output layer's pass
+  ``score``, ``compute_gradient_and_score``, ``fit_batch``) or a dense or output layer's product
   runs, every OpenBLAS copy in the process is held at one thread (``lstmfast._blas_threads``):
   the recurrent layers' passes split across ``lstmfast.set_num_threads`` threads, and an OpenBLAS
   helper thread woken by a dense layer's product would keep polling on a core they need. Each
@@ -166,9 +166,12 @@ def _from_rows(rows, like_shape):
 
 # A dense product of at least this many multiply-adds per part is cut into parts of its output's
 # rows (at least 64 rows each, at most 8 parts), the parts fixed by the shape alone and run on
-# lstmfast's threads: OpenBLAS is held at one thread during these calls, and the bits must not
-# depend on the thread count.
+# lstmfast's threads: OpenBLAS is held at one thread during these products, and the bits must
+# not depend on the thread count.
 _PRODUCT_PART_WORK = 1 << 21
+# Products from this many multiply-adds, which OpenBLAS would thread, hold it at one thread
+# (smaller ones, such as a streaming step's, run as they are: a hold costs microseconds)
+_PRODUCT_HOLD_WORK = 1 << 16
 
 
 def _product(a, b, out=None):
@@ -177,13 +180,14 @@ def _product(a, b, out=None):
     n = b.shape[1]
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    parts = min(8, m // 64, m * n * k // _PRODUCT_PART_WORK)
-    if parts <= 1:
+    if m * n * k < _PRODUCT_HOLD_WORK:
         np.matmul(a, b, out=out)
         return out
+    parts = max(1, min(8, m // 64, m * n * k // _PRODUCT_PART_WORK))
     bounds = [m * i // parts for i in range(parts + 1)]
-    _blas_threads.run_parts(parts, lambda i: np.matmul(a[bounds[i]:bounds[i + 1]], b,
-                                                       out=out[bounds[i]:bounds[i + 1]]))
+    with _blas_threads.held():
+        _blas_threads.run_parts(parts, lambda i: np.matmul(a[bounds[i]:bounds[i + 1]], b,
+                                                           out=out[bounds[i]:bounds[i + 1]]))
     return out
 
 
@@ -268,7 +272,6 @@ class DenseLayer(_FlatParameterLayer):
                 f"({_kernels.BLAS_INT_MAX})")
 
     @_exclusive
-    @_blas_threads.holding
     def forward(self, x, mask=None, training=False):
         """``activation(x W + b)``, per time step for 3-D input. ``mask`` is accepted for a
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
@@ -288,7 +291,6 @@ class DenseLayer(_FlatParameterLayer):
         return _from_rows(_product(dz, self.W.T), input_shape)
 
     @_exclusive
-    @_blas_threads.holding
     def backward(self, epsilon, tbptt_length=None):
         """dL/dx from ``epsilon`` = dL/d(output); fills ``gradients``. (``tbptt_length`` has no
         meaning for a feed-forward layer and is ignored.)"""
@@ -336,7 +338,6 @@ class OutputLayer(DenseLayer):
                              f"got {self.activation!r}")
 
     @_exclusive
-    @_blas_threads.holding
     def forward(self, x, mask=None, training=False):
         """Activations; the pass is kept for ``compute_score`` / ``backward_from_labels``."""
         x = self._check_input(x, "forward")
@@ -426,7 +427,6 @@ class OutputLayer(DenseLayer):
         return float(losses.sum(dtype=np.float64)) / input_shape[0]
 
     @_exclusive
-    @_blas_threads.holding
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""

@@ -132,15 +132,20 @@ def test_a_large_pass_runs_held_a_small_one_not(user_setting, monkeypatch):
     assert counts() == user_setting
 
 
-def test_dense_layer_calls_run_held(user_setting, monkeypatch):
+def test_large_dense_products_run_held_small_ones_not(user_setting, monkeypatch):
+    """A layer's product OpenBLAS would thread (1024 x 256 x 300) holds it at one thread; a
+    streaming step's (1 x 6 x 5) does not take the hold at all."""
     from lstmfast import network
-    log = []
-    _spy(monkeypatch, network, "_activation_forward", log)
-    _spy(monkeypatch, network, "_activation_backward", log)
-    layer = lstmfast.DenseLayer(6, 5, activation="tanh", seed=1)
-    out = layer.forward(np.ones((4, 6), np.float32), training=True)
+    log, holds = [], []
+    _spy(monkeypatch, _blas_threads, "run_parts", log)
+    _spy(monkeypatch, _blas_threads, "hold", holds)
+    layer = lstmfast.DenseLayer(256, 300, activation="tanh", seed=1)
+    out = layer.forward(np.ones((1024, 256), np.float32), training=True)
     layer.backward(np.ones_like(out))
-    assert log == [[1] * len(LIBRARIES)] * 2
+    assert log == [[1] * len(LIBRARIES)] * 3
+    del holds[:]
+    network.DenseLayer(6, 5, seed=1).forward(np.ones((1, 6), np.float32))
+    assert holds == []
     assert counts() == user_setting
 
 
