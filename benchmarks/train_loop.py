@@ -204,17 +204,22 @@ def run(lib, threads, dtype="float32", repeats=5, batches=8, warmup=2, cfg=None)
     for _ in range(warmup - 1):
         step()
     chars = cfg["minibatch"] * cfg["seq_len"]
-    samples, losses = [], []
+    samples, losses, busy = [], [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
             losses.append(step())
-        samples.append((time.perf_counter() - t0) / batches)     # seconds per minibatch
+        wall = time.perf_counter() - t0
+        samples.append(wall / batches)                            # seconds per minibatch
+        busy.append((time.process_time() - c0) / wall)            # the process's CPUs in use
     median = statistics.median(samples)
     return {"shape": "charlm", "mode": "train_loop", "lib": lib, "threads": threads,
             "dtype": dtype.name, "model": cfg, "samples_s": samples, "median_s": median,
             "chars_per_s": chars / median, "chars_per_s_samples": [chars / s for s in samples],
             "batches_per_sample": batches, "loss_first": first_loss, "loss_last": losses[-1],
+            # CPU time over wall time per sample: near the thread count on idle cores; well
+            # below it when other processes took the cores (then the rate says little)
+            "cpu_per_wall": statistics.median(busy),
             "loss_uniform": math.log(cfg["vocab"]), "settings": thread_settings(lib)}
 
 
@@ -339,8 +344,9 @@ def main(argv=None):
             record = _job(lib, threads, args)
             records.append(record)
             print(f"  round {rnd + 1}: {lib:8s} {threads} thread(s): {record['chars_per_s']:>9,.0f} chars/s "
-                  f"(loss {record['loss_first']:.2f} -> {record['loss_last']:.2f}; load "
-                  f"{record['loadavg'][0]} -> {record['loadavg'][1]})", flush=True)
+                  f"(loss {record['loss_first']:.2f} -> {record['loss_last']:.2f}; CPU/wall "
+                  f"{record['cpu_per_wall']:.2f}; load {record['loadavg'][0]} -> {record['loadavg'][1]})",
+                  flush=True)
     rows = summarize(records, threads_list)
     print()
     print(report(rows))
