@@ -165,9 +165,9 @@ def _from_rows(rows, like_shape):
 
 
 # A dense product of at least this many multiply-adds per part is cut into parts of its output's
-# rows (at least 64 rows each, at most 8 parts), the parts fixed by the shape alone and run on
-# lstmfast's threads: OpenBLAS is held at one thread during these products, and the bits must
-# not depend on the thread count.
+# rows (at least 64 rows each, at most 8 parts; its columns when it has too few rows), the parts
+# fixed by the shape alone and run on lstmfast's threads: OpenBLAS is held at one thread during
+# these products, and the bits must not depend on the thread count.
 _PRODUCT_PART_WORK = 1 << 21
 # Products from this many multiply-adds, which OpenBLAS would thread, hold it at one thread
 # (smaller ones, such as a streaming step's, run as they are: a hold costs microseconds)
@@ -183,11 +183,20 @@ def _product(a, b, out=None):
     if m * n * k < _PRODUCT_HOLD_WORK:
         np.matmul(a, b, out=out)
         return out
-    parts = max(1, min(8, m // 64, m * n * k // _PRODUCT_PART_WORK))
-    bounds = [m * i // parts for i in range(parts + 1)]
+    by_rows = m >= 128 or n < 128
+    parts = max(1, min(8, (m if by_rows else n) // 64, m * n * k // _PRODUCT_PART_WORK))
+    edge = m if by_rows else n
+    bounds = [edge * i // parts for i in range(parts + 1)]
+
+    def part(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        if by_rows:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:                  # a block of columns: BLAS takes it with the whole row's stride
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
     with _blas_threads.held():
-        _blas_threads.run_parts(parts, lambda i: np.matmul(a[bounds[i]:bounds[i + 1]], b,
-                                                           out=out[bounds[i]:bounds[i + 1]]))
+        _blas_threads.run_parts(parts, part)
     return out
 
 

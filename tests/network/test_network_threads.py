@@ -129,17 +129,20 @@ def test_adam_in_parts_gives_the_formulas_bits(threads_restored, dtype, team):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_products_in_parts_are_right_and_the_same_at_every_team(threads_restored, dtype):
-    """A dense layer large enough that its products run in parts on lstmfast's threads (1024
-    rows of 256 inputs to 300 outputs): the same bits at 1, 2 and 3 threads, and the products'
-    values as float64 NumPy gives them."""
+@pytest.mark.parametrize("rows, n_in, n_out", [(1024, 256, 300), (32, 700, 1500)],
+                         ids=["parts-of-rows", "parts-of-columns"])
+def test_dense_products_in_parts_are_right_and_the_same_at_every_team(threads_restored, dtype, rows,
+                                                                      n_in, n_out):
+    """A dense layer large enough that its products run in parts on lstmfast's threads (of
+    rows, or of columns for a minibatch of 32): the same bits at 1, 2 and 3 threads, and the
+    products' values as float64 NumPy gives them."""
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((1024, 256)).astype(dtype)
-    eps = rng.standard_normal((1024, 300)).astype(dtype)
+    x = rng.standard_normal((rows, n_in)).astype(dtype)
+    eps = rng.standard_normal((rows, n_out)).astype(dtype)
     results = []
     for team in (1, 2, 3):
         lstmfast.set_num_threads(team)
-        layer = lstmfast.DenseLayer(256, 300, activation="identity", dtype=dtype, seed=4)
+        layer = lstmfast.DenseLayer(n_in, n_out, activation="identity", dtype=dtype, seed=4)
         out = layer.forward(x, training=True)
         dx = layer.backward(eps)
         results.append((out.tobytes(), dx.tobytes(), layer.W_gradient.tobytes(),
