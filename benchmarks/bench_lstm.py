@@ -820,7 +820,19 @@ class Worker:
 
 
 def lstmfast_code_path(lf):
-    """The kernels' code path chosen at import for this CPU (e.g. "avx2+fma", "portable")."""
+    """The kernels' code path chosen at import for this CPU (e.g. "avx512", "avx2+fma",
+    "portable"). Read first from the package's own report where it has one (`lstmfast.info()`,
+    a dict naming it under "code_path", "isa" or "simd"), then from the kernels."""
+    report = getattr(lf, "info", None)
+    if callable(report):
+        try:
+            facts = report()
+        except Exception:               # an older or partial package: fall back below
+            facts = None
+        if isinstance(facts, dict):
+            for key in ("code_path", "isa", "simd"):
+                if facts.get(key):
+                    return str(facts[key])
     kernels = getattr(lf, "kernels", None)
     if hasattr(kernels, "simd_variant"):
         return str(kernels.simd_variant())
@@ -899,6 +911,13 @@ def probe_main(spec):
                             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                             "default_threads": torch.get_num_threads(),
                             "onednn": onednn_report(torch)}
+    if spec.get("lstmfast"):
+        # each OpenBLAS copy's own answers (openblas_get_corename, openblas_get_config)
+        from lstmfast import _blas_threads
+        out["openblas"] = [{"file": os.path.basename(lib.path), "owner": lib.owner,
+                            "core_type": lib.corename(), "config": lib.config(),
+                            "default_threads": lib.get_num_threads()}
+                           for lib in _blas_threads.libraries()]
     try:
         from threadpoolctl import threadpool_info
         out["blas"] = [{"file": os.path.basename(i.get("filepath", "")),
@@ -1226,8 +1245,10 @@ def machine_summary(info, metas=()):
                         "library": i.get("internal_api"), "version": i.get("version"),
                         "core_type": i.get("architecture"), "threading": i.get("threading_layer")}
         blas = list(seen.values())
+    # OpenBLAS's own core type where the probe asked it (openblas_get_corename)
+    cores = {o["file"]: o.get("core_type") for o in (sw.get("openblas") or [])}
     out["blas"] = [f"{b['owner']}'s {b.get('library')} {b.get('version')} (core type "
-                   f"{b.get('core_type')}, {b.get('threading')})" for b in sorted(
+                   f"{cores.get(b['file']) or b.get('core_type')}, {b.get('threading')})" for b in sorted(
                        blas, key=lambda b: (b["owner"] != "SciPy", b["file"]))]
     tinfo = sw.get("torch") or next((m["torch"] for m in metas if "torch" in m), None)
     if tinfo:

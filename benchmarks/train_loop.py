@@ -19,11 +19,26 @@ Each library runs in its own process, at the thread count given by OMP_NUM_THREA
 environment and otherwise at its own defaults (bench_lstm.py sets nothing else): lstmfast's
 time-loop threads, SciPy's and NumPy's OpenBLAS and PyTorch's OpenMP pool all follow it. The
 rate is characters per second of training (minibatch x sequence length per fit_batch).
+
+Run on its own, it times both libraries at 1 and 2 threads, each job in a fresh process,
+alternating the libraries and thread counts round by round, and prints each library's median
+rate, lstmfast's rate over PyTorch's and each library's 2-thread / 1-thread speed-up, with the
+load average around every job (figures from a loaded machine are indications only):
+
+    python benchmarks/train_loop.py                  # about 4 minutes on 2 cores
+    python benchmarks/train_loop.py --quick          # about 2 minutes
+    python benchmarks/train_loop.py --threads 1,2,4 --rounds 5 --json loop.json
 """
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -159,7 +174,10 @@ def torch_step(lstm, out, cfg, windows):
 
 def thread_settings(lib):
     """What each library decided on its own (nothing is set in the worker)."""
-    from threadpoolctl import threadpool_info
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        threadpool_info = list
     settings = {"blas": [{"file": i.get("filepath", "").rsplit("/", 1)[-1],
                           "num_threads": i.get("num_threads"), "architecture": i.get("architecture")}
                          for i in threadpool_info() if i.get("user_api") == "blas"]}
@@ -186,15 +204,159 @@ def run(lib, threads, dtype="float32", repeats=5, batches=8, warmup=2, cfg=None)
     for _ in range(warmup - 1):
         step()
     chars = cfg["minibatch"] * cfg["seq_len"]
-    samples, losses = [], []
+    samples, losses, busy = [], [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
             losses.append(step())
-        samples.append((time.perf_counter() - t0) / batches)     # seconds per minibatch
+        wall = time.perf_counter() - t0
+        samples.append(wall / batches)                            # seconds per minibatch
+        busy.append((time.process_time() - c0) / wall)            # the process's CPUs in use
     median = statistics.median(samples)
     return {"shape": "charlm", "mode": "train_loop", "lib": lib, "threads": threads,
             "dtype": dtype.name, "model": cfg, "samples_s": samples, "median_s": median,
             "chars_per_s": chars / median, "chars_per_s_samples": [chars / s for s in samples],
             "batches_per_sample": batches, "loss_first": first_loss, "loss_last": losses[-1],
+            # CPU time over wall time per sample: near the thread count on idle cores; well
+            # below it when other processes took the cores (then the rate says little)
+            "cpu_per_wall": statistics.median(busy),
             "loss_uniform": math.log(cfg["vocab"]), "settings": thread_settings(lib)}
+
+
+# ---------------------------------------------------------------------------------------------
+# standalone: each (library, thread count) in processes of its own, alternating
+
+#: the floor at 2 threads and more: lstmfast against PyTorch, and against its own 1-thread rate
+MIN_RATIO, MIN_SCALING = 1.1, 1.5
+
+
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _job(lib, threads, args):
+    """One worker process: its record, with the load average before and after."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    command = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--worker-threads",
+               str(threads), "--repeats", str(args.repeats), "--batches", str(args.batches),
+               "--warmup", str(args.warmup)]
+    load_before = _loadavg()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{lib} at {threads} threads failed:\n{done.stderr}")
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record["loadavg"] = (load_before, _loadavg())
+    return record
+
+
+def summarize(records, threads_list):
+    """Rows per thread count: each library's median rate over every sample of every round,
+    lstmfast / PyTorch, and each library's speed-up over its own 1-thread rate."""
+    samples = {}
+    for r in records:
+        samples.setdefault((r["lib"], r["threads"]), []).extend(r["chars_per_s_samples"])
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    rows = []
+    for threads in threads_list:
+        row = {"threads": threads}
+        for lib in ("lstmfast", "torch"):
+            rate = median.get((lib, threads))
+            base = median.get((lib, 1))
+            row[lib] = rate
+            row[f"{lib}_scaling"] = rate / base if (rate and base and threads > 1) else None
+        row["ratio"] = (row["lstmfast"] / row["torch"]) if (row["lstmfast"] and row["torch"]) else None
+        loads = [x for r in records if r["threads"] == threads for x in r["loadavg"] if x is not None]
+        row["loadavg"] = (min(loads), max(loads)) if loads else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, spec):
+    """value formatted by spec; ratios ('.2f') with an x."""
+    if value is None:
+        return "-"
+    return format(value, spec) + ("x" if spec == ".2f" else "")
+
+
+def report(rows):
+    lines = ["| threads | lstmfast chars/s | PyTorch chars/s | lstmfast / PyTorch | lstmfast speed-up "
+             "| PyTorch speed-up | load average |", "|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        load = "-" if row["loadavg"] is None else f"{row['loadavg'][0]:.2f}-{row['loadavg'][1]:.2f}"
+        lines.append(f"| {row['threads']} | {_fmt(row['lstmfast'], ',.0f')} | {_fmt(row['torch'], ',.0f')} "
+                     f"| {_fmt(row['ratio'], '.2f')} | {_fmt(row['lstmfast_scaling'], '.2f')} "
+                     f"| {_fmt(row['torch_scaling'], '.2f')} | {load} |")
+    for row in rows:
+        if row["threads"] > 1 and row["ratio"] is not None and row["lstmfast_scaling"] is not None:
+            met = row["ratio"] >= MIN_RATIO and row["lstmfast_scaling"] >= MIN_SCALING
+            lines.append(f"{row['threads']} threads: floor (>= {MIN_RATIO:g}x PyTorch, >= {MIN_SCALING:g}x "
+                         f"lstmfast's 1-thread rate) {'met' if met else 'NOT met'} in this run")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and samples (about 2 minutes)")
+    parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    parser.add_argument("--libs", default="lstmfast,torch", help="libraries (default lstmfast,torch)")
+    parser.add_argument("--rounds", type=int, help="processes per library and thread count (default 4, quick 2)")
+    parser.add_argument("--repeats", type=int, help="samples per process (default 5, quick 3)")
+    parser.add_argument("--batches", type=int, help="minibatches per sample (default 6, quick 4)")
+    parser.add_argument("--warmup", type=int, default=2, help="minibatches before the samples (default 2)")
+    parser.add_argument("--json", metavar="PATH", help="write the records and the summary here")
+    parser.add_argument("--worker", choices=("lstmfast", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (2 if args.quick else 4)
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    args.batches = args.batches or (4 if args.quick else 6)
+    if args.worker:
+        record = run(args.worker, args.worker_threads, repeats=args.repeats, batches=args.batches,
+                     warmup=args.warmup)
+        print(json.dumps(record))
+        return 0
+    threads_list = sorted({int(t) for t in args.threads.split(",")})
+    libs = [lib for lib in args.libs.split(",") if lib]
+    print(f"CPU: {_cpu_model()}, {os.cpu_count()} CPUs; Python {platform.python_version()}")
+    print(f"model: {CHAR_MODEL}; {args.rounds} rounds x {args.repeats} samples x {args.batches} "
+          f"minibatches per (library, threads)")
+    records, started = [], time.time()
+    for rnd in range(args.rounds):
+        order = [(lib, t) for t in threads_list for lib in libs]
+        if rnd % 2:
+            order.reverse()
+        for lib, threads in order:
+            record = _job(lib, threads, args)
+            records.append(record)
+            print(f"  round {rnd + 1}: {lib:8s} {threads} thread(s): {record['chars_per_s']:>9,.0f} chars/s "
+                  f"(loss {record['loss_first']:.2f} -> {record['loss_last']:.2f}; CPU/wall "
+                  f"{record['cpu_per_wall']:.2f}; load {record['loadavg'][0]} -> {record['loadavg'][1]})",
+                  flush=True)
+    rows = summarize(records, threads_list)
+    print()
+    print(report(rows))
+    print(f"({time.time() - started:.0f} s; on a machine shared with other work these figures are "
+          f"indications: compare them with the load averages)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"records": records, "summary": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ import weakref
 
 import numpy as np
 
+from . import _blas_threads
 from . import kernels as _kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
@@ -326,7 +327,25 @@ _INTERRUPTIBLE_FLOPS = 5e7
 _STOP_GRACE_SECONDS = 5.0
 
 
+# Passes estimated above this many floating-point operations hold every OpenBLAS copy in the
+# process at one thread while they run (lstmfast._blas_threads: the team has the cores; a hold
+# costs a few microseconds, under 3% of such a pass, which smaller passes skip)
+_BLAS_HOLD_FLOPS = 1e7
+
+
 def _run_kernel(kernel, args, flops, extra=()):
+    """_run_pass, with OpenBLAS held at one thread (lstmfast._blas_threads) for large passes."""
+    if flops < _BLAS_HOLD_FLOPS:
+        _run_pass(kernel, args, flops, extra)
+        return
+    _blas_threads.hold()
+    try:
+        _run_pass(kernel, args, flops, extra)
+    finally:
+        _blas_threads.release()
+
+
+def _run_pass(kernel, args, flops, extra=()):
     """Run `kernel(*args, cancel, *extra)` (a kernel entry that releases the GIL; cancel None or
     the flag below). Long passes started from the main thread run in a worker; KeyboardInterrupt
     in the main thread sets the cancel flag, waits for the kernel to stop at its next time step,

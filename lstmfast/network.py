@@ -27,13 +27,19 @@ Conventions (DL4J's, where DL4J has one):
   ``Sequential`` runs one call at a time; a call made while another thread is inside a call on
   the same object raises ``lstmfast.layers.ConcurrentUseError`` (a ``RuntimeError``) at once and
   changes nothing. A ``Sequential`` call holds the whole network (and so each of its layers)
-  for its duration: ``fit_batch`` is one unit for other threads.
+  for its duration: ``fit_batch`` is one unit for other threads. While a network call (``output``,
+  ``score``, ``compute_gradient_and_score``, ``fit_batch``) or a dense or output layer's product
+  runs, every OpenBLAS copy in the process is held at one thread (``lstmfast._blas_threads``):
+  the recurrent layers' passes split across ``lstmfast.set_num_threads`` threads, and an OpenBLAS
+  helper thread woken by a dense layer's product would keep polling on a core they need. Each
+  copy gets its own thread count back when the last such call ends.
 """
 
 import numbers
 
 import numpy as np
 
+from . import _blas_threads
 from . import kernels as _kernels
 from .layers import BidirectionalBase, UnidirectionalLSTM
 from .layers.bidirectional import BIDIRECTIONAL_MODES, combine_directions
@@ -158,6 +164,42 @@ def _from_rows(rows, like_shape):
     return rows.reshape(mb, t, rows.shape[1]).transpose(0, 2, 1)
 
 
+# A dense product of at least this many multiply-adds per part is cut into parts of its output's
+# rows (at least 64 rows each, at most 8 parts; its columns when it has too few rows), the parts
+# fixed by the shape alone and run on lstmfast's threads: OpenBLAS is held at one thread during
+# these products, and the bits must not depend on the thread count.
+_PRODUCT_PART_WORK = 1 << 21
+# Products from this many multiply-adds, which OpenBLAS would thread, hold it at one thread
+# (smaller ones, such as a streaming step's, run as they are: a hold costs microseconds)
+_PRODUCT_HOLD_WORK = 1 << 16
+
+
+def _product(a, b, out=None):
+    """a @ b for 2-D a [m, k] and b [k, n], into `out` (C-contiguous [m, n]) if given."""
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    if m * n * k < _PRODUCT_HOLD_WORK:
+        np.matmul(a, b, out=out)
+        return out
+    by_rows = m >= 128 or n < 128
+    parts = max(1, min(8, (m if by_rows else n) // 64, m * n * k // _PRODUCT_PART_WORK))
+    edge = m if by_rows else n
+    bounds = [edge * i // parts for i in range(parts + 1)]
+
+    def part(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        if by_rows:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:                  # a block of columns: BLAS takes it with the whole row's stride
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    with _blas_threads.held():
+        _blas_threads.run_parts(parts, part)
+    return out
+
+
 class DenseLayer(_FlatParameterLayer):
     """Fully connected layer ``a = activation(x W + b)``.
 
@@ -244,16 +286,18 @@ class DenseLayer(_FlatParameterLayer):
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
         x = self._check_input(x, "forward")
         rows = _to_rows(x)
-        z = rows @ self.W
+        z = _product(rows, self.W)
         z += self.b
         a = _activation_forward(self.activation, z)
         self._cache = (x.shape, rows, z, a) if training else None
         return _from_rows(a, x.shape)
 
     def _backward_from_preactivation_gradient(self, dz, input_shape, rows):
-        np.matmul(rows.T, dz, out=self.W_gradient)
+        # W's gradient rows^T dz, as its transpose dz^T rows: [nOut, nIn] row-major is the
+        # gradient's own (Fortran) storage, whose rows the parts can write
+        _product(dz.T, rows, out=self.W_gradient.T)
         self.b_gradient[...] = dz.sum(axis=0)
-        return _from_rows(dz @ self.W.T, input_shape)
+        return _from_rows(_product(dz, self.W.T), input_shape)
 
     @_exclusive
     def backward(self, epsilon, tbptt_length=None):
@@ -308,7 +352,7 @@ class OutputLayer(DenseLayer):
         x = self._check_input(x, "forward")
         self._check_data_rank(x)
         rows = _to_rows(x)
-        z = rows @ self.W
+        z = _product(rows, self.W)
         z += self.b
         a = _activation_forward(self.activation, z)
         self._cache = (x.shape, rows, z, a)
@@ -664,6 +708,7 @@ class Sequential(_Guarded):
         return a
 
     @_exclusive
+    @_blas_threads.holding
     def output(self, x, mask=None):
         """Inference pass: the last layer's activations."""
         return self._feed_forward(x, mask, training=False)
@@ -680,6 +725,7 @@ class Sequential(_Guarded):
         return label_mask
 
     @_exclusive
+    @_blas_threads.holding
     def score(self, x, y, mask=None, label_mask=None):
         """Loss of the (inference) output, DL4J's convention: sum over examples (and time
         steps) / minibatch + L2 term."""
@@ -701,12 +747,14 @@ class Sequential(_Guarded):
         return score
 
     @_exclusive
+    @_blas_threads.holding
     def compute_gradient_and_score(self, x, y, mask=None, label_mask=None):
         """Full BPTT: fills ``gradients`` with the gradient of ``score`` and returns the score."""
         self._feed_forward(x, mask, training=True)
         return self._backpropagate(y, mask, label_mask, None)
 
     @_exclusive
+    @_blas_threads.holding
     def fit_batch(self, x, y, mask=None, label_mask=None):
         """One training step on a minibatch (or, with truncated BPTT, one step per window).
         Returns the score (DL4J's: with truncated BPTT, the last window's score; all window

@@ -8,6 +8,9 @@ import numbers
 
 import numpy as np
 
+from ._blas_threads import run_parts
+from .kernels import get_num_threads
+
 __all__ = ["Sgd", "Adam"]
 
 
@@ -76,12 +79,45 @@ class Adam:
         m, v = self.m, self.v
         if m is None or m.shape != params.shape:
             m = v = np.zeros_like(params)
-        m = self.beta1 * m + (1.0 - self.beta1) * gradients
-        v = self.beta2 * v + (1.0 - self.beta2) * (gradients * gradients)
         t = self.iteration + 1
         alpha_t = self.learning_rate * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        _commit(self, params, params - alpha_t * m / (np.sqrt(v) + self.epsilon),
-                {"m": m, "v": v, "iteration": t})
+        new_m, new_v, new_params = (np.empty_like(params) for _ in range(3))
+        b1, b2, eps = self.beta1, self.beta2, self.epsilon
+
+        def update(lo, hi):
+            # the formula's operations in its order (the same bits), into the new arrays
+            g, nm, nv, step = gradients[lo:hi], new_m[lo:hi], new_v[lo:hi], new_params[lo:hi]
+            np.multiply(m[lo:hi], b1, out=nm)
+            nm += (1.0 - b1) * g                           # m = b1 m + (1 - b1) g
+            np.multiply(v[lo:hi], b2, out=nv)
+            square = g * g
+            square *= 1.0 - b2
+            nv += square                                   # v = b2 v + (1 - b2) g^2
+            np.sqrt(nv, out=square)
+            square += eps
+            np.multiply(nm, alpha_t, out=step)
+            step /= square
+            np.subtract(params[lo:hi], step, out=step)     # p - alpha_t m / (sqrt(v) + eps)
+
+        _in_parts(params.shape[0], update)
+        _commit(self, params, new_params, {"m": new_m, "v": new_v, "iteration": t})
+
+
+# Element-wise updates of at least this many parameters per thread are split across
+# lstmfast's threads (lstmfast.get_num_threads())
+_PART_MIN = 1 << 16
+
+
+def _in_parts(n, update):
+    """update(lo, hi) over 0..n in contiguous parts, one per thread, each a multiple of 64
+    elements; returns when every part is done. The parts' results do not depend on the split:
+    each element's arithmetic is its own."""
+    parts = min(get_num_threads(), n // _PART_MIN)
+    if parts <= 1:
+        update(0, n)
+        return
+    bounds = [n * i // parts // 64 * 64 for i in range(parts)] + [n]
+    run_parts(parts, lambda i: update(bounds[i], bounds[i + 1]))
 
 
 class _Rollback:

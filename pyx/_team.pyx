@@ -17,6 +17,12 @@ from lstmfast._team cimport (lf_team_fn, lf_barrier, LF_TEAM_MAX, lf_team_execut
 cdef extern from "lstmfast_team.h" nogil:
     # for tests: the pool counts as holding at most this many buffers (-1: no ceiling)
     int lf_blas_buffer_ceiling
+    # the passes' hold of OpenBLAS at one thread (counted; the last holder restores the count)
+    ctypedef void (*lf_set_threads_fn)(int)
+    lf_set_threads_fn lf_blas_set_threads
+    void lf_blas_single_enter()
+    void lf_blas_single_leave()
+    int lf_blas_single_holders
 
 
 cdef int pass_acquire(int wanted, bint level3, bint blas_single) noexcept nogil:
@@ -35,6 +41,32 @@ cdef int team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* barrie
 BLAS_THREAD_CONTROL = lf_blas_threads_init(<const void*>_cython_blas.sgemm) != 0
 # OpenBLAS's buffer pool is filled, checked, before level-3 calls (lf_blas_buffers_acquire)
 BLAS_BUFFER_CHECK = lf_blas_buffers_checked() != 0
+
+
+def blas_setter_address():
+    """The address of the OpenBLAS thread setter the passes hold at one thread (0: none found),
+    so that lstmfast._blas_threads can tell that library from the process's other copies."""
+    return <size_t>lf_blas_set_threads
+
+
+def hold_blas_single():
+    """Hold the kernels' OpenBLAS at one thread as a pass does (one more holder of the same
+    count: the first sets one thread, the last restores what the first found). Pair with
+    release_blas_single."""
+    with nogil:
+        lf_blas_single_enter()
+
+
+def release_blas_single():
+    """Give back one hold_blas_single."""
+    with nogil:
+        lf_blas_single_leave()
+
+
+def blas_single_holders():
+    """How many holds of the kernels' OpenBLAS at one thread are open (a child process after
+    fork counts none once the team has forgotten its holders)."""
+    return lf_blas_single_holders
 
 
 def set_blas_buffer_ceiling(int buffers):

@@ -12,6 +12,8 @@ import contextlib
 import numbers
 import threading
 
+from .. import _blas_threads
+
 __all__ = ["set_blas_threads", "get_blas_threads"]
 
 
@@ -30,7 +32,9 @@ def set_blas_threads(setting):
     2 threads), and with ``torch.set_num_threads(1)`` (one core per process, as torchrun sets up)
     a multi-threaded BLAS would oversubscribe the cores. An integer n > 1: n threads during the
     calls (worth trying with ``torch.set_num_threads(1)`` and large layers); None: leave the
-    pool alone. Needs ``threadpoolctl`` (to find the library); without it nothing is changed.
+    pool alone. 1 holds every OpenBLAS copy of the process at one thread
+    (``lstmfast._blas_threads``, no other package needed); n > 1 needs ``threadpoolctl`` (to
+    find the library), without which nothing is changed.
     Returns the previous setting."""
     global _blas_setting
     if setting is not None:
@@ -126,6 +130,12 @@ def _blas_limit():
     limit = _blas_setting
     if limit is None:
         yield
+        return
+    if limit == 1:
+        # the counted hold of every OpenBLAS copy that the kernels' passes and lstmfast's
+        # networks share (lstmfast._blas_threads): no count of its own that a pass could undo
+        with _blas_threads.held():
+            yield
         return
     pools = _blas_pools()
     if not pools:
