@@ -173,6 +173,13 @@ def init_weights(rng, shape, fan_in, fan_out, scheme, dtype):
     return values.astype(dtype)
 
 
+def _check_mask_or_lengths(layer, what, mask, lengths):
+    """Refuse a mask and lengths together, naming the layer and the call."""
+    if mask is not None and lengths is not None:
+        raise ValueError(f"{type(layer).__name__}.{what}: mask and lengths: pass one of them, not "
+                         f"both (lengths [minibatch] is the alternative to a mask [minibatch, T])")
+
+
 def _as_state(name, value, minibatch, n_out, dtype):
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
