@@ -653,20 +653,25 @@ class Sequential(_Guarded):
             raise TypeError(f"x must be a real array, got dtype {arr.dtype}")
         return arr
 
-    def _feed_forward(self, x, mask, training, using_stored_state=False):
+    def _feed_forward(self, x, mask, training, using_stored_state=False, lengths=None):
         a = self._check_features(x)
         for layer in self.layers:
             if using_stored_state and isinstance(layer, _RECURRENT_TYPES):
                 a = layer.rnn_activate_using_stored_state(a, mask=mask, training=training,
                                                           store_last_for_tbptt=True)
+            elif lengths is not None and isinstance(layer, _RECURRENT_TYPES):
+                a = layer.forward(a, mask=mask, training=training, lengths=lengths)
             else:
                 a = layer.forward(a, mask=mask, training=training)
         return a
 
     @_exclusive
-    def output(self, x, mask=None):
-        """Inference pass: the last layer's activations."""
-        return self._feed_forward(x, mask, training=False)
+    def output(self, x, mask=None, *, lengths=None):
+        """Inference pass: the last layer's activations. ``lengths`` ``[minibatch]`` (instead
+        of a mask) goes to every recurrent layer: each example's steps are its first
+        ``lengths[m]``, and a recurrent layer's output is zero after them (the layers after it
+        see those zeros, as ONNX's ``sequence_lens`` gives them)."""
+        return self._feed_forward(x, mask, training=False, lengths=lengths)
 
     def _regularisation_score(self):
         if self.l2 == 0.0 and self.l2_bias == 0.0:
