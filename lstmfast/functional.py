@@ -708,3 +708,60 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     if len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]
     return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0)
+
+
+# ---------------------------------------------------------------------------------------------
+# buffer sizes of a pass
+
+#: Bytes of the buffers one pass takes (see pass_buffer_sizes).
+PassBufferSizes = collections.namedtuple(
+    "PassBufferSizes",
+    ["cache", "forward_workspace_inference", "forward_workspace_training", "backward_workspace"])
+
+
+def pass_buffer_sizes(minibatch, n_in, hidden, time_steps, *, peepholes=False, dtype=np.float32,
+                      lengths=False, _tuning=None):
+    """Bytes of the buffers lstm_forward / lstm_backward take for a problem of this size, sized
+    by the kernels with the tuning those passes use: ``cache`` (what lstm_forward(...,
+    for_backprop=True) keeps for lstm_backward), ``forward_workspace_inference`` /
+    ``forward_workspace_training`` (lstm_forward's work space with for_backprop False / True,
+    freed or pooled on return) and ``backward_workspace`` (lstm_backward's). ``lengths=True``:
+    sizes for a pass with per-example lengths (the backward work space holds one more
+    [minibatch, hidden] block). ``dtype``: float32 or float64. The outputs, gradients and copies
+    of the weights the passes return are not included. Raises ValueError for a size below 1 or a
+    problem the kernels refuse as too large (as lstm_forward would)."""
+    sizes = []
+    for name, value in (("minibatch", minibatch), ("n_in", n_in), ("hidden", hidden),
+                        ("time_steps", time_steps)):
+        size = _integer(value, name, "an integer >= 1")
+        if size < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {size}")
+        sizes.append(size)
+    minibatch, n_in, hidden, time_steps = sizes
+    peepholes = _flag(peepholes, "peepholes")
+    lengths = _flag(lengths, "lengths")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r:.60}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    _raise_for_kernel_verdict(
+        _kernels.check_dims(minibatch, n_in, hidden, time_steps, peepholes,
+                            _kernels.ACTIVATION_CODES["tanh"],
+                            _kernels.ACTIVATION_CODES["sigmoid"]),
+        minibatch, n_in, hidden, time_steps)
+    # the size functions only ask whether there are lengths, not what they are
+    any_lengths = np.zeros(minibatch, dtype=np.intp) if lengths else None
+    elements = (
+        _kernels.cache_size(minibatch, n_in, hidden, time_steps),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, False, _tuning),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, True, _tuning),
+        _kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps, _tuning,
+                                         any_lengths))
+    if min(elements) < 0:
+        _raise_for_kernel_verdict(-3, minibatch, n_in, hidden, time_steps)
+    return PassBufferSizes(*(n * dtype.itemsize for n in elements))
+
+
+__all__ += ["pass_buffer_sizes", "PassBufferSizes"]

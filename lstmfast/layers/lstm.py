@@ -384,7 +384,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
 
     def _allocation_parts(self, ts_length, minibatch):
         return _lstm_pass_allocations(self.n_in, self.n_out, ts_length, minibatch, self.peepholes,
-                                      self.dtype.itemsize,
+                                      self.dtype,
                                       drop_connect=self.drop_connect is not None and self.drop_connect < 1.0)
 
     def _allocated_bytes(self, ts_length, minibatch):
