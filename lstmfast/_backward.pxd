@@ -1,7 +1,7 @@
 # The backward pass (pyx/_backward.pyx), called by lstmfast.kernels' C API.
 from cython cimport floating
 
-from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_report
+from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_report, lstm_options
 
 cdef int run_backward(const lstm_dims* dims,
                       const floating* input_weights, Py_ssize_t ld_input_weights,
@@ -17,4 +17,5 @@ cdef int run_backward(const lstm_dims* dims,
                       floating* grad_c0, lstm_strides grad_c0_strides,
                       floating* workspace,
                       const lstm_tuning* tuning, lstm_report* report, const int* cancel,
-                      const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil
+                      const floating* grad_last_c, lstm_strides grad_last_c_strides,
+                      const lstm_options* options) noexcept nogil

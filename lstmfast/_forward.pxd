@@ -1,7 +1,7 @@
 # The forward pass (pyx/_forward.pyx), called by lstmfast.kernels' C API.
 from cython cimport floating
 
-from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_report
+from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_report, lstm_options
 
 cdef int run_forward(const lstm_dims* dims,
                      const floating* x, lstm_strides x_strides,
@@ -16,4 +16,4 @@ cdef int run_forward(const lstm_dims* dims,
                      floating* last_c, lstm_strides last_c_strides,
                      floating* cache, floating* workspace,
                      const lstm_tuning* tuning, lstm_report* report,
-                     const int* cancel) noexcept nogil
+                     const int* cancel, const lstm_options* options) noexcept nogil

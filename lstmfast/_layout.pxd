@@ -7,7 +7,7 @@ from cython cimport floating
 from libc.string cimport memcpy
 
 from lstmfast._activations cimport LF_SMALL_M
-from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning
+from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_options
 
 cdef extern from "lstmfast_team.h" nogil:
     int LF_TEAM_MAX
@@ -191,10 +191,12 @@ ctypedef struct _backward_layout:
     Py_ssize_t peephole_sums    # 3 x [h]: sum_f, sum_o, sum_g
     Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
     Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
+    Py_ssize_t last_c_grad      # [mb, h]: dL/d(last c) of the examples ending at a step (lengths)
     Py_ssize_t total
 
 
 cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
+                                                const lstm_options* options,
                                                 _backward_layout* layout) noexcept nogil:
     """The backward work space's layout (the one place that knows it, as
     _plan_forward_workspace); its size in elements, or -1 (too large)."""
@@ -220,6 +222,9 @@ cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
         layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, G)))
     if _row_group_room(dims):
         layout.grad_partial = _region(&end, stack)
+    layout.last_c_grad = -1
+    if options.lengths != NULL:
+        layout.last_c_grad = _region(&end, block)
     layout.total = end
     return end
 
@@ -380,3 +385,131 @@ cdef inline void _broadcast_columns(const floating* values, Py_ssize_t stride, P
         v = values[j * stride]
         for m in range(mb):
             block[m + j * mb] = v
+
+
+# ---------------------------------------------------------------------------------------------
+# per-example lengths (lstm_options.lengths): every example's valid steps are the first
+# `length` steps of processing order, at times 0..length-1 forwards and length-1..0 backwards
+# (so a backward direction starts each example at its own last valid time); the steps after
+# are padding, masked as a trailing mask would be
+
+cdef inline Py_ssize_t _length_of(const lstm_options* options, Py_ssize_t m) noexcept nogil:
+    return options.lengths[m * options.lengths_stride]
+
+
+cdef inline Py_ssize_t _example_time(const lstm_dims* dims, Py_ssize_t length,
+                                     Py_ssize_t s) noexcept nogil:
+    """The time of processing step s of an example of this length, or -1 (padding)."""
+    if s >= length:
+        return -1
+    return s if dims.forwards else length - 1 - s
+
+
+cdef inline void _pack_input_lengths(const lstm_dims* dims, const lstm_options* options,
+                                     const floating* x, lstm_strides st, Py_ssize_t s_begin,
+                                     Py_ssize_t s_end, floating* xp, Py_ssize_t ld) noexcept nogil:
+    """_pack_input with lengths: each example's own time, zeros in the padding (whatever the
+    caller left there, NaN included, never reaches a valid step)."""
+    cdef Py_ssize_t s, m, i, t, mb = dims.minibatch
+    cdef floating* dst
+    for s in range(s_begin, s_end):
+        for m in range(mb):
+            t = _example_time(dims, _length_of(options, m), s)
+            dst = xp + mb * (s - s_begin) + m
+            if t < 0:
+                for i in range(dims.n_in):
+                    dst[i * ld] = 0
+            else:
+                for i in range(dims.n_in):
+                    dst[i * ld] = x[m * st.minibatch + i * st.feature + t * st.time]
+
+
+cdef inline void _pack_mask_lengths(const lstm_dims* dims, const lstm_options* options,
+                                    Py_ssize_t s_begin, Py_ssize_t s_end,
+                                    floating* mp) noexcept nogil:
+    """The mask the lengths imply, steps s_begin..s_end-1 in processing order."""
+    cdef Py_ssize_t s, m, mb = dims.minibatch
+    for s in range(s_begin, s_end):
+        for m in range(mb):
+            mp[mb * (s - s_begin) + m] = 1 if s < _length_of(options, m) else 0
+
+
+cdef inline void _zero_padding(const lstm_dims* dims, const lstm_options* options,
+                               floating* out, lstm_strides st, Py_ssize_t features) noexcept nogil:
+    """out[m, :, t] = 0 at every time t >= length of example m (nothing if out is NULL)."""
+    cdef Py_ssize_t m, t, k
+    if out == NULL:
+        return
+    for m in range(dims.minibatch):
+        for t in range(_length_of(options, m), dims.time_steps):
+            for k in range(features):
+                out[m * st.minibatch + k * st.feature + t * st.time] = 0
+
+
+cdef inline void _scatter_units_lengths(const lstm_dims* dims, const lstm_options* options,
+                                        const floating* src, floating* out, lstm_strides st,
+                                        Py_ssize_t s, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """The units k0..k1-1 of step s's [mb, h] block to each example's own time in out
+    [mb, h, T]; nothing for the examples whose padding step s is."""
+    cdef Py_ssize_t m, k, t, mb = dims.minibatch
+    for m in range(mb):
+        t = _example_time(dims, _length_of(options, m), s)
+        if t >= 0:
+            for k in range(k0, k1):
+                out[m * st.minibatch + k * st.feature + t * st.time] = src[m + k * mb]
+
+
+cdef inline void _gather_units_lengths(const lstm_dims* dims, const lstm_options* options,
+                                       const floating* src, lstm_strides st, Py_ssize_t s,
+                                       floating* dst, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """The units k0..k1-1 of step s from [mb, h, T] at each example's own time into the [mb, h]
+    block dst; zeros for the examples whose padding step s is."""
+    cdef Py_ssize_t m, k, t, mb = dims.minibatch
+    for m in range(mb):
+        t = _example_time(dims, _length_of(options, m), s)
+        for k in range(k0, k1):
+            dst[m + k * mb] = 0 if t < 0 else src[m * st.minibatch + k * st.feature + t * st.time]
+
+
+cdef inline bint _lengths_valid(const lstm_dims* dims, const lstm_options* options) noexcept nogil:
+    cdef Py_ssize_t m, length
+    for m in range(dims.minibatch):
+        length = _length_of(options, m)
+        if length < 0 or length > dims.time_steps:
+            return False
+    return True
+
+
+cdef inline lstm_strides _block_strides(Py_ssize_t mb) noexcept nogil:
+    """The strides of a contiguous [mb, features] block (index m + k*mb)."""
+    cdef lstm_strides st
+    st.minibatch = 1
+    st.feature = mb
+    st.time = 0
+    return st
+
+
+cdef inline bint _any_ends_at(const lstm_dims* dims, const lstm_options* options,
+                              Py_ssize_t s) noexcept nogil:
+    """Whether some example's last valid step is processing step s."""
+    cdef Py_ssize_t m
+    for m in range(dims.minibatch):
+        if _length_of(options, m) == s + 1:
+            return True
+    return False
+
+
+cdef inline void _copy_rows_ending(const lstm_dims* dims, const lstm_options* options,
+                                   Py_ssize_t length, const floating* src, lstm_strides src_st,
+                                   floating* dst, lstm_strides dst_st, Py_ssize_t k0,
+                                   Py_ssize_t k1) noexcept nogil:
+    """dst[m, k] = src[m, k] for the units k0..k1-1 of the examples of this length (nothing if
+    dst is NULL; src NULL: zeros). Strides as lstm_strides of [mb, features] operands."""
+    cdef Py_ssize_t m, k
+    if dst == NULL:
+        return
+    for m in range(dims.minibatch):
+        if _length_of(options, m) == length:
+            for k in range(k0, k1):
+                dst[m * dst_st.minibatch + k * dst_st.feature] = (
+                    0 if src == NULL else src[m * src_st.minibatch + k * src_st.feature])

@@ -334,7 +334,7 @@ def _directions_of(layer, what, reverse_ok=False):
     for Bidirectional(mode="concat"). ``reverse_ok``: a one-direction layer may process time
     in reverse."""
     if isinstance(layer, UnidirectionalLSTM):
-        if not layer._process_forwards and not reverse_ok:
+        if layer.reverse and not reverse_ok:
             raise ValueError(f"{what}: the layer processes time in reverse (the backward "
                              f"direction of a bidirectional layer, or an ONNX 'reverse' node); "
                              f"the peer has no such single layer")
@@ -512,7 +512,7 @@ def to_keras(layer):
     ``keras_layer.set_weights`` (build the Keras layer with ``units = layer.n_out``,
     ``use_bias=True`` and the matching ``activation`` / ``recurrent_activation``; a
     ``"hardsigmoid"`` gate is Keras 2's ``hard_sigmoid``)."""
-    if not isinstance(layer, UnidirectionalLSTM) or not layer._process_forwards:
+    if not isinstance(layer, UnidirectionalLSTM) or layer.reverse:
         raise TypeError(f"to_keras: expected an lstmfast LSTM layer, got {layer!r}")
     if layer.peepholes:
         raise ValueError("to_keras: Keras LSTM has no peephole connections (GravesLSTM)")
@@ -684,6 +684,6 @@ def to_onnx(layer):
     # between ONNX's text and ONNX Runtime)
     attributes = {"hidden_size": first.n_out,
                   "direction": ("bidirectional" if len(directions) == 2 else
-                                "forward" if first._process_forwards else "reverse"),
+                                "reverse" if first.reverse else "forward"),
                   "activations": names * len(directions)}
     return {"W": W, "R": R, "B": B, "P": P, "attributes": attributes}

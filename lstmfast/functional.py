@@ -433,19 +433,57 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
                      f"T={time_steps} ({_KERNEL_ERRORS.get(code, code)})")
 
 
+def _check_last_state_gradient(value, name, state, dtype, minibatch, hidden):
+    if value is None:
+        return None
+    array = _as_float_array(value, name, dtype)
+    if array.shape != (minibatch, hidden):
+        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}] "
+                         f"(the shape of fwd.{state}), got {_shape(array)}")
+    return _ready(array, dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # the API
 
+def _check_lengths(lengths, minibatch, time_steps, mask):
+    """`lengths` as a contiguous np.intp array [minibatch] of values 0..T, or None."""
+    if lengths is None:
+        return None
+    if mask is not None:
+        raise ValueError("mask and lengths: pass one of them, not both (lengths [minibatch] "
+                         "is the alternative to a mask [minibatch, T])")
+    try:
+        array = np.asarray(lengths)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ValueError(f"lengths: cannot be read as an array ({error})") from None
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected integers (steps per example), got dtype {array.dtype}")
+    if array.shape != (minibatch,):
+        raise ValueError(f"lengths: expected shape [minibatch] = [{minibatch}], "
+                         f"got {_shape(array)}")
+    bad = np.flatnonzero((array < 0) | (array > time_steps))
+    if bad.size:
+        raise ValueError(f"lengths: every length must be in 0..T = 0..{time_steps}; "
+                         f"lengths[{bad[0]}] = {array[bad[0]]}")
+    return np.ascontiguousarray(array, dtype=np.intp)
+
+
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
-                 activation="tanh", gate_activation="sigmoid", mask=None, forwards=True,
-                 for_backprop=False, check_finite=False, _tuning=None, _report=None):
+                 activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,
+                 forwards=True, for_backprop=False, check_finite=False, _tuning=None,
+                 _report=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
     input_weights [nIn, 4h]; recurrent_weights [h, 4h] or [h, 4h+3] (peephole columns wFF, wOO,
     wGG last); bias [4h] or [1, 4h]. Gate blocks: block input, forget, output, input gate.
     h0, c0 [minibatch, h]: previous state (None: zeros). mask [minibatch, T] of 0/1.
-    forwards=False processes time in reverse. for_backprop=True keeps what lstm_backward needs.
+    lengths [minibatch] of integers 0..T (instead of a mask): example m's steps are its times
+    0..lengths[m]-1, the rest is padding (PackedSequence / ONNX sequence_lens): the output is
+    zero there, last_h / last_c are each example's state after its last valid step (h0 / c0 for
+    length 0; a mask zeroes them instead), and forwards=False starts each example at its own
+    last valid time. forwards=False processes time in reverse. for_backprop=True keeps what lstm_backward needs.
     check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
     IEEE arithmetic says).
     Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
@@ -507,6 +545,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
             raise ValueError(f"mask: expected shape [minibatch, T] = [{minibatch}, {time_steps}], "
                              f"got {_shape(mask_a)}")
 
+    lengths_a = _check_lengths(lengths, minibatch, time_steps, mask_a)
+
     act = _activation_code(activation, "activation", ACTIVATIONS)
     gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
     forwards = _flag(forwards, "forwards")
@@ -551,7 +591,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops, (_tuning, _report))
+                    flops, (_tuning, _report, lengths_a))
     except BaseException:
         _POOL.give(cache)
         raise
@@ -559,7 +599,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         _POOL.give(workspace)
 
     options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
-               "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps}
+               "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps,
+               "lengths": lengths_a}
     result = ForwardResult(output, last_h, last_c, cache, W, RW, bias_shape, x_shape,
                            options)
     if cache is not None and cache.nbytes >= _POOL.min_bytes:
@@ -597,17 +638,18 @@ def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, act
                                gate_act) == 0
 
 
-def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_finite=False,
-                  _tuning=None, _report=None):
+def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_last_c=None,
+                  check_finite=False, _tuning=None, _report=None):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
     epsilon: dL/d(output), [minibatch, h, T] (or [minibatch, h] when T = 1).
     tbptt_length: None for full BPTT, or k >= 1: only the last k steps (in processing order)
-    are back-propagated. grad_last_c: dL/d(fwd.last_c) [minibatch, h] when the final cell
-    state is used further (e.g. handed to a decoder; beyond the seed); a gradient with respect
-    to fwd.last_h belongs in epsilon at the last processed step. check_finite=True raises
-    ValueError for NaN/Inf in epsilon or grad_last_c.
+    are back-propagated (not with lengths: their steps differ per example). grad_last_h,
+    grad_last_c: dL/d(fwd.last_h), dL/d(fwd.last_c) [minibatch, h] when the final state is
+    used further (e.g. handed to a decoder; beyond the seed); with lengths they reach each
+    example's last valid step. check_finite=True raises ValueError for NaN/Inf in epsilon,
+    grad_last_h or grad_last_c.
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -631,13 +673,11 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
                          f"got {_shape(np.asarray(epsilon))}")
     eps = _ready(eps, dtype)
     check_finite = _flag(check_finite, "check_finite")
-    grad_last_c_a = None
-    if grad_last_c is not None:
-        grad_last_c_a = _as_float_array(grad_last_c, "grad_last_c", dtype)
-        if grad_last_c_a.shape != (minibatch, hidden):
-            raise ValueError(f"grad_last_c: expected shape [minibatch, h] = [{minibatch}, {hidden}] "
-                             f"(the shape of fwd.last_c), got {_shape(grad_last_c_a)}")
-        grad_last_c_a = _ready(grad_last_c_a, dtype)
+    grad_last_h_a = _check_last_state_gradient(grad_last_h, "grad_last_h", "last_h", dtype,
+                                               minibatch, hidden)
+    grad_last_c_a = _check_last_state_gradient(grad_last_c, "grad_last_c", "last_c", dtype,
+                                               minibatch, hidden)
+    lengths = opts["lengths"]
 
     if tbptt_length is None:
         tbptt = 0
@@ -646,6 +686,22 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
         if tbptt < 1:
             raise ValueError(f"tbptt_length: must be >= 1 (or None for full BPTT), got {tbptt}")
         tbptt = min(tbptt, time_steps)     # k >= T is full BPTT
+        if lengths is not None and tbptt < time_steps:
+            raise ValueError(f"tbptt_length: truncated BPTT ({tbptt} of {time_steps} steps) is "
+                             f"not available with lengths (their steps differ per example)")
+    if check_finite:
+        _check_finite([("epsilon", eps), ("grad_last_h", grad_last_h_a),
+                       ("grad_last_c", grad_last_c_a)])
+    if grad_last_h_a is not None:
+        # last_h is the output of each example's last processed step: its gradient joins
+        # epsilon there (an example of length 0 hands h0 on, added to grads.h0 below)
+        eps = np.array(eps, order="F", copy=True)
+        if lengths is None:
+            last = np.full(minibatch, time_steps if opts["forwards"] else 1)
+        else:
+            last = lengths if opts["forwards"] else np.minimum(lengths, 1)
+        rows = np.flatnonzero(last > 0)
+        eps[rows, :, last[rows] - 1] += grad_last_h_a[rows]
 
     grad_w = np.empty(W.shape, dtype=dtype, order="F")
     grad_rw = np.empty(RW.shape, dtype=dtype, order="F")
@@ -654,20 +710,77 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_c=None, check_fi
     grad_h0 = np.empty((minibatch, hidden), dtype=dtype)
     grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
     workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps,
-                                                            _tuning), dtype)
-
-    if check_finite:
-        _check_finite([("epsilon", eps), ("grad_last_c", grad_last_c_a)])
+                                                            _tuning, lengths), dtype)
     flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
     try:
         _run_kernel(_kernels.backward, (W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b,
                                         grad_x, grad_h0, grad_c0, workspace, minibatch,
                                         time_steps, opts["peepholes"], opts["forwards"],
                                         opts["activation"], opts["gate_activation"]),
-                    flops, (grad_last_c_a, _tuning, _report))
+                    flops, (grad_last_c_a, _tuning, _report, lengths))
     finally:
         _POOL.give(workspace)
+    if grad_last_h_a is not None and lengths is not None:
+        empty = lengths == 0
+        grad_h0[empty] += grad_last_h_a[empty]
 
     if len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]
     return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0)
+
+
+# ---------------------------------------------------------------------------------------------
+# buffer sizes of a pass
+
+#: Bytes of the buffers one pass takes (see pass_buffer_sizes).
+PassBufferSizes = collections.namedtuple(
+    "PassBufferSizes",
+    ["cache", "forward_workspace_inference", "forward_workspace_training", "backward_workspace"])
+
+
+def pass_buffer_sizes(minibatch, n_in, hidden, time_steps, *, peepholes=False, dtype=np.float32,
+                      lengths=False, _tuning=None):
+    """Bytes of the buffers lstm_forward / lstm_backward take for a problem of this size, sized
+    by the kernels with the tuning those passes use: ``cache`` (what lstm_forward(...,
+    for_backprop=True) keeps for lstm_backward), ``forward_workspace_inference`` /
+    ``forward_workspace_training`` (lstm_forward's work space with for_backprop False / True,
+    freed or pooled on return) and ``backward_workspace`` (lstm_backward's). ``lengths=True``:
+    sizes for a pass with per-example lengths (the backward work space holds one more
+    [minibatch, hidden] block). ``dtype``: float32 or float64. The outputs, gradients and copies
+    of the weights the passes return are not included. Raises ValueError for a size below 1 or a
+    problem the kernels refuse as too large (as lstm_forward would)."""
+    sizes = []
+    for name, value in (("minibatch", minibatch), ("n_in", n_in), ("hidden", hidden),
+                        ("time_steps", time_steps)):
+        size = _integer(value, name, "an integer >= 1")
+        if size < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {size}")
+        sizes.append(size)
+    minibatch, n_in, hidden, time_steps = sizes
+    peepholes = _flag(peepholes, "peepholes")
+    lengths = _flag(lengths, "lengths")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r:.60}") from None
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+    _raise_for_kernel_verdict(
+        _kernels.check_dims(minibatch, n_in, hidden, time_steps, peepholes,
+                            _kernels.ACTIVATION_CODES["tanh"],
+                            _kernels.ACTIVATION_CODES["sigmoid"]),
+        minibatch, n_in, hidden, time_steps)
+    # the size functions only ask whether there are lengths, not what they are
+    any_lengths = np.zeros(minibatch, dtype=np.intp) if lengths else None
+    elements = (
+        _kernels.cache_size(minibatch, n_in, hidden, time_steps),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, False, _tuning),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, True, _tuning),
+        _kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps, _tuning,
+                                         any_lengths))
+    if min(elements) < 0:
+        _raise_for_kernel_verdict(-3, minibatch, n_in, hidden, time_steps)
+    return PassBufferSizes(*(n * dtype.itemsize for n in elements))
+
+
+__all__ += ["pass_buffer_sizes", "PassBufferSizes"]

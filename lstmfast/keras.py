@@ -23,7 +23,8 @@ files are zip archives with an HDF5 weights file inside, so they need it too.
 Masking follows Keras: a masked step leaves the LSTM state unchanged and repeats the previous
 output (zeros when the layer's ``zero_output_for_mask`` is set; before the first unmasked step,
 the starting h); lstmfast runs each distinct mask row's unmasked steps as one sequence, which is
-exactly that.
+exactly that. When every row is a prefix of unmasked steps (padding at the end, or at the start
+with ``go_backwards``), one pass with per-example lengths does the same.
 """
 
 from __future__ import annotations
@@ -124,15 +125,29 @@ def _lstm_keras(x, params, activation, gate, mask, go_backwards, zero_output_for
     hidden = RW.shape[0]
     h0, c0 = (None, None) if state is None else state
 
-    def run(xs, members):
+    def run(xs, members, lengths=None):
         r = lstm_forward(np.ascontiguousarray(xs.transpose(0, 2, 1)), W, RW, b,
                          h0=None if h0 is None else h0[members],
                          c0=None if c0 is None else c0[members],
-                         activation=activation, gate_activation=gate)
+                         activation=activation, gate_activation=gate, lengths=lengths)
         return r.output.transpose(0, 2, 1), r.last_h, r.last_c
 
     if mask is None or mask.all():
         seq, h, c = run(x, slice(None))
+        return seq, (h, c)
+    lengths = np.count_nonzero(mask, axis=1)
+    if np.array_equal(mask, np.arange(T)[None, :] < lengths[:, None]):
+        # every row a prefix (pre-padding seen from go_backwards, post-padding otherwise): one
+        # pass with per-example lengths; its state is each example's after its last valid step
+        seq, h, c = run(x, slice(None), lengths)
+        if not zero_output_for_mask:
+            # a masked step after the valid ones repeats the last output; a row masked at
+            # every step repeats the start h (zeros without one, or in Keras's unrolled loop)
+            repeated = h.copy()
+            if unroll:
+                repeated[lengths == 0] = 0
+            past = np.arange(T)[None, :] >= lengths[:, None]
+            seq = np.where(past[:, :, None], repeated[:, None, :], seq)
         return seq, (h, c)
     seq = np.zeros((N, T, hidden), dtype=W.dtype)
     # rows masked at every step keep the state they started with

@@ -80,6 +80,19 @@ ctypedef struct lstm_report:
 
 cdef lstm_tuning lstm_default_tuning() noexcept nogil
 
+# What a pass computes beyond the seed, for the *_ex2 entries (NULL: nothing beyond the seed).
+# Start from lstm_default_options() and set the fields you use: a later version may add fields.
+ctypedef struct lstm_options:
+    # [minibatch] steps per example, 0 <= lengths[m * lengths_stride] <= T (NULL: all T): the
+    # steps at times >= length are padding. Outputs there are zero, last_h / last_c are each
+    # example's state after its last valid step (h0 / c0 for length 0), a backward direction
+    # starts each example at time length-1, and no gradient reaches or leaves the padding
+    # (PackedSequence / ONNX sequence_lens). Not with a mask, nor with truncated BPTT.
+    const Py_ssize_t* lengths
+    Py_ssize_t lengths_stride
+
+cdef lstm_options lstm_default_options() noexcept nogil
+
 # Sizes in elements of the buffers the caller provides; -1 if `dims` is invalid or too large.
 cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil
@@ -90,6 +103,16 @@ cdef Py_ssize_t lstm_forward_workspace_size_ex(const lstm_dims* dims, bint for_b
                                                const lstm_tuning* tuning) noexcept nogil
 cdef Py_ssize_t lstm_backward_workspace_size_ex(const lstm_dims* dims,
                                                 const lstm_tuning* tuning) noexcept nogil
+# The same for the *_ex2 entries under `options` (NULL: none; only the fields that change the
+# sizes are read, not the arrays they point to).
+cdef Py_ssize_t lstm_cache_size_ex2(const lstm_dims* dims,
+                                    const lstm_options* options) noexcept nogil
+cdef Py_ssize_t lstm_forward_workspace_size_ex2(const lstm_dims* dims, bint for_backprop,
+                                                const lstm_tuning* tuning,
+                                                const lstm_options* options) noexcept nogil
+cdef Py_ssize_t lstm_backward_workspace_size_ex2(const lstm_dims* dims,
+                                                 const lstm_tuning* tuning,
+                                                 const lstm_options* options) noexcept nogil
 
 # Forward pass. Weights are column-major: input_weights [n_in, 4h] (leading dimension >= n_in),
 # recurrent_weights [h, 4h(+3)] (ld >= h), bias [4h] with a stride. h0, c0, mask may be NULL
@@ -177,3 +200,40 @@ cdef int lstm_backward_ex(const lstm_dims* dims,
                           const lstm_tuning* tuning, lstm_report* report, const int* cancel,
                           const floating* grad_last_c,
                           lstm_strides grad_last_c_strides) noexcept nogil
+
+# lstm_forward_ex / lstm_backward_ex with `options` (lstm_options; NULL: none) last. Work space
+# and cache sized by the *_ex2 size functions under the same options; lstm_backward_ex2 reads a
+# cache that lstm_forward_ex2 filled under the same options. With lengths, dL/d(last_h) belongs
+# in epsilon at each example's last valid step (time length-1 forwards, time 0 backwards), and
+# for a length 0 it is dL/dh0 itself; grad_last_c reaches each example's last valid step.
+cdef int lstm_forward_ex2(const lstm_dims* dims,
+                          const floating* x, lstm_strides x_strides,
+                          const floating* input_weights, Py_ssize_t ld_input_weights,
+                          const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                          const floating* bias, Py_ssize_t bias_stride,
+                          const floating* h0, lstm_strides h0_strides,
+                          const floating* c0, lstm_strides c0_strides,
+                          const floating* mask, lstm_strides mask_strides,
+                          floating* output, lstm_strides output_strides,
+                          floating* last_h, lstm_strides last_h_strides,
+                          floating* last_c, lstm_strides last_c_strides,
+                          floating* cache, floating* workspace,
+                          const lstm_tuning* tuning, lstm_report* report,
+                          const int* cancel, const lstm_options* options) noexcept nogil
+
+cdef int lstm_backward_ex2(const lstm_dims* dims,
+                           const floating* input_weights, Py_ssize_t ld_input_weights,
+                           const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                           const floating* cache,
+                           const floating* epsilon, lstm_strides epsilon_strides,
+                           Py_ssize_t tbptt_length,
+                           floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                           floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                           floating* grad_bias, Py_ssize_t grad_bias_stride,
+                           floating* grad_input, lstm_strides grad_input_strides,
+                           floating* grad_h0, lstm_strides grad_h0_strides,
+                           floating* grad_c0, lstm_strides grad_c0_strides,
+                           floating* workspace,
+                           const lstm_tuning* tuning, lstm_report* report, const int* cancel,
+                           const floating* grad_last_c, lstm_strides grad_last_c_strides,
+                           const lstm_options* options) noexcept nogil

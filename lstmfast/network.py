@@ -697,21 +697,26 @@ class Sequential(_Guarded):
             raise TypeError(f"x must be a real array, got dtype {arr.dtype}")
         return arr
 
-    def _feed_forward(self, x, mask, training, using_stored_state=False):
+    def _feed_forward(self, x, mask, training, using_stored_state=False, lengths=None):
         a = self._check_features(x)
         for layer in self.layers:
             if using_stored_state and isinstance(layer, _RECURRENT_TYPES):
                 a = layer.rnn_activate_using_stored_state(a, mask=mask, training=training,
                                                           store_last_for_tbptt=True)
+            elif lengths is not None and isinstance(layer, _RECURRENT_TYPES):
+                a = layer.forward(a, mask=mask, training=training, lengths=lengths)
             else:
                 a = layer.forward(a, mask=mask, training=training)
         return a
 
     @_exclusive
     @_blas_threads.holding
-    def output(self, x, mask=None):
-        """Inference pass: the last layer's activations."""
-        return self._feed_forward(x, mask, training=False)
+    def output(self, x, mask=None, *, lengths=None):
+        """Inference pass: the last layer's activations. ``lengths`` ``[minibatch]`` (instead
+        of a mask) goes to every recurrent layer: each example's steps are its first
+        ``lengths[m]``, and a recurrent layer's output is zero after them (the layers after it
+        see those zeros, as ONNX's ``sequence_lens`` gives them)."""
+        return self._feed_forward(x, mask, training=False, lengths=lengths)
 
     def _regularisation_score(self):
         if self.l2 == 0.0 and self.l2_bias == 0.0:
@@ -719,24 +724,29 @@ class Sequential(_Guarded):
         p = self._param_array.astype(np.float64)
         return 0.5 * float(np.dot(self._l2_coefficients.astype(np.float64) * p, p))
 
-    def _effective_label_mask(self, labels, mask, label_mask):
+    def _effective_label_mask(self, labels, mask, label_mask, lengths=None):
         if label_mask is None and mask is not None and np.ndim(labels) == 3:
             return mask
+        if label_mask is None and lengths is not None and np.ndim(labels) == 3:
+            # the steps past each length carry no label (as a prefix mask would say)
+            steps = np.shape(labels)[2]
+            return (np.arange(steps)[None, :] < np.asarray(lengths)[:, None]).astype(np.float64)
         return label_mask
 
     @_exclusive
     @_blas_threads.holding
-    def score(self, x, y, mask=None, label_mask=None):
+    def score(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """Loss of the (inference) output, DL4J's convention: sum over examples (and time
-        steps) / minibatch + L2 term."""
+        steps) / minibatch + L2 term. ``lengths`` as in ``output``; without a label mask, the
+        steps past each length carry no label."""
         out_layer = self.output_layer
-        self._feed_forward(x, mask, training=False)
-        return out_layer.compute_score(y, self._effective_label_mask(y, mask, label_mask)) \
+        self._feed_forward(x, mask, training=False, lengths=lengths)
+        return out_layer.compute_score(y, self._effective_label_mask(y, mask, label_mask, lengths)) \
             + self._regularisation_score()
 
-    def _backpropagate(self, y, mask, label_mask, tbptt_length):
+    def _backpropagate(self, y, mask, label_mask, tbptt_length, lengths=None):
         out_layer = self.output_layer
-        label_mask = self._effective_label_mask(y, mask, label_mask)
+        label_mask = self._effective_label_mask(y, mask, label_mask, lengths)
         score = out_layer.compute_score(y, label_mask) + self._regularisation_score()
         epsilon = out_layer.backward_from_labels(y, label_mask)
         for layer in reversed(self.layers[:-1]):
@@ -748,19 +758,22 @@ class Sequential(_Guarded):
 
     @_exclusive
     @_blas_threads.holding
-    def compute_gradient_and_score(self, x, y, mask=None, label_mask=None):
+    def compute_gradient_and_score(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """Full BPTT: fills ``gradients`` with the gradient of ``score`` and returns the score."""
-        self._feed_forward(x, mask, training=True)
-        return self._backpropagate(y, mask, label_mask, None)
+        self._feed_forward(x, mask, training=True, lengths=lengths)
+        return self._backpropagate(y, mask, label_mask, None, lengths)
 
     @_exclusive
     @_blas_threads.holding
-    def fit_batch(self, x, y, mask=None, label_mask=None):
+    def fit_batch(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """One training step on a minibatch (or, with truncated BPTT, one step per window).
         Returns the score (DL4J's: with truncated BPTT, the last window's score; all window
-        scores are in ``last_window_scores``)."""
+        scores are in ``last_window_scores``). ``lengths`` as in ``output`` (full BPTT only)."""
+        if lengths is not None and self.tbptt_forward_length is not None:
+            raise ValueError("fit_batch: lengths with truncated BPTT is not available (the "
+                             "windows' steps would differ per example); pass a mask instead")
         if self.tbptt_forward_length is None:
-            score = self.compute_gradient_and_score(x, y, mask, label_mask)
+            score = self.compute_gradient_and_score(x, y, mask, label_mask, lengths=lengths)
             self.updater.apply(self._param_array, self._gradient_array)
             self.last_window_scores = [score]
             return score

@@ -22,9 +22,11 @@ layer; ``minibatch`` and ``T`` are dynamic axes. Inside, every recurrent layer i
   DL4J's).
 
 With ``sequence_lens=True`` the graph has a second input ``sequence_lens`` ``[minibatch]`` (int32)
-fed to every LSTM node. lstmfast's mask ``[minibatch, T]`` means the same only when each row is
-ones then zeros (a prefix of ones): :func:`mask_to_sequence_lens` converts such masks and refuses
-any other (lstmfast has no per-example-length kernel; other masks have no ONNX equivalent).
+fed to every LSTM node: the file then computes what the model computes with ``lengths=`` (the
+layers' ``forward(x, lengths=...)``, ``Sequential.output(x, lengths=...)``). lstmfast's mask
+``[minibatch, T]`` means the same only when each row is ones then zeros (a prefix of ones):
+:func:`mask_to_sequence_lens` converts such masks and refuses any other (a mask with gaps has no
+ONNX equivalent).
 
 Import
 ------
@@ -33,6 +35,10 @@ Import
 Identity, Cast, Reduce{Sum,Mean,Prod}, activations, Softmax) and returns an :class:`OnnxModel`
 whose ``run`` computes the graph's outputs with lstmfast's kernels for every LSTM node and NumPy
 for the rest. A graph using something else is refused with a ValueError naming the node.
+``sequence_lens`` runs the kernels' per-example lengths: ``Y`` is zero past each length, ``Y_h`` /
+``Y_c`` are each example's state after its last valid step (for the reverse direction after time
+0, having started at the example's last valid time), and a length of 0 gives zeros in ``Y``,
+``Y_h`` and ``Y_c``, as ONNX Runtime does.
 """
 
 from __future__ import annotations
@@ -78,9 +84,10 @@ def _require_onnx():
 def mask_to_sequence_lens(mask):
     """lstmfast mask ``[minibatch, T]`` -> ONNX ``sequence_lens`` ``[minibatch]`` (int32).
 
-    Exact only for masks whose rows are ones followed by zeros: an LSTM then computes the same
-    outputs with the mask as ONNX's LSTM with these lengths (zeros after each length). Any other
-    mask (a zero before a one, values other than 0 and 1, an all-zero row) is refused."""
+    Exact only for masks whose rows are ones followed by zeros (an all-zero row is length 0): an
+    LSTM then computes the same outputs with the mask as ONNX's LSTM with these lengths (zeros
+    after each length); the lengths are also what ``lengths=`` takes. Any other mask (a zero
+    before a one, values other than 0 and 1) is refused."""
     m = np.asarray(mask)
     if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
         raise ValueError(f"mask_to_sequence_lens: expected a mask [minibatch, T], got shape "
@@ -90,12 +97,12 @@ def mask_to_sequence_lens(mask):
     ones = m != 0
     lengths = ones.sum(axis=1)
     prefix = np.arange(m.shape[1])[None, :] < lengths[:, None]
-    bad = np.flatnonzero((ones != prefix).any(axis=1) | (lengths == 0))
+    bad = np.flatnonzero((ones != prefix).any(axis=1))
     if bad.size:
         row = int(bad[0])
         raise ValueError(f"mask_to_sequence_lens: row {row} of the mask ({m[row].tolist()[:20]}) is "
-                         f"not a non-empty prefix of ones; only such masks have an exact ONNX "
-                         f"sequence_lens (lstmfast has no per-example-length kernel)")
+                         f"not a prefix of ones (ones, then zeros); only such masks have an exact "
+                         f"ONNX sequence_lens (a mask with gaps has no ONNX equivalent)")
     if m.shape[1] > np.iinfo(np.int32).max:
         raise ValueError("mask_to_sequence_lens: T exceeds the int32 range of sequence_lens")
     return lengths.astype(np.int32)
@@ -152,7 +159,7 @@ class _GraphBuilder:
 def _lstm_directions(layer):
     """[(W, RW, b), ...], the node's direction and the combine mode of a recurrent layer."""
     if isinstance(layer, UnidirectionalLSTM):
-        direction = "forward" if layer._process_forwards else "reverse"
+        direction = "reverse" if layer.reverse else "forward"
         return [(layer.W, layer.RW, layer.b)], layer, direction, None
     f, b = layer.forward_layer, layer.backward_layer
     return [(f.W, f.RW, f.b), (b.W, b.RW, b.b)], f, "bidirectional", layer.mode
@@ -227,8 +234,9 @@ def export(model, path, *, sequence_lens=False, opset=OPSET):
     """Write ``model`` (an lstmfast layer or :class:`~lstmfast.Sequential`) to the ONNX file
     ``path``; returns the ``onnx.ModelProto``. The file's input ``x`` and output ``y`` are in
     lstmfast's layout (see the module docstring); its dtype is the model's (float32 or float64).
-    ``sequence_lens=True`` adds the int32 input ``sequence_lens`` ``[minibatch]`` (see
-    :func:`mask_to_sequence_lens`). The file passes ``onnx.checker.check_model(full_check=True)``.
+    ``sequence_lens=True`` adds the int32 input ``sequence_lens`` ``[minibatch]``: the file then
+    gives what the model gives with ``lengths=`` (see :func:`mask_to_sequence_lens` for prefix
+    masks). The file passes ``onnx.checker.check_model(full_check=True)``.
     """
     onnx = _require_onnx()
     layers = _layers_of(model)
@@ -408,7 +416,7 @@ class _LstmNode:
             directions = [layer]
         self.layer = layer
         self.params = [(d.W, d.RW, d.b) for d in directions]
-        self.forwards = [d._process_forwards for d in directions]
+        self.forwards = [not d.reverse for d in directions]
         self.activation = directions[0].activation
         self.gate_activation = directions[0].gate_activation
         self.hidden = directions[0].n_out
@@ -430,14 +438,12 @@ class _LstmNode:
             raise ValueError(f"{self.label}: X has input size {n_in}, W expects {self.n_in}")
         x = np.asarray(x, dtype=self.dtype)
         lens, h0, c0 = values[4], values[5], values[6]
-        mask = None
         if lens is not None:
             lens = np.asarray(lens).reshape(-1)
-            if lens.shape != (mb,) or lens.dtype.kind not in "iu" or np.any(lens < 1) \
+            if lens.shape != (mb,) or lens.dtype.kind not in "iu" or np.any(lens < 0) \
                     or np.any(lens > steps):
-                raise ValueError(f"{self.label}: sequence_lens must be {mb} integers in [1, {steps}], "
+                raise ValueError(f"{self.label}: sequence_lens must be {mb} integers in [0, {steps}], "
                                  f"got {lens.tolist()[:10]}")
-            mask = (np.arange(steps)[None, :] < lens[:, None]).astype(self.dtype)
 
         def state(value, what, d):
             if value is None:
@@ -453,24 +459,25 @@ class _LstmNode:
         for d, ((W, RW, b), forwards) in enumerate(zip(self.params, self.forwards)):
             r = lstm_forward(x, W, RW, b, h0=state(h0, "initial_h", d), c0=state(c0, "initial_c", d),
                              activation=self.activation, gate_activation=self.gate_activation,
-                             mask=mask, forwards=forwards)
-            y = r.output                                          # [N, h, T]
-            ys.append(y)
-            if lens is None:
-                hs.append(r.last_h)
-                cs.append(r.last_c)
-            else:
-                # the state after each example's own last step
-                hs.append(y[np.arange(mb), :, lens - 1] if forwards else y[:, :, 0])
-                cs.append(None)
+                             lengths=lens, forwards=forwards)
+            # with sequence_lens, last_h / last_c are each example's state after its own last
+            # valid step (the reverse direction's after time 0, having started at its last
+            # valid time)
+            ys.append(r.output)                                   # [N, h, T]
+            hs.append(r.last_h)
+            cs.append(r.last_c)
         Y = np.stack([y.transpose(2, 0, 1) for y in ys], axis=1)            # [T, dirs, N, h]
         if self.layout == 1:
             Y = Y.transpose(2, 0, 1, 3)                                    # [N, T, dirs, h]
         Y_h = np.stack(hs)
-        Y_c = None if cs[0] is None else np.stack(cs)
+        Y_c = np.stack(cs)
+        if lens is not None:
+            # ONNX Runtime gives zeros, not the initial state, for a sequence of length 0
+            Y_h[:, lens == 0] = 0
+            Y_c[:, lens == 0] = 0
         if self.layout == 1:
             Y_h = np.swapaxes(Y_h, 0, 1)
-            Y_c = None if Y_c is None else np.swapaxes(Y_c, 0, 1)
+            Y_c = np.swapaxes(Y_c, 0, 1)
         return [Y, Y_h, Y_c]
 
 
@@ -554,9 +561,6 @@ class OnnxModel:
                     from None
             for name, value in zip(node.output, results):
                 if name:
-                    if value is None:
-                        raise ValueError(f"{label}: output {name!r} is not available (Y_c with "
-                                         f"sequence_lens)")
                     values[name] = value
         outputs = [values[n] for n in self.outputs]
         return outputs[0] if len(outputs) == 1 else outputs

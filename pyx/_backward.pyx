@@ -11,7 +11,8 @@ from lstmfast._activations cimport lf_select_variant, lf_avx2_allowed
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._products cimport *
-from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, LSTM_OK,
+from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, lstm_options,
+                               LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
 from lstmfast._cells cimport _backward_cells, lf_cells_select
@@ -58,6 +59,10 @@ ctypedef struct _backward_job:
     const void* packed
     void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
     const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
+    const lstm_options* options    # lengths (NULL: none), see lstm_options
+    const void* grad_last_c        # with lengths: the caller's dL/d(last c) (NULL: none) ...
+    lstm_strides grad_last_c_strides
+    void* last_c_grad_step         # ... and its rows of the examples ending at a step
     _unit_groups groups            # the groups of units of the time loop (_plan_groups)
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
@@ -148,6 +153,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* eps_units
     cdef floating* step_nabla
     cdef const floating* cells_nabla
+    cdef const floating* cell_error_extra
+    cdef floating* extra
+    cdef Py_ssize_t i
     for s in range(T - 1, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
@@ -165,7 +173,11 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             # into nabla_out first), and at the first processed step the cells read it there
             step_nabla = nabla_out + off
             cells_nabla = step_nabla
-            if job.eps_in_place:
+            if job.options.lengths != NULL:
+                _gather_units_lengths(dims, job.options, epsilon, job.epsilon_strides, s,
+                                      nabla_out, u0, u1)
+                eps_units = nabla_out + off
+            elif job.eps_in_place:
                 eps_units = epsilon + t * job.epsilon_strides.time + off
                 if delta_next == NULL:
                     cells_nabla = eps_units
@@ -183,6 +195,18 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             a_next = NULL
             delta_next_units = NULL
             cell_error_next_units = NULL
+            cell_error_extra = NULL
+            if job.last_c_grad != NULL and s == T - 1:
+                cell_error_extra = <const floating*>job.last_c_grad + off
+            elif job.grad_last_c != NULL and _any_ends_at(dims, job.options, s):
+                # dL/d(last c) joins the cell error at each example's last valid step
+                extra = <floating*>job.last_c_grad_step
+                for i in range(off, off + width * mb):
+                    extra[i] = 0
+                _copy_rows_ending(dims, job.options, s + 1,
+                                  <const floating*>job.grad_last_c, job.grad_last_c_strides,
+                                  extra, _block_strides(mb), u0, u1)
+                cell_error_extra = extra + off
             if delta_next != NULL:
                 a_next = a + 4 * n * (s + 1) + off
                 delta_next_units = delta_next + off
@@ -194,9 +218,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                             peep_block + off if peep_block != NULL else NULL,
                             delta_step + off, cell_error + off,
                             <floating*>job.sum_f + u0, <floating*>job.sum_o + u0,
-                            <floating*>job.sum_g + u0, scratch + off,
-                            (<const floating*>job.last_c_grad + off
-                             if (job.last_c_grad != NULL and s == T - 1) else <floating*>NULL))
+                            <floating*>job.sum_g + u0, scratch + off, cell_error_extra)
             # step-stacked copy of the deltas, for the gradient GEMMs over all steps
             for g in range(4):
                 _copy_block(delta_step + g * n + off, mb,
@@ -240,7 +262,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     # after a barrier; otherwise the parts are columns of the product over all rows. Split by
     # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
     # took 20% more CPU time at (100, 64, 256, 256) float32.
-    cdef Py_ssize_t F = dims.n_in + h + 1, i
+    cdef Py_ssize_t F = dims.n_in + h + 1
     cdef Py_ssize_t c0, c1
     part = tid
     while part < parts:
@@ -292,10 +314,12 @@ cdef int run_backward(const lstm_dims* dims,
                       floating* grad_c0, lstm_strides grad_c0_strides,
                       floating* workspace,
                       const lstm_tuning* tuning, lstm_report* report, const int* cancel,
-                      const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil:
-    """lstm_backward_ex on dims that passed lstm_check_dims, under a complete tuning record;
-    `report` and `cancel` as in run_forward. grad_last_c [mb, h] (may be NULL): dL/d(last cell
-    state), which the seed has no input for (beyond the seed: for encoder-decoder use)."""
+                      const floating* grad_last_c, lstm_strides grad_last_c_strides,
+                      const lstm_options* options) noexcept nogil:
+    """lstm_backward_ex2 on dims that passed lstm_check_dims, under a complete tuning record
+    and options (not NULL); `report` and `cancel` as in run_forward. grad_last_c [mb, h] (may
+    be NULL): dL/d(last cell state), which the seed has no input for (beyond the seed: for
+    encoder-decoder use)."""
     if (input_weights == NULL or recurrent_weights == NULL or cache == NULL or epsilon == NULL
             or grad_input_weights == NULL or grad_recurrent_weights == NULL or grad_bias == NULL):
         return LSTM_ERR_ARGUMENT
@@ -308,8 +332,12 @@ cdef int run_backward(const lstm_dims* dims,
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
+    cdef bint by_length = options.lengths != NULL
+    # truncated BPTT counts steps in processing order, which lengths shift per example
+    if by_length and ((0 < tbptt_length < T) or not _lengths_valid(dims, options)):
+        return LSTM_ERR_ARGUMENT
     cdef _backward_layout layout
-    cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, &layout)
+    cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, options, &layout)
     cdef floating* owned = NULL
     if ws_size < 0:
         return LSTM_ERR_TOO_LARGE
@@ -401,7 +429,7 @@ cdef int run_backward(const lstm_dims* dims,
         sum_f[k] = 0
 
     cdef floating* last_c_grad = NULL
-    if grad_last_c != NULL:
+    if grad_last_c != NULL and not by_length:
         last_c_grad = delta_ring + 4 * n * (T % 2)
         # dL/d(last c) joins the cell error of the last step; gathered into the half of the
         # delta ring that the last step does not use: the step before writes it first, after
@@ -418,7 +446,7 @@ cdef int run_backward(const lstm_dims* dims,
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
-    job.eps_in_place = _contiguous_steps(epsilon_strides, mb)
+    job.eps_in_place = _contiguous_steps(epsilon_strides, mb) and not by_length
     job.z = z
     job.a = a
     job.mca = mca
@@ -438,6 +466,10 @@ cdef int run_backward(const lstm_dims* dims,
     job.packed = packed_rw_t
     job.a_pack = a_pack
     job.last_c_grad = last_c_grad
+    job.options = options
+    job.grad_last_c = grad_last_c if by_length else NULL
+    job.grad_last_c_strides = grad_last_c_strides
+    job.last_c_grad_step = workspace + layout.last_c_grad if by_length else NULL
     job.xh = xh
     job.ld_xh = ld_xh
     job.grad_stack = grad_stack
@@ -498,7 +530,19 @@ cdef int run_backward(const lstm_dims* dims,
     # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t
     cdef const floating* gcol
-    if grad_input != NULL:
+    if grad_input != NULL and by_length:
+        # each example's own times; zeros in its padding
+        _zero_padding(dims, options, grad_input, grad_input_strides, n_in)
+        for s in range(T):
+            for m in range(mb):
+                t = _example_time(dims, _length_of(options, m), s)
+                if t >= 0:
+                    for i in range(n_in):
+                        grad_input[m * grad_input_strides.minibatch
+                                   + i * grad_input_strides.feature
+                                   + t * grad_input_strides.time] = grad_xp[mb * s + m
+                                                                            + i * ld_delta]
+    elif grad_input != NULL:
         for s in range(T):
             t = _time_of(dims, s)
             gx_t = grad_input + t * grad_input_strides.time
@@ -536,6 +580,10 @@ cdef int run_backward(const lstm_dims* dims,
                         value = value + (delta_ring[n + i] * peep_f[k]
                                          + delta_ring[3 * n + i] * peep_g[k])
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = value
+            if by_length and grad_last_c != NULL:
+                # an example of length 0 hands its c0 on as last_c
+                _copy_rows_ending(dims, options, 0, grad_last_c, grad_last_c_strides, grad_c0,
+                                  grad_c0_strides, 0, h)
     else:
         for k in range(h):
             for m in range(mb):

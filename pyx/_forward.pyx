@@ -11,7 +11,8 @@ from lstmfast._activations cimport lf_select_variant, lf_avx2_allowed
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._products cimport *
-from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, LSTM_OK,
+from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, lstm_options,
+                               LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
 from lstmfast._cells cimport _forward_cells, lf_cells_select
@@ -60,6 +61,12 @@ ctypedef struct _forward_job:
     const void* packed_input_weights   # W packed like RW (then each step does its own x W)
     void* output
     lstm_strides output_strides
+    const lstm_options* options    # lengths (NULL: none), see lstm_options
+    bint scatter_by_example        # lengths backwards: each example's output at its own time
+    void* last_h                   # with lengths: each example's state stored at its last step
+    lstm_strides last_h_strides
+    void* last_c
+    lstm_strides last_c_strides
     const int* cancel
     int stop_slots[2]
     int cancelled
@@ -82,9 +89,19 @@ cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, fl
     if job.z != NULL:
         _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * job.ld_hs,
                     job.ld_hs, mb, width)
-    if job.output != NULL and not job.h_in_output:
+    if job.scatter_by_example:
+        if job.output != NULL:
+            _scatter_units_lengths(dims, job.options, h_cur, <floating*>job.output,
+                                   job.output_strides, s, u0, u1)
+    elif job.output != NULL and not job.h_in_output:
         _scatter_units(dims, h_cur, <floating*>job.output + t * job.output_strides.time,
                        job.output_strides, u0, u1)
+    if job.options.lengths != NULL:
+        # the state after each example's last valid step (later steps of it are padding)
+        _copy_rows_ending(dims, job.options, s + 1, h_cur, _block_strides(mb),
+                          <floating*>job.last_h, job.last_h_strides, u0, u1)
+        _copy_rows_ending(dims, job.options, s + 1, c_cur, _block_strides(mb),
+                          <floating*>job.last_c, job.last_c_strides, u0, u1)
 
 
 cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t s) noexcept nogil:
@@ -268,11 +285,14 @@ cdef int run_forward(const lstm_dims* dims,
                      floating* last_c, lstm_strides last_c_strides,
                      floating* cache, floating* workspace,
                      const lstm_tuning* tuning, lstm_report* report,
-                     const int* cancel) noexcept nogil:
-    """lstm_forward_ex on dims that passed lstm_check_dims, under a complete tuning record
-    (`threads` resolved), filling `report` (may be NULL); `cancel` (may be NULL) is polled once
-    per time step: nonzero stops the pass with LSTM_ERR_CANCELLED."""
+                     const int* cancel, const lstm_options* options) noexcept nogil:
+    """lstm_forward_ex2 on dims that passed lstm_check_dims, under a complete tuning record
+    (`threads` resolved) and options (not NULL), filling `report` (may be NULL); `cancel` (may
+    be NULL) is polled once per time step: nonzero stops the pass with LSTM_ERR_CANCELLED."""
     if x == NULL or input_weights == NULL or recurrent_weights == NULL or bias == NULL:
+        return LSTM_ERR_ARGUMENT
+    cdef bint by_length = options.lengths != NULL
+    if by_length and (mask != NULL or not _lengths_valid(dims, options)):
         return LSTM_ERR_ARGUMENT
     if ld_input_weights < dims.n_in or ld_recurrent_weights < dims.hidden:
         return LSTM_ERR_ARGUMENT
@@ -422,6 +442,11 @@ cdef int run_forward(const lstm_dims* dims,
     # 3.5% of a (100, 64, 256, 256) float32 forward)
     job.h_in_output = (output != NULL and _contiguous_steps(output_strides, mb)
                        and (output_strides.time >= n or output_strides.time <= -n))
+    # with lengths backwards, each example's steps go to its own times (0..length-1 reversed)
+    job.scatter_by_example = by_length and not dims.forwards
+    if job.scatter_by_example:
+        job.h_in_output = False
+        _zero_padding(dims, options, output, output_strides, h)
     job.c_ring = c_ring
     job.z_block = z_block
     job.a_block = a_block
@@ -433,7 +458,7 @@ cdef int run_forward(const lstm_dims* dims,
     job.hs = hs
     job.mp = mp
     job.mask_chunk = mask_chunk
-    job.masked = mask != NULL
+    job.masked = mask != NULL or by_length
     job.bias_block = bias_block
     job.peep_block = peep_block
     job.recurrent_weights = recurrent_weights
@@ -445,7 +470,7 @@ cdef int run_forward(const lstm_dims* dims,
     # inference with the per-step input product reads each step's x where it is when that is
     # one contiguous [mb, n_in] block (a Fortran-ordered x): no copy of x into the chunk first
     # (that copy was 1.7% of a (100, 64, 256, 256) float32 forward)
-    if not for_backprop and packed_w != NULL and _contiguous_steps(x_strides, mb):
+    if not for_backprop and packed_w != NULL and _contiguous_steps(x_strides, mb) and not by_length:
         job.x_in_place = x
         job.x_time_stride = x_strides.time
     else:
@@ -453,6 +478,17 @@ cdef int run_forward(const lstm_dims* dims,
         job.x_time_stride = 0
     job.output = output
     job.output_strides = output_strides
+    job.options = options
+    job.last_h = last_h
+    job.last_h_strides = last_h_strides
+    job.last_c = last_c
+    job.last_c_strides = last_c_strides
+    if by_length:
+        # examples of length 0 keep their initial state
+        _copy_rows_ending(dims, options, 0, h_ring, _block_strides(mb), last_h, last_h_strides,
+                          0, h)
+        _copy_rows_ending(dims, options, 0, cs if for_backprop else c_ring, _block_strides(mb),
+                          last_c, last_c_strides, 0, h)
     job.cancel = cancel
     job.stop_slots[0] = 0
     job.stop_slots[1] = 0
@@ -468,17 +504,28 @@ cdef int run_forward(const lstm_dims* dims,
         s1 = s0 + chunk if s0 + chunk < T else T
         # the chunk's input and mask in processing order; the job projects and runs the steps
         if for_backprop:
-            _pack_input(dims, x, x_strides, s0, s1, xp + mb * s0, ld_x)
-            _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
+            if by_length:
+                _pack_input_lengths(dims, options, x, x_strides, s0, s1, xp + mb * s0, ld_x)
+                _pack_mask_lengths(dims, options, s0, s1, mp + mb * s0)
+            else:
+                _pack_input(dims, x, x_strides, s0, s1, xp + mb * s0, ld_x)
+                _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
             job.packed_input = xp + mb * s0
             job.ld_packed_input = ld_x
         else:
-            _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
+            if by_length:
+                _pack_mask_lengths(dims, options, s0, s1, mask_chunk)
+            else:
+                _pack_mask(dims, mask, mask_strides, s0, s1, mask_chunk)
             if job.x_in_place != NULL:
                 job.packed_input = NULL
                 job.ld_packed_input = mb
             else:
-                _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
+                if by_length:
+                    _pack_input_lengths(dims, options, x, x_strides, s0, s1, x_chunk,
+                                        ld_projection)
+                else:
+                    _pack_input(dims, x, x_strides, s0, s1, x_chunk, ld_projection)
                 job.packed_input = x_chunk
                 job.ld_packed_input = ld_projection
         job.s0 = s0
@@ -508,9 +555,10 @@ cdef int run_forward(const lstm_dims* dims,
         free(owned)
         return LSTM_ERR_CANCELLED
 
-    _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
-    _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
-                   last_c_strides)
+    if not by_length:
+        _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
+        _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
+                       last_c_strides)
     free(job)
     free(owned)
     return LSTM_OK

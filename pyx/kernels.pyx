@@ -43,15 +43,13 @@ import numpy as np
 from lstmfast._blas cimport fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
 from lstmfast._activations cimport (activate_array, lf_select_variant, lf_avx2_allowed,
-                                    lf_exp_array_f32, lf_exp_array_f64,
-                                    lf_packed_gemm_available)
+                                    lf_exp_array_f32, lf_exp_array_f64)
 from lstmfast._cells cimport lf_cells_select
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
-from lstmfast._products cimport _recurrent_product, _pack_weights
 from lstmfast._forward cimport run_forward
 from lstmfast._backward cimport run_backward
-from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report,
+from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report, lstm_options,
                                LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED,
@@ -141,6 +139,23 @@ cdef inline const lstm_tuning* _tuning_or_defaults(const lstm_tuning* tuning,
     return defaults
 
 
+cdef lstm_options lstm_default_options() noexcept nogil:
+    """Nothing beyond the seed: no lengths."""
+    cdef lstm_options o
+    o.lengths = NULL
+    o.lengths_stride = 1
+    return o
+
+
+cdef inline const lstm_options* _options_or_defaults(const lstm_options* options,
+                                                     lstm_options* defaults) noexcept nogil:
+    """options, or the defaults written into *defaults when options is NULL."""
+    if options != NULL:
+        return options
+    defaults[0] = lstm_default_options()
+    return defaults
+
+
 # ---------------------------------------------------------------------------------------------
 # sizes and checks
 
@@ -168,6 +183,12 @@ cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
 
 
 cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
+    return lstm_cache_size_ex2(dims, NULL)
+
+
+cdef Py_ssize_t lstm_cache_size_ex2(const lstm_dims* dims,
+                                    const lstm_options* options) noexcept nogil:
+    """(Lengths do not change the cache.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
@@ -184,6 +205,13 @@ cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_back
 
 cdef Py_ssize_t lstm_forward_workspace_size_ex(const lstm_dims* dims, bint for_backprop,
                                                const lstm_tuning* tuning) noexcept nogil:
+    return lstm_forward_workspace_size_ex2(dims, for_backprop, tuning, NULL)
+
+
+cdef Py_ssize_t lstm_forward_workspace_size_ex2(const lstm_dims* dims, bint for_backprop,
+                                                const lstm_tuning* tuning,
+                                                const lstm_options* options) noexcept nogil:
+    """(Lengths do not change the forward work space.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef lstm_tuning defaults
@@ -200,11 +228,18 @@ cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nog
 
 cdef Py_ssize_t lstm_backward_workspace_size_ex(const lstm_dims* dims,
                                                 const lstm_tuning* tuning) noexcept nogil:
+    return lstm_backward_workspace_size_ex2(dims, tuning, NULL)
+
+
+cdef Py_ssize_t lstm_backward_workspace_size_ex2(const lstm_dims* dims,
+                                                 const lstm_tuning* tuning,
+                                                 const lstm_options* options) noexcept nogil:
     """(No tuning choice changes the backward work space: `tuning` is for symmetry.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
+    cdef lstm_options defaults
     cdef _backward_layout layout
-    return _plan_backward_workspace(dims, &layout)
+    return _plan_backward_workspace(dims, _options_or_defaults(options, &defaults), &layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,15 +295,39 @@ cdef int lstm_forward_ex(const lstm_dims* dims,
                          const int* cancel) noexcept nogil:
     """lstm_forward under a tuning record (NULL: the defaults), filling `report` (may be NULL);
     `cancel` (may be NULL) is polled once per time step: nonzero stops the pass with
-    LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C). The pass: lstmfast._forward."""
+    LSTM_ERR_CANCELLED (used by the Python entry to honour Ctrl-C)."""
+    return lstm_forward_ex2(dims, x, x_strides, input_weights, ld_input_weights,
+                            recurrent_weights, ld_recurrent_weights, bias, bias_stride, h0,
+                            h0_strides, c0, c0_strides, mask, mask_strides, output,
+                            output_strides, last_h, last_h_strides, last_c, last_c_strides, cache,
+                            workspace, tuning, report, cancel, NULL)
+
+
+cdef int lstm_forward_ex2(const lstm_dims* dims,
+                          const floating* x, lstm_strides x_strides,
+                          const floating* input_weights, Py_ssize_t ld_input_weights,
+                          const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                          const floating* bias, Py_ssize_t bias_stride,
+                          const floating* h0, lstm_strides h0_strides,
+                          const floating* c0, lstm_strides c0_strides,
+                          const floating* mask, lstm_strides mask_strides,
+                          floating* output, lstm_strides output_strides,
+                          floating* last_h, lstm_strides last_h_strides,
+                          floating* last_c, lstm_strides last_c_strides,
+                          floating* cache, floating* workspace,
+                          const lstm_tuning* tuning, lstm_report* report,
+                          const int* cancel, const lstm_options* options) noexcept nogil:
+    """lstm_forward_ex under `options` (NULL: none). The pass: lstmfast._forward."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
     cdef lstm_tuning resolved = _resolved_tuning(tuning)
+    cdef lstm_options defaults
     return run_forward(dims, x, x_strides, input_weights, ld_input_weights, recurrent_weights,
                        ld_recurrent_weights, bias, bias_stride, h0, h0_strides, c0, c0_strides, mask,
                        mask_strides, output, output_strides, last_h, last_h_strides, last_c,
-                       last_c_strides, cache, workspace, &resolved, report, cancel)
+                       last_c_strides, cache, workspace, &resolved, report, cancel,
+                       _options_or_defaults(options, &defaults))
 
 
 cdef int lstm_step(const lstm_dims* dims,
@@ -333,17 +392,45 @@ cdef int lstm_backward_ex(const lstm_dims* dims,
                           const floating* grad_last_c, lstm_strides grad_last_c_strides) noexcept nogil:
     """lstm_backward; `tuning`, `report` and `cancel` as in lstm_forward_ex. grad_last_c [mb, h]
     (may be NULL): dL/d(last cell state), which the seed has no input for (beyond the seed: for
-    encoder-decoder use). The pass: lstmfast._backward."""
+    encoder-decoder use)."""
+    return lstm_backward_ex2(dims, input_weights, ld_input_weights, recurrent_weights,
+                             ld_recurrent_weights, cache, epsilon, epsilon_strides, tbptt_length,
+                             grad_input_weights, ld_grad_input_weights, grad_recurrent_weights,
+                             ld_grad_recurrent_weights, grad_bias, grad_bias_stride, grad_input,
+                             grad_input_strides, grad_h0, grad_h0_strides, grad_c0,
+                             grad_c0_strides, workspace, tuning, report, cancel, grad_last_c,
+                             grad_last_c_strides, NULL)
+
+
+cdef int lstm_backward_ex2(const lstm_dims* dims,
+                           const floating* input_weights, Py_ssize_t ld_input_weights,
+                           const floating* recurrent_weights, Py_ssize_t ld_recurrent_weights,
+                           const floating* cache,
+                           const floating* epsilon, lstm_strides epsilon_strides,
+                           Py_ssize_t tbptt_length,
+                           floating* grad_input_weights, Py_ssize_t ld_grad_input_weights,
+                           floating* grad_recurrent_weights, Py_ssize_t ld_grad_recurrent_weights,
+                           floating* grad_bias, Py_ssize_t grad_bias_stride,
+                           floating* grad_input, lstm_strides grad_input_strides,
+                           floating* grad_h0, lstm_strides grad_h0_strides,
+                           floating* grad_c0, lstm_strides grad_c0_strides,
+                           floating* workspace,
+                           const lstm_tuning* tuning, lstm_report* report, const int* cancel,
+                           const floating* grad_last_c, lstm_strides grad_last_c_strides,
+                           const lstm_options* options) noexcept nogil:
+    """lstm_backward_ex under `options` (NULL: none). The pass: lstmfast._backward."""
     cdef int status = lstm_check_dims(dims)
     if status != LSTM_OK:
         return status
     cdef lstm_tuning resolved = _resolved_tuning(tuning)
+    cdef lstm_options defaults
     return run_backward(dims, input_weights, ld_input_weights, recurrent_weights, ld_recurrent_weights,
                         cache, epsilon, epsilon_strides, tbptt_length, grad_input_weights,
                         ld_grad_input_weights, grad_recurrent_weights, ld_grad_recurrent_weights,
                         grad_bias, grad_bias_stride, grad_input, grad_input_strides, grad_h0,
                         grad_h0_strides, grad_c0, grad_c0_strides, workspace, &resolved, report,
-                        cancel, grad_last_c, grad_last_c_strides)
+                        cancel, grad_last_c, grad_last_c_strides,
+                        _options_or_defaults(options, &defaults))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,11 +527,13 @@ def forward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hid
 
 
 def backward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
-                            Py_ssize_t time_steps, tuning=None):
-    """Elements of the backward work space (-1 when too large); `tuning` as in `forward`."""
+                            Py_ssize_t time_steps, tuning=None, lengths=None):
+    """Elements of the backward work space (-1 when too large); `tuning` and `lengths` as in
+    `forward`."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
     cdef lstm_tuning t = _tuning_record(tuning)
-    return lstm_backward_workspace_size_ex(&d, &t)
+    cdef lstm_options o = _options_record(lengths)
+    return lstm_backward_workspace_size_ex2(&d, &t, &o)
 
 
 def default_tuning():
@@ -491,7 +580,8 @@ cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray 
                         cnp.ndarray b, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray mask,
                         cnp.ndarray out, cnp.ndarray last_h, cnp.ndarray last_c,
                         cnp.ndarray cache, cnp.ndarray workspace, cnp.ndarray cancel,
-                        const lstm_tuning* tuning, lstm_report* report):
+                        const lstm_tuning* tuning, lstm_report* report,
+                        const lstm_options* options):
     cdef lstm_strides xs = _strides(x, 3), hs = _strides(h0, 2), cs = _strides(c0, 2)
     cdef lstm_strides ms = _strides(mask, 1), os = _strides(out, 3)
     cdef lstm_strides lhs = _strides(last_h, 2), lcs = _strides(last_c, 2)
@@ -512,39 +602,51 @@ cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray 
     cdef const int* pcancel = <const int*>_data(cancel)
     cdef int status
     with nogil:
-        status = lstm_forward_ex(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0,
-                                 cs, pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws, tuning,
-                                 report, pcancel)
+        status = lstm_forward_ex2(d, px, xs, pw, ld_w, prw, ld_rw, pb, b_stride, ph0, hs, pc0,
+                                  cs, pm, ms, pout, os, plh, lhs, plc, lcs, pcache, pws, tuning,
+                                  report, pcancel, options)
     return status
+
+
+cdef lstm_options _options_record(object lengths) except *:
+    """The options of a pass: lengths None, or a validated 1-D np.intp array [mb]."""
+    cdef lstm_options o = lstm_default_options()
+    if lengths is not None:
+        o.lengths = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>lengths)
+        o.lengths_stride = (<cnp.ndarray>lengths).strides[0] // sizeof(Py_ssize_t)
+    return o
 
 
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-            tuning=None, report=None):
+            tuning=None, report=None, lengths=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
     last_h, last_c, cache may be None; out [mb, h, T] is written. cancel: None or a one-element
     int32 array polled each step (nonzero: stop, raising KeyboardInterrupt). tuning: None (the
     defaults) or a dict of lstm_tuning fields to change (the workspace sized with the same);
-    report: None or a dict that receives the pass's lstm_report fields. Raises RuntimeError on
+    report: None or a dict that receives the pass's lstm_report fields. lengths: None or a 1-D
+    np.intp array [mb] of steps per example (lstm_options.lengths). Raises RuntimeError on
     any other kernel error code (the Python layer validates first, so that signals a bug).
     """
     cdef lstm_dims d = _dims(x.shape[0], x.shape[1], RW.shape[0], x.shape[2], peepholes, forwards,
                              activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
+    cdef lstm_options o = _options_record(lengths)
     cdef lstm_report r
     cdef int status
     if x.dtype == np.float32:
         status = _forward_typed[float](<float*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
-                                       last_c, cache, workspace, cancel, &t, &r)
+                                       last_c, cache, workspace, cancel, &t, &r, &o)
     else:
         status = _forward_typed[double](<double*>NULL, &d, x, W, RW, b, h0, c0, mask, out, last_h,
-                                        last_c, cache, workspace, cancel, &t, &r)
+                                        last_c, cache, workspace, cancel, &t, &r, &o)
     if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
         _fill_report(report, &r)
     if status == LSTM_ERR_ABANDONED:
-        _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel))
+        _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel,
+                 lengths))
         raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
@@ -559,7 +661,7 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
                          cnp.ndarray gW, cnp.ndarray gRW, cnp.ndarray gb, cnp.ndarray gx,
                          cnp.ndarray gh0, cnp.ndarray gc0, cnp.ndarray workspace,
                          cnp.ndarray cancel, cnp.ndarray glc, const lstm_tuning* tuning,
-                         lstm_report* report):
+                         lstm_report* report, const lstm_options* options):
     cdef lstm_strides es = _strides(eps, 3), gxs = _strides(gx, 3)
     cdef lstm_strides ghs = _strides(gh0, 2), gcs = _strides(gc0, 2)
     cdef Py_ssize_t ld_w = W.strides[1] // W.itemsize, ld_rw = RW.strides[1] // RW.itemsize
@@ -581,36 +683,37 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
     cdef lstm_strides glcs = _strides(glc, 2)
     cdef int status
     with nogil:
-        status = lstm_backward_ex(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
-                                  pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs, pws,
-                                  tuning, report, pcancel, pglc, glcs)
+        status = lstm_backward_ex2(d, pw, ld_w, prw, ld_rw, pcache, peps, es, tbptt, pgw, ld_gw,
+                                   pgrw, ld_grw, pgb, gb_stride, pgx, gxs, pgh, ghs, pgc, gcs,
+                                   pws, tuning, report, pcancel, pglc, glcs, options)
     return status
 
 
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
              bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-             grad_last_c=None, tuning=None, report=None):
-    """Run lstm_backward on validated arrays (see `forward`, also for tuning and report);
-    gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h]."""
+             grad_last_c=None, tuning=None, report=None, lengths=None):
+    """Run lstm_backward on validated arrays (see `forward`, also for tuning, report and
+    lengths); gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h]."""
     cdef lstm_dims d = _dims(minibatch, W.shape[0], RW.shape[0], time_steps, peepholes, forwards,
                              activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
+    cdef lstm_options o = _options_record(lengths)
     cdef lstm_report r
     cdef int status
     if W.dtype == np.float32:
         status = _backward_typed[float](<float*>NULL, &d, W, RW, cache, eps, tbptt_length, gW,
                                         gRW, gb, gx, gh0, gc0, workspace, cancel, grad_last_c,
-                                        &t, &r)
+                                        &t, &r, &o)
     else:
         status = _backward_typed[double](<double*>NULL, &d, W, RW, cache, eps, tbptt_length, gW,
                                          gRW, gb, gx, gh0, gc0, workspace, cancel, grad_last_c,
-                                         &t, &r)
+                                         &t, &r, &o)
     if status == LSTM_OK or status == LSTM_ERR_CANCELLED:
         _fill_report(report, &r)
     if status == LSTM_ERR_ABANDONED:
         _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
-                 grad_last_c))
+                 grad_last_c, lengths))
         raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")
@@ -733,40 +836,6 @@ cdef void _vector_math_typed(const floating* x, floating* y, Py_ssize_t n, int k
         lf_exp_array_f32(x, y, n)
     else:
         lf_exp_array_f64(x, y, n)
-
-
-def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t repeats,
-                            str kind, dtype=np.float32):
-    """Seconds per call of the per-step recurrent product C[M, N] += A[M, K] B[K, N] with the
-    packed AVX2 kernel ('packed') or OpenBLAS ('blas'): a benchmark helper, no Python in the loop."""
-    import time
-    cdef cnp.ndarray a = np.asfortranarray(np.random.default_rng(0).standard_normal((M, K)), dtype=dtype)
-    cdef cnp.ndarray b = np.asfortranarray(np.random.default_rng(1).standard_normal((K, N)), dtype=dtype)
-    cdef cnp.ndarray c = np.zeros((M, N), dtype=dtype, order="F")
-    cdef cnp.ndarray packed = np.zeros(_packed_len(K, N, M), dtype=dtype)
-    cdef cnp.ndarray a_pack = np.zeros(_a_pack_len(M, K), dtype=dtype)
-    cdef Py_ssize_t _repeat
-    cdef bint use_packed = kind == "packed" and lf_packed_gemm_available != 0
-    start = time.perf_counter()
-    if dtype == np.float32:
-        with nogil:
-            if use_packed:
-                _pack_weights(<float*>cnp.PyArray_DATA(b), 1, K, K, N, <float*>cnp.PyArray_DATA(packed), M)
-            for _repeat in range(repeats):
-                _recurrent_product(M, N, K, <float*>cnp.PyArray_DATA(a), M,
-                                   <float*>cnp.PyArray_DATA(packed) if use_packed else <float*>NULL,
-                                   <float*>cnp.PyArray_DATA(b), K, c'N', <float*>cnp.PyArray_DATA(c), M,
-                                   <float*>cnp.PyArray_DATA(c), M, <float*>cnp.PyArray_DATA(a_pack), False)
-    else:
-        with nogil:
-            if use_packed:
-                _pack_weights(<double*>cnp.PyArray_DATA(b), 1, K, K, N, <double*>cnp.PyArray_DATA(packed), M)
-            for _repeat in range(repeats):
-                _recurrent_product(M, N, K, <double*>cnp.PyArray_DATA(a), M,
-                                   <double*>cnp.PyArray_DATA(packed) if use_packed else <double*>NULL,
-                                   <double*>cnp.PyArray_DATA(b), K, c'N', <double*>cnp.PyArray_DATA(c), M,
-                                   <double*>cnp.PyArray_DATA(c), M, <double*>cnp.PyArray_DATA(a_pack), False)
-    return (time.perf_counter() - start) / repeats
 
 
 cdef inline bint _plain(cnp.ndarray a, int typenum, int ndim):

@@ -312,8 +312,10 @@ def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh"
 # ---------------------------------------------------------------------------------------------
 
 
-def ref_backward(fwd, epsilon, tbptt_length=None):
-    """Backward pass of the seed for ``epsilon`` = dL/d(output) [mb, h, T].
+def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=None):
+    """Backward pass of the seed for ``epsilon`` = dL/d(output) [mb, h, T]; ``grad_last_h``,
+    ``grad_last_c`` [mb, h] (beyond the seed): dL/d(last_h), dL/d(last_c), which join the last
+    processed step's dL/dh and cell error (masked as last_h and last_c are).
 
     Returns a namespace with ``input_weights``, ``recurrent_weights``, ``bias`` (same shapes as
     the parameters), ``input`` (dL/dx, the seed's epsilonNext, shaped like x), ``h0``, ``c0``."""
@@ -361,6 +363,9 @@ def ref_backward(fwd, epsilon, tbptt_length=None):
         c_curr = fwd.c[t]                        # memCellState[time] (masked)
         # nablaOut = epsilon_t + deltaifogNext . wIFOG^T
         nabla_out = eps[:, :, t].copy()
+        m_t = 1.0 if m is None else m[:, t][:, None]
+        if is_last and grad_last_h is not None:
+            nabla_out = nabla_out + m_t * _f64(grad_last_h)
         if not is_last:
             nabla_out = nabla_out + delta_next @ rw_ifog.T
         # output gate delta
@@ -371,6 +376,8 @@ def ref_backward(fwd, epsilon, tbptt_length=None):
             nabla = nabla + delta_o * w_oo[None, :]
         if not is_last:
             nabla = nabla + fwd.fa[time_of(it + 1)] * nabla_next
+        if is_last and grad_last_c is not None:
+            nabla = nabla + m_t * _f64(grad_last_c)
         # forget gate delta (zero when c_prev is zero, which covers the seed's t = 0 case)
         delta_f = _gate_derivative(gate, fwd.fz[t], fwd.fa[t]) * nabla * c_prev
         # input ("modulation") gate delta
@@ -407,6 +414,60 @@ def ref_backward(fwd, epsilon, tbptt_length=None):
     return SimpleNamespace(
         input_weights=iw_grad, recurrent_weights=rw_grad, bias=b_grad.reshape(fwd.b_shape),
         input=eps_next[:, :, 0] if fwd.is_2d else eps_next, h0=dh0, c0=dc0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-example lengths (beyond the seed): each example run alone on its own valid steps
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_forward_lengths(x, W, RW, b, lengths, h0=None, c0=None, **options):
+    """The forward pass with ``lengths`` [mb] (PackedSequence's semantics): example m is the
+    sequence x[m, :, :lengths[m]] run alone (in reverse with ``forwards=False``) from its own
+    h0[m], c0[m]; its outputs sit at times 0..lengths[m]-1, zeros after; last_h / last_c are its
+    final state (h0 / c0 when the length is 0). ``options`` as ref_forward's (no mask)."""
+    x = _f64(x)
+    mb, _, T = x.shape
+    H = np.shape(RW)[0]
+    h_all = np.zeros((mb, H)) if h0 is None else _f64(h0)
+    c_all = np.zeros((mb, H)) if c0 is None else _f64(c0)
+    output = np.zeros((mb, H, T))
+    last_h, last_c = h_all.copy(), c_all.copy()
+    runs = []
+    for m, length in enumerate(int(n) for n in lengths):
+        run = None
+        if length > 0:
+            run = ref_forward(x[m:m + 1, :, :length], W, RW, b, h_all[m:m + 1], c_all[m:m + 1],
+                              **options)
+            output[m, :, :length] = run.output[0]
+            last_h[m], last_c[m] = run.last_h[0], run.last_c[0]
+        runs.append(run)
+    return SimpleNamespace(output=output, last_h=last_h, last_c=last_c, runs=runs, T=T, H=H,
+                           W=_f64(W), RW=_f64(RW), b_shape=np.shape(b), x_shape=x.shape)
+
+
+def ref_backward_lengths(fwd, epsilon, grad_last_h=None, grad_last_c=None):
+    """The backward pass of ref_forward_lengths: each example's ref_backward on its own steps,
+    the parameter gradients summed over the examples."""
+    eps = _f64(epsilon)
+    mb, H, T = eps.shape
+    glh = np.zeros((mb, H)) if grad_last_h is None else _f64(grad_last_h)
+    glc = np.zeros((mb, H)) if grad_last_c is None else _f64(grad_last_c)
+    out = SimpleNamespace(input_weights=np.zeros_like(fwd.W),
+                          recurrent_weights=np.zeros_like(fwd.RW),
+                          bias=np.zeros(fwd.b_shape), input=np.zeros(fwd.x_shape),
+                          h0=glh.copy(), c0=glc.copy())
+    for m, run in enumerate(fwd.runs):
+        if run is None:
+            continue             # length 0: last_h, last_c are h0, c0
+        g = ref_backward(run, eps[m:m + 1, :, :run.T], grad_last_h=glh[m:m + 1],
+                         grad_last_c=glc[m:m + 1])
+        out.input_weights += g.input_weights
+        out.recurrent_weights += g.recurrent_weights
+        out.bias += g.bias
+        out.input[m, :, :run.T] = g.input[0]
+        out.h0[m], out.c0[m] = g.h0[0], g.c0[0]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

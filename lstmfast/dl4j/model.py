@@ -283,7 +283,7 @@ def _layer_json(layer, name, model):
         return out, ["WF", "RWF", "bF", "WB", "RWB", "bB"], "GravesBidirectionalLSTM"
     if isinstance(layer, (L.GravesLSTM, L.LSTM)):
         cls = "GravesLSTM" if isinstance(layer, L.GravesLSTM) else "LSTM"
-        if not layer._process_forwards:
+        if layer.reverse:
             # e.g. from an ONNX 'reverse' node: saved as DL4J's layer it would run forwards
             raise ValueError(f"layer {name!r}: {cls} processing time in reverse has no DL4J "
                              f"equivalent (DL4J runs a one-direction LSTM forwards)")

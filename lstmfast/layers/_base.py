@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from .. import kernels as _kernels
+from ..functional import pass_buffer_sizes
 
 
 
@@ -173,6 +173,13 @@ def init_weights(rng, shape, fan_in, fan_out, scheme, dtype):
     return values.astype(dtype)
 
 
+def _check_mask_or_lengths(layer, what, mask, lengths):
+    """Refuse a mask and lengths together, naming the layer and the call."""
+    if mask is not None and lengths is not None:
+        raise ValueError(f"{type(layer).__name__}.{what}: mask and lengths: pass one of them, not "
+                         f"both (lengths [minibatch] is the alternative to a mask [minibatch, T])")
+
+
 def _as_state(name, value, minibatch, n_out, dtype):
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
@@ -212,8 +219,8 @@ class LayerMemoryReport:
     peak of newly allocated memory, excluding the parameters, the gradient vector, the input
     and epsilon) for ``"inference"`` (``forward(x)``) and ``"training"`` (``forward(x,
     training=True)`` then ``backward(epsilon)``, the caller not keeping the output), for
-    ``ts_length`` and ``minibatch``. It counts the arrays (sized with the kernels' own
-    ``cache_size`` / ``*_workspace_size``); the 1-2 KB of Python objects per pass are not
+    ``ts_length`` and ``minibatch``. It counts the arrays (the kernels' buffers as
+    ``lstmfast.functional.pass_buffer_sizes`` gives them); the 1-2 KB of Python objects per pass are not
     counted, so it is exact to within a few percent from a few tens of KB up. Work buffers of
     4 MiB or more are kept after a pass for the next one of the same size (up to 512 MiB in
     all; ``lstmfast.release_buffers()`` frees them): a later pass may reuse them instead of
@@ -386,17 +393,16 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
 # memory model
 
 
-def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsize, drop_connect=False):
+def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, dtype, drop_connect=False):
     """Bytes a single-direction layer allocates through ``lstm_forward`` / ``lstm_backward``.
 
     The arrays those functions allocate with NumPy (the kernels allocate nothing when given a
-    workspace), sized by the kernels' own size functions:
+    workspace), the kernels' buffers sized by ``functional.pass_buffer_sizes``:
 
-    * forward: ``output`` ``[mb, h, T]``, ``last_h``, ``last_c``, the workspace
-      (``kernels.forward_workspace_size``, freed on return); with ``for_backprop`` also the cache
-      (``kernels.cache_size``) and private copies of ``W`` and ``RW``;
+    * forward: ``output`` ``[mb, h, T]``, ``last_h``, ``last_c``, the workspace (freed on
+      return); with ``for_backprop`` also the cache and private copies of ``W`` and ``RW``;
     * backward: the parameter gradients, dL/dx ``[mb, nIn, T]``, dL/dh0, dL/dc0 and the backward
-      workspace (``kernels.backward_workspace_size``, freed on return);
+      workspace (freed on return);
     * the layer itself: with DropConnect, the keep-mask and the masked input weights (plus the
       boolean draw and the float64 uniforms while the mask is made).
 
@@ -405,12 +411,15 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, itemsiz
     its peak), ``inference`` (peak of ``forward(x)``), ``training`` (peak of ``forward(x,
     training=True)`` then ``backward(epsilon)``), and the sizes they are made of."""
     h, mb, steps = n_out, minibatch, ts_length
+    itemsize = np.dtype(dtype).itemsize
     output = mb * h * steps * itemsize
     state = 2 * mb * h * itemsize
-    cache = _kernels.cache_size(mb, n_in, h, steps) * itemsize
-    inference_workspace = _kernels.forward_workspace_size(mb, n_in, h, steps, False) * itemsize
-    training_workspace = _kernels.forward_workspace_size(mb, n_in, h, steps, True) * itemsize
-    backward_workspace = _kernels.backward_workspace_size(mb, n_in, h, steps) * itemsize
+    buffers = pass_buffer_sizes(mb, n_in, h, steps, peepholes=peepholes,
+                                dtype=dtype)
+    cache = buffers.cache
+    inference_workspace = buffers.forward_workspace_inference
+    training_workspace = buffers.forward_workspace_training
+    backward_workspace = buffers.backward_workspace
     parameter_gradients = (n_in * 4 * h + h * (4 * h + (3 if peepholes else 0)) + 4 * h) * itemsize
     input_gradient = mb * n_in * steps * itemsize
     state_gradients = 2 * mb * h * itemsize

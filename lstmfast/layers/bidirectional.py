@@ -3,8 +3,8 @@ wrapper (concat, add, mul, average), one flat parameter vector for both directio
 
 import numpy as np
 
-from ._base import (UnsupportedOperationError, _build_memory_report, _check_choice, _check_size,
-                    _exclusive, _FlatParameterLayer, _seed_sequence)
+from ._base import (UnsupportedOperationError, _build_memory_report, _check_choice,
+                    _check_mask_or_lengths, _check_size, _exclusive, _FlatParameterLayer, _seed_sequence)
 from .lstm import GravesLSTM, UnidirectionalLSTM
 
 
@@ -39,6 +39,7 @@ class BidirectionalBase(_FlatParameterLayer):
         self.forward_layer = forward_layer
         self.backward_layer = backward_layer
         backward_layer._process_forwards = False
+        backward_layer._in_bidirectional = True
         self.n_in = forward_layer.n_in
         self.dtype = forward_layer.dtype
         self.n_out = 2 * forward_layer.n_out if self.mode == "concat" else forward_layer.n_out
@@ -85,13 +86,18 @@ class BidirectionalBase(_FlatParameterLayer):
 
     # ---- passes ----------------------------------------------------------------------
     @_exclusive
-    def forward(self, x, mask=None, training=False):
+    def forward(self, x, mask=None, training=False, *, lengths=None):
         """Both directions over the whole sequence (the backward one from the last step to
-        the first, with the same mask), combined by ``mode``."""
+        the first, with the same mask), combined by ``mode``. With ``lengths`` ``[minibatch]``
+        instead of a mask, the backward direction starts each example at its own last valid
+        step, and the output past each length is zero."""
+        _check_mask_or_lengths(self, "forward", mask, lengths)
         saved = self.forward_layer._pass_state()
-        output_forward = self.forward_layer.forward(x, mask=mask, training=training)
+        output_forward = self.forward_layer.forward(x, mask=mask, training=training,
+                                                    lengths=lengths)
         try:
-            output_backward = self.backward_layer.forward(x, mask=mask, training=training)
+            output_backward = self.backward_layer.forward(x, mask=mask, training=training,
+                                                          lengths=lengths)
         except BaseException:
             # e.g. Ctrl-C during the second direction: keep the directions' records consistent
             self.forward_layer._restore_pass_state(saved)
@@ -148,7 +154,7 @@ class BidirectionalBase(_FlatParameterLayer):
             f"{type(self).__name__}.{what}: bidirectional layers cannot be stepped through time or "
             f"trained with truncated BPTT; they need the whole sequence at once (use forward)")
 
-    def rnn_time_step(self, x, mask=None):
+    def rnn_time_step(self, x, mask=None, *, lengths=None):
         self._refuse("rnn_time_step")
 
     def rnn_get_previous_state(self):
@@ -157,7 +163,8 @@ class BidirectionalBase(_FlatParameterLayer):
     def rnn_set_previous_state(self, h, c):
         self._refuse("rnn_set_previous_state")
 
-    def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True):
+    def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True,
+                                        *, lengths=None):
         self._refuse("rnn_activate_using_stored_state")
 
     def rnn_clear_previous_state(self):

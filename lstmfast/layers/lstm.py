@@ -9,7 +9,7 @@ from ..functional import ACTIVATIONS as LAYER_ACTIVATIONS
 from ..functional import (GATE_ACTIVATIONS, bind_stream_step, lstm_backward, lstm_forward,
                           problem_size_ok)
 from ._base import (WEIGHT_INITS, UnsupportedOperationError, _as_state, _build_memory_report,
-                    _busy_error, _check_choice, _check_dtype, _check_size, _exclusive,
+                    _busy_error, _check_choice, _check_mask_or_lengths, _check_dtype, _check_size, _exclusive,
                     _FlatParameterLayer, _in_use_lock, _lstm_pass_allocations, _seed_sequence,
                     init_weights)
 
@@ -46,7 +46,8 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         self._seed_sequence = _seed_sequence(seed)
         init_seq, drop_seq = self._seed_sequence.spawn(2)
         self._drop_connect_rng = np.random.default_rng(drop_seq)
-        #: direction in which the kernels process time (False only inside bidirectional layers)
+        #: direction in which the kernels process time (False for the backward direction of a
+        #: bidirectional layer, and for a layer imported from an ONNX 'reverse' node)
         self._process_forwards = True
 
         self._allocate_storage()
@@ -135,6 +136,13 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         self.b[...] = 0
         self.b[h:2 * h] = self.forget_gate_bias_init
 
+    @property
+    def reverse(self):
+        """True when the layer processes time from the last step to the first (the backward
+        direction of a bidirectional layer, or a layer imported from an ONNX 'reverse' node);
+        read-only."""
+        return not self._process_forwards
+
     # ---- passes ----------------------------------------------------------------------
     def _check_input(self, x, what):
         try:
@@ -159,12 +167,12 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         mask = keep.astype(self.dtype).reshape(self.W.shape, order="F")
         return self.W * mask, mask
 
-    def _run(self, x, mask, training, h0, c0):
+    def _run(self, x, mask, training, h0, c0, lengths=None):
         input_weights, drop_connect_mask = self._input_weights_for_pass(training)
         record = lstm_forward(
             x, input_weights, self.RW, self.b, h0=h0, c0=c0, peepholes=self.peepholes,
             activation=self.activation, gate_activation=self.gate_activation, mask=mask,
-            forwards=self._process_forwards, for_backprop=bool(training))
+            lengths=lengths, forwards=self._process_forwards, for_backprop=bool(training))
         # only a pass that completed replaces the record and its keep-mask together: a refused
         # or interrupted pass leaves the previous pair for backward
         self._record = record if training else None
@@ -179,13 +187,17 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         self._record, self.drop_connect_mask = state
 
     @_exclusive
-    def forward(self, x, mask=None, training=False):
+    def forward(self, x, mask=None, training=False, *, lengths=None):
         """Output ``[minibatch, nOut, T]`` for x ``[minibatch, nIn, T]`` (or ``[minibatch, nIn]``,
         T = 1), starting from a zero state. ``training=True`` keeps what ``backward`` needs and
-        applies DropConnect when enabled. ``mask`` ``[minibatch, T]`` of 0/1. Raises
+        applies DropConnect when enabled. ``mask`` ``[minibatch, T]`` of 0/1, or instead
+        ``lengths`` ``[minibatch]`` of integers 0..T: example m's steps are times
+        0..lengths[m]-1 and its output is zero after them (a reverse layer starts each example at
+        its own last valid step; see ``lstmfast.functional.lstm_forward``). Raises
         ConcurrentUseError if another thread is inside a call on this layer."""
         x = self._check_input(x, "forward")
-        return self._run(x, mask, training, None, None).output
+        _check_mask_or_lengths(self, "forward", mask, lengths)
+        return self._run(x, mask, training, None, None, lengths).output
 
     @_exclusive
     def backward(self, epsilon, tbptt_length=None):
@@ -212,9 +224,15 @@ class UnidirectionalLSTM(_FlatParameterLayer):
     # ---- streaming (rnnTimeStep) -------------------------------------------------------
     def _check_streamable(self, what):
         if not self._process_forwards:
+            if getattr(self, "_in_bidirectional", False):
+                where = ("this layer is the backward direction of a bidirectional layer; "
+                         "bidirectional layers need")
+            else:
+                where = ("this layer processes time in reverse (reverse=True, last step first); "
+                         "a reverse layer needs")
             raise UnsupportedOperationError(
-                f"{what}: this layer is the backward direction of a bidirectional layer; bidirectional "
-                f"layers need the whole sequence at once and cannot be stepped through time")
+                f"{type(self).__name__}.{what}: {where} the whole sequence at once and "
+                f"cannot be stepped through time or carry state from one call to the next")
 
     @staticmethod
     def _check_state_minibatch(state, x, what):
@@ -224,17 +242,19 @@ class UnidirectionalLSTM(_FlatParameterLayer):
                 f"{x.shape[0]} examples. Possible cause: using rnn_time_step() without calling "
                 f"rnn_clear_previous_state() between different sequences")
 
-    def rnn_time_step(self, x, mask=None):
+    def rnn_time_step(self, x, mask=None, *, lengths=None):
         """Continue from the stored state with x ``[minibatch, nIn]`` (one step, returns
         ``[minibatch, nOut]``) or ``[minibatch, nIn, T]`` (returns ``[minibatch, nOut, T]``) and
-        store the new state. Inference only (no DropConnect, nothing kept for backward). Raises
+        store the new state. With ``lengths`` ``[minibatch]`` (instead of a mask) each example
+        advances by its own number of steps: its stored state is the one after its last valid
+        step. Inference only (no DropConnect, nothing kept for backward). Raises
         ConcurrentUseError if another thread is inside a call on this layer; an interrupted
         call (Ctrl-C) leaves the stored state as it was."""
         # the steady streaming case: the step bound to this layer's arrays checks x, takes the
         # in-use lock and runs in C (Python overhead is most of a small step); None means "not
         # this case" (no stored state yet, another x, the layer busy), handled below
         plan = self.__dict__.get("_stream_plan")
-        if plan is not None and mask is None:
+        if plan is not None and mask is None and lengths is None:
             h = plan(x)
             if h is not None:
                 return h
@@ -243,6 +263,8 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             raise _busy_error(self, "rnn_time_step")
         try:
             self._check_streamable("rnn_time_step")
+            if lengths is not None:
+                return self._stream_slow(x, mask, lengths)
             if (mask is None and type(x) is np.ndarray and x.ndim == 2 and x.dtype == self.dtype
                     and x.shape[1] == self.n_in and x.shape[0] > 0):
                 return self._stream_one_step(x)
@@ -250,15 +272,16 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         finally:
             lock.release()
 
-    def _stream_slow(self, x, mask):
+    def _stream_slow(self, x, mask, lengths=None):
         x = self._check_input(x, "rnn_time_step")
+        _check_mask_or_lengths(self, "rnn_time_step", mask, lengths)
         state = self._stream_state
         self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
         h0, c0 = state if state is not None else (None, None)
         record = lstm_forward(
             x, self.W, self.RW, self.b, h0=h0, c0=c0, peepholes=self.peepholes,
             activation=self.activation, gate_activation=self.gate_activation, mask=mask,
-            forwards=True, for_backprop=False)
+            lengths=lengths, forwards=True, for_backprop=False)
         self._stream_state = (np.array(record.last_h, order="F", copy=True),
                               np.array(record.last_c, order="F", copy=True))
         output = record.output
@@ -331,16 +354,20 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         return tuple(np.array(s, copy=True) for s in self._tbptt_state)
 
     @_exclusive
-    def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True):
+    def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True,
+                                        *, lengths=None):
         """Forward pass starting from the carried truncated-BPTT state (zeros when there is none)
         and, with ``store_last_for_tbptt``, carrying this pass's last state to the next one. The
-        carried state is a constant for ``backward``: no gradient crosses window boundaries."""
+        carried state is a constant for ``backward``: no gradient crosses window boundaries.
+        ``lengths`` as in ``forward``: the carried state is each example's after its last valid
+        step."""
         self._check_streamable("rnn_activate_using_stored_state")
         x = self._check_input(x, "rnn_activate_using_stored_state")
+        _check_mask_or_lengths(self, "rnn_activate_using_stored_state", mask, lengths)
         state = self._tbptt_state
         self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_activate_using_stored_state")
         h0, c0 = state if state is not None else (None, None)
-        record = self._run(x, mask, training, h0, c0)
+        record = self._run(x, mask, training, h0, c0, lengths)
         if store_last_for_tbptt:
             self._tbptt_state = (np.array(record.last_h, order="F", copy=True),
                                  np.array(record.last_c, order="F", copy=True))
@@ -357,7 +384,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
 
     def _allocation_parts(self, ts_length, minibatch):
         return _lstm_pass_allocations(self.n_in, self.n_out, ts_length, minibatch, self.peepholes,
-                                      self.dtype.itemsize,
+                                      self.dtype,
                                       drop_connect=self.drop_connect is not None and self.drop_connect < 1.0)
 
     def _allocated_bytes(self, ts_length, minibatch):

@@ -346,3 +346,52 @@ def test_members_larger_than_the_limits_are_refused_before_reading(monkeypatch):
         lstmfast.keras.load(path)
     with pytest.raises(ValueError, match=r"layer 'lstm' \(LSTM\): weight .* larger than 100 bytes"):
         lstmfast.keras.load(DATA / "keras_lstm_hard_sigmoid.h5")
+
+
+def test_prefix_masks_run_as_one_pass_with_lengths():
+    """Rows whose unmasked steps are a prefix take one pass with per-example lengths: against
+    Keras's stored predictions, and against the same rows run beside a row with a gap (which
+    takes the row-by-row path)."""
+    stored = np.load(DATA / "keras_functional_masking.npz")
+    model = lstmfast.keras.load(DATA / "keras_functional_masking.keras")
+    x, y = stored["x"], stored["y"]
+    prefix_rows = [0, 1, 3]            # row 2 has a gap
+    np.testing.assert_allclose(model.predict(x[prefix_rows]), y[prefix_rows], rtol=0,
+                               atol=TOLERANCE)
+    # padding moved to the start: the go_backwards layer and the backward direction see prefixes
+    padded_first = np.stack([np.concatenate([x[r][(x[r] == 0).all(-1)],
+                                             x[r][~(x[r] == 0).all(-1)]]) for r in prefix_rows])
+    beside_a_gap = model.predict(np.concatenate([padded_first, x[2:3]]))[:3]
+    np.testing.assert_allclose(model.predict(padded_first), beside_a_gap, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+@pytest.mark.parametrize("unroll", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_one_lstm_with_prefix_masks_equals_the_row_by_row_path(go_backwards, zero_output_for_mask,
+                                                                unroll, with_state):
+    from lstmfast.keras import _lstm_keras
+
+    rng = np.random.default_rng(3)
+    N, T, C, H = 4, 6, 3, 5
+    params = (rng.standard_normal((C, 4 * H)), rng.standard_normal((H, 4 * H)),
+              rng.standard_normal(4 * H))
+    x = rng.standard_normal((N + 1, T, C))
+    lengths = np.array([6, 0, 2, 5])
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    if go_backwards:
+        mask = mask[:, ::-1]
+    gapped = np.concatenate([mask, [[True, False, True, True, False, True]]])
+    state = None
+    if with_state:
+        state = (rng.standard_normal((N + 1, H)), rng.standard_normal((N + 1, H)))
+    options = dict(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
+                   unroll=unroll)
+    seq, (h, c) = _lstm_keras(x[:N], params, "tanh", "sigmoid", mask, state=None if state is None
+                              else (state[0][:N], state[1][:N]), **options)
+    seq_ref, (h_ref, c_ref) = _lstm_keras(x, params, "tanh", "sigmoid", gapped, state=state,
+                                          **options)
+    np.testing.assert_allclose(seq, seq_ref[:N], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h, h_ref[:N], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c, c_ref[:N], rtol=1e-12, atol=1e-12)

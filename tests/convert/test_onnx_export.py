@@ -173,11 +173,56 @@ def test_sequence_lens_from_prefix_masks(tmp_path, mode):
     np.testing.assert_allclose(onnx_runtime(path, x, lens), expected, rtol=0, atol=TOLERANCE)
 
 
+def _reverse_layer(cls, seed):
+    donor = cls(3, 4, seed=seed)
+    return lstmfast.convert.from_onnx(*lstmfast.convert.lstmfast_to_onnx(donor.W, donor.RW, donor.b),
+                                      direction="reverse")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lstmfast.GravesLSTM(3, 4, seed=30),
+    lambda: _reverse_layer(lstmfast.GravesLSTM, 31),
+    lambda: _reverse_layer(lstmfast.LSTM, 32),
+    lambda: lstmfast.Bidirectional(lstmfast.GravesLSTM(3, 4, seed=33), mode="concat"),
+    lambda: lstmfast.Bidirectional(lstmfast.LSTM(3, 4, seed=34), mode="mul"),
+    lambda: lstmfast.GravesBidirectionalLSTM(3, 4, seed=35),
+], ids=["graves", "reverse-graves", "reverse-lstm", "concat", "mul", "graves-bidirectional"])
+def test_layers_run_with_lengths_export_with_sequence_lens(tmp_path, make):
+    layer = make()
+    path, _ = export_and_check(layer, tmp_path, sequence_lens=True)
+    rng = np.random.default_rng(36)
+    x = rng.standard_normal((4, 3, 6)).astype(np.float32)
+    lengths = np.array([6, 0, 2, 5], np.int32)
+    x[2, :, 2:] = 9.0              # padding: read by neither
+    expected = layer.forward(x, lengths=lengths)
+    np.testing.assert_allclose(onnx_runtime(path, x, lengths), expected, rtol=0, atol=TOLERANCE)
+
+
+def test_network_run_with_lengths_exports_with_sequence_lens(tmp_path):
+    net = lstmfast.Sequential([
+        lstmfast.Bidirectional(lstmfast.GravesLSTM(3, 4, seed=40), mode="add"),
+        lstmfast.DenseLayer(4, 5, activation="tanh", seed=41),
+        lstmfast.LSTM(5, 5, seed=42),
+        lstmfast.RnnOutputLayer(5, 2, activation="softmax", seed=43),
+    ])
+    path, _ = export_and_check(net, tmp_path, sequence_lens=True)
+    rng = np.random.default_rng(44)
+    x = rng.standard_normal((3, 3, 7)).astype(np.float32)
+    lengths = np.array([3, 7, 1], np.int32)
+    expected = net.output(x, lengths=lengths)
+    np.testing.assert_allclose(onnx_runtime(path, x, lengths), expected, rtol=0, atol=TOLERANCE)
+    # a prefix mask is the same thing to the LSTM layers
+    np.testing.assert_allclose(net.output(x, mask=prefix_mask(lengths, 7)), expected,
+                               rtol=0, atol=1e-6)
+
+
 def test_masks_without_an_exact_sequence_lens_are_refused():
-    with pytest.raises(ValueError, match="row 1 .*not a non-empty prefix of ones"):
+    with pytest.raises(ValueError, match="row 1 .*not a prefix of ones"):
         lstmfast.onnx.mask_to_sequence_lens([[1, 1, 0], [1, 0, 1]])
-    with pytest.raises(ValueError, match="row 0 .*prefix"):
-        lstmfast.onnx.mask_to_sequence_lens([[0, 0, 0]])
+    with pytest.raises(ValueError, match="row 1 .*prefix"):
+        lstmfast.onnx.mask_to_sequence_lens([[1, 1, 1], [0, 1, 1]])
+    # an all-zero row is the empty prefix: length 0
+    assert lstmfast.onnx.mask_to_sequence_lens([[0, 0, 0], [1, 0, 0]]).tolist() == [0, 1]
     with pytest.raises(ValueError, match="only 0 and 1"):
         lstmfast.onnx.mask_to_sequence_lens([[1, 0.5]])
     with pytest.raises(ValueError, match=r"\[minibatch, T\]"):

@@ -61,6 +61,9 @@ CASES = [
     ("forward", 0, True, None, True, True),
     ("bidirectional", 0, False, None, False, True),
     ("reverse", 1, False, None, False, True),
+    ("reverse", 0, True, None, True, True),
+    ("bidirectional", 0, True, [b"HardSigmoid", b"Tanh", b"Tanh"] * 2, True, True),
+    ("bidirectional", 1, False, None, True, True),
 ]
 
 
@@ -78,7 +81,8 @@ def test_lstm_node_outputs_match_onnx_runtime(tmp_path, direction, layout, peeph
     if with_lens:
         names[4] = "lens"
         inputs.append(value("lens", [mb], TensorProto.INT32))
-        feeds["lens"] = np.array([5, 2, 4], dtype=np.int32)
+        # length 0 (ONNX Runtime: Y, Y_h and Y_c zero, not the initial state), a short one, T
+        feeds["lens"] = np.array([5, 2, 4] if not with_state else [2, 0, 5], dtype=np.int32)
     if with_state:
         shape = (dirs, mb, h) if layout == 0 else (mb, dirs, h)
         names[5], names[6] = "h0", "c0"
@@ -92,9 +96,7 @@ def test_lstm_node_outputs_match_onnx_runtime(tmp_path, direction, layout, peeph
     attributes = {"hidden_size": h, "direction": direction, "layout": layout}
     if activations:
         attributes["activations"] = activations
-    # ONNX Runtime gives Y_c after each example's last step; lstmfast.onnx.load refuses Y_c with
-    # sequence_lens, so such graphs ask for Y and Y_h only
-    outs = ["Y", "Y_h"] + ([] if with_lens else ["Y_c"])
+    outs = ["Y", "Y_h", "Y_c"]
     node = helper.make_node("LSTM", names, outs, name="lstm", **attributes)
     path = save(tmp_path, [node], inputs, [value(o, 4 if o == "Y" else 3) for o in outs], weights)
     if layout == 0:

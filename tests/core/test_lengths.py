@@ -1,0 +1,143 @@
+"""Per-example lengths (lstm_forward(..., lengths=...)): PackedSequence's and ONNX sequence_lens'
+semantics, against the reference's per-example runs (tests/reference.py: each example alone on
+its own valid steps), central differences, and the clear refusals.
+
+Tolerances as tests/core/test_reference.py: float64 1e-10, float32 1e-4 (max|a - b| / max|b|).
+"""
+import numpy as np
+import pytest
+
+import lstmfast
+import reference as R
+from gradcheck import assert_gradient
+
+TOL = {np.float32: 1e-4, np.float64: 1e-10}
+# every pass of the team: two threads even at these small sizes, both product kernels
+TEAM = {"threads": 2, "team_min_units": 1, "team_min_step_work": 0, "unit_group_min_work": 0}
+TUNINGS = {"plain": None, "blas": {"packed_gemm": 0}, "team": TEAM,
+           "chunked": {"projection_chunk_elements": 1}}
+
+
+def _rel(a, b):
+    return np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+def _case(seed, mb, n_in, H, T, peepholes, dtype):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((mb, n_in, T))
+    W = rng.standard_normal((n_in, 4 * H)) * 0.5
+    RW = rng.standard_normal((H, 4 * H + (3 if peepholes else 0))) * 0.5
+    b = rng.standard_normal(4 * H) * 0.3
+    h0 = rng.standard_normal((mb, H)) * 0.5
+    c0 = rng.standard_normal((mb, H)) * 0.5
+    lengths = rng.integers(0, T + 1, mb)
+    lengths[0], lengths[-1] = T, 0          # the full length and the empty sequence
+    # padding filled with NaN: none of it may reach a valid step or a gradient
+    for m, n in enumerate(lengths):
+        x[m, :, n:] = np.nan
+    cast = [a.astype(dtype) for a in (x, W, RW, b, h0, c0)]
+    return cast, lengths, rng
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("forwards", [True, False])
+@pytest.mark.parametrize("peepholes", [False, True])
+@pytest.mark.parametrize("tuning", sorted(TUNINGS))
+@pytest.mark.parametrize("mb", [3, 6])
+def test_lengths_match_per_example_reference(dtype, forwards, peepholes, tuning, mb):
+    H, n_in, T = 30, 5, 7
+    (x, W, RW, b, h0, c0), lengths, rng = _case(mb * 7 + peepholes, mb, n_in, H, T, peepholes,
+                                                dtype)
+    opts = dict(h0=h0, c0=c0, forwards=forwards, gate_activation="sigmoid")
+    ref = R.ref_forward_lengths(np.nan_to_num(x, nan=0.0), W, RW, b, lengths, **opts)
+    eps = rng.standard_normal((mb, H, T))
+    glh = rng.standard_normal((mb, H))
+    glc = rng.standard_normal((mb, H))
+    ref_grads = R.ref_backward_lengths(ref, eps, glh, glc)
+    for for_backprop in (False, True):
+        fwd = lstmfast.lstm_forward(x, W, RW, b, lengths=lengths, for_backprop=for_backprop,
+                                    _tuning=TUNINGS[tuning], **opts)
+        for name in ("output", "last_h", "last_c"):
+            assert _rel(getattr(fwd, name), getattr(ref, name)) < TOL[dtype], name
+        for m, n in enumerate(lengths):
+            assert not fwd.output[m, :, n:].any(), "output past the length must be zero"
+    # epsilon in the padding (NaN here) is ignored: those outputs are constants
+    eps_padded = eps.copy()
+    for m, n in enumerate(lengths):
+        eps_padded[m, :, n:] = np.nan
+    grads = lstmfast.lstm_backward(fwd, eps_padded.astype(dtype), grad_last_h=glh.astype(dtype),
+                                   grad_last_c=glc.astype(dtype), _tuning=TUNINGS[tuning])
+    for name in R.GRAD_NAMES:
+        assert _rel(getattr(grads, name), getattr(ref_grads, name)) < TOL[dtype], name
+    for m, n in enumerate(lengths):
+        assert not grads.input[m, :, n:].any(), "dL/dx in the padding must be zero"
+
+
+@pytest.mark.parametrize("forwards", [True, False])
+def test_full_lengths_give_the_plain_pass(forwards):
+    rng = np.random.default_rng(3)
+    mb, n_in, H, T = 4, 3, 5, 6
+    x = rng.standard_normal((mb, n_in, T))
+    W, RW = rng.standard_normal((n_in, 4 * H)), rng.standard_normal((H, 4 * H + 3))
+    b = rng.standard_normal(4 * H)
+    eps = rng.standard_normal((mb, H, T))
+    plain = lstmfast.lstm_forward(x, W, RW, b, forwards=forwards, for_backprop=True)
+    full = lstmfast.lstm_forward(x, W, RW, b, forwards=forwards, for_backprop=True,
+                                 lengths=np.full(mb, T))
+    for name in ("output", "last_h", "last_c"):
+        np.testing.assert_array_equal(getattr(full, name), getattr(plain, name))
+    g_plain = lstmfast.lstm_backward(plain, eps)
+    g_full = lstmfast.lstm_backward(full, eps)
+    for name in R.GRAD_NAMES:
+        np.testing.assert_allclose(getattr(g_full, name), getattr(g_plain, name), rtol=1e-12,
+                                   atol=1e-14)
+
+
+@pytest.mark.parametrize("forwards", [True, False])
+@pytest.mark.parametrize("peepholes", [False, True])
+def test_lengths_gradients_match_finite_differences(forwards, peepholes):
+    mb, n_in, H, T = 4, 3, 4, 5
+    rng = np.random.default_rng(11 + 2 * forwards + peepholes)
+    x = rng.standard_normal((mb, n_in, T))
+    W = rng.standard_normal((n_in, 4 * H)) * 0.5
+    RW = rng.standard_normal((H, 4 * H + (3 if peepholes else 0))) * 0.5
+    b = rng.standard_normal(4 * H) * 0.3
+    h0, c0 = rng.standard_normal((mb, H)), rng.standard_normal((mb, H))
+    lengths = np.array([5, 2, 0, 3])
+    Ro = rng.standard_normal((mb, H, T))
+    Qh, Qc = rng.standard_normal((mb, H)), rng.standard_normal((mb, H))
+    kw = dict(forwards=forwards, lengths=lengths)
+
+    def score():
+        fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, **kw)
+        return float((fwd.output * Ro).sum() + (fwd.last_h * Qh).sum()
+                     + (fwd.last_c * Qc).sum())
+
+    fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, for_backprop=True, **kw)
+    grads = lstmfast.lstm_backward(fwd, Ro, grad_last_h=Qh, grad_last_c=Qc)
+    for name, values, analytic in (("W", W, grads.input_weights),
+                                   ("RW", RW, grads.recurrent_weights), ("b", b, grads.bias),
+                                   ("x", x, grads.input), ("h0", h0, grads.h0),
+                                   ("c0", c0, grads.c0)):
+        assert_gradient(score, values, analytic, what=name)
+
+
+def test_lengths_refusals():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4))
+    W, RW, b = rng.standard_normal((3, 8)), rng.standard_normal((2, 8)), np.zeros(8)
+    with pytest.raises(ValueError, match="mask and lengths"):
+        lstmfast.lstm_forward(x, W, RW, b, lengths=[1, 2], mask=np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"lengths: expected shape \[minibatch\] = \[2\], got \[3\]"):
+        lstmfast.lstm_forward(x, W, RW, b, lengths=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"0\.\.T = 0\.\.4; lengths\[1\] = 5"):
+        lstmfast.lstm_forward(x, W, RW, b, lengths=[1, 5])
+    with pytest.raises(ValueError, match=r"lengths\[0\] = -1"):
+        lstmfast.lstm_forward(x, W, RW, b, lengths=[-1, 2])
+    with pytest.raises(TypeError, match="lengths: expected integers"):
+        lstmfast.lstm_forward(x, W, RW, b, lengths=[1.0, 2.0])
+    fwd = lstmfast.lstm_forward(x, W, RW, b, lengths=[1, 4], for_backprop=True)
+    with pytest.raises(ValueError, match="tbptt_length: truncated BPTT"):
+        lstmfast.lstm_backward(fwd, np.zeros((2, 2, 4)), tbptt_length=2)
+    with pytest.raises(ValueError, match=r"grad_last_h: expected shape \[minibatch, h\] = \[2, 2\]"):
+        lstmfast.lstm_backward(fwd, np.zeros((2, 2, 4)), grad_last_h=np.zeros((2, 3)))
