@@ -2,7 +2,7 @@
 """The backward pass: the port of DL4J 0.9.1 LSTMHelpers.backpropGradientHelper
 (deeplearning4j-nn/.../layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind
 lstmfast.kernels' lstm_backward / lstm_backward_ex. The internal layouts and the cache it reads
-are described in pyx/kernels.pyx's docstring; the gate math of a step is lstmfast/_cells.pxd."""
+are described in lstmfast/_layout.pxd; the gate math of a step is lstmfast/_cells.pxd."""
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 
@@ -63,6 +63,14 @@ ctypedef struct _backward_job:
     const void* grad_last_c        # with lengths: the caller's dL/d(last c) (NULL: none) ...
     lstm_strides grad_last_c_strides
     void* last_c_grad_step         # ... and its rows of the examples ending at a step
+    Py_ssize_t hp                  # the size of the h fed back and output: P (LSTMP) or h
+    const void* projection_weights  # LSTMP: [h, P] (ld_projection_weights), else NULL
+    Py_ssize_t ld_projection_weights
+    void* nabla_proj               # LSTMP: [mb, P], dL/dh of the step
+    void* grad_proj                # LSTMP: [mb*steps, P] step-stacked dL/dh (ld_delta)
+    const void* rs                 # LSTMP: the cache's step-stacked r = o * act(c), ld mb*T
+    void* grad_projection_weights  # LSTMP: dL/dW_proj [h, P]
+    Py_ssize_t ld_grad_projection_weights
     _unit_groups groups            # the groups of units of the time loop (_plan_groups)
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
@@ -92,7 +100,7 @@ cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_
     makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM).
     k1 > k0: the callers' row ranges are never empty (all rows, or half of at least 4h)."""
     cdef Py_ssize_t mb = job.dims.minibatch, ld_delta = job.ld_delta
-    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1
+    cdef Py_ssize_t F = job.dims.n_in + job.hp + 1
     gemm(c'T', c'N', F, width, k1 - k0, <floating>1,
          <const floating*>job.xh + mb * job.end_index + k0, job.ld_xh,
          <const floating*>job.delta + k0 + c0 * ld_delta, ld_delta, <floating>0, stack, F)
@@ -102,13 +110,13 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
                            Py_ssize_t width) noexcept nogil:
     """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs; the
     bias row stays in grad_stack (the caller writes it to the strided bias gradient)."""
-    cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
+    cdef Py_ssize_t n_in = job.dims.n_in, hp = job.hp, F = n_in + hp + 1
     cdef floating* stack = <floating*>job.grad_stack + c0 * F
     _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
                 job.ld_grad_input_weights, n_in, width)
     _copy_block(stack + n_in, F,
                 <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
-                job.ld_grad_recurrent_weights, h, width)
+                job.ld_grad_recurrent_weights, hp, width)
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
@@ -173,7 +181,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             # into nabla_out first), and at the first processed step the cells read it there
             step_nabla = nabla_out + off
             cells_nabla = step_nabla
-            if job.options.lengths != NULL:
+            if job.projection_weights != NULL:
+                _projected_nabla(tag, job, s, t, delta_next)
+            elif job.options.lengths != NULL:
                 _gather_units_lengths(dims, job.options, epsilon, job.epsilon_strides, s,
                                       nabla_out, u0, u1)
                 eps_units = nabla_out + off
@@ -185,7 +195,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
                               nabla_out, u0, u1)
                 eps_units = nabla_out + off
-            if delta_next != NULL:
+            if delta_next != NULL and job.projection_weights == NULL:
                 _recurrent_product(mb, width, G, delta_next, mb,
                                    packed + _group_slice(&job.groups, G, unit_group, 1, 0)
                                    if packed != NULL else NULL,
@@ -262,7 +272,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     # after a barrier; otherwise the parts are columns of the product over all rows. Split by
     # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
     # took 20% more CPU time at (100, 64, 256, 256) float32.
-    cdef Py_ssize_t F = dims.n_in + h + 1
+    cdef Py_ssize_t F = dims.n_in + job.hp + 1
     cdef Py_ssize_t c0, c1
     part = tid
     while part < parts:
@@ -277,6 +287,12 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
                                           <floating*>job.grad_stack + c0 * F)
         part += nthreads
+    if job.projection_weights != NULL and tid == 0:
+        # dL/dW_proj [h, P] = R^T dL/dH over the steps (an LSTMP pass has one thread)
+        gemm(c'T', c'N', h, job.hp, ld_delta, <floating>1,
+             <const floating*>job.rs + mb * end_index, mb * T,
+             <const floating*>job.grad_proj, ld_delta, <floating>0,
+             <floating*>job.grad_projection_weights, job.ld_grad_projection_weights)
     spin_if_asked(tid)
     if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
         return           # given up (see _team_stop)
@@ -290,6 +306,30 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
     if c1 > c0:
         _store_gradients(tag, job, c0, c1 - c0)
+
+
+cdef inline void _projected_nabla(floating* tag, _backward_job* job, Py_ssize_t s, Py_ssize_t t,
+                                  const floating* delta_next) noexcept nogil:
+    """An LSTMP step's dL/dh [mb, P] (epsilon + the next processed step's deltas . RW^T) into
+    nabla_proj and its step-stacked copy, then dL/dr = dL/dh W_proj^T [mb, h] into nabla_out,
+    what the cells read (all units: an LSTMP pass has one thread)."""
+    cdef const lstm_dims* dims = job.dims
+    cdef Py_ssize_t mb = dims.minibatch, hp = job.hp, G = 4 * dims.hidden
+    cdef floating* proj = <floating*>job.nabla_proj
+    if job.options.lengths != NULL:
+        _gather_units_lengths(dims, job.options, <const floating*>job.epsilon,
+                              job.epsilon_strides, s, proj, 0, hp)
+    else:
+        _gather_units(dims, <const floating*>job.epsilon + t * job.epsilon_strides.time,
+                      job.epsilon_strides, proj, 0, hp)
+    if delta_next != NULL:
+        _recurrent_product(mb, hp, G, delta_next, mb, NULL, <const floating*>job.rw_t, G, c'N',
+                           proj, mb, proj, mb, NULL, False)
+    _copy_block(proj, mb, <floating*>job.grad_proj + mb * (s - job.end_index), job.ld_delta,
+                mb, hp)
+    gemm(c'N', c'T', mb, dims.hidden, hp, <floating>1, proj, mb,
+         <const floating*>job.projection_weights, job.ld_projection_weights, <floating>0,
+         <floating*>job.nabla_out, mb)
 
 
 cdef void _backward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
@@ -323,8 +363,18 @@ cdef int run_backward(const lstm_dims* dims,
     if (input_weights == NULL or recurrent_weights == NULL or cache == NULL or epsilon == NULL
             or grad_input_weights == NULL or grad_recurrent_weights == NULL or grad_bias == NULL):
         return LSTM_ERR_ARGUMENT
-    if (ld_input_weights < dims.n_in or ld_recurrent_weights < dims.hidden
-            or ld_grad_input_weights < dims.n_in or ld_grad_recurrent_weights < dims.hidden):
+    cdef bint projected = options.projection > 0
+    cdef Py_ssize_t hp = _recurrent_size(dims, options)
+    if projected and not (_projection_valid(dims, options)
+                          and options.grad_projection_weights != NULL
+                          and options.ld_grad_projection_weights >= dims.hidden
+                          and fits_blas_int(options.ld_grad_projection_weights)
+                          and (not dims.peepholes
+                               or (options.grad_peephole_weights != NULL
+                                   and options.ld_grad_peephole_weights >= dims.hidden))):
+        return LSTM_ERR_ARGUMENT
+    if (ld_input_weights < dims.n_in or ld_recurrent_weights < hp
+            or ld_grad_input_weights < dims.n_in or ld_grad_recurrent_weights < hp):
         return LSTM_ERR_ARGUMENT
     if not (fits_blas_int(ld_input_weights) and fits_blas_int(ld_recurrent_weights)
             and fits_blas_int(ld_grad_input_weights) and fits_blas_int(ld_grad_recurrent_weights)):
@@ -339,7 +389,8 @@ cdef int run_backward(const lstm_dims* dims,
     cdef _backward_layout layout
     cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, options, &layout)
     cdef floating* owned = NULL
-    if ws_size < 0:
+    cdef _cache_layout parts
+    if ws_size < 0 or _plan_cache(dims, options, &parts) < 0:
         return LSTM_ERR_TOO_LARGE
     if workspace == NULL:
         owned = <floating*>malloc(ws_size * sizeof(floating))
@@ -348,13 +399,13 @@ cdef int run_backward(const lstm_dims* dims,
         workspace = owned
 
     # the cache (see the module docstring)
-    cdef Py_ssize_t ld_xh = mb * (T + 1)
-    cdef const floating* xh = cache                        # [xp | hs | ones]
-    cdef const floating* cs = xh + (n_in + h + 1) * ld_xh
-    cdef const floating* z = cs + n * (T + 1)
-    cdef const floating* a = z + 4 * n * T
-    cdef const floating* mca = a + 4 * n * T
-    cdef const floating* mp = mca + n * T
+    cdef Py_ssize_t ld_xh = parts.ld_x
+    cdef const floating* xh = cache + parts.xp             # [xp | hs | ones]
+    cdef const floating* cs = cache + parts.cs
+    cdef const floating* z = cache + parts.z
+    cdef const floating* a = cache + parts.a
+    cdef const floating* mca = cache + parts.mca
+    cdef const floating* mp = cache + parts.mp
 
     # the seed's endIdx: steps end_index..T-1 (processing order) are back-propagated
     cdef Py_ssize_t end_index = 0
@@ -392,13 +443,15 @@ cdef int run_backward(const lstm_dims* dims,
         return LSTM_ERR_NO_MEMORY
     # the gradient GEMMs are level-3 BLAS calls in every pass (pass_acquire)
     cdef bint blas_single = _shape_uses_team(dims, steps, tuning)
-    nthreads = pass_acquire(_team_size(dims, steps, tuning)
-                            if steps > 1 and _packed_gemm_on(tuning, mb) else 1, True, blas_single)
+    # (an LSTMP pass runs on one thread, its products on BLAS)
+    cdef bint packed_on = steps > 1 and _packed_gemm_on(tuning, mb) and not projected
+    nthreads = pass_acquire(_team_size(dims, steps, tuning) if packed_on else 1, True,
+                            blas_single)
     if nthreads == 0:
         free(job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
-    if steps > 1 and _packed_gemm_on(tuning, mb):
+    if packed_on:
         packed_rw_t = workspace + layout.packed_rw_t
         # each group's units' columns of RW^T packed together (one group for one thread)
         _plan_groups(&job.groups, h, nthreads, mb, tuning)
@@ -411,17 +464,26 @@ cdef int run_backward(const lstm_dims* dims,
         _plan_groups(&job.groups, h, 1, mb, tuning)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
-        for k in range(h):
+        for k in range(hp):
             for j in range(G):
                 rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
     cdef const floating* peep_f = NULL
     cdef const floating* peep_g = NULL
+    # the peephole columns wFF, wOO, wGG: RW's last three, or an LSTMP pass's own [h, 3]
+    cdef const floating* peep_source = recurrent_weights + G * ld_recurrent_weights
+    cdef Py_ssize_t ld_peep = ld_recurrent_weights
+    cdef floating* grad_peep = grad_recurrent_weights + G * ld_grad_recurrent_weights
+    cdef Py_ssize_t ld_grad_peep = ld_grad_recurrent_weights
+    if projected:
+        peep_source = <const floating*>options.peephole_weights
+        ld_peep = options.ld_peephole_weights
+        grad_peep = <floating*>options.grad_peephole_weights
+        ld_grad_peep = options.ld_grad_peephole_weights
     if dims.peepholes:
-        peep_f = recurrent_weights + G * ld_recurrent_weights
-        peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
+        peep_f = peep_source
+        peep_g = peep_source + 2 * ld_peep
         _broadcast_columns(peep_f, 1, h, mb, peep_block)
-        _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
-                           peep_block + n)
+        _broadcast_columns(peep_source + ld_peep, 1, h, mb, peep_block + n)
         _broadcast_columns(peep_g, 1, h, mb, peep_block + 2 * n)
     else:
         peep_block = NULL
@@ -446,7 +508,15 @@ cdef int run_backward(const lstm_dims* dims,
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
-    job.eps_in_place = _contiguous_steps(epsilon_strides, mb) and not by_length
+    job.eps_in_place = _contiguous_steps(epsilon_strides, mb) and not by_length and not projected
+    job.hp = hp
+    job.projection_weights = options.projection_weights if projected else NULL
+    job.ld_projection_weights = options.ld_projection_weights
+    job.nabla_proj = workspace + layout.nabla_proj if projected else NULL
+    job.grad_proj = workspace + layout.grad_proj if projected else NULL
+    job.rs = cache + parts.r if projected else NULL
+    job.grad_projection_weights = options.grad_projection_weights
+    job.ld_grad_projection_weights = options.ld_grad_projection_weights
     job.z = z
     job.a = a
     job.mca = mca
@@ -521,11 +591,11 @@ cdef int run_backward(const lstm_dims* dims,
     # (the job computed the parameter gradients and D W^T; see _backward_steps)
     if dims.peepholes:
         for k in range(h):
-            grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
-            grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
-            grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
+            grad_peep[k] = sum_f[k]
+            grad_peep[k + ld_grad_peep] = sum_o[k]
+            grad_peep[k + 2 * ld_grad_peep] = sum_g[k]
     for j in range(G):
-        grad_bias[j * grad_bias_stride] = grad_stack[n_in + h + j * (n_in + h + 1)]
+        grad_bias[j * grad_bias_stride] = grad_stack[n_in + hp + j * (n_in + hp + 1)]
 
     # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t
@@ -560,7 +630,12 @@ cdef int run_backward(const lstm_dims* dims,
     # the deltas of step 0 when end_index == 0
     cdef floating value
     if end_index == 0:
-        if grad_h0 != NULL:
+        if grad_h0 != NULL and projected:
+            _recurrent_product(mb, hp, G, delta_ring, mb, <const floating*>NULL, rw_t, G, c'N',
+                               <const floating*>NULL, 0, <floating*>job.nabla_proj, mb, NULL,
+                               False)
+            _scatter_units(dims, <floating*>job.nabla_proj, grad_h0, grad_h0_strides, 0, hp)
+        elif grad_h0 != NULL:
             # by the groups' slices of the packed RW^T (one slice of all units for one thread)
             for group in range(job.groups.first[nthreads]):
                 u0 = job.groups.units[group]
@@ -585,11 +660,12 @@ cdef int run_backward(const lstm_dims* dims,
                 _copy_rows_ending(dims, options, 0, grad_last_c, grad_last_c_strides, grad_c0,
                                   grad_c0_strides, 0, h)
     else:
-        for k in range(h):
-            for m in range(mb):
-                if grad_h0 != NULL:
+        for m in range(mb):
+            if grad_h0 != NULL:
+                for k in range(hp):
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
-                if grad_c0 != NULL:
+            if grad_c0 != NULL:
+                for k in range(h):
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
     free(job)
     free(owned)
