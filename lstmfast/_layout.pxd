@@ -578,6 +578,19 @@ cdef inline void _gather_units_lengths(const lstm_dims* dims, const lstm_options
             dst[m + k * mb] = 0 if t < 0 else src[m * st.minibatch + k * st.feature + t * st.time]
 
 
+cdef inline Py_ssize_t _steps_to_run(const lstm_dims* dims,
+                                     const lstm_options* options) noexcept nogil:
+    """The processed steps a pass runs: T, or with lengths the longest (at least 1); the steps
+    after it are padding for every example (outputs zero, nothing to back-propagate)."""
+    cdef Py_ssize_t m, longest = 1
+    if options.lengths == NULL:
+        return dims.time_steps
+    for m in range(dims.minibatch):
+        if _length_of(options, m) > longest:
+            longest = _length_of(options, m)
+    return longest
+
+
 cdef inline bint _lengths_valid(const lstm_dims* dims, const lstm_options* options) noexcept nogil:
     cdef Py_ssize_t m, length
     for m in range(dims.minibatch):

@@ -36,6 +36,7 @@ cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows,
 ctypedef struct _backward_job:
     const lstm_dims* dims
     Py_ssize_t end_index
+    Py_ssize_t steps_end           # the steps run: end_index..steps_end-1 (lengths: the longest)
     Py_ssize_t ld_delta
     bint eps_in_place              # epsilon's steps contiguous: read where they are
     const void* epsilon
@@ -127,6 +128,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
     cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta
+    cdef Py_ssize_t last = job.steps_end - 1
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0, u1, width, off, unit_group
     cdef int owner
@@ -164,10 +166,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* cell_error_extra
     cdef floating* extra
     cdef Py_ssize_t i
-    for s in range(T - 1, end_index - 1, -1):
+    for s in range(last, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
-        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
+        delta_next = NULL if s == last else delta_ring + 4 * n * ((s + 1) % 2)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
         deltas_packed = False
@@ -206,7 +208,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             delta_next_units = NULL
             cell_error_next_units = NULL
             cell_error_extra = NULL
-            if job.last_c_grad != NULL and s == T - 1:
+            if job.last_c_grad != NULL and s == last:
                 cell_error_extra = <const floating*>job.last_c_grad + off
             elif job.grad_last_c != NULL and _any_ends_at(dims, job.options, s):
                 # dL/d(last c) joins the cell error at each example's last valid step
@@ -411,7 +413,9 @@ cdef int run_backward(const lstm_dims* dims,
     cdef Py_ssize_t end_index = 0
     if tbptt_length > 0 and tbptt_length < T:
         end_index = T - tbptt_length
-    cdef Py_ssize_t steps = T - end_index
+    # with lengths, the steps after the longest are padding for every example: not run
+    cdef Py_ssize_t steps_end = _steps_to_run(dims, options)
+    cdef Py_ssize_t steps = steps_end - end_index
     cdef Py_ssize_t ld_delta = mb * steps
 
     # the work space's regions (_backward_layout); the deltas and dL/dx use mb*steps rows
@@ -505,6 +509,7 @@ cdef int run_backward(const lstm_dims* dims,
 
     job.dims = dims
     job.end_index = end_index
+    job.steps_end = steps_end
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
@@ -561,7 +566,7 @@ cdef int run_backward(const lstm_dims* dims,
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
     job.barrier.cancel = cancel
-    _reset_claims(&job.groups, T - 1, nthreads)
+    _reset_claims(&job.groups, steps_end - 1, nthreads)
     job.groups.taken_over = 0
     if floating is float:
         status = team_execute(_backward_steps_f32, job, nthreads, &job.barrier)

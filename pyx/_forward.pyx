@@ -502,6 +502,8 @@ cdef int run_forward(const lstm_dims* dims,
     job.scatter_by_example = by_length and not dims.forwards
     if job.scatter_by_example:
         job.h_in_output = False
+    if by_length:
+        # (also the steps after the longest, which do not run)
         _zero_padding(dims, options, output, output_strides, hp)
     job.c_ring = c_ring
     job.z_block = z_block
@@ -561,8 +563,9 @@ cdef int run_forward(const lstm_dims* dims,
 
     cdef Py_ssize_t s0, s1
     s0 = 0
-    while s0 < T:
-        s1 = s0 + chunk if s0 + chunk < T else T
+    cdef Py_ssize_t steps = _steps_to_run(dims, options)
+    while s0 < steps:
+        s1 = s0 + chunk if s0 + chunk < steps else steps
         # the chunk's input and mask in processing order; the job projects and runs the steps
         if for_backprop:
             if by_length:

@@ -7,7 +7,7 @@ import pytest
 
 import lstmfast
 import reference as R
-from gradcheck import assert_gradient
+from gradcheck import assert_lstm_gradients
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
 TUNINGS = {"plain": None, "blas": {"packed_gemm": 0},
@@ -107,22 +107,10 @@ def test_projection_gradients_match_finite_differences(forwards, peepholes):
     h0, c0 = rng.standard_normal((mb, P)), rng.standard_normal((mb, H))
     Ro = rng.standard_normal((mb, P, T))
     Qh, Qc = rng.standard_normal((mb, P)), rng.standard_normal((mb, H))
-    kw = dict(forwards=forwards, projection_weights=Wp, peephole_weights=peep)
-
-    def score():
-        fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, **kw)
-        return float((fwd.output * Ro).sum() + (fwd.last_h * Qh).sum()
-                     + (fwd.last_c * Qc).sum())
-
-    fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, for_backprop=True, **kw)
-    grads = lstmfast.lstm_backward(fwd, Ro, grad_last_h=Qh, grad_last_c=Qc)
-    checks = [("W", W, grads.input_weights), ("RW", RW, grads.recurrent_weights),
-              ("b", b, grads.bias), ("x", x, grads.input), ("h0", h0, grads.h0),
-              ("c0", c0, grads.c0), ("Wp", Wp, grads.projection_weights)]
+    extra = [("projection_weights", Wp, "projection_weights")]
     if peepholes:
-        checks.append(("peep", peep, grads.peephole_weights))
-    for name, values, analytic in checks:
-        assert_gradient(score, values, analytic, what=name)
+        extra.append(("peephole_weights", peep, "peephole_weights"))
+    assert_lstm_gradients((x, W, RW, b, h0, c0), Ro, Qh, Qc, extra=extra, forwards=forwards)
 
 
 def _torch_to_dl4j(module, suffix=""):
