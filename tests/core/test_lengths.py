@@ -152,3 +152,55 @@ def test_lengths_refusals():
         lstmfast.lstm_backward(fwd, np.zeros((2, 2, 4)), tbptt_length=2)
     with pytest.raises(ValueError, match=r"grad_last_h: expected shape \[minibatch, h\] = \[2, 2\]"):
         lstmfast.lstm_backward(fwd, np.zeros((2, 2, 4)), grad_last_h=np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_lengths_match_onnx_runtime_sequence_lens(direction):
+    """ONNX's LSTM with sequence_lens, run by ONNX Runtime (gates i, o, f, c: lstmfast's block
+    input is ONNX's c, its input gate ONNX's i)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(8)
+    T, mb, n_in, H = 6, 4, 3, 5
+    x = rng.standard_normal((T, mb, n_in)).astype(np.float32)
+    Wo = (rng.standard_normal((1, 4 * H, n_in)) * 0.5).astype(np.float32)
+    Ro = (rng.standard_normal((1, 4 * H, H)) * 0.5).astype(np.float32)
+    Bo = (rng.standard_normal((1, 8 * H)) * 0.3).astype(np.float32)
+    h0 = rng.standard_normal((1, mb, H)).astype(np.float32)
+    c0 = rng.standard_normal((1, mb, H)).astype(np.float32)
+    lengths = np.array([6, 2, 0, 4], dtype=np.int32)
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "L", "h0", "c0"], ["Y", "Y_h", "Y_c"],
+                            hidden_size=H, direction=direction)
+    shapes = {"X": x.shape, "W": Wo.shape, "R": Ro.shape, "B": Bo.shape, "h0": h0.shape,
+              "c0": c0.shape}
+    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in shapes.items()]
+    inputs.append(helper.make_tensor_value_info("L", TensorProto.INT32, (mb,)))
+    outputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, shape) for k, shape in
+               (("Y", (T, 1, mb, H)), ("Y_h", (1, mb, H)), ("Y_c", (1, mb, H)))]
+    model = helper.make_model(helper.make_graph([node], "lstm", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 14)])
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    Y, Y_h, Y_c = session.run(None, {"X": x, "W": Wo, "R": Ro, "B": Bo, "L": lengths,
+                                     "h0": h0, "c0": c0})
+
+    def dl4j(w):                       # ONNX rows i, o, f, c -> lstmfast columns c, f, o, i
+        i, o, f, c = np.split(w, 4, axis=0)
+        return np.concatenate([c, f, o, i], axis=0).T
+
+    b = (Bo[0, :4 * H] + Bo[0, 4 * H:])[:, None]
+    fwd = lstmfast.lstm_forward(x.transpose(1, 2, 0), dl4j(Wo[0]), dl4j(Ro[0]), dl4j(b)[0],
+                                h0=h0[0], c0=c0[0], lengths=lengths,
+                                forwards=direction == "forward")
+    np.testing.assert_allclose(fwd.output, Y[:, 0].transpose(1, 2, 0), rtol=0, atol=1e-5)
+    # a length of 0: lstmfast hands the initial state on as last_h / last_c, ONNX Runtime
+    # gives zeros (the ONNX specification leaves it open); every other example agrees
+    some = lengths > 0
+    np.testing.assert_allclose(fwd.last_h[some], Y_h[0][some], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fwd.last_c[some], Y_c[0][some], rtol=0, atol=1e-5)
+    assert not Y_h[0][~some].any() and not Y_c[0][~some].any()
+    np.testing.assert_array_equal(fwd.last_h[~some], h0[0][~some])
+    np.testing.assert_array_equal(fwd.last_c[~some], c0[0][~some])
