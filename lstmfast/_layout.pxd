@@ -520,15 +520,12 @@ cdef inline void _pack_input_lengths(const lstm_dims* dims, const lstm_options* 
     cdef Py_ssize_t s, m, i, t, mb = dims.minibatch
     cdef floating* dst
     for s in range(s_begin, s_end):
-        for m in range(mb):
-            t = _example_time(dims, _length_of(options, m), s)
-            dst = xp + mb * (s - s_begin) + m
-            if t < 0:
-                for i in range(dims.n_in):
-                    dst[i * ld] = 0
-            else:
-                for i in range(dims.n_in):
-                    dst[i * ld] = x[m * st.minibatch + i * st.feature + t * st.time]
+        for i in range(dims.n_in):
+            # the examples of a feature side by side in xp: one contiguous run per (step, feature)
+            dst = xp + mb * (s - s_begin) + i * ld
+            for m in range(mb):
+                t = _example_time(dims, _length_of(options, m), s)
+                dst[m] = 0 if t < 0 else x[m * st.minibatch + i * st.feature + t * st.time]
 
 
 cdef inline void _pack_mask_lengths(const lstm_dims* dims, const lstm_options* options,
@@ -572,9 +569,9 @@ cdef inline void _gather_units_lengths(const lstm_dims* dims, const lstm_options
     """The units k0..k1-1 of step s from [mb, h, T] at each example's own time into the [mb, h]
     block dst; zeros for the examples whose padding step s is."""
     cdef Py_ssize_t m, k, t, mb = dims.minibatch
-    for m in range(mb):
-        t = _example_time(dims, _length_of(options, m), s)
-        for k in range(k0, k1):
+    for k in range(k0, k1):
+        for m in range(mb):
+            t = _example_time(dims, _length_of(options, m), s)
             dst[m + k * mb] = 0 if t < 0 else src[m * st.minibatch + k * st.feature + t * st.time]
 
 
