@@ -1,5 +1,5 @@
 # The kernels' work-space and cache arithmetic and the copies between the caller's strided
-# arrays and the internal layouts (see pyx/kernels.pyx's docstring): overflow-checked sizes, the
+# arrays and the internal layouts (described below): overflow-checked sizes, the
 # packed-operand sizes, the one layout function per pass (the size query and the carving both
 # read it), and gather / scatter / pack. Inline, for pyx/kernels.pyx only (build-only: it needs
 # pyx/lstmfast_simd.h and pyx/lstmfast_team.h on the include path).
@@ -7,7 +7,22 @@ from cython cimport floating
 from libc.string cimport memcpy
 
 from lstmfast._activations cimport LF_SMALL_M
+from lstmfast._blas cimport fits_blas_int
 from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_options
+
+# Internal layout. The seed works on [minibatch, features] slices, one time step at a time, with
+# `ifogActivations = input . W + prevOutput . RW` as [minibatch, 4h]. This port keeps that
+# orientation (example-major, the fastest for OpenBLAS when the minibatch is small) and processes
+# steps in *processing order* s = 0..T-1 (time t = s going forwards, t = T-1-s going backwards).
+# Two arrangements are used:
+#   - step-stacked: a quantity with F features over S steps is a column-major [mb*S, F] matrix
+#     whose rows s*mb .. s*mb+mb-1 belong to step s. The input projection of many steps is then one
+#     GEMM (seed: `miniBatchData.mmul(inputWeights)` per step), and after the backward loop one GEMM
+#     each gives dL/dW, dL/dRW, dL/dx and the bias gradient (the seed accumulates them per step);
+#   - per-step blocks: a contiguous [mb, F] block per step (index m + f*mb), so that each gate of
+#     a step is one contiguous run of h*mb values for the element-wise code and the recurrent GEMM
+#     (seed: `Nd4j.gemm(prevOutputActivations, recurrentWeightsIFOG, ...)` and, backwards,
+#     `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`) reads and writes contiguous memory.
 
 cdef extern from "lstmfast_team.h" nogil:
     int LF_TEAM_MAX
@@ -21,6 +36,22 @@ cdef extern from *:
 
 # ---------------------------------------------------------------------------------------------
 # sizes
+
+cdef inline lstm_dims _dims(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
+                            Py_ssize_t time_steps, bint peepholes, bint forwards, int activation,
+                            int gate_activation) noexcept nogil:
+    """An lstm_dims record of these fields."""
+    cdef lstm_dims d
+    d.minibatch = minibatch
+    d.n_in = n_in
+    d.hidden = hidden
+    d.time_steps = time_steps
+    d.peepholes = peepholes
+    d.forwards = forwards
+    d.activation = activation
+    d.gate_activation = gate_activation
+    return d
+
 
 cdef inline Py_ssize_t _mul(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     """a * b for non-negative sizes, or -1 if either is negative or the product is too large."""
@@ -45,6 +76,66 @@ cdef inline Py_ssize_t _add(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 # packed (3.12 vs 2.61 s at (100, 128, 512, 1024)) and the limit was 64.
 cdef enum:
     PACKED_GEMM_MAX_MINIBATCH = 256
+
+
+cdef inline Py_ssize_t _recurrent_size(const lstm_dims* dims,
+                                       const lstm_options* options) noexcept nogil:
+    """The size of the h fed back and output: the projection P (LSTMP), else h."""
+    return options.projection if options.projection > 0 else dims.hidden
+
+
+# The cache written by a forward pass for backprop (the seed's FwdPassReturn); hp is h, or P
+# with a projection (LSTMP):
+#   xh   [mb*(T+1), n_in + hp + 1] step-stacked, three column groups of one matrix, so that one
+#        GEMM after the backward loop gives dL/dW, dL/dRW and the bias gradient together:
+#     xp   columns 0..n_in-1           packed input (slot s: step s; slot T unused)
+#     hs   columns n_in..n_in+hp-1     slot 0: h0 (or zeros); slot s+1: output of step s, masked
+#                                      (prevAct, fwdPassOutputAsArrays)
+#     ones column n_in+hp              1 (the bias gradient's column sums)
+#   cs   T+1 blocks [mb, h]            slot 0: c0 (or zeros); slot s+1: cell state of step s,
+#                                      masked (prevMemCell, memCellState)
+#   z    T blocks [mb, 4h]             gate pre-activations incl. bias and peepholes (iz, fz, oz, gz)
+#   a    T blocks [mb, 4h]             gate activations (ia, fa, oa, ga)
+#   mca  T blocks [mb, h]              layer activation of the unmasked cell state
+#                                      (memCellActivations)
+#   mp   [mb*T]                        mask in processing order (1 where no mask was given)
+#   r    [mb*T, h] step-stacked        LSTMP only: o * act(c), masked (dL/dW_proj = r^T dL/dh)
+ctypedef struct _cache_layout:
+    # offsets in elements of the forward cache's parts (see the layout notes above)
+    Py_ssize_t ld_x             # mb*(T+1): the leading dimension of xh = [xp | hs | ones]
+    Py_ssize_t xp
+    Py_ssize_t hs               # hp columns: h, or the projected h (LSTMP)
+    Py_ssize_t ones
+    Py_ssize_t cs
+    Py_ssize_t z
+    Py_ssize_t a
+    Py_ssize_t mca
+    Py_ssize_t mp
+    Py_ssize_t r                # LSTMP: [mb*T, h] step-stacked o * act(c) (masked), else -1
+    Py_ssize_t total
+
+
+cdef inline Py_ssize_t _plan_cache(const lstm_dims* dims, const lstm_options* options,
+                                   _cache_layout* layout) noexcept nogil:
+    """The cache's layout (the one place that knows it: lstm_cache_size and both passes read
+    it); its size in elements, or -1 (too large)."""
+    cdef Py_ssize_t mb = dims.minibatch, T = dims.time_steps
+    cdef Py_ssize_t block = _mul(mb, dims.hidden), rows = _mul(mb, T)
+    cdef Py_ssize_t end = 0
+    layout.ld_x = _mul(mb, _add(T, 1))
+    layout.xp = _region(&end, _mul(dims.n_in, layout.ld_x))
+    layout.hs = _region(&end, _mul(_recurrent_size(dims, options), layout.ld_x))
+    layout.ones = _region(&end, layout.ld_x)
+    layout.cs = _region(&end, _mul(block, _add(T, 1)))
+    layout.z = _region(&end, _mul(_mul(4, block), T))
+    layout.a = _region(&end, _mul(_mul(4, block), T))
+    layout.mca = _region(&end, _mul(block, T))
+    layout.mp = _region(&end, rows)
+    layout.r = -1
+    if options.projection > 0:
+        layout.r = _region(&end, _mul(rows, dims.hidden))
+    layout.total = end
+    return end
 
 
 cdef inline Py_ssize_t _chunk(const lstm_dims* dims, const lstm_tuning* tuning) noexcept nogil:
@@ -137,15 +228,19 @@ ctypedef struct _forward_layout:
     Py_ssize_t packed_w         # W packed (T > 1)
     Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, h): each thread's packed h
     Py_ssize_t x_pack           # LF_TEAM_MAX x _a_pack_len(mb, n_in): each thread's packed x
+    Py_ssize_t r_block          # LSTMP: [mb, h], o * act(c) before the projection
     Py_ssize_t total
 
 
 cdef inline Py_ssize_t _plan_forward_workspace(const lstm_dims* dims,
                                                const lstm_tuning* tuning,
+                                               const lstm_options* options,
                                                _forward_layout* layout) noexcept nogil:
-    """The forward work space's layout under `tuning` (the one place that knows it: the size
-    query and the pass's carving both read it); its size in elements, or -1 (too large)."""
+    """The forward work space's layout under `tuning` and `options` (the one place that knows
+    it: the size query and the pass's carving both read it); its size in elements, or -1 (too
+    large). The h ring holds the h fed back (hp: P with a projection)."""
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t hp = _recurrent_size(dims, options)
     cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
     cdef Py_ssize_t chunk = _chunk(dims, tuning)
     cdef Py_ssize_t rows = _mul(mb, chunk)
@@ -154,15 +249,18 @@ cdef inline Py_ssize_t _plan_forward_workspace(const lstm_dims* dims,
     layout.projection = _region(&end, _mul(rows, G))
     layout.x_chunk = _region(&end, _mul(rows, n_in))
     layout.mask_chunk = _region(&end, rows)
-    layout.h_ring = _region(&end, _mul(2, block))
+    layout.h_ring = _region(&end, _mul(2, _mul(mb, hp)))
     layout.c_ring = _region(&end, _mul(2, block))
     layout.z_block = _region(&end, _mul(4, block))
     layout.a_block = _region(&end, _mul(4, block))
     layout.mca_block = _region(&end, block)
     layout.bias_block = _region(&end, G)
     layout.peep_block = _region(&end, _mul(3, block))
-    layout.packed_rw = layout.packed_w = layout.a_pack = layout.x_pack = -1
-    if dims.time_steps > 1:
+    layout.packed_rw = layout.packed_w = layout.a_pack = layout.x_pack = layout.r_block = -1
+    if options.projection > 0:
+        # (a projected pass runs its products on BLAS, on one thread: no packed weights)
+        layout.r_block = _region(&end, block)
+    elif dims.time_steps > 1:
         # the packed recurrent and input weights, and each thread's copies of the step's h and
         # x packed for the kernel (lf_gemm_packed_*'s a_pack; x for the per-step input product)
         layout.packed_rw = _region(&end, _packed_slices_size(h, G, 4))
@@ -192,6 +290,8 @@ ctypedef struct _backward_layout:
     Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
     Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
     Py_ssize_t last_c_grad      # [mb, h]: dL/d(last c) of the examples ending at a step (lengths)
+    Py_ssize_t nabla_proj       # LSTMP: [mb, P], dL/d(projected h) of a step
+    Py_ssize_t grad_proj        # LSTMP: [mb*T, P] step-stacked dL/d(projected h), for dL/dW_proj
     Py_ssize_t total
 
 
@@ -201,9 +301,10 @@ cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
     """The backward work space's layout (the one place that knows it, as
     _plan_forward_workspace); its size in elements, or -1 (too large)."""
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n_in = dims.n_in
+    cdef Py_ssize_t hp = _recurrent_size(dims, options)
     cdef Py_ssize_t rows = _mul(mb, dims.time_steps)
     cdef Py_ssize_t block = _mul(mb, h), G = _mul(4, h)
-    cdef Py_ssize_t stack = _mul(_add(_add(n_in, h), 1), G)
+    cdef Py_ssize_t stack = _mul(_add(_add(n_in, hp), 1), G)
     cdef Py_ssize_t end = 0
     layout.delta = _region(&end, _mul(rows, G))
     layout.grad_xp = _region(&end, _mul(rows, n_in))
@@ -214,11 +315,17 @@ cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
     layout.delta_ring = _region(&end, _mul(8, block))
     layout.peep_block = _region(&end, _mul(3, block))
     layout.scratch = _region(&end, _mul(6, block))
-    layout.rw_t = _region(&end, _mul(G, h))
-    layout.packed_rw_t = _region(&end, _packed_slices_size(G, h, 1))
+    layout.rw_t = _region(&end, _mul(G, hp))
+    layout.packed_rw_t = layout.nabla_proj = layout.grad_proj = -1
+    if options.projection > 0:
+        # (one thread, BLAS products: no packed RW^T)
+        layout.nabla_proj = _region(&end, _mul(mb, hp))
+        layout.grad_proj = _region(&end, _mul(rows, hp))
+    else:
+        layout.packed_rw_t = _region(&end, _packed_slices_size(G, h, 1))
     layout.peephole_sums = _region(&end, _mul(3, h))
     layout.a_pack = layout.grad_partial = -1
-    if _a_pack_used(mb):
+    if _a_pack_used(mb) and options.projection == 0:
         layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, G)))
     if _row_group_room(dims):
         layout.grad_partial = _region(&end, stack)
@@ -413,15 +520,12 @@ cdef inline void _pack_input_lengths(const lstm_dims* dims, const lstm_options* 
     cdef Py_ssize_t s, m, i, t, mb = dims.minibatch
     cdef floating* dst
     for s in range(s_begin, s_end):
-        for m in range(mb):
-            t = _example_time(dims, _length_of(options, m), s)
-            dst = xp + mb * (s - s_begin) + m
-            if t < 0:
-                for i in range(dims.n_in):
-                    dst[i * ld] = 0
-            else:
-                for i in range(dims.n_in):
-                    dst[i * ld] = x[m * st.minibatch + i * st.feature + t * st.time]
+        for i in range(dims.n_in):
+            # the examples of a feature side by side in xp: one contiguous run per (step, feature)
+            dst = xp + mb * (s - s_begin) + i * ld
+            for m in range(mb):
+                t = _example_time(dims, _length_of(options, m), s)
+                dst[m] = 0 if t < 0 else x[m * st.minibatch + i * st.feature + t * st.time]
 
 
 cdef inline void _pack_mask_lengths(const lstm_dims* dims, const lstm_options* options,
@@ -465,10 +569,23 @@ cdef inline void _gather_units_lengths(const lstm_dims* dims, const lstm_options
     """The units k0..k1-1 of step s from [mb, h, T] at each example's own time into the [mb, h]
     block dst; zeros for the examples whose padding step s is."""
     cdef Py_ssize_t m, k, t, mb = dims.minibatch
-    for m in range(mb):
-        t = _example_time(dims, _length_of(options, m), s)
-        for k in range(k0, k1):
+    for k in range(k0, k1):
+        for m in range(mb):
+            t = _example_time(dims, _length_of(options, m), s)
             dst[m + k * mb] = 0 if t < 0 else src[m * st.minibatch + k * st.feature + t * st.time]
+
+
+cdef inline Py_ssize_t _steps_to_run(const lstm_dims* dims,
+                                     const lstm_options* options) noexcept nogil:
+    """The processed steps a pass runs: T, or with lengths the longest (at least 1); the steps
+    after it are padding for every example (outputs zero, nothing to back-propagate)."""
+    cdef Py_ssize_t m, longest = 1
+    if options.lengths == NULL:
+        return dims.time_steps
+    for m in range(dims.minibatch):
+        if _length_of(options, m) > longest:
+            longest = _length_of(options, m)
+    return longest
 
 
 cdef inline bint _lengths_valid(const lstm_dims* dims, const lstm_options* options) noexcept nogil:
@@ -478,6 +595,19 @@ cdef inline bint _lengths_valid(const lstm_dims* dims, const lstm_options* optio
         if length < 0 or length > dims.time_steps:
             return False
     return True
+
+
+cdef inline bint _projection_valid(const lstm_dims* dims,
+                                   const lstm_options* options) noexcept nogil:
+    """Whether an LSTMP pass's weights are given (with leading dimensions of at least h) and
+    its sizes fit the BLAS integer; the gradients are the backward pass's to check."""
+    if options.projection_weights == NULL or options.ld_projection_weights < dims.hidden:
+        return False
+    if dims.peepholes and (options.peephole_weights == NULL
+                           or options.ld_peephole_weights < dims.hidden):
+        return False
+    return (fits_blas_int(options.projection) and fits_blas_int(options.ld_projection_weights)
+            and fits_blas_int(_mul(dims.minibatch, dims.time_steps)))
 
 
 cdef inline lstm_strides _block_strides(Py_ssize_t mb) noexcept nogil:

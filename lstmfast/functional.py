@@ -72,18 +72,24 @@ class Gradients:
 
     input_weights [nIn, 4h], recurrent_weights [h, 4h(+3)], bias (shaped as given), input (dL/dx,
     shaped like x: the seed's epsilonNext), h0 and c0 [minibatch, h] (gradients with respect to
-    the initial state; zeros when truncated BPTT stops before step 0).
+    the initial state; zeros when truncated BPTT stops before step 0). With a projection (LSTMP):
+    projection_weights [h, P], peephole_weights [h, 3] (with peepholes), recurrent_weights and
+    h0 sized by P; otherwise both None.
     """
 
-    __slots__ = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0")
+    __slots__ = ("input_weights", "recurrent_weights", "bias", "input", "h0", "c0",
+                 "projection_weights", "peephole_weights")
 
-    def __init__(self, input_weights, recurrent_weights, bias, input, h0, c0):
+    def __init__(self, input_weights, recurrent_weights, bias, input, h0, c0,
+                 projection_weights=None, peephole_weights=None):
         self.input_weights = input_weights
         self.recurrent_weights = recurrent_weights
         self.bias = bias
         self.input = input
         self.h0 = h0
         self.c0 = c0
+        self.projection_weights = projection_weights
+        self.peephole_weights = peephole_weights
 
     def __repr__(self):
         return (f"Gradients(input_weights={self.input_weights.shape}, "
@@ -469,10 +475,37 @@ def _check_lengths(lengths, minibatch, time_steps, mask):
     return np.ascontiguousarray(array, dtype=np.intp)
 
 
+def _check_projection(projection_weights, peephole_weights, peepholes, dtype):
+    """(W_proj [h, P] or None, peephole weights [h, 3] or None, peepholes) checked."""
+    if projection_weights is None:
+        if peephole_weights is not None:
+            raise ValueError("peephole_weights: only with projection_weights (without a "
+                             "projection the peepholes are recurrent_weights' last 3 columns)")
+        return None, None, peepholes
+    proj = _as_float_array(projection_weights, "projection_weights", dtype)
+    if proj.ndim != 2 or min(proj.shape) < 1:
+        raise ValueError(f"projection_weights: expected a 2-D array [h, P] with h, P >= 1, "
+                         f"got {_shape(proj)}")
+    if peepholes is None:
+        peepholes = peephole_weights is not None
+    peepholes = _flag(peepholes, "peepholes")
+    peep = None
+    if peepholes != (peephole_weights is not None):
+        raise ValueError(f"peephole_weights: with projection_weights the peepholes are "
+                         f"peephole_weights [h, 3]; peepholes={peepholes} but peephole_weights "
+                         f"is {'None' if peephole_weights is None else 'given'}")
+    if peepholes:
+        peep = _as_float_array(peephole_weights, "peephole_weights", dtype)
+        if peep.shape != (proj.shape[0], 3):
+            raise ValueError(f"peephole_weights: expected shape [h, 3] = [{proj.shape[0]}, 3] "
+                             f"(h = projection_weights.shape[0]), got {_shape(peep)}")
+    return proj, peep, peepholes
+
+
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,
-                 forwards=True, for_backprop=False, check_finite=False, _tuning=None,
-                 _report=None):
+                 projection_weights=None, peephole_weights=None, forwards=True,
+                 for_backprop=False, check_finite=False, _tuning=None, _report=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -483,7 +516,11 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     0..lengths[m]-1, the rest is padding (PackedSequence / ONNX sequence_lens): the output is
     zero there, last_h / last_c are each example's state after its last valid step (h0 / c0 for
     length 0; a mask zeroes them instead), and forwards=False starts each example at its own
-    last valid time. forwards=False processes time in reverse. for_backprop=True keeps what lstm_backward needs.
+    last valid time. projection_weights [h, P] (LSTMP, nn.LSTM's proj_size; torch's weight_hr
+    transposed): each step's h is (o * act(c)) . projection_weights, the recurrence, output,
+    h0 and last_h are P-sized (recurrent_weights [P, 4h]; c stays h-sized); peepholes are then
+    peephole_weights [h, 3] (columns wFF, wOO, wGG). forwards=False processes time in reverse.
+    for_backprop=True keeps what lstm_backward needs.
     check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
     IEEE arithmetic says).
     Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
@@ -497,21 +534,31 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     if RW.ndim != 2:
         raise ValueError(f"recurrent_weights: expected a 2-D array [h, 4h] or [h, 4h+3], "
                          f"got {_shape(RW)}")
-    hidden = RW.shape[0]
+    proj, peep, peepholes = _check_projection(projection_weights, peephole_weights, peepholes,
+                                              dtype)
+    hidden = RW.shape[0] if proj is None else proj.shape[0]
     if hidden < 1:
         raise ValueError(f"recurrent_weights: layer size h must be >= 1, got shape {_shape(RW)}")
     gates = 4 * hidden
-    if peepholes is None:
-        peepholes = RW.shape[1] == gates + 3
-    peepholes = _flag(peepholes, "peepholes")
-    expected_rw = gates + 3 if peepholes else gates
-    if RW.shape[1] != expected_rw:
-        raise ValueError(
-            f"recurrent_weights: expected shape [h, {'4h+3' if peepholes else '4h'}] = "
-            f"[{hidden}, {expected_rw}] (peepholes={peepholes}), got {_shape(RW)}")
+    size = hidden if proj is None else proj.shape[1]      # of h fed back: P with a projection
+    if proj is not None:
+        if RW.shape != (size, gates):
+            raise ValueError(f"recurrent_weights: expected shape [P, 4h] = [{size}, {gates}] "
+                             f"with projection_weights [h, P] = {_shape(proj)}, got {_shape(RW)}")
+    else:
+        if peepholes is None:
+            peepholes = RW.shape[1] == gates + 3
+        peepholes = _flag(peepholes, "peepholes")
+        expected_rw = gates + 3 if peepholes else gates
+        if RW.shape[1] != expected_rw:
+            raise ValueError(
+                f"recurrent_weights: expected shape [h, {'4h+3' if peepholes else '4h'}] = "
+                f"[{hidden}, {expected_rw}] (peepholes={peepholes}), got {_shape(RW)}")
     if W.shape[1] != gates:
+        source = ("recurrent_weights.shape[0]" if proj is None
+                  else "projection_weights.shape[0]")
         raise ValueError(f"input_weights: expected shape [nIn, 4h] with 4h = {gates} "
-                         f"(h = recurrent_weights.shape[0] = {hidden}), got {_shape(W)}")
+                         f"(h = {source} = {hidden}), got {_shape(W)}")
 
     xa = _as_float_array(x, "x", dtype)
     if xa.ndim not in (2, 3):
@@ -533,7 +580,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     if b.shape != (gates,):
         raise ValueError(f"bias: expected shape [4h] = [{gates}] or [1, {gates}], got {_shape(b)}")
 
-    h0a = _check_state(h0, "h0", dtype, minibatch, hidden)
+    h0a = _check_state(h0, "h0", dtype, minibatch, size)
     c0a = _check_state(c0, "c0", dtype, minibatch, hidden)
 
     mask_a = None
@@ -567,6 +614,10 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         mask_a = _ready(mask_a, dtype)
     W = _column_major(_ready(W, dtype))
     RW = _column_major(_ready(RW, dtype))
+    projection = None
+    if proj is not None:
+        projection = tuple(None if a is None else _column_major(_ready(a, dtype))
+                           for a in (proj, peep))
     if for_backprop:
         # lstm_backward reads the weights again: keep private copies, so that changing the
         # caller's arrays in between (an optimizer step) cannot mix old activations with new weights
@@ -574,24 +625,33 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
             W = W.copy(order="F")
         if np.may_share_memory(RW, recurrent_weights):
             RW = RW.copy(order="F")
-    output = np.empty((minibatch, hidden, time_steps), dtype=dtype, order="F")
-    last_h = np.empty((minibatch, hidden), dtype=dtype)
+        if projection is not None:     # (small: [h, P] and [h, 3])
+            projection = tuple(None if a is None else a.copy(order="F") for a in projection)
+    P = 0 if proj is None else size
+    output = np.empty((minibatch, size, time_steps), dtype=dtype, order="F")
+    last_h = np.empty((minibatch, size), dtype=dtype)
     last_c = np.empty((minibatch, hidden), dtype=dtype)
     cache = None
     if for_backprop:
-        cache = _POOL.take(_kernels.cache_size(minibatch, n_in, hidden, time_steps), dtype)
+        cache_size = _kernels.cache_size(minibatch, n_in, hidden, time_steps, P)
+        if cache_size < 0:
+            _raise_for_kernel_verdict(-3, minibatch, n_in, hidden, time_steps)
+        cache = _POOL.take(cache_size, dtype)
     workspace_size = _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps,
-                                                     for_backprop, _tuning)
+                                                     for_backprop, _tuning, P)
+    if workspace_size < 0:
+        _raise_for_kernel_verdict(-3, minibatch, n_in, hidden, time_steps)
     workspace = _POOL.take(workspace_size, dtype)
 
     if check_finite:
         _check_finite([("x", x3), ("input_weights", W), ("recurrent_weights", RW), ("bias", b),
-                       ("h0", h0a), ("c0", c0a), ("mask", mask_a)])
-    flops = 2.0 * minibatch * time_steps * gates * (n_in + hidden)
+                       ("h0", h0a), ("c0", c0a), ("mask", mask_a)]
+                      + list(zip(("projection_weights", "peephole_weights"), projection or ())))
+    flops = 2.0 * minibatch * time_steps * (gates * (n_in + size) + hidden * P)
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops, (_tuning, _report, lengths_a))
+                    flops, (_tuning, _report, lengths_a, projection))
     except BaseException:
         _POOL.give(cache)
         raise
@@ -600,7 +660,10 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
 
     options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
                "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps,
-               "lengths": lengths_a}
+               "lengths": lengths_a, "projection": projection,
+               # the mask of the last processed step: last_h is masked by it
+               "last_mask": None if mask_a is None else np.array(
+                   mask_a[:, time_steps - 1 if forwards else 0], dtype=dtype)}
     result = ForwardResult(output, last_h, last_c, cache, W, RW, bias_shape, x_shape,
                            options)
     if cache is not None and cache.nbytes >= _POOL.min_bytes:
@@ -662,19 +725,21 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     W, RW = fwd._input_weights, fwd._recurrent_weights
     dtype = W.dtype
     minibatch, time_steps = opts["minibatch"], opts["time_steps"]
-    hidden, n_in = RW.shape[0], W.shape[0]
+    projection = opts["projection"]
+    hidden, n_in = W.shape[1] // 4, W.shape[0]
+    size = RW.shape[0]                 # of h fed back and output: P with a projection
 
     eps = _as_float_array(epsilon, "epsilon", dtype)
     if eps.ndim == 2 and time_steps == 1:
         eps = eps[:, :, None]
-    if eps.shape != (minibatch, hidden, time_steps):
+    if eps.shape != (minibatch, size, time_steps):
         raise ValueError(f"epsilon: expected shape [minibatch, h, T] = "
-                         f"[{minibatch}, {hidden}, {time_steps}] (the forward output's shape), "
+                         f"[{minibatch}, {size}, {time_steps}] (the forward output's shape), "
                          f"got {_shape(np.asarray(epsilon))}")
     eps = _ready(eps, dtype)
     check_finite = _flag(check_finite, "check_finite")
     grad_last_h_a = _check_last_state_gradient(grad_last_h, "grad_last_h", "last_h", dtype,
-                                               minibatch, hidden)
+                                               minibatch, size)
     grad_last_c_a = _check_last_state_gradient(grad_last_c, "grad_last_c", "last_c", dtype,
                                                minibatch, hidden)
     lengths = opts["lengths"]
@@ -701,23 +766,30 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
         else:
             last = lengths if opts["forwards"] else np.minimum(lengths, 1)
         rows = np.flatnonzero(last > 0)
+        if opts["last_mask"] is not None:
+            grad_last_h_a = grad_last_h_a * opts["last_mask"][:, None]
         eps[rows, :, last[rows] - 1] += grad_last_h_a[rows]
 
     grad_w = np.empty(W.shape, dtype=dtype, order="F")
     grad_rw = np.empty(RW.shape, dtype=dtype, order="F")
     grad_b = np.empty(4 * hidden, dtype=dtype)
     grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
-    grad_h0 = np.empty((minibatch, hidden), dtype=dtype)
+    grad_h0 = np.empty((minibatch, size), dtype=dtype)
     grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
-    workspace = _POOL.take(_kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps,
-                                                            _tuning, lengths), dtype)
-    flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
+    grad_projection = None
+    if projection is not None:
+        grad_projection = projection + tuple(None if a is None else np.empty(a.shape, dtype, "F")
+                                             for a in projection)
+    workspace = _POOL.take(_kernels.backward_workspace_size(
+        minibatch, n_in, hidden, time_steps, _tuning, lengths,
+        0 if projection is None else size), dtype)
+    flops = 4.0 * minibatch * time_steps * 4 * hidden * (n_in + size)
     try:
         _run_kernel(_kernels.backward, (W, RW, fwd._cache, eps, tbptt, grad_w, grad_rw, grad_b,
                                         grad_x, grad_h0, grad_c0, workspace, minibatch,
                                         time_steps, opts["peepholes"], opts["forwards"],
                                         opts["activation"], opts["gate_activation"]),
-                    flops, (grad_last_c_a, _tuning, _report, lengths))
+                    flops, (grad_last_c_a, _tuning, _report, lengths, grad_projection))
     finally:
         _POOL.give(workspace)
     if grad_last_h_a is not None and lengths is not None:
@@ -726,7 +798,9 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
 
     if len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]
-    return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0)
+    return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0,
+                     *(grad_projection[2:] if grad_projection is not None else ()))
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,14 +813,15 @@ PassBufferSizes = collections.namedtuple(
 
 
 def pass_buffer_sizes(minibatch, n_in, hidden, time_steps, *, peepholes=False, dtype=np.float32,
-                      lengths=False, _tuning=None):
+                      lengths=False, projection=0, _tuning=None):
     """Bytes of the buffers lstm_forward / lstm_backward take for a problem of this size, sized
     by the kernels with the tuning those passes use: ``cache`` (what lstm_forward(...,
     for_backprop=True) keeps for lstm_backward), ``forward_workspace_inference`` /
     ``forward_workspace_training`` (lstm_forward's work space with for_backprop False / True,
     freed or pooled on return) and ``backward_workspace`` (lstm_backward's). ``lengths=True``:
     sizes for a pass with per-example lengths (the backward work space holds one more
-    [minibatch, hidden] block). ``dtype``: float32 or float64. The outputs, gradients and copies
+    [minibatch, hidden] block). ``projection``: P of a pass with ``projection_weights`` [hidden, P]
+    (0: none). ``dtype``: float32 or float64. The outputs, gradients and copies
     of the weights the passes return are not included. Raises ValueError for a size below 1 or a
     problem the kernels refuse as too large (as lstm_forward would)."""
     sizes = []
@@ -757,6 +832,9 @@ def pass_buffer_sizes(minibatch, n_in, hidden, time_steps, *, peepholes=False, d
             raise ValueError(f"{name}: expected an integer >= 1, got {size}")
         sizes.append(size)
     minibatch, n_in, hidden, time_steps = sizes
+    projection = _integer(projection, "projection", "an integer >= 0")
+    if projection < 0:
+        raise ValueError(f"projection: expected an integer >= 0, got {projection}")
     peepholes = _flag(peepholes, "peepholes")
     lengths = _flag(lengths, "lengths")
     try:
@@ -773,11 +851,13 @@ def pass_buffer_sizes(minibatch, n_in, hidden, time_steps, *, peepholes=False, d
     # the size functions only ask whether there are lengths, not what they are
     any_lengths = np.zeros(minibatch, dtype=np.intp) if lengths else None
     elements = (
-        _kernels.cache_size(minibatch, n_in, hidden, time_steps),
-        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, False, _tuning),
-        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, True, _tuning),
+        _kernels.cache_size(minibatch, n_in, hidden, time_steps, projection),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, False, _tuning,
+                                        projection),
+        _kernels.forward_workspace_size(minibatch, n_in, hidden, time_steps, True, _tuning,
+                                        projection),
         _kernels.backward_workspace_size(minibatch, n_in, hidden, time_steps, _tuning,
-                                         any_lengths))
+                                         any_lengths, projection))
     if min(elements) < 0:
         _raise_for_kernel_verdict(-3, minibatch, n_in, hidden, time_steps)
     return PassBufferSizes(*(n * dtype.itemsize for n in elements))

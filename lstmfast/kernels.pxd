@@ -90,6 +90,24 @@ ctypedef struct lstm_options:
     # (PackedSequence / ONNX sequence_lens). Not with a mask, nor with truncated BPTT.
     const Py_ssize_t* lengths
     Py_ssize_t lengths_stride
+    # LSTMP (nn.LSTM's proj_size): projection P >= 1 (0: none). Each step's h is then
+    # r . projection_weights with r = o * act(c) [mb, h] and projection_weights [h, P]
+    # column-major (leading dimension ld_projection_weights >= h): the h fed back, output and
+    # last_h are [mb, P] (recurrent_weights [P, 4h], ld >= P; h0 [mb, P]); c stays [mb, h].
+    # The pointers are of the pass's floating type. With dims.peepholes the peephole weights
+    # are peephole_weights [h, 3] (columns wFF, wOO, wGG; ld >= h), not recurrent_weights'
+    # columns. The backward pass writes dL/d(projection_weights) to grad_projection_weights
+    # [h, P] and, with peepholes, dL/d(peephole_weights) to grad_peephole_weights [h, 3].
+    # A projected pass runs its time loop on one thread, its products on BLAS.
+    Py_ssize_t projection
+    const void* projection_weights
+    Py_ssize_t ld_projection_weights
+    const void* peephole_weights
+    Py_ssize_t ld_peephole_weights
+    void* grad_projection_weights
+    Py_ssize_t ld_grad_projection_weights
+    void* grad_peephole_weights
+    Py_ssize_t ld_grad_peephole_weights
 
 cdef lstm_options lstm_default_options() noexcept nogil
 

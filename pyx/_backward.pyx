@@ -2,7 +2,7 @@
 """The backward pass: the port of DL4J 0.9.1 LSTMHelpers.backpropGradientHelper
 (deeplearning4j-nn/.../layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind
 lstmfast.kernels' lstm_backward / lstm_backward_ex. The internal layouts and the cache it reads
-are described in pyx/kernels.pyx's docstring; the gate math of a step is lstmfast/_cells.pxd."""
+are described in lstmfast/_layout.pxd; the gate math of a step is lstmfast/_cells.pxd."""
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 
@@ -36,6 +36,7 @@ cdef inline bint _use_row_groups(const lstm_dims* dims, Py_ssize_t rows,
 ctypedef struct _backward_job:
     const lstm_dims* dims
     Py_ssize_t end_index
+    Py_ssize_t steps_end           # the steps run: end_index..steps_end-1 (lengths: the longest)
     Py_ssize_t ld_delta
     bint eps_in_place              # epsilon's steps contiguous: read where they are
     const void* epsilon
@@ -63,6 +64,14 @@ ctypedef struct _backward_job:
     const void* grad_last_c        # with lengths: the caller's dL/d(last c) (NULL: none) ...
     lstm_strides grad_last_c_strides
     void* last_c_grad_step         # ... and its rows of the examples ending at a step
+    Py_ssize_t hp                  # the size of the h fed back and output: P (LSTMP) or h
+    const void* projection_weights  # LSTMP: [h, P] (ld_projection_weights), else NULL
+    Py_ssize_t ld_projection_weights
+    void* nabla_proj               # LSTMP: [mb, P], dL/dh of the step
+    void* grad_proj                # LSTMP: [mb*steps, P] step-stacked dL/dh (ld_delta)
+    const void* rs                 # LSTMP: the cache's step-stacked r = o * act(c), ld mb*T
+    void* grad_projection_weights  # LSTMP: dL/dW_proj [h, P]
+    Py_ssize_t ld_grad_projection_weights
     _unit_groups groups            # the groups of units of the time loop (_plan_groups)
     # for the gradient GEMMs after the loop
     const void* xh                 # the cache's [xp | hs | ones], leading dimension ld_xh
@@ -92,7 +101,7 @@ cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_
     makes one pass over D instead of three, and the bias sums are no longer a one-row GEMM).
     k1 > k0: the callers' row ranges are never empty (all rows, or half of at least 4h)."""
     cdef Py_ssize_t mb = job.dims.minibatch, ld_delta = job.ld_delta
-    cdef Py_ssize_t F = job.dims.n_in + job.dims.hidden + 1
+    cdef Py_ssize_t F = job.dims.n_in + job.hp + 1
     gemm(c'T', c'N', F, width, k1 - k0, <floating>1,
          <const floating*>job.xh + mb * job.end_index + k0, job.ld_xh,
          <const floating*>job.delta + k0 + c0 * ld_delta, ld_delta, <floating>0, stack, F)
@@ -102,13 +111,13 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
                            Py_ssize_t width) noexcept nogil:
     """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs; the
     bias row stays in grad_stack (the caller writes it to the strided bias gradient)."""
-    cdef Py_ssize_t n_in = job.dims.n_in, h = job.dims.hidden, F = n_in + h + 1
+    cdef Py_ssize_t n_in = job.dims.n_in, hp = job.hp, F = n_in + hp + 1
     cdef floating* stack = <floating*>job.grad_stack + c0 * F
     _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
                 job.ld_grad_input_weights, n_in, width)
     _copy_block(stack + n_in, F,
                 <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
-                job.ld_grad_recurrent_weights, h, width)
+                job.ld_grad_recurrent_weights, hp, width)
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
@@ -119,6 +128,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const lstm_dims* dims = job.dims
     cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, G = 4 * h, n = h * mb
     cdef Py_ssize_t T = dims.time_steps, end_index = job.end_index, ld_delta = job.ld_delta
+    cdef Py_ssize_t last = job.steps_end - 1
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0, u1, width, off, unit_group
     cdef int owner
@@ -156,10 +166,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* cell_error_extra
     cdef floating* extra
     cdef Py_ssize_t i
-    for s in range(T - 1, end_index - 1, -1):
+    for s in range(last, end_index - 1, -1):
         t = _time_of(dims, s)
         delta_step = delta_ring + 4 * n * (s % 2)
-        delta_next = NULL if s == T - 1 else delta_ring + 4 * n * ((s + 1) % 2)
+        delta_next = NULL if s == last else delta_ring + 4 * n * ((s + 1) % 2)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
         deltas_packed = False
@@ -173,7 +183,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             # into nabla_out first), and at the first processed step the cells read it there
             step_nabla = nabla_out + off
             cells_nabla = step_nabla
-            if job.options.lengths != NULL:
+            if job.projection_weights != NULL:
+                _projected_nabla(tag, job, s, t, delta_next)
+            elif job.options.lengths != NULL:
                 _gather_units_lengths(dims, job.options, epsilon, job.epsilon_strides, s,
                                       nabla_out, u0, u1)
                 eps_units = nabla_out + off
@@ -185,7 +197,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _gather_units(dims, epsilon + t * job.epsilon_strides.time, job.epsilon_strides,
                               nabla_out, u0, u1)
                 eps_units = nabla_out + off
-            if delta_next != NULL:
+            if delta_next != NULL and job.projection_weights == NULL:
                 _recurrent_product(mb, width, G, delta_next, mb,
                                    packed + _group_slice(&job.groups, G, unit_group, 1, 0)
                                    if packed != NULL else NULL,
@@ -196,7 +208,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             delta_next_units = NULL
             cell_error_next_units = NULL
             cell_error_extra = NULL
-            if job.last_c_grad != NULL and s == T - 1:
+            if job.last_c_grad != NULL and s == last:
                 cell_error_extra = <const floating*>job.last_c_grad + off
             elif job.grad_last_c != NULL and _any_ends_at(dims, job.options, s):
                 # dL/d(last c) joins the cell error at each example's last valid step
@@ -262,7 +274,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     # after a barrier; otherwise the parts are columns of the product over all rows. Split by
     # columns, every part's BLAS call packed all of [xp | hs | 1]: the second thread's GEMMs
     # took 20% more CPU time at (100, 64, 256, 256) float32.
-    cdef Py_ssize_t F = dims.n_in + h + 1
+    cdef Py_ssize_t F = dims.n_in + job.hp + 1
     cdef Py_ssize_t c0, c1
     part = tid
     while part < parts:
@@ -277,6 +289,12 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _stacked_gradient_product(tag, job, 0, ld_delta, c0, c1 - c0,
                                           <floating*>job.grad_stack + c0 * F)
         part += nthreads
+    if job.projection_weights != NULL and tid == 0:
+        # dL/dW_proj [h, P] = R^T dL/dH over the steps (an LSTMP pass has one thread)
+        gemm(c'T', c'N', h, job.hp, ld_delta, <floating>1,
+             <const floating*>job.rs + mb * end_index, mb * T,
+             <const floating*>job.grad_proj, ld_delta, <floating>0,
+             <floating*>job.grad_projection_weights, job.ld_grad_projection_weights)
     spin_if_asked(tid)
     if nthreads > 1 and lf_barrier_wait(&job.barrier, nthreads):
         return           # given up (see _team_stop)
@@ -290,6 +308,30 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             target[i] = target[i] + (<const floating*>job.grad_partial)[c0 * F + i]
     if c1 > c0:
         _store_gradients(tag, job, c0, c1 - c0)
+
+
+cdef inline void _projected_nabla(floating* tag, _backward_job* job, Py_ssize_t s, Py_ssize_t t,
+                                  const floating* delta_next) noexcept nogil:
+    """An LSTMP step's dL/dh [mb, P] (epsilon + the next processed step's deltas . RW^T) into
+    nabla_proj and its step-stacked copy, then dL/dr = dL/dh W_proj^T [mb, h] into nabla_out,
+    what the cells read (all units: an LSTMP pass has one thread)."""
+    cdef const lstm_dims* dims = job.dims
+    cdef Py_ssize_t mb = dims.minibatch, hp = job.hp, G = 4 * dims.hidden
+    cdef floating* proj = <floating*>job.nabla_proj
+    if job.options.lengths != NULL:
+        _gather_units_lengths(dims, job.options, <const floating*>job.epsilon,
+                              job.epsilon_strides, s, proj, 0, hp)
+    else:
+        _gather_units(dims, <const floating*>job.epsilon + t * job.epsilon_strides.time,
+                      job.epsilon_strides, proj, 0, hp)
+    if delta_next != NULL:
+        _recurrent_product(mb, hp, G, delta_next, mb, NULL, <const floating*>job.rw_t, G, c'N',
+                           proj, mb, proj, mb, NULL, False)
+    _copy_block(proj, mb, <floating*>job.grad_proj + mb * (s - job.end_index), job.ld_delta,
+                mb, hp)
+    gemm(c'N', c'T', mb, dims.hidden, hp, <floating>1, proj, mb,
+         <const floating*>job.projection_weights, job.ld_projection_weights, <floating>0,
+         <floating*>job.nabla_out, mb)
 
 
 cdef void _backward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
@@ -323,8 +365,18 @@ cdef int run_backward(const lstm_dims* dims,
     if (input_weights == NULL or recurrent_weights == NULL or cache == NULL or epsilon == NULL
             or grad_input_weights == NULL or grad_recurrent_weights == NULL or grad_bias == NULL):
         return LSTM_ERR_ARGUMENT
-    if (ld_input_weights < dims.n_in or ld_recurrent_weights < dims.hidden
-            or ld_grad_input_weights < dims.n_in or ld_grad_recurrent_weights < dims.hidden):
+    cdef bint projected = options.projection > 0
+    cdef Py_ssize_t hp = _recurrent_size(dims, options)
+    if projected and not (_projection_valid(dims, options)
+                          and options.grad_projection_weights != NULL
+                          and options.ld_grad_projection_weights >= dims.hidden
+                          and fits_blas_int(options.ld_grad_projection_weights)
+                          and (not dims.peepholes
+                               or (options.grad_peephole_weights != NULL
+                                   and options.ld_grad_peephole_weights >= dims.hidden))):
+        return LSTM_ERR_ARGUMENT
+    if (ld_input_weights < dims.n_in or ld_recurrent_weights < hp
+            or ld_grad_input_weights < dims.n_in or ld_grad_recurrent_weights < hp):
         return LSTM_ERR_ARGUMENT
     if not (fits_blas_int(ld_input_weights) and fits_blas_int(ld_recurrent_weights)
             and fits_blas_int(ld_grad_input_weights) and fits_blas_int(ld_grad_recurrent_weights)):
@@ -339,7 +391,8 @@ cdef int run_backward(const lstm_dims* dims,
     cdef _backward_layout layout
     cdef Py_ssize_t ws_size = _plan_backward_workspace(dims, options, &layout)
     cdef floating* owned = NULL
-    if ws_size < 0:
+    cdef _cache_layout parts
+    if ws_size < 0 or _plan_cache(dims, options, &parts) < 0:
         return LSTM_ERR_TOO_LARGE
     if workspace == NULL:
         owned = <floating*>malloc(ws_size * sizeof(floating))
@@ -348,19 +401,21 @@ cdef int run_backward(const lstm_dims* dims,
         workspace = owned
 
     # the cache (see the module docstring)
-    cdef Py_ssize_t ld_xh = mb * (T + 1)
-    cdef const floating* xh = cache                        # [xp | hs | ones]
-    cdef const floating* cs = xh + (n_in + h + 1) * ld_xh
-    cdef const floating* z = cs + n * (T + 1)
-    cdef const floating* a = z + 4 * n * T
-    cdef const floating* mca = a + 4 * n * T
-    cdef const floating* mp = mca + n * T
+    cdef Py_ssize_t ld_xh = parts.ld_x
+    cdef const floating* xh = cache + parts.xp             # [xp | hs | ones]
+    cdef const floating* cs = cache + parts.cs
+    cdef const floating* z = cache + parts.z
+    cdef const floating* a = cache + parts.a
+    cdef const floating* mca = cache + parts.mca
+    cdef const floating* mp = cache + parts.mp
 
     # the seed's endIdx: steps end_index..T-1 (processing order) are back-propagated
     cdef Py_ssize_t end_index = 0
     if tbptt_length > 0 and tbptt_length < T:
         end_index = T - tbptt_length
-    cdef Py_ssize_t steps = T - end_index
+    # with lengths, the steps after the longest are padding for every example: not run
+    cdef Py_ssize_t steps_end = _steps_to_run(dims, options)
+    cdef Py_ssize_t steps = steps_end - end_index
     cdef Py_ssize_t ld_delta = mb * steps
 
     # the work space's regions (_backward_layout); the deltas and dL/dx use mb*steps rows
@@ -392,13 +447,15 @@ cdef int run_backward(const lstm_dims* dims,
         return LSTM_ERR_NO_MEMORY
     # the gradient GEMMs are level-3 BLAS calls in every pass (pass_acquire)
     cdef bint blas_single = _shape_uses_team(dims, steps, tuning)
-    nthreads = pass_acquire(_team_size(dims, steps, tuning)
-                            if steps > 1 and _packed_gemm_on(tuning, mb) else 1, True, blas_single)
+    # (an LSTMP pass runs on one thread, its products on BLAS)
+    cdef bint packed_on = steps > 1 and _packed_gemm_on(tuning, mb) and not projected
+    nthreads = pass_acquire(_team_size(dims, steps, tuning) if packed_on else 1, True,
+                            blas_single)
     if nthreads == 0:
         free(job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
-    if steps > 1 and _packed_gemm_on(tuning, mb):
+    if packed_on:
         packed_rw_t = workspace + layout.packed_rw_t
         # each group's units' columns of RW^T packed together (one group for one thread)
         _plan_groups(&job.groups, h, nthreads, mb, tuning)
@@ -411,17 +468,26 @@ cdef int run_backward(const lstm_dims* dims,
         _plan_groups(&job.groups, h, 1, mb, tuning)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
         # minibatches than transposing RW inside every call)
-        for k in range(h):
+        for k in range(hp):
             for j in range(G):
                 rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
     cdef const floating* peep_f = NULL
     cdef const floating* peep_g = NULL
+    # the peephole columns wFF, wOO, wGG: RW's last three, or an LSTMP pass's own [h, 3]
+    cdef const floating* peep_source = recurrent_weights + G * ld_recurrent_weights
+    cdef Py_ssize_t ld_peep = ld_recurrent_weights
+    cdef floating* grad_peep = grad_recurrent_weights + G * ld_grad_recurrent_weights
+    cdef Py_ssize_t ld_grad_peep = ld_grad_recurrent_weights
+    if projected:
+        peep_source = <const floating*>options.peephole_weights
+        ld_peep = options.ld_peephole_weights
+        grad_peep = <floating*>options.grad_peephole_weights
+        ld_grad_peep = options.ld_grad_peephole_weights
     if dims.peepholes:
-        peep_f = recurrent_weights + G * ld_recurrent_weights
-        peep_g = recurrent_weights + (G + 2) * ld_recurrent_weights
+        peep_f = peep_source
+        peep_g = peep_source + 2 * ld_peep
         _broadcast_columns(peep_f, 1, h, mb, peep_block)
-        _broadcast_columns(recurrent_weights + (G + 1) * ld_recurrent_weights, 1, h, mb,
-                           peep_block + n)
+        _broadcast_columns(peep_source + ld_peep, 1, h, mb, peep_block + n)
         _broadcast_columns(peep_g, 1, h, mb, peep_block + 2 * n)
     else:
         peep_block = NULL
@@ -443,10 +509,19 @@ cdef int run_backward(const lstm_dims* dims,
 
     job.dims = dims
     job.end_index = end_index
+    job.steps_end = steps_end
     job.ld_delta = ld_delta
     job.epsilon = epsilon
     job.epsilon_strides = epsilon_strides
-    job.eps_in_place = _contiguous_steps(epsilon_strides, mb) and not by_length
+    job.eps_in_place = _contiguous_steps(epsilon_strides, mb) and not by_length and not projected
+    job.hp = hp
+    job.projection_weights = options.projection_weights if projected else NULL
+    job.ld_projection_weights = options.ld_projection_weights
+    job.nabla_proj = workspace + layout.nabla_proj if projected else NULL
+    job.grad_proj = workspace + layout.grad_proj if projected else NULL
+    job.rs = cache + parts.r if projected else NULL
+    job.grad_projection_weights = options.grad_projection_weights
+    job.ld_grad_projection_weights = options.ld_grad_projection_weights
     job.z = z
     job.a = a
     job.mca = mca
@@ -491,7 +566,7 @@ cdef int run_backward(const lstm_dims* dims,
     job.cancelled = 0
     lf_barrier_init(&job.barrier)
     job.barrier.cancel = cancel
-    _reset_claims(&job.groups, T - 1, nthreads)
+    _reset_claims(&job.groups, steps_end - 1, nthreads)
     job.groups.taken_over = 0
     if floating is float:
         status = team_execute(_backward_steps_f32, job, nthreads, &job.barrier)
@@ -521,11 +596,11 @@ cdef int run_backward(const lstm_dims* dims,
     # (the job computed the parameter gradients and D W^T; see _backward_steps)
     if dims.peepholes:
         for k in range(h):
-            grad_recurrent_weights[k + G * ld_grad_recurrent_weights] = sum_f[k]
-            grad_recurrent_weights[k + (G + 1) * ld_grad_recurrent_weights] = sum_o[k]
-            grad_recurrent_weights[k + (G + 2) * ld_grad_recurrent_weights] = sum_g[k]
+            grad_peep[k] = sum_f[k]
+            grad_peep[k + ld_grad_peep] = sum_o[k]
+            grad_peep[k + 2 * ld_grad_peep] = sum_g[k]
     for j in range(G):
-        grad_bias[j * grad_bias_stride] = grad_stack[n_in + h + j * (n_in + h + 1)]
+        grad_bias[j * grad_bias_stride] = grad_stack[n_in + hp + j * (n_in + hp + 1)]
 
     # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t
@@ -560,7 +635,12 @@ cdef int run_backward(const lstm_dims* dims,
     # the deltas of step 0 when end_index == 0
     cdef floating value
     if end_index == 0:
-        if grad_h0 != NULL:
+        if grad_h0 != NULL and projected:
+            _recurrent_product(mb, hp, G, delta_ring, mb, <const floating*>NULL, rw_t, G, c'N',
+                               <const floating*>NULL, 0, <floating*>job.nabla_proj, mb, NULL,
+                               False)
+            _scatter_units(dims, <floating*>job.nabla_proj, grad_h0, grad_h0_strides, 0, hp)
+        elif grad_h0 != NULL:
             # by the groups' slices of the packed RW^T (one slice of all units for one thread)
             for group in range(job.groups.first[nthreads]):
                 u0 = job.groups.units[group]
@@ -585,11 +665,12 @@ cdef int run_backward(const lstm_dims* dims,
                 _copy_rows_ending(dims, options, 0, grad_last_c, grad_last_c_strides, grad_c0,
                                   grad_c0_strides, 0, h)
     else:
-        for k in range(h):
-            for m in range(mb):
-                if grad_h0 != NULL:
+        for m in range(mb):
+            if grad_h0 != NULL:
+                for k in range(hp):
                     grad_h0[m * grad_h0_strides.minibatch + k * grad_h0_strides.feature] = 0
-                if grad_c0 != NULL:
+            if grad_c0 != NULL:
+                for k in range(h):
                     grad_c0[m * grad_c0_strides.minibatch + k * grad_c0_strides.feature] = 0
     free(job)
     free(owned)

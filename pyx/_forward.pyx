@@ -2,7 +2,7 @@
 """The forward pass: the port of DL4J 0.9.1 LSTMHelpers.activateHelper (deeplearning4j-nn/.../
 layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind lstmfast.kernels'
 lstm_forward / lstm_forward_ex / lstm_step. The internal layouts and the cache are described in
-pyx/kernels.pyx's docstring; the gate math of a step is lstmfast/_cells.pxd."""
+lstmfast/_layout.pxd; the gate math of a step is lstmfast/_cells.pxd."""
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 
@@ -67,6 +67,11 @@ ctypedef struct _forward_job:
     lstm_strides last_h_strides
     void* last_c
     lstm_strides last_c_strides
+    Py_ssize_t hp                  # the size of the h fed back and output: P (LSTMP) or h
+    const void* projection_weights  # LSTMP: [h, P] (ld_projection_weights), else NULL
+    Py_ssize_t ld_projection_weights
+    void* r_block                  # LSTMP: [mb, h], the step's o * act(c) before the projection
+    void* rs                       # LSTMP with a cache: [mb*T, h] step-stacked r (ld mb*T)
     const int* cancel
     int stop_slots[2]
     int cancelled
@@ -86,8 +91,38 @@ cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, fl
     _forward_cells(width * mb, n, mb, dims.activation, dims.gate_activation, z_step + off,
                    a_step + off, mca_step + off, peep_block + off if peep_block != NULL else NULL,
                    c_prev + off, h_cur + off, c_cur + off, mask_col)
+    _store_step(dims, h_cur, c_cur, job, s, t, u0, u1, u0, u1)
+
+
+cdef inline void _forward_step_projected(const lstm_dims* dims, floating* z_step,
+                                         floating* a_step, floating* mca_step,
+                                         const floating* peep_block, floating* c_prev,
+                                         floating* c_cur, floating* h_cur,
+                                         const floating* mask_col, _forward_job* job,
+                                         Py_ssize_t s, Py_ssize_t t) noexcept nogil:
+    """_forward_step_units of an LSTMP step (all units, one thread): the cells give
+    r = o * act(c) (masked), then h = r W_proj [mb, P] (nn.LSTM's h_t = W_hr (o_t * tanh(c_t)))."""
+    cdef Py_ssize_t mb = dims.minibatch, h = dims.hidden, n = h * mb
+    cdef floating* r = <floating*>job.r_block
+    _forward_cells(n, n, mb, dims.activation, dims.gate_activation, z_step, a_step, mca_step,
+                   peep_block, c_prev, r, c_cur, mask_col)
+    # h [mb, P] = r [mb, h] . W_proj [h, P]
+    gemm(c'N', c'N', mb, job.hp, h, <floating>1, r, mb,
+         <const floating*>job.projection_weights, job.ld_projection_weights, <floating>0,
+         h_cur, mb)
+    if job.rs != NULL:
+        _copy_block(r, mb, <floating*>job.rs + mb * s, mb * dims.time_steps, mb, h)
+    _store_step(dims, h_cur, c_cur, job, s, t, 0, job.hp, 0, h)
+
+
+cdef inline void _store_step(const lstm_dims* dims, floating* h_cur, floating* c_cur,
+                             _forward_job* job, Py_ssize_t s, Py_ssize_t t, Py_ssize_t u0,
+                             Py_ssize_t u1, Py_ssize_t c_u0, Py_ssize_t c_u1) noexcept nogil:
+    """Step s's h (its units u0..u1-1) into the cache and the output, and with lengths the
+    state (c: units c_u0..c_u1-1) of the examples whose last valid step s is."""
+    cdef Py_ssize_t mb = dims.minibatch, width = u1 - u0
     if job.z != NULL:
-        _copy_block(h_cur + off, mb, <floating*>job.hs + mb * (s + 1) + u0 * job.ld_hs,
+        _copy_block(h_cur + u0 * mb, mb, <floating*>job.hs + mb * (s + 1) + u0 * job.ld_hs,
                     job.ld_hs, mb, width)
     if job.scatter_by_example:
         if job.output != NULL:
@@ -101,14 +136,14 @@ cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, fl
         _copy_rows_ending(dims, job.options, s + 1, h_cur, _block_strides(mb),
                           <floating*>job.last_h, job.last_h_strides, u0, u1)
         _copy_rows_ending(dims, job.options, s + 1, c_cur, _block_strides(mb),
-                          <floating*>job.last_c, job.last_c_strides, u0, u1)
+                          <floating*>job.last_c, job.last_c_strides, c_u0, c_u1)
 
 
 cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t s) noexcept nogil:
     """Where processing step s writes its h (s = -1: where h0 is): its output block
     (job.h_in_output), or the ring's block of its parity."""
     if not job.h_in_output:
-        return h_ring + job.dims.minibatch * job.dims.hidden * ((s + 1) % 2)
+        return h_ring + job.dims.minibatch * job.hp * ((s + 1) % 2)
     if s < 0:
         return h_ring
     return <floating*>job.output + _time_of(job.dims, s) * job.output_strides.time
@@ -228,10 +263,14 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             else:
                 projection_block = projection + mb * (s - job.s0)
                 ld_addend = ld_projection
-            _recurrent_product(mb, G, h, h_prev, mb, packed, recurrent_weights, ld_rw, c'N',
-                               projection_block, ld_addend, z_step, mb, a_pack, False)
-            _forward_step_units(dims, z_step, a_step, mca_step, peep_block, c_prev, c_cur, h_cur,
-                                mask_col, job, s, t, 0, h)
+            _recurrent_product(mb, G, job.hp, h_prev, mb, packed, recurrent_weights, ld_rw,
+                               c'N', projection_block, ld_addend, z_step, mb, a_pack, False)
+            if job.projection_weights != NULL:
+                _forward_step_projected(dims, z_step, a_step, mca_step, peep_block, c_prev,
+                                        c_cur, h_cur, mask_col, job, s, t)
+            else:
+                _forward_step_units(dims, z_step, a_step, mca_step, peep_block, c_prev, c_cur,
+                                    h_cur, mask_col, job, s, t, 0, h)
         else:
             h_packed = False
             x_packed = False
@@ -294,7 +333,13 @@ cdef int run_forward(const lstm_dims* dims,
     cdef bint by_length = options.lengths != NULL
     if by_length and (mask != NULL or not _lengths_valid(dims, options)):
         return LSTM_ERR_ARGUMENT
-    if ld_input_weights < dims.n_in or ld_recurrent_weights < dims.hidden:
+    cdef bint projected = options.projection > 0
+    cdef Py_ssize_t hp = _recurrent_size(dims, options)
+    if projected and not _projection_valid(dims, options):
+        return LSTM_ERR_ARGUMENT
+    if ld_recurrent_weights < hp or not fits_blas_int(hp):
+        return LSTM_ERR_ARGUMENT if ld_recurrent_weights < hp else LSTM_ERR_TOO_LARGE
+    if ld_input_weights < dims.n_in:
         return LSTM_ERR_ARGUMENT
     if not fits_blas_int(ld_input_weights) or not fits_blas_int(ld_recurrent_weights):
         return LSTM_ERR_TOO_LARGE
@@ -305,9 +350,10 @@ cdef int run_forward(const lstm_dims* dims,
     if tuning.projection_chunk_elements < 1:
         return LSTM_ERR_ARGUMENT
     cdef _forward_layout layout
-    cdef Py_ssize_t ws_size = _plan_forward_workspace(dims, tuning, &layout)
+    cdef Py_ssize_t ws_size = _plan_forward_workspace(dims, tuning, options, &layout)
     cdef floating* owned = NULL
-    if ws_size < 0:
+    cdef _cache_layout parts
+    if ws_size < 0 or _plan_cache(dims, options, &parts) < 0:
         return LSTM_ERR_TOO_LARGE
     if workspace == NULL:
         owned = <floating*>malloc(ws_size * sizeof(floating))
@@ -341,7 +387,7 @@ cdef int run_forward(const lstm_dims* dims,
         return LSTM_ERR_NO_MEMORY
     # level-3 BLAS is called unless the packed kernel does every product (pass_acquire)
     cdef bint level3 = True, blas_single = _shape_uses_team(dims, T, tuning)
-    if T > 1 and _packed_gemm_on(tuning, mb):
+    if T > 1 and _packed_gemm_on(tuning, mb) and not projected:
         packed_rw = workspace + layout.packed_rw
         if layout.a_pack >= 0:
             a_pack = workspace + layout.a_pack
@@ -387,7 +433,17 @@ cdef int run_forward(const lstm_dims* dims,
         # projection starts from it
         for j in range(G):
             bias_block[j] = bias[j * bias_stride]
-    if dims.peepholes and mb == 1 and ld_recurrent_weights == h:
+    cdef const floating* peep_source = recurrent_weights + G * ld_recurrent_weights
+    cdef Py_ssize_t ld_peep = ld_recurrent_weights
+    if projected:
+        peep_source = <const floating*>options.peephole_weights
+        ld_peep = options.ld_peephole_weights
+    if dims.peepholes and mb == 1 and ld_peep == h:
+        peep_block = <floating*>peep_source
+    elif dims.peepholes and projected:
+        for g in range(3):
+            _broadcast_columns(peep_source + g * ld_peep, 1, h, mb, peep_block + g * n)
+    elif dims.peepholes and mb == 1 and ld_recurrent_weights == h:
         peep_block = <floating*>(recurrent_weights + G * ld_recurrent_weights)
     elif dims.peepholes:
         # columns 4h, 4h+1, 4h+2 of RW: wFF, wOO, wGG
@@ -400,7 +456,7 @@ cdef int run_forward(const lstm_dims* dims,
         peep_block = NULL
 
     # the cache (see the module docstring)
-    cdef Py_ssize_t ld_x = mb * (T + 1), ld_hs = ld_x
+    cdef Py_ssize_t ld_x = parts.ld_x, ld_hs = ld_x
     cdef floating* xp = NULL
     cdef floating* hs = NULL
     cdef floating* ones = NULL
@@ -410,20 +466,20 @@ cdef int run_forward(const lstm_dims* dims,
     cdef floating* mca = NULL
     cdef floating* mp = NULL
     if for_backprop:
-        xp = cache
-        hs = xp + n_in * ld_x
-        ones = hs + h * ld_x
-        cs = ones + ld_x
-        z = cs + n * (T + 1)
-        a = z + 4 * n * T
-        mca = a + 4 * n * T
-        mp = mca + n * T
+        xp = cache + parts.xp
+        hs = cache + parts.hs
+        ones = cache + parts.ones
+        cs = cache + parts.cs
+        z = cache + parts.z
+        a = cache + parts.a
+        mca = cache + parts.mca
+        mp = cache + parts.mp
 
-    _gather_state(dims, h0, h0_strides, h_ring)
+    _gather_units(dims, h0, h0_strides, h_ring, 0, hp)
     cdef Py_ssize_t row
     if for_backprop:
         _gather_state(dims, c0, c0_strides, cs)
-        _copy_block(h_ring, mb, hs, ld_hs, mb, h)
+        _copy_block(h_ring, mb, hs, ld_hs, mb, hp)
         for row in range(ld_x):
             ones[row] = 1
     else:
@@ -441,12 +497,14 @@ cdef int run_forward(const lstm_dims* dims,
     # directly and the next step reads it back from there: no copy of h per step (the copy was
     # 3.5% of a (100, 64, 256, 256) float32 forward)
     job.h_in_output = (output != NULL and _contiguous_steps(output_strides, mb)
-                       and (output_strides.time >= n or output_strides.time <= -n))
+                       and (output_strides.time >= mb * hp or output_strides.time <= -mb * hp))
     # with lengths backwards, each example's steps go to its own times (0..length-1 reversed)
     job.scatter_by_example = by_length and not dims.forwards
     if job.scatter_by_example:
         job.h_in_output = False
-        _zero_padding(dims, options, output, output_strides, h)
+    if by_length:
+        # (also the steps after the longest, which do not run)
+        _zero_padding(dims, options, output, output_strides, hp)
     job.c_ring = c_ring
     job.z_block = z_block
     job.a_block = a_block
@@ -483,10 +541,15 @@ cdef int run_forward(const lstm_dims* dims,
     job.last_h_strides = last_h_strides
     job.last_c = last_c
     job.last_c_strides = last_c_strides
+    job.hp = hp
+    job.projection_weights = options.projection_weights if projected else NULL
+    job.ld_projection_weights = options.ld_projection_weights
+    job.r_block = workspace + layout.r_block if projected else NULL
+    job.rs = cache + parts.r if (projected and for_backprop) else NULL
     if by_length:
         # examples of length 0 keep their initial state
         _copy_rows_ending(dims, options, 0, h_ring, _block_strides(mb), last_h, last_h_strides,
-                          0, h)
+                          0, hp)
         _copy_rows_ending(dims, options, 0, cs if for_backprop else c_ring, _block_strides(mb),
                           last_c, last_c_strides, 0, h)
     job.cancel = cancel
@@ -500,8 +563,9 @@ cdef int run_forward(const lstm_dims* dims,
 
     cdef Py_ssize_t s0, s1
     s0 = 0
-    while s0 < T:
-        s1 = s0 + chunk if s0 + chunk < T else T
+    cdef Py_ssize_t steps = _steps_to_run(dims, options)
+    while s0 < steps:
+        s1 = s0 + chunk if s0 + chunk < steps else steps
         # the chunk's input and mask in processing order; the job projects and runs the steps
         if for_backprop:
             if by_length:
@@ -556,7 +620,7 @@ cdef int run_forward(const lstm_dims* dims,
         return LSTM_ERR_CANCELLED
 
     if not by_length:
-        _scatter_state(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides)
+        _scatter_units(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides, 0, hp)
         _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                        last_c_strides)
     free(job)

@@ -5,33 +5,8 @@ are lstmfast._forward (activateHelper) and lstmfast._backward (backpropGradientH
 step's gate math is lstmfast/_cells.pxd, the work-space layouts and copies lstmfast/_layout.pxd,
 the thread team lstmfast._team.
 
-Internal layout. The seed works on [minibatch, features] slices, one time step at a time, with
-`ifogActivations = input . W + prevOutput . RW` as [minibatch, 4h]. This port keeps that
-orientation (example-major, the fastest for OpenBLAS when the minibatch is small) and processes
-steps in *processing order* s = 0..T-1 (time t = s going forwards, t = T-1-s going backwards).
-Two arrangements are used:
-  - step-stacked: a quantity with F features over S steps is a column-major [mb*S, F] matrix
-    whose rows s*mb .. s*mb+mb-1 belong to step s. The input projection of many steps is then one
-    GEMM (seed: `miniBatchData.mmul(inputWeights)` per step), and after the backward loop one GEMM
-    each gives dL/dW, dL/dRW, dL/dx and the bias gradient (the seed accumulates them per step);
-  - per-step blocks: a contiguous [mb, F] block per step (index m + f*mb), so that each gate of
-    a step is one contiguous run of h*mb values for the element-wise code and the recurrent GEMM
-    (seed: `Nd4j.gemm(prevOutputActivations, recurrentWeightsIFOG, ...)` and, backwards,
-    `Nd4j.gemm(deltaifogNext, wIFOG, nablaOut, ...)`) reads and writes contiguous memory.
-
-Cache written by a forward pass for backprop (the seed's FwdPassReturn):
-  xh   [mb*(T+1), n_in + h + 1] step-stacked, three column groups of one matrix, so that one
-       GEMM after the backward loop gives dL/dW, dL/dRW and the bias gradient together:
-    xp   columns 0..n_in-1             packed input (slot s: step s; slot T unused)
-    hs   columns n_in..n_in+h-1        slot 0: h0 (or zeros); slot s+1: output of step s, masked
-                                       (prevAct, fwdPassOutputAsArrays)
-    ones column n_in+h                 1 (the bias gradient's column sums)
-  cs   T+1 blocks [mb, h]              slot 0: c0 (or zeros); slot s+1: cell state of step s, masked
-                                       (prevMemCell, memCellState)
-  z    T blocks [mb, 4h]               gate pre-activations incl. bias and peepholes (iz, fz, oz, gz)
-  a    T blocks [mb, 4h]               gate activations (ia, fa, oa, ga)
-  mca  T blocks [mb, h]                layer activation of the unmasked cell state (memCellActivations)
-  mp   [mb*T]                          mask in processing order (1 where no mask was given)
+The internal layouts (processing order, step-stacked matrices, per-step blocks) and the cache:
+lstmfast/_layout.pxd.
 Gate blocks in every 4h: [block input i, forget f, output o, input gate g], the seed's [I, F, O, G].
 """
 from libc.string cimport memcpy
@@ -140,10 +115,15 @@ cdef inline const lstm_tuning* _tuning_or_defaults(const lstm_tuning* tuning,
 
 
 cdef lstm_options lstm_default_options() noexcept nogil:
-    """Nothing beyond the seed: no lengths."""
+    """Nothing beyond the seed: no lengths, no projection."""
     cdef lstm_options o
     o.lengths = NULL
     o.lengths_stride = 1
+    o.projection = 0
+    o.projection_weights = o.peephole_weights = NULL
+    o.grad_projection_weights = o.grad_peephole_weights = NULL
+    o.ld_projection_weights = o.ld_peephole_weights = 0
+    o.ld_grad_projection_weights = o.ld_grad_peephole_weights = 0
     return o
 
 
@@ -188,15 +168,15 @@ cdef Py_ssize_t lstm_cache_size(const lstm_dims* dims) noexcept nogil:
 
 cdef Py_ssize_t lstm_cache_size_ex2(const lstm_dims* dims,
                                     const lstm_options* options) noexcept nogil:
-    """(Lengths do not change the cache.)"""
+    """(Lengths do not change the cache; a projection does.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
-    cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
-    # per (step, example): z 4h, a 4h, mca h, mask 1; with T+1 slots: xh (n_in + h + 1) and cs h
-    cdef Py_ssize_t per_row = _add(_mul(9, h), 1)
-    cdef Py_ssize_t slots = _mul(mb, _add(T, 1))
-    cdef Py_ssize_t per_slot = _add(_add(n_in, _mul(2, h)), 1)
-    return _add(_mul(per_row, _mul(mb, T)), _mul(per_slot, slots))
+    cdef lstm_options defaults
+    options = _options_or_defaults(options, &defaults)
+    if options.projection < 0:
+        return -1
+    cdef _cache_layout layout
+    return _plan_cache(dims, options, &layout)
 
 
 cdef Py_ssize_t lstm_forward_workspace_size(const lstm_dims* dims, bint for_backprop) noexcept nogil:
@@ -211,15 +191,17 @@ cdef Py_ssize_t lstm_forward_workspace_size_ex(const lstm_dims* dims, bint for_b
 cdef Py_ssize_t lstm_forward_workspace_size_ex2(const lstm_dims* dims, bint for_backprop,
                                                 const lstm_tuning* tuning,
                                                 const lstm_options* options) noexcept nogil:
-    """(Lengths do not change the forward work space.)"""
+    """(Lengths do not change the forward work space; a projection does.)"""
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef lstm_tuning defaults
+    cdef lstm_options no_options
     tuning = _tuning_or_defaults(tuning, &defaults)
-    if tuning.projection_chunk_elements < 1:
+    options = _options_or_defaults(options, &no_options)
+    if tuning.projection_chunk_elements < 1 or options.projection < 0:
         return -1
     cdef _forward_layout layout
-    return _plan_forward_workspace(dims, tuning, &layout)
+    return _plan_forward_workspace(dims, tuning, options, &layout)
 
 
 cdef Py_ssize_t lstm_backward_workspace_size(const lstm_dims* dims) noexcept nogil:
@@ -238,8 +220,11 @@ cdef Py_ssize_t lstm_backward_workspace_size_ex2(const lstm_dims* dims,
     if dims == NULL or dims.minibatch < 1 or dims.n_in < 1 or dims.hidden < 1 or dims.time_steps < 1:
         return -1
     cdef lstm_options defaults
+    options = _options_or_defaults(options, &defaults)
+    if options.projection < 0:
+        return -1
     cdef _backward_layout layout
-    return _plan_backward_workspace(dims, _options_or_defaults(options, &defaults), &layout)
+    return _plan_backward_workspace(dims, options, &layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,41 +483,39 @@ cdef inline lstm_strides _strides(cnp.ndarray array, int kind):
     return st
 
 
-cdef lstm_dims _dims(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssize_t time_steps,
-                     bint peepholes, bint forwards, int activation, int gate_activation):
-    cdef lstm_dims d
-    d.minibatch = minibatch
-    d.n_in = n_in
-    d.hidden = hidden
-    d.time_steps = time_steps
-    d.peepholes = peepholes
-    d.forwards = forwards
-    d.activation = activation
-    d.gate_activation = gate_activation
-    return d
+cdef lstm_options _size_options(Py_ssize_t projection, object lengths=None) except *:
+    cdef lstm_options o = _options_record(lengths)
+    o.projection = projection
+    return o
 
 
-def cache_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssize_t time_steps):
-    """Elements of the forward cache lstm_backward reads (-1 when too large)."""
+def cache_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden, Py_ssize_t time_steps,
+               Py_ssize_t projection=0):
+    """Elements of the forward cache lstm_backward reads (-1 when too large); projection: P
+    of an LSTMP pass (0: none)."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
-    return lstm_cache_size(&d)
+    cdef lstm_options o = _size_options(projection)
+    return lstm_cache_size_ex2(&d, &o)
 
 
 def forward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
-                           Py_ssize_t time_steps, bint for_backprop, tuning=None):
+                           Py_ssize_t time_steps, bint for_backprop, tuning=None,
+                           Py_ssize_t projection=0):
     """Elements of the forward work space (-1 when too large); `tuning` as in `forward`."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
     cdef lstm_tuning t = _tuning_record(tuning)
-    return lstm_forward_workspace_size_ex(&d, for_backprop, &t)
+    cdef lstm_options o = _size_options(projection)
+    return lstm_forward_workspace_size_ex2(&d, for_backprop, &t, &o)
 
 
 def backward_workspace_size(Py_ssize_t minibatch, Py_ssize_t n_in, Py_ssize_t hidden,
-                            Py_ssize_t time_steps, tuning=None, lengths=None):
-    """Elements of the backward work space (-1 when too large); `tuning` and `lengths` as in
+                            Py_ssize_t time_steps, tuning=None, lengths=None,
+                            Py_ssize_t projection=0):
+    """Elements of the backward work space (-1 when too large); `tuning`, `lengths` as in
     `forward`."""
     cdef lstm_dims d = _dims(minibatch, n_in, hidden, time_steps, 0, 1, 0, ACT_SIGMOID)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths)
+    cdef lstm_options o = _size_options(projection, lengths)
     return lstm_backward_workspace_size_ex2(&d, &t, &o)
 
 
@@ -608,18 +591,35 @@ cdef int _forward_typed(floating* tag, lstm_dims* d, cnp.ndarray x, cnp.ndarray 
     return status
 
 
-cdef lstm_options _options_record(object lengths) except *:
-    """The options of a pass: lengths None, or a validated 1-D np.intp array [mb]."""
+cdef inline Py_ssize_t _ld(cnp.ndarray a):
+    """The leading dimension of a validated array with unit row stride (0 for None)."""
+    return 0 if a is None else a.strides[1] // a.itemsize
+
+
+cdef lstm_options _options_record(object lengths, tuple projection=None) except *:
+    """The options of a pass: lengths None, or a validated 1-D np.intp array [mb]; projection
+    None, or validated arrays (W_proj [h, P], peepholes [h, 3] or None, and for the backward
+    pass their gradients) of the pass's dtype with unit row stride."""
     cdef lstm_options o = lstm_default_options()
+    cdef cnp.ndarray wp, peep, gwp = None, gpeep = None
     if lengths is not None:
         o.lengths = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>lengths)
         o.lengths_stride = (<cnp.ndarray>lengths).strides[0] // sizeof(Py_ssize_t)
+    if projection is not None:
+        wp, peep = projection[0], projection[1]
+        if len(projection) > 2:
+            gwp, gpeep = projection[2], projection[3]
+        o.projection = wp.shape[1]
+        o.projection_weights, o.ld_projection_weights = _data(wp), _ld(wp)
+        o.peephole_weights, o.ld_peephole_weights = _data(peep), _ld(peep)
+        o.grad_projection_weights, o.ld_grad_projection_weights = _data(gwp), _ld(gwp)
+        o.grad_peephole_weights, o.ld_grad_peephole_weights = _data(gpeep), _ld(gpeep)
     return o
 
 
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-            tuning=None, report=None, lengths=None):
+            tuning=None, report=None, lengths=None, projection=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
@@ -627,13 +627,14 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     int32 array polled each step (nonzero: stop, raising KeyboardInterrupt). tuning: None (the
     defaults) or a dict of lstm_tuning fields to change (the workspace sized with the same);
     report: None or a dict that receives the pass's lstm_report fields. lengths: None or a 1-D
-    np.intp array [mb] of steps per example (lstm_options.lengths). Raises RuntimeError on
+    np.intp array [mb] of steps per example (lstm_options.lengths). projection: None, or
+    (W_proj [h, P], peepholes [h, 3] or None) for LSTMP (RW then [P, 4h]). Raises RuntimeError on
     any other kernel error code (the Python layer validates first, so that signals a bug).
     """
-    cdef lstm_dims d = _dims(x.shape[0], x.shape[1], RW.shape[0], x.shape[2], peepholes, forwards,
-                             activation, gate_activation)
+    cdef lstm_dims d = _dims(x.shape[0], x.shape[1], W.shape[1] // 4, x.shape[2], peepholes,
+                             forwards, activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths)
+    cdef lstm_options o = _options_record(lengths, projection)
     cdef lstm_report r
     cdef int status
     if x.dtype == np.float32:
@@ -646,7 +647,7 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
         _fill_report(report, &r)
     if status == LSTM_ERR_ABANDONED:
         _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel,
-                 lengths))
+                 lengths) + (projection or ()))
         raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_forward interrupted")
@@ -692,13 +693,14 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
              bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-             grad_last_c=None, tuning=None, report=None, lengths=None):
+             grad_last_c=None, tuning=None, report=None, lengths=None, projection=None):
     """Run lstm_backward on validated arrays (see `forward`, also for tuning, report and
-    lengths); gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h]."""
-    cdef lstm_dims d = _dims(minibatch, W.shape[0], RW.shape[0], time_steps, peepholes, forwards,
-                             activation, gate_activation)
+    lengths); gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h].
+    projection: None, or (W_proj, peepholes, their gradients' arrays) as in `forward`."""
+    cdef lstm_dims d = _dims(minibatch, W.shape[0], W.shape[1] // 4, time_steps, peepholes,
+                             forwards, activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths)
+    cdef lstm_options o = _options_record(lengths, projection)
     cdef lstm_report r
     cdef int status
     if W.dtype == np.float32:
@@ -713,7 +715,7 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
         _fill_report(report, &r)
     if status == LSTM_ERR_ABANDONED:
         _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
-                 grad_last_c, lengths))
+                 grad_last_c, lengths) + (projection or ()))
         raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise KeyboardInterrupt("lstm_backward interrupted")

@@ -52,3 +52,26 @@ def assert_gradient(score, values, analytic, what="", **options):
     failures = check_gradient(score, values, analytic, **options)
     assert not failures, (f"{what}: {len(failures)} of {values.size} gradient entries fail the check "
                           f"(index, analytic, numeric, rel error): {failures[:8]}")
+
+
+def assert_lstm_gradients(arrays, R_out, Q_h, Q_c, *, extra=(), **options):
+    """Check lstm_backward's gradients of L = sum(R_out * output) + sum(Q_h * last_h) +
+    sum(Q_c * last_c) by central differences, for arrays = (x, W, RW, b, h0, c0) (float64) and
+    `extra` (keyword name of lstm_forward, array, name of the Gradients field); `options` go to
+    lstm_forward."""
+    import lstmfast
+
+    x, W, RW, b, h0, c0 = arrays
+    keywords = dict(options, **{name: array for name, array, _ in extra})
+
+    def score():
+        fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, **keywords)
+        return float((fwd.output * R_out).sum() + (fwd.last_h * Q_h).sum()
+                     + (fwd.last_c * Q_c).sum())
+
+    fwd = lstmfast.lstm_forward(x, W, RW, b, h0=h0, c0=c0, for_backprop=True, **keywords)
+    grads = lstmfast.lstm_backward(fwd, R_out, grad_last_h=Q_h, grad_last_c=Q_c)
+    checks = [("x", x, "input"), ("W", W, "input_weights"), ("RW", RW, "recurrent_weights"),
+              ("b", b, "bias"), ("h0", h0, "h0"), ("c0", c0, "c0")] + list(extra)
+    for name, values, field in checks:
+        assert_gradient(score, values, getattr(grads, field), what=name)

@@ -224,10 +224,16 @@ def _f64(a):
 
 
 def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh",
-                gate_activation="sigmoid", mask=None, forwards=True):
+                gate_activation="sigmoid", mask=None, forwards=True, projection_weights=None,
+                peephole_weights=None):
     """Forward pass of the seed.  Returns a namespace with ``output`` [mb, h, T], ``last_h``,
     ``last_c`` [mb, h] and the per-time-step record the backward pass needs (indexed by the
-    time index, not the processing index, as the seed's ``toReturn.*[time]``)."""
+    time index, not the processing index, as the seed's ``toReturn.*[time]``).
+
+    Beyond the seed, ``projection_weights`` Wp [h, P] makes it an LSTMP (the LSTM with a
+    recurrent projection layer, nn.LSTM's proj_size): each step's unit output r = o * act(c)
+    (masked) becomes h = r . Wp [mb, P], which is output and fed back (RW then [P, 4h], h0
+    [mb, P]); the peepholes are then ``peephole_weights`` [h, 3] (wFF, wOO, wGG)."""
     if activation not in ACTIVATIONS:
         raise ValueError(activation)
     if gate_activation not in GATE_ACTIVATION_NAMES:
@@ -240,9 +246,12 @@ def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh"
     b_shape = np.shape(b)
     b = _f64(b).reshape(-1)
     mb, n_in, T = x.shape
-    H = RW.shape[0]
+    Wp = _f64(projection_weights)
+    H = RW.shape[0] if Wp is None else Wp.shape[0]
     assert W.shape == (n_in, 4 * H) and b.shape == (4 * H,)
-    if peepholes is None:
+    if Wp is not None:
+        peepholes = peephole_weights is not None
+    elif peepholes is None:
         peepholes = RW.shape[1] == 4 * H + 3
     m = None if mask is None else _f64(mask).reshape(mb, T)
     afn = ACTIVATIONS[activation][0]
@@ -250,18 +259,20 @@ def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh"
 
     rw_ifog = RW[:, :4 * H]                      # recurrentWeightsIFOG
     if peepholes:
-        w_ff = RW[:, 4 * H]                      # wFFTranspose (as a row, broadcast over rows)
-        w_oo = RW[:, 4 * H + 1]                  # wOOTranspose
-        w_gg = RW[:, 4 * H + 2]                  # wGGTranspose
+        peep = RW[:, 4 * H:] if Wp is None else _f64(peephole_weights)
+        w_ff = peep[:, 0]                        # wFFTranspose (as a row, broadcast over rows)
+        w_oo = peep[:, 1]                        # wOOTranspose
+        w_gg = peep[:, 2]                        # wGGTranspose
 
     h_given = _f64(h0)
     c_given = _f64(c0)
-    h_prev = np.zeros((mb, H)) if h_given is None else h_given      # prevOutputActivations
+    P = H if Wp is None else Wp.shape[1]
+    h_prev = np.zeros((mb, P)) if h_given is None else h_given      # prevOutputActivations
     c_prev = np.zeros((mb, H)) if c_given is None else c_given      # prevMemCellState
 
     rec = {k: [None] * T for k in ("iz", "ia", "fz", "fa", "oz", "oa", "gz", "ga",
-                                   "c", "c_act", "h")}
-    output = np.zeros((mb, H, T))
+                                   "c", "c_act", "h", "r")}
+    output = np.zeros((mb, P, T))
     for it in range(T):
         t = it if forwards else T - it - 1
         # ifogActivations = x_t . W + h_prev . RW_ifog + b
@@ -294,8 +305,11 @@ def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh"
         if m is not None:                        # mask h and c (c is carried forward masked)
             h = h * m[:, t][:, None]
             c = c * m[:, t][:, None]
+        r = h
+        if Wp is not None:                       # the projection (LSTMP)
+            h = r @ Wp
         for k, v in (("iz", iz), ("ia", ia), ("fz", fz), ("fa", fa), ("oz", oz), ("oa", oa),
-                     ("gz", gz), ("ga", ga), ("c", c), ("c_act", c_act), ("h", h)):
+                     ("gz", gz), ("ga", ga), ("c", c), ("c_act", c_act), ("h", h), ("r", r)):
             rec[k][t] = v
         output[:, :, t] = h
         h_prev, c_prev = h, c
@@ -304,7 +318,8 @@ def ref_forward(x, W, RW, b, h0=None, c0=None, peepholes=None, activation="tanh"
         output=output, last_h=h_prev.copy(), last_c=c_prev.copy(),
         x=x, is_2d=is_2d, W=W, RW=RW, b=b, b_shape=b_shape, H=H, T=T, mb=mb, n_in=n_in,
         h0=h_given, c0=c_given, peepholes=peepholes, activation=activation,
-        gate_activation=gate_activation, mask=m, forwards=forwards, **rec)
+        gate_activation=gate_activation, mask=m, forwards=forwards, Wp=Wp,
+        peep=peep if peepholes else None, **rec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,17 +338,20 @@ def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=
     if eps.ndim == 2:
         eps = eps[:, :, None]
     mb, H, T, n_in = fwd.mb, fwd.H, fwd.T, fwd.n_in
-    assert eps.shape == (mb, H, T)
+    Wp = fwd.Wp
+    P = H if Wp is None else Wp.shape[1]
+    assert eps.shape == (mb, P, T)
     W, RW, x, m = fwd.W, fwd.RW, fwd.x, fwd.mask
     peep = fwd.peepholes
     rw_ifog = RW[:, :4 * H]                      # wIFOG
     if peep:
-        w_ff, w_oo, w_gg = RW[:, 4 * H], RW[:, 4 * H + 1], RW[:, 4 * H + 2]
+        w_ff, w_oo, w_gg = fwd.peep[:, 0], fwd.peep[:, 1], fwd.peep[:, 2]
+    wp_grad = None if Wp is None else np.zeros_like(Wp)
+    peep_grad = np.zeros((H, 3))
     dafn = ACTIVATIONS[fwd.activation][1]
     gate = fwd.gate_activation
-    zeros = np.zeros((mb, H))
-    h_first = zeros if fwd.h0 is None else fwd.h0
-    c_first = zeros if fwd.c0 is None else fwd.c0
+    h_first = np.zeros((mb, P)) if fwd.h0 is None else fwd.h0
+    c_first = np.zeros((mb, H)) if fwd.c0 is None else fwd.c0
 
     def time_of(it):
         return it if fwd.forwards else T - it - 1
@@ -368,6 +386,9 @@ def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=
             nabla_out = nabla_out + m_t * _f64(grad_last_h)
         if not is_last:
             nabla_out = nabla_out + delta_next @ rw_ifog.T
+        if Wp is not None:                       # through the projection h = r . Wp
+            wp_grad += fwd.r[t].T @ nabla_out
+            nabla_out = nabla_out @ Wp.T
         # output gate delta
         delta_o = nabla_out * fwd.c_act[t] * _gate_derivative(gate, fwd.oz[t], fwd.oa[t])
         # memory cell error: afn'(stored, masked c) * oa * nablaOut
@@ -391,9 +412,9 @@ def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=
         iw_grad += x_t.T @ delta
         rw_grad[:, :4 * H] += h_prev.T @ delta
         if peep:
-            rw_grad[:, 4 * H] += np.sum(delta[:, H:2 * H] * c_prev, axis=0)
-            rw_grad[:, 4 * H + 2] += np.sum(delta[:, 3 * H:] * c_prev, axis=0)
-            rw_grad[:, 4 * H + 1] += np.sum(delta[:, 2 * H:3 * H] * c_curr, axis=0)
+            peep_grad[:, 0] += np.sum(delta[:, H:2 * H] * c_prev, axis=0)
+            peep_grad[:, 2] += np.sum(delta[:, 3 * H:] * c_prev, axis=0)
+            peep_grad[:, 1] += np.sum(delta[:, 2 * H:3 * H] * c_curr, axis=0)
         b_grad += np.sum(delta, axis=0)
         e = delta @ W.T
         if m is not None:
@@ -401,7 +422,7 @@ def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=
         eps_next[:, :, t] = e
         delta_next, nabla_next = delta, nabla
 
-    dh0 = np.zeros((mb, H))
+    dh0 = np.zeros((mb, P))
     dc0 = np.zeros((mb, H))
     if end_idx == 0:
         t0 = time_of(0)
@@ -411,9 +432,12 @@ def ref_backward(fwd, epsilon, tbptt_length=None, grad_last_h=None, grad_last_c=
             dc0 = dc0 + delta_next[:, H:2 * H] * w_ff[None, :] + delta_next[:, 3 * H:] * w_gg[None, :]
         dh0 = delta_next @ rw_ifog.T
 
+    if peep and Wp is None:
+        rw_grad[:, 4 * H:] = peep_grad
     return SimpleNamespace(
         input_weights=iw_grad, recurrent_weights=rw_grad, bias=b_grad.reshape(fwd.b_shape),
-        input=eps_next[:, :, 0] if fwd.is_2d else eps_next, h0=dh0, c0=dc0)
+        input=eps_next[:, :, 0] if fwd.is_2d else eps_next, h0=dh0, c0=dc0,
+        projection_weights=wp_grad, peephole_weights=peep_grad if peep and Wp is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,10 +452,10 @@ def ref_forward_lengths(x, W, RW, b, lengths, h0=None, c0=None, **options):
     final state (h0 / c0 when the length is 0). ``options`` as ref_forward's (no mask)."""
     x = _f64(x)
     mb, _, T = x.shape
-    H = np.shape(RW)[0]
-    h_all = np.zeros((mb, H)) if h0 is None else _f64(h0)
+    H, P = np.shape(W)[1] // 4, np.shape(RW)[0]        # P: the size of h (a projection's)
+    h_all = np.zeros((mb, P)) if h0 is None else _f64(h0)
     c_all = np.zeros((mb, H)) if c0 is None else _f64(c0)
-    output = np.zeros((mb, H, T))
+    output = np.zeros((mb, P, T))
     last_h, last_c = h_all.copy(), c_all.copy()
     runs = []
     for m, length in enumerate(int(n) for n in lengths):
@@ -443,20 +467,24 @@ def ref_forward_lengths(x, W, RW, b, lengths, h0=None, c0=None, **options):
             last_h[m], last_c[m] = run.last_h[0], run.last_c[0]
         runs.append(run)
     return SimpleNamespace(output=output, last_h=last_h, last_c=last_c, runs=runs, T=T, H=H,
-                           W=_f64(W), RW=_f64(RW), b_shape=np.shape(b), x_shape=x.shape)
+                           W=_f64(W), RW=_f64(RW), b_shape=np.shape(b), x_shape=x.shape,
+                           Wp=_f64(options.get("projection_weights")),
+                           peep=_f64(options.get("peephole_weights")))
 
 
 def ref_backward_lengths(fwd, epsilon, grad_last_h=None, grad_last_c=None):
     """The backward pass of ref_forward_lengths: each example's ref_backward on its own steps,
     the parameter gradients summed over the examples."""
     eps = _f64(epsilon)
-    mb, H, T = eps.shape
-    glh = np.zeros((mb, H)) if grad_last_h is None else _f64(grad_last_h)
-    glc = np.zeros((mb, H)) if grad_last_c is None else _f64(grad_last_c)
+    mb, P, T = eps.shape
+    glh = np.zeros((mb, P)) if grad_last_h is None else _f64(grad_last_h)
+    glc = np.zeros((mb, fwd.H)) if grad_last_c is None else _f64(grad_last_c)
     out = SimpleNamespace(input_weights=np.zeros_like(fwd.W),
                           recurrent_weights=np.zeros_like(fwd.RW),
                           bias=np.zeros(fwd.b_shape), input=np.zeros(fwd.x_shape),
-                          h0=glh.copy(), c0=glc.copy())
+                          h0=glh.copy(), c0=glc.copy(),
+                          projection_weights=None if fwd.Wp is None else np.zeros_like(fwd.Wp),
+                          peephole_weights=None if fwd.peep is None else np.zeros_like(fwd.peep))
     for m, run in enumerate(fwd.runs):
         if run is None:
             continue             # length 0: last_h, last_c are h0, c0
@@ -465,6 +493,10 @@ def ref_backward_lengths(fwd, epsilon, grad_last_h=None, grad_last_c=None):
         out.input_weights += g.input_weights
         out.recurrent_weights += g.recurrent_weights
         out.bias += g.bias
+        if fwd.Wp is not None:
+            out.projection_weights += g.projection_weights
+        if fwd.peep is not None:
+            out.peephole_weights += g.peephole_weights
         out.input[m, :, :run.T] = g.input[0]
         out.h0[m], out.c0[m] = g.h0[0], g.c0[0]
     return out

@@ -314,6 +314,24 @@ def test_inference_forward_with_caller_workspace(ds, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("forwards", [True, False])
+def test_forward_with_lengths_through_the_options(ds, dtype, forwards):
+    case = make_case(9, dtype, minibatch=4, n_in=3, hidden=5, time_steps=6, peepholes=False)
+    lengths = np.array([6, 2, 0, 4], dtype=np.intp)
+    W, RW = case["W"], case["RW"]
+    output, last_h, last_c = ds.forward_lengths(case["x"], W, RW, case["b"], lengths,
+                                                forwards=forwards)
+    fwd = lstmfast.lstm_forward(case["x"], W, RW, case["b"], lengths=lengths, forwards=forwards)
+    rtol = RTOL64 if dtype == np.float64 else RTOL32
+    np.testing.assert_allclose(output, fwd.output, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(last_h, fwd.last_h, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(last_c, fwd.last_c, rtol=rtol, atol=rtol)
+    assert not output[1, :, 2:].any() and not output[2].any()
+    with pytest.raises(ValueError, match="every length must be in 0..T"):
+        ds.forward_lengths(case["x"], W, RW, case["b"], np.array([7, 0, 0, 0], dtype=np.intp))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("peepholes", [True, False])
 def test_lstm_step_streaming_matches_a_whole_sequence(ds, dtype, peepholes):
     case = make_case(11, dtype, minibatch=3, n_in=4, hidden=6, time_steps=20,

@@ -19,6 +19,7 @@ from lstmfast.kernels cimport (
     lstm_forward, lstm_backward, lstm_step,
     lstm_tuning, lstm_report, lstm_default_tuning, lstm_forward_workspace_size_ex,
     lstm_backward_workspace_size_ex, lstm_forward_ex, lstm_backward_ex,
+    lstm_options, lstm_default_options, lstm_forward_workspace_size_ex2, lstm_forward_ex2,
     LSTM_OK, LSTM_ERR_ARGUMENT, LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
     ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
 
@@ -179,6 +180,48 @@ def forward(floating[:, :, :] x, floating[:, :] input_weights, floating[:, :] re
                               NULL, &workspace[0])          # no cache: inference
     if status != LSTM_OK:
         raise KernelError("lstm_forward", status)
+    return np.asarray(output), np.asarray(last_h), np.asarray(last_c)
+
+
+def forward_lengths(floating[:, :, :] x, floating[:, :] input_weights,
+                    floating[:, :] recurrent_weights, floating[:] bias, Py_ssize_t[::1] lengths,
+                    *, bint forwards=True):
+    """Inference with per-example lengths (lstm_options, lstm_forward_ex2): example m's steps
+    are x[m, :, :lengths[m]]; outputs after them are zero and last_h / last_c are its state
+    after its last valid step."""
+    dtype = np.float32 if floating is float else np.float64
+    cdef Py_ssize_t item = sizeof(floating), m
+    cdef lstm_dims d = make_dims(x.shape[0], x.shape[1], recurrent_weights.shape[0], x.shape[2],
+                                 0, forwards, ACT_TANH, ACT_SIGMOID)
+    check_operands(&d, input_weights.shape, recurrent_weights.shape, bias.shape[0], None, None,
+                   None)
+    require(lengths.shape[0] == d.minibatch, "lengths must be [minibatch]")
+    for m in range(d.minibatch):
+        require(0 <= lengths[m] <= d.time_steps, "every length must be in 0..T")
+    cdef Py_ssize_t ld_w = leading_dimension(d.n_in, input_weights.strides, item, "input_weights")
+    cdef Py_ssize_t ld_rw = leading_dimension(d.hidden, recurrent_weights.strides, item,
+                                              "recurrent_weights")
+    cdef lstm_options options = lstm_default_options()     # then set the fields used
+    options.lengths = &lengths[0]
+    options.lengths_stride = 1
+    cdef floating[:, :, ::1] output = np.empty((d.minibatch, d.hidden, d.time_steps), dtype)
+    cdef floating[:, ::1] last_h = np.empty((d.minibatch, d.hidden), dtype)
+    cdef floating[:, ::1] last_c = np.empty((d.minibatch, d.hidden), dtype)
+    cdef floating[::1] workspace = np.empty(
+        lstm_forward_workspace_size_ex2(&d, 0, NULL, &options), dtype)
+    cdef lstm_strides none
+    none.minibatch = none.feature = none.time = 0
+    cdef int status
+    with nogil:
+        status = lstm_forward_ex2(&d, &x[0, 0, 0], strides3(x.strides, item),
+                                  &input_weights[0, 0], ld_w, &recurrent_weights[0, 0], ld_rw,
+                                  &bias[0], bias.strides[0] // item, NULL, none, NULL, none,
+                                  NULL, none, &output[0, 0, 0], strides3(output.strides, item),
+                                  &last_h[0, 0], strides2(last_h.strides, item),
+                                  &last_c[0, 0], strides2(last_c.strides, item),
+                                  NULL, &workspace[0], NULL, NULL, NULL, &options)
+    if status != LSTM_OK:
+        raise KernelError("lstm_forward_ex2", status)
     return np.asarray(output), np.asarray(last_h), np.asarray(last_c)
 
 
