@@ -66,3 +66,19 @@ def test_errors_name_the_argument():
         pass_buffer_sizes(1, 1, 1, 1, lengths=[3])
     with pytest.raises(ValueError, match="problem too large"):
         pass_buffer_sizes(2 ** 40, 1, 1, 2 ** 30)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_projection_sizes_are_the_kernels_projected_sizes(dtype):
+    mb, n_in, h, steps, proj = 4, 6, 9, 5, 3
+    item = np.dtype(dtype).itemsize
+    sizes = pass_buffer_sizes(mb, n_in, h, steps, dtype=dtype, projection=proj)
+    assert sizes.cache == kernels.cache_size(mb, n_in, h, steps, proj) * item
+    assert sizes.forward_workspace_training == \
+        kernels.forward_workspace_size(mb, n_in, h, steps, True, None, proj) * item
+    assert sizes.backward_workspace == \
+        kernels.backward_workspace_size(mb, n_in, h, steps, None, None, proj) * item
+    # a projected pass keeps r = o * act(c) per step: its cache differs from the plain pass's
+    assert sizes.cache != pass_buffer_sizes(mb, n_in, h, steps, dtype=dtype).cache
+    with pytest.raises(ValueError, match="projection: expected an integer >= 0, got -1"):
+        pass_buffer_sizes(mb, n_in, h, steps, projection=-1)
