@@ -42,10 +42,9 @@ import numpy as np
 
 from lstmfast._blas cimport fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
-from lstmfast._activations cimport (activate_array, lf_select_variant, lf_avx2_allowed,
-                                    lf_exp_array_f32, lf_exp_array_f64,
+from lstmfast._activations cimport (activate_array, lf_exp_array_f32, lf_exp_array_f64,
                                     lf_packed_gemm_available)
-from lstmfast._cells cimport lf_cells_select
+from lstmfast._cells cimport lf_select_isa, lf_cpu_isa, lf_isa_names, LF_ISA_AVX512
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._products cimport _recurrent_product, _pack_weights
@@ -67,10 +66,13 @@ _BLAS_BUFFER_CHECK = _team_module.BLAS_BUFFER_CHECK
 
 import os as _os
 import operator
-# AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
-# (each compiled module chooses its own copy of the variants: lstmfast._forward and _backward too)
-_AVX2_ACTIVE = lf_select_variant(lf_avx2_allowed())
-lf_cells_select(_AVX2_ACTIVE)
+# The instruction set of the vectorised math, the packed products and the cells: the CPU's best
+# (AVX-512, AVX2+FMA, the baseline), LSTMFAST_ISA may lower it (each compiled module chooses its
+# own copy of the variants by the same rule: lstmfast._forward and _backward too)
+_ISA_NAMES = tuple(lf_isa_names[level].decode() for level in range(LF_ISA_AVX512 + 1))
+
+
+_ISA = _ISA_NAMES[lf_select_isa()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -694,8 +696,16 @@ set_num_threads(_default_threads())
 
 
 def simd_variant():
-    """The variant of the vectorised exp/tanh/sigmoid in use: 'avx2+fma' or 'portable'."""
-    return "avx2+fma" if _AVX2_ACTIVE else "portable"
+    """The variant of the vectorised exp/tanh/sigmoid, the packed products and the fused cells
+    in use: 'avx512' (AVX-512 F/BW/VL/DQ), 'avx2+fma' or 'portable' (baseline x86-64, BLAS for
+    every product). LSTMFAST_ISA=avx2 or baseline lowers it (for a process, read at import)."""
+    return {"avx512": "avx512", "avx2": "avx2+fma", "baseline": "portable"}[_ISA]
+
+
+def isa_levels():
+    """The instruction sets this CPU and its OS support, lowest first (names as LSTMFAST_ISA
+    takes them): e.g. ('baseline', 'avx2', 'avx512')."""
+    return _ISA_NAMES[:lf_cpu_isa() + 1]
 
 
 def vector_math(str function, values):
