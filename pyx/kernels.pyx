@@ -72,6 +72,20 @@ import operator
 _ISA_NAMES = tuple(lf_isa_names[level].decode() for level in range(LF_ISA_AVX512 + 1))
 
 
+def _check_isa_variable():
+    value = _os.environ.get("LSTMFAST_ISA", "")
+    if value and value not in _ISA_NAMES:
+        import warnings
+        warnings.warn(f"LSTMFAST_ISA={value!r} is not an instruction set lstmfast knows; allowed: "
+                      f"{', '.join(_ISA_NAMES)} (or unset: the best the CPU has). Using the best "
+                      f"the CPU has.", RuntimeWarning, stacklevel=2)
+    elif value and _ISA_NAMES.index(value) > lf_cpu_isa():
+        import warnings
+        warnings.warn(f"LSTMFAST_ISA={value!r}: this CPU (or its OS) supports only up to "
+                      f"{_ISA_NAMES[lf_cpu_isa()]!r}; using that.", RuntimeWarning, stacklevel=2)
+
+
+_check_isa_variable()
 _ISA = _ISA_NAMES[lf_select_isa()]
 
 
@@ -748,7 +762,8 @@ cdef void _vector_math_typed(const floating* x, floating* y, Py_ssize_t n, int k
 def _time_recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t repeats,
                             str kind, dtype=np.float32):
     """Seconds per call of the per-step recurrent product C[M, N] += A[M, K] B[K, N] with the
-    packed AVX2 kernel ('packed') or OpenBLAS ('blas'): a benchmark helper, no Python in the loop."""
+    packed kernel of the path in use ('packed') or OpenBLAS ('blas'): a benchmark helper, no Python
+    in the loop."""
     import time
     cdef cnp.ndarray a = np.asfortranarray(np.random.default_rng(0).standard_normal((M, K)), dtype=dtype)
     cdef cnp.ndarray b = np.asfortranarray(np.random.default_rng(1).standard_normal((K, N)), dtype=dtype)

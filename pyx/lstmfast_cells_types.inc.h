@@ -16,6 +16,11 @@
 #undef LF_ISA
 #undef LF_TARGET
 
+#define LF_ISA avx512
+#define LF_TARGET LF_TARGET_AVX512
+#include "lstmfast_cells.inc.h"
+#undef LF_ISA
+#undef LF_TARGET
 #endif
 
 typedef void (*LF_TYPED(lf_forward_cells_fn))(ptrdiff_t, ptrdiff_t, LF_T*, LF_T*, LF_T*,
@@ -40,6 +45,9 @@ static void LF_TYPED(lf_cells_select)(int level)
     if (level == LF_ISA_AVX2) {
         LF_TYPED(lf_forward_cells) = LF_VARIANT(lf_forward_cells, avx2);
         LF_TYPED(lf_backward_cells) = LF_VARIANT(lf_backward_cells, avx2);
+    } else if (level == LF_ISA_AVX512) {
+        LF_TYPED(lf_forward_cells) = LF_VARIANT(lf_forward_cells, avx512);
+        LF_TYPED(lf_backward_cells) = LF_VARIANT(lf_backward_cells, avx512);
     }
 #else
     (void)level;

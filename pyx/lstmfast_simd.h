@@ -273,7 +273,7 @@ static int lf_simd_level = LF_ISA_BASELINE;
 static int lf_select_simd(int level)
 {
 #if LF_HAVE_DISPATCH
-    int chosen = level > LF_ISA_AVX2 ? LF_ISA_AVX2 : level;
+    int chosen = level > LF_ISA_AVX512 ? LF_ISA_AVX512 : level;
 #else
     int chosen = LF_ISA_BASELINE;
     (void)level;

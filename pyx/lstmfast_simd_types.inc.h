@@ -20,6 +20,14 @@
 #undef LF_TARGET
 #undef LF_LEVEL
 
+#define LF_ISA avx512
+#define LF_TARGET LF_TARGET_AVX512
+#define LF_LEVEL LF_ISA_AVX512
+#include "lstmfast_math.inc.h"
+#include "lstmfast_gemm.inc.h"
+#undef LF_ISA
+#undef LF_TARGET
+#undef LF_LEVEL
 #endif
 
 /* ---- the packings in plain C (element (k, n) of B at B[k * sk + n * sn]) */
@@ -62,6 +70,10 @@ static void LF_TYPED(lf_select_simd)(int level)
         LF_TYPED(lf_tanh_array) = LF_VARIANT(lf_tanh_array, avx2);
         LF_TYPED(lf_sigmoid_array) = LF_VARIANT(lf_sigmoid_array, avx2);
         LF_TYPED(lf_exp_array) = LF_VARIANT(lf_exp_array, avx2);
+    } else if (level == LF_ISA_AVX512) {
+        LF_TYPED(lf_tanh_array) = LF_VARIANT(lf_tanh_array, avx512);
+        LF_TYPED(lf_sigmoid_array) = LF_VARIANT(lf_sigmoid_array, avx512);
+        LF_TYPED(lf_exp_array) = LF_VARIANT(lf_exp_array, avx512);
     }
 #else
     (void)level;
@@ -76,6 +88,10 @@ static void LF_TYPED(lf_pack_rows)(const LF_T* B, ptrdiff_t sk, ptrdiff_t sn, pt
 #if LF_HAVE_DISPATCH
     if (sk == 1 && lf_simd_level == LF_ISA_AVX2) {
         LF_VARIANT(lf_pack_rows, avx2)(B, sn, K, N, Bp);
+        return;
+    }
+    if (sk == 1 && lf_simd_level == LF_ISA_AVX512) {
+        LF_VARIANT(lf_pack_rows, avx512)(B, sn, K, N, Bp);
         return;
     }
 #endif
@@ -96,6 +112,9 @@ static inline void LF_TYPED(lf_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     if (lf_simd_level == LF_ISA_AVX2)
         LF_VARIANT(lf_gemm_packed, avx2)(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias,
                                          a_pack, a_packed);
+    else if (lf_simd_level == LF_ISA_AVX512)
+        LF_VARIANT(lf_gemm_packed, avx512)(M, N, K, A, lda, Bp, C, ldc, addend, ld_addend, bias,
+                                           a_pack, a_packed);
 #else
     (void)M; (void)N; (void)K; (void)A; (void)lda; (void)Bp; (void)C; (void)ldc; (void)addend;
     (void)ld_addend; (void)bias; (void)a_pack; (void)a_packed;
