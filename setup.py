@@ -49,14 +49,17 @@ def write_blas_int_pxd():
 
 write_blas_int_pxd()
 
-# Portable code generation only: no -march=native (the wheel must run on any x86-64). The AVX2/FMA
-# variants of the element-wise loops are chosen at run time (see pyx/kernels.pyx).
+# Portable code generation only: no -march=native (the wheel must run on any x86-64). The vector
+# variants (AVX2+FMA, ...) are compiled with function-level target attributes and chosen at run
+# time (pyx/lstmfast_isa.h).
 compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] if sys.platform != "win32" else ["/O2"]
 
 # pyx/<module>.pyx compiles as lstmfast.<module> against lstmfast/<module>.pxd: kernels (the C API
 # and the Python entry), _team (the one thread team), _forward and _backward (the passes). The
 # inline .pxd they share (cells, layout, products, team) need the headers in pyx/.
-SHARED = ["pyx/lstmfast_simd.h", "pyx/lstmfast_cells.h", "pyx/lstmfast_team.h",
+SHARED = ["pyx/lstmfast_isa.h", "pyx/lstmfast_simd.h", "pyx/lstmfast_simd_types.inc.h",
+          "pyx/lstmfast_math.inc.h", "pyx/lstmfast_gemm.inc.h", "pyx/lstmfast_cells.h",
+          "pyx/lstmfast_cells_types.inc.h", "pyx/lstmfast_cells.inc.h", "pyx/lstmfast_team.h",
           "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd",
           "lstmfast/_cells.pxd", "lstmfast/_layout.pxd", "lstmfast/_products.pxd",
           "lstmfast/_team.pxd", "lstmfast/_forward.pxd", "lstmfast/_backward.pxd"]

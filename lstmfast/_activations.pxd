@@ -6,7 +6,6 @@
 # Derivatives take both the pre-activation x and the activation y = f(x): where f' is cheaper from
 # y (tanh, sigmoid) it is computed from y, as the seed does (TimesOneMinus on the gate activation).
 from cython cimport floating
-from libc.stdlib cimport getenv
 from libc.math cimport (exp, expf, expm1, expm1f, log1p, log1pf, fabs, fabsf, NAN)
 
 from lstmfast.kernels cimport (
@@ -14,16 +13,8 @@ from lstmfast.kernels cimport (
     ACT_SELU, ACT_SOFTPLUS, ACT_IDENTITY, ACT_HARDTANH, ACT_CUBE, ACT_RECTIFIEDTANH,
     ACT_RATIONALTANH)
 
-cdef inline int lf_avx2_allowed() noexcept nogil:
-    """1 unless LSTMFAST_DISABLE_AVX2 is set to something other than "" or "0" (then the
-    portable variants are used): the argument of lf_select_variant in every compiled module."""
-    cdef const char* value = getenv("LSTMFAST_DISABLE_AVX2")
-    if value == NULL or value[0] == 0 or (value[0] == c'0' and value[1] == 0):
-        return 1
-    return 0
-
-
-# Vectorised exp/tanh/sigmoid array functions (pyx/lstmfast_simd.h), AVX2+FMA chosen at run time.
+# Vectorised exp/tanh/sigmoid array functions (pyx/lstmfast_simd.h), the instruction set chosen
+# at run time (lf_select_isa in lstmfast/_cells.pxd).
 cdef extern from "lstmfast_simd.h" nogil:
     void lf_tanh_array_f64(const double* x, double* y, Py_ssize_t n)
     void lf_sigmoid_array_f64(const double* x, double* y, Py_ssize_t n)
@@ -31,9 +22,8 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_tanh_array_f32(const float* x, float* y, Py_ssize_t n)
     void lf_sigmoid_array_f32(const float* x, float* y, Py_ssize_t n)
     void lf_exp_array_f32(const float* x, float* y, Py_ssize_t n)
-    int lf_select_variant(int allow_avx2)
     int lf_load_flag(const int* flag)
-    # the recurrent GEMM on weights packed once per pass (AVX2+FMA only)
+    # the recurrent GEMM on weights packed once per pass (vector instruction sets only)
     int lf_packed_gemm_available
     # below LF_SMALL_M rows of A the weights are packed as rows padded to 8 (lf_pack_rows_*)
     Py_ssize_t LF_SMALL_M

@@ -382,3 +382,26 @@ if hasattr(os, "register_at_fork"):
 # Found at import (NumPy's copy is loaded with NumPy, SciPy's with lstmfast._team), not in the
 # first call that holds them: a call refused for its size must allocate next to nothing.
 libraries()
+
+
+def default_team_threads(limit):
+    """LSTMFAST_NUM_THREADS; else OMP_NUM_THREADS when it is a plain positive integer (torchrun
+    and most job launchers set it to give each process its share of the cores); else the CPUs
+    this process may run on. At most `limit` (the team's LF_TEAM_MAX)."""
+    value = os.environ.get("LSTMFAST_NUM_THREADS", "").strip()
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"LSTMFAST_NUM_THREADS: expected an integer, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"LSTMFAST_NUM_THREADS: expected at least 1, got {threads}")
+    elif omp.isdigit() and int(omp) >= 1:
+        threads = int(omp)
+    else:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            threads = os.cpu_count() or 1
+    return max(1, min(threads, limit))

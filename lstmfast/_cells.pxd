@@ -25,7 +25,11 @@ cdef extern from "lstmfast_cells.h" nogil:
                                const double* delta_next, const double* cell_error_next,
                                const double* peep, const double* cell_error_extra, double* delta,
                                double* cell_error)
-    void lf_cells_select(int avx2)
+    # choose every vectorised variant for the CPU (LSTMFAST_ISA may lower it); the level in use
+    int lf_select_isa()
+    int LF_ISA_BASELINE, LF_ISA_AVX2, LF_ISA_AVX512
+    int lf_cpu_isa()
+    const char* lf_isa_names[3]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def collect():
         cpus=affinity,
         dtypes=["float32", "float64"],
         simd=kernels.simd_variant(),
+        isa_levels=list(kernels.isa_levels()),
         lstmfast_threads=kernels.get_num_threads(),
         blas=_blas_from_threadpoolctl(),
         blas_build=_blas_from_scipy_config(),
@@ -102,12 +103,18 @@ def run(out=None):
     say("python", f"{info['python']}, numpy {info['numpy']}, scipy {info['scipy']}")
     say("cpu", f"{info['machine']}, {info['cpus']} usable cores")
     say("dtypes", ", ".join(info["dtypes"]) + " (every layer and kernel, chosen by the weights' dtype)")
-    if info["simd"] == "avx2+fma":
-        fast = "active (avx2+fma): vectorised exp/tanh/sigmoid, recurrent GEMMs on packed weights"
-    elif os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0"):
-        fast = "not active (portable): turned off by LSTMFAST_DISABLE_AVX2"
+    names = {"avx512": "AVX-512", "avx2+fma": "AVX2+FMA"}
+    if info["simd"] in names:
+        fast = (f"active ({info['simd']}): vectorised exp/tanh/sigmoid, fused cells, recurrent "
+                f"GEMMs on packed weights, {names[info['simd']]} code chosen at run time")
     else:
-        fast = "not active (portable): the CPU or the build lacks AVX2/FMA"
+        fast = "not active (portable): baseline x86-64 code, BLAS for every product"
+    limit = os.environ.get("LSTMFAST_ISA", "")
+    if os.environ.get("LSTMFAST_DISABLE_AVX2", "") not in ("", "0"):
+        fast += "; lowered by LSTMFAST_DISABLE_AVX2"
+    elif limit:
+        fast += f"; LSTMFAST_ISA={limit}"
+    fast += f" (this CPU: {', '.join(info['isa_levels'])})"
     say("fast path", fast)
     say("threads", f"{info['lstmfast_threads']} for each pass's time loop (lstmfast.set_num_threads, "
                    "LSTMFAST_NUM_THREADS); OpenBLAS at one thread while a pass uses them")

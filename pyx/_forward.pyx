@@ -7,7 +7,6 @@ from libc.stdlib cimport malloc, free
 from cython cimport floating
 
 from lstmfast._blas cimport gemm, fits_blas_int
-from lstmfast._activations cimport lf_select_variant, lf_avx2_allowed
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._products cimport *
@@ -15,11 +14,11 @@ from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report
                                LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
-from lstmfast._cells cimport _forward_cells, lf_cells_select
+from lstmfast._cells cimport _forward_cells, lf_select_isa
 
 # this module's copies of the vectorised math, the packed kernel and the cells: the variants
 # lstmfast.kernels chose too (the same rule)
-lf_cells_select(lf_select_variant(lf_avx2_allowed()))
+lf_select_isa()
 
 
 # What the threads of a forward time loop share: the steps s0..s1-1 of one projection chunk.

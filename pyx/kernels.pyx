@@ -17,9 +17,8 @@ import numpy as np
 
 from lstmfast._blas cimport fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
-from lstmfast._activations cimport (activate_array, lf_select_variant, lf_avx2_allowed,
-                                    lf_exp_array_f32, lf_exp_array_f64)
-from lstmfast._cells cimport lf_cells_select
+from lstmfast._activations cimport activate_array, lf_exp_array_f32, lf_exp_array_f64
+from lstmfast._cells cimport lf_select_isa, lf_cpu_isa, lf_isa_names, LF_ISA_AVX512
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._forward cimport run_forward
@@ -40,10 +39,20 @@ _BLAS_BUFFER_CHECK = _team_module.BLAS_BUFFER_CHECK
 
 import os as _os
 import operator
-# AVX2+FMA variants of the vectorised math when the CPU has them (LSTMFAST_DISABLE_AVX2=1: portable)
-# (each compiled module chooses its own copy of the variants: lstmfast._forward and _backward too)
-_AVX2_ACTIVE = lf_select_variant(lf_avx2_allowed())
-lf_cells_select(_AVX2_ACTIVE)
+import warnings as _warnings
+# The instruction set of the vectorised math, the packed products and the cells: the CPU's best
+# (AVX-512, AVX2+FMA, the baseline); LSTMFAST_ISA may lower it (lstmfast._forward and _backward
+# choose their own copies of the variants by the same rule)
+_ISA_NAMES = tuple(lf_isa_names[level].decode() for level in range(LF_ISA_AVX512 + 1))
+_isa_wanted = _os.environ.get("LSTMFAST_ISA", "")
+if _isa_wanted and _isa_wanted not in _ISA_NAMES:
+    _warnings.warn(f"LSTMFAST_ISA={_isa_wanted!r} is not an instruction set lstmfast knows; allowed: "
+                   f"{', '.join(_ISA_NAMES)} (or unset: the best the CPU has). Using the best the "
+                   f"CPU has.", RuntimeWarning, stacklevel=2)
+elif _isa_wanted and _ISA_NAMES.index(_isa_wanted) > lf_cpu_isa():
+    _warnings.warn(f"LSTMFAST_ISA={_isa_wanted!r}: this CPU (or its OS) supports only up to "
+                   f"{_ISA_NAMES[lf_cpu_isa()]!r}; using that.", RuntimeWarning, stacklevel=2)
+_ISA = _ISA_NAMES[lf_select_isa()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -772,35 +781,22 @@ def get_num_threads():
     return _team_threads
 
 
-def _default_threads():
-    """LSTMFAST_NUM_THREADS; else OMP_NUM_THREADS when it is a plain positive integer (torchrun
-    and most job launchers set it to give each process its share of the cores); else the CPUs
-    this process may run on. At most LF_TEAM_MAX."""
-    value = _os.environ.get("LSTMFAST_NUM_THREADS", "").strip()
-    omp = _os.environ.get("OMP_NUM_THREADS", "").strip()
-    if value:
-        try:
-            threads = int(value)
-        except ValueError:
-            raise ValueError(f"LSTMFAST_NUM_THREADS: expected an integer, got {value!r}") from None
-        if threads < 1:
-            raise ValueError(f"LSTMFAST_NUM_THREADS: expected at least 1, got {threads}")
-    elif omp.isdigit() and int(omp) >= 1:
-        threads = int(omp)
-    else:
-        try:
-            threads = len(_os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            threads = _os.cpu_count() or 1
-    return max(1, min(threads, LF_TEAM_MAX))
-
-
-set_num_threads(_default_threads())
+# at import: LSTMFAST_NUM_THREADS, else OMP_NUM_THREADS, else the usable CPUs
+from lstmfast._blas_threads import default_team_threads as _default_threads
+set_num_threads(_default_threads(LF_TEAM_MAX))
 
 
 def simd_variant():
-    """The variant of the vectorised exp/tanh/sigmoid in use: 'avx2+fma' or 'portable'."""
-    return "avx2+fma" if _AVX2_ACTIVE else "portable"
+    """The variant of the vectorised exp/tanh/sigmoid, the packed products and the fused cells
+    in use: 'avx512' (AVX-512 F/BW/VL/DQ), 'avx2+fma' or 'portable' (baseline x86-64, BLAS for
+    every product). LSTMFAST_ISA=avx2 or baseline lowers it (for a process, read at import)."""
+    return {"avx512": "avx512", "avx2": "avx2+fma", "baseline": "portable"}[_ISA]
+
+
+def isa_levels():
+    """The instruction sets this CPU and its OS support, lowest first (names as LSTMFAST_ISA
+    takes them): e.g. ('baseline', 'avx2', 'avx512')."""
+    return _ISA_NAMES[:lf_cpu_isa() + 1]
 
 
 def vector_math(str function, values):

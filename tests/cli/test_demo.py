@@ -146,7 +146,7 @@ def test_info(capsys):
     assert status == 0
     assert lstmfast.__version__ in out
     assert "float32, float64" in out
-    assert re.search(r"fast path: +(active \(avx2\+fma\)|not active \(portable\))", out), out
+    assert re.search(r"fast path: +(active \((avx512|avx2\+fma)\)|not active \(portable\))", out), out
     assert "BLAS" in out
 
 

@@ -99,14 +99,15 @@ def _run(problem, epsilon, tuning=None):
 # weights are packed as rows, a column-major W / RW through 8 x 8 (float) / 4 x 4 (double)
 # register transposes: whole blocks only (16, 8), whole blocks and a partial block of k and of
 # columns (17, 33; 5, 13), partial blocks only (3, 2)
-PACKED_CASES = ([(m, 5, 13) for m in (1, 3, 16, 19, 40, 70, 130)]
+# (32, 6, 12), (40, 5, 14): the AVX-512 tile's two panels whole, and its second panel partial
+PACKED_CASES = ([(m, 5, 13) for m in (1, 3, 16, 19, 40, 70, 130)] + [(32, 6, 12), (40, 5, 14)]
                 + [(m, n_in, h) for m in (1, 2, 3) for n_in, h in ((16, 8), (17, 33), (3, 2))])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("minibatch, n_in, hidden", PACKED_CASES)
 def test_packed_recurrent_gemm_matches_blas(dtype, minibatch, n_in, hidden):
-    """The packed AVX2 kernel and OpenBLAS give the same passes to rounding."""
+    """The packed kernel (AVX2 or AVX-512) and OpenBLAS give the same passes to rounding."""
     problem, epsilon = _problem(dtype, mb=minibatch, n_in=n_in, h=hidden)
     with_blas = _run(problem, epsilon, {"packed_gemm": 0})
     with_packed = _run(problem, epsilon, {"packed_gemm": 1})

@@ -1,0 +1,55 @@
+/*
+ * Template: for one element type (LF_T, LF_SFX), the fused cells on every instruction set, the
+ * variants in use and their choice (see lstmfast_cells.h).
+ */
+
+#define LF_ISA baseline
+#define LF_TARGET
+#include "lstmfast_cells.inc.h"
+#undef LF_ISA
+#undef LF_TARGET
+
+#if LF_HAVE_DISPATCH
+#define LF_ISA avx2
+#define LF_TARGET LF_TARGET_AVX2
+#include "lstmfast_cells.inc.h"
+#undef LF_ISA
+#undef LF_TARGET
+
+#define LF_ISA avx512
+#define LF_TARGET LF_TARGET_AVX512
+#include "lstmfast_cells.inc.h"
+#undef LF_ISA
+#undef LF_TARGET
+#endif
+
+typedef void (*LF_TYPED(lf_forward_cells_fn))(ptrdiff_t, ptrdiff_t, LF_T*, LF_T*, LF_T*,
+                                              const LF_T*, const LF_T*, LF_T*, LF_T*);
+typedef void (*LF_TYPED(lf_backward_cells_fn))(ptrdiff_t, ptrdiff_t, const LF_T*, const LF_T*,
+                                               const LF_T*, const LF_T*, const LF_T*,
+                                               const LF_T*, const LF_T*, const LF_T*,
+                                               const LF_T*, LF_T*, LF_T*);
+
+/* The variants in use; written once by lf_select_isa (at module import), read-only after. */
+static LF_TYPED(lf_forward_cells_fn) LF_TYPED(lf_forward_cells) =
+    LF_VARIANT(lf_forward_cells, baseline);
+static LF_TYPED(lf_backward_cells_fn) LF_TYPED(lf_backward_cells) =
+    LF_VARIANT(lf_backward_cells, baseline);
+
+/* level: what lf_select_simd chose */
+static void LF_TYPED(lf_cells_select)(int level)
+{
+    LF_TYPED(lf_forward_cells) = LF_VARIANT(lf_forward_cells, baseline);
+    LF_TYPED(lf_backward_cells) = LF_VARIANT(lf_backward_cells, baseline);
+#if LF_HAVE_DISPATCH
+    if (level == LF_ISA_AVX2) {
+        LF_TYPED(lf_forward_cells) = LF_VARIANT(lf_forward_cells, avx2);
+        LF_TYPED(lf_backward_cells) = LF_VARIANT(lf_backward_cells, avx2);
+    } else if (level == LF_ISA_AVX512) {
+        LF_TYPED(lf_forward_cells) = LF_VARIANT(lf_forward_cells, avx512);
+        LF_TYPED(lf_backward_cells) = LF_VARIANT(lf_backward_cells, avx512);
+    }
+#else
+    (void)level;
+#endif
+}
