@@ -58,7 +58,7 @@ def collect():
     import scipy.linalg  # loads SciPy's BLAS, so that threadpoolctl sees it
 
     import lstmfast
-    from lstmfast import kernels
+    from lstmfast import _blas_threads, kernels
 
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -83,6 +83,7 @@ def collect():
         simd=kernels.simd_variant(),
         isa_levels=list(kernels.isa_levels()),
         lstmfast_threads=kernels.get_num_threads(),
+        blas_held=[(lib.owner, lib.path) for lib in _blas_threads.libraries(refresh=True)],
         blas=_blas_from_threadpoolctl(),
         blas_build=_blas_from_scipy_config(),
         thread_env={k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -117,7 +118,10 @@ def run(out=None):
     fast += f" (this CPU: {', '.join(info['isa_levels'])})"
     say("fast path", fast)
     say("threads", f"{info['lstmfast_threads']} for each pass's time loop (lstmfast.set_num_threads, "
-                   "LSTMFAST_NUM_THREADS); OpenBLAS at one thread while a pass uses them")
+                   "LSTMFAST_NUM_THREADS)")
+    copies = ", ".join(f"{owner} ({os.path.basename(path)})" for owner, path in info["blas_held"])
+    say("BLAS hold", "every loaded OpenBLAS copy at one thread during passes and network calls: "
+                     + (copies or "none found"))
     if info["blas"] is None:
         build = info["blas_build"] or "unknown"
         env = ", ".join(f"{k}={v}" for k, v in info["thread_env"].items()) or "no thread variables set"

@@ -29,6 +29,9 @@ import zipfile
 import numpy as np
 
 from . import reber
+from ._blas_threads import THREADS_MAX
+from .functional import set_num_threads
+from .kernels import get_num_threads
 from .layers import GravesLSTM
 from .network import Adam, RnnOutputLayer, Sequential
 
@@ -43,8 +46,6 @@ CHARLM_DEFAULTS = dict(epochs=3, hidden=128, layers=2, seq_len=100, tbptt=50, ba
                        max_chars=500_000)
 REBER_DEFAULTS = dict(epochs=60, hidden=32, layers=1, batch=16, lr=2e-2)
 REBER_TARGET = 0.99
-#: BLAS threads when --threads is not given (see its help)
-DEFAULT_BLAS_THREADS = 1
 #: training stops once every validation string is right in this many consecutive epochs
 REBER_PATIENCE = 2
 
@@ -88,10 +89,11 @@ def add_arguments(parser):
                              % CHARLM_DEFAULTS["max_chars"])
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="parameter and activation type (default float32)")
-    parser.add_argument("--threads", type=_non_negative_int, metavar="N",
-                        help="BLAS threads (needs threadpoolctl). Default 1: the demo's matrix "
-                             "products are small, and BLAS threads that must share cores with other "
-                             "processes cost far more than they gain; 0 = the BLAS's own setting")
+    parser.add_argument("--threads", type=_thread_count, metavar="N",
+                        help="threads of lstmfast's passes (lstmfast.set_num_threads, 1 to %d; "
+                             "default or 0: LSTMFAST_NUM_THREADS, else OMP_NUM_THREADS, else the "
+                             "usable cores). OpenBLAS stays at one thread while lstmfast computes"
+                             % THREADS_MAX)
     parser.add_argument("--seed", type=_non_negative_int, default=12345,
                         help="seed of initialisation, data order and sampling (default 12345)")
     parser.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
@@ -134,6 +136,13 @@ def _non_negative_int(text):
     return value
 
 
+def _thread_count(text):
+    value = _non_negative_int(text)
+    if value > THREADS_MAX:
+        raise argparse.ArgumentTypeError(f"must be 0 to {THREADS_MAX}, got {value}")
+    return value
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -155,40 +164,30 @@ def run(args, out=None):
     problem = _path_problem(args)
     if problem:
         return _fail(problem)
-    with _blas_threads(args.threads, out):
+    with _lstmfast_threads(args.threads):
         if args.task == "reber":
             return _run_reber(args, out)
         return _run_charlm(args, out)
 
 
 @contextlib.contextmanager
-def _blas_threads(threads, out):
-    """Limit the BLAS thread pools to ``threads`` (None: the demo's default, 1; 0: leave them)."""
-    explicit = threads is not None
-    threads = DEFAULT_BLAS_THREADS if threads is None else threads
-    if threads == 0:
+def _lstmfast_threads(threads):
+    """lstmfast's own thread count set to ``threads`` for the run (None or 0: left as it is).
+    No BLAS limit is needed: OpenBLAS is held at one thread during every network call."""
+    if not threads:
         yield
         return
+    previous = set_num_threads(threads)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        if explicit:
-            print(f"note: --threads {threads} ignored: it needs threadpoolctl (pip install threadpoolctl); "
-                  f"set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS before starting Python instead", file=out)
         yield
-        return
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
+    finally:
+        set_num_threads(previous)
 
 
-def _blas_thread_note():
-    """'; BLAS threads N' for the model line (empty when threadpoolctl cannot tell)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ""
-    counts = sorted({entry.get("num_threads") for entry in threadpool_info() if entry.get("user_api") == "blas"})
-    return f"; BLAS threads {'/'.join(str(c) for c in counts)}" if counts else ""
+def _thread_note():
+    """'; N threads' for the model line."""
+    threads = get_num_threads()
+    return f"; {threads} thread{'s' if threads > 1 else ''}"
 
 
 def _say(out, text=""):
@@ -695,7 +694,7 @@ def _run_charlm(args, out):
     tb = min(tbptt, seq_len) if tbptt else 0
     _say(out, f"model: {layers} x GravesLSTM({hidden}) + softmax RnnOutputLayer({len(vocab)}), "
               f"{args.dtype}; Adam({lr:g}), minibatch {batch}, sequences of {seq_len} characters, "
-              + (f"truncated BPTT {tb}" if tb else "full BPTT") + _blas_thread_note())
+              + (f"truncated BPTT {tb}" if tb else "full BPTT") + _thread_note())
 
     try:
         result = train_char_model(
@@ -773,7 +772,7 @@ def train_reber(*, n_train=1000, n_valid=500, n_test=1000, epochs=60, hidden=32,
                   f"{lengths.max()}, mean {lengths.mean():.1f}); {n_valid} validation and {n_test} test "
                   f"strings, all different and none seen in training")
         _say(out, f"model: {layers} x GravesLSTM({hidden}) + softmax RnnOutputLayer(7), {dtype.name}; "
-                  f"Adam({lr:g}), minibatch {batch}, full BPTT with padding masks{_blas_thread_note()}")
+                  f"Adam({lr:g}), minibatch {batch}, full BPTT with padding masks{_thread_note()}")
     net = build_reber_model(hidden, layers, lr=lr, dtype=dtype, seed=seed)
     start = time.perf_counter()
     deadline = None if time_budget is None else start + time_budget

@@ -17,6 +17,7 @@ environment, rendezvous at MASTER_ADDR:MASTER_PORT; see docs/distributed.md):
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
@@ -99,6 +100,14 @@ def main():
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Leave without interpreter finalization: gloo's threads (pt_gloo_runloop x2, gloo_tcp_loop)
+    # outlive destroy_process_group (the C++ process group stays referenced; counted in
+    # /proc/self/task), so a normal exit tears down Python and the C++ static objects while they
+    # still run, and a rank aborted there now and then under load ("terminate called without
+    # an active exception"). The results are on disk and the peers are past the barrier.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ def test_demo_empty_text_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
     (["demo", "--epochs", "three"], "argument --epochs: must be an integer, got 'three'"),
+    (["demo", "--threads", "9"], "argument --threads: must be 0 to 8, got 9"),
+    (["demo", "--threads", "-1"], "argument --threads: must be a non-negative integer, got -1"),
     (["demo", "--lr", "nan"], "argument --lr: must be a positive number, got nan"),
     (["demo", "--lr", "fast"], "argument --lr: must be a number, got 'fast'"),
     (["demo", "--task", "poetry"], "argument --task: invalid choice: 'poetry'"),

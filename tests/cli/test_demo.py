@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lstmfast
-from lstmfast import demo, reber
+from lstmfast import _blas_threads, demo, reber
 from lstmfast.__main__ import main
 from pngread import pixels_of_colour, read_png
 
@@ -148,6 +148,30 @@ def test_info(capsys):
     assert "float32, float64" in out
     assert re.search(r"fast path: +(active \((avx512|avx2\+fma)\)|not active \(portable\))", out), out
     assert "BLAS" in out
+    # the hold's line names every OpenBLAS copy it holds
+    (hold_line,) = [line for line in out.splitlines() if line.startswith("BLAS hold:")]
+    assert "at one thread during passes and network calls" in hold_line
+    for lib in _blas_threads.libraries():
+        assert f"{lib.owner} ({os.path.basename(lib.path)})" in hold_line, hold_line
+
+
+def test_demo_threads_sets_lstmfast_threads_for_the_run(capsys, monkeypatch):
+    # no threadpoolctl needed: --threads is lstmfast's own thread count (OpenBLAS is held)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    before = lstmfast.get_num_threads()
+    wanted = 1 if before > 1 else 2
+    status, out, _ = _run(capsys, ["demo", "--task", "reber", "--epochs", "1", "--hidden", "8",
+                                   "--threads", str(wanted)])
+    assert status in (0, 1), out
+    (model_line,) = [line for line in out.splitlines() if line.startswith("model: ")]
+    assert model_line.endswith(f"; {wanted} thread" + ("s" if wanted > 1 else "")), model_line
+    assert "ignored" not in out
+    assert lstmfast.get_num_threads() == before        # given back after the run
+    # 0 (as no --threads) leaves the setting alone
+    status, out, _ = _run(capsys, ["demo", "--task", "reber", "--epochs", "1", "--hidden", "8",
+                                   "--threads", "0"])
+    (model_line,) = [line for line in out.splitlines() if line.startswith("model: ")]
+    assert model_line.endswith(f"; {before} thread" + ("s" if before > 1 else "")), model_line
 
 
 def test_python_dash_m_entry_point():
