@@ -37,15 +37,23 @@ draws other masks than nn.LSTM's (which drops on the packed data).
 Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
 CPU, dtypes other than float32 and float64.
 
+Compilers: each layer and direction is one call of the ``torch.library`` custom op
+``lstmfast::lstm_layer`` (fake kernel and autograd registered), so ``torch.compile(model,
+fullgraph=True)`` traces a model using these modules in one graph (Dynamo refuses plain
+nn.LSTM modules; these are let through), and ``torch.jit.trace`` records the op calls: the
+saved file loads with ``torch.jit.load`` in any process that has imported ``lstmfast.torch``.
+A traced graph keeps what a backward pass needs on every call (the tracer cannot record
+"only under grad").
+
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool).
 """
 
-from ._function import DoubleBackwardError, LayerFunction, LSTMFunction, lstm
+from ._function import DoubleBackwardError, LSTMFunction, lstm
 from ._modules import (LSTM, GravesBidirectionalLSTM, GravesLSTM, InputTypeError,
                        UnsupportedError)
 from ._threads import _blas_pools, _scipy_blas_controller, get_blas_threads, set_blas_threads
 
-__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction", "LayerFunction",
+__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction",
            "lstm", "set_blas_threads", "get_blas_threads", "DoubleBackwardError",
            "UnsupportedError", "InputTypeError", "_blas_pools", "_scipy_blas_controller"]

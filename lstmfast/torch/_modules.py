@@ -12,8 +12,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import layers as _layers
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
-from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL,
-                        LayerFunction, _blocks, kernel_weights)
+from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
+                        kernel_weights)
+from ._ops import enable_compile, lstm_layer
 
 __all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "UnsupportedError",
            "InputTypeError"]
@@ -253,9 +254,10 @@ class LSTM(nn.LSTM):
     def _run_layers(self, x, hx):
         """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
         (out [T, mb, features], h_n, c_n)."""
-        params = [p for p in self._flat_weights if p is not None]
-        for_backprop = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in params)
+        # a traced graph is run with and without grad (torch.jit.trace checks it under
+        # no_grad): it always keeps what the backward pass needs
+        for_backprop = torch.jit.is_tracing() or torch.is_grad_enabled() and (
+            x.requires_grad or any(p is not None and p.requires_grad for p in self._flat_weights)
             or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad)))
         options = self._lstmfast
         hs, cs = [], []
@@ -265,10 +267,9 @@ class LSTM(nn.LSTM):
                 index = layer * self._directions + direction
                 parameters = self._layer_parameters(layer, direction)
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n = LayerFunction.apply(
-                    x, *parameters, h0, c0, kernel_weights(*parameters),
-                    direction == 0, options["activation"], options["gate_activation"],
-                    for_backprop)
+                out, h_n, c_n, _ = lstm_layer(
+                    x, *parameters, h0, c0, direction == 0, options["activation"],
+                    options["gate_activation"], for_backprop)
                 outs.append(out)
                 hs.append(h_n)
                 cs.append(c_n)
@@ -430,3 +431,6 @@ class GravesBidirectionalLSTM(GravesLSTM):
     def from_torch(cls, module):
         raise TypeError("GravesBidirectionalLSTM.from_torch: nn.LSTM has no peepholes and "
                         "concatenates its directions; use lstmfast.torch.LSTM.from_torch")
+
+
+enable_compile(LSTM)
