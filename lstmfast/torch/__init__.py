@@ -21,9 +21,11 @@ DL4J's initialisation; ``GravesBidirectionalLSTM`` adds its two directions as DL
 
 The kernels read the weights in DL4J's gate order and layout: each call derives that copy from
 the parameters (a reordering copy, O(parameters), small beside the O(T * batch * parameters)
-pass). It is not cached by torch's ``_version`` counter because writes through ``.data``
-(``torch.autograd.gradcheck``, target-network updates, older optimizers) bypass that counter
-and a cached copy would then compute with stale weights.
+pass). It is not cached per parameter version: writes through ``.data`` (``p.data.mul_(...)``,
+target-network updates, older optimizers) bypass torch's ``_version`` counter and keep the
+storage, so no cheap key sees them, and checking the values costs as much as the copy. Every
+way of changing the parameters (optimizer steps, in-place writes under ``no_grad``, ``.data``
+writes or assignment, ``load_state_dict``) reaches the next call, compiled or not.
 
 Autograd: gradients reach the input, every parameter and ``(h_0, c_0)``; the kernels are
 differentiable once, so ``create_graph=True`` (double backward) raises
