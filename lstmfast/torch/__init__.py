@@ -17,7 +17,9 @@ lstmfast's own options are keyword-only: ``peepholes=True`` (a parameter
 ``activation`` (cell), ``gate_activation``. ``GravesLSTM`` is the module with peepholes and
 DL4J's initialisation; ``GravesBidirectionalLSTM`` adds its two directions as DL4J does
 (nn.LSTM concatenates). ``to_layer`` / ``from_layer`` convert to / from lstmfast's NumPy layers
-(DL4J's flat parameter layout).
+(DL4J's flat parameter layout). State dicts of earlier versions of these modules (one flat
+parameter ``params`` in that layout) load into the named parameters; one of another size is
+refused, naming the key and the sizes.
 
 The kernels read the weights in DL4J's gate order and layout: each call derives that copy from
 the parameters (a reordering copy, O(parameters), small beside the O(T * batch * parameters)

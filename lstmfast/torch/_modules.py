@@ -333,25 +333,67 @@ class LSTM(nn.LSTM):
             raise ValueError(f"{cls.__name__}.from_layer: the layer is the backward direction of "
                              f"a bidirectional layer")
         module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
-        flat = np.asarray(layer.params)
-        size = flat.size // module._directions
-        h = module.hidden_size
         with torch.no_grad():
-            for direction in range(module._directions):
-                part = flat[direction * size:(direction + 1) * size]
-                n_w, n_rw = layer.n_in * 4 * h, h * (4 * h + (3 if module.peepholes else 0))
-                W = part[:n_w].reshape((layer.n_in, 4 * h), order="F")
-                RW = part[n_w:n_w + n_rw].reshape((h, -1), order="F")
-                b = part[n_w + n_rw:]
-                w_ih, w_hh, b_ih, b_hh, w_peep = module._layer_parameters(0, direction)
-                w_ih.copy_(torch.from_numpy(_blocks(W.T, TORCH_FROM_KERNEL)))
-                w_hh.copy_(torch.from_numpy(_blocks(RW[:, :4 * h].T, TORCH_FROM_KERNEL)))
-                b_ih.copy_(torch.from_numpy(_blocks(b, TORCH_FROM_KERNEL)))
-                b_hh.zero_()
-                if w_peep is not None:
-                    w_peep.copy_(torch.from_numpy(
-                        RW[:, 4 * h:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)].copy()))
+            for name, value in module._parameters_from_flat(np.asarray(layer.params)).items():
+                getattr(module, name).copy_(torch.from_numpy(value))
         return module
+
+    def _flat_size(self):
+        """The size of the module's parameters in DL4J's flat layout (``layer.params``)."""
+        h = self.hidden_size
+        cols = 4 * h + (3 if self.peepholes else 0)
+        return self._directions * (self.input_size * 4 * h + h * cols + (4 * h if self.bias else 0))
+
+    def _parameters_from_flat(self, flat):
+        """{parameter name: array} of a one-layer module from DL4J's flat layout: per direction
+        W [nIn, 4h], RW [h, 4h(+3)] (Fortran order), then b [4h] (absent with bias=False);
+        bias_hh is zero (DL4J has one bias)."""
+        h, n_in = self.hidden_size, self.input_size
+        size = flat.size // self._directions
+        n_w, n_rw = n_in * 4 * h, h * (4 * h + (3 if self.peepholes else 0))
+        values = {}
+        for direction in range(self._directions):
+            part = flat[direction * size:(direction + 1) * size]
+            W = part[:n_w].reshape((n_in, 4 * h), order="F")
+            RW = part[n_w:n_w + n_rw].reshape((h, -1), order="F")
+            suffix = f"_l0{'_reverse' if direction else ''}"
+            values["weight_ih" + suffix] = _blocks(W.T, TORCH_FROM_KERNEL)
+            values["weight_hh" + suffix] = _blocks(RW[:, :4 * h].T, TORCH_FROM_KERNEL)
+            if self.bias:
+                values["bias_ih" + suffix] = _blocks(part[n_w + n_rw:], TORCH_FROM_KERNEL)
+                values["bias_hh" + suffix] = np.zeros(4 * h, dtype=flat.dtype)
+            if self.peepholes:
+                values["weight_peephole" + suffix] = np.ascontiguousarray(
+                    RW[:, 4 * h:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
+        return values
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # earlier versions of these modules (one layer, one direction or DL4J's bidirectional
+        # pair) kept one flat parameter `params` in DL4J's layout: read it as the named ones
+        legacy = prefix + "params"
+        if legacy in state_dict and prefix + "weight_ih_l0" not in state_dict:
+            state_dict = dict(state_dict)
+            flat = state_dict.pop(legacy)
+            for name, value in self._legacy_parameters(flat).items():
+                state_dict[prefix + name] = value
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _legacy_parameters(self, flat):
+        expected = self._flat_size() if self.num_layers == 1 else None
+        if (not isinstance(flat, torch.Tensor) or flat.dim() != 1 or expected is None
+                or flat.numel() != expected):
+            shape = list(flat.shape) if isinstance(flat, torch.Tensor) else type(flat).__name__
+            raise RuntimeError(
+                f"state dict key 'params' (the flat DL4J-layout parameter of earlier lstmfast "
+                f"versions): got {shape}, but {type(self).__name__}({self.extra_repr()}) "
+                f"takes {'no flat parameter (num_layers > 1)' if expected is None else f'[{expected}]'}"
+                f"; build the module the state dict was saved from (input_size, hidden_size, "
+                f"bias, peepholes / GravesLSTM) or convert through lstmfast's layers "
+                f"(layer.params = flat; {type(self).__name__}.from_layer(layer))")
+        values = self._parameters_from_flat(flat.detach().cpu().numpy())
+        return {name: torch.from_numpy(value).to(flat.dtype) for name, value in values.items()}
 
     @classmethod
     def _accepted_layers(cls):

@@ -1,10 +1,12 @@
 """The modules' parameters: every way of changing them reaches the next call (eager and
-compiled)."""
+compiled), and state dicts of earlier versions (one flat DL4J-layout `params`) still load."""
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+import lstmfast  # noqa: E402
 import lstmfast.torch as lt  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -88,3 +90,59 @@ def outputs_of(compiled):
     def run(_, x):
         return outputs(compiled, x)
     return run
+
+
+# ----------------------------------------------------------------------------------------------
+# state dicts of earlier versions: one flat parameter `params` in DL4J's layout (the lstmfast
+# layers' params)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM"])
+def test_flat_params_state_dict_of_earlier_versions_loads(kind):
+    layer_class = getattr(lstmfast, kind)
+    layer = layer_class(3, 4, dtype=np.float64, seed=3)
+    layer.params = np.random.default_rng(4).normal(size=layer.params.size)
+    module_class = getattr(lt, kind)
+    legacy = {"params": torch.from_numpy(layer.params.copy())}
+    module = module_class(3, 4, dtype=F64)
+    module.load_state_dict(legacy)                        # strict: every name filled
+    expected = module_class.from_layer(layer)
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(module.state_dict()[name], value, rtol=0, atol=0)
+    # the same function as the layer's, which computes from the flat layout directly
+    x = np.random.default_rng(6).normal(size=(2, 3, 5))            # [mb, nIn, T]
+    out, (h_n, _) = module(torch.from_numpy(x.transpose(2, 0, 1).copy()))
+    want = layer.forward(x)
+    if kind == "GravesBidirectionalLSTM":
+        assert out.shape == (5, 2, 4)
+    np.testing.assert_allclose(out.detach().numpy().transpose(1, 2, 0), want, rtol=0,
+                               atol=1e-12)
+    assert h_n.shape[0] == (2 if kind == "GravesBidirectionalLSTM" else 1)
+    # and inside a model's state dict, under the module's prefix
+    model = nn.Sequential(module_class(3, 4, dtype=F64))
+    model.load_state_dict({"0.params": legacy["params"]})
+    torch.testing.assert_close(model[0].weight_hh_l0, expected.weight_hh_l0, rtol=0, atol=0)
+
+
+def test_flat_params_without_bias_load_into_a_module_without_bias():
+    layer = lstmfast.GravesLSTM(3, 4, dtype=np.float64, seed=3)
+    module = lt.GravesLSTM(3, 4, bias=False, dtype=F64)
+    flat = layer.params[:layer.params.size - 16]               # W and RW, no b
+    module.load_state_dict({"params": torch.from_numpy(flat.copy())})
+    assert [n for n, _ in module.named_parameters()] == ["weight_ih_l0", "weight_hh_l0",
+                                                         "weight_peephole_l0"]
+    layer.params[flat.size:] = 0.0
+    x = np.random.default_rng(6).normal(size=(2, 3, 5))
+    out = module(torch.from_numpy(x.transpose(2, 0, 1).copy()))[0].detach().numpy()
+    np.testing.assert_allclose(out.transpose(1, 2, 0), layer.forward(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make,size", [
+    (lambda: lt.LSTM(3, 4, dtype=F64), 3 * 16 + 4 * 19 + 16),      # saved with peepholes
+    (lambda: lt.LSTM(3, 4, 2, dtype=F64), 3 * 16 + 4 * 16 + 16),   # two layers: never flat
+    (lambda: lt.GravesLSTM(3, 5, dtype=F64), 3 * 16 + 4 * 19 + 16),  # another hidden size
+], ids=["peepholes-differ", "two-layers", "sizes-differ"])
+def test_flat_params_of_another_shape_is_a_clear_error(make, size):
+    module = make()
+    with pytest.raises(RuntimeError, match=r"'params'.*from_layer"):
+        module.load_state_dict({"params": torch.zeros(size, dtype=F64)})
