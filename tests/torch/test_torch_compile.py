@@ -112,3 +112,15 @@ def test_jit_trace_saves_and_loads_in_a_fresh_process(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.split()[-1]) <= 1e-12
+
+
+def test_double_backward_through_the_compiled_model_is_refused():
+    """Never a gradient penalty silently dropped: the compiled graph refuses the second
+    backward pass (eager mode raises lstmfast's DoubleBackwardError already at the first)."""
+    model = make_model()
+    compiled = torch.compile(model, fullgraph=True)
+    x, hx = model_inputs()
+    with pytest.raises(RuntimeError, match="double backward|create_graph=False"):
+        grads = torch.autograd.grad(compiled(x, hx), list(model.rnn.parameters()),
+                                    create_graph=True)
+        sum(g.square().sum() for g in grads).backward()
