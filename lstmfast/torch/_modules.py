@@ -14,7 +14,7 @@ from .. import layers as _layers
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
 from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         kernel_weights)
-from ._ops import enable_compile, lstm_layer
+from ._ops import enable_compile, run_layer
 
 __all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "UnsupportedError",
            "InputTypeError"]
@@ -107,6 +107,15 @@ class LSTM(nn.LSTM):
                     self._flat_weights_names.append(name)
             self._init_flat_weights()
             self.reset_parameters()
+        # where each layer's and direction's parameters sit in _flat_weights (which nn.LSTM
+        # keeps up to date when a parameter is replaced): a list lookup per call, not five
+        # nn.Module.__getattr__ calls
+        positions = {name: i for i, name in enumerate(self._flat_weights_names)}
+        self._flat_positions = tuple(
+            tuple(positions.get(f"{kind}_l{layer}{'_reverse' if direction else ''}")
+                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                               "weight_peephole"))
+            for layer in range(self.num_layers) for direction in range(self._directions))
 
     # ---- options -----------------------------------------------------------------------
     @property
@@ -260,16 +269,17 @@ class LSTM(nn.LSTM):
             x.requires_grad or any(p is not None and p.requires_grad for p in self._flat_weights)
             or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad)))
         options = self._lstmfast
+        flat, positions = self._flat_weights, self._flat_positions
         hs, cs = [], []
         for layer in range(self.num_layers):
             outs = []
             for direction in range(self._directions):
                 index = layer * self._directions + direction
-                parameters = self._layer_parameters(layer, direction)
+                parameters = [None if i is None else flat[i] for i in positions[index]]
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n, _ = lstm_layer(
-                    x, *parameters, h0, c0, direction == 0, options["activation"],
-                    options["gate_activation"], for_backprop)
+                out, h_n, c_n = run_layer(x, *parameters, h0, c0, direction == 0,
+                                          options["activation"], options["gate_activation"],
+                                          for_backprop)
                 outs.append(out)
                 hs.append(h_n)
                 cs.append(c_n)

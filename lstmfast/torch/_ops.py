@@ -34,7 +34,7 @@ from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _kernel_to_time_major, _numpy, _refuse_double_backward,
                         _time_major_to_kernel, kernel_weights)
 
-__all__ = ["lstm_layer"]
+__all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
 
 _results = weakref.WeakValueDictionary()    # cache address -> the ForwardResult owning it
 _results_lock = threading.Lock()
@@ -83,17 +83,26 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
     layout (b_ih, b_hh, w_peep may be None), h0/c0 ``[mb, h]`` or None (zeros). Returns
     ``(out [T, mb, h] contiguous, h_n [mb, h], c_n [mb, h], saved)``; ``saved`` (uint8) holds
     what the backward op needs when ``for_backprop`` (empty otherwise)."""
+    out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards,
+                                        activation, gate_activation, for_backprop)
+    handle = _cache_handle(fwd) if fwd is not None else x.new_empty((0,), dtype=torch.uint8)
+    return out, h_n, c_n, handle
+
+
+def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
+                   gate_activation, for_backprop):
+    """The computation of :func:`lstm_layer`: (out, h_n, c_n, the ForwardResult when
+    ``for_backprop``, else None)."""
     steps, mb = x.shape[0], x.shape[1]
     hidden = w_hh.shape[1]
     if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
         return (x.new_zeros((steps, 0, hidden)), x.new_zeros((0, hidden)),
-                x.new_zeros((0, hidden)), x.new_empty((0,), dtype=torch.uint8))
+                x.new_zeros((0, hidden)), None)
     W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
                              _numpy(c0), forwards, activation, gate_activation, for_backprop)
-    handle = _cache_handle(fwd) if for_backprop else x.new_empty((0,), dtype=torch.uint8)
     return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
-            torch.from_numpy(fwd.last_c), handle)
+            torch.from_numpy(fwd.last_c), fwd if for_backprop else None)
 
 
 @lstm_layer.register_fake
@@ -120,10 +129,17 @@ def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
     """Gradients of :func:`lstm_layer` with respect to ``(x, w_ih, w_hh, bias, w_peep, h0,
     c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]`` or
     empty without peepholes), given the sizes of x ``[T, mb, nIn]`` and of the layer."""
+    return _layer_backward(None if mb == 0 else _result_of(saved), grad_out, grad_h, grad_c,
+                           steps, mb, n_in, hidden, dtype, forwards, peepholes)
+
+
+def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, dtype, forwards,
+                    peepholes):
+    """The computation of :func:`lstm_layer_backward` from the forward pass's result."""
     sizes = (steps, mb, n_in, hidden, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
-    grads = _function._backward(_result_of(saved), forwards, grad_out, grad_h, grad_c)
+    grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c)
     if grads is None:
         return _zero_gradients(*sizes)
     gates = 4 * hidden
@@ -168,19 +184,61 @@ def _lstm_layer_grad(ctx, grad_out, grad_h, grad_c, grad_saved):
     # autograd runs this with grad mode on exactly when create_graph=True: the kernels are
     # differentiable once, and a gradient without a graph would drop a penalty silently
     _refuse_double_backward()
-    (saved,) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     if not any(needs[:8]):
         return (None,) * 12
-    g_x, g_w_ih, g_w_hh, g_b, g_peep, g_h0, g_c0 = lstm_layer_backward(
-        grad_out, grad_h, grad_c, saved, *ctx.sizes)
-    g_b_ih = g_b if needs[3] else None
+    (saved,) = ctx.saved_tensors
+    return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved,
+                                                       *ctx.sizes))
+
+
+def _input_gradients(needs, grads):
+    """The 7 gradients of the backward computation -> those of lstm_layer's 12 inputs (bias
+    gradient to both biases; None where no gradient is needed)."""
+    g_x, g_w_ih, g_w_hh, g_b, g_peep, g_h0, g_c0 = grads
     g_b_hh = (g_b.clone() if needs[3] else g_b) if needs[4] else None
-    grads = (g_x, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_peep, g_h0, g_c0)
+    grads = (g_x, g_w_ih, g_w_hh, g_b, g_b_hh, g_peep, g_h0, g_c0)
     return tuple(g if need else None for g, need in zip(grads, needs[:8])) + (None,) * 4
 
 
 lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# eager calls: the same computations through an autograd.Function, without the dispatcher's
+# generic layers (schema defaults, alias checks, the op's own autograd wrapper), which cost more
+# than the kernels on small layers. Compilers and tracers see the op.
+
+class _LayerFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
+                gate_activation, for_backprop):
+        out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0,
+                                            forwards, activation, gate_activation, for_backprop)
+        ctx.fwd = fwd
+        ctx.sizes = (*x.shape, w_hh.shape[1], x.dtype, forwards, w_peep is not None)
+        ctx.set_materialize_grads(False)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        _refuse_double_backward()
+        needs = ctx.needs_input_grad
+        if not any(needs[:8]):
+            return (None,) * 12
+        return _input_gradients(needs, _layer_backward(ctx.fwd, grad_out, grad_h, grad_c,
+                                                       *ctx.sizes))
+
+
+def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
+          for_backprop):
+    """(out, h_n, c_n) of one layer and direction: the custom op :func:`lstm_layer` under
+    torch.compile / export and torch.jit.trace, the same computation directly otherwise."""
+    args = (x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
+            for_backprop)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return lstm_layer(*args)[:3]
+    return _LayerFunction.apply(*args)
 
 
 # ---------------------------------------------------------------------------------------------
