@@ -318,6 +318,7 @@ def problem_args(args):
 
 def callgrind_child(args):
     torch.set_num_threads(1)
+    lstmfast.set_num_threads(1)            # no team threads: valgrind runs threads one at a time
     for pool in lt._blas_pools():
         pool.set(1)
     cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
