@@ -1,5 +1,25 @@
-"""A training step of lstmfast.torch.GravesLSTM inside PyTorch vs the same work through lstmfast
-alone, at 1 and 2 threads (the two thread pools in one process).
+"""lstmfast.torch.LSTM inside PyTorch against the same work through lstmfast's functional API;
+and (``pools``) the two thread pools in one process.
+
+Default mode: the module against the functional API on the same work. Cases: num_layers 1 and
+2, one direction and bidirectional; "train" = forward, loss 0.5 * mean(out^2), backward and an
+SGD step (the module: torch.optim.SGD; the functional side: lstm_forward / lstm_backward per
+layer and direction and the update in NumPy), "infer" = the forward pass alone (the module
+under torch.no_grad()). tests/torch/test_benchmark_torch_module.py checks that both sides give
+the same outputs and the same weights after a step.
+
+    python benchmarks/bench_torch_module.py [--minibatch 32 --n-in 64 --hidden 128 --steps 50]
+                                            [--threads 1,2] [--callgrind [--count-steps 2]]
+
+prints per case the module's and the functional side's time per step (best of --trials
+medians, the cases interleaved; at n threads torch.set_num_threads(n) and lstmfast's BLAS at n,
+the module at its default lstmfast.torch.set_blas_threads(1)) and their ratio; --callgrind
+instead counts the instructions per step of every case under valgrind's callgrind (one
+thread), which, unlike times on a shared machine, repeat exactly.
+
+``pools`` mode (``python benchmarks/bench_torch_module.py pools [...]``): a training step of
+lstmfast.torch.GravesLSTM inside PyTorch vs the same work through lstmfast alone, at 1 and 2
+threads.
 
 PyTorch's intra-op pool (OpenMP) and the OpenBLAS behind lstmfast's kernels (SciPy's) are two
 thread pools in one process. When both are active they interfere: a pool's threads spin for a
@@ -17,8 +37,8 @@ Cases per thread count n (torch.set_num_threads(n); lstmfast's BLAS at n unless 
   + head: ...          the module followed by a torch Linear head on every step (torch's pool
                        busy between the kernels' calls: where the pools fight)
 
-    python benchmarks/bench_torch_module.py [--minibatch 32 --n-in 64 --hidden 128 --steps 50]
-                                            [--reps 20] [--dtype float32] [--small]
+    python benchmarks/bench_torch_module.py pools [--minibatch 32 --n-in 64 --hidden 128
+                                            --steps 50] [--reps 20] [--dtype float32] [--small]
 
 Prints milliseconds per training step (the best of --trials medians of --reps steps, the cases
 interleaved within each trial) and a markdown table. "lstmfast alone" runs with BLAS at n threads
@@ -29,6 +49,7 @@ lstmfast.torch.set_blas_threads(1)) cut the 2-thread step 1.7-4x; at 1 thread th
 lstmfast alone + 0.6 ms (autograd, loss and optimizer in torch) + ~20%.
 """
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -70,7 +91,7 @@ def compare(cases, reps, trials):
     return best
 
 
-def main():
+def pools_main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minibatch", type=int, default=32)
     ap.add_argument("--n-in", type=int, default=64)
@@ -82,7 +103,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--small", action="store_true",
                     help="also a small problem (mb 8, nIn 16, h 32, T 50) where per-call overheads dominate")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     problems = [(args.minibatch, args.n_in, args.hidden, args.steps)]
     if args.small:
@@ -182,5 +203,198 @@ def main():
                                                   for v in r[2:]) + " |")
 
 
+# ---------------------------------------------------------------------------------------------
+# the module against the functional API on the same work
+
+class FunctionalLSTM:
+    """The module's network in lstmfast's functional API: NumPy weights in the kernels' layout
+    (copied from the module), lstm_forward / lstm_backward per layer and direction, directions
+    concatenated as nn.LSTM does, the loss 0.5 * mean(out^2) and plain SGD in NumPy."""
+
+    def __init__(self, module):
+        from lstmfast.torch._function import kernel_weights
+        self.layers = [
+            [[a.copy(order="F") for a in kernel_weights(*module._layer_parameters(layer, d))]
+             for d in range(2 if module.bidirectional else 1)]
+            for layer in range(module.num_layers)]
+
+    def forward(self, x, for_backprop):
+        """x [mb, nIn, T] -> (out [mb, features, T], the ForwardResults per layer)."""
+        results = []
+        for directions in self.layers:
+            layer = [lstmfast.lstm_forward(x, W, RW, b, forwards=d == 0, for_backprop=for_backprop)
+                     for d, (W, RW, b) in enumerate(directions)]
+            results.append(layer)
+            x = layer[0].output if len(layer) == 1 else np.concatenate(
+                [r.output for r in layer], axis=1)
+        return x, results
+
+    def train_step(self, x, lr):
+        out, results = self.forward(x, True)
+        eps = out * (1.0 / out.size)                   # d/d out of 0.5 * mean(out^2)
+        for directions, layer in zip(reversed(self.layers), reversed(results)):
+            h = directions[0][1].shape[0]
+            grad_input = None
+            for d, ((W, RW, b), fwd) in enumerate(zip(directions, layer)):
+                g = lstmfast.lstm_backward(fwd, eps if len(directions) == 1
+                                           else eps[:, d * h:(d + 1) * h])
+                W -= lr * g.input_weights
+                RW -= lr * g.recurrent_weights
+                b -= (2.0 * lr) * g.bias        # nn.LSTM's two biases: their sum moves twice
+                grad_input = g.input if grad_input is None else grad_input + g.input
+            eps = grad_input
+
+
+def overhead_cases(mb, n_in, h, T, dtype, lr=0.01):
+    """{(num_layers, bidirectional, mode, "module" | "functional"): step}, mode "train" (forward,
+    loss, backward, SGD step) or "infer" (forward only, no gradient kept)."""
+    cases = {}
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)
+    x_t = torch.from_numpy(np.ascontiguousarray(x_np.transpose(2, 0, 1)))    # [T, mb, nIn]
+    t_dtype = torch.float32 if dtype == np.float32 else torch.float64
+    for num_layers in (1, 2):
+        for bidirectional in (False, True):
+            torch.manual_seed(0)
+            module = lt.LSTM(n_in, h, num_layers, bidirectional=bidirectional, dtype=t_dtype)
+            functional = FunctionalLSTM(module)
+            opt = torch.optim.SGD(module.parameters(), lr=lr)
+
+            def module_train(module=module, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                out, _ = module(x_t)
+                (0.5 * out.pow(2).mean()).backward()
+                opt.step()
+
+            def module_infer(module=module):
+                with torch.no_grad():
+                    module(x_t)
+
+            key = (num_layers, bidirectional)
+            cases[key + ("train", "module")] = module_train
+            cases[key + ("train", "functional")] = (
+                lambda functional=functional: functional.train_step(x_np, lr))
+            cases[key + ("infer", "module")] = module_infer
+            cases[key + ("infer", "functional")] = (
+                lambda functional=functional: functional.forward(x_np, False))
+    return cases
+
+
+def case_name(key):
+    layers, bidirectional, mode, impl = key
+    return f"layers={layers} {'bi' if bidirectional else 'uni'} {mode} {impl}"
+
+
+def count_instructions(args):
+    """Each case's instructions per step, counted by callgrind in a child process: the child
+    calls getppid() before a case's steps (callgrind zeroes its counters there) and getpgrp()
+    after them (callgrind dumps), one thread each side. Returns {key: instructions per step}."""
+    import glob
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                   "--zero-before=getppid", "--dump-before=getpgrp", sys.executable,
+                   os.path.abspath(__file__), "--callgrind-child", *problem_args(args)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        dumps = sorted(glob.glob(out + ".*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+        totals = []
+        for dump in dumps[1:]:             # the first region is the child's warm-up
+            with open(dump) as f:
+                totals.append(next(int(line.split()[1]) for line in f
+                                   if line.startswith(("totals:", "summary:"))))
+    keys = list(overhead_cases(2, 2, 2, 2, np.float32))    # the same order as the child's
+    if len(totals) != len(keys):
+        raise RuntimeError(f"callgrind gave {len(totals)} dumps for {len(keys)} cases")
+    return {key: total / args.count_steps for key, total in zip(keys, totals)}
+
+
+def problem_args(args):
+    return ["--minibatch", str(args.minibatch), "--n-in", str(args.n_in), "--hidden",
+            str(args.hidden), "--steps", str(args.steps), "--dtype", args.dtype,
+            "--count-steps", str(args.count_steps)]
+
+
+def callgrind_child(args):
+    torch.set_num_threads(1)
+    lstmfast.set_num_threads(1)            # no team threads: valgrind runs threads one at a time
+    for pool in lt._blas_pools():
+        pool.set(1)
+    cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
+                           np.dtype(args.dtype))
+    for step in cases.values():            # first calls: allocations, buffer pool, lazy imports
+        for _ in range(2):
+            step()
+    # a first region, not reported: the first one measured ran ~2x the instructions of the
+    # same case measured later (whatever the order), so every reported case comes after it
+    os.getppid()
+    next(iter(cases.values()))()
+    os.getpgrp()
+    for step in cases.values():
+        gc.collect()                       # no collection of earlier cases' garbage inside
+        os.getppid()                       # callgrind: zero the counters
+        for _ in range(args.count_steps):
+            step()
+        os.getpgrp()                       # callgrind: dump them
+
+
+def overhead_main(argv):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minibatch", type=int, default=32)
+    ap.add_argument("--n-in", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count instructions per step with callgrind (one thread) instead of timing")
+    ap.add_argument("--count-steps", type=int, default=3, help="steps per case under callgrind")
+    ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.callgrind_child:
+        callgrind_child(args)
+        return
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"torch {torch.__version__}, lstmfast {lstmfast.__version__}, dtype {args.dtype}, "
+          f"mb={args.minibatch} nIn={args.n_in} h={args.hidden} T={args.steps}")
+    if args.callgrind:
+        counts = count_instructions(args)
+        print("| case | module Ir/step | functional Ir/step | module / functional |")
+        print("|---|---|---|---|")
+        for key, module_ir in counts.items():
+            if key[3] == "module":
+                functional_ir = counts[key[:3] + ("functional",)]
+                print(f"| {case_name(key[:3] + ('',)).strip()} | {module_ir:,.0f} | "
+                      f"{functional_ir:,.0f} | {module_ir / functional_ir:.3f} |")
+        return
+    cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
+                           np.dtype(args.dtype))
+    print("| case | threads | module ms | functional ms | module / functional |")
+    print("|---|---|---|---|---|")
+    previous = lt.get_blas_threads()
+    for n in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(n)
+        for pool in lt._blas_pools():
+            pool.set(n)
+        timed = compare({case_name(k): (lambda: None, step) for k, step in cases.items()},
+                        args.reps, args.trials)
+        for key in cases:
+            if key[3] == "module":
+                m = timed[case_name(key)]
+                f = timed[case_name(key[:3] + ("functional",))]
+                print(f"| {case_name(key[:3] + ('',)).strip()} | {n} | {m:.2f} | {f:.2f} | "
+                      f"{m / f:.3f} |", flush=True)
+    lt.set_blas_threads(previous)
+
+
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["pools"]:
+        pools_main(sys.argv[2:])
+    else:
+        overhead_main(sys.argv[1:])

@@ -17,13 +17,17 @@ lstmfast's own options are keyword-only: ``peepholes=True`` (a parameter
 ``activation`` (cell), ``gate_activation``. ``GravesLSTM`` is the module with peepholes and
 DL4J's initialisation; ``GravesBidirectionalLSTM`` adds its two directions as DL4J does
 (nn.LSTM concatenates). ``to_layer`` / ``from_layer`` convert to / from lstmfast's NumPy layers
-(DL4J's flat parameter layout).
+(DL4J's flat parameter layout). State dicts of earlier versions of these modules (one flat
+parameter ``params`` in that layout) load into the named parameters; one of another size is
+refused, naming the key and the sizes.
 
 The kernels read the weights in DL4J's gate order and layout: each call derives that copy from
 the parameters (a reordering copy, O(parameters), small beside the O(T * batch * parameters)
-pass). It is not cached by torch's ``_version`` counter because writes through ``.data``
-(``torch.autograd.gradcheck``, target-network updates, older optimizers) bypass that counter
-and a cached copy would then compute with stale weights.
+pass). It is not cached per parameter version: writes through ``.data`` (``p.data.mul_(...)``,
+target-network updates, older optimizers) bypass torch's ``_version`` counter and keep the
+storage, so no cheap key sees them, and checking the values costs as much as the copy. Every
+way of changing the parameters (optimizer steps, in-place writes under ``no_grad``, ``.data``
+writes or assignment, ``load_state_dict``) reaches the next call, compiled or not.
 
 Autograd: gradients reach the input, every parameter and ``(h_0, c_0)``; the kernels are
 differentiable once, so ``create_graph=True`` (double backward) raises
@@ -37,15 +41,23 @@ draws other masks than nn.LSTM's (which drops on the packed data).
 Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
 CPU, dtypes other than float32 and float64.
 
+Compilers: each layer and direction is one call of the ``torch.library`` custom op
+``lstmfast::lstm_layer`` (fake kernel and autograd registered), so ``torch.compile(model,
+fullgraph=True)`` traces a model using these modules in one graph (Dynamo refuses plain
+nn.LSTM modules; these are let through), and ``torch.jit.trace`` records the op calls: the
+saved file loads with ``torch.jit.load`` in any process that has imported ``lstmfast.torch``.
+A traced graph keeps what a backward pass needs on every call (the tracer cannot record
+"only under grad").
+
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool).
 """
 
-from ._function import DoubleBackwardError, LayerFunction, LSTMFunction, lstm
+from ._function import DoubleBackwardError, LSTMFunction, lstm
 from ._modules import (LSTM, GravesBidirectionalLSTM, GravesLSTM, InputTypeError,
                        UnsupportedError)
 from ._threads import _blas_pools, _scipy_blas_controller, get_blas_threads, set_blas_threads
 
-__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction", "LayerFunction",
+__all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction",
            "lstm", "set_blas_threads", "get_blas_threads", "DoubleBackwardError",
            "UnsupportedError", "InputTypeError", "_blas_pools", "_scipy_blas_controller"]

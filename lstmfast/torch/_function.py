@@ -1,12 +1,9 @@
-"""The autograd functions: one layer and one direction through lstmfast's kernels.
+"""One direction through lstmfast's kernels from PyTorch: the layouts and the calls.
 
-Two entries:
-
-* :class:`LayerFunction` takes the parameters in ``nn.LSTM``'s layout (``weight_ih [4h, nIn]``,
+* :func:`kernel_weights` maps parameters in ``nn.LSTM``'s layout (``weight_ih [4h, nIn]``,
   ``weight_hh [4h, h]``, ``bias_ih``, ``bias_hh`` ``[4h]``, gates i, f, g, o, plus peepholes
-  ``[3, h]``) and, as a constant, the same weights already in the kernels' layout
-  (:func:`kernel_weights`, derived once per parameter version by the modules); its backward
-  pass maps the kernels' gradients back to ``nn.LSTM``'s layout.
+  ``[3, h]``) to the kernels' layout; :func:`_forward` / :func:`_backward` run the kernels
+  under the BLAS thread limit (the modules call them through the custom ops in ``_ops``).
 * :class:`LSTMFunction` / :func:`lstm` take the kernels' layout (``W [nIn, 4h]``,
   ``RW [h, 4h(+3)]``, ``b [4h]``, gate blocks: block input, forget, output, input gate).
 
@@ -23,7 +20,7 @@ import torch
 from ..functional import lstm_backward, lstm_forward
 from ._threads import _blas_limit
 
-__all__ = ["LSTMFunction", "LayerFunction", "lstm", "kernel_weights", "DoubleBackwardError",
+__all__ = ["LSTMFunction", "lstm", "kernel_weights", "DoubleBackwardError",
            "NUMPY_DTYPES"]
 
 NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
@@ -96,29 +93,25 @@ def _epsilon(grad_out, grad_h, shape, dtype, last_step):
     return eps
 
 
-def _run_forward(ctx, x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation,
-                 for_backprop):
+def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, for_backprop):
+    """lstm_forward on the kernels' layout, under the BLAS thread limit."""
     with _blas_limit():
-        fwd = lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
-                           gate_activation=gate_activation, forwards=forwards,
-                           for_backprop=for_backprop)
-    ctx.set_materialize_grads(False)
-    ctx.fwd = fwd if for_backprop else None
-    ctx.forwards = forwards
-    return fwd
+        return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
+                            gate_activation=gate_activation, forwards=forwards,
+                            for_backprop=for_backprop)
 
 
-def _run_backward(ctx, grad_out_kernel_order, grad_h, grad_c):
-    """lstm_backward with the incoming gradients; None when nothing arrives."""
-    if grad_out_kernel_order is None and grad_h is None and grad_c is None:
+def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c):
+    """lstm_backward of `fwd` with the incoming gradients (tensors or None; grad_out
+    time-major [T, mb, h]); None when nothing arrives."""
+    if grad_out_time_major is None and grad_h is None and grad_c is None:
         return None
-    if ctx.fwd is None:
+    if fwd is None or not fwd.for_backprop:
         raise RuntimeError("lstmfast.torch: the forward pass ran without keeping what the "
                            "backward pass needs (grad mode was off)")
-    fwd = ctx.fwd
     mb, hidden, steps = fwd.output.shape
-    eps = _epsilon(grad_out_kernel_order, grad_h, (mb, hidden, steps), fwd.output.dtype,
-                   steps - 1 if ctx.forwards else 0)
+    eps = _epsilon(grad_out_time_major, grad_h, (mb, hidden, steps), fwd.output.dtype,
+                   steps - 1 if forwards else 0)
     extra = {} if grad_c is None else {"grad_last_c": grad_c.detach().numpy()}
     with _blas_limit():
         return lstm_backward(fwd, eps, **extra)
@@ -126,67 +119,6 @@ def _run_backward(ctx, grad_out_kernel_order, grad_h, grad_c):
 
 def _numpy(t):
     return None if t is None else t.detach().numpy()
-
-
-class LayerFunction(torch.autograd.Function):
-    """``LayerFunction.apply(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, weights, forwards,
-    activation, gate_activation, for_backprop) -> (out, h_n, c_n)``: one layer, one direction.
-
-    x ``[T, mb, nIn]`` (time-major), h0/c0 ``[mb, h]`` or None, ``weights`` =
-    :func:`kernel_weights` of the parameters (b_ih, b_hh, w_peep may be None). out
-    ``[T, mb, h]`` C-contiguous, h_n and c_n ``[mb, h]``. Gradients go to x, the parameters in
-    ``nn.LSTM``'s layout and the initial state."""
-
-    @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, weights, forwards, activation,
-                gate_activation, for_backprop):
-        W, RW, b = weights
-        steps, mb = x.shape[0], x.shape[1]
-        hidden = RW.shape[0]
-        ctx.sizes = (steps, mb, x.shape[2], hidden)
-        ctx.zero_dtype = x.dtype
-        if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
-            ctx.set_materialize_grads(False)
-            ctx.fwd = None
-            ctx.zero_shapes = [None if t is None else t.shape
-                               for t in (x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0)]
-            return (x.new_zeros((steps, 0, hidden)), x.new_zeros((0, hidden)),
-                    x.new_zeros((0, hidden)))
-        fwd = _run_forward(ctx, _time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
-                           _numpy(c0), forwards, activation, gate_activation, for_backprop)
-        return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
-                torch.from_numpy(fwd.last_c))
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_h, grad_c):
-        _refuse_double_backward()
-        needs = ctx.needs_input_grad
-        steps, mb, n_in, hidden = ctx.sizes
-        if mb == 0:
-            return _empty_batch_gradients(ctx)
-        grads = _run_backward(ctx, grad_out, grad_h, grad_c) if any(needs[:8]) else None
-        if grads is None:
-            return (None,) * 13
-        gates = 4 * hidden
-        g_rw = grads.recurrent_weights
-        g_b = torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)) if any(needs[3:5]) else None
-        return (
-            torch.from_numpy(grads.input.transpose(2, 0, 1)) if needs[0] else None,
-            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)) if needs[1] else None,
-            torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)) if needs[2] else None,
-            g_b if needs[3] else None,
-            (g_b.clone() if needs[3] else g_b) if needs[4] else None,
-            torch.from_numpy(g_rw[:, gates:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)]) if needs[5] else None,
-            torch.from_numpy(grads.h0) if needs[6] else None,
-            torch.from_numpy(grads.c0) if needs[7] else None,
-        ) + (None,) * 5
-
-
-def _empty_batch_gradients(ctx):
-    """Gradients of a call on an empty batch: zeros shaped like each input."""
-    dtype = ctx.zero_dtype
-    return tuple(None if not need or shape is None else torch.zeros(shape, dtype=dtype)
-                 for need, shape in zip(ctx.needs_input_grad, ctx.zero_shapes)) + (None,) * 5
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -198,8 +130,11 @@ class LSTMFunction(torch.autograd.Function):
     def forward(ctx, x, W, RW, b, h0, c0, batch_first, forwards, activation, gate_activation,
                 for_backprop):
         x_kernel = _numpy(x.permute(0, 2, 1) if batch_first else x.permute(1, 2, 0))
-        fwd = _run_forward(ctx, x_kernel, _numpy(W), _numpy(RW), _numpy(b), _numpy(h0),
-                           _numpy(c0), forwards, activation, gate_activation, for_backprop)
+        fwd = _forward(x_kernel, _numpy(W), _numpy(RW), _numpy(b), _numpy(h0), _numpy(c0),
+                       forwards, activation, gate_activation, for_backprop)
+        ctx.set_materialize_grads(False)
+        ctx.fwd = fwd if for_backprop else None
+        ctx.forwards = forwards
         ctx.batch_first = batch_first
         out = fwd.output.transpose(0, 2, 1) if batch_first else fwd.output.transpose(2, 0, 1)
         return (torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(fwd.last_h),
@@ -211,7 +146,8 @@ class LSTMFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad[:6]
         if grad_out is not None and ctx.batch_first:
             grad_out = grad_out.transpose(0, 1)       # to time-major, as _run_backward reads it
-        grads = _run_backward(ctx, grad_out, grad_h, grad_c) if any(needs) else None
+        grads = (_backward(ctx.fwd, ctx.forwards, grad_out, grad_h, grad_c) if any(needs)
+                 else None)
         if grads is None:
             return (None,) * 11
         gx = grads.input.transpose(0, 2, 1) if ctx.batch_first else grads.input.transpose(2, 0, 1)

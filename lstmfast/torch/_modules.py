@@ -12,8 +12,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import layers as _layers
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
-from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL,
-                        LayerFunction, _blocks, kernel_weights)
+from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
+                        kernel_weights)
+from ._ops import enable_compile, run_layer
 
 __all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "UnsupportedError",
            "InputTypeError"]
@@ -106,6 +107,15 @@ class LSTM(nn.LSTM):
                     self._flat_weights_names.append(name)
             self._init_flat_weights()
             self.reset_parameters()
+        # where each layer's and direction's parameters sit in _flat_weights (which nn.LSTM
+        # keeps up to date when a parameter is replaced): a list lookup per call, not five
+        # nn.Module.__getattr__ calls
+        positions = {name: i for i, name in enumerate(self._flat_weights_names)}
+        self._flat_positions = tuple(
+            tuple(positions.get(f"{kind}_l{layer}{'_reverse' if direction else ''}")
+                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                               "weight_peephole"))
+            for layer in range(self.num_layers) for direction in range(self._directions))
 
     # ---- options -----------------------------------------------------------------------
     @property
@@ -253,22 +263,23 @@ class LSTM(nn.LSTM):
     def _run_layers(self, x, hx):
         """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
         (out [T, mb, features], h_n, c_n)."""
-        params = [p for p in self._flat_weights if p is not None]
-        for_backprop = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in params)
+        # a traced graph is run with and without grad (torch.jit.trace checks it under
+        # no_grad): it always keeps what the backward pass needs
+        for_backprop = torch.jit.is_tracing() or torch.is_grad_enabled() and (
+            x.requires_grad or any(p is not None and p.requires_grad for p in self._flat_weights)
             or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad)))
         options = self._lstmfast
+        flat, positions = self._flat_weights, self._flat_positions
         hs, cs = [], []
         for layer in range(self.num_layers):
             outs = []
             for direction in range(self._directions):
                 index = layer * self._directions + direction
-                parameters = self._layer_parameters(layer, direction)
+                parameters = [None if i is None else flat[i] for i in positions[index]]
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n = LayerFunction.apply(
-                    x, *parameters, h0, c0, kernel_weights(*parameters),
-                    direction == 0, options["activation"], options["gate_activation"],
-                    for_backprop)
+                out, h_n, c_n = run_layer(x, *parameters, h0, c0, direction == 0,
+                                          options["activation"], options["gate_activation"],
+                                          for_backprop)
                 outs.append(out)
                 hs.append(h_n)
                 cs.append(c_n)
@@ -332,25 +343,67 @@ class LSTM(nn.LSTM):
             raise ValueError(f"{cls.__name__}.from_layer: the layer is the backward direction of "
                              f"a bidirectional layer")
         module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
-        flat = np.asarray(layer.params)
-        size = flat.size // module._directions
-        h = module.hidden_size
         with torch.no_grad():
-            for direction in range(module._directions):
-                part = flat[direction * size:(direction + 1) * size]
-                n_w, n_rw = layer.n_in * 4 * h, h * (4 * h + (3 if module.peepholes else 0))
-                W = part[:n_w].reshape((layer.n_in, 4 * h), order="F")
-                RW = part[n_w:n_w + n_rw].reshape((h, -1), order="F")
-                b = part[n_w + n_rw:]
-                w_ih, w_hh, b_ih, b_hh, w_peep = module._layer_parameters(0, direction)
-                w_ih.copy_(torch.from_numpy(_blocks(W.T, TORCH_FROM_KERNEL)))
-                w_hh.copy_(torch.from_numpy(_blocks(RW[:, :4 * h].T, TORCH_FROM_KERNEL)))
-                b_ih.copy_(torch.from_numpy(_blocks(b, TORCH_FROM_KERNEL)))
-                b_hh.zero_()
-                if w_peep is not None:
-                    w_peep.copy_(torch.from_numpy(
-                        RW[:, 4 * h:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)].copy()))
+            for name, value in module._parameters_from_flat(np.asarray(layer.params)).items():
+                getattr(module, name).copy_(torch.from_numpy(value))
         return module
+
+    def _flat_size(self):
+        """The size of the module's parameters in DL4J's flat layout (``layer.params``)."""
+        h = self.hidden_size
+        cols = 4 * h + (3 if self.peepholes else 0)
+        return self._directions * (self.input_size * 4 * h + h * cols + (4 * h if self.bias else 0))
+
+    def _parameters_from_flat(self, flat):
+        """{parameter name: array} of a one-layer module from DL4J's flat layout: per direction
+        W [nIn, 4h], RW [h, 4h(+3)] (Fortran order), then b [4h] (absent with bias=False);
+        bias_hh is zero (DL4J has one bias)."""
+        h, n_in = self.hidden_size, self.input_size
+        size = flat.size // self._directions
+        n_w, n_rw = n_in * 4 * h, h * (4 * h + (3 if self.peepholes else 0))
+        values = {}
+        for direction in range(self._directions):
+            part = flat[direction * size:(direction + 1) * size]
+            W = part[:n_w].reshape((n_in, 4 * h), order="F")
+            RW = part[n_w:n_w + n_rw].reshape((h, -1), order="F")
+            suffix = f"_l0{'_reverse' if direction else ''}"
+            values["weight_ih" + suffix] = _blocks(W.T, TORCH_FROM_KERNEL)
+            values["weight_hh" + suffix] = _blocks(RW[:, :4 * h].T, TORCH_FROM_KERNEL)
+            if self.bias:
+                values["bias_ih" + suffix] = _blocks(part[n_w + n_rw:], TORCH_FROM_KERNEL)
+                values["bias_hh" + suffix] = np.zeros(4 * h, dtype=flat.dtype)
+            if self.peepholes:
+                values["weight_peephole" + suffix] = np.ascontiguousarray(
+                    RW[:, 4 * h:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
+        return values
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # earlier versions of these modules (one layer, one direction or DL4J's bidirectional
+        # pair) kept one flat parameter `params` in DL4J's layout: read it as the named ones
+        legacy = prefix + "params"
+        if legacy in state_dict and prefix + "weight_ih_l0" not in state_dict:
+            state_dict = dict(state_dict)
+            flat = state_dict.pop(legacy)
+            for name, value in self._legacy_parameters(flat).items():
+                state_dict[prefix + name] = value
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _legacy_parameters(self, flat):
+        expected = self._flat_size() if self.num_layers == 1 else None
+        if (not isinstance(flat, torch.Tensor) or flat.dim() != 1 or expected is None
+                or flat.numel() != expected):
+            shape = list(flat.shape) if isinstance(flat, torch.Tensor) else type(flat).__name__
+            raise RuntimeError(
+                f"state dict key 'params' (the flat DL4J-layout parameter of earlier lstmfast "
+                f"versions): got {shape}, but {type(self).__name__}({self.extra_repr()}) "
+                f"takes {'no flat parameter (num_layers > 1)' if expected is None else f'[{expected}]'}"
+                f"; build the module the state dict was saved from (input_size, hidden_size, "
+                f"bias, peepholes / GravesLSTM) or convert through lstmfast's layers "
+                f"(layer.params = flat; {type(self).__name__}.from_layer(layer))")
+        values = self._parameters_from_flat(flat.detach().cpu().numpy())
+        return {name: torch.from_numpy(value).to(flat.dtype) for name, value in values.items()}
 
     @classmethod
     def _accepted_layers(cls):
@@ -430,3 +483,6 @@ class GravesBidirectionalLSTM(GravesLSTM):
     def from_torch(cls, module):
         raise TypeError("GravesBidirectionalLSTM.from_torch: nn.LSTM has no peepholes and "
                         "concatenates its directions; use lstmfast.torch.LSTM.from_torch")
+
+
+enable_compile(LSTM)

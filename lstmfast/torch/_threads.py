@@ -111,6 +111,7 @@ class _Pool:
 _pools = None
 _limit_depth = 0            # kernel calls currently inside the limit (from any Python thread)
 _limit_saved = None         # the pools' thread counts before the outermost one
+_limit_applied = None       # the limit the outermost one set
 
 
 def _blas_pools():
@@ -126,7 +127,7 @@ def _blas_limit():
     """Limit lstmfast's BLAS as set_blas_threads says for the duration of a kernel call. The pool
     size is process-wide: concurrent calls share one limit, set by the first and undone by the
     last (so that interleaved calls from several threads cannot leave it limited)."""
-    global _limit_depth, _limit_saved
+    global _limit_depth, _limit_saved, _limit_applied
     limit = _blas_setting
     if limit is None:
         yield
@@ -144,8 +145,10 @@ def _blas_limit():
     with _blas_lock:
         if _limit_depth == 0:
             _limit_saved = [pool.get() for pool in pools]
-            for pool in pools:
-                pool.set(limit)
+            _limit_applied = limit
+            for pool, n in zip(pools, _limit_saved):
+                if n != limit:          # a pool already at the limit is left alone
+                    pool.set(limit)
         _limit_depth += 1
     try:
         yield
@@ -154,6 +157,6 @@ def _blas_limit():
             _limit_depth -= 1
             if _limit_depth == 0:
                 for pool, n in zip(pools, _limit_saved):
-                    if n is not None:
+                    if n is not None and n != _limit_applied:
                         pool.set(n)
                 _limit_saved = None

@@ -396,3 +396,33 @@ def test_gradcheck_every_option(options, packed):
         return (out.data if packed else out), h_n, c_n
 
     assert torch.autograd.gradcheck(f, (x, *hx, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["dropout", "unbatched", "dl4j-sum", "no-state"])
+def test_gradcheck_dropout_unbatched_dl4j_sum_and_zero_state(case):
+    torch.manual_seed(4)
+    if case == "dl4j-sum":
+        module = lt.GravesBidirectionalLSTM(2, 2, dtype=F64)
+    else:
+        module = lt.LSTM(2, 2, 2 if case == "dropout" else 1, dtype=F64,
+                         dropout=0.5 if case == "dropout" else 0.0,
+                         bidirectional=case != "no-state")
+    names = [n for n, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in module.parameters()]
+    x, hx = make_inputs(module, T=3, mb=2, dtype=F64, with_state=case != "no-state",
+                        batched=case != "unbatched")
+    state = () if hx is None else hx
+
+    def f(x, *rest):
+        hx, params = (None, rest) if case == "no-state" else (rest[:2], rest[2:])
+        torch.manual_seed(11)         # the same dropout mask on every evaluation
+        out, (h_n, c_n) = torch.func.functional_call(module, dict(zip(names, params)),
+                                                     (x, hx))
+        return out, h_n, c_n
+
+    if case == "dropout":             # the mask is really applied
+        out_train = f(x, *state, *params)[0]
+        module.eval()
+        assert (f(x, *state, *params)[0] - out_train).abs().max() > 1e-3
+        module.train()
+    assert torch.autograd.gradcheck(f, (x, *state, *params), eps=1e-6, atol=1e-7, rtol=1e-5)

@@ -1,8 +1,8 @@
 """PyTorch's own test inputs for nn.LSTM (torch.testing._internal.common_modules: the
 module_inputs_torch_nn_LSTM samples and the RNN error inputs), run through lstmfast.torch.LSTM
 in float32 and float64: each sample gives nn.LSTM's outputs and gradients, or (for what the
-kernels do not compute yet, proj_size > 0) lstmfast's UnsupportedError; each error input
-raises nn.LSTM's exception type with its message."""
+kernels do not compute yet, proj_size > 0) lstmfast's UnsupportedError, then a skip that says
+so; each error input raises nn.LSTM's exception type with its message."""
 
 import copy
 
@@ -41,37 +41,43 @@ def to64(args):
             a.detach().double().requires_grad_(True) for a in args]
 
 
+def test_pytorch_has_the_expected_samples():
+    for dtype in DTYPES:
+        assert len(samples(dtype)) == SAMPLES
+
+
+SAMPLES = 32
+
+
+@pytest.mark.parametrize("index", range(SAMPLES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_every_lstm_sample_gives_nn_lstm_results_or_a_clear_refusal(dtype):
-    all_samples = samples(dtype)
-    assert len(all_samples) == 32
-    compared = refused = 0
-    for sample in all_samples:
-        args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
-        torch.manual_seed(0)
-        ref = nn.LSTM(*args, **kwargs, dtype=dtype)
-        if kwargs.get("proj_size", 0) > 0:
-            with pytest.raises(lt.UnsupportedError, match="proj_size"):
-                lt.LSTM(*args, **kwargs, dtype=dtype)
-            refused += 1
-            continue
-        ours = lt.LSTM(*args, **kwargs, dtype=dtype)
-        ours.load_state_dict(ref.state_dict())
-        fwd = sample.forward_input.args
-        got, expected = results(ours, fwd), results(ref, fwd)
-        if dtype == torch.float64:
-            for a, b in zip(got, expected):
-                assert a.shape == b.shape
-                assert (a - b).abs().max().item() <= 1e-10, (kwargs, fwd[0].shape)
-        else:
-            truth = results(copy.deepcopy(ref).double(), to64(fwd))
-            eps = torch.finfo(torch.float32).eps
-            for a, b, t in zip(got, expected, truth):
-                ours_err = (a.double() - t).abs().max().item()
-                nn_err = (b.double() - t).abs().max().item()
-                assert ours_err <= 4 * max(nn_err, eps * t.abs().max().item()), kwargs
-        compared += 1
-    assert (compared, refused) == (16, 16)
+def test_lstm_sample_gives_nn_lstm_results(dtype, index):
+    sample = samples(dtype)[index]
+    args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
+    torch.manual_seed(0)
+    ref = nn.LSTM(*args, **kwargs, dtype=dtype)
+    if kwargs.get("proj_size", 0) > 0:
+        with pytest.raises(lt.UnsupportedError, match="proj_size"):
+            lt.LSTM(*args, **kwargs, dtype=dtype)
+        pytest.skip("projection: proj_size > 0 is not computed by the kernels yet (refused "
+                    "with UnsupportedError)")
+    ours = lt.LSTM(*args, **kwargs, dtype=dtype)
+    ours.load_state_dict(ref.state_dict())
+    fwd = sample.forward_input.args
+    got, expected = results(ours, fwd), results(ref, fwd)
+    assert len(got) == len(expected)
+    if dtype == torch.float64:
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape
+            assert (a - b).abs().max().item() <= 1e-10, (kwargs, fwd[0].shape)
+    else:
+        truth = results(copy.deepcopy(ref).double(), to64(fwd))
+        eps = torch.finfo(torch.float32).eps
+        for a, b, t in zip(got, expected, truth):
+            assert a.shape == b.shape
+            ours_err = (a.double() - t).abs().max().item()
+            nn_err = (b.double() - t).abs().max().item()
+            assert ours_err <= 4 * max(nn_err, eps * t.abs().max().item()), kwargs
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

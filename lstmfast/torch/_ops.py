@@ -1,0 +1,308 @@
+"""One layer and one direction as ``torch.library`` custom ops: ``lstmfast::lstm_layer`` and
+its backward ``lstmfast::lstm_layer_backward``.
+
+Registered ops (rather than an ``autograd.Function`` that calls NumPy) are what the compiler
+and the TorchScript tracer can keep as one node each: fake kernels give their output shapes
+without computing, so ``torch.compile(model, fullgraph=True)`` traces the modules without a
+graph break, and ``torch.jit.trace`` records calls that ``torch.jit.load`` finds again in any
+process that has imported ``lstmfast.torch``.
+
+What the backward pass needs (the kernels' forward cache, the weights the forward pass used)
+stays in the :class:`~lstmfast.functional.ForwardResult`. The forward op returns, as a fourth
+output, a byte tensor that shares the memory of that result's cache and keeps the result
+alive; the backward op finds the result again by that memory's address. So the backward pass
+reads exactly what the forward pass left, without copying it, and the cache returns to
+lstmfast's buffer pool only when autograd (or the compiled graph) drops the tensor.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+import threading
+import weakref
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import kernels as _kernels
+from . import _function
+from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
+                        _kernel_to_time_major, _numpy, _refuse_double_backward,
+                        _time_major_to_kernel, kernel_weights)
+
+__all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
+
+_results = weakref.WeakValueDictionary()    # cache address -> the ForwardResult owning it
+_results_lock = threading.Lock()
+
+
+class _CacheOwner(np.ndarray):
+    """A view of a forward result's cache holding a reference to the result: the tensor made
+    from it keeps the result (hence the cache, and its place in the buffer pool) alive."""
+
+
+def _cache_handle(fwd):
+    cache = fwd._cache
+    view = cache.view(_CacheOwner)
+    view.result = fwd
+    handle = torch.from_numpy(view).view(torch.uint8)
+    with _results_lock:
+        _results[handle.data_ptr()] = fwd
+    return handle
+
+
+def _result_of(handle):
+    with _results_lock:
+        fwd = _results.get(handle.data_ptr()) if handle.numel() else None
+    if fwd is None:
+        raise RuntimeError("lstmfast::lstm_layer_backward: the forward pass's saved state is "
+                           "gone (its cache tensor was copied or freed)")
+    return fwd
+
+
+def _cache_bytes(mb, n_in, hidden, steps, dtype):
+    sizes = (mb, n_in, hidden, steps)
+    if not all(isinstance(s, int) for s in sizes):
+        return torch.library.get_ctx().new_dynamic_size()
+    return _kernels.cache_size(*sizes) * dtype.itemsize
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+@torch.library.custom_op("lstmfast::lstm_layer", mutates_args=(), device_types="cpu")
+def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+               b_hh: Optional[Tensor], w_peep: Optional[Tensor], h0: Optional[Tensor],
+               c0: Optional[Tensor], forwards: bool, activation: str, gate_activation: str,
+               for_backprop: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One layer, one direction: x ``[T, mb, nIn]`` (time-major), parameters in nn.LSTM's
+    layout (b_ih, b_hh, w_peep may be None), h0/c0 ``[mb, h]`` or None (zeros). Returns
+    ``(out [T, mb, h] contiguous, h_n [mb, h], c_n [mb, h], saved)``; ``saved`` (uint8) holds
+    what the backward op needs when ``for_backprop`` (empty otherwise)."""
+    out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards,
+                                        activation, gate_activation, for_backprop)
+    handle = _cache_handle(fwd) if fwd is not None else x.new_empty((0,), dtype=torch.uint8)
+    return out, h_n, c_n, handle
+
+
+def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
+                   gate_activation, for_backprop):
+    """The computation of :func:`lstm_layer`: (out, h_n, c_n, the ForwardResult when
+    ``for_backprop``, else None)."""
+    steps, mb = x.shape[0], x.shape[1]
+    hidden = w_hh.shape[1]
+    if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
+        return (x.new_zeros((steps, 0, hidden)), x.new_zeros((0, hidden)),
+                x.new_zeros((0, hidden)), None)
+    W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
+    fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
+                             _numpy(c0), forwards, activation, gate_activation, for_backprop)
+    return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
+            torch.from_numpy(fwd.last_c), fwd if for_backprop else None)
+
+
+@lstm_layer.register_fake
+def _lstm_layer_fake(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
+                     gate_activation, for_backprop):
+    steps, mb, n_in = x.shape
+    hidden = w_hh.shape[1]
+    saved = 0
+    if for_backprop and not (isinstance(mb, int) and mb == 0):
+        saved = _cache_bytes(mb, n_in, hidden, steps, np.dtype(_function.NUMPY_DTYPES[x.dtype]))
+    return (x.new_empty((steps, mb, hidden)), x.new_empty((mb, hidden)),
+            x.new_empty((mb, hidden)), x.new_empty((saved,), dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+
+@torch.library.custom_op("lstmfast::lstm_layer_backward", mutates_args=(), device_types="cpu")
+def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
+                        grad_c: Optional[Tensor], saved: Tensor, steps: int, mb: int,
+                        n_in: int, hidden: int, dtype: torch.dtype, forwards: bool,
+                        peepholes: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor,
+                                                  Tensor, Tensor]:
+    """Gradients of :func:`lstm_layer` with respect to ``(x, w_ih, w_hh, bias, w_peep, h0,
+    c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]`` or
+    empty without peepholes), given the sizes of x ``[T, mb, nIn]`` and of the layer."""
+    return _layer_backward(None if mb == 0 else _result_of(saved), grad_out, grad_h, grad_c,
+                           steps, mb, n_in, hidden, dtype, forwards, peepholes)
+
+
+def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, dtype, forwards,
+                    peepholes):
+    """The computation of :func:`lstm_layer_backward` from the forward pass's result."""
+    sizes = (steps, mb, n_in, hidden, dtype, peepholes)
+    if mb == 0:
+        return _zero_gradients(*sizes)
+    grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c)
+    if grads is None:
+        return _zero_gradients(*sizes)
+    gates = 4 * hidden
+    g_rw = grads.recurrent_weights
+    g_peep = (torch.from_numpy(g_rw[:, gates:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
+              if peepholes else torch.empty((0,), dtype=dtype))
+    return (torch.from_numpy(np.ascontiguousarray(grads.input.transpose(2, 0, 1))),
+            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
+            torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)),
+            torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep,
+            torch.from_numpy(grads.h0), torch.from_numpy(grads.c0))
+
+
+def _gradient_shapes(steps, mb, n_in, hidden, peepholes):
+    return ((steps, mb, n_in), (4 * hidden, n_in), (4 * hidden, hidden), (4 * hidden,),
+            (3, hidden) if peepholes else (0,), (mb, hidden), (mb, hidden))
+
+
+def _zero_gradients(steps, mb, n_in, hidden, dtype, peepholes):
+    return tuple(torch.zeros(shape, dtype=dtype)
+                 for shape in _gradient_shapes(steps, mb, n_in, hidden, peepholes))
+
+
+@lstm_layer_backward.register_fake
+def _lstm_layer_backward_fake(grad_out, grad_h, grad_c, saved, steps, mb, n_in, hidden, dtype,
+                              forwards, peepholes):
+    return tuple(saved.new_empty(shape, dtype=dtype)
+                 for shape in _gradient_shapes(steps, mb, n_in, hidden, peepholes))
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd of the forward op
+
+def _setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards = inputs[:9]
+    ctx.save_for_backward(output[3])
+    ctx.sizes = (*x.shape, w_hh.shape[1], x.dtype, forwards, w_peep is not None)
+    ctx.set_materialize_grads(False)
+
+
+def _lstm_layer_grad(ctx, grad_out, grad_h, grad_c, grad_saved):
+    # autograd runs this with grad mode on exactly when create_graph=True: the kernels are
+    # differentiable once, and a gradient without a graph would drop a penalty silently
+    _refuse_double_backward()
+    needs = ctx.needs_input_grad
+    if not any(needs[:8]):
+        return (None,) * 12
+    (saved,) = ctx.saved_tensors
+    return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved,
+                                                       *ctx.sizes))
+
+
+def _input_gradients(needs, grads):
+    """The 7 gradients of the backward computation -> those of lstm_layer's 12 inputs (bias
+    gradient to both biases; None where no gradient is needed)."""
+    g_x, g_w_ih, g_w_hh, g_b, g_peep, g_h0, g_c0 = grads
+    g_b_hh = (g_b.clone() if needs[3] else g_b) if needs[4] else None
+    grads = (g_x, g_w_ih, g_w_hh, g_b, g_b_hh, g_peep, g_h0, g_c0)
+    return tuple(g if need else None for g, need in zip(grads, needs[:8])) + (None,) * 4
+
+
+lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# eager calls: the same computations through an autograd.Function, without the dispatcher's
+# generic layers (schema defaults, alias checks, the op's own autograd wrapper), which cost more
+# than the kernels on small layers. Compilers and tracers see the op.
+
+class _LayerFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
+                gate_activation, for_backprop):
+        out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0,
+                                            forwards, activation, gate_activation, for_backprop)
+        ctx.fwd = fwd
+        ctx.sizes = (*x.shape, w_hh.shape[1], x.dtype, forwards, w_peep is not None)
+        ctx.set_materialize_grads(False)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        _refuse_double_backward()
+        needs = ctx.needs_input_grad
+        if not any(needs[:8]):
+            return (None,) * 12
+        return _input_gradients(needs, _layer_backward(ctx.fwd, grad_out, grad_h, grad_c,
+                                                       *ctx.sizes))
+
+
+def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
+          for_backprop):
+    """(out, h_n, c_n) of one layer and direction: the custom op :func:`lstm_layer` under
+    torch.compile / export and torch.jit.trace, the same computation directly otherwise."""
+    args = (x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
+            for_backprop)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return lstm_layer(*args)[:3]
+    return _LayerFunction.apply(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile: Dynamo refuses every nn.LSTM instance (an nn.LSTM subclass included) unless
+# torch._dynamo.config.allow_rnn is set, because it cannot trace nn.LSTM's own kernels. The
+# modules here compute through the custom ops above, which it can: for them (and only them)
+# the check is passed. Setting allow_rnn for the whole process would change how Dynamo treats
+# every plain nn.LSTM in the program.
+
+_BUILDER = "torch._dynamo.variables.builder"
+
+
+def _let_dynamo_trace(builder, module_class):
+    """Make Dynamo's VariableBuilder wrap instances of `module_class` as if allow_rnn were set
+    for them; other modules are left to Dynamo's own rules."""
+    cls = getattr(builder, "VariableBuilder", None)
+    wrap_module = getattr(cls, "wrap_module", None)
+    if wrap_module is None or getattr(wrap_module, "_lstmfast_original", None) is not None:
+        return
+    from torch._dynamo import config
+
+    def wrap_lstmfast_module(self, value):
+        if isinstance(value, module_class) and not config.allow_rnn:
+            with config.patch(allow_rnn=True):
+                return wrap_module(self, value)
+        return wrap_module(self, value)
+
+    wrap_lstmfast_module._lstmfast_original = wrap_module
+    cls.wrap_module = wrap_lstmfast_module
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Runs `callback(module)` once the module `name` has been imported (Dynamo is imported
+    lazily, by the first torch.compile: importing it here would cost a second)."""
+
+    def __init__(self, name, callback):
+        self.name = name
+        self.callback = callback
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader_exec = spec.loader.exec_module
+        callback = self.callback
+
+        def exec_module(module):
+            loader_exec(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def enable_compile(module_class):
+    """Let torch.compile trace `module_class` (an nn.LSTM subclass computing through the custom
+    ops) without a graph break, now or when Dynamo is imported."""
+    def patch(builder):
+        _let_dynamo_trace(builder, module_class)
+
+    if _BUILDER in sys.modules:
+        patch(sys.modules[_BUILDER])
+    else:
+        sys.meta_path.insert(0, _PatchAfterImport(_BUILDER, patch))
