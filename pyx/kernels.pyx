@@ -17,8 +17,10 @@ import numpy as np
 
 from lstmfast._blas cimport fits_blas_int
 from lstmfast._blas_int cimport BLAS_INT_MAX as _BLAS_INT_MAX
-from lstmfast._activations cimport activate_array, lf_exp_array_f32, lf_exp_array_f64
-from lstmfast._cells cimport lf_select_isa, lf_cpu_isa, lf_isa_names, LF_ISA_AVX512
+from lstmfast._activations cimport (lf_tanh_array_f32, lf_tanh_array_f64, lf_sigmoid_array_f32,
+                                    lf_sigmoid_array_f64, lf_exp_array_f32, lf_exp_array_f64)
+from lstmfast._cells cimport (lf_select_isa, lf_cpu_isa, lf_isa_names, LF_ISA_AVX512, LF_ACT_TANH,
+                              LF_ACT_SIGMOID, LF_ACT_HARDSIGMOID, LF_ACT_RATIONALTANH, LF_ACT_COUNT)
 from lstmfast._layout cimport *
 from lstmfast._team cimport *
 from lstmfast._forward cimport run_forward
@@ -27,7 +29,8 @@ from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report
                                LSTM_OK, LSTM_ERR_ARGUMENT,
                                LSTM_ERR_ACTIVATION, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED,
-                               ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_COUNT)
+                               ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_RATIONALTANH,
+                               ACT_COUNT)
 
 cnp.import_array()
 
@@ -53,6 +56,11 @@ elif _isa_wanted and _ISA_NAMES.index(_isa_wanted) > lf_cpu_isa():
     _warnings.warn(f"LSTMFAST_ISA={_isa_wanted!r}: this CPU (or its OS) supports only up to "
                    f"{_ISA_NAMES[lf_cpu_isa()]!r}; using that.", RuntimeWarning, stacklevel=2)
 _ISA = _ISA_NAMES[lf_select_isa()]
+# the C cells (pyx/lstmfast_cells.h) number the activations as ACT_* does
+if (LF_ACT_TANH, LF_ACT_SIGMOID, LF_ACT_HARDSIGMOID, LF_ACT_RATIONALTANH, LF_ACT_COUNT) != (
+        ACT_TANH, ACT_SIGMOID, ACT_HARDSIGMOID, ACT_RATIONALTANH, ACT_COUNT):
+    raise ImportError("lstmfast: the activation codes of pyx/lstmfast_cells.h and "
+                      "lstmfast/kernels.pxd differ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,9 +835,15 @@ def vector_math(str function, values):
 
 cdef void _vector_math_typed(const floating* x, floating* y, Py_ssize_t n, int kind) noexcept nogil:
     if kind == 0:
-        activate_array(ACT_TANH, x, y, n)
+        if floating is float:
+            lf_tanh_array_f32(x, y, n)
+        else:
+            lf_tanh_array_f64(x, y, n)
     elif kind == 1:
-        activate_array(ACT_SIGMOID, x, y, n)
+        if floating is float:
+            lf_sigmoid_array_f32(x, y, n)
+        else:
+            lf_sigmoid_array_f64(x, y, n)
     elif floating is float:
         lf_exp_array_f32(x, y, n)
     else:

@@ -23,12 +23,15 @@
 #undef LF_TARGET
 #endif
 
-typedef void (*LF_TYPED(lf_forward_cells_fn))(ptrdiff_t, ptrdiff_t, LF_T*, LF_T*, LF_T*,
-                                              const LF_T*, const LF_T*, LF_T*, LF_T*);
-typedef void (*LF_TYPED(lf_backward_cells_fn))(ptrdiff_t, ptrdiff_t, const LF_T*, const LF_T*,
+typedef void (*LF_TYPED(lf_forward_cells_fn))(ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, LF_T*,
+                                              LF_T*, LF_T*, const LF_T*, const LF_T*, LF_T*,
+                                              LF_T*, const LF_T*);
+typedef void (*LF_TYPED(lf_backward_cells_fn))(ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int,
                                                const LF_T*, const LF_T*, const LF_T*,
+                                               const LF_T*, const LF_T*, const LF_T*, int,
                                                const LF_T*, const LF_T*, const LF_T*,
-                                               const LF_T*, LF_T*, LF_T*);
+                                               const LF_T*, const LF_T*, LF_T*, LF_T*, LF_T*,
+                                               LF_T*, LF_T*, LF_T*, const LF_T*);
 
 /* The variants in use; written once by lf_select_isa (at module import), read-only after. */
 static LF_TYPED(lf_forward_cells_fn) LF_TYPED(lf_forward_cells) =
