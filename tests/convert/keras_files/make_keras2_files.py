@@ -50,12 +50,13 @@ def models():
         L.LSTM(3, go_backwards=True, recurrent_activation="hard_sigmoid"),
         L.Dense(3, activation="softmax"),
     ]), False
+    # named layers: a .weights.h5 file keys its arrays by class name, not by layer name
     yield "bidirectional_time_distributed", keras.Sequential([
         keras.Input((5, 3)),
-        L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="sum"),
+        L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="sum", name="encoder"),
         L.Bidirectional(L.LSTM(3, return_sequences=True, recurrent_activation="hard_sigmoid"),
-                        merge_mode="concat"),
-        L.TimeDistributed(L.Dense(2, activation="relu")),
+                        merge_mode="concat", name="decoder"),
+        L.TimeDistributed(L.Dense(2, activation="relu"), name="per_step"),
     ]), False
     yield "masking", keras.Sequential([
         keras.Input((6, 3)),
