@@ -11,7 +11,8 @@ For every model it writes keras2_<name>.h5 (``model.save`` in Keras 2's HDF5 for
 ``model_config``) and keras2_<name>.npz holding the input ``x`` and Keras's ``predict(x)`` as
 ``y``; for two models also keras2_<name>.json (``model.to_json()``) with the weights of
 ``model.save_weights`` in both of the formats Keras 2.15 writes: keras2_<name>.weights.h5
-(Keras 3's layout) and keras2_<name>_weights.h5 (the older HDF5 layout). The tests
+(Keras 3's layout) and keras2_<name>_weights.h5 (the older HDF5 layout); for two models
+also keras2_<name>.keras (the zip archive of Keras 3, as Keras 2.15 writes it). The tests
 (test_keras2_files.py) compare lstmfast.keras.load's outputs with ``y``. Weights are random
 with a fixed seed and scaled up so that gates reach hard_sigmoid's clipped range (Keras 2's
 hard_sigmoid is clip(0.2 x + 0.5, 0, 1); its default recurrent activation before Keras 2.3,
@@ -33,6 +34,8 @@ L = keras.layers
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: the models also saved as a JSON configuration plus weights-only .h5 files
 JSON_MODELS = ("stacked_hard_sigmoid", "bidirectional_time_distributed")
+#: the models also saved as a .keras archive (Keras 2.13+ writes them with its version inside)
+ARCHIVE_MODELS = ("stacked_hard_sigmoid", "functional_masking")
 
 
 def models():
@@ -92,6 +95,8 @@ def main():
         y = model.predict(x, verbose=0)
         stem = os.path.join(HERE, f"keras2_{name}")
         model.save(stem + ".h5", save_format="h5")
+        if name in ARCHIVE_MODELS:
+            model.save(stem + ".keras")
         if name in JSON_MODELS:
             with open(stem + ".json", "w") as fh:
                 fh.write(model.to_json())
