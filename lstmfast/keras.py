@@ -737,10 +737,20 @@ def _load_json_and_weights(path, weights, dtype, keras_version):
         if version is None:
             raise ValueError(f"{wlabel}: the files do not say which Keras saved them: pass "
                              f"keras_version=2 or 3")
-        root = f["model_weights"] if "model_weights" in f else f
-        return _build(_layers_of(config, label),
-                      lambda name, key, lab: _h5_layer_weights(h5py, root, name, lab),
-                      version, dtype)
+        if "layer_names" not in f.attrs and "model_weights" not in f \
+                and isinstance(f.get("layers"), h5py.Group):
+            # Keras 3's save_weights, and Keras 2.13+'s for a name ending in .weights.h5:
+            # arrays under layers/<snake-case class name>[_k]/.../vars/<k>
+            root = f["layers"]
+
+            def weights_of(name, key, lab):
+                return _keras3_layer_weights(h5py, root, key, lab)
+        else:
+            root = f["model_weights"] if "model_weights" in f else f
+
+            def weights_of(name, key, lab):
+                return _h5_layer_weights(h5py, root, name, lab)
+        return _build(_layers_of(config, label), weights_of, version, dtype)
 
 
 def load(path, weights=None, *, dtype=None, keras_version=None):
@@ -748,9 +758,10 @@ def load(path, weights=None, *, dtype=None, keras_version=None):
 
     ``path``: a Keras 3 ``.keras`` archive, an ``.h5`` file saved by ``model.save`` (Keras 2, or
     Keras 3's legacy format), or a JSON configuration (``model.to_json()``) with ``weights`` the
-    ``.h5`` of ``model.save_weights``. ``dtype``: the computation's (default: the weights',
-    float32 for Keras). ``keras_version`` (2 or 3) is needed only when a JSON configuration and
-    its weights file do not say it. Problems are ValueErrors naming the layer.
+    ``.h5`` of ``model.save_weights`` (either layout: the HDF5 one of ``model.save``, or Keras
+    3's, which Keras 2.13+ also writes for a name ending in ``.weights.h5``). ``dtype``: the
+    computation's (default: the weights', float32 for Keras). ``keras_version`` (2 or 3) is
+    needed only when a JSON configuration and its weights file do not say it. Problems are ValueErrors naming the layer.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
