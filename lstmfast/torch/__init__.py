@@ -38,8 +38,11 @@ length, over the sequences of that length: no padding work, each sequence's own 
 nn.LSTM's results; many distinct lengths mean many small passes. Dropout between layers then
 draws other masks than nn.LSTM's (which drops on the packed data).
 
-Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
-CPU, dtypes other than float32 and float64.
+``proj_size > 0`` (LSTMP) is computed by the kernels' projection: ``weight_hr_l{k}``
+parameters, ``h_n`` ``[layers * directions, batch, proj_size]``, as nn.LSTM.
+
+Not computed (raise :class:`UnsupportedError`): devices other than the CPU, dtypes other than
+float32 and float64.
 
 Compilers: each layer and direction is one call of the ``torch.library`` custom op
 ``lstmfast::lstm_layer`` (fake kernel and autograd registered), so ``torch.compile(model,

@@ -59,8 +59,10 @@ class LSTM(nn.LSTM):
     ``[3, hidden_size]`` per layer and direction (rows: input, forget, output gate; the input and
     forget gates see ``c[t-1]``, the output gate ``c[t]``, as in DL4J's GravesLSTM).
 
-    Not computed (yet): ``proj_size > 0`` raises :class:`UnsupportedError`, as do devices
-    other than the CPU and dtypes other than float32/float64; second-order derivatives raise
+    ``proj_size > 0`` (LSTMP) as nn.LSTM: parameters ``weight_hr_l{k}[_reverse]``
+    ``[proj_size, hidden_size]``, ``h`` (output, h_n) projected; with peepholes these still act
+    on the ``hidden_size`` cell. Not computed: devices other than the CPU and dtypes other than
+    float32/float64 raise :class:`UnsupportedError`; second-order derivatives raise
     ``DoubleBackwardError``. ``PackedSequence``: see the package docstring.
     """
 
@@ -92,10 +94,6 @@ class LSTM(nn.LSTM):
         object.__setattr__(self, "_peephole_names", [])
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype)
-        if proj_size > 0:
-            raise UnsupportedError(
-                f"proj_size={proj_size}: projections (LSTMP) are not computed by lstmfast's "
-                f"kernels yet; use proj_size=0 or torch.nn.LSTM")
         if peepholes:
             for layer in range(self.num_layers):
                 for direction in range(self._directions):
@@ -114,7 +112,7 @@ class LSTM(nn.LSTM):
         self._flat_positions = tuple(
             tuple(positions.get(f"{kind}_l{layer}{'_reverse' if direction else ''}")
                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                               "weight_peephole"))
+                               "weight_peephole", "weight_hr"))
             for layer in range(self.num_layers) for direction in range(self._directions))
 
     # ---- options -----------------------------------------------------------------------
@@ -149,8 +147,10 @@ class LSTM(nn.LSTM):
         for layer in range(self.num_layers):
             for direction in range(self._directions):
                 w_ih, w_hh, b_ih, b_hh, w_peep = self._layer_parameters(layer, direction)
+                w_hr = getattr(self, f"weight_hr_l{layer}{'_reverse' if direction else ''}",
+                               None)
                 std = math.sqrt(2.0 / (h + w_ih.shape[1] + h))
-                for w in (w_ih, w_hh, w_peep):
+                for w in (w_ih, w_hh, w_peep, w_hr):
                     if w is not None:
                         w.normal_(0.0, std)
                 if b_ih is not None:
@@ -277,7 +277,7 @@ class LSTM(nn.LSTM):
                 index = layer * self._directions + direction
                 parameters = [None if i is None else flat[i] for i in positions[index]]
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n = run_layer(x, *parameters, h0, c0, direction == 0,
+                out, h_n, c_n = run_layer(x, *parameters, h0, c0, None, direction == 0,
                                           options["activation"], options["gate_activation"],
                                           for_backprop)
                 outs.append(out)
@@ -411,7 +411,7 @@ class LSTM(nn.LSTM):
 
     @classmethod
     def from_torch(cls, module):
-        """A ``torch.nn.LSTM`` (no projection) -> this module: same configuration, dtype and
+        """A ``torch.nn.LSTM`` -> this module: same configuration, dtype and
         parameters (copied), hence the same function."""
         if not isinstance(module, nn.LSTM):
             raise TypeError(f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got "
