@@ -230,9 +230,10 @@ class LSTM(nn.LSTM):
         return out, (h_n, c_n)
 
     def _forward_packed(self, packed, hx):
-        """A PackedSequence: one pass of the layers per distinct length, over the sequences of
-        that length (no padding work; each sequence starts from its h_0/c_0 and ends, in each
-        direction, with its own last valid step, as nn.LSTM's packed path)."""
+        """A PackedSequence: padded once, then one pass per layer and direction with each
+        sequence's length (the kernels skip the padding; each sequence starts from its
+        h_0/c_0 and ends, in each direction, at its own last valid step, as nn.LSTM's packed
+        path)."""
         data, batch_sizes, sorted_indices, unsorted_indices = packed
         if hx is None:
             self.check_input(data, batch_sizes)
@@ -241,28 +242,15 @@ class LSTM(nn.LSTM):
             self.check_forward_args(data, hx, batch_sizes)
             self._check_state_tensors(data, hx)
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
-        lengths = lengths.tolist()                      # decreasing: sorted order
-        outs, hs, cs = [], [], []
-        start = 0
-        while start < len(lengths):
-            stop = start
-            while stop < len(lengths) and lengths[stop] == lengths[start]:
-                stop += 1
-            steps = lengths[start]
-            state = None if hx is None else (hx[0][:, start:stop], hx[1][:, start:stop])
-            out, h_n, c_n = self._run_layers(padded[:steps, start:stop], state)
-            outs.append(F.pad(out, (0, 0, 0, 0, 0, padded.shape[0] - steps)))
-            hs.append(h_n)
-            cs.append(c_n)
-            start = stop
-        out = pack_padded_sequence(torch.cat(outs, 1), lengths).data
-        hidden = (torch.cat(hs, 1), torch.cat(cs, 1))
+        out, h_n, c_n = self._run_layers(padded, hx, lengths)    # sorted order
+        out = pack_padded_sequence(out, lengths).data
         return (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
-                self.permute_hidden(hidden, unsorted_indices))
+                self.permute_hidden((h_n, c_n), unsorted_indices))
 
-    def _run_layers(self, x, hx):
-        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
-        (out [T, mb, features], h_n, c_n)."""
+    def _run_layers(self, x, hx, lengths=None):
+        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros, each
+        example's first ``lengths[m]`` steps when given (int64 [mb]; the rest is padding, zero
+        in out): (out [T, mb, features], h_n, c_n)."""
         # a traced graph is run with and without grad (torch.jit.trace checks it under
         # no_grad): it always keeps what the backward pass needs
         for_backprop = torch.jit.is_tracing() or torch.is_grad_enabled() and (
@@ -277,7 +265,7 @@ class LSTM(nn.LSTM):
                 index = layer * self._directions + direction
                 parameters = [None if i is None else flat[i] for i in positions[index]]
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n = run_layer(x, *parameters, h0, c0, None, direction == 0,
+                out, h_n, c_n = run_layer(x, *parameters, h0, c0, lengths, direction == 0,
                                           options["activation"], options["gate_activation"],
                                           for_backprop)
                 outs.append(out)

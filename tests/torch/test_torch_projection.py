@@ -104,3 +104,59 @@ def test_compiled_op_gives_the_projected_shapes_values_and_gradients():
     for a, b in zip(run(compiled, x, hx), run(ref, x, hx)):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() <= 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# PackedSequence: one pass per layer and direction, with each sequence's length
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_projection_equals_nn_lstm(enforce_sorted, batch_first):
+    lengths = [6, 4, 4, 1] if enforce_sorted else [4, 6, 1, 4]
+    ref, ours = pair(2, True, batch_first)
+    x = torch.randn(4, 6, 3, dtype=F64, generator=torch.Generator().manual_seed(7))
+    if not batch_first:
+        x = x.transpose(0, 1).contiguous()
+    hx = state(ref, 4)
+    results = []
+    for module in (ref, ours):
+        xs = x.detach().clone().requires_grad_(True)
+        h = tuple(t.detach().clone().requires_grad_(True) for t in hx)
+        packed = nn.utils.rnn.pack_padded_sequence(xs, lengths, batch_first=batch_first,
+                                                   enforce_sorted=enforce_sorted)
+        out, (h_n, c_n) = module(packed, h)
+        g = torch.Generator().manual_seed(5)
+        loss = sum((t * torch.randn(t.shape, dtype=F64, generator=g)).sum()
+                   for t in (out.data, h_n, c_n))
+        results.append([out.data, h_n, c_n,
+                        *torch.autograd.grad(loss, [xs, *h, *module.parameters()])])
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_packed_peepholes_equal_each_sequence_run_alone(proj_size, monkeypatch):
+    """Peepholes (nn.LSTM has none): the packed batch gives what each sequence gives run
+    alone, unpadded, and the layers run once per layer and direction, whatever the lengths."""
+    from lstmfast.torch import _modules
+    calls = []
+    real = _modules.run_layer
+    monkeypatch.setattr(_modules, "run_layer", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(8)
+    module = lt.GravesLSTM(3, 4, 2, bidirectional=True, proj_size=proj_size, dtype=F64)
+    lengths = [3, 5, 1, 4, 2]
+    x = torch.randn(5, 5, 3, dtype=F64, generator=torch.Generator().manual_seed(9))
+    hx = state(module, 5)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, (h_n, c_n) = module(packed, hx)
+    assert len(calls) == 4
+    out, _ = nn.utils.rnn.pad_packed_sequence(out)
+    for m, n in enumerate(lengths):
+        alone, (h_m, c_m) = module(x[:n, m:m + 1], (hx[0][:, m:m + 1], hx[1][:, m:m + 1]))
+        assert (out[:n, m:m + 1] - alone).abs().max().item() <= 1e-12
+        if n < len(x):
+            assert out[n:, m].abs().max().item() == 0
+        assert (h_n[:, m:m + 1] - h_m).abs().max().item() <= 1e-12
+        assert (c_n[:, m:m + 1] - c_m).abs().max().item() <= 1e-12
