@@ -327,9 +327,11 @@ class LSTM(nn.LSTM):
             raise TypeError(f"{cls.__name__}.from_layer: expected "
                             f"{' or '.join('lstmfast.' + c.__name__ for c in accepted)}, got "
                             f"{type(layer).__name__}")
-        if getattr(layer, "_process_forwards", True) is False:
-            raise ValueError(f"{cls.__name__}.from_layer: the layer is the backward direction of "
-                             f"a bidirectional layer")
+        if getattr(layer, "reverse", False):     # (the bidirectional layer has no such flag)
+            raise ValueError(f"{cls.__name__}.from_layer: the layer processes time in reverse "
+                             f"(the backward direction of a bidirectional layer, or a layer "
+                             f"from an ONNX 'reverse' node); nn.LSTM has no such one-direction "
+                             f"layer")
         module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
         with torch.no_grad():
             for name, value in module._parameters_from_flat(np.asarray(layer.params)).items():
