@@ -33,13 +33,16 @@ Autograd: gradients reach the input, every parameter and ``(h_0, c_0)``; the ker
 differentiable once, so ``create_graph=True`` (double backward) raises
 :class:`DoubleBackwardError`.
 
-``PackedSequence`` inputs (sorted or not) run one pass of the layers per distinct sequence
-length, over the sequences of that length: no padding work, each sequence's own final state,
-nn.LSTM's results; many distinct lengths mean many small passes. Dropout between layers then
-draws other masks than nn.LSTM's (which drops on the packed data).
+``PackedSequence`` inputs (sorted or not) are padded once and run one pass per layer and
+direction with each sequence's length: the kernels skip the padding steps, each sequence ends
+(in each direction) at its own last valid step, as nn.LSTM's. Dropout between layers draws
+other masks than nn.LSTM's (which drops on the packed data).
 
-Not computed yet (raise :class:`UnsupportedError`): ``proj_size > 0``, devices other than the
-CPU, dtypes other than float32 and float64.
+``proj_size > 0`` (LSTMP) is computed by the kernels' projection: ``weight_hr_l{k}``
+parameters, ``h_n`` ``[layers * directions, batch, proj_size]``, as nn.LSTM.
+
+Not computed (raise :class:`UnsupportedError`): devices other than the CPU, dtypes other than
+float32 and float64.
 
 Compilers: each layer and direction is one call of the ``torch.library`` custom op
 ``lstmfast::lstm_layer`` (fake kernel and autograd registered), so ``torch.compile(model,

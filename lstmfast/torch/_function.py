@@ -80,25 +80,31 @@ def _kernel_to_time_major(a):
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def _epsilon(grad_out, grad_h, shape, dtype, last_step):
-    """dL/d(output) as the kernels want it, [mb, h, T], with dL/d(h_n) folded into the last
-    processed step (h_n is that step's output)."""
+def _epsilon(grad_out, shape, dtype):
+    """dL/d(output) as the kernels want it, [mb, size, T] (zeros when none arrives)."""
     if grad_out is None:
-        eps = np.zeros(shape, dtype=dtype, order="F")
-    else:
-        eps = _time_major_to_kernel(grad_out.detach().numpy())
-    if grad_h is not None:
-        eps = np.array(eps, dtype=dtype, order="F", copy=True)
-        eps[:, :, last_step] += grad_h.detach().numpy()
-    return eps
+        return np.zeros(shape, dtype=dtype, order="F")
+    return _time_major_to_kernel(grad_out.detach().numpy())
 
 
-def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, for_backprop):
-    """lstm_forward on the kernels' layout, under the BLAS thread limit."""
+def projection_weights(w_hr, w_peep):
+    """weight_hr [P, h] and weight_peephole [3, h] (or None) in nn.LSTM's layout ->
+    lstm_forward's ``projection_weights`` [h, P] and ``peephole_weights`` [h, 3] (columns wFF,
+    wOO, wGG), fresh arrays."""
+    proj = np.array(w_hr.detach().numpy().T, order="F")
+    peep = (None if w_peep is None
+            else np.array(w_peep.detach().numpy()[list(PEEPHOLE_KERNEL_FROM_ROWS)].T, order="F"))
+    return proj, peep
+
+
+def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, for_backprop,
+             **extra):
+    """lstm_forward on the kernels' layout, under the BLAS thread limit (extra: lengths,
+    projection_weights, peephole_weights)."""
     with _blas_limit():
         return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
                             gate_activation=gate_activation, forwards=forwards,
-                            for_backprop=for_backprop)
+                            for_backprop=for_backprop, **extra)
 
 
 def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c):
@@ -109,10 +115,10 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c):
     if fwd is None or not fwd.for_backprop:
         raise RuntimeError("lstmfast.torch: the forward pass ran without keeping what the "
                            "backward pass needs (grad mode was off)")
-    mb, hidden, steps = fwd.output.shape
-    eps = _epsilon(grad_out_time_major, grad_h, (mb, hidden, steps), fwd.output.dtype,
-                   steps - 1 if forwards else 0)
-    extra = {} if grad_c is None else {"grad_last_c": grad_c.detach().numpy()}
+    eps = _epsilon(grad_out_time_major, fwd.output.shape, fwd.output.dtype)
+    # dL/d(h_n) joins the output's gradient at each example's last processed step there
+    extra = {name: t.detach().numpy() for name, t in (("grad_last_h", grad_h),
+                                                     ("grad_last_c", grad_c)) if t is not None}
     with _blas_limit():
         return lstm_backward(fwd, eps, **extra)
 

@@ -59,8 +59,10 @@ class LSTM(nn.LSTM):
     ``[3, hidden_size]`` per layer and direction (rows: input, forget, output gate; the input and
     forget gates see ``c[t-1]``, the output gate ``c[t]``, as in DL4J's GravesLSTM).
 
-    Not computed (yet): ``proj_size > 0`` raises :class:`UnsupportedError`, as do devices
-    other than the CPU and dtypes other than float32/float64; second-order derivatives raise
+    ``proj_size > 0`` (LSTMP) as nn.LSTM: parameters ``weight_hr_l{k}[_reverse]``
+    ``[proj_size, hidden_size]``, ``h`` (output, h_n) projected; with peepholes these still act
+    on the ``hidden_size`` cell. Not computed: devices other than the CPU and dtypes other than
+    float32/float64 raise :class:`UnsupportedError`; second-order derivatives raise
     ``DoubleBackwardError``. ``PackedSequence``: see the package docstring.
     """
 
@@ -92,10 +94,6 @@ class LSTM(nn.LSTM):
         object.__setattr__(self, "_peephole_names", [])
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype)
-        if proj_size > 0:
-            raise UnsupportedError(
-                f"proj_size={proj_size}: projections (LSTMP) are not computed by lstmfast's "
-                f"kernels yet; use proj_size=0 or torch.nn.LSTM")
         if peepholes:
             for layer in range(self.num_layers):
                 for direction in range(self._directions):
@@ -114,7 +112,7 @@ class LSTM(nn.LSTM):
         self._flat_positions = tuple(
             tuple(positions.get(f"{kind}_l{layer}{'_reverse' if direction else ''}")
                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                               "weight_peephole"))
+                               "weight_peephole", "weight_hr"))
             for layer in range(self.num_layers) for direction in range(self._directions))
 
     # ---- options -----------------------------------------------------------------------
@@ -149,8 +147,10 @@ class LSTM(nn.LSTM):
         for layer in range(self.num_layers):
             for direction in range(self._directions):
                 w_ih, w_hh, b_ih, b_hh, w_peep = self._layer_parameters(layer, direction)
+                w_hr = getattr(self, f"weight_hr_l{layer}{'_reverse' if direction else ''}",
+                               None)
                 std = math.sqrt(2.0 / (h + w_ih.shape[1] + h))
-                for w in (w_ih, w_hh, w_peep):
+                for w in (w_ih, w_hh, w_peep, w_hr):
                     if w is not None:
                         w.normal_(0.0, std)
                 if b_ih is not None:
@@ -230,9 +230,10 @@ class LSTM(nn.LSTM):
         return out, (h_n, c_n)
 
     def _forward_packed(self, packed, hx):
-        """A PackedSequence: one pass of the layers per distinct length, over the sequences of
-        that length (no padding work; each sequence starts from its h_0/c_0 and ends, in each
-        direction, with its own last valid step, as nn.LSTM's packed path)."""
+        """A PackedSequence: padded once, then one pass per layer and direction with each
+        sequence's length (the kernels skip the padding; each sequence starts from its
+        h_0/c_0 and ends, in each direction, at its own last valid step, as nn.LSTM's packed
+        path)."""
         data, batch_sizes, sorted_indices, unsorted_indices = packed
         if hx is None:
             self.check_input(data, batch_sizes)
@@ -241,28 +242,15 @@ class LSTM(nn.LSTM):
             self.check_forward_args(data, hx, batch_sizes)
             self._check_state_tensors(data, hx)
         padded, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
-        lengths = lengths.tolist()                      # decreasing: sorted order
-        outs, hs, cs = [], [], []
-        start = 0
-        while start < len(lengths):
-            stop = start
-            while stop < len(lengths) and lengths[stop] == lengths[start]:
-                stop += 1
-            steps = lengths[start]
-            state = None if hx is None else (hx[0][:, start:stop], hx[1][:, start:stop])
-            out, h_n, c_n = self._run_layers(padded[:steps, start:stop], state)
-            outs.append(F.pad(out, (0, 0, 0, 0, 0, padded.shape[0] - steps)))
-            hs.append(h_n)
-            cs.append(c_n)
-            start = stop
-        out = pack_padded_sequence(torch.cat(outs, 1), lengths).data
-        hidden = (torch.cat(hs, 1), torch.cat(cs, 1))
+        out, h_n, c_n = self._run_layers(padded, hx, lengths)    # sorted order
+        out = pack_padded_sequence(out, lengths).data
         return (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
-                self.permute_hidden(hidden, unsorted_indices))
+                self.permute_hidden((h_n, c_n), unsorted_indices))
 
-    def _run_layers(self, x, hx):
-        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros:
-        (out [T, mb, features], h_n, c_n)."""
+    def _run_layers(self, x, hx, lengths=None):
+        """All layers on a time-major x [T, mb, input_size] from hx (batched) or zeros, each
+        example's first ``lengths[m]`` steps when given (int64 [mb]; the rest is padding, zero
+        in out): (out [T, mb, features], h_n, c_n)."""
         # a traced graph is run with and without grad (torch.jit.trace checks it under
         # no_grad): it always keeps what the backward pass needs
         for_backprop = torch.jit.is_tracing() or torch.is_grad_enabled() and (
@@ -277,7 +265,7 @@ class LSTM(nn.LSTM):
                 index = layer * self._directions + direction
                 parameters = [None if i is None else flat[i] for i in positions[index]]
                 h0, c0 = (None, None) if hx is None else (hx[0][index], hx[1][index])
-                out, h_n, c_n = run_layer(x, *parameters, h0, c0, direction == 0,
+                out, h_n, c_n = run_layer(x, *parameters, h0, c0, lengths, direction == 0,
                                           options["activation"], options["gate_activation"],
                                           for_backprop)
                 outs.append(out)
@@ -339,9 +327,11 @@ class LSTM(nn.LSTM):
             raise TypeError(f"{cls.__name__}.from_layer: expected "
                             f"{' or '.join('lstmfast.' + c.__name__ for c in accepted)}, got "
                             f"{type(layer).__name__}")
-        if getattr(layer, "_process_forwards", True) is False:
-            raise ValueError(f"{cls.__name__}.from_layer: the layer is the backward direction of "
-                             f"a bidirectional layer")
+        if getattr(layer, "reverse", False):     # (the bidirectional layer has no such flag)
+            raise ValueError(f"{cls.__name__}.from_layer: the layer processes time in reverse "
+                             f"(the backward direction of a bidirectional layer, or a layer "
+                             f"from an ONNX 'reverse' node); nn.LSTM has no such one-direction "
+                             f"layer")
         module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
         with torch.no_grad():
             for name, value in module._parameters_from_flat(np.asarray(layer.params)).items():
@@ -411,7 +401,7 @@ class LSTM(nn.LSTM):
 
     @classmethod
     def from_torch(cls, module):
-        """A ``torch.nn.LSTM`` (no projection) -> this module: same configuration, dtype and
+        """A ``torch.nn.LSTM`` -> this module: same configuration, dtype and
         parameters (copied), hence the same function."""
         if not isinstance(module, nn.LSTM):
             raise TypeError(f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got "

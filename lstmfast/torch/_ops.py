@@ -32,7 +32,7 @@ from .. import kernels as _kernels
 from . import _function
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _kernel_to_time_major, _numpy, _refuse_double_backward,
-                        _time_major_to_kernel, kernel_weights)
+                        _time_major_to_kernel, kernel_weights, projection_weights)
 
 __all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
 
@@ -64,11 +64,16 @@ def _result_of(handle):
     return fwd
 
 
-def _cache_bytes(mb, n_in, hidden, steps, dtype):
-    sizes = (mb, n_in, hidden, steps)
+def _cache_bytes(mb, n_in, hidden, steps, projection, dtype):
+    sizes = (mb, n_in, hidden, steps, projection)
     if not all(isinstance(s, int) for s in sizes):
         return torch.library.get_ctx().new_dynamic_size()
     return _kernels.cache_size(*sizes) * dtype.itemsize
+
+
+def _sizes(w_ih, w_hh):
+    """(h, size of the h fed back and output: P with a projection, else h)."""
+    return w_ih.shape[0] // 4, w_hh.shape[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,44 +81,57 @@ def _cache_bytes(mb, n_in, hidden, steps, dtype):
 
 @torch.library.custom_op("lstmfast::lstm_layer", mutates_args=(), device_types="cpu")
 def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
-               b_hh: Optional[Tensor], w_peep: Optional[Tensor], h0: Optional[Tensor],
-               c0: Optional[Tensor], forwards: bool, activation: str, gate_activation: str,
+               b_hh: Optional[Tensor], w_peep: Optional[Tensor], w_hr: Optional[Tensor],
+               h0: Optional[Tensor], c0: Optional[Tensor], lengths: Optional[Tensor],
+               forwards: bool, activation: str, gate_activation: str,
                for_backprop: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One layer, one direction: x ``[T, mb, nIn]`` (time-major), parameters in nn.LSTM's
-    layout (b_ih, b_hh, w_peep may be None), h0/c0 ``[mb, h]`` or None (zeros). Returns
-    ``(out [T, mb, h] contiguous, h_n [mb, h], c_n [mb, h], saved)``; ``saved`` (uint8) holds
-    what the backward op needs when ``for_backprop`` (empty otherwise)."""
-    out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards,
-                                        activation, gate_activation, for_backprop)
+    layout (b_ih, b_hh, w_peep, w_hr ``[P, h]`` may be None), h0 ``[mb, P or h]`` / c0
+    ``[mb, h]`` or None (zeros), lengths ``[mb]`` (int64, steps per example: a padded
+    PackedSequence) or None. Returns ``(out [T, mb, P or h] contiguous, h_n [mb, P or h],
+    c_n [mb, h], saved)``; h_n/c_n are each example's state at its last valid step; ``saved``
+    (uint8) holds what the backward op needs when ``for_backprop`` (empty otherwise)."""
+    out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0,
+                                        lengths, forwards, activation, gate_activation,
+                                        for_backprop)
     handle = _cache_handle(fwd) if fwd is not None else x.new_empty((0,), dtype=torch.uint8)
     return out, h_n, c_n, handle
 
 
-def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
-                   gate_activation, for_backprop):
+def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards,
+                   activation, gate_activation, for_backprop):
     """The computation of :func:`lstm_layer`: (out, h_n, c_n, the ForwardResult when
     ``for_backprop``, else None)."""
     steps, mb = x.shape[0], x.shape[1]
-    hidden = w_hh.shape[1]
+    hidden, size = _sizes(w_ih, w_hh)
     if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
-        return (x.new_zeros((steps, 0, hidden)), x.new_zeros((0, hidden)),
+        return (x.new_zeros((steps, 0, size)), x.new_zeros((0, size)),
                 x.new_zeros((0, hidden)), None)
+    extra = {}
+    if lengths is not None:
+        extra["lengths"] = lengths.numpy().astype(np.intp, copy=False)
+    if w_hr is not None:
+        # with a projection the peepholes travel apart from the recurrent weights
+        extra["projection_weights"], extra["peephole_weights"] = projection_weights(w_hr, w_peep)
+        w_peep = None
     W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
-                             _numpy(c0), forwards, activation, gate_activation, for_backprop)
+                             _numpy(c0), forwards, activation, gate_activation, for_backprop,
+                             **extra)
     return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
             torch.from_numpy(fwd.last_c), fwd if for_backprop else None)
 
 
 @lstm_layer.register_fake
-def _lstm_layer_fake(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
-                     gate_activation, for_backprop):
+def _lstm_layer_fake(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards,
+                     activation, gate_activation, for_backprop):
     steps, mb, n_in = x.shape
-    hidden = w_hh.shape[1]
+    hidden, size = _sizes(w_ih, w_hh)
     saved = 0
     if for_backprop and not (isinstance(mb, int) and mb == 0):
-        saved = _cache_bytes(mb, n_in, hidden, steps, np.dtype(_function.NUMPY_DTYPES[x.dtype]))
-    return (x.new_empty((steps, mb, hidden)), x.new_empty((mb, hidden)),
+        saved = _cache_bytes(mb, n_in, hidden, steps, 0 if w_hr is None else size,
+                             np.dtype(_function.NUMPY_DTYPES[x.dtype]))
+    return (x.new_empty((steps, mb, size)), x.new_empty((mb, size)),
             x.new_empty((mb, hidden)), x.new_empty((saved,), dtype=torch.uint8))
 
 
@@ -123,20 +141,22 @@ def _lstm_layer_fake(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activa
 @torch.library.custom_op("lstmfast::lstm_layer_backward", mutates_args=(), device_types="cpu")
 def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
                         grad_c: Optional[Tensor], saved: Tensor, steps: int, mb: int,
-                        n_in: int, hidden: int, dtype: torch.dtype, forwards: bool,
-                        peepholes: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor,
-                                                  Tensor, Tensor]:
-    """Gradients of :func:`lstm_layer` with respect to ``(x, w_ih, w_hh, bias, w_peep, h0,
-    c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]`` or
-    empty without peepholes), given the sizes of x ``[T, mb, nIn]`` and of the layer."""
+                        n_in: int, hidden: int, projection: int, dtype: torch.dtype,
+                        forwards: bool, peepholes: bool) -> tuple[Tensor, Tensor, Tensor,
+                                                                  Tensor, Tensor, Tensor,
+                                                                  Tensor, Tensor]:
+    """Gradients of :func:`lstm_layer` with respect to ``(x, w_ih, w_hh, bias, w_peep, w_hr,
+    h0, c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]``,
+    w_hr ``[P, h]``, empty without peepholes / projection), given the sizes of x
+    ``[T, mb, nIn]`` and of the layer (projection: P, or 0)."""
     return _layer_backward(None if mb == 0 else _result_of(saved), grad_out, grad_h, grad_c,
-                           steps, mb, n_in, hidden, dtype, forwards, peepholes)
+                           steps, mb, n_in, hidden, projection, dtype, forwards, peepholes)
 
 
-def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, dtype, forwards,
-                    peepholes):
+def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection, dtype,
+                    forwards, peepholes):
     """The computation of :func:`lstm_layer_backward` from the forward pass's result."""
-    sizes = (steps, mb, n_in, hidden, dtype, peepholes)
+    sizes = (steps, mb, n_in, hidden, projection, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
     grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c)
@@ -144,39 +164,56 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, dtyp
         return _zero_gradients(*sizes)
     gates = 4 * hidden
     g_rw = grads.recurrent_weights
-    g_peep = (torch.from_numpy(g_rw[:, gates:].T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
-              if peepholes else torch.empty((0,), dtype=dtype))
+    if projection:
+        g_peep_columns = grads.peephole_weights          # [h, 3] or None
+        g_hr = torch.from_numpy(np.ascontiguousarray(grads.projection_weights.T))
+    else:
+        g_peep_columns = g_rw[:, gates:] if peepholes else None
+        g_hr = torch.empty((0,), dtype=dtype)
+    g_peep = (torch.from_numpy(g_peep_columns.T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
+              if peepholes else torch.empty((0,), dtype=dtype))   # (outputs may not alias)
     return (torch.from_numpy(np.ascontiguousarray(grads.input.transpose(2, 0, 1))),
             torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
             torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)),
-            torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep,
+            torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep, g_hr,
             torch.from_numpy(grads.h0), torch.from_numpy(grads.c0))
 
 
-def _gradient_shapes(steps, mb, n_in, hidden, peepholes):
-    return ((steps, mb, n_in), (4 * hidden, n_in), (4 * hidden, hidden), (4 * hidden,),
-            (3, hidden) if peepholes else (0,), (mb, hidden), (mb, hidden))
+def _gradient_shapes(steps, mb, n_in, hidden, projection, peepholes):
+    size = projection or hidden
+    return ((steps, mb, n_in), (4 * hidden, n_in), (4 * hidden, size), (4 * hidden,),
+            (3, hidden) if peepholes else (0,), (projection, hidden) if projection else (0,),
+            (mb, size), (mb, hidden))
 
 
-def _zero_gradients(steps, mb, n_in, hidden, dtype, peepholes):
+def _zero_gradients(steps, mb, n_in, hidden, projection, dtype, peepholes):
     return tuple(torch.zeros(shape, dtype=dtype)
-                 for shape in _gradient_shapes(steps, mb, n_in, hidden, peepholes))
+                 for shape in _gradient_shapes(steps, mb, n_in, hidden, projection, peepholes))
 
 
 @lstm_layer_backward.register_fake
-def _lstm_layer_backward_fake(grad_out, grad_h, grad_c, saved, steps, mb, n_in, hidden, dtype,
-                              forwards, peepholes):
+def _lstm_layer_backward_fake(grad_out, grad_h, grad_c, saved, steps, mb, n_in, hidden,
+                              projection, dtype, forwards, peepholes):
     return tuple(saved.new_empty(shape, dtype=dtype)
-                 for shape in _gradient_shapes(steps, mb, n_in, hidden, peepholes))
+                 for shape in _gradient_shapes(steps, mb, n_in, hidden, projection, peepholes))
 
 
 # ---------------------------------------------------------------------------------------------
 # autograd of the forward op
 
+_INPUTS = 14         # of lstm_layer; the first 9 may have gradients (all but lengths, flags)
+
+
+def _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards):
+    """lstm_layer_backward's size arguments for a forward call with these inputs."""
+    return (*x.shape, w_ih.shape[0] // 4, 0 if w_hr is None else w_hh.shape[1], x.dtype,
+            forwards, w_peep is not None)
+
+
 def _setup_context(ctx, inputs, output):
-    x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards = inputs[:9]
+    x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards = inputs[:11]
     ctx.save_for_backward(output[3])
-    ctx.sizes = (*x.shape, w_hh.shape[1], x.dtype, forwards, w_peep is not None)
+    ctx.sizes = _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards)
     ctx.set_materialize_grads(False)
 
 
@@ -185,20 +222,21 @@ def _lstm_layer_grad(ctx, grad_out, grad_h, grad_c, grad_saved):
     # differentiable once, and a gradient without a graph would drop a penalty silently
     _refuse_double_backward()
     needs = ctx.needs_input_grad
-    if not any(needs[:8]):
-        return (None,) * 12
+    if not any(needs[:9]):
+        return (None,) * _INPUTS
     (saved,) = ctx.saved_tensors
     return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved,
                                                        *ctx.sizes))
 
 
 def _input_gradients(needs, grads):
-    """The 7 gradients of the backward computation -> those of lstm_layer's 12 inputs (bias
+    """The 8 gradients of the backward computation -> those of lstm_layer's inputs (bias
     gradient to both biases; None where no gradient is needed)."""
-    g_x, g_w_ih, g_w_hh, g_b, g_peep, g_h0, g_c0 = grads
+    g_x, g_w_ih, g_w_hh, g_b, g_peep, g_hr, g_h0, g_c0 = grads
     g_b_hh = (g_b.clone() if needs[3] else g_b) if needs[4] else None
-    grads = (g_x, g_w_ih, g_w_hh, g_b, g_b_hh, g_peep, g_h0, g_c0)
-    return tuple(g if need else None for g, need in zip(grads, needs[:8])) + (None,) * 4
+    grads = (g_x, g_w_ih, g_w_hh, g_b, g_b_hh, g_peep, g_hr, g_h0, g_c0)
+    return (tuple(g if need else None for g, need in zip(grads, needs[:9]))
+            + (None,) * (_INPUTS - 9))
 
 
 lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
@@ -211,12 +249,13 @@ lstm_layer.register_autograd(_lstm_layer_grad, setup_context=_setup_context)
 
 class _LayerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation,
-                gate_activation, for_backprop):
-        out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0,
-                                            forwards, activation, gate_activation, for_backprop)
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards,
+                activation, gate_activation, for_backprop):
+        out, h_n, c_n, fwd = _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0,
+                                            lengths, forwards, activation, gate_activation,
+                                            for_backprop)
         ctx.fwd = fwd
-        ctx.sizes = (*x.shape, w_hh.shape[1], x.dtype, forwards, w_peep is not None)
+        ctx.sizes = _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards)
         ctx.set_materialize_grads(False)
         return out, h_n, c_n
 
@@ -224,18 +263,18 @@ class _LayerFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h, grad_c):
         _refuse_double_backward()
         needs = ctx.needs_input_grad
-        if not any(needs[:8]):
-            return (None,) * 12
+        if not any(needs[:9]):
+            return (None,) * _INPUTS
         return _input_gradients(needs, _layer_backward(ctx.fwd, grad_out, grad_h, grad_c,
                                                        *ctx.sizes))
 
 
-def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
-          for_backprop):
+def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards, activation,
+              gate_activation, for_backprop):
     """(out, h_n, c_n) of one layer and direction: the custom op :func:`lstm_layer` under
     torch.compile / export and torch.jit.trace, the same computation directly otherwise."""
-    args = (x, w_ih, w_hh, b_ih, b_hh, w_peep, h0, c0, forwards, activation, gate_activation,
-            for_backprop)
+    args = (x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards, activation,
+            gate_activation, for_backprop)
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return lstm_layer(*args)[:3]
     return _LayerFunction.apply(*args)

@@ -355,8 +355,6 @@ def test_forward_mistakes_raise_nn_lstm_exception(what, args):
 
 
 def test_unsupported_features_are_refused_by_name():
-    with pytest.raises(lt.UnsupportedError, match="proj_size=2"):
-        lt.LSTM(3, 5, proj_size=2)
     assert issubclass(lt.UnsupportedError, NotImplementedError)
     ours = lt.LSTM(3, 5)
     with pytest.raises(lt.UnsupportedError, match="torch.float16"):

@@ -146,3 +146,12 @@ def test_flat_params_of_another_shape_is_a_clear_error(make, size):
     module = make()
     with pytest.raises(RuntimeError, match=r"'params'.*from_layer"):
         module.load_state_dict({"params": torch.zeros(size, dtype=F64)})
+
+
+def test_from_layer_refuses_a_layer_processing_time_in_reverse():
+    pair = lstmfast.GravesBidirectionalLSTM(3, 4, dtype=np.float64, seed=0)
+    assert pair.backward_layer.reverse and not pair.forward_layer.reverse
+    with pytest.raises(ValueError, match="processes time in reverse"):
+        lt.GravesLSTM.from_layer(pair.backward_layer)
+    module = lt.GravesLSTM.from_layer(pair.forward_layer)
+    assert module.weight_peephole_l0.shape == (3, 4)
