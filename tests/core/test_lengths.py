@@ -182,9 +182,9 @@ def test_lengths_match_onnx_runtime_sequence_lens(direction):
     model = helper.make_model(helper.make_graph([node], "lstm", inputs, outputs),
                               opset_imports=[helper.make_opsetid("", 14)])
     onnx.checker.check_model(model, full_check=True)
-    session = ort.InferenceSession(model.SerializeToString(),
+    runtime = ort.InferenceSession(model.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
-    Y, Y_h, Y_c = session.run(None, {"X": x, "W": Wo, "R": Ro, "B": Bo, "L": lengths,
+    Y, Y_h, Y_c = runtime.run(None, {"X": x, "W": Wo, "R": Ro, "B": Bo, "L": lengths,
                                      "h0": h0, "c0": c0})
 
     def dl4j(w):                       # ONNX rows i, o, f, c -> lstmfast columns c, f, o, i
