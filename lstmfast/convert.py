@@ -302,9 +302,10 @@ def lstmfast_to_onnx(W, RW, b=None):
 # whole layers
 
 
-def _new_layer(cls, n_in, hidden, dtype, activation="tanh", gate_activation="sigmoid"):
+def _new_layer(cls, n_in, hidden, dtype, activation="tanh", gate_activation="sigmoid",
+               reverse=False):
     return cls(n_in, hidden, activation=activation, gate_activation=gate_activation,
-               weight_init="zero", dtype=dtype, seed=0)
+               weight_init="zero", dtype=dtype, seed=0, reverse=reverse)
 
 
 def _fill(layer, W, RW, b):
@@ -314,14 +315,15 @@ def _fill(layer, W, RW, b):
     return layer
 
 
-def _make_layer(directions, activation="tanh", gate_activation="sigmoid"):
-    """A GravesLSTM/LSTM (one direction) or Bidirectional(concat) from [(W, RW, b), ...]."""
+def _make_layer(directions, activation="tanh", gate_activation="sigmoid", reverse=False):
+    """A GravesLSTM/LSTM (one direction, processing time in reverse if asked) or
+    Bidirectional(concat) from [(W, RW, b), ...]."""
     W, RW, _ = directions[0]
     dtype = _result_dtype(*[a for d in directions for a in d])
     hidden = RW.shape[0]
     cls = GravesLSTM if RW.shape[1] == 4 * hidden + 3 else LSTM
-    first = _fill(_new_layer(cls, W.shape[0], hidden, dtype, activation, gate_activation),
-                  *directions[0])
+    first = _fill(_new_layer(cls, W.shape[0], hidden, dtype, activation, gate_activation,
+                             reverse=reverse), *directions[0])
     if len(directions) == 1:
         return first
     layer = Bidirectional(first, mode="concat", seed=0)
@@ -654,12 +656,9 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
             raise ValueError(f"from_onnx: gate activation f = {names[0]} is not supported "
                              f"(Sigmoid or HardSigmoid(0.2, 0.5))")
     directions = [onnx_to_lstmfast(W, R, B, P, direction=d) for d in range(n_dirs)]
-    layer = _make_layer(directions, act, gate)
-    if direction == "reverse":
-        # the layers' own reverse processing: what a bidirectional layer's backward direction
-        # runs, so Y, Y_h and Y_c come out as ONNX gives them
-        layer._process_forwards = False
-    return layer
+    # 'reverse': the layers' own reverse processing (what a bidirectional layer's backward
+    # direction runs), so Y, Y_h and Y_c come out as ONNX gives them
+    return _make_layer(directions, act, gate, reverse=direction == "reverse")
 
 
 def to_onnx(layer):

@@ -25,7 +25,9 @@ class UnidirectionalLSTM(_FlatParameterLayer):
 
     def __init__(self, n_in, n_out, *, activation="tanh", gate_activation="sigmoid",
                  forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
-                 drop_connect=None):
+                 drop_connect=None, reverse=False):
+        if type(reverse) is not bool:
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
         self.n_in = _check_size("n_in", n_in)
         self.n_out = _check_size("n_out", n_out)
         self.activation = _check_choice("activation", activation, LAYER_ACTIVATIONS)
@@ -46,9 +48,9 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         self._seed_sequence = _seed_sequence(seed)
         init_seq, drop_seq = self._seed_sequence.spawn(2)
         self._drop_connect_rng = np.random.default_rng(drop_seq)
-        #: direction in which the kernels process time (False for the backward direction of a
-        #: bidirectional layer, and for a layer imported from an ONNX 'reverse' node)
-        self._process_forwards = True
+        #: direction in which the kernels process time (False for reverse=True, and for the
+        #: backward direction of a bidirectional layer)
+        self._process_forwards = not reverse
 
         self._allocate_storage()
         self.reset_parameters(np.random.default_rng(init_seq))
@@ -393,14 +395,16 @@ class UnidirectionalLSTM(_FlatParameterLayer):
 
     def _describe(self):
         return (f"{type(self).__name__}(n_in={self.n_in}, n_out={self.n_out}, activation={self.activation!r}, "
-                f"gate_activation={self.gate_activation!r}, dtype={self.dtype.name})")
+                f"gate_activation={self.gate_activation!r}, dtype={self.dtype.name}"
+                f"{', reverse=True' if self.reverse else ''})")
 
     def _clone_configuration(self, seed):
         """A new layer of the same configuration (fresh parameters drawn from ``seed``)."""
         return type(self)(self.n_in, self.n_out, activation=self.activation,
                           gate_activation=self.gate_activation,
                           forget_gate_bias_init=self.forget_gate_bias_init, weight_init=self.weight_init,
-                          dtype=self.dtype, seed=seed, drop_connect=self.drop_connect)
+                          dtype=self.dtype, seed=seed, drop_connect=self.drop_connect,
+                          reverse=self.reverse)
 
 
 class GravesLSTM(UnidirectionalLSTM):
@@ -408,8 +412,10 @@ class GravesLSTM(UnidirectionalLSTM):
 
     ``GravesLSTM(n_in, n_out, *, activation="tanh", gate_activation="sigmoid",
     forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
-    drop_connect=None)``; ``drop_connect=p`` keeps each input weight with probability p while
-    training (DL4J's non-inverted DropConnect). Parameters: ``W`` ``[nIn, 4h]``, ``RW``
+    drop_connect=None, reverse=False)``; ``drop_connect=p`` keeps each input weight with
+    probability p while training (DL4J's non-inverted DropConnect); ``reverse=True`` processes
+    time from the last step to the first (ONNX's 'reverse' direction, Keras's go_backwards
+    without the flip of the output). Parameters: ``W`` ``[nIn, 4h]``, ``RW``
     ``[h, 4h+3]``, ``b`` ``[4h]``, views into the flat ``params``.
 
     Threads: one call at a time per layer object. A call made while another thread is inside a

@@ -192,3 +192,24 @@ def test_reverse_is_a_read_only_property_and_streaming_says_why():
     assert pair.backward_layer.reverse and not pair.forward_layer.reverse
     with pytest.raises(UnsupportedOperationError, match="backward direction of a bidirectional"):
         pair.backward_layer.rnn_time_step(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("cls", [lstmfast.GravesLSTM, lstmfast.LSTM])
+def test_reverse_constructor_argument_runs_time_backwards_and_survives_a_copy(cls):
+    """reverse=True gives the output of a forward layer on the time-flipped input, flipped
+    back (the reference's own reverse pass checks the kernels; this checks the argument), and
+    the direction survives the configuration clone Bidirectional(layer) makes."""
+    rng = np.random.default_rng(5)
+    layer = cls(3, 4, dtype=F64, seed=1, reverse=True)
+    forward = cls(3, 4, dtype=F64, seed=1)
+    _randomize(layer, rng)
+    forward.params[...] = layer.params
+    x = rng.standard_normal((2, 3, 6))
+    assert layer.reverse and not forward.reverse
+    np.testing.assert_allclose(layer.forward(x), forward.forward(x[:, :, ::-1])[:, :, ::-1],
+                               rtol=1e-12, atol=1e-14)
+    assert layer._clone_configuration(7).reverse
+    assert "reverse=True" in repr(layer._describe())
+    for bad in (1, "True", None):
+        with pytest.raises(TypeError, match="reverse"):
+            cls(3, 4, reverse=bad)
