@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from . import _blas_threads
+from . import _stream
 from . import kernels as _kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
@@ -687,8 +688,8 @@ def bind_stream_step(lock, x, input_weights, recurrent_weights, bias, h, c, *,
     """
     act = _activation_code(activation, "activation", ACTIVATIONS)
     gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
-    return _kernels.StreamStep(lock, x, input_weights, recurrent_weights, bias, h, c, act,
-                               gate_act)
+    return _stream.StreamStep(lock, x, input_weights, recurrent_weights, bias, h, c, act,
+                              gate_act)
 
 
 def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, activation="tanh",
