@@ -30,6 +30,7 @@
 #define LF_Y_STORE _mm256_storeu_ps
 #define LF_Y_BCAST _mm256_broadcast_ss
 #define LF_Y_FMADD _mm256_fmadd_ps
+#define LF_Y_ADD _mm256_add_ps
 #else
 #define LF_MR 8
 #define LF_Y __m256d
@@ -39,6 +40,7 @@
 #define LF_Y_STORE _mm256_storeu_pd
 #define LF_Y_BCAST _mm256_broadcast_sd
 #define LF_Y_FMADD _mm256_fmadd_pd
+#define LF_Y_ADD _mm256_add_pd
 #endif
 
 #if LF_LEVEL == LF_ISA_AVX2
@@ -192,13 +194,18 @@ LF_TARGET static void LF_NAME(lf_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
             LF_Y acc0 = LF_Y_ZERO(), acc1 = LF_Y_ZERO(), acc2 = LF_Y_ZERO(), acc3 = LF_Y_ZERO();
             ptrdiff_t width = Np - n0 < 4 * W ? Np - n0 : 4 * W;
             if (bias != NULL) {
-                /* through tmp: bias has N elements, the accumulators cover up to Np */
-                for (ptrdiff_t j = 0; j < 4 * W; j++)
-                    tmp[j] = n0 + j < N ? bias[n0 + j] : (LF_T)0;
-                acc0 = LF_Y_LOAD(tmp);
-                acc1 = LF_Y_LOAD(tmp + W);
-                acc2 = LF_Y_LOAD(tmp + 2 * W);
-                acc3 = LF_Y_LOAD(tmp + 3 * W);
+                /* bias has N elements, the accumulators cover up to Np: the last group through
+                 * tmp */
+                const LF_T* from = bias + n0;
+                if (n0 + 4 * W > N) {
+                    for (ptrdiff_t j = 0; j < 4 * W; j++)
+                        tmp[j] = n0 + j < N ? bias[n0 + j] : (LF_T)0;
+                    from = tmp;
+                }
+                acc0 = LF_Y_LOAD(from);
+                acc1 = LF_Y_LOAD(from + W);
+                acc2 = LF_Y_LOAD(from + 2 * W);
+                acc3 = LF_Y_LOAD(from + 3 * W);
             }
             const LF_T* b = Bp + n0;
             if (width == 4 * W) {
@@ -220,14 +227,31 @@ LF_TARGET static void LF_NAME(lf_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
                     if (width > 2 * W) acc2 = LF_Y_FMADD(a, LF_Y_LOAD(row + 2 * W), acc2);
                 }
             }
+            ptrdiff_t ncols = N - n0 < 4 * W ? N - n0 : 4 * W;
+            LF_T* c = C + m + n0 * ldc;
+            const LF_T* add = addend != NULL ? addend + m + n0 * ld_addend : NULL;
+            if (ncols == 4 * W && ldc == 1 && (add == NULL || ld_addend == 1)) {
+                /* one row of C (and of the addend) contiguous: straight from the registers */
+                if (add != NULL) {
+                    acc0 = LF_Y_ADD(LF_Y_LOAD(add), acc0);
+                    acc1 = LF_Y_ADD(LF_Y_LOAD(add + W), acc1);
+                    acc2 = LF_Y_ADD(LF_Y_LOAD(add + 2 * W), acc2);
+                    acc3 = LF_Y_ADD(LF_Y_LOAD(add + 3 * W), acc3);
+                }
+                LF_Y_STORE(c, acc0);
+                LF_Y_STORE(c + W, acc1);
+                LF_Y_STORE(c + 2 * W, acc2);
+                LF_Y_STORE(c + 3 * W, acc3);
+                continue;
+            }
             LF_Y_STORE(tmp, acc0);
             LF_Y_STORE(tmp + W, acc1);
             LF_Y_STORE(tmp + 2 * W, acc2);
             LF_Y_STORE(tmp + 3 * W, acc3);
-            ptrdiff_t ncols = N - n0 < 4 * W ? N - n0 : 4 * W;
-            for (ptrdiff_t j = 0; j < ncols; j++)
-                C[m + (n0 + j) * ldc] = addend != NULL
-                    ? addend[m + (n0 + j) * ld_addend] + tmp[j] : tmp[j];
+            if (add != NULL)
+                for (ptrdiff_t j = 0; j < ncols; j++) c[j * ldc] = add[j * ld_addend] + tmp[j];
+            else
+                for (ptrdiff_t j = 0; j < ncols; j++) c[j * ldc] = tmp[j];
         }
     }
 }
@@ -409,6 +433,7 @@ LF_TARGET static void LF_NAME(lf_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_
 #undef LF_Y_STORE
 #undef LF_Y_BCAST
 #undef LF_Y_FMADD
+#undef LF_Y_ADD
 #undef LF_RB_MAX
 #undef LF_CP_MAX
 #undef LF_P
