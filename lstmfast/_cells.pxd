@@ -2,8 +2,7 @@
 # activateHelper / backpropGradientHelper), is C: pyx/lstmfast_cells.inc.h, one template per
 # element type and instruction set, every activation and masked steps included; its blocks cite
 # the LSTMHelpers.java lines they port. This file declares it for the passes (build-only: it
-# needs pyx/lstmfast_cells.h on the include path) and picks the element type.
-from cython cimport floating
+# needs pyx/lstmfast_cells.h on the include path); each pass picks the element type.
 
 cdef extern from "lstmfast_cells.h" nogil:
     # The cells of one step on contiguous [mb, F] blocks (index m + k*mb for unit k): n values per
@@ -41,43 +40,3 @@ cdef extern from "lstmfast_cells.h" nogil:
     int LF_ISA_BASELINE, LF_ISA_AVX2, LF_ISA_AVX512
     int lf_cpu_isa()
     const char* lf_isa_names[3]
-
-
-cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
-                                floating* z, floating* a, floating* mca,
-                                const floating* peep_block,
-                                const floating* c_prev, floating* h_cur, floating* c_cur,
-                                const floating* mask_col) noexcept nogil:
-    """lf_forward_cells of the element type: gates, cell and output of one step (z [mb, 4h]
-    holds x W + b + h_prev RW on entry; peep_block: wFF, wOO, wGG broadcast to [mb, 3h], or
-    NULL; mask_col [mb] or NULL)."""
-    if floating is float:
-        lf_forward_cells_f32(n, stride, mb, act, gate, z, a, mca, peep_block, c_prev, h_cur,
-                             c_cur, mask_col)
-    else:
-        lf_forward_cells_f64(n, stride, mb, act, gate, z, a, mca, peep_block, c_prev, h_cur,
-                             c_cur, mask_col)
-
-
-cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
-                                 const floating* z, const floating* a, const floating* mca,
-                                 const floating* c_prev, const floating* c_cur,
-                                 const floating* mask_col, bint masked_step,
-                                 const floating* nabla_out,
-                                 const floating* a_next, const floating* delta_next,
-                                 const floating* cell_error_next, const floating* peep_block,
-                                 floating* delta, floating* cell_error,
-                                 floating* sum_f, floating* sum_o, floating* sum_g,
-                                 floating* scratch, const floating* cell_error_extra) noexcept nogil:
-    """lf_backward_cells of the element type: the deltas of one step (scratch: 6 blocks
-    `stride` apart; a_next, delta_next, cell_error_next NULL at the last processed step)."""
-    if floating is float:
-        lf_backward_cells_f32(n, stride, mb, act, gate, z, a, mca, c_prev, c_cur, mask_col,
-                              masked_step, nabla_out, a_next, delta_next, cell_error_next,
-                              peep_block, delta, cell_error, sum_f, sum_o, sum_g, scratch,
-                              cell_error_extra)
-    else:
-        lf_backward_cells_f64(n, stride, mb, act, gate, z, a, mca, c_prev, c_cur, mask_col,
-                              masked_step, nabla_out, a_next, delta_next, cell_error_next,
-                              peep_block, delta, cell_error, sum_f, sum_o, sum_g, scratch,
-                              cell_error_extra)

@@ -2,7 +2,8 @@
 """The backward pass: the port of DL4J 0.9.1 LSTMHelpers.backpropGradientHelper
 (deeplearning4j-nn/.../layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind
 lstmfast.kernels' lstm_backward / lstm_backward_ex. The internal layouts and the cache it reads
-are described in lstmfast/_layout.pxd; the gate math of a step is lstmfast/_cells.pxd."""
+are described in lstmfast/_layout.pxd; the gate math of a step is lf_backward_cells
+(pyx/lstmfast_cells.inc.h)."""
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 
@@ -14,7 +15,7 @@ from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report
                                LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
-from lstmfast._cells cimport _backward_cells, lf_select_isa
+from lstmfast._cells cimport lf_backward_cells_f32, lf_backward_cells_f64, lf_select_isa
 
 # this module's copies of the vectorised math, the packed kernel and the cells: the variants
 # lstmfast.kernels chose too (the same rule)
@@ -117,6 +118,31 @@ cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
     _copy_block(stack + n_in, F,
                 <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
                 job.ld_grad_recurrent_weights, hp, width)
+
+
+cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
+                                 const floating* z, const floating* a, const floating* mca,
+                                 const floating* c_prev, const floating* c_cur,
+                                 const floating* mask_col, bint masked_step,
+                                 const floating* nabla_out,
+                                 const floating* a_next, const floating* delta_next,
+                                 const floating* cell_error_next, const floating* peep_block,
+                                 floating* delta, floating* cell_error,
+                                 floating* sum_f, floating* sum_o, floating* sum_g,
+                                 floating* scratch, const floating* cell_error_extra) noexcept nogil:
+    """The seed's gate math backwards, lf_backward_cells (pyx/lstmfast_cells.inc.h) of the
+    element type: the deltas of one step (scratch: 6 blocks `stride` apart; a_next,
+    delta_next, cell_error_next NULL at the last processed step)."""
+    if floating is float:
+        lf_backward_cells_f32(n, stride, mb, act, gate, z, a, mca, c_prev, c_cur, mask_col,
+                              masked_step, nabla_out, a_next, delta_next, cell_error_next,
+                              peep_block, delta, cell_error, sum_f, sum_o, sum_g, scratch,
+                              cell_error_extra)
+    else:
+        lf_backward_cells_f64(n, stride, mb, act, gate, z, a, mca, c_prev, c_cur, mask_col,
+                              masked_step, nabla_out, a_next, delta_next, cell_error_next,
+                              peep_block, delta, cell_error, sum_f, sum_o, sum_g, scratch,
+                              cell_error_extra)
 
 
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:

@@ -2,7 +2,7 @@
 """The forward pass: the port of DL4J 0.9.1 LSTMHelpers.activateHelper (deeplearning4j-nn/.../
 layers/recurrent/LSTMHelpers.java) over BLAS and the thread team, behind lstmfast.kernels'
 lstm_forward / lstm_forward_ex / lstm_step. The internal layouts and the cache are described in
-lstmfast/_layout.pxd; the gate math of a step is lstmfast/_cells.pxd."""
+lstmfast/_layout.pxd; the gate math of a step is lf_forward_cells (pyx/lstmfast_cells.inc.h)."""
 from libc.stdlib cimport malloc, free
 from cython cimport floating
 
@@ -14,7 +14,7 @@ from lstmfast.kernels cimport (lstm_dims, lstm_strides, lstm_tuning, lstm_report
                                LSTM_OK,
                                LSTM_ERR_ARGUMENT, LSTM_ERR_TOO_LARGE, LSTM_ERR_NO_MEMORY,
                                LSTM_ERR_CANCELLED, LSTM_ERR_ABANDONED)
-from lstmfast._cells cimport _forward_cells, lf_select_isa
+from lstmfast._cells cimport lf_forward_cells_f32, lf_forward_cells_f64, lf_select_isa
 
 # this module's copies of the vectorised math, the packed kernel and the cells: the variants
 # lstmfast.kernels chose too (the same rule)
@@ -77,6 +77,22 @@ ctypedef struct _forward_job:
     int parts                      # parts of the GEMMs outside the time loop (_split_parts)
     lf_barrier barrier
     _unit_groups groups            # the team's groups of units (_plan_groups)
+
+
+cdef inline void _forward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
+                                floating* z, floating* a, floating* mca,
+                                const floating* peep_block,
+                                const floating* c_prev, floating* h_cur, floating* c_cur,
+                                const floating* mask_col) noexcept nogil:
+    """The seed's gate math of one step, lf_forward_cells (pyx/lstmfast_cells.inc.h) of the
+    element type: gates, cell and output (z [mb, 4h] holds x W + b + h_prev RW on entry;
+    peep_block: wFF, wOO, wGG broadcast to [mb, 3h], or NULL; mask_col [mb] or NULL)."""
+    if floating is float:
+        lf_forward_cells_f32(n, stride, mb, act, gate, z, a, mca, peep_block, c_prev, h_cur,
+                             c_cur, mask_col)
+    else:
+        lf_forward_cells_f64(n, stride, mb, act, gate, z, a, mca, peep_block, c_prev, h_cur,
+                             c_cur, mask_col)
 
 
 cdef inline void _forward_step_units(const lstm_dims* dims, floating* z_step, floating* a_step,

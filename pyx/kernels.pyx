@@ -2,8 +2,8 @@
 """lstmfast.kernels: the C API and the Python entry of the port of DL4J 0.9.1's LSTMHelpers
 (deeplearning4j-nn/.../layers/recurrent/LSTMHelpers.java) to typed Cython over BLAS. The passes
 are lstmfast._forward (activateHelper) and lstmfast._backward (backpropGradientHelper); one
-step's gate math is lstmfast/_cells.pxd, the work-space layouts and copies lstmfast/_layout.pxd,
-the thread team lstmfast._team.
+step's gate math is pyx/lstmfast_cells.inc.h, the work-space layouts and copies
+lstmfast/_layout.pxd, the thread team lstmfast._team, the streaming step lstmfast._stream.
 
 The internal layouts (processing order, step-stacked matrices, per-step blocks) and the cache:
 lstmfast/_layout.pxd.

@@ -1,7 +1,7 @@
 /*
  * The element-wise code of one LSTM step, the seed's gate math (DL4J 0.9.1 LSTMHelpers'
  * activateHelper / backpropGradientHelper), for every activation: lf_forward_cells_<type> and
- * lf_backward_cells_<type>, which the passes call through lstmfast/_cells.pxd.
+ * lf_backward_cells_<type>, which the passes (pyx/_forward.pyx, pyx/_backward.pyx) call.
  *
  * Why C: the tanh / sigmoid bodies compute each element's deltas and cell error in registers in
  * one loop (forwards one pass per activation with the arithmetic folded in), where one pass per

@@ -53,19 +53,6 @@ LF_TARGET LF_ALWAYS_INLINE void LF_NAME(lf_forward_body)(
 /* p + k, or NULL for a block that is absent (no arithmetic on a null pointer) */
 #define LF_AT(p, k) ((p) != NULL ? (p) + (k) : NULL)
 
-LF_TARGET static void LF_NAME(lf_forward_fused)(ptrdiff_t n, ptrdiff_t stride, LF_T* z, LF_T* a,
-                                                LF_T* mca, const LF_T* peep, const LF_T* c_prev,
-                                                LF_T* h_cur, LF_T* c_cur)
-{
-#define LF_FORWARD_BODY(HAS_PEEP)                                                               \
-    LF_NAME(lf_forward_body)(n, z, z + stride, z + 2 * stride, z + 3 * stride, a, a + stride,  \
-                             a + 2 * stride, a + 3 * stride, mca, peep, LF_AT(peep, stride),   \
-                             LF_AT(peep, 2 * stride), c_prev, h_cur, c_cur, HAS_PEEP)
-    if (peep != NULL) LF_FORWARD_BODY(1);
-    else LF_FORWARD_BODY(0);
-#undef LF_FORWARD_BODY
-}
-
 /* Backward, an unmasked step (a step with a mask that is not all ones takes the general passes:
  * its cell activation's derivative is taken at the masked cell state). From the forward record
  * a [i, f, o, g] and mca, this step's c_prev, and nabla_out = dL/dh: the deltas [i, f, o, g]
@@ -108,42 +95,6 @@ LF_TARGET LF_ALWAYS_INLINE void LF_NAME(lf_backward_body)(
         dg[i] = (ga * ((LF_T)1 - ga)) * (ia * ce);
         di[i] = ((LF_T)1 - ia * ia) * (ga * ce);
     }
-}
-
-LF_TARGET static void LF_NAME(lf_backward_fused)(ptrdiff_t n, ptrdiff_t stride, const LF_T* a,
-                                                 const LF_T* mca, const LF_T* c_prev,
-                                                 const LF_T* nabla_out, const LF_T* a_next,
-                                                 const LF_T* delta_next,
-                                                 const LF_T* cell_error_next, const LF_T* peep,
-                                                 const LF_T* cell_error_extra, LF_T* delta,
-                                                 LF_T* cell_error)
-{
-#define LF_BACKWARD_BODY(P, X, E)                                                               \
-    LF_NAME(lf_backward_body)(n, a, a + stride, a + 2 * stride, a + 3 * stride, mca, c_prev,   \
-                              nabla_out, LF_AT(a_next, stride), LF_AT(delta_next, stride),     \
-                              LF_AT(delta_next, 3 * stride), cell_error_next, peep,            \
-                              LF_AT(peep, stride), LF_AT(peep, 2 * stride), cell_error_extra,  \
-                              delta, delta + stride, delta + 2 * stride, delta + 3 * stride,   \
-                              cell_error, P, X, E)
-    int has_next = delta_next != NULL, has_extra = cell_error_extra != NULL;
-    if (peep != NULL) {
-        if (has_next) {
-            if (has_extra) LF_BACKWARD_BODY(1, 1, 1);
-            else LF_BACKWARD_BODY(1, 1, 0);
-        } else {
-            if (has_extra) LF_BACKWARD_BODY(1, 0, 1);
-            else LF_BACKWARD_BODY(1, 0, 0);
-        }
-    } else {
-        if (has_next) {
-            if (has_extra) LF_BACKWARD_BODY(0, 1, 1);
-            else LF_BACKWARD_BODY(0, 1, 0);
-        } else {
-            if (has_extra) LF_BACKWARD_BODY(0, 0, 1);
-            else LF_BACKWARD_BODY(0, 0, 0);
-        }
-    }
-#undef LF_BACKWARD_BODY
 }
 
 /* ---- Every activation: the cells of one step for any pair of ACT_* codes, and for the backward
@@ -413,10 +364,18 @@ LF_TARGET static void LF_NAME(lf_forward_cells)(ptrdiff_t n, ptrdiff_t stride, p
                                                 const LF_T* peep, const LF_T* c_prev,
                                                 LF_T* h_cur, LF_T* c_cur, const LF_T* mask_col)
 {
-    if (act == LF_ACT_TANH && gate == LF_ACT_SIGMOID)
-        LF_NAME(lf_forward_fused)(n, stride, z, a, mca, peep, c_prev, h_cur, c_cur);
-    else
+    if (act == LF_ACT_TANH && gate == LF_ACT_SIGMOID) {
+        /* the default pair: lf_forward_body, its peephole case its own code */
+#define LF_FORWARD_BODY(HAS_PEEP)                                                               \
+    LF_NAME(lf_forward_body)(n, z, z + stride, z + 2 * stride, z + 3 * stride, a, a + stride,  \
+                             a + 2 * stride, a + 3 * stride, mca, peep, LF_AT(peep, stride),   \
+                             LF_AT(peep, 2 * stride), c_prev, h_cur, c_cur, HAS_PEEP)
+        if (peep != NULL) LF_FORWARD_BODY(1);
+        else LF_FORWARD_BODY(0);
+#undef LF_FORWARD_BODY
+    } else {
         LF_NAME(lf_forward_general)(n, stride, act, gate, z, a, mca, peep, c_prev, h_cur, c_cur);
+    }
     LF_NAME(lf_mask_cells)(n, mb, mask_col, h_cur, c_cur);
 }
 
@@ -431,14 +390,41 @@ LF_TARGET static void LF_NAME(lf_backward_cells)(
     const LF_T* cell_error_next, const LF_T* peep, LF_T* delta, LF_T* cell_error, LF_T* sum_f,
     LF_T* sum_o, LF_T* sum_g, LF_T* scratch, const LF_T* cell_error_extra)
 {
-    if (act == LF_ACT_TANH && gate == LF_ACT_SIGMOID && !masked_step)
-        LF_NAME(lf_backward_fused)(n, stride, a, mca, c_prev, nabla_out, a_next, delta_next,
-                                   cell_error_next, peep, cell_error_extra, delta, cell_error);
-    else
+    if (act == LF_ACT_TANH && gate == LF_ACT_SIGMOID && !masked_step) {
+        /* the default pair, an unmasked step: lf_backward_body, each case of its flags its own
+         * code */
+#define LF_BACKWARD_BODY(P, X, E)                                                               \
+    LF_NAME(lf_backward_body)(n, a, a + stride, a + 2 * stride, a + 3 * stride, mca, c_prev,   \
+                              nabla_out, LF_AT(a_next, stride), LF_AT(delta_next, stride),     \
+                              LF_AT(delta_next, 3 * stride), cell_error_next, peep,            \
+                              LF_AT(peep, stride), LF_AT(peep, 2 * stride), cell_error_extra,  \
+                              delta, delta + stride, delta + 2 * stride, delta + 3 * stride,   \
+                              cell_error, P, X, E)
+        int has_next = delta_next != NULL, has_extra = cell_error_extra != NULL;
+        if (peep != NULL) {
+            if (has_next) {
+                if (has_extra) LF_BACKWARD_BODY(1, 1, 1);
+                else LF_BACKWARD_BODY(1, 1, 0);
+            } else {
+                if (has_extra) LF_BACKWARD_BODY(1, 0, 1);
+                else LF_BACKWARD_BODY(1, 0, 0);
+            }
+        } else {
+            if (has_next) {
+                if (has_extra) LF_BACKWARD_BODY(0, 1, 1);
+                else LF_BACKWARD_BODY(0, 1, 0);
+            } else {
+                if (has_extra) LF_BACKWARD_BODY(0, 0, 1);
+                else LF_BACKWARD_BODY(0, 0, 0);
+            }
+        }
+#undef LF_BACKWARD_BODY
+    } else {
         LF_NAME(lf_backward_general)(n, stride, mb, act, gate, z, a, mca, c_prev, c_cur,
                                      mask_col, masked_step, nabla_out, a_next, delta_next,
                                      cell_error_next, peep, delta, cell_error, scratch,
                                      cell_error_extra);
+    }
     LF_NAME(lf_mask_and_peephole_sums)(n, stride, mb, mask_col, c_prev, c_cur, delta, peep,
                                        sum_f, sum_o, sum_g);
 }
