@@ -158,6 +158,10 @@ cdef inline const lstm_options* _options_or_defaults(const lstm_options* options
 # ---------------------------------------------------------------------------------------------
 # sizes and checks
 
+cdef enum:
+    _SIZES_SAFE = 1 << 15
+
+
 cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
     """LSTM_OK if dims is usable: sizes >= 1, known activations, every BLAS size representable."""
     if dims == NULL:
@@ -175,6 +179,13 @@ cdef int lstm_check_dims(const lstm_dims* dims) noexcept nogil:
         return LSTM_ERR_TOO_LARGE
     if not fits_blas_int(dims.n_in):
         return LSTM_ERR_TOO_LARGE
+    # Each buffer size is a sum of a few dozen terms, each a product of at most three of mb,
+    # T + 1, n_in, h and 4h (padded by up to 64) times a constant of at most 128: with every
+    # dimension under 2^15 the sums stay under 2^60, so only larger problems compute them (a
+    # streaming step spent a fifth of its instructions here)
+    if (dims.minibatch < _SIZES_SAFE and dims.time_steps < _SIZES_SAFE
+            and dims.n_in < _SIZES_SAFE and dims.hidden < _SIZES_SAFE):
+        return LSTM_OK
     if (lstm_cache_size(dims) < 0 or lstm_backward_workspace_size(dims) < 0
             or lstm_forward_workspace_size(dims, 0) < 0):
         return LSTM_ERR_TOO_LARGE

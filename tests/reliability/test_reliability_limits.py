@@ -106,6 +106,27 @@ def test_check_dims_agrees_with_the_blas_integer():
     assert kernels.check_dims(1, 2**62, 2**62, 1, False, tanh, sigmoid) == too_large
 
 
+@pytest.mark.parametrize("projection", [0, 2**15 - 1])
+def test_sizes_below_the_quick_check_bound_stay_far_from_overflow(projection):
+    """check_dims skips computing the buffer sizes when every dimension is under 2^15 (its
+    comment bounds them under 2^60); at that corner the sizes, computed in full, are that small,
+    and one more in any dimension still gets a verdict from the full computation."""
+    from lstmfast import kernels
+    edge = 2**15 - 1
+    sizes = [kernels.cache_size(edge, edge, edge, edge, projection),
+             kernels.forward_workspace_size(edge, edge, edge, edge, False, projection=projection),
+             kernels.forward_workspace_size(edge, edge, edge, edge, True, projection=projection),
+             kernels.backward_workspace_size(edge, edge, edge, edge, projection=projection)]
+    assert all(0 < size < 2**60 for size in sizes), sizes
+    tanh, sigmoid, ok = 0, 1, 0
+    # (mb (T + 1) stays under 2^31 and 4h + 3 fits, so every BLAS integer takes these too)
+    assert kernels.check_dims(edge, edge, edge, edge, True, tanh, sigmoid) == ok
+    for grown in range(4):
+        dims = [edge] * 4
+        dims[grown] += 1
+        assert kernels.check_dims(*dims, True, tanh, sigmoid) == ok
+
+
 def _sparse_wide_weights(tmp_path, n_in, gates, ld):
     """input_weights [n_in, gates] whose columns are `ld` elements apart, in a sparse file."""
     import mmap
