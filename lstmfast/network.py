@@ -41,21 +41,12 @@ import numpy as np
 
 from . import _blas_threads
 from . import kernels as _kernels
-from .layers import BidirectionalBase, UnidirectionalLSTM
+from ._checks import check_choice, check_dtype, check_non_negative, check_size, seed_sequence
+from ._guard import Guarded, exclusive
+from .layers import (WEIGHT_INITS, BidirectionalBase, FlatParameterLayer, UnidirectionalLSTM,
+                     UnsupportedOperationError, init_weights)
 from .layers.bidirectional import BIDIRECTIONAL_MODES, combine_directions
-from .layers._base import (
-    WEIGHT_INITS,
-    UnsupportedOperationError,
-    _check_choice,
-    _check_dtype,
-    _check_size,
-    _exclusive,
-    _FlatParameterLayer,
-    _Guarded,
-    _seed_sequence,
-    init_weights,
-)
-from .updaters import Adam, Sgd, _check_non_negative, _Rollback
+from .updaters import Adam, Rollback, Sgd
 
 __all__ = [
     "DenseLayer",
@@ -200,7 +191,7 @@ def _product(a, b, out=None):
     return out
 
 
-class DenseLayer(_FlatParameterLayer):
+class DenseLayer(FlatParameterLayer):
     """Fully connected layer ``a = activation(x W + b)``.
 
     ``DenseLayer(n_in, n_out, *, activation="sigmoid", weight_init="xavier", bias_init=0.0,
@@ -211,16 +202,16 @@ class DenseLayer(_FlatParameterLayer):
 
     def __init__(self, n_in, n_out, *, activation="sigmoid", weight_init="xavier", bias_init=0.0,
                  dtype=np.float32, seed=None):
-        self.n_in = _check_size("n_in", n_in)
-        self.n_out = _check_size("n_out", n_out)
-        self.activation = _check_choice("activation", activation, DENSE_ACTIVATIONS)
-        self.weight_init = _check_choice("weight_init", weight_init, WEIGHT_INITS)
+        self.n_in = check_size("n_in", n_in)
+        self.n_out = check_size("n_out", n_out)
+        self.activation = check_choice("activation", activation, DENSE_ACTIVATIONS)
+        self.weight_init = check_choice("weight_init", weight_init, WEIGHT_INITS)
         if not isinstance(bias_init, numbers.Real) or isinstance(bias_init, bool):
             raise TypeError(f"bias_init must be a real number, got {bias_init!r}")
         self.bias_init = float(bias_init)
-        self.dtype = _check_dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.seed = seed
-        self._seed_sequence = _seed_sequence(seed)
+        self._seed_sequence = seed_sequence(seed)
         self._allocate_storage()
         self.reset_parameters(np.random.default_rng(self._seed_sequence.spawn(1)[0]))
         self._cache = None
@@ -246,7 +237,7 @@ class DenseLayer(_FlatParameterLayer):
         n_w = self.n_in * self.n_out
         return np.concatenate([np.ones(n_w, dtype=bool), np.zeros(self.n_out, dtype=bool)])
 
-    @_exclusive
+    @exclusive
     def reset_parameters(self, rng=None):
         """Weights by ``weight_init`` with fanIn = nIn, fanOut = nOut; biases ``bias_init``."""
         if rng is None:
@@ -280,7 +271,7 @@ class DenseLayer(_FlatParameterLayer):
                 f"nIn or nOut) exceeds what the BLAS integer of this SciPy build can address "
                 f"({_kernels.BLAS_INT_MAX})")
 
-    @_exclusive
+    @exclusive
     def forward(self, x, mask=None, training=False):
         """``activation(x W + b)``, per time step for 3-D input. ``mask`` is accepted for a
         uniform layer interface and not used (DL4J's dense layers ignore it too)."""
@@ -299,7 +290,7 @@ class DenseLayer(_FlatParameterLayer):
         self.b_gradient[...] = dz.sum(axis=0)
         return _from_rows(_product(dz, self.W.T), input_shape)
 
-    @_exclusive
+    @exclusive
     def backward(self, epsilon, tbptt_length=None):
         """dL/dx from ``epsilon`` = dL/d(output); fills ``gradients``. (``tbptt_length`` has no
         meaning for a feed-forward layer and is ignored.)"""
@@ -336,7 +327,7 @@ class OutputLayer(DenseLayer):
                  bias_init=0.0, dtype=np.float32, seed=None):
         super().__init__(n_in, n_out, activation=activation, weight_init=weight_init, bias_init=bias_init,
                          dtype=dtype, seed=seed)
-        self.loss = _check_choice("loss", loss, LOSS_FUNCTIONS)
+        self.loss = check_choice("loss", loss, LOSS_FUNCTIONS)
         if self.loss == "negativeloglikelihood":
             self.loss = "mcxent"
         if self.loss == "mcxent" and self.activation not in ("softmax", "sigmoid"):
@@ -346,7 +337,7 @@ class OutputLayer(DenseLayer):
             raise ValueError(f"loss 'xent' needs outputs in (0, 1): activation must be sigmoid or softmax, "
                              f"got {self.activation!r}")
 
-    @_exclusive
+    @exclusive
     def forward(self, x, mask=None, training=False):
         """Activations; the pass is kept for ``compute_score`` / ``backward_from_labels``."""
         x = self._check_input(x, "forward")
@@ -426,7 +417,7 @@ class OutputLayer(DenseLayer):
             grad_a = 2.0 * (a - y)
         return _activation_backward(self.activation, z, a, grad_a)
 
-    @_exclusive
+    @exclusive
     def compute_score(self, labels, label_mask=None):
         """Sum of the (masked) per-example losses of the last forward pass / minibatch size."""
         input_shape, rows, z, a, y, row_mask = self._label_rows(labels, label_mask, "compute_score")
@@ -435,7 +426,7 @@ class OutputLayer(DenseLayer):
             losses = losses * row_mask[:, 0]
         return float(losses.sum(dtype=np.float64)) / input_shape[0]
 
-    @_exclusive
+    @exclusive
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""
@@ -481,10 +472,10 @@ class SimpleRnn:
     """
 
     def __init__(self, n_in, n_out, activation="tanh", *, params, mode=None):
-        n_in, n_out = _check_size("n_in", n_in), _check_size("n_out", n_out)
+        n_in, n_out = check_size("n_in", n_in), check_size("n_out", n_out)
         self.n_in, self.n_out = n_in, n_out
-        self.activation = _check_choice("activation", activation, DENSE_ACTIVATIONS)
-        self.mode = None if mode is None else _check_choice("mode", mode, BIDIRECTIONAL_MODES)
+        self.activation = check_choice("activation", activation, DENSE_ACTIVATIONS)
+        self.mode = None if mode is None else check_choice("mode", mode, BIDIRECTIONAL_MODES)
         flat = np.asarray(params).reshape(-1)
         per_direction = n_in * n_out + n_out * n_out + n_out
         directions = 1 if self.mode is None else 2
@@ -538,8 +529,8 @@ class GlobalPooling:
     KINDS = ("max", "avg", "sum", "pnorm")
 
     def __init__(self, kind="max", p=2):
-        self.kind = _check_choice("kind", kind, self.KINDS)
-        self.p = _check_size("p", p)
+        self.kind = check_choice("kind", kind, self.KINDS)
+        self.p = check_size("p", p)
 
     def num_params(self):
         return 0
@@ -569,7 +560,7 @@ class GlobalPooling:
 _RECURRENT_TYPES = (UnidirectionalLSTM, BidirectionalBase)
 
 
-class Sequential(_Guarded):
+class Sequential(Guarded):
     """A stack of layers with one flat parameter vector, like DL4J's MultiLayerNetwork.
 
     ``Sequential(layers, *, updater=None, l2=0.0, l2_bias=0.0, tbptt_forward_length=None,
@@ -590,7 +581,7 @@ class Sequential(_Guarded):
     same error (a network call may then stop part-way: don't do this).
     """
 
-    _guard_noun = "network"
+    guard_noun = "network"
 
     def __init__(self, layers, *, updater=None, l2=0.0, l2_bias=0.0, tbptt_forward_length=None,
                  tbptt_backward_length=None):
@@ -598,9 +589,9 @@ class Sequential(_Guarded):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, _FlatParameterLayer):
+            if not isinstance(layer, FlatParameterLayer):
                 raise TypeError(f"layer {i} is not an lstmfast layer: {type(layer).__name__}")
-            if getattr(layer, "_owner", None) is not None:
+            if layer.owner is not None:
                 raise ValueError(f"layer {i} ({layer!r}) already belongs to another Sequential; create a new layer")
         for i in range(1, len(layers)):
             if layers[i].n_in != layers[i - 1].n_out:
@@ -617,14 +608,14 @@ class Sequential(_Guarded):
         self.updater = updater if updater is not None else Sgd(0.1)
         if not hasattr(self.updater, "apply"):
             raise TypeError(f"updater must be an Sgd or Adam instance; got {type(updater).__name__}")
-        self.l2 = _check_non_negative("l2", l2)
-        self.l2_bias = _check_non_negative("l2_bias", l2_bias)
+        self.l2 = check_non_negative("l2", l2)
+        self.l2_bias = check_non_negative("l2_bias", l2_bias)
         if tbptt_forward_length is None and tbptt_backward_length is not None:
             raise ValueError("tbptt_backward_length needs tbptt_forward_length (truncated BPTT is off)")
         self.tbptt_forward_length = (None if tbptt_forward_length is None
-                                     else _check_size("tbptt_forward_length", tbptt_forward_length))
+                                     else check_size("tbptt_forward_length", tbptt_forward_length))
         self.tbptt_backward_length = (self.tbptt_forward_length if tbptt_backward_length is None
-                                      else _check_size("tbptt_backward_length", tbptt_backward_length))
+                                      else check_size("tbptt_backward_length", tbptt_backward_length))
 
         total = sum(layer.num_params() for layer in layers)
         self._param_array = np.zeros(total, dtype=self.dtype)
@@ -643,8 +634,7 @@ class Sequential(_Guarded):
         for layer in self.layers:
             n = layer.num_params()
             layer.bind_storage(self._param_array[offset:offset + n],
-                                self._gradient_array[offset:offset + n])
-            layer._owner = self
+                                self._gradient_array[offset:offset + n], owner=self)
             offset += n
 
     def __setstate__(self, state):
@@ -663,7 +653,7 @@ class Sequential(_Guarded):
         return self._param_array
 
     @params.setter
-    @_exclusive
+    @exclusive
     def params(self, values):
         arr = np.asarray(values)
         if arr.dtype.kind not in "fiu":
@@ -709,7 +699,7 @@ class Sequential(_Guarded):
                 a = layer.forward(a, mask=mask, training=training)
         return a
 
-    @_exclusive
+    @exclusive
     @_blas_threads.holding
     def output(self, x, mask=None, *, lengths=None):
         """Inference pass: the last layer's activations. ``lengths`` ``[minibatch]`` (instead
@@ -733,7 +723,7 @@ class Sequential(_Guarded):
             return (np.arange(steps)[None, :] < np.asarray(lengths)[:, None]).astype(np.float64)
         return label_mask
 
-    @_exclusive
+    @exclusive
     @_blas_threads.holding
     def score(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """Loss of the (inference) output, DL4J's convention: sum over examples (and time
@@ -756,14 +746,14 @@ class Sequential(_Guarded):
             self._gradient_array += self._l2_coefficients * self._param_array
         return score
 
-    @_exclusive
+    @exclusive
     @_blas_threads.holding
     def compute_gradient_and_score(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """Full BPTT: fills ``gradients`` with the gradient of ``score`` and returns the score."""
         self._feed_forward(x, mask, training=True, lengths=lengths)
         return self._backpropagate(y, mask, label_mask, None, lengths)
 
-    @_exclusive
+    @exclusive
     @_blas_threads.holding
     def fit_batch(self, x, y, mask=None, label_mask=None, *, lengths=None):
         """One training step on a minibatch (or, with truncated BPTT, one step per window).
@@ -799,7 +789,7 @@ class Sequential(_Guarded):
         scores = []
         # a minibatch is one step for the caller: interrupted (or failing) in a later window,
         # it leaves the parameters and the updater as they were before the first
-        rollback = _Rollback(self._param_array, self.updater, deep=True)
+        rollback = Rollback(self._param_array, self.updater, deep=True)
         try:
             for k in range(n_windows):
                 start, stop = k * window, min((k + 1) * window, length)
@@ -819,7 +809,7 @@ class Sequential(_Guarded):
         return scores[-1]
 
     # ---- streaming ---------------------------------------------------------------------
-    @_exclusive
+    @exclusive
     def rnn_time_step(self, x, mask=None):
         """Stream through the network from the stored states (DL4J's ``rnnTimeStep``): x
         ``[minibatch, nIn]`` → ``[minibatch, nOut]``, ``[minibatch, nIn, T]`` → ``[..., T]``."""
@@ -836,7 +826,7 @@ class Sequential(_Guarded):
                 a = layer.forward(a, mask=mask, training=False)
         return a[:, :, 0] if one_step else a
 
-    @_exclusive
+    @exclusive
     def rnn_clear_previous_state(self):
         """Clear every layer's streaming and truncated-BPTT state."""
         for layer in self.layers:

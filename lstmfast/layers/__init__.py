@@ -37,9 +37,10 @@ layers, or ``lstm_forward``/``lstm_backward`` calls sharing read-only weights, r
 (the kernels release the GIL) and give bit for bit the results of running them one by one.
 """
 
+from .._guard import ConcurrentUseError
 from ..functional import ACTIVATIONS as LAYER_ACTIVATIONS
 from ..functional import GATE_ACTIVATIONS
-from ._base import (CACHE_MODES, WEIGHT_INITS, ConcurrentUseError, LayerMemoryReport,
+from ._base import (CACHE_MODES, WEIGHT_INITS, FlatParameterLayer, LayerMemoryReport,
                     UnsupportedOperationError, init_weights)
 from .bidirectional import Bidirectional, BidirectionalBase, GravesBidirectionalLSTM
 from .lstm import LSTM, GravesLSTM, UnidirectionalLSTM
@@ -51,6 +52,7 @@ __all__ = [
     "GravesBidirectionalLSTM",
     "Bidirectional",
     "BidirectionalBase",
+    "FlatParameterLayer",
     "LayerMemoryReport",
     "UnsupportedOperationError",
     "ConcurrentUseError",
