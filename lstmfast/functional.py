@@ -20,10 +20,13 @@ from . import _stream
 from . import kernels as _kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
-           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
+           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS", "BLAS_INT_MAX"]
 
 ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
+#: The largest size, stride or count the BLAS of this build takes (SciPy's BLAS integer): the
+#: limit of every matrix dimension, here and in the dense layers' products.
+BLAS_INT_MAX = _kernels.BLAS_INT_MAX
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _KERNEL_ERRORS = {-1: "invalid argument", -2: "unknown activation", -3: "too large"}
