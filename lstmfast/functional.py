@@ -8,7 +8,6 @@ GIL. Inputs are never written to; they are copied only when the kernels cannot r
 from __future__ import annotations
 
 import collections
-import operator
 import threading
 import time
 import weakref
@@ -18,14 +17,30 @@ import numpy as np
 from . import _blas_threads
 from . import _stream
 from . import kernels as _kernels
+from ._arguments import FLOAT_DTYPES as _FLOAT_DTYPES
+from ._arguments import activation_code as _activation_code
+from ._arguments import as_flag as _flag
+from ._arguments import as_float_array as _as_float_array
+from ._arguments import as_integer as _integer
+from ._arguments import check_finite as _check_finite
+from ._arguments import check_last_state_gradient as _check_last_state_gradient
+from ._arguments import check_lengths as _check_lengths
+from ._arguments import check_projection as _check_projection
+from ._arguments import check_state as _check_state
+from ._arguments import column_major as _column_major
+from ._arguments import decide_dtype as _decide_dtype
+from ._arguments import ready_for_kernels as _ready
+from ._arguments import shape_text as _shape
 
 __all__ = ["lstm_forward", "lstm_backward", "bind_stream_step", "problem_size_ok",
-           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS"]
+           "ForwardResult", "Gradients", "ACTIVATIONS", "GATE_ACTIVATIONS", "BLAS_INT_MAX"]
 
 ACTIVATIONS = tuple(_kernels.ACTIVATION_CODES)
 GATE_ACTIVATIONS = ("sigmoid", "hardsigmoid")
+#: The largest size, stride or count the BLAS of this build takes (SciPy's BLAS integer): the
+#: limit of every matrix dimension, here and in the dense layers' products.
+BLAS_INT_MAX = _kernels.BLAS_INT_MAX
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _KERNEL_ERRORS = {-1: "invalid argument", -2: "unknown activation", -3: "too large"}
 
 
@@ -202,130 +217,7 @@ def set_num_threads(threads):
 
 
 # ---------------------------------------------------------------------------------------------
-# validation helpers
-
-def _shape(a):
-    return "[" + ", ".join(str(n) for n in a.shape) + "]"
-
-
-def _decide_dtype(input_weights):
-    dtype = getattr(input_weights, "dtype", None)
-    if dtype is not None:
-        try:
-            dtype = np.dtype(dtype)
-        except TypeError:       # not a NumPy dtype (a torch tensor's): read the array below
-            dtype = None
-    if dtype is None:
-        try:
-            dtype = np.asarray(input_weights).dtype
-        except (ValueError, TypeError, RuntimeError) as error:
-            raise ValueError(f"input_weights: cannot be read as an array ({error})") from None
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"input_weights: dtype {dtype} is not supported; lstmfast computes in "
-                        f"float32 or float64 (the dtype of input_weights decides)")
-    return dtype
-
-
-def _as_float_array(value, name, dtype, *, allow_exact_ints=False):
-    """`value` as a NumPy array (a view where possible), checked to be float32/float64 (or a 0/1
-    integer/boolean mask). Not yet converted to `dtype`: that happens in `_ready`, after the
-    sizes are known to be acceptable, so that a refused problem never allocates a converted copy."""
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{name}: cannot be read as an array ({error})") from None
-    kind = array.dtype.kind
-    if array.dtype in _FLOAT_DTYPES:
-        pass
-    elif allow_exact_ints and kind in "biu":
-        pass
-    else:
-        raise TypeError(f"{name}: dtype {array.dtype} is not supported; expected float32 or float64"
-                        + (" (or a 0/1 integer or boolean mask)" if allow_exact_ints else ""))
-    return array
-
-
-def _ready(array, dtype):
-    """`array` in `dtype`, aligned, with strides the kernels can express in elements."""
-    if array is None:
-        return None
-    if array.dtype is not dtype and array.dtype != dtype:
-        array = array.astype(dtype)
-    item = array.itemsize
-    whole = array.flags.aligned
-    for stride in array.strides:         # a plain loop: any() over a generator cost ~1 us a call,
-        if stride % item:                # which a streaming step pays for five arrays
-            whole = False
-    if not whole:
-        array = np.array(array, dtype=dtype, order="A", copy=True)
-    return array
-
-
-def _column_major(array):
-    """Weights for BLAS: unit row stride and a leading dimension >= rows that the BLAS integer
-    can hold (copy if needed)."""
-    item = array.itemsize
-    rows = array.shape[0]
-    if (array.strides[0] == item and max(rows, 1) * item <= array.strides[1]
-            and array.strides[1] // item <= _kernels.BLAS_INT_MAX):
-        return array
-    return np.asfortranarray(array)
-
-
-def _integer(value, name, expected):
-    """`value` as a Python int: any integer type, but not a bool, a float or a string."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected {expected}, got a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}") from None
-
-
-def _flag(value, name):
-    """A boolean option: True/False (or NumPy bools, or the integers 0/1)."""
-    if value is True or value is False:
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)) and value in (0, 1):
-        return bool(value)
-    raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r:.60}")
-
-
-def _activation_code(value, name, allowed):
-    # names as written in ACTIVATION_CODES (lower case) first, without str.lower()
-    code = _kernels.ACTIVATION_CODES.get(value) if type(value) is str else None
-    if code is not None and value in allowed:
-        return code
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ValueError(f"{name}: unknown activation {value!r}; valid: {', '.join(allowed)}")
-    return _kernels.ACTIVATION_CODES[value.lower()]
-
-
-def _check_state(value, name, dtype, minibatch, hidden):
-    if value is None:
-        return None
-    state = _as_float_array(value, name, dtype)
-    if state.ndim != 2:
-        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}], "
-                         f"got {_shape(state)}")
-    if state.shape[0] != minibatch:
-        raise ValueError(
-            f"{name}: previous state number of examples = {state.shape[0]} but input array number "
-            f"of examples = {minibatch}. Possible cause: using rnn_time_step() without calling "
-            f"rnn_clear_previous_state() between different sequences?")
-    if state.shape[1] != hidden:
-        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}], "
-                         f"got {_shape(state)}")
-    return state
-
-
-def _check_finite(arrays):
-    for name, array in arrays:
-        if array is not None and not np.isfinite(array).all():
-            raise ValueError(f"{name}: contains NaN or Inf (check_finite=True)")
-
+# running a pass (the argument checks are lstmfast._arguments)
 
 # Passes estimated above this many floating-point operations run in a worker thread while the
 # calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
@@ -440,68 +332,8 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
                      f"T={time_steps} ({_KERNEL_ERRORS.get(code, code)})")
 
 
-def _check_last_state_gradient(value, name, state, dtype, minibatch, hidden):
-    if value is None:
-        return None
-    array = _as_float_array(value, name, dtype)
-    if array.shape != (minibatch, hidden):
-        raise ValueError(f"{name}: expected shape [minibatch, h] = [{minibatch}, {hidden}] "
-                         f"(the shape of fwd.{state}), got {_shape(array)}")
-    return _ready(array, dtype)
-
-
 # ---------------------------------------------------------------------------------------------
 # the API
-
-def _check_lengths(lengths, minibatch, time_steps, mask):
-    """`lengths` as a contiguous np.intp array [minibatch] of values 0..T, or None."""
-    if lengths is None:
-        return None
-    if mask is not None:
-        raise ValueError("mask and lengths: pass one of them, not both (lengths [minibatch] "
-                         "is the alternative to a mask [minibatch, T])")
-    try:
-        array = np.asarray(lengths)
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise ValueError(f"lengths: cannot be read as an array ({error})") from None
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"lengths: expected integers (steps per example), got dtype {array.dtype}")
-    if array.shape != (minibatch,):
-        raise ValueError(f"lengths: expected shape [minibatch] = [{minibatch}], "
-                         f"got {_shape(array)}")
-    bad = np.flatnonzero((array < 0) | (array > time_steps))
-    if bad.size:
-        raise ValueError(f"lengths: every length must be in 0..T = 0..{time_steps}; "
-                         f"lengths[{bad[0]}] = {array[bad[0]]}")
-    return np.ascontiguousarray(array, dtype=np.intp)
-
-
-def _check_projection(projection_weights, peephole_weights, peepholes, dtype):
-    """(W_proj [h, P] or None, peephole weights [h, 3] or None, peepholes) checked."""
-    if projection_weights is None:
-        if peephole_weights is not None:
-            raise ValueError("peephole_weights: only with projection_weights (without a "
-                             "projection the peepholes are recurrent_weights' last 3 columns)")
-        return None, None, peepholes
-    proj = _as_float_array(projection_weights, "projection_weights", dtype)
-    if proj.ndim != 2 or min(proj.shape) < 1:
-        raise ValueError(f"projection_weights: expected a 2-D array [h, P] with h, P >= 1, "
-                         f"got {_shape(proj)}")
-    if peepholes is None:
-        peepholes = peephole_weights is not None
-    peepholes = _flag(peepholes, "peepholes")
-    peep = None
-    if peepholes != (peephole_weights is not None):
-        raise ValueError(f"peephole_weights: with projection_weights the peepholes are "
-                         f"peephole_weights [h, 3]; peepholes={peepholes} but peephole_weights "
-                         f"is {'None' if peephole_weights is None else 'given'}")
-    if peepholes:
-        peep = _as_float_array(peephole_weights, "peephole_weights", dtype)
-        if peep.shape != (proj.shape[0], 3):
-            raise ValueError(f"peephole_weights: expected shape [h, 3] = [{proj.shape[0]}, 3] "
-                             f"(h = projection_weights.shape[0]), got {_shape(peep)}")
-    return proj, peep, peepholes
-
 
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,

@@ -9,10 +9,10 @@ import numbers
 import numpy as np
 
 from ._blas_threads import run_parts
+from ._checks import check_non_negative, check_positive
 from .kernels import get_num_threads
 
-__all__ = ["Sgd", "Adam"]
-
+__all__ = ["Sgd", "Adam", "Rollback"]
 
 
 class Sgd:
@@ -23,7 +23,7 @@ class Sgd:
     """
 
     def __init__(self, learning_rate=0.1, momentum=0.0, nesterov=False):
-        self.learning_rate = _check_non_negative("learning_rate", learning_rate)
+        self.learning_rate = check_non_negative("learning_rate", learning_rate)
         if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be a number in [0, 1); got {momentum!r}")
         self.momentum = float(momentum)
@@ -59,13 +59,13 @@ class Adam:
     p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
         for name, value in (("beta1", beta1), ("beta2", beta2)):
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
-        self.epsilon = _check_positive("epsilon", epsilon)
+        self.epsilon = check_positive("epsilon", epsilon)
         self.iteration = 0
         self.m = None
         self.v = None
@@ -120,10 +120,11 @@ def _in_parts(n, update):
     run_parts(parts, lambda i: update(bounds[i], bounds[i + 1]))
 
 
-class _Rollback:
+class Rollback:
     """What an update changes, saved so that an interrupted update can be undone: a copy of
     the parameters and the updater's attributes (``deep``: copies of them too, for updaters
-    that change their arrays in place)."""
+    that change their arrays in place). ``restore()`` puts both back. A container whose one
+    step is several updates (``Sequential``'s truncated BPTT) saves before the first."""
 
     def __init__(self, params, updater, deep):
         self.params = params
@@ -149,7 +150,7 @@ def _commit(updater, params, new_params, state):
     Adam's moments advanced and the parameters and iteration count not. Each of the two writes
     is one C call, which no signal handler splits; an interrupt (KeyboardInterrupt) arriving
     around them puts both back."""
-    rollback = _Rollback(params, updater, deep=False)
+    rollback = Rollback(params, updater, deep=False)
     try:
         np.copyto(params, new_params)
         vars(updater).update(state)
@@ -158,20 +159,8 @@ def _commit(updater, params, new_params, state):
         raise
 
 
-def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive number; got {value!r}")
-    return float(value)
-
-
 def _check_update_arrays(params, gradients):
     if not isinstance(params, np.ndarray) or not isinstance(gradients, np.ndarray):
         raise TypeError("params and gradients must be numpy arrays")
     if params.shape != gradients.shape:
         raise ValueError(f"params and gradients must have the same shape; got {params.shape} and {gradients.shape}")
-
-
-def _check_non_negative(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a non-negative number; got {value!r}")
-    return float(value)

@@ -1,11 +1,14 @@
-"""DL4J's recurrent layers on top of ``lstm_forward`` / ``lstm_backward``.
+"""DL4J's layers: the recurrent layers on top of ``lstm_forward`` / ``lstm_backward``, and the
+dense, output and inference-only layers around them.
 
 GravesLSTM (peepholes), LSTM (no peepholes), GravesBidirectionalLSTM and the
 ``Bidirectional`` wrapper, with Deeplearning4j's parameter layout, initialisation,
 streaming state (``rnnTimeStep``), truncated-BPTT state (``rnnActivateUsingStoredState`` /
-``tBpttStateMap``), DropConnect on the input weights and ``getMemoryReport``.
+``tBpttStateMap``), DropConnect on the input weights and ``getMemoryReport``. Beside them
+(``dense``): DenseLayer, OutputLayer and RnnOutputLayer; (``inference``): SimpleRnn and
+GlobalPooling, which DL4J ComputationGraphs use and lstmfast runs for inference only.
 
-No gate arithmetic lives here: every forward and backward pass is one call of the
+No gate arithmetic lives here: every recurrent forward and backward pass is one call of the
 compiled kernels through :func:`lstmfast.lstm_forward` / :func:`lstmfast.lstm_backward`.
 
 Parameter layout (DL4J's, so that flat parameter vectors are interchangeable):
@@ -37,11 +40,14 @@ layers, or ``lstm_forward``/``lstm_backward`` calls sharing read-only weights, r
 (the kernels release the GIL) and give bit for bit the results of running them one by one.
 """
 
+from .._guard import ConcurrentUseError
 from ..functional import ACTIVATIONS as LAYER_ACTIVATIONS
 from ..functional import GATE_ACTIVATIONS
-from ._base import (CACHE_MODES, WEIGHT_INITS, ConcurrentUseError, LayerMemoryReport,
+from ._base import (CACHE_MODES, WEIGHT_INITS, FlatParameterLayer, LayerMemoryReport,
                     UnsupportedOperationError, init_weights)
 from .bidirectional import Bidirectional, BidirectionalBase, GravesBidirectionalLSTM
+from .dense import DENSE_ACTIVATIONS, LOSS_FUNCTIONS, DenseLayer, OutputLayer, RnnOutputLayer
+from .inference import GlobalPooling, SimpleRnn
 from .lstm import LSTM, GravesLSTM, UnidirectionalLSTM
 
 __all__ = [
@@ -51,12 +57,20 @@ __all__ = [
     "GravesBidirectionalLSTM",
     "Bidirectional",
     "BidirectionalBase",
+    "DenseLayer",
+    "OutputLayer",
+    "RnnOutputLayer",
+    "SimpleRnn",
+    "GlobalPooling",
+    "FlatParameterLayer",
     "LayerMemoryReport",
     "UnsupportedOperationError",
     "ConcurrentUseError",
     "CACHE_MODES",
     "LAYER_ACTIVATIONS",
     "GATE_ACTIVATIONS",
+    "DENSE_ACTIVATIONS",
+    "LOSS_FUNCTIONS",
     "WEIGHT_INITS",
     "init_weights",
 ]

@@ -1,18 +1,16 @@
-"""What the recurrent layers share: errors, the one-call-at-a-time guard, argument checks, weight
-initialisation, the flat-parameter base class and the memory report (DL4J's getMemoryReport)."""
+"""What the layers share: errors, weight initialisation, the flat-parameter base class and the
+memory report (DL4J's getMemoryReport). The one-call-at-a-time guard is ``lstmfast._guard``, the
+argument checks ``lstmfast._checks``."""
 
 import abc
 import dataclasses
-import functools
 import math
-import numbers
-import threading
 
 import numpy as np
 
+from .._checks import check_choice
+from .._guard import Guarded, exclusive
 from ..functional import pass_buffer_sizes
-
-
 
 #: Weight initialisations (DL4J's ``WeightInit`` names, lower case).
 WEIGHT_INITS = (
@@ -28,110 +26,8 @@ class UnsupportedOperationError(RuntimeError):
     e.g. streaming or truncated BPTT through a bidirectional layer."""
 
 
-class ConcurrentUseError(RuntimeError):
-    """A layer (or network) was called while another thread was inside a call on it. Raised at
-    once, before anything is changed; the running call is not disturbed."""
-
-
 # --------------------------------------------------------------------------------------
-# the in-use guard (see "Threads" in the module docstring)
-
-_GUARD_CREATION = threading.Lock()
-
-
-def _in_use_lock(obj):
-    """The object's re-entrant in-use lock, made on first use (so that every constructor,
-    copy and unpickled object gets one without having to ask for it)."""
-    lock = obj.__dict__.get("_in_use_lock")
-    if lock is None:
-        with _GUARD_CREATION:
-            lock = obj.__dict__.get("_in_use_lock")
-            if lock is None:
-                lock = threading.RLock()
-                obj.__dict__["_in_use_lock"] = lock
-    return lock
-
-
-def _exclusive(method):
-    """Run ``method`` holding the object's in-use lock; raise ConcurrentUseError, without
-    waiting, if another thread holds it (the same thread may re-enter: containers call their
-    layers, layers call their own guarded methods)."""
-    what = method.__name__
-
-    @functools.wraps(method)
-    def guarded(self, *args, **kwargs):
-        lock = _in_use_lock(self)
-        if not lock.acquire(blocking=False):
-            raise _busy_error(self, what)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            lock.release()
-
-    return guarded
-
-
-def _busy_error(obj, what):
-    kind = "network" if getattr(obj, "_guard_noun", "layer") == "network" else "layer"
-    return ConcurrentUseError(
-        f"{type(obj).__name__}.{what}: {kind} is in use by another thread (a call on it is "
-        f"still running). A {kind} keeps per-call state and runs one call at a time: use one "
-        f"{kind} per thread, or serialise the calls with your own lock")
-
-
-class _Guarded:
-    """Objects with an in-use lock: the lock is not part of their pickled or copied state."""
-
-    #: per-process attributes, left out of pickles and copies (remade on first use)
-    _transient_attributes = ("_in_use_lock",)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        for name in self._transient_attributes:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
-
-# --------------------------------------------------------------------------------------
-# argument checking and initialisation helpers
-
-
-def _check_size(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def _check_dtype(dtype):
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as err:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
-    return resolved
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value.lower()
-
-
-def _seed_sequence(seed):
-    """``seed`` may be None (fresh entropy), a non-negative int, or a SeedSequence."""
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if seed is None:
-        return np.random.SeedSequence()
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise TypeError(f"seed must be None, a non-negative integer or a numpy SeedSequence, got {seed!r}")
-    return np.random.SeedSequence(int(seed))
+# initialisation and argument helpers
 
 
 def init_weights(rng, shape, fan_in, fan_out, scheme, dtype):
@@ -248,8 +144,8 @@ class LayerMemoryReport:
 
     def total_elements(self, mode="training", cache_mode="NONE"):
         """Total array elements for ``minibatch`` examples (``mode``: "training" or "inference")."""
-        mode = _check_choice("mode", mode, ("training", "inference"))
-        cache_mode = _check_choice("cache_mode", cache_mode, tuple(c.lower() for c in CACHE_MODES)).upper()
+        mode = check_choice("mode", mode, ("training", "inference"))
+        cache_mode = check_choice("cache_mode", cache_mode, tuple(c.lower() for c in CACHE_MODES)).upper()
         mb = self.minibatch
         total = self.parameter_size + mb * self.output_elements_per_example
         if mode == "inference":
@@ -289,7 +185,7 @@ def _updater_state_size(updater, n_params):
         return 0
     if hasattr(updater, "state_size"):
         return int(updater.state_size(n_params))
-    name = _check_choice("updater", updater, ("sgd", "momentum", "nesterovs", "adam"))
+    name = check_choice("updater", updater, ("sgd", "momentum", "nesterovs", "adam"))
     return {"sgd": 0, "momentum": n_params, "nesterovs": n_params, "adam": 2 * n_params}[name]
 
 
@@ -297,7 +193,7 @@ def _updater_state_size(updater, n_params):
 # base class: flat parameter storage
 
 
-class _FlatParameterLayer(_Guarded, abc.ABC):
+class FlatParameterLayer(Guarded, abc.ABC):
     """A layer whose parameters (and gradients) are one flat array with named views."""
 
     n_in: int
@@ -325,21 +221,33 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
                 raise ValueError(f"{name} must be a contiguous 1-D {self.dtype} array of length {n}; "
                                  f"got shape {view.shape}, dtype {view.dtype}")
 
-    def bind_storage(self, param_view, gradient_view):
+    def bind_storage(self, param_view, gradient_view, owner=None):
         """Move the parameters into ``param_view`` (values copied) and the gradients into
         ``gradient_view``, contiguous 1-D arrays of ``num_params()`` elements in the layer's dtype:
         from then on ``params`` and the named arrays are views into them. For containers that
-        own one flat vector for many layers (``Sequential``, DL4J graphs)."""
+        own one flat vector for many layers (``Sequential``, DL4J graphs); ``owner``, when given,
+        becomes the layer's :attr:`owner`."""
         self._check_storage_views(param_view, gradient_view)
+        self._move_storage(param_view, gradient_view)
+        if owner is not None:
+            self._owner = owner
+
+    def _move_storage(self, param_view, gradient_view):
         param_view[...] = self._param_array
         gradient_view[...] = self._gradient_array
         self._param_array = param_view
         self._gradient_array = gradient_view
         self._build_views()
 
+    @property
+    def owner(self):
+        """The container (a ``Sequential`` or a bidirectional layer) this layer belongs to, or
+        None: a layer joins one container only."""
+        return self.__dict__.get("_owner")
+
     # a layer's container (Sequential, Bidirectional) is not part of the layer's pickled state:
     # a copy of a contained layer is a standalone layer, and a copied container sets it again
-    _transient_attributes = _Guarded._transient_attributes + ("_owner",)
+    _transient_attributes = Guarded._transient_attributes + ("_owner",)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -353,7 +261,7 @@ class _FlatParameterLayer(_Guarded, abc.ABC):
         return self._param_array
 
     @params.setter
-    @_exclusive
+    @exclusive
     def params(self, values):
         arr = np.asarray(values)
         n = self.num_params()

@@ -3,8 +3,10 @@ wrapper (concat, add, mul, average), one flat parameter vector for both directio
 
 import numpy as np
 
-from ._base import (UnsupportedOperationError, _build_memory_report, _check_choice,
-                    _check_mask_or_lengths, _check_size, _exclusive, _FlatParameterLayer, _seed_sequence)
+from .._checks import check_choice, check_size, seed_sequence
+from .._guard import exclusive
+from ._base import (FlatParameterLayer, UnsupportedOperationError, _build_memory_report,
+                    _check_mask_or_lengths)
 from .lstm import GravesLSTM, UnidirectionalLSTM
 
 
@@ -30,7 +32,7 @@ def combine_directions(mode, forward, backward):
     return np.concatenate([forward, backward], axis=1)
 
 
-class BidirectionalBase(_FlatParameterLayer):
+class BidirectionalBase(FlatParameterLayer):
     """Two directions with separate parameters, the forward direction's first in the flat array."""
 
     mode = "add"
@@ -62,9 +64,8 @@ class BidirectionalBase(_FlatParameterLayer):
     def _build_views(self):
         self._split_storage()
 
-    def bind_storage(self, param_view, gradient_view):
+    def _move_storage(self, param_view, gradient_view):
         # the directions' current values are copied into the new storage by their own bind_storage
-        self._check_storage_views(param_view, gradient_view)
         self._param_array = param_view
         self._gradient_array = gradient_view
         self._split_storage()
@@ -85,7 +86,7 @@ class BidirectionalBase(_FlatParameterLayer):
         return self.forward_layer.peepholes
 
     # ---- passes ----------------------------------------------------------------------
-    @_exclusive
+    @exclusive
     def forward(self, x, mask=None, training=False, *, lengths=None):
         """Both directions over the whole sequence (the backward one from the last step to
         the first, with the same mask), combined by ``mode``. With ``lengths`` ``[minibatch]``
@@ -107,7 +108,7 @@ class BidirectionalBase(_FlatParameterLayer):
         # direction's output array may take the combination
         return combine_directions(self.mode, output_forward, output_backward)
 
-    @_exclusive
+    @exclusive
     def backward(self, epsilon, tbptt_length=None):
         """Split ``epsilon`` between the directions as ``mode`` requires, back-propagate both,
         and return the sum of their dL/dx. Truncated BPTT is not possible (as in DL4J)."""
@@ -173,8 +174,8 @@ class BidirectionalBase(_FlatParameterLayer):
     # ---- memory ------------------------------------------------------------------------
     def memory_report(self, ts_length, minibatch=1, updater=None):
         """The directions' report doubled, as the seed's bidirectional ``getMemoryReport``."""
-        ts_length = _check_size("ts_length", ts_length)
-        minibatch = _check_size("minibatch", minibatch)
+        ts_length = check_size("ts_length", ts_length)
+        minibatch = check_size("minibatch", minibatch)
         return _build_memory_report(self, [self.forward_layer, self.backward_layer], ts_length, minibatch,
                                     updater, factor=2)
 
@@ -211,7 +212,7 @@ class GravesBidirectionalLSTM(BidirectionalBase):
     def __init__(self, n_in, n_out, *, activation="tanh", gate_activation="sigmoid",
                  forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
                  drop_connect=None):
-        sequence = _seed_sequence(seed)
+        sequence = seed_sequence(seed)
         forward_seed, backward_seed = sequence.spawn(2)
         options = dict(activation=activation, gate_activation=gate_activation,
                        forget_gate_bias_init=forget_gate_bias_init, weight_init=weight_init, dtype=dtype,
@@ -280,15 +281,15 @@ class Bidirectional(BidirectionalBase):
     def __init__(self, layer, mode="concat", *, seed=None):
         if not isinstance(layer, UnidirectionalLSTM):
             raise TypeError(f"Bidirectional wraps a GravesLSTM or LSTM layer; got {type(layer).__name__}")
-        if getattr(layer, "_owner", None) is not None:
+        if layer.owner is not None:
             raise ValueError(f"Bidirectional: the layer {layer!r} already belongs to another container "
                              f"(a Sequential or a bidirectional layer); wrap a new layer")
         layer._owner = self
-        self.mode = _check_choice("mode", mode, BIDIRECTIONAL_MODES)
+        self.mode = check_choice("mode", mode, BIDIRECTIONAL_MODES)
         if seed is None:
             seed = layer._seed_sequence.spawn(1)[0]
         self.seed = seed
-        self._setup_directions(layer, layer._clone_configuration(_seed_sequence(seed)))
+        self._setup_directions(layer, layer._clone_configuration(seed_sequence(seed)))
 
     def param_table(self):
         table = {"f" + k: v for k, v in self.forward_layer.param_table().items()}

@@ -8,9 +8,10 @@ import numpy as np
 from ..functional import ACTIVATIONS as LAYER_ACTIVATIONS
 from ..functional import (GATE_ACTIVATIONS, bind_stream_step, lstm_backward, lstm_forward,
                           problem_size_ok)
-from ._base import (WEIGHT_INITS, UnsupportedOperationError, _as_state, _build_memory_report,
-                    _busy_error, _check_choice, _check_mask_or_lengths, _check_dtype, _check_size, _exclusive,
-                    _FlatParameterLayer, _in_use_lock, _lstm_pass_allocations, _seed_sequence,
+from .._checks import check_choice, check_dtype, check_size, seed_sequence
+from .._guard import busy_error, exclusive, in_use_lock
+from ._base import (WEIGHT_INITS, FlatParameterLayer, UnsupportedOperationError, _as_state,
+                    _build_memory_report, _check_mask_or_lengths, _lstm_pass_allocations,
                     init_weights)
 
 
@@ -18,7 +19,7 @@ from ._base import (WEIGHT_INITS, UnsupportedOperationError, _as_state, _build_m
 # one-direction LSTM layers
 
 
-class UnidirectionalLSTM(_FlatParameterLayer):
+class UnidirectionalLSTM(FlatParameterLayer):
     """Shared implementation of GravesLSTM (peepholes) and LSTM (no peepholes)."""
 
     peepholes = True
@@ -28,15 +29,15 @@ class UnidirectionalLSTM(_FlatParameterLayer):
                  drop_connect=None, reverse=False):
         if type(reverse) is not bool:
             raise TypeError(f"reverse must be True or False, got {reverse!r}")
-        self.n_in = _check_size("n_in", n_in)
-        self.n_out = _check_size("n_out", n_out)
-        self.activation = _check_choice("activation", activation, LAYER_ACTIVATIONS)
-        self.gate_activation = _check_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
+        self.n_in = check_size("n_in", n_in)
+        self.n_out = check_size("n_out", n_out)
+        self.activation = check_choice("activation", activation, LAYER_ACTIVATIONS)
+        self.gate_activation = check_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
         if not isinstance(forget_gate_bias_init, numbers.Real) or isinstance(forget_gate_bias_init, bool):
             raise TypeError(f"forget_gate_bias_init must be a real number, got {forget_gate_bias_init!r}")
         self.forget_gate_bias_init = float(forget_gate_bias_init)
-        self.weight_init = _check_choice("weight_init", weight_init, WEIGHT_INITS)
-        self.dtype = _check_dtype(dtype)
+        self.weight_init = check_choice("weight_init", weight_init, WEIGHT_INITS)
+        self.dtype = check_dtype(dtype)
         if drop_connect is not None:
             if not isinstance(drop_connect, numbers.Real) or isinstance(drop_connect, bool) \
                     or not 0.0 < float(drop_connect) <= 1.0:
@@ -45,7 +46,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             drop_connect = float(drop_connect)
         self.drop_connect = drop_connect
         self.seed = seed
-        self._seed_sequence = _seed_sequence(seed)
+        self._seed_sequence = seed_sequence(seed)
         init_seq, drop_seq = self._seed_sequence.spawn(2)
         self._drop_connect_rng = np.random.default_rng(drop_seq)
         #: direction in which the kernels process time (False for reverse=True, and for the
@@ -82,7 +83,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
 
     # rnn_time_step's bound step (functional.bind_stream_step over W, RW, b and the stored state):
     # dropped whenever one of those is rebound, so that it never runs on stale arrays
-    _transient_attributes = _FlatParameterLayer._transient_attributes + ("_stream_plan",)
+    _transient_attributes = FlatParameterLayer._transient_attributes + ("_stream_plan",)
 
     def _drop_stream_plan(self):
         plan = self.__dict__.pop("_stream_plan", None)
@@ -121,7 +122,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         n_w, n_rw, n_b = self._sizes()
         return np.concatenate([np.ones(n_w + n_rw, dtype=bool), np.zeros(n_b, dtype=bool)])
 
-    @_exclusive
+    @exclusive
     def reset_parameters(self, rng=None):
         """(Re)initialise as DL4J's LSTM parameter initialisers: weights by ``weight_init`` with
         fanIn = nOut and fanOut = nIn + nOut (DL4J's values for LSTM layers), biases zero except
@@ -188,7 +189,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
     def _restore_pass_state(self, state):
         self._record, self.drop_connect_mask = state
 
-    @_exclusive
+    @exclusive
     def forward(self, x, mask=None, training=False, *, lengths=None):
         """Output ``[minibatch, nOut, T]`` for x ``[minibatch, nIn, T]`` (or ``[minibatch, nIn]``,
         T = 1), starting from a zero state. ``training=True`` keeps what ``backward`` needs and
@@ -201,7 +202,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         _check_mask_or_lengths(self, "forward", mask, lengths)
         return self._run(x, mask, training, None, None, lengths).output
 
-    @_exclusive
+    @exclusive
     def backward(self, epsilon, tbptt_length=None):
         """Back-propagate ``epsilon`` = dL/d(output) ``[minibatch, nOut, T]`` through the last
         training forward pass; fills ``gradients`` and returns dL/dx (shaped like x).
@@ -260,9 +261,9 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             h = plan(x)
             if h is not None:
                 return h
-        lock = _in_use_lock(self)
+        lock = in_use_lock(self)
         if not lock.acquire(False):
-            raise _busy_error(self, "rnn_time_step")
+            raise busy_error(self, "rnn_time_step")
         try:
             self._check_streamable("rnn_time_step")
             if lengths is not None:
@@ -308,7 +309,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_time_step")
         if not x.flags.aligned:
             x = np.array(x)
-        plan = bind_stream_step(_in_use_lock(self), x, self.W, self.RW, self.b, state[0],
+        plan = bind_stream_step(in_use_lock(self), x, self.W, self.RW, self.b, state[0],
                                 state[1], activation=self.activation,
                                 gate_activation=self.gate_activation)
         self._stream_state = state
@@ -319,13 +320,13 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         self.__dict__["_stream_plan"] = plan
         return h_copy
 
-    @_exclusive
+    @exclusive
     def rnn_clear_previous_state(self):
         """Forget the streaming state and the truncated-BPTT state."""
         self._stream_state = None
         self._tbptt_state = None
 
-    @_exclusive
+    @exclusive
     def rnn_get_previous_state(self):
         """The stored streaming state as a pair of copies ``(h, c)`` ``[minibatch, nOut]``,
         or None when there is none. Raises ConcurrentUseError if another thread is inside a
@@ -336,7 +337,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             return None
         return tuple(np.array(s, copy=True) for s in self._stream_state)
 
-    @_exclusive
+    @exclusive
     def rnn_set_previous_state(self, h, c):
         """Set the streaming state (``h``, ``c`` ``[minibatch, nOut]``, copied)."""
         self._check_streamable("rnn_set_previous_state")
@@ -355,7 +356,7 @@ class UnidirectionalLSTM(_FlatParameterLayer):
             return None
         return tuple(np.array(s, copy=True) for s in self._tbptt_state)
 
-    @_exclusive
+    @exclusive
     def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True,
                                         *, lengths=None):
         """Forward pass starting from the carried truncated-BPTT state (zeros when there is none)
@@ -380,8 +381,8 @@ class UnidirectionalLSTM(_FlatParameterLayer):
         """DL4J's memory report for sequences of ``ts_length`` steps (see LayerMemoryReport),
         with ``allocated_bytes`` for ``minibatch`` examples. ``updater``: None or "sgd"
         (no state), "momentum"/"nesterovs", "adam", or an updater object."""
-        ts_length = _check_size("ts_length", ts_length)
-        minibatch = _check_size("minibatch", minibatch)
+        ts_length = check_size("ts_length", ts_length)
+        minibatch = check_size("minibatch", minibatch)
         return _build_memory_report(self, [self], ts_length, minibatch, updater, factor=1)
 
     def _allocation_parts(self, ts_length, minibatch):

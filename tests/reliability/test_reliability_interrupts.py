@@ -4,9 +4,10 @@ training step's update.
 The interrupt is made to arrive where it hurts, not at a random moment: ``Thread.start`` is
 replaced by one that raises KeyboardInterrupt before, while or after the thread begins (the
 wait inside the real ``Thread.start`` is interruptible), and a trace function raises
-KeyboardInterrupt at the n-th line executed in ``lstmfast/network.py`` or ``lstmfast/updaters.py``
-for every n in turn. Afterwards the next call must give the reference's numbers, and the network and its updater
-must be exactly as before the step or exactly as after it.
+KeyboardInterrupt at the n-th line executed in ``lstmfast/network.py``,
+``lstmfast/layers/dense.py`` or ``lstmfast/updaters.py`` for every n in turn. Afterwards the next
+call must give the reference's numbers, and the network and its updater must be exactly as
+before the step or exactly as after it.
 """
 import copy
 import functools
@@ -211,9 +212,9 @@ def test_timed_ctrl_c_around_the_thread_start_never_spoils_the_next_pass():
 # ---------------------------------------------------------------------------------------------
 # Ctrl-C at every line of a training step
 
-# the training step and the updaters it calls
+# the training step, its output layer and the updaters it calls
 TRAINING_STEP_FILES = {str(Path(module.__file__).resolve())
-                       for module in (lstmfast.network, lstmfast.updaters)}
+                       for module in (lstmfast.network, lstmfast.layers.dense, lstmfast.updaters)}
 
 
 class _InterruptAtLine:
