@@ -9,7 +9,6 @@ The internal layouts (processing order, step-stacked matrices, per-step blocks) 
 lstmfast/_layout.pxd.
 Gate blocks in every 4h: [block input i, forget f, output o, input gate g], the seed's [I, F, O, G].
 """
-from libc.string cimport memcpy
 from cython cimport floating
 
 cimport numpy as cnp
