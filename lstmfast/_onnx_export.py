@@ -92,12 +92,8 @@ def _add_lstm(g, layer, tensor, layout, base, sequence_lens):
         inputs.append(g.constant(f"{base}_P", np.concatenate([p[3] for p in parts])))
     while inputs[-1] == "":
         inputs.pop()
-    names = []
-    for lstmfast_name in (first.gate_activation, first.activation, first.activation):
-        if lstmfast_name not in convert._ONNX_TO:
-            raise ValueError(f"export: {base}: activation {lstmfast_name!r} has no ONNX LSTM "
-                             f"equivalent")
-        names.append(convert._ONNX_TO[lstmfast_name])
+    names = convert.onnx_activation_names(first.gate_activation, first.activation,
+                                          f"export: {base}")
     y = g.node("LSTM", inputs, base, hidden_size=first.n_out, direction=direction,
                activations=names * len(directions))
     # Y [T, dirs, N, h]

@@ -530,9 +530,9 @@ _ONNX_WITH_PARAMS = {  # onnx name (lower): (lstmfast name, required alpha, requ
     "elu": ("elu", 1.0, None),
     "affine": ("identity", 1.0, 0.0),
 }
-_ONNX_TO = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "softsign": "Softsign",
-            "softplus": "Softplus", "hardsigmoid": "HardSigmoid", "leakyrelu": "LeakyRelu",
-            "elu": "Elu", "identity": "Affine"}
+ONNX_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "softsign": "Softsign",
+                    "softplus": "Softplus", "hardsigmoid": "HardSigmoid", "leakyrelu": "LeakyRelu",
+                    "elu": "Elu", "identity": "Affine"}
 _ONNX_DEFAULT_ALPHA = {"hardsigmoid": 0.2, "leakyrelu": 0.01, "elu": 1.0, "affine": 1.0}
 _ONNX_DEFAULT_BETA = {"hardsigmoid": 0.5, "affine": 0.0}
 
@@ -578,7 +578,18 @@ def _onnx_activation(name, alpha, beta):
                      f"LeakyRelu(0.01), Elu(1.0), Affine(1, 0)")
 
 
-def _text(value, what):
+def onnx_activation_names(gate_activation, activation, what):
+    """The ONNX LSTM node's ``activations`` (f, g, h) for lstmfast's gate and layer activations;
+    ValueError, prefixed by `what`, for one ONNX lacks."""
+    names = []
+    for lstmfast_name in (gate_activation, activation, activation):
+        if lstmfast_name not in ONNX_ACTIVATIONS:
+            raise ValueError(f"{what}: activation {lstmfast_name!r} has no ONNX LSTM equivalent")
+        names.append(ONNX_ACTIVATIONS[lstmfast_name])
+    return names
+
+
+def onnx_text(value, what):
     """An ONNX string attribute as text: ONNX hands them over as bytes."""
     if isinstance(value, (bytes, bytearray)):
         try:
@@ -614,9 +625,9 @@ def from_onnx(W, R, B=None, P=None, *, direction="forward", activations=None,
     if hasattr(W, "op_type"):        # an onnx NodeProto, R its initializers
         from .onnx import layer_from_node
         return layer_from_node(W, R)
-    direction = _text(direction, "direction")
+    direction = onnx_text(direction, "direction")
     if activations is not None:
-        activations = [_text(a, "activation") for a in activations]
+        activations = [onnx_text(a, "activation") for a in activations]
     if layout not in (0, 1):
         raise ValueError(f"from_onnx: layout must be 0 or 1, got {layout!r}")
     if hidden_size is not None and (not isinstance(hidden_size, numbers.Integral)
@@ -673,11 +684,7 @@ def to_onnx(layer):
     R = np.concatenate([p[1] for p in parts])
     B = np.concatenate([p[2] for p in parts])
     P = None if parts[0][3] is None else np.concatenate([p[3] for p in parts])
-    names = []
-    for lstmfast_name in (first.gate_activation, first.activation, first.activation):
-        if lstmfast_name not in _ONNX_TO:
-            raise ValueError(f"to_onnx: activation {lstmfast_name!r} has no ONNX equivalent")
-        names.append(_ONNX_TO[lstmfast_name])
+    names = onnx_activation_names(first.gate_activation, first.activation, "to_onnx")
     # HardSigmoid(0.2, 0.5), LeakyRelu(0.01), Elu(1.0) and Affine(1, 0) are the ONNX operators'
     # defaults, so no activation_alpha / activation_beta is written (their reading differs
     # between ONNX's text and ONNX Runtime)

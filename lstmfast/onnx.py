@@ -215,7 +215,7 @@ class _LstmNode:
                                f"ONNX's LSTM takes floating-point weights")
         self.layout = attributes.get("layout", 0)
         try:
-            self.direction = convert._text(attributes.get("direction", "forward"), "direction")
+            self.direction = convert.onnx_text(attributes.get("direction", "forward"), "direction")
             layer = convert.from_onnx(
                 weights["W"], weights["R"], weights["B"], weights["P"],
                 direction=self.direction,
