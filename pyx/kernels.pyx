@@ -792,3 +792,6 @@ def get_num_threads():
 
 # at import: LSTMFAST_NUM_THREADS, else OMP_NUM_THREADS, else the usable CPUs
 set_num_threads(_default_threads(LF_TEAM_MAX))
+
+# the streaming step (lstmfast._stream: it reads ERROR_MESSAGES above, so it is imported last)
+from lstmfast._stream import StreamStep, step  # no-cython-lint (public here)

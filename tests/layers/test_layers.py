@@ -515,7 +515,7 @@ def test_bound_step_refuses_byte_swapped_input():
             np.testing.assert_array_equal(got, want)
         state = np.zeros((1, 2), dtype)
         with pytest.raises(ValueError):
-            lstmfast._stream.step(big, native.W, native.RW, native.b, state, state.copy(),
+            lstmfast.kernels.step(big, native.W, native.RW, native.b, state, state.copy(),
                                   np.zeros(4096, dtype), 0, 1)
 
 
