@@ -337,9 +337,9 @@ def _directions_of(layer, what, reverse_ok=False):
     in reverse."""
     if isinstance(layer, UnidirectionalLSTM):
         if layer.reverse and not reverse_ok:
-            raise ValueError(f"{what}: the layer processes time in reverse (the backward "
-                             f"direction of a bidirectional layer, or an ONNX 'reverse' node); "
-                             f"the peer has no such single layer")
+            raise ValueError(f"{what}: the layer processes time in reverse (made with "
+                             f"reverse=True, the backward direction of a bidirectional layer, or "
+                             f"an ONNX 'reverse' node); the peer has no such single layer")
         return [(layer.W, layer.RW, layer.b)], layer
     if isinstance(layer, Bidirectional):
         if layer.mode != "concat":
@@ -514,8 +514,11 @@ def to_keras(layer):
     ``keras_layer.set_weights`` (build the Keras layer with ``units = layer.n_out``,
     ``use_bias=True`` and the matching ``activation`` / ``recurrent_activation``; a
     ``"hardsigmoid"`` gate is Keras 2's ``hard_sigmoid``)."""
-    if not isinstance(layer, UnidirectionalLSTM) or layer.reverse:
+    if not isinstance(layer, UnidirectionalLSTM):
         raise TypeError(f"to_keras: expected an lstmfast LSTM layer, got {layer!r}")
+    if layer.reverse:
+        raise ValueError("to_keras: the layer processes time in reverse; Keras's go_backwards "
+                         "also reverses the output sequence, so Keras has no such layer")
     if layer.peepholes:
         raise ValueError("to_keras: Keras LSTM has no peephole connections (GravesLSTM)")
     return lstmfast_to_keras(layer.W, layer.RW, layer.b)

@@ -284,6 +284,9 @@ class Bidirectional(BidirectionalBase):
         if layer.owner is not None:
             raise ValueError(f"Bidirectional: the layer {layer!r} already belongs to another container "
                              f"(a Sequential or a bidirectional layer); wrap a new layer")
+        if layer.reverse:
+            raise ValueError("Bidirectional: the layer processes time in reverse; wrap a forward layer "
+                             "(the backward direction is made from it)")
         layer._owner = self
         self.mode = check_choice("mode", mode, BIDIRECTIONAL_MODES)
         if seed is None:

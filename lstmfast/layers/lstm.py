@@ -27,8 +27,9 @@ class UnidirectionalLSTM(FlatParameterLayer):
     def __init__(self, n_in, n_out, *, activation="tanh", gate_activation="sigmoid",
                  forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
                  drop_connect=None, reverse=False):
-        if type(reverse) is not bool:
-            raise TypeError(f"reverse must be True or False, got {reverse!r}")
+        if not isinstance(reverse, (bool, np.bool_)):
+            raise TypeError(f"reverse: expected True or False, got {type(reverse).__name__} {reverse!r:.60}")
+        reverse = bool(reverse)
         self.n_in = check_size("n_in", n_in)
         self.n_out = check_size("n_out", n_out)
         self.activation = check_choice("activation", activation, LAYER_ACTIVATIONS)
@@ -141,9 +142,9 @@ class UnidirectionalLSTM(FlatParameterLayer):
 
     @property
     def reverse(self):
-        """True when the layer processes time from the last step to the first (the backward
-        direction of a bidirectional layer, or a layer imported from an ONNX 'reverse' node);
-        read-only."""
+        """True when the layer processes time from the last step to the first (made with
+        ``reverse=True``, the backward direction of a bidirectional layer, or a layer imported
+        from an ONNX 'reverse' node); read-only."""
         return not self._process_forwards
 
     # ---- passes ----------------------------------------------------------------------

@@ -329,9 +329,9 @@ class LSTM(nn.LSTM):
                             f"{type(layer).__name__}")
         if getattr(layer, "reverse", False):     # (the bidirectional layer has no such flag)
             raise ValueError(f"{cls.__name__}.from_layer: the layer processes time in reverse "
-                             f"(the backward direction of a bidirectional layer, or a layer "
-                             f"from an ONNX 'reverse' node); nn.LSTM has no such one-direction "
-                             f"layer")
+                             f"(made with reverse=True, the backward direction of a bidirectional "
+                             f"layer, or a layer from an ONNX 'reverse' node); nn.LSTM has no "
+                             f"such one-direction layer")
         module = cls._from_layer_module(getattr(layer, "forward_layer", layer), batch_first)
         with torch.no_grad():
             for name, value in module._parameters_from_flat(np.asarray(layer.params)).items():

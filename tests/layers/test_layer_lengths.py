@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lstmfast
-from lstmfast.convert import from_onnx, lstmfast_to_onnx
+from lstmfast.convert import from_onnx, lstmfast_to_onnx, to_keras
 from lstmfast.layers import UnsupportedOperationError
 
 from gradcheck import assert_gradient
@@ -197,8 +197,8 @@ def test_reverse_is_a_read_only_property_and_streaming_says_why():
 @pytest.mark.parametrize("cls", [lstmfast.GravesLSTM, lstmfast.LSTM])
 def test_reverse_constructor_argument_runs_time_backwards_and_survives_a_copy(cls):
     """reverse=True gives the output of a forward layer on the time-flipped input, flipped
-    back (the reference's own reverse pass checks the kernels; this checks the argument), and
-    the direction survives the configuration clone Bidirectional(layer) makes."""
+    back (the reference's own reverse pass checks the kernels; this checks the argument); the
+    direction survives a configuration clone, and containers that would lose it refuse."""
     rng = np.random.default_rng(5)
     layer = cls(3, 4, dtype=F64, seed=1, reverse=True)
     forward = cls(3, 4, dtype=F64, seed=1)
@@ -210,6 +210,13 @@ def test_reverse_constructor_argument_runs_time_backwards_and_survives_a_copy(cl
                                rtol=1e-12, atol=1e-14)
     assert layer._clone_configuration(7).reverse
     assert "reverse=True" in repr(layer._describe())
+    assert cls(3, 4, reverse=np.True_).reverse is True
     for bad in (1, "True", None):
         with pytest.raises(TypeError, match="reverse"):
             cls(3, 4, reverse=bad)
+    # wrapped, it would become a forward direction that runs backwards
+    with pytest.raises(ValueError, match="wrap a forward layer"):
+        lstmfast.Bidirectional(cls(3, 4, reverse=True))
+    if cls is lstmfast.LSTM:
+        with pytest.raises(ValueError, match="go_backwards"):
+            to_keras(layer)
