@@ -377,7 +377,8 @@ def count_instructions(args):
             with open(dump) as f:
                 totals.append(next(int(line.split()[1]) for line in f
                                    if line.startswith(("totals:", "summary:"))))
-        keys = list(overhead_cases(2, 2, 2, 2, np.float32, configs=selected(args)))    # the same order as the child's
+        keys = list(overhead_cases(2, 2, args.hidden, 2, np.float32,   # the child's order
+                                   configs=selected(args)))
         if len(totals) != len(keys):
             raise RuntimeError(f"callgrind gave {len(totals)} dumps for {len(keys)} cases")
         if args.callgrind_keep:
