@@ -1,21 +1,29 @@
 """lstmfast.torch.LSTM inside PyTorch against the same work through lstmfast's functional API;
 and (``pools``) the two thread pools in one process.
 
-Default mode: the module against the functional API on the same work. Cases: num_layers 1 and
-2, one direction and bidirectional; "train" = forward, loss 0.5 * mean(out^2), backward and an
-SGD step (the module: torch.optim.SGD; the functional side: lstm_forward / lstm_backward per
-layer and direction and the update in NumPy), "infer" = the forward pass alone (the module
-under torch.no_grad()). tests/torch/test_benchmark_torch_module.py checks that both sides give
-the same outputs and the same weights after a step.
+Default mode: the module against the functional API on the same work. Configurations
+(CONFIGURATIONS): num_layers 1 and 2, one direction and bidirectional, proj_size = h/2 with one
+layer and with two bidirectional layers. Steps: "train" = forward, the loss 0.5 * mean(out^2),
+backward and an SGD step (the module: torch.optim.SGD after zero_grad; the functional side:
+lstm_forward / lstm_backward per layer and direction, the loss and the update in NumPy),
+"infer" = the forward pass alone (the module under torch.no_grad()). Also measured on its own:
+the module's derivation of the kernels' weight layout from nn.LSTM's parameters, which every
+forward call does (its share of a step). tests/torch/test_benchmark_torch_module.py checks
+that both sides give the same outputs, losses and weights after a step.
 
     python benchmarks/bench_torch_module.py [--minibatch 32 --n-in 64 --hidden 128 --steps 50]
-                                            [--threads 1,2] [--callgrind [--count-steps 2]]
+                                            [--threads 1,2] [--reps 40] [--configs 0,1]
+                                            [--callgrind [--count-steps 2] [--no-timings]
+                                             [--callgrind-keep DIR]]
 
-prints per case the module's and the functional side's time per step (best of --trials
-medians, the cases interleaved; at n threads torch.set_num_threads(n) and lstmfast's BLAS at n,
-the module at its default lstmfast.torch.set_blas_threads(1)) and their ratio; --callgrind
-instead counts the instructions per step of every case under valgrind's callgrind (one
-thread), which, unlike times on a shared machine, repeat exactly.
+prints per configuration and step the module's cost over the functional API's as ratios:
+--callgrind counts the instructions per step of every case under valgrind's callgrind in a
+child process (one thread; only the measured calls are counted), which repeat exactly; the
+timings (at n threads: torch.set_num_threads(n), lstmfast's team and BLAS at n, the module at
+its default lstmfast.torch.set_blas_threads(1)) call the module's and the functional side's
+steps alternately and take medians, so a burst of load from elsewhere hits both alike: on
+shared cores they are indications. --callgrind-keep keeps each case's dump for
+callgrind_annotate (where the extra instructions go).
 
 ``pools`` mode (``python benchmarks/bench_torch_module.py pools [...]``): a training step of
 lstmfast.torch.GravesLSTM inside PyTorch vs the same work through lstmfast alone, at 1 and 2
@@ -208,88 +216,144 @@ def pools_main(argv):
 
 class FunctionalLSTM:
     """The module's network in lstmfast's functional API: NumPy weights in the kernels' layout
-    (copied from the module), lstm_forward / lstm_backward per layer and direction, directions
-    concatenated as nn.LSTM does, the loss 0.5 * mean(out^2) and plain SGD in NumPy."""
+    (copied from the module), lstm_forward / lstm_backward per layer and direction (with the
+    projection weights when proj_size > 0), directions concatenated as nn.LSTM does, the loss
+    0.5 * mean(out^2) and plain SGD in NumPy."""
 
     def __init__(self, module):
-        from lstmfast.torch._function import kernel_weights
-        self.layers = [
-            [[a.copy(order="F") for a in kernel_weights(*module._layer_parameters(layer, d))]
-             for d in range(2 if module.bidirectional else 1)]
-            for layer in range(module.num_layers)]
+        from lstmfast.torch._function import kernel_weights, projection_weights
+        self.layers = []
+        for layer in range(module.num_layers):
+            directions = []
+            for d in range(2 if module.bidirectional else 1):
+                arrays = [a.copy(order="F")
+                          for a in kernel_weights(*module._layer_parameters(layer, d))]
+                if module.proj_size:
+                    w_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if d else ''}")
+                    arrays.append(projection_weights(w_hr, None)[0])
+                directions.append(arrays)
+            self.layers.append(directions)
 
     def forward(self, x, for_backprop):
         """x [mb, nIn, T] -> (out [mb, features, T], the ForwardResults per layer)."""
         results = []
         for directions in self.layers:
-            layer = [lstmfast.lstm_forward(x, W, RW, b, forwards=d == 0, for_backprop=for_backprop)
-                     for d, (W, RW, b) in enumerate(directions)]
+            layer = [lstmfast.lstm_forward(x, *arrays[:3], forwards=d == 0,
+                                           for_backprop=for_backprop,
+                                           projection_weights=(arrays[3] if len(arrays) > 3
+                                                               else None))
+                     for d, arrays in enumerate(directions)]
             results.append(layer)
             x = layer[0].output if len(layer) == 1 else np.concatenate(
                 [r.output for r in layer], axis=1)
         return x, results
 
     def train_step(self, x, lr):
+        """One step; returns the loss (computed as a training loop would, to report it)."""
         out, results = self.forward(x, True)
+        loss = 0.5 * np.mean(out * out)
         eps = out * (1.0 / out.size)                   # d/d out of 0.5 * mean(out^2)
         for directions, layer in zip(reversed(self.layers), reversed(results)):
-            h = directions[0][1].shape[0]
+            size = directions[0][1].shape[0]           # h, or P with a projection
             grad_input = None
-            for d, ((W, RW, b), fwd) in enumerate(zip(directions, layer)):
+            for d, (arrays, fwd) in enumerate(zip(directions, layer)):
                 g = lstmfast.lstm_backward(fwd, eps if len(directions) == 1
-                                           else eps[:, d * h:(d + 1) * h])
+                                           else eps[:, d * size:(d + 1) * size])
+                W, RW, b = arrays[:3]
                 W -= lr * g.input_weights
                 RW -= lr * g.recurrent_weights
                 b -= (2.0 * lr) * g.bias        # nn.LSTM's two biases: their sum moves twice
+                if len(arrays) > 3:
+                    arrays[3] -= lr * g.projection_weights
                 grad_input = g.input if grad_input is None else grad_input + g.input
             eps = grad_input
+        return loss
 
 
-def overhead_cases(mb, n_in, h, T, dtype, lr=0.01):
-    """{(num_layers, bidirectional, mode, "module" | "functional"): step}, mode "train" (forward,
-    loss, backward, SGD step) or "infer" (forward only, no gradient kept)."""
+#: (num_layers, bidirectional, proj_size as a fraction of hidden_size)
+CONFIGURATIONS = ((1, False, 0), (1, True, 0), (2, False, 0), (2, True, 0), (1, False, 0.5),
+                  (2, True, 0.5))
+
+
+def overhead_cases(mb, n_in, h, T, dtype, lr=0.01, configs=None):
+    """{((num_layers, bidirectional, proj_size), mode, "module" | "functional"): step}, mode
+    "train" (forward, loss, backward, SGD step), "infer" (forward only, no gradient kept) or
+    "derive" (the module's weight layout derivation alone); `configs`: indices into
+    CONFIGURATIONS (None: all)."""
     cases = {}
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)
     x_t = torch.from_numpy(np.ascontiguousarray(x_np.transpose(2, 0, 1)))    # [T, mb, nIn]
     t_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    for num_layers in (1, 2):
-        for bidirectional in (False, True):
-            torch.manual_seed(0)
-            module = lt.LSTM(n_in, h, num_layers, bidirectional=bidirectional, dtype=t_dtype)
-            functional = FunctionalLSTM(module)
-            opt = torch.optim.SGD(module.parameters(), lr=lr)
+    for index, (num_layers, bidirectional, proj_fraction) in enumerate(CONFIGURATIONS):
+        if configs is not None and index not in configs:
+            continue
+        proj_size = int(proj_fraction * h)
+        torch.manual_seed(0)
+        module = lt.LSTM(n_in, h, num_layers, bidirectional=bidirectional, proj_size=proj_size,
+                         dtype=t_dtype)
+        functional = FunctionalLSTM(module)
+        opt = torch.optim.SGD(module.parameters(), lr=lr)
 
-            def module_train(module=module, opt=opt):
-                opt.zero_grad(set_to_none=True)
-                out, _ = module(x_t)
-                (0.5 * out.pow(2).mean()).backward()
-                opt.step()
+        def module_train(module=module, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            out, _ = module(x_t)
+            loss = 0.5 * out.pow(2).mean()
+            loss.backward()
+            opt.step()
+            return loss
 
-            def module_infer(module=module):
-                with torch.no_grad():
-                    module(x_t)
+        def module_infer(module=module):
+            with torch.no_grad():
+                module(x_t)
 
-            key = (num_layers, bidirectional)
-            cases[key + ("train", "module")] = module_train
-            cases[key + ("train", "functional")] = (
-                lambda functional=functional: functional.train_step(x_np, lr))
-            cases[key + ("infer", "module")] = module_infer
-            cases[key + ("infer", "functional")] = (
-                lambda functional=functional: functional.forward(x_np, False))
+        def derive(module=module):
+            for layer in range(module.num_layers):
+                for d in range(2 if module.bidirectional else 1):
+                    derive_layout(module, layer, d)
+
+        config = (num_layers, bidirectional, proj_size)
+        cases[config, "train", "module"] = module_train
+        cases[config, "train", "functional"] = (
+            lambda functional=functional: functional.train_step(x_np, lr))
+        cases[config, "infer", "module"] = module_infer
+        cases[config, "infer", "functional"] = (
+            lambda functional=functional: functional.forward(x_np, False))
+        cases[config, "derive", "module"] = derive
     return cases
 
 
+def derive_layout(module, layer, direction):
+    """What each forward call of the module does to get one layer's and direction's weights
+    into the kernels' layout (measured on its own: its share of a step)."""
+    from lstmfast.torch._function import kernel_weights, projection_weights
+    w_ih, w_hh, b_ih, b_hh, w_peep = module._layer_parameters(layer, direction)
+    if module.proj_size:
+        w_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if direction else ''}")
+        projection_weights(w_hr, w_peep)
+        w_peep = None
+    return kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
+
+
+def config_name(config):
+    layers, bidirectional, proj_size = config
+    return (f"layers={layers} {'bi' if bidirectional else 'uni'}"
+            + (f" proj={proj_size}" if proj_size else ""))
+
+
 def case_name(key):
-    layers, bidirectional, mode, impl = key
-    return f"layers={layers} {'bi' if bidirectional else 'uni'} {mode} {impl}"
+    config, mode, impl = key
+    return f"{config_name(config)} {mode} {impl}"
 
 
 def count_instructions(args):
     """Each case's instructions per step, counted by callgrind in a child process: the child
     calls getppid() before a case's steps (callgrind zeroes its counters there) and getpgrp()
-    after them (callgrind dumps), one thread each side. Returns {key: instructions per step}."""
+    after them (callgrind dumps), one thread each side, so only the measured calls count.
+    Returns {key: instructions per step}; with --callgrind-keep DIR the per-case dumps are kept
+    there (callgrind_annotate DIR/<case>.out gives the per-function costs)."""
     import glob
+    import shutil
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
@@ -297,35 +361,60 @@ def count_instructions(args):
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                    "--zero-before=getppid", "--dump-before=getpgrp", sys.executable,
                    os.path.abspath(__file__), "--callgrind-child", *problem_args(args)]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        dumps = sorted(glob.glob(out + ".*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+        # valgrind runs AVX2's FMA instructions through slow helpers (a step of this size took
+        # minutes): OpenBLAS's AVX kernels without FMA and lstmfast's baseline path (BLAS for
+        # every product) count the same work on both sides in a tolerable time. The kernels'
+        # share is then larger than on FMA / AVX-512 machines, where the ratios are higher:
+        # the extra instructions per step (module - functional) are the figure that carries over
+        env = {**os.environ, "LSTMFAST_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "OMP_NUM_THREADS": "1", "OPENBLAS_CORETYPE": "Sandybridge",
+               "LSTMFAST_ISA": "baseline"}
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env)
+        dumps = sorted(glob.glob(out + ".*"), key=lambda f: int(f.rsplit(".", 1)[1]))[1:]
         totals = []
-        for dump in dumps[1:]:             # the first region is the child's warm-up
+        for dump in dumps:                 # (the first region, dropped, is the child's warm-up)
             with open(dump) as f:
                 totals.append(next(int(line.split()[1]) for line in f
                                    if line.startswith(("totals:", "summary:"))))
-    keys = list(overhead_cases(2, 2, 2, 2, np.float32))    # the same order as the child's
-    if len(totals) != len(keys):
-        raise RuntimeError(f"callgrind gave {len(totals)} dumps for {len(keys)} cases")
+        keys = list(overhead_cases(2, 2, args.hidden, 2, np.float32,   # the child's order
+                                   configs=selected(args)))
+        if len(totals) != len(keys):
+            raise RuntimeError(f"callgrind gave {len(totals)} dumps for {len(keys)} cases")
+        if args.callgrind_keep:
+            os.makedirs(args.callgrind_keep, exist_ok=True)
+            for key, dump in zip(keys, dumps):
+                shutil.copy(dump, os.path.join(args.callgrind_keep,
+                                               case_name(key).replace(" ", "_") + ".out"))
     return {key: total / args.count_steps for key, total in zip(keys, totals)}
 
 
 def problem_args(args):
     return ["--minibatch", str(args.minibatch), "--n-in", str(args.n_in), "--hidden",
             str(args.hidden), "--steps", str(args.steps), "--dtype", args.dtype,
-            "--count-steps", str(args.count_steps)]
+            "--count-steps", str(args.count_steps)] + (
+                ["--configs", args.configs] if args.configs else [])
+
+
+def selected(args):
+    return None if args.configs is None else [int(i) for i in args.configs.split(",")]
+
+
+def set_threads(n):
+    """torch's pool, lstmfast's team and lstmfast's BLAS at n threads (the module keeps its
+    default BLAS limit during its calls)."""
+    torch.set_num_threads(n)
+    lstmfast.set_num_threads(n)
+    for pool in lt._blas_pools():
+        pool.set(n)
 
 
 def callgrind_child(args):
-    torch.set_num_threads(1)
-    lstmfast.set_num_threads(1)            # no team threads: valgrind runs threads one at a time
-    for pool in lt._blas_pools():
-        pool.set(1)
+    set_threads(1)                         # valgrind runs threads one at a time anyway
     cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
-                           np.dtype(args.dtype))
+                           np.dtype(args.dtype), configs=selected(args))
     for step in cases.values():            # first calls: allocations, buffer pool, lazy imports
-        for _ in range(2):
-            step()
+        step()
     # a first region, not reported: the first one measured ran ~2x the instructions of the
     # same case measured later (whatever the order), so every reported case comes after it
     os.getppid()
@@ -339,6 +428,26 @@ def callgrind_child(args):
         os.getpgrp()                       # callgrind: dump them
 
 
+def alternate(module_step, functional_step, reps):
+    """The two steps called alternately, `reps` times each (a burst of load from elsewhere
+    hits both alike): (median module ms, median functional ms, median of the per-pair
+    ratios)."""
+    for _ in range(3):
+        module_step()
+        functional_step()
+    gc.collect()
+    m_times, f_times = [], []
+    for i in range(reps):
+        first, second = ((module_step, m_times), (functional_step, f_times))[::1 if i % 2 else -1]
+        for step, times in (first, second):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    ratios = [m / f for m, f in zip(m_times, f_times)]
+    return (1e3 * statistics.median(m_times), 1e3 * statistics.median(f_times),
+            statistics.median(ratios))
+
+
 def overhead_main(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -347,12 +456,16 @@ def overhead_main(argv):
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=40, help="alternated steps per case and side")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--callgrind", action="store_true",
-                    help="count instructions per step with callgrind (one thread) instead of timing")
-    ap.add_argument("--count-steps", type=int, default=3, help="steps per case under callgrind")
+                    help="also count instructions per step with callgrind (one thread)")
+    ap.add_argument("--no-timings", action="store_true", help="callgrind counts only")
+    ap.add_argument("--count-steps", type=int, default=2, help="steps per case under callgrind")
+    ap.add_argument("--configs", default=None,
+                    help="comma-separated indices into CONFIGURATIONS (default: all)")
+    ap.add_argument("--callgrind-keep", metavar="DIR",
+                    help="keep each case's callgrind dump in DIR (for callgrind_annotate)")
     ap.add_argument("--callgrind-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.callgrind_child:
@@ -361,36 +474,48 @@ def overhead_main(argv):
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"torch {torch.__version__}, lstmfast {lstmfast.__version__}, dtype {args.dtype}, "
           f"mb={args.minibatch} nIn={args.n_in} h={args.hidden} T={args.steps}")
-    if args.callgrind:
-        counts = count_instructions(args)
-        print("| case | module Ir/step | functional Ir/step | module / functional |")
-        print("|---|---|---|---|")
-        for key, module_ir in counts.items():
-            if key[3] == "module":
-                functional_ir = counts[key[:3] + ("functional",)]
-                print(f"| {case_name(key[:3] + ('',)).strip()} | {module_ir:,.0f} | "
-                      f"{functional_ir:,.0f} | {module_ir / functional_ir:.3f} |")
-        return
-    cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
-                           np.dtype(args.dtype))
-    print("| case | threads | module ms | functional ms | module / functional |")
-    print("|---|---|---|---|---|")
-    previous = lt.get_blas_threads()
-    for n in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(n)
-        for pool in lt._blas_pools():
-            pool.set(n)
-        timed = compare({case_name(k): (lambda: None, step) for k, step in cases.items()},
-                        args.reps, args.trials)
-        for key in cases:
-            if key[3] == "module":
-                m = timed[case_name(key)]
-                f = timed[case_name(key[:3] + ("functional",))]
-                print(f"| {case_name(key[:3] + ('',)).strip()} | {n} | {m:.2f} | {f:.2f} | "
-                      f"{m / f:.3f} |", flush=True)
-    lt.set_blas_threads(previous)
-
-
+    counts = count_instructions(args) if args.callgrind else {}
+    timed = {}
+    thread_counts = [] if args.no_timings else [int(t) for t in args.threads.split(",")]
+    if thread_counts:
+        cases = overhead_cases(args.minibatch, args.n_in, args.hidden, args.steps,
+                               np.dtype(args.dtype), configs=selected(args))
+        previous = lt.get_blas_threads(), torch.get_num_threads()
+        for n in thread_counts:
+            set_threads(n)
+            for key, step in cases.items():
+                if key[1] == "derive":
+                    timed[key[:2] + (n,)] = median_ms(step, args.reps)
+                elif key[2] == "module":
+                    timed[key[:2] + (n,)] = alternate(step, cases[key[:2] + ("functional",)],
+                                                      args.reps)
+        lt.set_blas_threads(previous[0])
+        set_threads(previous[1])
+    print()
+    print("module / functional API: instructions per step (callgrind, 1 thread) and time per "
+          "step (medians of alternated calls; the cores may be shared: an indication)")
+    print()
+    print("| configuration | step | module Ir | functional Ir | Ir ratio | layout derivation, "
+          "Ir share |" + "".join(f" ms module / functional, {n} thr | time ratio, {n} thr | "
+                                 f"layout derivation ms, {n} thr |" for n in thread_counts))
+    print("|---|---|---|---|---|---|" + "---|---|---|" * len(thread_counts))
+    rows = []
+    for key in list(counts) + list(timed):
+        if key[1] != "derive" and key[:2] not in rows:
+            rows.append(key[:2])
+    for config, mode in rows:
+        ir = [counts.get((config, mode, impl)) for impl in ("module", "functional")]
+        row = [config_name(config), mode]
+        if ir[0] is None:
+            row += ["-"] * 4
+        else:
+            derive = counts[config, "derive", "module"]
+            row += [f"{ir[0] / 1e6:,.1f} M", f"{ir[1] / 1e6:,.1f} M", f"{ir[0] / ir[1]:.3f}",
+                    f"{derive / ir[0]:.1%}"]
+        for n in thread_counts:
+            m, f, r = timed[config, mode, n]
+            row += [f"{m:.2f} / {f:.2f}", f"{r:.3f}", f"{timed[config, 'derive', n]:.3f}"]
+        print("| " + " | ".join(row) + " |", flush=True)
 
 
 if __name__ == "__main__":

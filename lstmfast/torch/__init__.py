@@ -23,9 +23,13 @@ refused, naming the key and the sizes.
 
 The kernels read the weights in DL4J's gate order and layout: each call derives that copy from
 the parameters (a reordering copy, O(parameters), small beside the O(T * batch * parameters)
-pass). It is not cached per parameter version: writes through ``.data`` (``p.data.mul_(...)``,
-target-network updates, older optimizers) bypass torch's ``_version`` counter and keep the
-storage, so no cheap key sees them, and checking the values costs as much as the copy. Every
+pass: at (T, batch, input, hidden) = (50, 32, 64, 128) float32, 0.2% of a training step's
+instructions and 0.6% of an inference pass's). It is not cached per parameter version: writes
+through ``.data`` (``p.data.mul_(...)``, target-network updates, older optimizers) bypass
+torch's ``_version`` counter and keep the storage, writes through NumPy views of
+``p.detach().numpy()`` bypass torch altogether, so no cheap key sees them, and checking the
+values reads as much memory as the copy. In a training step the derived copy is also the
+private one the backward pass needs, which a cache would have to make anyway. Every
 way of changing the parameters (optimizer steps, in-place writes under ``no_grad``, ``.data``
 writes or assignment, ``load_state_dict``) reaches the next call, compiled or not.
 

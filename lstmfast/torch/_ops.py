@@ -154,8 +154,10 @@ def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
 
 
 def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection, dtype,
-                    forwards, peepholes):
-    """The computation of :func:`lstm_layer_backward` from the forward pass's result."""
+                    forwards, peepholes, input_needed=True):
+    """The computation of :func:`lstm_layer_backward` from the forward pass's result
+    (``input_needed=False``: no gradient of x wanted, None in its place instead of a
+    time-major copy of the kernels' one)."""
     sizes = (steps, mb, n_in, hidden, projection, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
@@ -172,8 +174,8 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, proj
         g_hr = torch.empty((0,), dtype=dtype)
     g_peep = (torch.from_numpy(g_peep_columns.T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
               if peepholes else torch.empty((0,), dtype=dtype))   # (outputs may not alias)
-    return (torch.from_numpy(np.ascontiguousarray(grads.input.transpose(2, 0, 1))),
-            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
+    g_x = (torch.from_numpy(_kernel_to_time_major(grads.input)) if input_needed else None)
+    return (g_x, torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
             torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)),
             torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep, g_hr,
             torch.from_numpy(grads.h0), torch.from_numpy(grads.c0))
@@ -266,7 +268,7 @@ class _LayerFunction(torch.autograd.Function):
         if not any(needs[:9]):
             return (None,) * _INPUTS
         return _input_gradients(needs, _layer_backward(ctx.fwd, grad_out, grad_h, grad_c,
-                                                       *ctx.sizes))
+                                                       *ctx.sizes, input_needed=needs[0]))
 
 
 def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards, activation,

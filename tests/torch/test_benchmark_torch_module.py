@@ -1,6 +1,6 @@
 """benchmarks/bench_torch_module.py compares the module with the functional API on the same
-work: checked here in float64, the two sides give the same outputs and, after a training step
-each, the same weights."""
+work: checked here in float64, the two sides give the same outputs and losses and, after a
+training step each, the same weights (projection weights included)."""
 import importlib.util
 from pathlib import Path
 
@@ -21,27 +21,44 @@ def load_benchmark():
     raise FileNotFoundError(f"no benchmarks/bench_torch_module.py above {Path(__file__).parent}")
 
 
+def module_arrays(module, layer, direction):
+    """The module's weights of one layer and direction as the functional side keeps them."""
+    from lstmfast.torch._function import kernel_weights, projection_weights
+    arrays = list(kernel_weights(*module._layer_parameters(layer, direction)))
+    if module.proj_size:
+        w_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if direction else ''}")
+        arrays.append(projection_weights(w_hr, None)[0])
+    return arrays
+
+
 def test_module_and_functional_cases_do_the_same_work():
     bench = load_benchmark()
-    from lstmfast.torch._function import kernel_weights
-    cases = bench.overhead_cases(3, 4, 5, 6, np.float64, lr=0.5)
-    assert len(cases) == 16
-    for key, step in cases.items():
-        if key[2:] != ("train", "module"):
+    cases = bench.overhead_cases(3, 4, 6, 6, np.float64, lr=0.5)
+    assert len(cases) == 5 * len(bench.CONFIGURATIONS)
+    assert any(config[2] for config, _, _ in cases)        # a projection among them
+    for (config, mode, impl), step in cases.items():
+        if (mode, impl) != ("train", "module"):
             continue
         module = step.__defaults__[0]
-        functional = cases[key[:2] + ("train", "functional")].__defaults__[0]
+        functional_step = cases[config, "train", "functional"]
+        functional = functional_step.__defaults__[0]
+        assert (module.num_layers, module.bidirectional, module.proj_size) == config
         x = np.random.default_rng(0).standard_normal((3, 4, 6))
         out_f, _ = functional.forward(x, False)
         with torch.no_grad():
             out_m, _ = module(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
-        assert out_f.shape == (3, 5 * (2 if key[1] else 1), 6)
+        features = (config[2] or 6) * (2 if config[1] else 1)
+        assert out_f.shape == (3, features, 6)
         np.testing.assert_allclose(out_m.numpy().transpose(1, 2, 0), out_f, rtol=0, atol=1e-12)
-        # one training step each, on the benchmark's own input: the same new weights
-        step()
-        cases[key[:2] + ("train", "functional")]()
+        # one training step each, on the benchmark's own input: the same loss, new weights
+        loss_m = step()
+        loss_f = functional_step()
+        np.testing.assert_allclose(loss_m.item(), loss_f, rtol=1e-12)
         for layer, directions in enumerate(functional.layers):
             for d, arrays in enumerate(directions):
-                for got, want in zip(kernel_weights(*module._layer_parameters(layer, d)), arrays):
+                for got, want in zip(module_arrays(module, layer, d), arrays, strict=True):
                     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert np.abs(arrays[1]).max() > 0
+        # the derivation case derives what the module's forward pass uses
+        derived = bench.derive_layout(module, 0, 0)
+        np.testing.assert_array_equal(derived[0], module_arrays(module, 0, 0)[0])
