@@ -13,7 +13,8 @@ from . import kernels as _kernels
 
 __all__ = ["FLOAT_DTYPES", "shape_text", "decide_dtype", "as_float_array", "ready_for_kernels",
            "column_major", "as_integer", "as_flag", "activation_code", "check_state",
-           "check_finite", "check_last_state_gradient", "check_lengths", "check_projection"]
+           "check_finite", "check_last_state_gradient", "check_lengths", "check_projection",
+           "check_output_array"]
 
 #: The dtypes lstmfast computes in
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -202,3 +203,35 @@ def check_projection(projection_weights, peephole_weights, peepholes, dtype):
             raise ValueError(f"peephole_weights: expected shape [h, 3] = [{proj.shape[0]}, 3] "
                              f"(h = projection_weights.shape[0]), got {shape_text(peep)}")
     return proj, peep, peepholes
+
+
+def check_output_array(out, name, shape, dtype, inputs):
+    """An array the caller gives a pass to write a result into: of the pass's dtype and `shape`,
+    writable, aligned, native byte order, positive strides that do not make two elements share
+    memory (any order of the axes: a view of a time-major array is fine), and sharing no memory
+    with the pass's `inputs` (the kernels read those while writing it). Returns `out`."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (the pass's), got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape [{', '.join(map(str, shape))}], "
+                         f"got {shape_text(out)}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only")
+    if not out.flags.aligned or not out.dtype.isnative:
+        raise ValueError(f"{name}: expected an aligned array in native byte order")
+    axes = sorted((s, n) for s, n in zip(out.strides, out.shape) if n > 1)
+    extent = out.itemsize
+    for stride, n in axes:
+        if stride < extent or stride % out.itemsize:
+            raise ValueError(f"{name}: strides {out.strides} make elements overlap or are not "
+                             f"whole elements; expected positive, non-overlapping strides")
+        if stride // out.itemsize > _kernels.BLAS_INT_MAX:
+            raise ValueError(f"{name}: stride {stride} bytes is past the BLAS integer's limit")
+        extent = stride * n
+    for other_name, other in inputs:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name}: shares memory with {other_name}, which the pass reads "
+                             f"while it writes {name}")
+    return out

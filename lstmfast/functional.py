@@ -25,6 +25,7 @@ from ._arguments import as_integer as _integer
 from ._arguments import check_finite as _check_finite
 from ._arguments import check_last_state_gradient as _check_last_state_gradient
 from ._arguments import check_lengths as _check_lengths
+from ._arguments import check_output_array as _check_output_array
 from ._arguments import check_projection as _check_projection
 from ._arguments import check_state as _check_state
 from ._arguments import column_major as _column_major
@@ -338,7 +339,7 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,
                  projection_weights=None, peephole_weights=None, forwards=True,
-                 for_backprop=False, check_finite=False, _tuning=None, _report=None):
+                 for_backprop=False, check_finite=False, out=None, _tuning=None, _report=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -356,7 +357,11 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     for_backprop=True keeps what lstm_backward needs.
     check_finite=True raises ValueError for NaN/Inf in any input (by default they propagate as
     IEEE arithmetic says).
-    Returns a ForwardResult with .output [minibatch, h, T], .last_h, .last_c.
+    out: None, or an array [minibatch, h (P), T] of the pass's dtype to write the output into,
+    with any positive non-overlapping strides (e.g. the [mb, h, T] view of a time-major
+    [T, mb, h] array: the kernels write each step's block where it belongs, with no copy
+    after the pass); it must not share memory with an input.
+    Returns a ForwardResult with .output [minibatch, h, T] (out, when given), .last_h, .last_c.
     (_tuning, _report: for tests, see lstmfast.kernels.forward.)
     """
     dtype = _decide_dtype(input_weights)
@@ -461,7 +466,14 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         if projection is not None:     # (small: [h, P] and [h, 3])
             projection = tuple(None if a is None else a.copy(order="F") for a in projection)
     P = 0 if proj is None else size
-    output = np.empty((minibatch, size, time_steps), dtype=dtype, order="F")
+    if out is None:
+        output = np.empty((minibatch, size, time_steps), dtype=dtype, order="F")
+    else:
+        output = _check_output_array(
+            out, "out", (minibatch, size, time_steps), dtype,
+            [("x", x3), ("input_weights", W), ("recurrent_weights", RW), ("bias", b),
+             ("h0", h0a), ("c0", c0a), ("mask", mask_a)]
+            + list(zip(("projection_weights", "peephole_weights"), projection or ())))
     last_h = np.empty((minibatch, size), dtype=dtype)
     last_c = np.empty((minibatch, hidden), dtype=dtype)
     cache = None
@@ -535,7 +547,7 @@ def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, act
 
 
 def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_last_c=None,
-                  check_finite=False, _tuning=None, _report=None):
+                  check_finite=False, grad_input_out=None, _tuning=None, _report=None):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
@@ -545,7 +557,9 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     grad_last_c: dL/d(fwd.last_h), dL/d(fwd.last_c) [minibatch, h] when the final state is
     used further (e.g. handed to a decoder; beyond the seed); with lengths they reach each
     example's last valid step. check_finite=True raises ValueError for NaN/Inf in epsilon,
-    grad_last_h or grad_last_c.
+    grad_last_h or grad_last_c. grad_input_out: None, or an array shaped like the forward
+    pass's x to write dL/dx into (as lstm_forward's out: any positive non-overlapping strides,
+    no memory shared with an input).
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -606,7 +620,15 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     grad_w = np.empty(W.shape, dtype=dtype, order="F")
     grad_rw = np.empty(RW.shape, dtype=dtype, order="F")
     grad_b = np.empty(4 * hidden, dtype=dtype)
-    grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
+    if grad_input_out is None:
+        grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
+    else:
+        grad_x = _check_output_array(
+            grad_input_out, "grad_input_out", fwd._x_shape, dtype,
+            [("epsilon", eps), ("the forward pass's cache", fwd._cache),
+             ("input_weights", W), ("recurrent_weights", RW), ("grad_last_c", grad_last_c_a)])
+        if grad_x.ndim == 2:
+            grad_x = grad_x[:, :, None]
     grad_h0 = np.empty((minibatch, size), dtype=dtype)
     grad_c0 = np.empty((minibatch, hidden), dtype=dtype)
     grad_projection = None
@@ -629,7 +651,9 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
         empty = lengths == 0
         grad_h0[empty] += grad_last_h_a[empty]
 
-    if len(fwd._x_shape) == 2:
+    if grad_input_out is not None:
+        grad_x = grad_input_out
+    elif len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]
     return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0,
                      *(grad_projection[2:] if grad_projection is not None else ()))
