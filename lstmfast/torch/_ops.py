@@ -31,7 +31,7 @@ from torch import Tensor
 from .. import kernels as _kernels
 from . import _function
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
-                        _kernel_to_time_major, _numpy, _refuse_double_backward,
+                        _numpy, _refuse_double_backward,
                         _time_major_to_kernel, kernel_weights, projection_weights)
 
 __all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
@@ -115,10 +115,12 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, for
         extra["projection_weights"], extra["peephole_weights"] = projection_weights(w_hr, w_peep)
         w_peep = None
     W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
+    # nn.LSTM's contiguous time-major output, written by the kernels through its [mb, h, T] view
+    out = np.empty((steps, mb, size), dtype=W.dtype)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
                              _numpy(c0), forwards, activation, gate_activation, for_backprop,
-                             **extra)
-    return (torch.from_numpy(_kernel_to_time_major(fwd.output)), torch.from_numpy(fwd.last_h),
+                             out=_time_major_to_kernel(out), **extra)
+    return (torch.from_numpy(out), torch.from_numpy(fwd.last_h),
             torch.from_numpy(fwd.last_c), fwd if for_backprop else None)
 
 
@@ -161,7 +163,10 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, proj
     sizes = (steps, mb, n_in, hidden, projection, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
-    grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c)
+    # dL/dx time-major and contiguous as x, written by the kernels through its [mb, nIn, T] view
+    g_x = np.empty((steps, mb, n_in), dtype=_function.NUMPY_DTYPES[dtype]) if input_needed else None
+    grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c,
+                                None if g_x is None else _time_major_to_kernel(g_x))
     if grads is None:
         return _zero_gradients(*sizes)
     gates = 4 * hidden
@@ -174,8 +179,8 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, proj
         g_hr = torch.empty((0,), dtype=dtype)
     g_peep = (torch.from_numpy(g_peep_columns.T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
               if peepholes else torch.empty((0,), dtype=dtype))   # (outputs may not alias)
-    g_x = (torch.from_numpy(_kernel_to_time_major(grads.input)) if input_needed else None)
-    return (g_x, torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
+    return (None if g_x is None else torch.from_numpy(g_x),
+            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
             torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)),
             torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep, g_hr,
             torch.from_numpy(grads.h0), torch.from_numpy(grads.c0))
