@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import layers as _layers
+from .._checks import check_choice
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
 from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         kernel_weights)
@@ -40,12 +41,6 @@ def _check_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
     return value
-
-
-def _check_choice(name, value, allowed):
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value.lower()
 
 
 class LSTM(nn.LSTM):
@@ -78,8 +73,8 @@ class LSTM(nn.LSTM):
         _check_bool("peepholes", peepholes)
         options = {
             "peepholes": peepholes,
-            "activation": _check_choice("activation", activation, ACTIVATIONS),
-            "gate_activation": _check_choice("gate_activation", gate_activation,
+            "activation": check_choice("activation", activation, ACTIVATIONS),
+            "gate_activation": check_choice("gate_activation", gate_activation,
                                              GATE_ACTIVATIONS),
             "forget_gate_bias_init": float(forget_gate_bias_init),
         }
