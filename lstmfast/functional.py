@@ -88,7 +88,7 @@ class Gradients:
     """Result of lstm_backward: gradients in the shapes of the forward arguments.
 
     input_weights [nIn, 4h], recurrent_weights [h, 4h(+3)], bias (shaped as given), input (dL/dx,
-    shaped like x: the seed's epsilonNext), h0 and c0 [minibatch, h] (gradients with respect to
+    shaped like x: the seed's epsilonNext; None when not wanted), h0 and c0 [minibatch, h] (gradients with respect to
     the initial state; zeros when truncated BPTT stops before step 0). With a projection (LSTMP):
     projection_weights [h, P], peephole_weights [h, 3] (with peepholes), recurrent_weights and
     h0 sized by P; otherwise both None.
@@ -111,7 +111,7 @@ class Gradients:
     def __repr__(self):
         return (f"Gradients(input_weights={self.input_weights.shape}, "
                 f"recurrent_weights={self.recurrent_weights.shape}, bias={self.bias.shape}, "
-                f"input={self.input.shape})")
+                f"input={None if self.input is None else self.input.shape})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,7 +547,8 @@ def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, act
 
 
 def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_last_c=None,
-                  check_finite=False, grad_input_out=None, _tuning=None, _report=None):
+                  check_finite=False, grad_input_out=None, input_gradient=True, _tuning=None,
+                  _report=None):
     """Backward pass (the seed's LSTMHelpers.backpropGradientHelper).
 
     fwd: the result of lstm_forward(..., for_backprop=True); it is not modified.
@@ -559,7 +560,10 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     example's last valid step. check_finite=True raises ValueError for NaN/Inf in epsilon,
     grad_last_h or grad_last_c. grad_input_out: None, or an array shaped like the forward
     pass's x to write dL/dx into (as lstm_forward's out: any positive non-overlapping strides,
-    no memory shared with an input).
+    no memory shared with an input). input_gradient=False: dL/dx is not wanted (the first
+    layer of a network, an input that needs no gradient): the kernels skip its GEMM (about
+    nIn / (nIn + h) of the backward's gradient flops) and .input is None; the other gradients
+    are the same bits.
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -620,7 +624,12 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     grad_w = np.empty(W.shape, dtype=dtype, order="F")
     grad_rw = np.empty(RW.shape, dtype=dtype, order="F")
     grad_b = np.empty(4 * hidden, dtype=dtype)
-    if grad_input_out is None:
+    input_gradient = _flag(input_gradient, "input_gradient")
+    if not input_gradient and grad_input_out is not None:
+        raise ValueError("grad_input_out: given with input_gradient=False (dL/dx not wanted)")
+    if not input_gradient:
+        grad_x = None
+    elif grad_input_out is None:
         grad_x = np.empty((minibatch, n_in, time_steps), dtype=dtype, order="F")
     else:
         grad_x = _check_output_array(
@@ -653,7 +662,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
 
     if grad_input_out is not None:
         grad_x = grad_input_out
-    elif len(fwd._x_shape) == 2:
+    elif grad_x is not None and len(fwd._x_shape) == 2:
         grad_x = grad_x[:, :, 0]
     return Gradients(grad_w, grad_rw, grad_b.reshape(fwd._bias_shape), grad_x, grad_h0, grad_c0,
                      *(grad_projection[2:] if grad_projection is not None else ()))

@@ -107,10 +107,11 @@ def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, 
                             for_backprop=for_backprop, **extra)
 
 
-def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None):
+def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None,
+              input_gradient=True):
     """lstm_backward of `fwd` with the incoming gradients (tensors or None; grad_out
-    time-major [T, mb, h]), dL/dx written into grad_input_out when given; None when nothing
-    arrives."""
+    time-major [T, mb, h]), dL/dx written into grad_input_out when given, not computed at all
+    with input_gradient=False; None when nothing arrives."""
     if grad_out_time_major is None and grad_h is None and grad_c is None:
         return None
     if fwd is None or not fwd.for_backprop:
@@ -121,7 +122,8 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out
     extra = {name: t.detach().numpy() for name, t in (("grad_last_h", grad_h),
                                                      ("grad_last_c", grad_c)) if t is not None}
     with _blas_limit():
-        return lstm_backward(fwd, eps, grad_input_out=grad_input_out, **extra)
+        return lstm_backward(fwd, eps, grad_input_out=grad_input_out,
+                             input_gradient=input_gradient, **extra)
 
 
 def _numpy(t):

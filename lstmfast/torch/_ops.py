@@ -158,15 +158,16 @@ def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
 def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection, dtype,
                     forwards, peepholes, input_needed=True):
     """The computation of :func:`lstm_layer_backward` from the forward pass's result
-    (``input_needed=False``: no gradient of x wanted, None in its place instead of a
-    time-major copy of the kernels' one)."""
+    (``input_needed=False``: no gradient of x wanted: the kernels skip it, None in its
+    place)."""
     sizes = (steps, mb, n_in, hidden, projection, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
     # dL/dx time-major and contiguous as x, written by the kernels through its [mb, nIn, T] view
     g_x = np.empty((steps, mb, n_in), dtype=_function.NUMPY_DTYPES[dtype]) if input_needed else None
     grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c,
-                                None if g_x is None else _time_major_to_kernel(g_x))
+                                None if g_x is None else _time_major_to_kernel(g_x),
+                                input_gradient=input_needed)
     if grads is None:
         return _zero_gradients(*sizes)
     gates = 4 * hidden

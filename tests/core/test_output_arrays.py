@@ -91,3 +91,39 @@ def test_arrays_that_do_not_fit_are_refused_by_name():
     e = np.array(eps, order="F")
     with pytest.raises(ValueError, match="grad_input_out: shares memory with epsilon"):
         lstm_backward(fwd, e, grad_input_out=e)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("extra", ["none", "lengths", "projection", "two-dimensional"])
+def test_backward_without_the_input_gradient_keeps_every_other_gradient(dtype, threads, extra):
+    """input_gradient=False skips dL/dx (None) and leaves the other gradients the same bits."""
+    x, W, RW, b, eps = _problem(dtype, mb=4, steps=1 if extra == "two-dimensional" else 6)
+    kwargs = {"peepholes": True}
+    if extra == "lengths":
+        kwargs["lengths"] = [6, 0, 3, 5]
+    elif extra == "projection":
+        rng = np.random.default_rng(3)
+        kwargs = {"projection_weights": (rng.standard_normal((4, 2)) * 0.4).astype(dtype),
+                  "peephole_weights": (rng.standard_normal((4, 3)) * 0.4).astype(dtype)}
+        RW = RW[:2, :16]
+        eps = eps[:, :2, :]
+    if extra == "two-dimensional":
+        x, eps = x[:, :, 0], eps[:, :, 0]
+    previous = lstmfast.set_num_threads(threads)
+    try:
+        fwd = lstm_forward(x, W, RW, b, for_backprop=True, **kwargs)
+        full = lstm_backward(fwd, eps)
+        part = lstm_backward(fwd, eps, input_gradient=False)
+    finally:
+        lstmfast.set_num_threads(previous)
+    assert part.input is None and full.input.shape == x.shape
+    for name in ("input_weights", "recurrent_weights", "bias", "h0", "c0", "projection_weights",
+                 "peephole_weights"):
+        want, got = getattr(full, name), getattr(part, name)
+        if want is None:
+            assert got is None, name
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    with pytest.raises(ValueError, match="grad_input_out: given with input_gradient=False"):
+        lstm_backward(fwd, eps, input_gradient=False, grad_input_out=np.empty(x.shape, dtype))
