@@ -253,19 +253,24 @@ class FunctionalLSTM:
         out, results = self.forward(x, True)
         loss = 0.5 * np.mean(out * out)
         eps = out * (1.0 / out.size)                   # d/d out of 0.5 * mean(out^2)
-        for directions, layer in zip(reversed(self.layers), reversed(results)):
+        for depth, directions, layer in zip(reversed(range(len(self.layers))),
+                                            reversed(self.layers), reversed(results)):
             size = directions[0][1].shape[0]           # h, or P with a projection
             grad_input = None
             for d, (arrays, fwd) in enumerate(zip(directions, layer)):
+                # the first layer's dL/dx is not wanted (x needs no gradient; the module skips
+                # it too)
                 g = lstmfast.lstm_backward(fwd, eps if len(directions) == 1
-                                           else eps[:, d * size:(d + 1) * size])
+                                           else eps[:, d * size:(d + 1) * size],
+                                           input_gradient=depth > 0)
                 W, RW, b = arrays[:3]
                 W -= lr * g.input_weights
                 RW -= lr * g.recurrent_weights
                 b -= (2.0 * lr) * g.bias        # nn.LSTM's two biases: their sum moves twice
                 if len(arrays) > 3:
                     arrays[3] -= lr * g.projection_weights
-                grad_input = g.input if grad_input is None else grad_input + g.input
+                if depth > 0:
+                    grad_input = g.input if grad_input is None else grad_input + g.input
             eps = grad_input
         return loss
 
