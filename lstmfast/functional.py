@@ -88,8 +88,9 @@ class Gradients:
     """Result of lstm_backward: gradients in the shapes of the forward arguments.
 
     input_weights [nIn, 4h], recurrent_weights [h, 4h(+3)], bias (shaped as given), input (dL/dx,
-    shaped like x: the seed's epsilonNext; None when not wanted), h0 and c0 [minibatch, h] (gradients with respect to
-    the initial state; zeros when truncated BPTT stops before step 0). With a projection (LSTMP):
+    shaped like x: the seed's epsilonNext; None when not wanted), h0 and c0 [minibatch, h]
+    (gradients with respect to the initial state; zeros when truncated BPTT stops before step
+    0). With a projection (LSTMP):
     projection_weights [h, P], peephole_weights [h, 3] (with peepholes), recurrent_weights and
     h0 sized by P; otherwise both None.
     """

@@ -28,7 +28,8 @@ class UnidirectionalLSTM(FlatParameterLayer):
                  forget_gate_bias_init=1.0, weight_init="xavier", dtype=np.float32, seed=None,
                  drop_connect=None, reverse=False):
         if not isinstance(reverse, (bool, np.bool_)):
-            raise TypeError(f"reverse: expected True or False, got {type(reverse).__name__} {reverse!r:.60}")
+            raise TypeError(f"reverse: expected True or False, got "
+                            f"{type(reverse).__name__} {reverse!r:.60}")
         reverse = bool(reverse)
         self.n_in = check_size("n_in", n_in)
         self.n_out = check_size("n_out", n_out)

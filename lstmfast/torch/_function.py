@@ -75,11 +75,6 @@ def _time_major_to_kernel(a):
     return a.transpose(1, 2, 0)
 
 
-def _kernel_to_time_major(a):
-    """[mb, f, T] -> a C-contiguous [T, mb, f] array (nn.LSTM's outputs are contiguous)."""
-    return np.ascontiguousarray(a.transpose(2, 0, 1))
-
-
 def _epsilon(grad_out, shape, dtype):
     """dL/d(output) as the kernels want it, [mb, size, T] (zeros when none arrives)."""
     if grad_out is None:
