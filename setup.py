@@ -56,7 +56,8 @@ compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] if sys.platform 
 
 # pyx/<module>.pyx compiles as lstmfast.<module> against lstmfast/<module>.pxd: kernels (the C API
 # and the Python entry), _team (the one thread team), _forward and _backward (the passes), _stream
-# (the streaming step), _isa (the instruction set in use). The inline .pxd they share (cells,
+# (the streaming step), _isa (the instruction set in use), _interrupt (signals during a long
+# pass in the main thread). The inline .pxd they share (cells,
 # layout, products, team) need the headers in pyx/.
 SHARED = ["pyx/lstmfast_isa.h", "pyx/lstmfast_simd.h", "pyx/lstmfast_simd_types.inc.h",
           "pyx/lstmfast_math.inc.h", "pyx/lstmfast_gemm.inc.h", "pyx/lstmfast_cells.h",
@@ -73,7 +74,7 @@ extensions = [
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     )
-    for module in ("kernels", "_team", "_forward", "_backward", "_stream", "_isa")
+    for module in ("kernels", "_team", "_forward", "_backward", "_stream", "_isa", "_interrupt")
 ]
 
 setup(

@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 
 from . import _blas_threads
+from . import _interrupt
 from . import _stream
 from . import kernels as _kernels
 from ._arguments import FLOAT_DTYPES as _FLOAT_DTYPES
@@ -221,8 +222,8 @@ def set_num_threads(threads):
 # ---------------------------------------------------------------------------------------------
 # running a pass (the argument checks are lstmfast._arguments)
 
-# Passes estimated above this many floating-point operations run in a worker thread while the
-# calling (main) thread waits, so that Ctrl-C stops them within a time step or so.
+# Passes estimated above this many floating-point operations from the main thread run with the
+# signals watched, so that Ctrl-C stops them within a time step or so (_run_pass).
 _INTERRUPTIBLE_FLOPS = 5e7
 # after Ctrl-C, how long a pass may take to stop (a team thread's own grace is 2 s)
 _STOP_GRACE_SECONDS = 5.0
@@ -248,13 +249,24 @@ def _run_kernel(kernel, args, flops, extra=()):
 
 def _run_pass(kernel, args, flops, extra=()):
     """Run `kernel(*args, cancel, *extra)` (a kernel entry that releases the GIL; cancel None or
-    the flag below). Long passes started from the main thread run in a worker; KeyboardInterrupt
-    in the main thread sets the cancel flag, waits for the kernel to stop at its next time step,
-    and propagates. The arguments come as a tuple, not as a closure over them: short passes
-    call the kernel straight away, and a closure made per call cost Python time there."""
+    a one-element flag it polls each time step). Long passes started from the main thread stop
+    on Ctrl-C within a time step or so: the kernel runs in the main thread with the signals
+    watched (lstmfast._interrupt), or, where that is not available, in a worker thread
+    (_run_pass_in_worker). The arguments come as a tuple, not as a closure over them: short
+    passes call the kernel straight away, and a closure made per call cost Python time there."""
     if flops < _INTERRUPTIBLE_FLOPS or threading.current_thread() is not threading.main_thread():
         kernel(*args, None, *extra)
         return
+    # False: a signal stopped the kernel and no handler raised; it runs again in the worker
+    if _interrupt.WATCHES_SIGNALS and _interrupt.run_watched(kernel, args, extra):
+        return
+    _run_pass_in_worker(kernel, args, extra)
+
+
+def _run_pass_in_worker(kernel, args, extra=()):
+    """Run `kernel(*args, cancel, *extra)` in a worker thread while the calling (main) thread
+    waits; KeyboardInterrupt in the main thread sets the cancel flag, waits for the kernel to
+    stop at its next time step, and propagates."""
     cancel = np.zeros(1, dtype=np.intc)
     failure = []
     # the worker's own completion flag: after Ctrl-C has interrupted Thread.join, CPython 3.11

@@ -40,6 +40,7 @@ _BLAS_BUFFER_CHECK = _team_module.BLAS_BUFFER_CHECK
 import operator
 
 from lstmfast._blas_threads import default_team_threads as _default_threads
+from lstmfast._interrupt import PassAbandoned, PassStopped
 
 # The instruction set of the vectorised math, the packed products and the cells (lstmfast._isa
 # chooses it and names it; every compiled module selects its own copies of the variants by the
@@ -666,9 +667,9 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     if status == LSTM_ERR_ABANDONED:
         _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel,
                  lengths) + (projection or ()))
-        raise KeyboardInterrupt(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
+        raise PassAbandoned(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
-        raise KeyboardInterrupt("lstm_forward interrupted")
+        raise PassStopped("lstm_forward interrupted")
     if status == LSTM_ERR_NO_MEMORY:
         raise MemoryError(f"lstm_forward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:
@@ -734,9 +735,9 @@ def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, g
     if status == LSTM_ERR_ABANDONED:
         _strand((W, RW, cache, eps, gW, gRW, gb, gx, gh0, gc0, workspace, cancel,
                  grad_last_c, lengths) + (projection or ()))
-        raise KeyboardInterrupt(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
+        raise PassAbandoned(f"lstm_backward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
-        raise KeyboardInterrupt("lstm_backward interrupted")
+        raise PassStopped("lstm_backward interrupted")
     if status == LSTM_ERR_NO_MEMORY:
         raise MemoryError(f"lstm_backward: {ERROR_MESSAGES[status]}")
     if status != LSTM_OK:

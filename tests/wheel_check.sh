@@ -91,7 +91,7 @@ import sys, zipfile
 for name in sorted(zipfile.ZipFile(sys.argv[1]).namelist()):
     print(name)
 EOF
-for module in kernels _team _forward _backward _stream _isa; do
+for module in kernels _team _forward _backward _stream _isa _interrupt; do
     grep -qE "^lstmfast/$module\..*\.so$" "$WORK/wheel.txt" || fail "the wheel has no lstmfast/$module extension"
 done
 for f in kernels.pxd _blas.pxd _blas_int.pxd __init__.py functional.py; do

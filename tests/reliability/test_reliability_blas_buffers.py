@@ -21,7 +21,7 @@ from reference import ref_backward, ref_forward
 from reliability_support import last_json_line, record, run_child
 
 import lstmfast
-from lstmfast import _team, kernels
+from lstmfast import _interrupt, _team, kernels
 
 needs_buffer_check = pytest.mark.skipif(
     not kernels._BLAS_BUFFER_CHECK, reason="the BLAS is not an OpenBLAS with blas_memory_alloc")
@@ -112,15 +112,29 @@ def test_one_buffer_runs_the_team_pass_alone(two_threads, buffer_ceiling):
     _assert_matches_reference(problem, fwd, grads)
 
 
-def test_thread_that_cannot_start_is_memory_error(monkeypatch):
-    """A long pass runs in a worker thread; when none can be started nothing has run yet."""
+@pytest.mark.parametrize("way", ["main thread", "worker"])
+def test_thread_that_cannot_start_is_memory_error(monkeypatch, way):
+    """Where signals cannot be watched a long pass runs in a worker thread: when none can be
+    started nothing has run yet. Where they can, the pass starts no thread and runs."""
+    if way == "main thread" and not _interrupt.WATCHES_SIGNALS:
+        pytest.skip("signals cannot be watched on this system (long passes use a worker)")
+    if way == "worker":
+        monkeypatch.setattr(_interrupt, "WATCHES_SIGNALS", False)
+
     def refuse(self):
         raise RuntimeError("can't start new thread")
+    T, mb, n_in, h = 20, 64, 64, 128      # above the flops of an interruptible pass
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((mb, n_in, T))
+    W, RW = rng.standard_normal((n_in, 4 * h)) * 0.1, rng.standard_normal((h, 4 * h)) * 0.1
+    b = rng.standard_normal(4 * h) * 0.1
+    want = lstmfast.lstm_forward(x, W, RW, b).output
     monkeypatch.setattr(threading.Thread, "start", refuse)
-    T, mb, n_in, h = 20, 64, 64, 128      # above the flops that get a worker thread
-    with pytest.raises(MemoryError, match="start the pass's thread"):
-        lstmfast.lstm_forward(np.zeros((mb, n_in, T)), np.zeros((n_in, 4 * h)),
-                              np.zeros((h, 4 * h)), np.zeros(4 * h))
+    if way == "worker":
+        with pytest.raises(MemoryError, match="start the pass's thread"):
+            lstmfast.lstm_forward(x, W, RW, b)
+    else:
+        assert lstmfast.lstm_forward(x, W, RW, b).output.tobytes() == want.tobytes()
 
 
 # A training pass after the child has capped its address space at its own size plus
@@ -180,7 +194,7 @@ def _limited_child(delta):
 # A team thread stuck in a backward pass (a test hook makes thread 1 spin before the gradient
 # barrier, deaf to cancels); Ctrl-C arrives 0.2 s later. Prints one JSON line.
 STUCK_CHILD = r'''
-import _thread, json, threading, time
+import json, os, signal, threading, time
 import numpy as np
 import lstmfast
 from lstmfast import _team, functional, kernels
@@ -195,7 +209,8 @@ b = rng.standard_normal(4 * h) * 0.1
 eps = rng.standard_normal((mb, h, T))
 fwd = lstmfast.lstm_forward(x, W, RW, b, for_backprop=True)
 _team.set_thread_stuck(1)
-threading.Timer(0.2, _thread.interrupt_main).start()
+# a real SIGINT: the pass runs in the main thread, where only a signal's own handler sees it
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
 start = time.monotonic()
 outcome = "returned"
 try:

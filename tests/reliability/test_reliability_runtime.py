@@ -481,7 +481,9 @@ def test_ctrl_c_stops_long_passes_within_a_second():
 
 SECOND_CTRL_C_CHILD = r'''
 import json, os, signal, threading, time
-from lstmfast import functional
+from lstmfast import _interrupt, functional
+# the worker's way (where signals cannot be watched): the caller waits for a worker thread
+_interrupt.WATCHES_SIGNALS = False
 
 # a stand-in kernel that, like the real ones, stops some time after its cancel flag is set;
 # here 0.4 s, so that a second Ctrl-C certainly arrives while the caller waits for it
