@@ -62,6 +62,7 @@ compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] if sys.platform 
 SHARED = ["pyx/lstmfast_isa.h", "pyx/lstmfast_simd.h", "pyx/lstmfast_simd_types.inc.h",
           "pyx/lstmfast_math.inc.h", "pyx/lstmfast_gemm.inc.h", "pyx/lstmfast_cells.h",
           "pyx/lstmfast_cells_types.inc.h", "pyx/lstmfast_cells.inc.h", "pyx/lstmfast_team.h",
+          "pyx/lstmfast_transpose.h",
           "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd",
           "lstmfast/_cells.pxd", "lstmfast/_layout.pxd", "lstmfast/_products.pxd",
           "lstmfast/_team.pxd", "lstmfast/_forward.pxd", "lstmfast/_backward.pxd"]

@@ -27,6 +27,12 @@ from lstmfast.kernels cimport lstm_dims, lstm_strides, lstm_tuning, lstm_options
 cdef extern from "lstmfast_team.h" nogil:
     int LF_TEAM_MAX
 
+cdef extern from "lstmfast_transpose.h" nogil:
+    void lf_transpose_f32(const float* src, Py_ssize_t ld_src, float* dst, Py_ssize_t ld_dst,
+                          Py_ssize_t rows, Py_ssize_t cols)
+    void lf_transpose_f64(const double* src, Py_ssize_t ld_src, double* dst, Py_ssize_t ld_dst,
+                          Py_ssize_t rows, Py_ssize_t cols)
+
 cdef extern from *:
     """
     /* the largest element count a size may reach: room to multiply by an element size */
@@ -374,6 +380,17 @@ cdef inline void _copy_block(const floating* src, Py_ssize_t ld_src, floating* d
             dst[i + j * ld_dst] = src[i + j * ld_src]
 
 
+cdef inline void _transpose(const floating* src, Py_ssize_t ld_src, floating* dst,
+                            Py_ssize_t ld_dst, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """dst[j + i * ld_dst] = src[i + j * ld_src] for i < rows, j < cols: a block of examples x
+    features between the internal layout and a caller's array with each example's features
+    contiguous (pyx/lstmfast_transpose.h)."""
+    if floating is float:
+        lf_transpose_f32(src, ld_src, dst, ld_dst, rows, cols)
+    else:
+        lf_transpose_f64(src, ld_src, dst, ld_dst, rows, cols)
+
+
 cdef inline void _gather_state(const lstm_dims* dims, const floating* src, lstm_strides st,
                                floating* dst) noexcept nogil:
     """[mb, h] strided -> contiguous [mb, h] block; zeros if src is NULL."""
@@ -388,6 +405,10 @@ cdef inline void _gather_units(const lstm_dims* dims, const floating* src, lstm_
     if src != NULL and _contiguous_steps(st, mb):
         # a Fortran-ordered [mb, h] state: the units k0..k1-1 are one contiguous run
         memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        return
+    if src != NULL and st.feature == 1:
+        # each example's units contiguous (nn.LSTM's time-major arrays)
+        _transpose(src + k0, st.minibatch, dst + k0 * mb, mb, k1 - k0, mb)
         return
     for k in range(k0, k1):
         if src == NULL:
@@ -418,6 +439,10 @@ cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floa
         return
     if _contiguous_steps(st, mb):
         memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        return
+    if st.feature == 1:
+        # each example's units contiguous (nn.LSTM's time-major arrays)
+        _transpose(src + k0 * mb, mb, dst + k0, st.minibatch, mb, k1 - k0)
         return
     for k in range(k0, k1):
         if st.minibatch == 1:
@@ -459,6 +484,10 @@ cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_stri
         return
     for s in range(s_begin, s_end):
         xt = x + _time_of(dims, s) * st.time
+        if st.feature == 1:
+            # each example's features contiguous (nn.LSTM's time-major x)
+            _transpose(xt, st.minibatch, xp + mb * (s - s_begin), ld, dims.n_in, mb)
+            continue
         for i in range(dims.n_in):
             dst = xp + mb * (s - s_begin) + i * ld
             for m in range(mb):

@@ -646,6 +646,13 @@ cdef int run_backward(const lstm_dims* dims,
         for s in range(T):
             t = _time_of(dims, s)
             gx_t = grad_input + t * grad_input_strides.time
+            if (s >= end_index and grad_input_strides.feature == 1
+                    and not _any_not_one(mp + mb * s, mb)):
+                # an unmasked step into an array with each example's features contiguous
+                # (nn.LSTM's time-major dL/dx): the values as they are (times 1 below)
+                _transpose(grad_xp + mb * (s - end_index), ld_delta, gx_t,
+                           grad_input_strides.minibatch, mb, n_in)
+                continue
             for i in range(n_in):
                 if s < end_index:
                     for m in range(mb):
