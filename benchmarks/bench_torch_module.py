@@ -6,7 +6,11 @@ Default mode: the module against the functional API on the same work. Configurat
 layer and with two bidirectional layers. Steps: "train" = forward, the loss 0.5 * mean(out^2),
 backward and an SGD step (the module: torch.optim.SGD after zero_grad; the functional side:
 lstm_forward / lstm_backward per layer and direction, the loss and the update in NumPy),
-"infer" = the forward pass alone (the module under torch.no_grad()). Also measured on its own:
+"backprop" = the same with a fixed dL/d(out) in place of the loss (the module:
+out.backward(grad); the functional side: the same values as its epsilon), so that the loss's
+autograd in torch (its temporaries page-faulted on every step: 0.2-1 ms with two directions)
+does not count as the module's, "infer" = the forward pass alone (the module under
+torch.no_grad()). Also measured on its own:
 the module's derivation of the kernels' weight layout from nn.LSTM's parameters, which every
 forward call does (its share of a step). tests/torch/test_benchmark_torch_module.py checks
 that both sides give the same outputs, losses and weights after a step.
@@ -248,11 +252,15 @@ class FunctionalLSTM:
                 [r.output for r in layer], axis=1)
         return x, results
 
-    def train_step(self, x, lr):
-        """One step; returns the loss (computed as a training loop would, to report it)."""
+    def train_step(self, x, lr, grad=None):
+        """One step; returns the loss (computed as a training loop would, to report it). With
+        `grad` ([mb, features, T]) that is dL/d(out), and there is no loss (None)."""
         out, results = self.forward(x, True)
-        loss = 0.5 * np.mean(out * out)
-        eps = out * (1.0 / out.size)                   # d/d out of 0.5 * mean(out^2)
+        if grad is None:
+            loss = 0.5 * np.mean(out * out)
+            eps = out * (1.0 / out.size)               # d/d out of 0.5 * mean(out^2)
+        else:
+            loss, eps = None, grad
         for depth, directions, layer in zip(reversed(range(len(self.layers))),
                                             reversed(self.layers), reversed(results)):
             size = directions[0][1].shape[0]           # h, or P with a projection
@@ -282,9 +290,10 @@ CONFIGURATIONS = ((1, False, 0), (1, True, 0), (2, False, 0), (2, True, 0), (1, 
 
 def overhead_cases(mb, n_in, h, T, dtype, lr=0.01, configs=None):
     """{((num_layers, bidirectional, proj_size), mode, "module" | "functional"): step}, mode
-    "train" (forward, loss, backward, SGD step), "infer" (forward only, no gradient kept) or
-    "derive" (the module's weight layout derivation alone); `configs`: indices into
-    CONFIGURATIONS (None: all)."""
+    "train" (forward, loss, backward, SGD step), "backprop" (the same with a given dL/d(out)
+    instead of the loss: the module's own cost, without the loss's autograd in torch against
+    one NumPy expression), "infer" (forward only, no gradient kept) or "derive" (the module's
+    weight layout derivation alone); `configs`: indices into CONFIGURATIONS (None: all)."""
     cases = {}
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)
@@ -317,10 +326,27 @@ def overhead_cases(mb, n_in, h, T, dtype, lr=0.01, configs=None):
                 for d in range(2 if module.bidirectional else 1):
                     derive_layout(module, layer, d)
 
+        # dL/d(out) given: time-major for the module (as autograd hands it on), the same
+        # values Fortran-ordered [mb, features, T] for the functional side (its own layout)
+        features = (proj_size or h) * (2 if bidirectional else 1)
+        grad_time_major = rng.standard_normal((T, mb, features)).astype(dtype) / (T * mb)
+        grad_t = torch.from_numpy(grad_time_major)
+        grad_np = np.asfortranarray(grad_time_major.transpose(1, 2, 0))
+
+        def module_backprop(module=module, opt=opt, grad_t=grad_t):
+            opt.zero_grad(set_to_none=True)
+            out, _ = module(x_t)
+            out.backward(grad_t)
+            opt.step()
+
         config = (num_layers, bidirectional, proj_size)
         cases[config, "train", "module"] = module_train
         cases[config, "train", "functional"] = (
             lambda functional=functional: functional.train_step(x_np, lr))
+        cases[config, "backprop", "module"] = module_backprop
+        cases[config, "backprop", "functional"] = (
+            lambda functional=functional, grad_np=grad_np: functional.train_step(x_np, lr,
+                                                                                 grad_np))
         cases[config, "infer", "module"] = module_infer
         cases[config, "infer", "functional"] = (
             lambda functional=functional: functional.forward(x_np, False))

@@ -1,6 +1,7 @@
 """benchmarks/bench_torch_module.py compares the module with the functional API on the same
 work: checked here in float64, the two sides give the same outputs and losses and, after a
-training step each, the same weights (projection weights included)."""
+training step each (with the loss, and with a given dL/d(out)), the same weights (projection
+weights included)."""
 import importlib.util
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def module_arrays(module, layer, direction):
 def test_module_and_functional_cases_do_the_same_work():
     bench = load_benchmark()
     cases = bench.overhead_cases(3, 4, 6, 6, np.float64, lr=0.5)
-    assert len(cases) == 5 * len(bench.CONFIGURATIONS)
+    assert len(cases) == 7 * len(bench.CONFIGURATIONS)
     assert any(config[2] for config, _, _ in cases)        # a projection among them
     for (config, mode, impl), step in cases.items():
         if (mode, impl) != ("train", "module"):
@@ -59,6 +60,15 @@ def test_module_and_functional_cases_do_the_same_work():
                 for got, want in zip(module_arrays(module, layer, d), arrays, strict=True):
                     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert np.abs(arrays[1]).max() > 0
+        # and a step each with the same given dL/d(out) (no loss): the same weights again
+        before = [a.copy() for a in functional.layers[0][0]]
+        assert cases[config, "backprop", "functional"]() is None
+        cases[config, "backprop", "module"]()
+        for layer, directions in enumerate(functional.layers):
+            for d, arrays in enumerate(directions):
+                for got, want in zip(module_arrays(module, layer, d), arrays, strict=True):
+                    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        assert not np.array_equal(before[1], functional.layers[0][0][1])
         # the derivation case derives what the module's forward pass uses
         derived = bench.derive_layout(module, 0, 0)
         np.testing.assert_array_equal(derived[0], module_arrays(module, 0, 0)[0])
