@@ -57,14 +57,18 @@ A traced graph keeps what a backward pass needs on every call (the tracer cannot
 "only under grad").
 
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
-modules' calls by default, beside PyTorch's own pool).
+modules' calls by default, beside PyTorch's own pool) and :func:`set_team_threads` (the
+kernels' time loops run on one thread while PyTorch's pool has more: its workers spin on the
+cores after each of its operations).
 """
 
 from ._function import DoubleBackwardError, LSTMFunction, lstm
 from ._modules import (LSTM, GravesBidirectionalLSTM, GravesLSTM, InputTypeError,
                        UnsupportedError)
-from ._threads import _blas_pools, _scipy_blas_controller, get_blas_threads, set_blas_threads
+from ._threads import (_blas_pools, _scipy_blas_controller, get_blas_threads, get_team_threads,
+                       set_blas_threads, set_team_threads)
 
 __all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "LSTMFunction",
-           "lstm", "set_blas_threads", "get_blas_threads", "DoubleBackwardError",
+           "lstm", "set_blas_threads", "get_blas_threads", "set_team_threads",
+           "get_team_threads", "DoubleBackwardError",
            "UnsupportedError", "InputTypeError", "_blas_pools", "_scipy_blas_controller"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..functional import lstm_backward, lstm_forward
-from ._threads import _blas_limit
+from ._threads import _blas_limit, _team_tuning
 
 __all__ = ["LSTMFunction", "lstm", "kernel_weights", "DoubleBackwardError",
            "NUMPY_DTYPES"]
@@ -99,7 +99,7 @@ def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, 
     with _blas_limit():
         return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
                             gate_activation=gate_activation, forwards=forwards,
-                            for_backprop=for_backprop, **extra)
+                            for_backprop=for_backprop, _tuning=_team_tuning(), **extra)
 
 
 def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None,
@@ -118,7 +118,7 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out
                                                      ("grad_last_c", grad_c)) if t is not None}
     with _blas_limit():
         return lstm_backward(fwd, eps, grad_input_out=grad_input_out,
-                             input_gradient=input_gradient, **extra)
+                             input_gradient=input_gradient, _tuning=_team_tuning(), **extra)
 
 
 def _numpy(t):

@@ -350,6 +350,48 @@ def test_blas_thread_settings_give_identical_results():
         assert [i["num_threads"] for i in lt._scipy_blas_controller().info()] == before
 
 
+def test_team_threads_setting_decides_the_kernels_threads(monkeypatch):
+    """"auto" runs the kernels' time loops on one thread while torch's pool has more (its
+    workers spin after each torch operation); an integer or None (lstmfast's own setting)
+    overrides it. The kernels' report says how many threads a pass used; the results are the
+    same bits whatever the setting."""
+    for bad in (0, 9, 1.5, True, "two"):
+        with pytest.raises(ValueError, match="set_team_threads"):
+            lt.set_team_threads(bad)
+    assert lt.get_team_threads() == "auto"
+    reports = []
+    real_forward = _function.lstm_forward
+
+    def reporting_forward(*args, **kwargs):
+        report = {}
+        result = real_forward(*args, _report=report, **kwargs)
+        reports.append(report["threads"])
+        return result
+
+    monkeypatch.setattr(_function, "lstm_forward", reporting_forward)
+    torch.manual_seed(0)
+    module = lt.LSTM(64, 128)          # each step large enough for a team of two
+    x = torch.randn(10, 32, 64)
+    previous = lstmfast.get_num_threads(), torch.get_num_threads()
+    outputs = []
+    try:
+        lstmfast.set_num_threads(2)
+        for torch_threads, setting, want in ((2, "auto", 1), (1, "auto", 2), (2, None, 2),
+                                             (2, 2, 2), (1, 1, 1)):
+            torch.set_num_threads(torch_threads)
+            lt.set_team_threads(setting)
+            reports.clear()
+            with torch.no_grad():
+                outputs.append(module(x)[0])
+            assert reports == [want], (torch_threads, setting, reports)
+    finally:
+        lt.set_team_threads("auto")
+        lstmfast.set_num_threads(previous[0])
+        torch.set_num_threads(previous[1])
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])
+
+
 def test_blas_limit_in_effect_during_calls_and_restored_after_concurrent_use(monkeypatch):
     controller = lt._scipy_blas_controller()
     if controller is None:
