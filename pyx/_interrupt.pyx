@@ -131,6 +131,7 @@ class PassAbandoned(PassStopped):
 # the one cancel flag of watched passes (int32, as the kernels poll it)
 _FLAG = np.zeros(1, dtype=np.intc)
 lf_watch_flag = <int*>cnp.PyArray_DATA(_FLAG)
+cdef int _depth = 0         # watched passes under way (nested: one run by a signal handler)
 
 
 def run_watched(kernel, tuple args, tuple extra):
@@ -143,9 +144,14 @@ def run_watched(kernel, tuple args, tuple extra):
     This is Cython, not Python, for a reason: a pending handler runs only where the interpreter
     checks for one, and Python code between the kernel's return and the handlers' return would
     let it raise before the handlers are given back."""
+    global _depth
     cdef object abandoned = None
     _FLAG[0] = 0
-    lf_watch_begin()
+    if _depth == 0:
+        lf_watch_begin()
+    # a handler run below may itself run a watched pass: only the outermost one puts the
+    # handlers in front and back
+    _depth += 1
     try:
         # a signal that came just before the handlers were replaced is pending in Python: its
         # handler runs now, before the pass, not after it
@@ -157,7 +163,9 @@ def run_watched(kernel, tuple args, tuple extra):
     except PassStopped:
         pass
     finally:
-        lf_watch_end()
+        _depth -= 1
+        if _depth == 0:
+            lf_watch_end()
     if abandoned is not None:
         try:
             PyErr_CheckSignals()

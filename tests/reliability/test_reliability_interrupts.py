@@ -309,6 +309,16 @@ timer.join()
 results["ignored SIGINT"] = {"same bits": got.tobytes() == undisturbed,
                              "flag": _interrupt.stopped_by_signal()}
 
+# a handler that itself runs a long pass (a watched pass inside a watched pass)
+nested = []
+def run_a_pass(signum, frame):
+    nested.append(lstmfast.lstm_forward(x, W, RW, b).output.tobytes() == undisturbed)
+signal.signal(signal.SIGUSR2, run_a_pass)
+timer, sent = signal_later(signal.SIGUSR2)
+got = lstmfast.lstm_forward(x, W, RW, b).output
+timer.join()
+results["nested pass"] = {"outer same bits": got.tobytes() == undisturbed, "inner": nested}
+
 # after a pass the handlers are Python's own again: a later signal does not reach the flag
 signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
 noted.clear()
@@ -325,7 +335,8 @@ def test_signals_during_a_long_pass_in_the_main_thread():
     """Long passes from the main thread run there, their signals watched: a handler that only
     takes note runs within a step and the pass still ends with an undisturbed one's bits; a
     handler's own exception ends the call; an ignored signal is not seen; afterwards the
-    handlers are as before; no thread is started."""
+    handlers are as before, also after a handler that runs a long pass itself; no thread is
+    started but for the passes run again."""
     if not _interrupt.WATCHES_SIGNALS:
         pytest.skip("signals cannot be watched on this system (long passes use a worker)")
     proc = run_child(WATCH_CHILD, timeout=300)
@@ -338,12 +349,44 @@ def test_signals_during_a_long_pass_in_the_main_thread():
     assert result["raising handler"]["outcome"] == "Timeout", result
     assert result["raising handler"]["latency"] < 0.2, result
     assert result["ignored SIGINT"] == {"same bits": True, "flag": False}, result
+    assert result["nested pass"] == {"outer same bits": True, "inner": [True]}, result
     assert result["after the pass"] == {"calls": 1, "flag": False}, result
-    # the noting handler's passes ran again in the worker; nothing else started a thread
-    assert result["threads started"] == ["lstmfast-pass"] * 2, result
+    # the noting handlers' passes ran again in the worker; nothing else started a thread
+    assert result["threads started"] == ["lstmfast-pass"] * 3, result
     record("interrupts: a noting handler during a watched pass, latency (ms; forward, "
            "backward)", tuple(round(1e3 * result[f"noting handler, {d}"]["latency"], 1)
                               for d in ("forward", "backward")))
+
+
+def test_a_watched_pass_inside_a_watched_pass_gives_the_handlers_back():
+    """A handler that runs while a watched pass starts may run a watched pass itself: only the
+    outer one puts the handlers back, and afterwards they are Python's own (a signal does not
+    reach the pass's flag). Stand-in kernels: the inner one runs inside the outer one."""
+    if not _interrupt.WATCHES_SIGNALS:
+        pytest.skip("signals cannot be watched on this system (long passes use a worker)")
+    import os
+    import signal
+    noted = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: noted.append(signum))
+    try:
+        def inner(cancel):
+            os.kill(os.getpid(), signal.SIGUSR1)      # seen by the watching C handler
+            assert cancel[0] == 1
+
+        def outer(cancel):
+            assert _interrupt.run_watched(inner, (), ()) is True
+            assert cancel[0] == 1
+
+        assert _interrupt.run_watched(outer, (), ()) is True
+        assert noted == [signal.SIGUSR1]
+        noted.clear()
+        assert _interrupt.run_watched(lambda cancel: None, (), ()) is True   # clears the flag
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.01)
+        assert noted == [signal.SIGUSR1]
+        assert not _interrupt.stopped_by_signal()     # the handler is Python's own again
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 # ---------------------------------------------------------------------------------------------
