@@ -265,8 +265,8 @@ def _run_pass(kernel, args, flops, extra=()):
 
 def _run_pass_in_worker(kernel, args, extra=()):
     """Run `kernel(*args, cancel, *extra)` in a worker thread while the calling (main) thread
-    waits; KeyboardInterrupt in the main thread sets the cancel flag, waits for the kernel to
-    stop at its next time step, and propagates."""
+    waits; KeyboardInterrupt (or a signal handler's other exception) in the main thread sets
+    the cancel flag, waits for the kernel to stop at its next time step, and propagates."""
     cancel = np.zeros(1, dtype=np.intc)
     failure = []
     # the worker's own completion flag: after Ctrl-C has interrupted Thread.join, CPython 3.11
@@ -297,21 +297,26 @@ def _run_pass_in_worker(kernel, args, extra=()):
             raise MemoryError(f"no memory to start the pass's thread ({error})") from error
         while not done.wait(0.05):
             pass
-    except KeyboardInterrupt:
-        # a further Ctrl-C while calling the pass off starts the calling off again (it is
-        # idempotent), so the buffers are never handed back while the kernel may still run
+    except BaseException as error:
+        # Ctrl-C, or any other signal handler's exception (a timeout's, SystemExit): the
+        # caller's buffers go back to the pool once this returns, so the kernel must stop
+        # first. A further exception while calling the pass off starts the calling off again
+        # (it is idempotent), so the buffers are never handed back while the kernel may run
         deadline = time.monotonic() + _STOP_GRACE_SECONDS
         while True:
             try:
                 stopped = _call_off(owner, cancel, done, deadline)
                 break
-            except KeyboardInterrupt:
+            except BaseException:
                 pass
         if not stopped:
             # a kernel that did not stop within the grace (a thread stuck where it cannot see
             # the flag) keeps its arrays for good: they are never pooled again
             _kernels._strand(args + (cancel,) + tuple(extra))
-        if failure:      # the kernel's own account (e.g. a team thread that did not stop)
+        # the kernel's own account (e.g. a team thread that did not stop), unless it only says
+        # that it stopped as asked while a handler's own exception ends the call
+        if failure and (isinstance(error, KeyboardInterrupt)
+                        or type(failure[0]) is not _interrupt.PassStopped):
             raise failure[0] from None
         raise
     if failure:
@@ -329,7 +334,7 @@ def _call_off(owner, cancel, done, deadline):
     while not done.is_set() and time.monotonic() < deadline:
         try:
             done.wait(0.05)
-        except KeyboardInterrupt:
+        except BaseException:        # a signal handler's (see _run_pass_in_worker)
             pass
     return done.is_set()
 

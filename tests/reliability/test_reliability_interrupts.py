@@ -358,6 +358,45 @@ def test_signals_during_a_long_pass_in_the_main_thread():
                               for d in ("forward", "backward")))
 
 
+class _Timeout(Exception):
+    """A signal handler's own exception (not KeyboardInterrupt)."""
+
+
+def test_a_handler_exception_while_a_worker_runs_the_pass_stops_the_kernel_first():
+    """A pass run again in the worker thread (a watched pass stopped by a handler that did not
+    raise) is waited for in the main thread, where any handler may raise, not only Ctrl-C's: a
+    timeout's exception must call the kernel off and end the call only once the kernel has
+    stopped, since the caller then gives the pass's buffers back to the pool. Stand-in kernel:
+    it keeps running until it sees its cancel flag, then writes on for a while."""
+    import os
+    import signal
+
+    def on_alarm(signum, frame):
+        raise _Timeout
+
+    seen = {}
+
+    def kernel(cancel):
+        os.kill(os.getpid(), signal.SIGALRM)       # its handler raises in the waiting caller
+        deadline = time.monotonic() + 5.0
+        while not cancel[0] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen["cancel"] = int(cancel[0])
+        time.sleep(0.05)                            # the step under way when the flag came
+        seen["stopped at"] = time.monotonic()
+        raise _interrupt.PassStopped("stand-in pass interrupted")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        with pytest.raises(_Timeout):
+            functional._run_pass_in_worker(kernel, ())
+        returned_at = time.monotonic()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert seen.get("cancel") == 1, seen               # the kernel was called off
+    assert seen["stopped at"] <= returned_at, seen     # before the call ended
+
+
 def test_a_watched_pass_inside_a_watched_pass_gives_the_handlers_back():
     """A handler that runs while a watched pass starts may run a watched pass itself: only the
     outer one puts the handlers back, and afterwards they are Python's own (a signal does not
