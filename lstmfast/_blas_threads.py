@@ -350,15 +350,17 @@ def run_parts(count, work):
     try:
         take()
     finally:
-        # no part may still run when the caller goes on (a Ctrl-C meanwhile waits too)
+        # no part may still run when the caller goes on: a Ctrl-C meanwhile, or any signal
+        # handler's exception (a timeout's), waits for the parts under way too
         interrupted = None
         while True:
             try:
                 concurrent.futures.wait(helpers)
                 break
-            except KeyboardInterrupt as error:
+            except BaseException as error:
                 stop.append(True)
-                interrupted = error
+                if interrupted is None:
+                    interrupted = error
         if interrupted is not None:
             raise interrupted
     for helper in helpers:

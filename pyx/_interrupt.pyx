@@ -39,8 +39,6 @@ cdef extern from *:
     static void lf_on_signal(int sig, siginfo_t *info, void *context) {
         int saved_errno = errno;
         int i;
-        if (lf_watch_flag != NULL)
-            __atomic_store_n(lf_watch_flag, 1, __ATOMIC_RELAXED);
         for (i = 0; i < LF_WATCHED_COUNT; i++) {
             if (lf_watched[i] != sig)
                 continue;
@@ -52,6 +50,11 @@ cdef extern from *:
                 lf_previous[i].sa_handler(sig);
             break;
         }
+        /* the flag after the hand-on: the pass that stops for it then finds the signal
+         * recorded (in another thread, a pre-emption between the two could otherwise let it
+         * find nothing pending and run again for no reason) */
+        if (lf_watch_flag != NULL)
+            __atomic_store_n(lf_watch_flag, 1, __ATOMIC_RELEASE);
         errno = saved_errno;
     }
 

@@ -397,6 +397,42 @@ def test_a_handler_exception_while_a_worker_runs_the_pass_stops_the_kernel_first
     assert seen["stopped at"] <= returned_at, seen     # before the call ended
 
 
+def test_a_handler_exception_while_parts_run_waits_for_the_parts():
+    """The work around the kernels in parts (dense products, Adam: lstmfast._blas_threads.
+    run_parts) on a helper thread: a signal handler's exception in the caller's wait (a
+    timeout's, not only Ctrl-C's) must let no part run on after the call has ended."""
+    import signal
+
+    from lstmfast import _blas_threads
+    helper_began = threading.Event()
+    finished = {}
+
+    def work(i):
+        if threading.current_thread() is threading.main_thread():
+            assert helper_began.wait(5.0)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)   # lands in the wait for the helper
+        else:
+            helper_began.set()
+            time.sleep(0.3)
+            finished["helper"] = time.monotonic()
+
+    def on_alarm(signum, frame):
+        raise _Timeout
+
+    previous_threads = lstmfast.get_num_threads()
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        lstmfast.set_num_threads(2)
+        with pytest.raises(_Timeout):
+            _blas_threads.run_parts(2, work)
+        returned_at = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        lstmfast.set_num_threads(previous_threads)
+    assert finished.get("helper", float("inf")) <= returned_at, finished
+
+
 def test_a_watched_pass_inside_a_watched_pass_gives_the_handlers_back():
     """A handler that runs while a watched pass starts may run a watched pass itself: only the
     outer one puts the handlers back, and afterwards they are Python's own (a signal does not
