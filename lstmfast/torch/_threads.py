@@ -38,13 +38,20 @@ def set_blas_threads(setting):
     find the library), without which nothing is changed.
     Returns the previous setting."""
     global _blas_setting
-    if setting is not None:
-        if isinstance(setting, bool) or not isinstance(setting, numbers.Integral) or setting < 1:
-            raise ValueError(f"set_blas_threads: expected None or an integer >= 1, got "
-                             f"{setting!r}")
-        setting = int(setting)
-    previous, _blas_setting = _blas_setting, setting
+    previous, _blas_setting = _blas_setting, _thread_setting("set_blas_threads", setting)
     return previous
+
+
+def _thread_setting(function, setting, most=None, words=()):
+    """A thread setting checked: None, one of `words`, or an integer from 1 (to `most`)."""
+    if setting is None or (isinstance(setting, str) and setting in words):
+        return setting
+    if (isinstance(setting, bool) or not isinstance(setting, numbers.Integral) or setting < 1
+            or (most is not None and setting > most)):
+        expected = ", ".join([f'"{word}"' for word in words] + ["None"])
+        bound = "an integer >= 1" if most is None else f"an integer from 1 to {most}"
+        raise ValueError(f"{function}: expected {expected} or {bound}, got {setting!r}")
+    return int(setting)
 
 
 def get_blas_threads():
@@ -65,13 +72,8 @@ def set_team_threads(setting):
     integer n from 1 to 8 (the team's size, as ``lstmfast.set_num_threads``): n threads; None:
     lstmfast's own setting. Returns the previous setting."""
     global _team_setting
-    if setting is not None and not (isinstance(setting, str) and setting == "auto"):
-        if (isinstance(setting, bool) or not isinstance(setting, numbers.Integral)
-                or not 1 <= setting <= TEAM_MAX):
-            raise ValueError(f"set_team_threads: expected \"auto\", None or an integer from 1 to "
-                             f"{TEAM_MAX}, got {setting!r}")
-        setting = int(setting)
-    previous, _team_setting = _team_setting, setting
+    previous = _team_setting
+    _team_setting = _thread_setting("set_team_threads", setting, TEAM_MAX, ("auto",))
     return previous
 
 
