@@ -73,7 +73,8 @@ def set_team_threads(setting):
     lstmfast's own setting. Returns the previous setting."""
     global _team_setting
     previous = _team_setting
-    _team_setting = _thread_setting("set_team_threads", setting, TEAM_MAX, ("auto",))
+    _team_setting = _thread_setting("set_team_threads", setting, _blas_threads.THREADS_MAX,
+                                    ("auto",))
     return previous
 
 
@@ -99,8 +100,6 @@ def _team_tuning():
 
 
 _ONE_THREAD = {"threads": 1}
-# the kernels' team size (lstmfast.kernels' LF_TEAM_MAX: set_num_threads refuses more)
-TEAM_MAX = 8
 
 
 def _scipy_blas_controller():
