@@ -3,15 +3,15 @@
 
 A pass holds no GIL while it computes, so no Python signal handler can run in the main thread
 until it returns. While a long pass runs there (run_watched), a small C handler stands in front
-of the handler of each signal in WATCHED that has one (neither SIG_DFL nor SIG_IGN): it sets the
-pass's cancel flag and hands the signal on, so that Python still records it. The pass stops at its next
-time step; then the pending Python handlers run. When one raises (Ctrl-C's KeyboardInterrupt, a
-timeout's exception), that exception ends the call; when none does, nothing asked the pass to
-stop and the caller runs it again. Then the handlers are put back as they were.
+of the handler of each signal in WATCHED that has one (neither SIG_DFL nor SIG_IGN): it hands the
+signal on, so that Python records it, then sets the pass's cancel flag. The pass stops at its
+next time step; then the pending Python handlers run. When one raises (Ctrl-C's
+KeyboardInterrupt, a timeout's exception), that exception ends the call; when none does, nothing
+asked the pass to stop and the caller runs it again. Then the handlers are put back as they were.
 
 Why not a worker thread with the main thread waiting on it (lstmfast.functional's other way, kept
 where this one is not available): waking the waiting main thread when the worker is done cost
-0.16-0.40 ms per pass, 10-16% of a (50, 32, 64, 128) float32 forward pass at 1-2 threads (Intel
+0.16-0.44 ms per pass, 10-16% of a (50, 32, 64, 128) float32 forward pass at 1-2 threads (Intel
 Xeon, AVX-512, 2 vCPUs).
 """
 from cpython.exc cimport PyErr_CheckSignals
