@@ -20,6 +20,11 @@ cdef extern from "lstmfast_simd.h" nogil:
     void lf_pack_rows_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
     void lf_pack_b_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)
     void lf_pack_b_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
+    # one contiguous row times a column-major B read in place (a single step of one example)
+    void lf_dot_columns_f32(Py_ssize_t N, Py_ssize_t K, const float* a, const float* B,
+                            Py_ssize_t ldb, float* c, const float* addend)
+    void lf_dot_columns_f64(Py_ssize_t N, Py_ssize_t K, const double* a, const double* B,
+                            Py_ssize_t ldb, double* c, const double* addend)
     void lf_gemm_packed_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t lda,
                             const float* Bp, float* C, Py_ssize_t ldc, const float* addend,
                             Py_ssize_t ld_addend, const float* bias, float* a_pack,

@@ -5,7 +5,8 @@ from cython cimport floating
 
 from lstmfast._activations cimport (lf_packed_gemm_available, LF_SMALL_M, lf_pack_rows_f32,
                                     lf_pack_rows_f64, lf_pack_b_f32, lf_pack_b_f64,
-                                    lf_gemm_packed_f32, lf_gemm_packed_f64)
+                                    lf_gemm_packed_f32, lf_gemm_packed_f64, lf_dot_columns_f32,
+                                    lf_dot_columns_f64)
 from lstmfast._blas cimport gemm
 from lstmfast._layout cimport PACKED_GEMM_MAX_MINIBATCH, _packed_len, _copy_block
 from lstmfast.kernels cimport lstm_tuning
@@ -65,3 +66,14 @@ cdef inline void _pack_weights(const floating* b, Py_ssize_t sk, Py_ssize_t sn, 
         lf_pack_b_f32(b, sk, sn, K, N, packed)
     else:
         lf_pack_b_f64(b, sk, sn, K, N, packed)
+
+
+cdef inline void _dot_columns(Py_ssize_t N, Py_ssize_t K, const floating* a, const floating* b,
+                              Py_ssize_t ldb, floating* c, const floating* addend) noexcept nogil:
+    """c[N] = addend + a[K] B[K, N] for one contiguous row a, column-major B read in place and
+    contiguous c and addend (NULL: none); only while lf_packed_gemm_available (the vector
+    kernel, lf_dot_columns in pyx/lstmfast_gemm.inc.h)."""
+    if floating is float:
+        lf_dot_columns_f32(N, K, a, b, ldb, c, addend)
+    else:
+        lf_dot_columns_f64(N, K, a, b, ldb, c, addend)

@@ -58,6 +58,7 @@ ctypedef struct _forward_job:
     void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
     void* x_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, n_in): the step's x packed
     const void* packed_input_weights   # W packed like RW (then each step does its own x W)
+    bint dot_columns               # one step of one example: W and RW read in place (_dot_columns)
     void* output
     lstm_strides output_strides
     const lstm_options* options    # lengths (NULL: none), see lstm_options
@@ -207,7 +208,12 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
     # waits for all rows.
     cdef Py_ssize_t rows = mb * (job.s1 - job.s0), r0, r1
     cdef int part
-    if packed_w == NULL:
+    if job.dot_columns and rows == 1 and job.ld_packed_input == 1:
+        # [1, 4h] = b^T + x W, each column a dot product down W's column
+        _dot_columns(G, n_in, <const floating*>job.packed_input,
+                     <const floating*>job.input_weights, job.ld_input_weights, projection,
+                     bias_block)
+    elif packed_w == NULL:
         # in job.parts parts of rows, the same at every team size (see _split_parts)
         part = tid
         while part < job.parts:
@@ -278,8 +284,12 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             else:
                 projection_block = projection + mb * (s - job.s0)
                 ld_addend = ld_projection
-            _recurrent_product(mb, G, job.hp, h_prev, mb, packed, recurrent_weights, ld_rw,
-                               c'N', projection_block, ld_addend, z_step, mb, a_pack, False)
+            if job.dot_columns and ld_addend == 1:
+                _dot_columns(G, job.hp, h_prev, recurrent_weights, ld_rw, z_step,
+                             projection_block)
+            else:
+                _recurrent_product(mb, G, job.hp, h_prev, mb, packed, recurrent_weights, ld_rw,
+                                   c'N', projection_block, ld_addend, z_step, mb, a_pack, False)
             if job.projection_weights != NULL:
                 _forward_step_projected(dims, z_step, a_step, mca_step, peep_block, c_prev,
                                         c_cur, h_cur, mask_col, job, s, t)
@@ -402,6 +412,9 @@ cdef int run_forward(const lstm_dims* dims,
         return LSTM_ERR_NO_MEMORY
     # level-3 BLAS is called unless the packed kernel does every product (pass_acquire)
     cdef bint level3 = True, blas_single = _shape_uses_team(dims, T, tuning)
+    # a streaming step (one step of one example): the products read W and RW in place
+    # (_dot_columns); BLAS's gemv, or packing them, cost more than the products
+    cdef bint dot_columns = T == 1 and mb == 1 and not projected and _packed_gemm_on(tuning, mb)
     if T > 1 and _packed_gemm_on(tuning, mb) and not projected:
         packed_rw = workspace + layout.packed_rw
         if layout.a_pack >= 0:
@@ -414,6 +427,9 @@ cdef int run_forward(const lstm_dims* dims,
             level3 = False
         nthreads = pass_acquire(_team_size(dims, T, tuning), level3, blas_single)
     else:
+        # one step of one example: every BLAS product left is a gemv, no level-3 call takes
+        # OpenBLAS's buffers (checking them cost two lock round trips per streaming step)
+        level3 = not (T == 1 and mb == 1)
         nthreads = pass_acquire(1, level3, blas_single)
     if nthreads == 0:
         free(job)
@@ -540,6 +556,7 @@ cdef int run_forward(const lstm_dims* dims,
     job.a_pack = a_pack
     job.x_pack = x_pack
     job.packed_input_weights = packed_w
+    job.dot_columns = dot_columns
     # inference with the per-step input product reads each step's x where it is when that is
     # one contiguous [mb, n_in] block (a Fortran-ordered x): no copy of x into the chunk first
     # (that copy was 1.7% of a (100, 64, 256, 256) float32 forward)

@@ -256,6 +256,95 @@ LF_TARGET static void LF_NAME(lf_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
     }
 }
 
+/* ---- c[n] = addend[n] + sum_k a[k] B[k + n * ldb] for n < N: one contiguous row of A times a
+ * column-major B read where it is (a single step of one example, the streaming case: packing B
+ * would cost as much as the product, and BLAS's gemv was 35% of such a step). Each column is a
+ * dot product down its contiguous k: lane l of a 256-bit accumulator sums the terms k = l mod
+ * LF_Y_W in order of k (the last partial vector through masked loads), then the lanes are added
+ * pairwise, (0+1)+(2+3) (+ (4+5)+(6+7) for float), and the addend last. 256-bit vectors on every
+ * instruction set, so the paths agree to the bit. Eight columns at a time: eight independent
+ * accumulator chains. c and addend (NULL: none) are contiguous. */
+#if LF_F32
+#define LF_Y_MASKI(count) \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define LF_Y_LOAD_MASKED _mm256_maskload_ps
+#else
+#define LF_Y_MASKI(count) \
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(count)), _mm256_setr_epi64x(0, 1, 2, 3))
+#define LF_Y_LOAD_MASKED _mm256_maskload_pd
+#endif
+LF_TARGET static void LF_NAME(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF_T* a,
+                                              const LF_T* B, ptrdiff_t ldb, LF_T* c,
+                                              const LF_T* addend)
+{
+    const ptrdiff_t W = LF_Y_W;
+    ptrdiff_t Kb = K - K % W;
+    __m256i tail = LF_Y_MASKI(K - Kb);
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += 8) {
+        ptrdiff_t count = N - n0 < 8 ? N - n0 : 8;
+        LF_Y acc[8];
+        const LF_T* column[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            acc[j] = LF_Y_ZERO();
+            /* past N: column n0 again, computed and not stored */
+            column[j] = B + (j < count ? n0 + j : n0) * ldb;
+        }
+        for (ptrdiff_t k = 0; k < Kb; k += W) {
+            LF_Y av = LF_Y_LOAD(a + k);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                acc[j] = LF_Y_FMADD(av, LF_Y_LOAD(column[j] + k), acc[j]);
+        }
+        if (Kb < K) {
+            LF_Y av = LF_Y_LOAD_MASKED(a + Kb, tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                acc[j] = LF_Y_FMADD(av, LF_Y_LOAD_MASKED(column[j] + Kb, tail), acc[j]);
+        }
+        /* the sums of columns n0 .. n0 + 7 in order, LF_Y_W per vector */
+        LF_Y sum[8 / LF_Y_W];
+#if LF_F32
+        /* hadd twice: lanes (0+1)+(2+3) of columns 0-3 (4-7) in the low 128 bits of q0 (q1),
+         * (4+5)+(6+7) in the high ones; then the halves added */
+        __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+        __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+        sum[0] = _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                               _mm256_permute2f128_ps(q0, q1, 0x31));
+#else
+        /* hadd: lanes 0+1 and 2+3 of two columns; the 128-bit halves regrouped, then added */
+        for (int g = 0; g < 2; g++) {
+            __m256d p01 = _mm256_hadd_pd(acc[4 * g], acc[4 * g + 1]);
+            __m256d p23 = _mm256_hadd_pd(acc[4 * g + 2], acc[4 * g + 3]);
+            sum[g] = _mm256_add_pd(_mm256_permute2f128_pd(p01, p23, 0x20),
+                                   _mm256_permute2f128_pd(p01, p23, 0x31));
+        }
+#endif
+        if (count == 8) {
+            /* straight from the registers (through a buffer, the 512-bit load GCC made of the
+             * two stores stalled on store forwarding: 20% of the kernel) */
+#pragma GCC unroll 2
+            for (int v = 0; v < 8 / LF_Y_W; v++) {
+                LF_Y out = sum[v];
+                if (addend != NULL)
+                    out = LF_Y_ADD(LF_Y_LOAD(addend + n0 + v * LF_Y_W), out);
+                LF_Y_STORE(c + n0 + v * LF_Y_W, out);
+            }
+            continue;
+        }
+        LF_T sums[8];
+#pragma GCC unroll 2
+        for (int v = 0; v < 8 / LF_Y_W; v++)
+            LF_Y_STORE(sums + v * LF_Y_W, sum[v]);
+        if (addend != NULL)
+            for (ptrdiff_t j = 0; j < count; j++) c[n0 + j] = addend[n0 + j] + sums[j];
+        else
+            for (ptrdiff_t j = 0; j < count; j++) c[n0 + j] = sums[j];
+    }
+}
+#undef LF_Y_MASKI
+#undef LF_Y_LOAD_MASKED
+
 /* ---- the panel kernel: one register tile of C, rows m0 .. m0 + rows - 1 (rb blocks of LF_MR,
  * block r of A at a + r * a_block, its element (i, k) at i + k * lda), columns n0 .. n0 +
  * ncols - 1 (cp panels of B, panel q at panel + q * K * LF_NR). C, addend and bias point at

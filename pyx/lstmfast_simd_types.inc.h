@@ -98,6 +98,22 @@ static void LF_TYPED(lf_pack_rows)(const LF_T* B, ptrdiff_t sk, ptrdiff_t sn, pt
     LF_TYPED(lf_pack_rows_generic)(B, sk, sn, K, N, Bp);
 }
 
+/* c[n] = addend[n] + a . B[:, n] for n < N (lf_dot_columns: B column-major, read in place); only
+ * while lf_packed_gemm_available */
+static inline void LF_TYPED(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF_T* a,
+                                            const LF_T* B, ptrdiff_t ldb, LF_T* c,
+                                            const LF_T* addend)
+{
+#if LF_HAVE_DISPATCH
+    if (lf_simd_level == LF_ISA_AVX2)
+        LF_VARIANT(lf_dot_columns, avx2)(N, K, a, B, ldb, c, addend);
+    else if (lf_simd_level == LF_ISA_AVX512)
+        LF_VARIANT(lf_dot_columns, avx512)(N, K, a, B, ldb, c, addend);
+#else
+    (void)N; (void)K; (void)a; (void)B; (void)ldb; (void)c; (void)addend;
+#endif
+}
+
 /* The packed product for M rows: row-packed B when M < LF_SMALL_M, panel-packed otherwise (the
  * caller packs with lf_pack_rows_* or lf_pack_b_* accordingly); only while
  * lf_packed_gemm_available. Direct calls (not through a pointer), so that GCC specialises the

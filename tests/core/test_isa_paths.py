@@ -104,3 +104,50 @@ def test_info_names_the_path_in_use():
             assert "not active (portable)" in line, line
         else:
             assert f"active ({VARIANT[isa]})" in line, line
+
+
+BITS_SCRIPT = r"""
+import hashlib
+import numpy as np
+from lstmfast import kernels
+from lstmfast.functional import lstm_forward
+digest = hashlib.sha256()
+rng = np.random.default_rng(7)
+# (mb, n_in, h, T): one step of one example (W and RW read in place), with k and the columns
+# past whole vectors; a few steps of one and of three examples (row-packed weights); of 20
+# (panel-packed)
+for dtype in (np.float32, np.float64):
+    for mb, n_in, h, T in ((1, 13, 7, 1), (1, 32, 32, 1), (1, 5, 33, 1), (1, 9, 11, 4),
+                           (3, 6, 10, 3), (20, 7, 12, 3)):
+        for peepholes in (False, True):
+            x = rng.standard_normal((mb, n_in, T)).astype(dtype)
+            W = rng.standard_normal((n_in, 4 * h)).astype(dtype) / 4
+            RW = rng.standard_normal((h, 4 * h + (3 if peepholes else 0))).astype(dtype) / 4
+            b = rng.standard_normal(4 * h).astype(dtype)
+            h0 = rng.standard_normal((mb, h)).astype(dtype)
+            c0 = rng.standard_normal((mb, h)).astype(dtype)
+            for for_backprop in (False, True):
+                record = lstm_forward(x, W, RW, b, h0=h0, c0=c0, peepholes=peepholes,
+                                      for_backprop=for_backprop)
+                for part in (record.output, record.last_h, record.last_c):
+                    digest.update(np.ascontiguousarray(part).tobytes())
+print(kernels.simd_variant(), digest.hexdigest())
+"""
+
+
+def test_vector_paths_give_the_same_bits():
+    """The AVX2 and AVX-512 products add the same terms in the same order (pyx/lstmfast_gemm.inc.h),
+    so a forward pass gives the same bits on both; the baseline calls BLAS instead."""
+    vector = [isa for isa in ("avx2", "avx512") if isa in kernels.isa_levels()]
+    if len(vector) < 2:
+        pytest.skip("this CPU has fewer than two vector paths to compare")
+    hashes = {}
+    for isa in vector:
+        result = subprocess.run([sys.executable, "-P", "-c", BITS_SCRIPT],
+                                env=_env(LSTMFAST_ISA=isa), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+        variant, digest = result.stdout.split()
+        assert variant == VARIANT[isa]
+        hashes[isa] = digest
+    assert hashes["avx2"] == hashes["avx512"], hashes
