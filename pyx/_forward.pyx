@@ -165,6 +165,11 @@ cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t
     return <floating*>job.output + _time_of(job.dims, s) * job.output_strides.time
 
 
+cdef inline void _free_job(_forward_job* job, _forward_job* on_stack) noexcept nogil:
+    if job != on_stack:
+        free(job)
+
+
 cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads) noexcept nogil:
     """The time loop of one chunk for thread tid of nthreads: of each step, the groups of units
     the thread takes (see lstm_tuning.unit_groups_per_thread), their columns of the step's products and
@@ -405,17 +410,23 @@ cdef int run_forward(const lstm_dims* dims,
     cdef floating* x_pack = NULL
     cdef int nthreads = 1, g, status = 0
     cdef Py_ssize_t u0, u1, group
-    # on the heap: a job given up with a worker still inside belongs to that worker for good
-    cdef _forward_job* job = <_forward_job*>malloc(sizeof(_forward_job))
-    if job == NULL:
-        free(owned)
-        return LSTM_ERR_NO_MEMORY
+    # on the heap when a team may run the pass: a job given up with a worker still inside
+    # belongs to that worker for good. A pass that runs alone keeps it on the stack (for a
+    # streaming step, malloc and free with the arena's lock were 6% of the time).
+    cdef bint team_possible = T > 1 and _packed_gemm_on(tuning, mb) and not projected
+    cdef _forward_job single_job
+    cdef _forward_job* job = &single_job
+    if team_possible:
+        job = <_forward_job*>malloc(sizeof(_forward_job))
+        if job == NULL:
+            free(owned)
+            return LSTM_ERR_NO_MEMORY
     # level-3 BLAS is called unless the packed kernel does every product (pass_acquire)
     cdef bint level3 = True, blas_single = _shape_uses_team(dims, T, tuning)
     # a streaming step (one step of one example): the products read W and RW in place
     # (_dot_columns); BLAS's gemv, or packing them, cost more than the products
     cdef bint dot_columns = T == 1 and mb == 1 and not projected and _packed_gemm_on(tuning, mb)
-    if T > 1 and _packed_gemm_on(tuning, mb) and not projected:
+    if team_possible:
         packed_rw = workspace + layout.packed_rw
         if layout.a_pack >= 0:
             a_pack = workspace + layout.a_pack
@@ -432,7 +443,7 @@ cdef int run_forward(const lstm_dims* dims,
         level3 = not (T == 1 and mb == 1)
         nthreads = pass_acquire(1, level3, blas_single)
     if nthreads == 0:
-        free(job)
+        _free_job(job, &single_job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
     if packed_rw != NULL:
@@ -647,7 +658,7 @@ cdef int run_forward(const lstm_dims* dims,
         report.gradient_split = 0
         report.groups_taken_over = job.groups.taken_over
     if job.cancelled:
-        free(job)
+        _free_job(job, &single_job)
         free(owned)
         return LSTM_ERR_CANCELLED
 
@@ -655,6 +666,6 @@ cdef int run_forward(const lstm_dims* dims,
         _scatter_units(dims, _h_of_step(job, h_ring, T - 1), last_h, last_h_strides, 0, hp)
         _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                        last_c_strides)
-    free(job)
+    _free_job(job, &single_job)
     free(owned)
     return LSTM_OK
