@@ -273,9 +273,16 @@ class LSTM(nn.LSTM):
             else:
                 x = torch.cat(outs, 2)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                # nn.LSTM's dropout between layers: the same call on the same [T, mb, features]
-                # tensor, hence the same mask from torch's generator
-                x = F.dropout(x, self.dropout, True)
+                # nn.LSTM's dropout between layers: the same call on the same tensor, hence the
+                # same mask from torch's generator: [T, mb, features], or for packed input the
+                # packed data [sum of lengths, features]
+                if lengths is None:
+                    x = F.dropout(x, self.dropout, True)
+                else:
+                    packed = pack_padded_sequence(x, lengths)
+                    x, _ = pad_packed_sequence(
+                        PackedSequence(F.dropout(packed.data, self.dropout, True),
+                                       packed.batch_sizes), total_length=x.shape[0])
         return x, torch.stack(hs), torch.stack(cs)
 
     # ---- lstmfast's (NumPy, DL4J layout) layers --------------------------------------------

@@ -180,6 +180,31 @@ def test_packed_sequence_gives_nn_lstm_outputs_final_states_and_gradients(enforc
     assert_all_close(results[1], results[0], tol)
 
 
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_sequence_dropout_uses_nn_lstm_mask_under_the_same_seed(bidirectional):
+    """nn.LSTM drops out the packed data between layers ([sum of lengths, features]), so a
+    mask drawn on the padded [T, mb, features] tensor would be another one."""
+    lengths = [2, 6, 1, 4]
+    ref, ours = pair(3, 5, 3, dropout=0.4, bidirectional=bidirectional)
+    x, hx = make_inputs(ref, T=6, mb=4, dtype=F64, with_state=True)
+    results = []
+    for module in (ref, ours):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        torch.manual_seed(11)
+        out, (h_n, c_n) = module(packed, hx)
+        g = torch.Generator().manual_seed(5)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=F64)).sum()
+                   for t in (out.data, h_n, c_n))
+        wrt = [x] + list(hx) + list(module.parameters())
+        results.append([out.data, h_n, c_n] + list(torch.autograd.grad(loss, wrt)))
+    assert_all_close(results[1], results[0], 1e-10)
+    # the mask really dropped something (else this test could not tell)
+    ref.eval()
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    assert (ref(packed, hx)[0].data - results[0][0]).abs().max() > 1e-3
+
+
 # ----------------------------------------------------------------------------------------------
 # parameters
 
