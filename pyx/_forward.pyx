@@ -438,9 +438,11 @@ cdef int run_forward(const lstm_dims* dims,
             level3 = False
         nthreads = pass_acquire(_team_size(dims, T, tuning), level3, blas_single)
     else:
-        # one step of one example: every BLAS product left is a gemv, no level-3 call takes
-        # OpenBLAS's buffers (checking them cost two lock round trips per streaming step)
-        level3 = not (T == 1 and mb == 1)
+        # counted unless the pass calls no BLAS at all: a gemv takes a pool buffer too once its
+        # vectors outgrow OpenBLAS's 2 KiB stack buffer. Only an inference step with every
+        # product in _dot_columns calls none (the cache's x rows are mb*(T+1) apart, so a
+        # training step's input product stays a gemv); counting cost two lock round trips
+        level3 = not (dot_columns and not for_backprop)
         nthreads = pass_acquire(1, level3, blas_single)
     if nthreads == 0:
         _free_job(job, &single_job)

@@ -112,6 +112,41 @@ def test_one_buffer_runs_the_team_pass_alone(two_threads, buffer_ceiling):
     _assert_matches_reference(problem, fwd, grads)
 
 
+@needs_buffer_check
+def test_streaming_step_that_calls_blas_is_counted(buffer_ceiling):
+    """OpenBLAS's gemv takes a pool buffer as well once its vectors outgrow its 2 KiB stack
+    buffer (m + n + 16 above 256 doubles; 64 + 256 here): a one-step pass of one example whose
+    products are gemv calls is counted like any other, so with no buffer it is MemoryError
+    before any BLAS call. Only the step whose products all read W and RW in place
+    (lf_dot_columns) calls no BLAS and runs."""
+    n_in, h, P = 64, 64, 48
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, n_in, 1))
+    W = rng.standard_normal((n_in, 4 * h)) * 0.2
+    RW = rng.standard_normal((h, 4 * h)) * 0.2
+    b = rng.standard_normal(4 * h) * 0.2
+    RW_p = rng.standard_normal((P, 4 * h)) * 0.2
+    W_proj = rng.standard_normal((h, P)) * 0.2
+    # the products as gemv: the packed kernel off (as the portable path), the cache's x (its rows
+    # mb*(T+1) apart), a projected layer
+    gemv_passes = [(RW, {"_tuning": {"packed_gemm": 0}}, {}),
+                   (RW, {"for_backprop": True}, {}),
+                   (RW_p, {"projection_weights": W_proj}, {"projection_weights": W_proj})]
+    buffer_ceiling(0)
+    for recurrent, kwargs, _ in gemv_passes:
+        with pytest.raises(MemoryError, match="lstm_forward: no memory"):
+            lstmfast.lstm_forward(x, W, recurrent, b, **kwargs)
+    if kernels.simd_variant() != "portable":
+        got = lstmfast.lstm_forward(x, W, RW, b)
+        np.testing.assert_allclose(got.output, ref_forward(x, W, RW, b).output, rtol=1e-10,
+                                   atol=1e-12)
+    buffer_ceiling(-1)
+    for recurrent, kwargs, ref_kwargs in gemv_passes:
+        got = lstmfast.lstm_forward(x, W, recurrent, b, **kwargs)
+        want = ref_forward(x, W, recurrent, b, **ref_kwargs)
+        np.testing.assert_allclose(got.output, want.output, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("way", ["main thread", "worker"])
 def test_thread_that_cannot_start_is_memory_error(monkeypatch, way):
     """Where signals cannot be watched a long pass runs in a worker thread: when none can be
