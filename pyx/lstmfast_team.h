@@ -376,11 +376,12 @@ static void lf_blas_single_leave(void)
 
 /* ------------------------------------------------------------------ OpenBLAS's buffers
  *
- * An OpenBLAS level-3 call takes a BUFFER_SIZE work buffer (32 MiB in SciPy's x86_64 builds)
- * from a process-wide pool; when every buffer is in use it maps a new one, and when mmap and
- * then malloc fail it tries again, forever (driver/others/memory.c, blas_memory_alloc, 0.3.30;
- * 0.3.31 exits the process after 10 tries): the thread spins and the pass never ends. The pool
- * never shrinks. So lstmfast counts its threads that may be inside level-3 BLAS at once, over
+ * An OpenBLAS level-3 call takes a BUFFER_SIZE work buffer (32 MiB in SciPy's x86_64 builds),
+ * and so does a gemv whose m + n outgrow its 2 KiB stack buffer, from a process-wide pool;
+ * when every buffer is in use it maps a new one, and when mmap and then malloc fail it tries
+ * again, forever (driver/others/memory.c, blas_memory_alloc, 0.3.30; 0.3.31 exits the process
+ * after 10 tries): the thread spins and the pass never ends. The pool never shrinks. So
+ * lstmfast counts its threads that may be inside such BLAS calls at once, over
  * all passes of the process, and before a pass adds its threads to the count the pool is
  * filled to a buffer per counted thread, from one thread, each buffer only after its room was
  * mapped and unmapped here (a failed check is an answer; OpenBLAS's is a hang). Not covered:
@@ -584,9 +585,10 @@ static int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* b
 
 /* ------------------------------------------------------------------ one pass's threads
  *
- * A pass takes the team (up to `wanted` threads), then, if it makes level-3 BLAS calls, the
- * BLAS buffers for its threads (lf_blas_buffers_acquire: fewer buffers than threads -> the pass
- * runs alone), and, if its shape may use the team, holds OpenBLAS at one thread (see above).
+ * A pass takes the team (up to `wanted` threads), then, if it makes BLAS calls that may take a
+ * pool buffer (level3: level-3 ones, or gemv), the BLAS buffers for its threads
+ * (lf_blas_buffers_acquire: fewer buffers than threads -> the pass runs alone), and, if its
+ * shape may use the team, holds OpenBLAS at one thread (see above).
  * Returns the threads the pass runs on, or 0 (nothing held) when OpenBLAS has no buffer for even
  * one: the pass must fail with "no memory" before any BLAS call. Give back with lf_pass_release
  * and the same flags. */
