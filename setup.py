@@ -57,12 +57,13 @@ compile_args = ["-O3", "-fno-trapping-math", "-fno-math-errno"] if sys.platform 
 # pyx/<module>.pyx compiles as lstmfast.<module> against lstmfast/<module>.pxd: kernels (the C API
 # and the Python entry), _team (the one thread team), _forward and _backward (the passes), _stream
 # (the streaming step), _isa (the instruction set in use), _interrupt (signals during a long
-# pass in the main thread). The inline .pxd they share (cells,
-# layout, products, team) need the headers in pyx/.
+# pass in the main thread), _training_math (the softmax output's and Adam's element-wise loops).
+# The inline .pxd they share (cells, layout, products, team) need the headers in pyx/.
 SHARED = ["pyx/lstmfast_isa.h", "pyx/lstmfast_simd.h", "pyx/lstmfast_simd_types.inc.h",
           "pyx/lstmfast_math.inc.h", "pyx/lstmfast_gemm.inc.h", "pyx/lstmfast_cells.h",
           "pyx/lstmfast_cells_types.inc.h", "pyx/lstmfast_cells.inc.h", "pyx/lstmfast_team.h",
-          "pyx/lstmfast_transpose.h",
+          "pyx/lstmfast_transpose.h", "pyx/lstmfast_training.h", "pyx/lstmfast_training_types.inc.h",
+          "pyx/lstmfast_training.inc.h",
           "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd",
           "lstmfast/_cells.pxd", "lstmfast/_layout.pxd", "lstmfast/_products.pxd",
           "lstmfast/_team.pxd", "lstmfast/_forward.pxd", "lstmfast/_backward.pxd"]
@@ -75,7 +76,8 @@ extensions = [
         extra_compile_args=compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     )
-    for module in ("kernels", "_team", "_forward", "_backward", "_stream", "_isa", "_interrupt")
+    for module in ("kernels", "_team", "_forward", "_backward", "_stream", "_isa", "_interrupt",
+                   "_training_math")
 ]
 
 setup(

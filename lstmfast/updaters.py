@@ -8,6 +8,7 @@ import numbers
 
 import numpy as np
 
+from . import _training_math
 from ._blas_threads import run_parts
 from ._checks import check_non_negative, check_positive
 from .kernels import get_num_threads
@@ -76,31 +77,28 @@ class Adam:
     def apply(self, params, gradients):
         """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
         _check_update_arrays(params, gradients)
+        # the update's C loop (lstmfast._training_math.adam) takes contiguous arrays of one
+        # float type: that of params (float64 for any other), the others converted to it
+        dtype = params.dtype if params.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        p = np.ascontiguousarray(params, dtype=dtype).reshape(-1)
+        g = np.ascontiguousarray(gradients, dtype=dtype).reshape(-1)
         m, v = self.m, self.v
         if m is None or m.shape != params.shape:
-            m = v = np.zeros_like(params)
+            m = v = np.zeros_like(p)
+        m = np.ascontiguousarray(m, dtype=dtype).reshape(-1)
+        v = np.ascontiguousarray(v, dtype=dtype).reshape(-1)
         t = self.iteration + 1
         alpha_t = self.learning_rate * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
-        new_m, new_v, new_params = (np.empty_like(params) for _ in range(3))
+        new_m, new_v, new_params = (np.empty_like(p) for _ in range(3))
         b1, b2, eps = self.beta1, self.beta2, self.epsilon
 
         def update(lo, hi):
-            # the formula's operations in its order (the same bits), into the new arrays
-            g, nm, nv, step = gradients[lo:hi], new_m[lo:hi], new_v[lo:hi], new_params[lo:hi]
-            np.multiply(m[lo:hi], b1, out=nm)
-            nm += (1.0 - b1) * g                           # m = b1 m + (1 - b1) g
-            np.multiply(v[lo:hi], b2, out=nv)
-            square = g * g
-            square *= 1.0 - b2
-            nv += square                                   # v = b2 v + (1 - b2) g^2
-            np.sqrt(nv, out=square)
-            square += eps
-            np.multiply(nm, alpha_t, out=step)
-            step /= square
-            np.subtract(params[lo:hi], step, out=step)     # p - alpha_t m / (sqrt(v) + eps)
+            _training_math.adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, b2, eps, alpha_t,
+                                new_params[lo:hi], new_m[lo:hi], new_v[lo:hi])
 
-        _in_parts(params.shape[0], update)
-        _commit(self, params, new_params, {"m": new_m, "v": new_v, "iteration": t})
+        _in_parts(p.shape[0], update)
+        _commit(self, params, new_params.reshape(params.shape),
+                {"m": new_m.reshape(params.shape), "v": new_v.reshape(params.shape), "iteration": t})
 
 
 # Element-wise updates of at least this many parameters per thread are split across

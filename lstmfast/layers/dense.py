@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from .. import _blas_threads
+from .. import _blas_threads, _training_math
 from .._checks import check_choice, check_dtype, check_size, seed_sequence
 from .._guard import exclusive
 from ..functional import BLAS_INT_MAX
@@ -44,9 +44,11 @@ def _sigmoid(z):
 
 
 def _softmax(z):
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax of a float32/float64 [rows, n] array (lstmfast._training_math: one
+    pass and the exponentials, where NumPy took five passes and four temporaries)."""
+    a = np.empty(z.shape, dtype=z.dtype)
+    _training_math.softmax(np.ascontiguousarray(z), a)
+    return a
 
 
 def _activation_forward(name, z):
@@ -338,7 +340,7 @@ class OutputLayer(DenseLayer):
             raise TypeError(f"labels must be a real array, got dtype {y.dtype}")
         if y.shape != expected:
             raise ValueError(f"{type(self).__name__}.{what}: labels must have shape {expected}; got {y.shape}")
-        y_rows = _to_rows(y.astype(self.dtype, copy=False))
+        y_rows = np.ascontiguousarray(_to_rows(y.astype(self.dtype, copy=False)))
         row_mask = None
         if label_mask is not None:
             m = np.asarray(label_mask)
@@ -355,12 +357,8 @@ class OutputLayer(DenseLayer):
         return input_shape, rows, z, a, y_rows, row_mask
 
     def _row_losses(self, z, a, y):
-        if self.loss == "mcxent":
-            if self.activation == "softmax":
-                log_p = z - z.max(axis=1, keepdims=True)
-                log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-            else:  # sigmoid: log a = -softplus(-z)
-                log_p = -np.logaddexp(0, -z)
+        if self.loss == "mcxent":     # with sigmoid (softmax's loss: _summed_loss)
+            log_p = -np.logaddexp(0, -z)        # log a = -softplus(-z)
             return -(y * log_p).sum(axis=1)
         if self.loss == "xent":
             if self.activation == "sigmoid":
@@ -373,10 +371,19 @@ class OutputLayer(DenseLayer):
             return (diff * diff).mean(axis=1)
         return (diff * diff).sum(axis=1)  # l2
 
-    def _preactivation_gradient(self, z, a, y):
-        """d(row loss)/dz."""
+    def _summed_loss(self, z, a, y, row_mask):
+        """The sum of the (masked) row losses, in double."""
         if self.loss == "mcxent" and self.activation == "softmax":
-            return a * y.sum(axis=1, keepdims=True) - y
+            # log softmax(z) = (z - max) - log(sum exp(z - max)), never a log of 0
+            return _training_math.cross_entropy_of_softmax(
+                z, y, None if row_mask is None else np.ascontiguousarray(row_mask[:, 0]))
+        losses = self._row_losses(z, a, y)
+        if row_mask is not None:
+            losses = losses * row_mask[:, 0]
+        return float(losses.sum(dtype=np.float64))
+
+    def _preactivation_gradient(self, z, a, y):
+        """d(row loss)/dz (softmax with mcxent: in backward_from_labels)."""
         if self.loss in ("mcxent", "xent") and self.activation == "sigmoid":
             if self.loss == "xent":
                 return a - y
@@ -395,20 +402,24 @@ class OutputLayer(DenseLayer):
     def compute_score(self, labels, label_mask=None):
         """Sum of the (masked) per-example losses of the last forward pass / minibatch size."""
         input_shape, rows, z, a, y, row_mask = self._label_rows(labels, label_mask, "compute_score")
-        losses = self._row_losses(z, a, y)
-        if row_mask is not None:
-            losses = losses * row_mask[:, 0]
-        return float(losses.sum(dtype=np.float64)) / input_shape[0]
+        return self._summed_loss(z, a, y, row_mask) / input_shape[0]
 
     @exclusive
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""
         input_shape, rows, z, a, y, row_mask = self._label_rows(labels, label_mask, "backward_from_labels")
-        dz = self._preactivation_gradient(z, a, y)
-        if row_mask is not None:
-            dz = dz * row_mask
-        dz = (dz / input_shape[0]).astype(self.dtype, copy=False)
+        if self.loss == "mcxent" and self.activation == "softmax":
+            # (a sum(y) - y) * mask / minibatch in one pass
+            dz = np.empty(a.shape, dtype=self.dtype)
+            _training_math.cross_entropy_of_softmax_gradient(
+                a, y, None if row_mask is None else np.ascontiguousarray(row_mask[:, 0]),
+                input_shape[0], dz)
+        else:
+            dz = self._preactivation_gradient(z, a, y)
+            if row_mask is not None:
+                dz = dz * row_mask
+            dz = (dz / input_shape[0]).astype(self.dtype, copy=False)
         return self._backward_from_preactivation_gradient(dz, input_shape, rows)
 
     def _describe(self):

@@ -3,9 +3,10 @@ reference's numbers.
 
 The path is chosen once per process at import (pyx/lstmfast_isa.h), so each path other than this
 process's runs the reference comparison (tests/reference.py, float64 within 1e-10), the gradient
-checks (finite differences) and the vector-math tests (the ulp bounds of pyx/lstmfast_simd.h) in
-a subprocess with LSTMFAST_ISA set; this process's own path is what the rest of the suite runs
-on. Paths the CPU (or its OS) lacks are skipped, naming the path.
+checks (finite differences), the vector-math tests (the ulp bounds of pyx/lstmfast_simd.h) and
+the training loops (softmax output, Adam) in a subprocess with LSTMFAST_ISA set; this process's
+own path is what the rest of the suite runs on. Paths the CPU (or its OS) lacks are skipped,
+naming the path.
 """
 import os
 import subprocess
@@ -18,7 +19,7 @@ from lstmfast import kernels
 HERE = os.path.dirname(os.path.abspath(__file__))
 LEVELS = ("baseline", "avx2", "avx512")
 VARIANT = {"baseline": "portable", "avx2": "avx2+fma", "avx512": "avx512"}
-CHECKS = ["test_reference.py", "test_gradcheck.py", "test_simd_math.py"]
+CHECKS = ["test_reference.py", "test_gradcheck.py", "test_simd_math.py", "test_training_math.py"]
 
 
 def _env(**values):

@@ -1,0 +1,219 @@
+"""The element-wise loops of a training step in C (lstmfast._training_math): the softmax output
+layer's activations, its cross-entropy and that loss's gradient, and Adam's update, against
+NumPy evaluations of the formulas written here and against finite differences, in float32 and
+float64. tests/core/test_isa_paths.py runs this file on every instruction set the CPU has."""
+import math
+
+import numpy as np
+import pytest
+
+import lstmfast
+from lstmfast import _training_math
+
+DTYPES = [np.float32, np.float64]
+# relative accuracy of a softmax / a loss in each type (the exp is within a few ulp)
+RTOL = {np.float32: 2e-6, np.float64: 1e-14}
+
+
+def _log_softmax(z):
+    """log softmax over rows, in float64 (the reference)."""
+    z = np.asarray(z, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _one_hot(rng, rows, width, dtype):
+    y = np.zeros((rows, width), dtype=dtype)
+    y[np.arange(rows), rng.integers(0, width, rows)] = 1
+    return y
+
+
+# shapes: one class, few, the character model's 77, a row wider than the C code's block of 1024
+# elements, and row counts that leave a partial block
+SHAPES = [(1, 1), (5, 1), (3, 7), (1600, 77), (13, 300), (2, 3000), (1025, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, width", SHAPES)
+def test_softmax_matches_the_formula(dtype, rows, width):
+    rng = np.random.default_rng(rows * 7919 + width)
+    z = (rng.standard_normal((rows, width)) * 4).astype(dtype)
+    out = np.empty_like(z)
+    _training_math.softmax(z, out)
+    expected = np.exp(_log_softmax(z))
+    np.testing.assert_allclose(out, expected, rtol=RTOL[dtype], atol=0)
+    assert out.dtype == dtype
+    in_place = z.copy()
+    _training_math.softmax(in_place, in_place)
+    np.testing.assert_array_equal(in_place, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_of_extreme_rows(dtype):
+    big = np.finfo(dtype).max / 4
+    z = np.array([[1000.0, 999.0, -1000.0],          # would overflow exp without the shift
+                  [-big, 0.0, big],                  # one class takes all
+                  [-np.inf, 0.0, 0.0],               # exp(-inf) = 0
+                  [np.nan, 1.0, 2.0],                # a NaN spoils its row only
+                  [np.inf, 1.0, 2.0],                # as NumPy: inf - inf is NaN
+                  [3.0, 3.0, 3.0]], dtype=dtype)
+    out = np.empty_like(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        _training_math.softmax(z, out)
+        shifted = z - z.max(axis=1, keepdims=True)
+        expected = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(out[:3], expected[:3], rtol=RTOL[dtype], atol=1e-30)
+    assert np.isnan(out[3]).all() and np.isnan(out[4]).all()
+    np.testing.assert_allclose(out[5], 1 / 3, rtol=RTOL[dtype])
+    np.testing.assert_allclose(out[:3].sum(axis=1), 1, rtol=4 * RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, width", SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_cross_entropy_matches_the_formula(dtype, rows, width, masked):
+    rng = np.random.default_rng(rows * 31 + width)
+    z = (rng.standard_normal((rows, width)) * 3).astype(dtype)
+    # soft labels as well as one-hot rows: the loss is sum_j y_j log p_j for any y
+    y = _one_hot(rng, rows, width, dtype)
+    y[::3] = rng.random((len(y[::3]), width)).astype(dtype)
+    mask = (rng.random(rows) < 0.7).astype(dtype) if masked else None
+    got = _training_math.cross_entropy_of_softmax(z, y, mask)
+    row_losses = -(y.astype(np.float64) * _log_softmax(z)).sum(axis=1)
+    expected = (row_losses * (1 if mask is None else mask)).sum()
+    assert got == pytest.approx(expected, rel=10 * RTOL[dtype], abs=1e-300)
+
+
+def test_cross_entropy_is_finite_where_a_probability_rounds_to_zero():
+    # p = exp(-2000) is 0 in any float: log p must still be -2000 - log(1 + ...), not -inf
+    z = np.array([[0.0, -2000.0]])
+    y = np.array([[0.0, 1.0]])
+    assert _training_math.cross_entropy_of_softmax(z, y) == pytest.approx(2000.0, rel=1e-15)
+    assert np.isnan(_training_math.cross_entropy_of_softmax(np.array([[np.nan, 0.0]]), y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_is_that_of_the_loss(dtype, masked):
+    """Against central differences of the float64 loss, and the formula's bits in its order."""
+    rng = np.random.default_rng(5)
+    rows, width, divisor = 6, 5, 4.0
+    z = rng.standard_normal((rows, width))
+    y = _one_hot(rng, rows, width, np.float64)
+    y[1] = rng.random(width)                    # a soft label row: sum_j y_j != 1
+    mask = (np.arange(rows) % 3 != 1).astype(np.float64) if masked else None
+    a = np.empty_like(z)
+    _training_math.softmax(z, a)
+    grad = np.empty_like(z)
+    _training_math.cross_entropy_of_softmax_gradient(a, y, mask, divisor, grad)
+
+    def loss(values):
+        return _training_math.cross_entropy_of_softmax(values, y, mask) / divisor
+
+    step = 1e-6
+    numeric = np.empty_like(z)
+    for index in np.ndindex(z.shape):
+        plus, minus = z.copy(), z.copy()
+        plus[index] += step
+        minus[index] -= step
+        numeric[index] = (loss(plus) - loss(minus)) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-9)
+
+    a32, y32 = a.astype(dtype), y.astype(dtype)
+    m32 = None if mask is None else mask.astype(dtype)
+    got = np.empty_like(a32)
+    _training_math.cross_entropy_of_softmax_gradient(a32, y32, m32, divisor, got)
+    expected = a32 * y32.sum(axis=1, keepdims=True) - y32
+    if m32 is not None:
+        expected = expected * m32[:, None]
+    np.testing.assert_array_equal(got, (expected / dtype(divisor)).astype(dtype))
+
+
+def _numpy_adam(p, g, m, v, b1, b2, eps, alpha):
+    """The update operation by operation, as NumPy rounds it (Python-float constants)."""
+    new_m = m * b1
+    new_m += (1.0 - b1) * g
+    square = g * g
+    square *= 1.0 - b2
+    new_v = v * b2
+    new_v += square
+    denominator = np.sqrt(new_v)
+    denominator += eps
+    step = new_m * alpha
+    step /= denominator
+    return p - step, new_m, new_v
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 70001])
+def test_adam_gives_the_bits_of_its_formula(dtype, n):
+    rng = np.random.default_rng(n)
+    p, g, m = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(n)).astype(dtype) * dtype(0.01)
+    v[: n // 3] = 0                                    # a fresh moment: sqrt(0) + eps
+    args = (0.9, 0.999, 1e-8, 0.0123)
+    outs = [np.full(n, np.nan, dtype=dtype) for _ in range(3)]
+    _training_math.adam(p, g, m, v, *args, *outs)
+    for got, expected in zip(outs, _numpy_adam(p, g, m, v, *args)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_updater_in_parts_equals_one_part(dtype, monkeypatch):
+    """lstmfast.Adam splits long vectors across lstmfast's threads: the bits do not depend on
+    the split, and a second step continues from the first's moments."""
+    from lstmfast import updaters
+    rng = np.random.default_rng(11)
+    n = 3 * updaters._PART_MIN + 5
+    start = rng.standard_normal(n).astype(dtype)
+    grads = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+
+    def run(threads):
+        monkeypatch.setattr(updaters, "get_num_threads", lambda: threads)
+        p, adam = start.copy(), lstmfast.Adam(0.01)
+        for g in grads:
+            adam.apply(p, g)
+        return p, adam.m, adam.v
+
+    one, three = run(1), run(3)
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)
+    p, m, v = start.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
+    for t, g in enumerate(grads, start=1):
+        alpha = 0.01 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)   # a Python float
+        p, m, v = _numpy_adam(p, g, m, v, 0.9, 0.999, 1e-8, alpha)
+    for a, b in zip(one, (p, m, v)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adam_updater_converts_what_it_is_given():
+    """float32 gradients for float64 parameters, a strided parameter array: converted, as
+    NumPy's formula would have broadcast them, and the parameters written in place."""
+    rng = np.random.default_rng(2)
+    storage = rng.standard_normal(40)
+    params = storage[::2]                              # not contiguous
+    grads = rng.standard_normal(20).astype(np.float32)
+    expected, _, _ = _numpy_adam(params.copy(), grads.astype(np.float64), np.zeros(20), np.zeros(20),
+                                 0.9, 0.999, 1e-8, 0.01 * math.sqrt(1 - 0.999) / (1 - 0.9))
+    lstmfast.Adam(0.01).apply(params, grads)
+    np.testing.assert_array_equal(params, expected)
+    np.testing.assert_array_equal(storage[::2], expected)
+
+
+def test_wrappers_refuse_mismatched_arrays():
+    z = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"out: expected shape \(4, 3\), got \(4, 2\)"):
+        _training_math.softmax(z, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"y: expected shape \(4, 3\), got \(3, 3\)"):
+        _training_math.cross_entropy_of_softmax(z, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"row_mask: expected shape \(4,\), got \(5,\)"):
+        _training_math.cross_entropy_of_softmax(z, z, np.ones(5))
+    with pytest.raises(ValueError, match="C-contiguous|contiguous"):
+        _training_math.softmax(np.zeros((3, 4)).T, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="Buffer dtype mismatch"):
+        _training_math.softmax(z, np.zeros((4, 3), dtype=np.float32))
+    one = np.zeros(5)
+    with pytest.raises(ValueError, match=r"new_v: expected shape \(5,\), got \(4,\)"):
+        _training_math.adam(one, one, one, one, 0.9, 0.999, 1e-8, 0.1, np.zeros(5), np.zeros(5),
+                            np.zeros(4))
