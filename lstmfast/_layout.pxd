@@ -470,8 +470,26 @@ cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_stri
         # one step of a Fortran-ordered x into a one-step block: a single contiguous copy
         memcpy(xp, x + _time_of(dims, s_begin) * st.time, mb * dims.n_in * sizeof(floating))
         return
-    if s_end - s_begin > 1 and 0 < abs_time < abs_mb and abs_time < abs_feature:
-        # time varies fastest (a C-ordered [mb, n_in, T]): read each (example, feature) series
+    cdef Py_ssize_t count = s_end - s_begin
+    if count > 1 and abs_time == 1 and abs_mb > 1 and abs_feature > 1:
+        # time contiguous (a C-ordered [mb, n_in, T], NumPy's default): for each feature, its
+        # [mb, steps] series is the transpose of its rows of xp, in SSE tiles (the element
+        # loop below wrote one element per cache line, 2.2 ns an element: a fifth of a
+        # (50, 32, 128, 128) forward pass at 2 threads). Steps in processing order: ascending
+        # time forwards; backwards the rows go the other way (a negative leading dimension).
+        for i in range(dims.n_in):
+            series = x + i * st.feature
+            if (st.time == 1) == dims.forwards:
+                # the first processed step's time is the lowest
+                _transpose(series + _time_of(dims, s_begin) * st.time, st.minibatch,
+                           xp + i * ld, mb, count, mb)
+            else:
+                # the last processed step's time is the lowest: fill the rows from the end
+                _transpose(series + _time_of(dims, s_end - 1) * st.time, st.minibatch,
+                           xp + i * ld + (count - 1) * mb, -mb, count, mb)
+        return
+    if count > 1 and 0 < abs_time < abs_mb and abs_time < abs_feature:
+        # time varies fastest (a strided [mb, n_in, T]): read each (example, feature) series
         # along time, instead of one element per cache line per step; 16 features at a time,
         # so that the xp columns being filled stay in cache while the examples go by
         for i0 in range(0, dims.n_in, 16):
