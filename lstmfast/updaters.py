@@ -145,16 +145,10 @@ def _commit(updater, params, new_params, state):
     """Install one update: ``new_params`` into ``params`` and ``state`` (new arrays, the
     iteration count) as the updater's attributes, all or nothing. The updates compute into new
     arrays first: changing the state in place step by step, a Ctrl-C between two steps left
-    Adam's moments advanced and the parameters and iteration count not. Each of the two writes
-    is one C call, which no signal handler splits; an interrupt (KeyboardInterrupt) arriving
-    around them puts both back."""
-    rollback = Rollback(params, updater, deep=False)
-    try:
-        np.copyto(params, new_params)
-        vars(updater).update(state)
-    except BaseException:
-        rollback.restore()
-        raise
+    Adam's moments advanced and the parameters and iteration count not. The two writes are one
+    call into C (lstmfast._training_math.install), between which no signal handler runs."""
+    _training_math.install(params, np.asarray(new_params, dtype=params.dtype), vars(updater),
+                           state)
 
 
 def _check_update_arrays(params, gradients):

@@ -120,6 +120,11 @@ def _to_rows(x):
     if x.ndim == 2:
         return x
     mb, n, t = x.shape
+    if x.flags.f_contiguous and x.dtype in (np.float32, np.float64) and x.size > 0:
+        # a recurrent layer's output: its step blocks transposed in C
+        rows = np.empty((mb * t, n), dtype=x.dtype)
+        _training_math.sequence_rows(x, rows)
+        return rows
     return np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(mb * t, n)
 
 

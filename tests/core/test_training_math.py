@@ -217,3 +217,32 @@ def test_wrappers_refuse_mismatched_arrays():
     with pytest.raises(ValueError, match=r"new_v: expected shape \(5,\), got \(4,\)"):
         _training_math.adam(one, one, one, one, 0.9, 0.999, 1e-8, 0.1, np.zeros(5), np.zeros(5),
                             np.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(32, 128, 50), (1, 1, 1), (3, 5, 7), (5, 1, 3), (7, 6, 1)])
+def test_sequence_rows_are_the_steps_transposed(dtype, shape):
+    """A recurrent layer's Fortran-ordered [mb, n, T] output as a dense layer's rows
+    [mb * T, n] (row m * T + t), through the SSE tiles, and what the output layer does with it."""
+    from lstmfast.layers.dense import _to_rows
+    x = np.asfortranarray(np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype))
+    expected = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(shape[0] * shape[2], shape[1])
+    out = np.full_like(expected, np.nan)
+    _training_math.sequence_rows(x, out)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(_to_rows(x), expected)
+    np.testing.assert_array_equal(_to_rows(np.ascontiguousarray(x)), expected)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        _training_math.sequence_rows(x, np.empty((expected.shape[0] + 1, shape[1]), dtype))
+
+
+def test_install_writes_the_parameters_and_the_state():
+    storage = np.zeros(10)
+    params = storage[::2]                              # any layout: NumPy's copy
+    attributes = {"m": None, "iteration": 3}
+    _training_math.install(params, np.arange(5.0), attributes, {"m": np.ones(5), "iteration": 4})
+    np.testing.assert_array_equal(storage, [0, 0, 1, 0, 2, 0, 3, 0, 4, 0])
+    assert attributes["iteration"] == 4 and attributes["m"].sum() == 5
+    with pytest.raises(ValueError):
+        _training_math.install(params, np.arange(4.0), attributes, {"iteration": 5})
+    assert attributes["iteration"] == 4                # a copy that fails installs nothing
