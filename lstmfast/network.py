@@ -236,8 +236,8 @@ class Sequential(Guarded):
     def _backpropagate(self, y, mask, label_mask, tbptt_length, lengths=None):
         out_layer = self.output_layer
         label_mask = self._effective_label_mask(y, mask, label_mask, lengths)
-        score = out_layer.compute_score(y, label_mask) + self._regularisation_score()
-        epsilon = out_layer.backward_from_labels(y, label_mask)
+        score, epsilon = out_layer.score_and_backward(y, label_mask)
+        score += self._regularisation_score()
         for layer in reversed(self.layers[:-1]):
             epsilon = layer.backward(epsilon, tbptt_length=tbptt_length)
         self.input_gradient = epsilon

@@ -413,7 +413,18 @@ class OutputLayer(DenseLayer):
     def backward_from_labels(self, labels, label_mask=None):
         """Gradient of ``compute_score`` for the last forward pass: fills ``gradients`` and
         returns dL/dx."""
-        input_shape, rows, z, a, y, row_mask = self._label_rows(labels, label_mask, "backward_from_labels")
+        return self._backward_from_rows(*self._label_rows(labels, label_mask, "backward_from_labels"))
+
+    @exclusive
+    def score_and_backward(self, labels, label_mask=None):
+        """``(compute_score(labels, label_mask), backward_from_labels(labels, label_mask))``,
+        the labels checked and laid out as rows once."""
+        label_rows = self._label_rows(labels, label_mask, "score_and_backward")
+        input_shape, rows, z, a, y, row_mask = label_rows
+        score = self._summed_loss(z, a, y, row_mask) / input_shape[0]
+        return score, self._backward_from_rows(*label_rows)
+
+    def _backward_from_rows(self, input_shape, rows, z, a, y, row_mask):
         if self.loss == "mcxent" and self.activation == "softmax":
             # (a sum(y) - y) * mask / minibatch in one pass
             dz = np.empty(a.shape, dtype=self.dtype)

@@ -197,6 +197,29 @@ def test_scores_follow_dl4j_conventions():
         mse_net.score(x, targets, mask=label_mask, label_mask=label_mask), rel=1e-15)
 
 
+@pytest.mark.parametrize("activation, loss", [("softmax", "mcxent"), ("identity", "mse"),
+                                              ("sigmoid", "xent")])
+@pytest.mark.parametrize("masked", [False, True])
+def test_score_and_backward_is_the_two_calls_in_one(activation, loss, masked):
+    """What a training step asks of the output layer (Sequential), the labels laid out once:
+    the same score, dL/dx and gradients, bit for bit, as compute_score then
+    backward_from_labels."""
+    rng = np.random.default_rng(4)
+    layer = lstmfast.RnnOutputLayer(4, 5, activation=activation, loss=loss, dtype=np.float32, seed=3)
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    y = one_hot_labels(rng, 3, 5, 6).astype(np.float32)
+    mask = (rng.random((3, 6)) > 0.3).astype(np.float32) if masked else None
+    layer.forward(x, training=True)
+    score, epsilon = layer.score_and_backward(y, mask)
+    gradients = layer.gradients.copy()
+    layer.gradients[:] = np.nan
+    assert score == layer.compute_score(y, mask)
+    np.testing.assert_array_equal(epsilon, layer.backward_from_labels(y, mask))
+    np.testing.assert_array_equal(gradients, layer.gradients)
+    with pytest.raises(ValueError, match=r"score_and_backward: labels must have shape \(3, 5, 6\)"):
+        layer.score_and_backward(y[:, :, :5])
+
+
 @pytest.mark.parametrize("two_layers", [False, True])
 def test_masked_length_five_equals_length_four_prefix(two_layers):
     rng = np.random.default_rng(17)
