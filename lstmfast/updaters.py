@@ -154,5 +154,11 @@ def _commit(updater, params, new_params, state):
 def _check_update_arrays(params, gradients):
     if not isinstance(params, np.ndarray) or not isinstance(gradients, np.ndarray):
         raise TypeError("params and gradients must be numpy arrays")
+    # the update is computed aside and cast to params' type: a float into an integer array
+    # would be truncated, a complex gradient lose its imaginary part, without a word
+    if params.dtype.kind != "f":
+        raise TypeError(f"params must be a floating-point array; got dtype {params.dtype}")
+    if gradients.dtype.kind not in "fiu":
+        raise TypeError(f"gradients must be a real array; got dtype {gradients.dtype}")
     if params.shape != gradients.shape:
         raise ValueError(f"params and gradients must have the same shape; got {params.shape} and {gradients.shape}")

@@ -246,3 +246,18 @@ def test_install_writes_the_parameters_and_the_state():
     with pytest.raises(ValueError):
         _training_math.install(params, np.arange(4.0), attributes, {"iteration": 5})
     assert attributes["iteration"] == 4                # a copy that fails installs nothing
+
+
+@pytest.mark.parametrize("updater", [lstmfast.Sgd(0.1), lstmfast.Adam(0.1)])
+def test_updaters_refuse_arrays_they_would_truncate(updater):
+    """The new values are cast to the parameters' type: into integers they would be truncated,
+    from complex gradients lose their imaginary parts."""
+    params = np.arange(3, dtype=np.int64)
+    with pytest.raises(TypeError, match="params must be a floating-point array; got dtype int64"):
+        updater.apply(params, np.ones(3))
+    np.testing.assert_array_equal(params, [0, 1, 2])
+    params = np.ones(3)
+    with pytest.raises(TypeError, match="gradients must be a real array; got dtype complex128"):
+        updater.apply(params, np.ones(3) * 1j)
+    np.testing.assert_array_equal(params, [1, 1, 1])
+    assert updater.iteration == 0
