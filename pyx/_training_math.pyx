@@ -55,7 +55,7 @@ def _check_shape(name, got, expected):
         raise ValueError(f"{name}: expected shape {expected}, got {got}")
 
 
-cdef const floating* _row_mask(floating[::1] row_mask, Py_ssize_t rows) except? NULL:
+cdef const floating* _row_mask(const floating[::1] row_mask, Py_ssize_t rows) except? NULL:
     if row_mask is None:
         return NULL
     _check_shape("row_mask", (row_mask.shape[0],), (rows,))
@@ -77,7 +77,7 @@ def softmax(const floating[:, ::1] z, floating[:, ::1] out):
 
 
 def cross_entropy_of_softmax(const floating[:, ::1] z, const floating[:, ::1] y,
-                             floating[::1] row_mask=None):
+                             const floating[::1] row_mask=None):
     """The sum over rows of -sum_j y[j] log softmax(z)[j] (each row's loss times row_mask[r] if
     given), accumulated in double, as a Python float. log softmax(z) is (z - max) - log(sum
     exp(z - max)): never a log of 0."""
@@ -98,7 +98,7 @@ def cross_entropy_of_softmax(const floating[:, ::1] z, const floating[:, ::1] y,
 
 
 def cross_entropy_of_softmax_gradient(const floating[:, ::1] a, const floating[:, ::1] y,
-                                      floating[::1] row_mask, double divisor,
+                                      const floating[::1] row_mask, double divisor,
                                       floating[:, ::1] out):
     """out = (a sum_j y[j] - y) (times row_mask[r] unless it is None) / divisor: the gradient of
     cross_entropy_of_softmax / divisor with respect to z, from a = softmax(z)."""
@@ -159,7 +159,8 @@ def sequence_rows(const floating[::1, :, :] x, floating[:, ::1] out):
                 lf_transpose_f64(&x[0, 0, t], mb, &out[t, 0], steps * n, mb, n)
 
 
-def install(cnp.ndarray params, cnp.ndarray new_params, dict attributes, dict state):
+def install(cnp.ndarray params not None, cnp.ndarray new_params not None, dict attributes not None,
+            dict state not None):
     """params[...] = new_params, then attributes.update(state): an update's two writes in C
     calls with no Python line between them, where a signal handler (Ctrl-C's
     KeyboardInterrupt) could run, so an update is installed whole or not at all without a

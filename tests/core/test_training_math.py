@@ -246,6 +246,14 @@ def test_install_writes_the_parameters_and_the_state():
     with pytest.raises(ValueError):
         _training_math.install(params, np.arange(4.0), attributes, {"iteration": 5})
     assert attributes["iteration"] == 4                # a copy that fails installs nothing
+    for arguments in [(None, params), (params, None)]:
+        with pytest.raises(TypeError, match="NoneType"):
+            _training_math.install(*arguments, attributes, {"iteration": 5})
+    for dicts in [(None, {"iteration": 5}), (attributes, None)]:
+        with pytest.raises(TypeError, match="NoneType"):
+            _training_math.install(params, np.arange(5.0) + 1, *dicts)
+    np.testing.assert_array_equal(params, np.arange(5.0))
+    assert attributes["iteration"] == 4
 
 
 @pytest.mark.parametrize("updater", [lstmfast.Sgd(0.1), lstmfast.Adam(0.1)])
