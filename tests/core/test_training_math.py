@@ -69,6 +69,28 @@ def test_softmax_of_extreme_rows(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_vector_lanes_spoil_their_rows_as_in_numpy(dtype, special):
+    """Rows of 77 with a NaN or an infinity in every position in turn: the row maximum's
+    vector loop (compiled as finite math) and the block's exponentials see them in every lane;
+    the rows that come out NaN, and the others' values, are NumPy's."""
+    width = 77
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((width + 1, width)) * 3).astype(dtype)
+    z[np.arange(width), np.arange(width)] = special       # the last row stays finite
+    y = _one_hot(rng, width + 1, width, dtype)
+    a = np.empty_like(z)
+    _training_math.softmax(z, a)
+    losses = [_training_math.cross_entropy_of_softmax(z[r:r + 1], y[r:r + 1]) for r in range(len(z))]
+    with np.errstate(invalid="ignore"):
+        log_p = _log_softmax(z)
+        expected_losses = -(y * log_p).sum(axis=1)
+    np.testing.assert_allclose(a, np.exp(log_p), rtol=RTOL[dtype], atol=1e-30)
+    np.testing.assert_allclose(losses, expected_losses, rtol=10 * RTOL[dtype])
+    assert np.isnan(a[:width]).all(axis=1).tolist() == [special == np.inf or np.isnan(special)] * width
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows, width", SHAPES)
 @pytest.mark.parametrize("masked", [False, True])
 def test_cross_entropy_matches_the_formula(dtype, rows, width, masked):
