@@ -75,7 +75,10 @@ class Adam:
         return 2 * n_params
 
     def apply(self, params, gradients):
-        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``)."""
+        """Update ``params`` in place from ``gradients``, all or nothing (see ``_commit``).
+        The formula runs in params' type (float32 or float64; float64 for another float type,
+        rounded back into params): gradients of another type are rounded to it first, and the
+        moments ``m``, ``v`` are kept in it."""
         _check_update_arrays(params, gradients)
         # the update's C loop (lstmfast._training_math.adam) takes contiguous arrays of one
         # float type: that of params (float64 for any other), the others converted to it
