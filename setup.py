@@ -63,7 +63,7 @@ SHARED = ["pyx/lstmfast_isa.h", "pyx/lstmfast_simd.h", "pyx/lstmfast_simd_types.
           "pyx/lstmfast_math.inc.h", "pyx/lstmfast_gemm.inc.h", "pyx/lstmfast_cells.h",
           "pyx/lstmfast_cells_types.inc.h", "pyx/lstmfast_cells.inc.h", "pyx/lstmfast_team.h",
           "pyx/lstmfast_transpose.h", "pyx/lstmfast_training.h", "pyx/lstmfast_training_types.inc.h",
-          "pyx/lstmfast_training.inc.h",
+          "pyx/lstmfast_training.inc.h", "pyx/lstmfast_each_isa.inc.h",
           "lstmfast/kernels.pxd", "lstmfast/_blas.pxd", "lstmfast/_activations.pxd",
           "lstmfast/_cells.pxd", "lstmfast/_layout.pxd", "lstmfast/_products.pxd",
           "lstmfast/_team.pxd", "lstmfast/_forward.pxd", "lstmfast/_backward.pxd"]

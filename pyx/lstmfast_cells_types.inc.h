@@ -3,25 +3,9 @@
  * variants in use and their choice (see lstmfast_cells.h).
  */
 
-#define LF_ISA baseline
-#define LF_TARGET
-#include "lstmfast_cells.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-
-#if LF_HAVE_DISPATCH
-#define LF_ISA avx2
-#define LF_TARGET LF_TARGET_AVX2
-#include "lstmfast_cells.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-
-#define LF_ISA avx512
-#define LF_TARGET LF_TARGET_AVX512
-#include "lstmfast_cells.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-#endif
+#define LF_EACH_ISA_TEMPLATE "lstmfast_cells.inc.h"
+#include "lstmfast_each_isa.inc.h"
+#undef LF_EACH_ISA_TEMPLATE
 
 typedef void (*LF_TYPED(lf_forward_cells_fn))(ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, LF_T*,
                                               LF_T*, LF_T*, const LF_T*, const LF_T*, LF_T*,
