@@ -3,7 +3,8 @@
  * per instruction set: the baseline, and where the compiler can target them at function level
  * (LF_HAVE_DISPATCH, lstmfast_isa.h) AVX2+FMA and AVX-512, with LF_ISA (the variant's name
  * suffix), LF_TARGET (its function attribute) and LF_LEVEL (its LF_ISA_* level) defined for each
- * inclusion. The element type's parameters (LF_T, LF_SFX, ...) are the includer's.
+ * inclusion; LF_EACH_VECTOR_ISA_TEMPLATE, if #defined, after it on the vector instruction sets
+ * only. The element type's parameters (LF_T, LF_SFX, ...) are the includer's.
  */
 
 #define LF_ISA baseline
@@ -19,6 +20,9 @@
 #define LF_TARGET LF_TARGET_AVX2
 #define LF_LEVEL LF_ISA_AVX2
 #include LF_EACH_ISA_TEMPLATE
+#ifdef LF_EACH_VECTOR_ISA_TEMPLATE
+#include LF_EACH_VECTOR_ISA_TEMPLATE
+#endif
 #undef LF_ISA
 #undef LF_TARGET
 #undef LF_LEVEL
@@ -27,6 +31,9 @@
 #define LF_TARGET LF_TARGET_AVX512
 #define LF_LEVEL LF_ISA_AVX512
 #include LF_EACH_ISA_TEMPLATE
+#ifdef LF_EACH_VECTOR_ISA_TEMPLATE
+#include LF_EACH_VECTOR_ISA_TEMPLATE
+#endif
 #undef LF_ISA
 #undef LF_TARGET
 #undef LF_LEVEL

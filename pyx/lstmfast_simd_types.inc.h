@@ -3,32 +3,12 @@
  * math and the packed products on every instruction set, the variants in use, and their choice.
  */
 
-/* ---- one instantiation per instruction set */
-#define LF_ISA baseline
-#define LF_TARGET
-#include "lstmfast_math.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-
-#if LF_HAVE_DISPATCH
-#define LF_ISA avx2
-#define LF_TARGET LF_TARGET_AVX2
-#define LF_LEVEL LF_ISA_AVX2
-#include "lstmfast_math.inc.h"
-#include "lstmfast_gemm.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-#undef LF_LEVEL
-
-#define LF_ISA avx512
-#define LF_TARGET LF_TARGET_AVX512
-#define LF_LEVEL LF_ISA_AVX512
-#include "lstmfast_math.inc.h"
-#include "lstmfast_gemm.inc.h"
-#undef LF_ISA
-#undef LF_TARGET
-#undef LF_LEVEL
-#endif
+/* ---- one instantiation per instruction set (the packed products on the vector ones only) */
+#define LF_EACH_ISA_TEMPLATE "lstmfast_math.inc.h"
+#define LF_EACH_VECTOR_ISA_TEMPLATE "lstmfast_gemm.inc.h"
+#include "lstmfast_each_isa.inc.h"
+#undef LF_EACH_ISA_TEMPLATE
+#undef LF_EACH_VECTOR_ISA_TEMPLATE
 
 /* ---- the packings in plain C (element (k, n) of B at B[k * sk + n * sn]) */
 
