@@ -418,7 +418,13 @@ class OutputLayer(DenseLayer):
     @exclusive
     def score_and_backward(self, labels, label_mask=None):
         """``(compute_score(labels, label_mask), backward_from_labels(labels, label_mask))``,
-        the labels checked and laid out as rows once."""
+        the labels checked and laid out as rows once (a subclass that defines either method
+        gets its own two called)."""
+        cls = type(self)
+        if (cls.compute_score is not OutputLayer.compute_score
+                or cls.backward_from_labels is not OutputLayer.backward_from_labels):
+            return (self.compute_score(labels, label_mask),
+                    self.backward_from_labels(labels, label_mask))
         label_rows = self._label_rows(labels, label_mask, "score_and_backward")
         input_shape, rows, z, a, y, row_mask = label_rows
         score = self._summed_loss(z, a, y, row_mask) / input_shape[0]

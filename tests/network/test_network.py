@@ -220,6 +220,33 @@ def test_score_and_backward_is_the_two_calls_in_one(activation, loss, masked):
         layer.score_and_backward(y[:, :, :5])
 
 
+def test_an_output_layer_with_its_own_loss_is_trained_on_it():
+    """A subclass that defines compute_score and backward_from_labels (a loss of its own) is
+    scored and back-propagated through them by Sequential, not through the softmax path."""
+    calls = []
+
+    class HalfScore(lstmfast.RnnOutputLayer):
+        def compute_score(self, labels, label_mask=None):
+            calls.append("score")
+            return 0.5 * super().compute_score(labels, label_mask)
+
+        def backward_from_labels(self, labels, label_mask=None):
+            calls.append("backward")
+            return super().backward_from_labels(labels, label_mask)
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 4))
+    y = one_hot_labels(rng, 2, 5, 4)
+    plain = lstmfast.Sequential([lstmfast.LSTM(3, 4, dtype=F64, seed=1),
+                                 lstmfast.RnnOutputLayer(4, 5, dtype=F64, seed=2)])
+    half = lstmfast.Sequential([lstmfast.LSTM(3, 4, dtype=F64, seed=1),
+                                HalfScore(4, 5, dtype=F64, seed=2)])
+    full_score = plain.compute_gradient_and_score(x, y)
+    assert half.compute_gradient_and_score(x, y) == pytest.approx(0.5 * full_score, rel=1e-15)
+    assert calls == ["score", "backward"]
+    np.testing.assert_array_equal(half.gradients, plain.gradients)
+
+
 @pytest.mark.parametrize("two_layers", [False, True])
 def test_masked_length_five_equals_length_four_prefix(two_layers):
     rng = np.random.default_rng(17)
