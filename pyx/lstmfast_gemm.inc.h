@@ -31,6 +31,10 @@
 #define LF_Y_BCAST _mm256_broadcast_ss
 #define LF_Y_FMADD _mm256_fmadd_ps
 #define LF_Y_ADD _mm256_add_ps
+/* the first `count` lanes (as the integer mask of the masked loads) */
+#define LF_Y_MASK_OF(count) \
+    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define LF_Y_LOAD_MASKED(p, mask) _mm256_maskload_ps(p, mask)
 #else
 #define LF_MR 8
 #define LF_Y __m256d
@@ -41,6 +45,9 @@
 #define LF_Y_BCAST _mm256_broadcast_sd
 #define LF_Y_FMADD _mm256_fmadd_pd
 #define LF_Y_ADD _mm256_add_pd
+#define LF_Y_MASK_OF(count) \
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(count)), _mm256_setr_epi64x(0, 1, 2, 3))
+#define LF_Y_LOAD_MASKED(p, mask) _mm256_maskload_pd(p, mask)
 #endif
 
 #if LF_LEVEL == LF_ISA_AVX2
@@ -57,17 +64,13 @@
 #define LF_P_MASK __m256i
 #define LF_P_SET1 _mm256_set1_ps
 #define LF_P_ADD _mm256_add_ps
-#define LF_P_MASK_OF(count) \
-    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define LF_P_LOAD_MASKED(p, mask) _mm256_maskload_ps(p, mask)
 #else
 #define LF_P_MASK __m256i
 #define LF_P_SET1 _mm256_set1_pd
 #define LF_P_ADD _mm256_add_pd
-#define LF_P_MASK_OF(count) \
-    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(count)), _mm256_setr_epi64x(0, 1, 2, 3))
-#define LF_P_LOAD_MASKED(p, mask) _mm256_maskload_pd(p, mask)
 #endif
+#define LF_P_MASK_OF LF_Y_MASK_OF
+#define LF_P_LOAD_MASKED LF_Y_LOAD_MASKED
 #elif LF_LEVEL == LF_ISA_AVX512
 #define LF_RB_MAX 2
 #define LF_CP_MAX 2
@@ -264,22 +267,13 @@ LF_TARGET static void LF_NAME(lf_gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t 
  * pairwise, (0+1)+(2+3) (+ (4+5)+(6+7) for float), and the addend last. 256-bit vectors on every
  * instruction set, so the paths agree to the bit. Eight columns at a time: eight independent
  * accumulator chains. c and addend (NULL: none) are contiguous. */
-#if LF_F32
-#define LF_Y_MASKI(count) \
-    _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define LF_Y_LOAD_MASKED _mm256_maskload_ps
-#else
-#define LF_Y_MASKI(count) \
-    _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(count)), _mm256_setr_epi64x(0, 1, 2, 3))
-#define LF_Y_LOAD_MASKED _mm256_maskload_pd
-#endif
 LF_TARGET static void LF_NAME(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF_T* a,
                                               const LF_T* B, ptrdiff_t ldb, LF_T* c,
                                               const LF_T* addend)
 {
     const ptrdiff_t W = LF_Y_W;
     ptrdiff_t Kb = K - K % W;
-    __m256i tail = LF_Y_MASKI(K - Kb);
+    __m256i tail = LF_Y_MASK_OF(K - Kb);
     for (ptrdiff_t n0 = 0; n0 < N; n0 += 8) {
         ptrdiff_t count = N - n0 < 8 ? N - n0 : 8;
         LF_Y acc[8];
@@ -342,8 +336,6 @@ LF_TARGET static void LF_NAME(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF
             for (ptrdiff_t j = 0; j < count; j++) c[n0 + j] = sums[j];
     }
 }
-#undef LF_Y_MASKI
-#undef LF_Y_LOAD_MASKED
 
 /* ---- the panel kernel: one register tile of C, rows m0 .. m0 + rows - 1 (rb blocks of LF_MR,
  * block r of A at a + r * a_block, its element (i, k) at i + k * lda), columns n0 .. n0 +
@@ -523,6 +515,8 @@ LF_TARGET static void LF_NAME(lf_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_
 #undef LF_Y_BCAST
 #undef LF_Y_FMADD
 #undef LF_Y_ADD
+#undef LF_Y_MASK_OF
+#undef LF_Y_LOAD_MASKED
 #undef LF_RB_MAX
 #undef LF_CP_MAX
 #undef LF_P
