@@ -14,6 +14,8 @@ from cpython.dict cimport PyDict_Update
 cimport numpy as cnp
 import numpy as np
 
+from lstmfast._layout cimport _transpose
+
 cnp.import_array()
 
 
@@ -39,12 +41,6 @@ cdef extern from "lstmfast_training.h" nogil:
                      const double* v, double b1, double b2, double one_minus_b1,
                      double one_minus_b2, double eps, double alpha, double* new_p,
                      double* new_m, double* new_v)
-
-cdef extern from "lstmfast_transpose.h" nogil:
-    void lf_transpose_f32(const float* src, Py_ssize_t ld_src, float* dst, Py_ssize_t ld_dst,
-                          Py_ssize_t rows, Py_ssize_t cols)
-    void lf_transpose_f64(const double* src, Py_ssize_t ld_src, double* dst, Py_ssize_t ld_dst,
-                          Py_ssize_t rows, Py_ssize_t cols)
 
 # this module's copies of the variants, chosen for the CPU (each compiled module has its own)
 lf_select_training()
@@ -153,10 +149,7 @@ def sequence_rows(const floating[::1, :, :] x, floating[:, ::1] out):
         return
     with nogil:
         for t in range(steps):
-            if floating is float:
-                lf_transpose_f32(&x[0, 0, t], mb, &out[t, 0], steps * n, mb, n)
-            else:
-                lf_transpose_f64(&x[0, 0, t], mb, &out[t, 0], steps * n, mb, n)
+            _transpose(&x[0, 0, t], mb, &out[t, 0], steps * n, mb, n)
 
 
 def install(cnp.ndarray params not None, cnp.ndarray new_params not None, dict attributes not None,
