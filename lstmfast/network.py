@@ -288,7 +288,7 @@ class Sequential(Guarded):
         scores = []
         # a minibatch is one step for the caller: interrupted (or failing) in a later window,
         # it leaves the parameters and the updater as they were before the first
-        rollback = Rollback(self._param_array, self.updater, deep=True)
+        rollback = Rollback(self._param_array, self.updater)
         try:
             for k in range(n_windows):
                 start, stop = k * window, min((k + 1) * window, length)

@@ -122,18 +122,18 @@ def _in_parts(n, update):
 
 
 class Rollback:
-    """What an update changes, saved so that an interrupted update can be undone: a copy of
-    the parameters and the updater's attributes (``deep``: copies of them too, for updaters
-    that change their arrays in place). ``restore()`` puts both back. A container whose one
-    step is several updates (``Sequential``'s truncated BPTT) saves before the first."""
+    """What updates change, saved so that an interrupted step of several updates can be
+    undone: a copy of the parameters and a deep copy of the updater's attributes (an updater
+    may change its arrays in place). ``restore()`` puts both back. A container whose one step
+    is several updates (``Sequential``'s truncated BPTT) saves before the first; one update is
+    all or nothing by itself (``_commit``)."""
 
-    def __init__(self, params, updater, deep):
+    def __init__(self, params, updater):
         self.params = params
         self.saved_params = params.copy()
         self.updater = updater
         attributes = getattr(updater, "__dict__", None)
-        self.saved = None if attributes is None else (copy.deepcopy(attributes) if deep
-                                                      else dict(attributes))
+        self.saved = None if attributes is None else copy.deepcopy(attributes)
 
     def restore(self):
         np.copyto(self.params, self.saved_params)
