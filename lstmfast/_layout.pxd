@@ -455,6 +455,23 @@ cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floa
                 dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
 
 
+cdef inline void _scatter_rows(const lstm_dims* dims, const floating* src, floating* dst,
+                               lstm_strides st, Py_ssize_t m0, Py_ssize_t m1,
+                               Py_ssize_t width) noexcept nogil:
+    """The examples m0..m1-1 of a step's block src [mb, width] (column-major) into the caller's
+    step dst (strides st). Threads that split a step by examples write disjoint rows of a
+    time-major output (split by units they wrote parts of the same cache lines)."""
+    cdef Py_ssize_t m, k, mb = dims.minibatch
+    if dst == NULL or m1 <= m0:
+        return
+    if st.feature == 1:
+        _transpose(src + m0, mb, dst + m0 * st.minibatch, st.minibatch, m1 - m0, width)
+        return
+    for k in range(width):
+        for m in range(m0, m1):
+            dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
+
+
 cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,
                              Py_ssize_t s_begin, Py_ssize_t s_end, floating* xp,
                              Py_ssize_t ld) noexcept nogil:
