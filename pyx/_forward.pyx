@@ -163,7 +163,8 @@ cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t
     """Where processing step s writes its h (s = -1: where h0 is): its output block
     (job.h_in_output), or the ring's block of its parity."""
     if not job.h_in_output:
-        return h_ring + job.dims.minibatch * job.hp * ((s + 1) % 2)
+        return h_ring + job.dims.minibatch * job.hp * (
+            (s + 1) % _h_ring_slots(job.dims.minibatch, job.hp))
     if s < 0:
         return h_ring
     return <floating*>job.output + _time_of(job.dims, s) * job.output_strides.time
