@@ -462,7 +462,10 @@ def callgrind_child(args):
 def alternate(module_step, functional_step, reps):
     """The two steps called alternately, `reps` times each (a burst of load from elsewhere
     hits both alike): (median module ms, median functional ms, median of the per-pair
-    ratios)."""
+    ratios). Each timed call follows an untimed one of the same side: at 2 threads the module's
+    passes run on PyTorch's OpenMP workers and the functional side's on lstmfast's own, and
+    each pool's threads spin for a while after their work, so the first call after a switch
+    pays for the other side's spinning, which neither side's users see."""
     for _ in range(3):
         module_step()
         functional_step()
@@ -471,6 +474,7 @@ def alternate(module_step, functional_step, reps):
     for i in range(reps):
         first, second = ((module_step, m_times), (functional_step, f_times))[::1 if i % 2 else -1]
         for step, times in (first, second):
+            step()
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)

@@ -23,6 +23,17 @@ cdef extern from "lstmfast_team.h" nogil:
     void lf_blas_single_enter()
     void lf_blas_single_leave()
     int lf_blas_single_holders
+    # an OpenMP runtime's workers as the team (see lstmfast_team.h)
+    ctypedef void (*lf_omp_parallel_fn)(void (*body)(void*), void* data,
+                                        unsigned num_threads, unsigned flags)
+    ctypedef int (*lf_omp_int_fn)()
+    lf_omp_parallel_fn lf_omp_parallel
+    lf_omp_int_fn lf_omp_thread_num
+    lf_omp_int_fn lf_omp_num_threads
+    int lf_team_on_openmp
+    ctypedef struct lf_team_state:
+        unsigned long sequence
+    lf_team_state lf_team
 
 
 cdef int pass_acquire(int wanted, bint level3, bint blas_single) noexcept nogil:
@@ -200,3 +211,30 @@ def publication_under_forced_schedule():
     if status == -2:
         raise RuntimeError("worker 2 never reached the forced pause or never went idle")
     return ([lf_schedule_runs[0][t] for t in range(3)], [lf_schedule_runs[1][t] for t in range(3)])
+
+
+def set_openmp_runtime(size_t parallel, size_t thread_num, size_t num_threads):
+    """The OpenMP runtime whose workers the team may run on: the addresses of its
+    GOMP_parallel, omp_get_thread_num and omp_get_num_threads (all three, or all 0: none)."""
+    global lf_omp_parallel, lf_omp_thread_num, lf_omp_num_threads
+    if (parallel == 0) != (thread_num == 0) or (parallel == 0) != (num_threads == 0):
+        raise ValueError("set_openmp_runtime: give all three functions, or none")
+    lf_omp_parallel = NULL
+    lf_omp_thread_num = <lf_omp_int_fn>thread_num
+    lf_omp_num_threads = <lf_omp_int_fn>num_threads
+    lf_omp_parallel = <lf_omp_parallel_fn>parallel
+
+
+def jobs_published():
+    """How many jobs passes have given lstmfast's own workers so far (for tests: a pass on the
+    OpenMP runtime's workers gives none)."""
+    return lf_team.sequence // 2
+
+
+def team_on_openmp(bint on):
+    """Whether the calling thread's passes run their team on the OpenMP runtime's workers (when
+    one is set); returns the previous value."""
+    global lf_team_on_openmp
+    previous = lf_team_on_openmp != 0
+    lf_team_on_openmp = on
+    return previous

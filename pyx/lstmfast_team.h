@@ -564,6 +564,55 @@ static int lf_team_wait_finished(int nthreads, lf_barrier* barrier)
     return 0;
 }
 
+/* ------------------------------------------------------------------ an OpenMP runtime's workers
+ *
+ * Inside PyTorch (lstmfast.torch) the team's work can run on the workers of the OpenMP runtime
+ * PyTorch computes with, instead of on lstmfast's own: those workers spin on the cores for a
+ * while after each of PyTorch's parallel operations, and a second pool of spinning threads on
+ * the same cores made each side wait for the other (a pass right after a torch operation took
+ * 2-3 times as long). lstmfast.torch finds the runtime (lf_omp_* through dlsym of the library
+ * PyTorch loaded) and turns it on for the passes of the calling thread only
+ * (lf_team_on_openmp). A pass then runs fn in one parallel region of nthreads threads; a region
+ * with fewer threads (nested in another region, a thread limit) runs nothing, and the pass
+ * takes lstmfast's own workers as usual. The threads meet at the job's own barriers as
+ * lstmfast's workers do; a region cannot be abandoned, so a cancelled job's threads leave at
+ * their next wait and the caller waits for them. */
+typedef void (*lf_omp_parallel_fn)(void (*body)(void*), void* data, unsigned num_threads,
+                                   unsigned flags);
+typedef int (*lf_omp_int_fn)(void);
+static lf_omp_parallel_fn lf_omp_parallel = NULL;     /* GOMP_parallel (libgomp's ABI) */
+static lf_omp_int_fn lf_omp_thread_num = NULL;        /* omp_get_thread_num */
+static lf_omp_int_fn lf_omp_num_threads = NULL;       /* omp_get_num_threads */
+static __thread int lf_team_on_openmp = 0;
+
+typedef struct {
+    lf_team_fn fn;
+    void* job;
+    int nthreads;
+    int ran;
+} lf_omp_call;
+
+static void lf_omp_body(void* data)
+{
+    lf_omp_call* call = (lf_omp_call*)data;
+    /* every thread of the region sees the same team size: all run, or none does */
+    if (lf_omp_num_threads() != call->nthreads)
+        return;
+    int tid = lf_omp_thread_num();
+    if (tid == 0)
+        call->ran = 1;      /* read after the region's closing barrier */
+    call->fn(call->job, tid, call->nthreads);
+}
+
+/* Runs the job on the OpenMP runtime's threads: 1 if it ran, 0 if the region had fewer threads
+ * (nothing ran). */
+static int lf_team_execute_openmp(lf_team_fn fn, void* job, int nthreads)
+{
+    lf_omp_call call = {fn, job, nthreads, 0};
+    lf_omp_parallel(lf_omp_body, &call, (unsigned)nthreads, 0u);
+    return call.ran;
+}
+
 /* Runs fn(job, tid, nthreads) for tid 0..nthreads-1 (the caller is tid 0) and returns when all
  * have returned (0), or LF_TEAM_ABANDONED (see lf_team_wait_finished). nthreads is what
  * lf_team_acquire granted; fn's threads meet with lf_barrier_wait(barrier, nthreads), the
@@ -574,6 +623,8 @@ static int lf_team_execute(lf_team_fn fn, void* job, int nthreads, lf_barrier* b
         fn(job, 0, 1);
         return 0;
     }
+    if (lf_team_on_openmp && lf_omp_parallel != NULL && lf_team_execute_openmp(fn, job, nthreads))
+        return 0;
     __atomic_store_n(&lf_team.finished, 0u, __ATOMIC_RELAXED);
     pthread_mutex_lock(&lf_team.lock);
     lf_team_publish_job(fn, job, nthreads);

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..functional import lstm_backward, lstm_forward
-from ._threads import _blas_limit, _team_tuning
+from ._threads import _kernel_call, _team_plan
 
 __all__ = ["LSTMFunction", "lstm", "kernel_weights", "DoubleBackwardError",
            "NUMPY_DTYPES"]
@@ -96,10 +96,11 @@ def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, 
              **extra):
     """lstm_forward on the kernels' layout, under the BLAS thread limit (extra: lengths,
     projection_weights, peephole_weights)."""
-    with _blas_limit():
+    tuning, openmp = _team_plan()
+    with _kernel_call(openmp):
         return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
                             gate_activation=gate_activation, forwards=forwards,
-                            for_backprop=for_backprop, _tuning=_team_tuning(), **extra)
+                            for_backprop=for_backprop, _tuning=tuning, **extra)
 
 
 def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None,
@@ -116,9 +117,10 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out
     # dL/d(h_n) joins the output's gradient at each example's last processed step there
     extra = {name: t.detach().numpy() for name, t in (("grad_last_h", grad_h),
                                                      ("grad_last_c", grad_c)) if t is not None}
-    with _blas_limit():
+    tuning, openmp = _team_plan()
+    with _kernel_call(openmp):
         return lstm_backward(fwd, eps, grad_input_out=grad_input_out,
-                             input_gradient=input_gradient, _tuning=_team_tuning(), **extra)
+                             input_gradient=input_gradient, _tuning=tuning, **extra)
 
 
 def _numpy(t):

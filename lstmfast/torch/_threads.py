@@ -3,7 +3,9 @@
 PyTorch's OpenMP pool and the OpenBLAS that lstmfast's kernels call fight when both are active
 (a small GEMM right after the other pool's work costs milliseconds). By default
 (``set_blas_threads(1)``) the kernels' BLAS runs single-threaded during the modules' calls and
-PyTorch's pool does the rest; ``benchmarks/bench_torch_module.py`` has the measurements.
+PyTorch's pool does the rest; ``benchmarks/bench_torch_module.py`` has the measurements. The
+kernels' own thread team (their time loops) runs on PyTorch's OpenMP workers by default
+(``set_team_threads("auto")``), so that the two never spin on the same cores.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import numbers
 import threading
 
-from .. import _blas_threads
+from .. import _blas_threads, _team
 
 __all__ = ["set_blas_threads", "get_blas_threads", "set_team_threads", "get_team_threads"]
 
@@ -62,15 +64,17 @@ def get_blas_threads():
 def set_team_threads(setting):
     """How many threads the kernels' time loops may use during the modules' calls.
 
-    "auto" (the default): one while PyTorch's intra-op pool has more than one thread, else
-    lstmfast's own setting (``lstmfast.set_num_threads``). The workers of PyTorch's OpenMP pool
-    keep spinning for milliseconds after each of its parallel operations (the loss, the
-    optimizer, a Linear layer), and a second thread of the kernels' team then shares a core
-    with one of them: at 2 threads on 2 cores a (50, 32, 64, 128) float32 forward pass right
-    after a torch operation took 3.2 ms against 1.1-1.5 ms without it, and a training step of
-    the module 9.27 ms with a team of two against 6.44 ms with one (Intel Xeon, AVX-512). An
-    integer n from 1 to 8 (the team's size, as ``lstmfast.set_num_threads``): n threads; None:
-    lstmfast's own setting. Returns the previous setting."""
+    "auto" (the default): while PyTorch's intra-op pool has n > 1 threads, a team of n that
+    runs on that pool's own OpenMP workers (when PyTorch computes with OpenMP and its runtime is
+    found: Linux), else one thread; with one torch thread, lstmfast's own setting
+    (``lstmfast.set_num_threads``). Why: the workers of PyTorch's OpenMP pool keep spinning for
+    milliseconds after each of its parallel operations (the loss, the optimizer, a Linear
+    layer), and a thread of lstmfast's own team then shares a core with one of them: at 2
+    threads on 2 cores a (50, 32, 64, 128) float32 forward pass right after a torch operation
+    took 3.2 ms against 1.1-1.5 ms without it. On PyTorch's workers the module's training step
+    there took 4.8 ms, against 6.6 ms with a team of one (Intel Xeon, AVX-512). An integer n
+    from 1 to 8 (the team's size, as ``lstmfast.set_num_threads``): n threads of lstmfast's own
+    team; None: lstmfast's own setting. Returns the previous setting."""
     global _team_setting
     previous = _team_setting
     _team_setting = _thread_setting("set_team_threads", setting, _blas_threads.THREADS_MAX,
@@ -83,23 +87,90 @@ def get_team_threads():
     return _team_setting
 
 
-def _team_tuning():
-    """The kernels' per-call tuning for the team setting: None (lstmfast's own) or
-    {"threads": n}."""
+def _team_plan():
+    """The kernels' per-call tuning for the team setting (None: lstmfast's own, or
+    {"threads": n}) and whether the team runs on PyTorch's OpenMP workers."""
     setting = _team_setting
     if setting == "auto":
         import torch
 
         from .. import get_num_threads
+        threads = torch.get_num_threads()
+        if threads > 1 and _openmp_runtime() is not None:
+            # PyTorch's own workers (_kernel_call), as many as its pool has
+            return _THREADS[min(threads, _blas_threads.THREADS_MAX)], True
         # (no record when the team is at one thread anyway: parsing one costs ~1.4 us a call)
-        return (_ONE_THREAD if torch.get_num_threads() > 1 and get_num_threads() > 1
-                else None)
+        return (_ONE_THREAD if threads > 1 and get_num_threads() > 1 else None), False
     if setting is None:
+        return None, False
+    return _THREADS[setting], False
+
+
+_THREADS = {n: {"threads": n} for n in range(1, _blas_threads.THREADS_MAX + 1)}
+_ONE_THREAD = _THREADS[1]
+_OPENMP_FUNCTIONS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+_openmp = None               # (GOMP_parallel, omp_get_thread_num, omp_get_num_threads) or ()
+
+
+def _find_openmp_runtime():
+    """The addresses of _OPENMP_FUNCTIONS in the OpenMP runtime PyTorch computes with (its
+    parallel backend OpenMP, the runtime a library loaded from PyTorch's directory, or the
+    only one loaded), or None."""
+    import ctypes
+    import os
+
+    import torch
+    try:
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return None
+        with open("/proc/self/maps") as maps:
+            paths = {line.split(None, 5)[5].strip() for line in maps
+                     if len(line.split(None, 5)) == 6}
+    except (OSError, AttributeError, RuntimeError):
         return None
-    return {"threads": setting}
+    runtimes = sorted(p for p in paths
+                      if os.path.basename(p).startswith(("libgomp", "libiomp5", "libomp"))
+                      and ".so" in os.path.basename(p))
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
+    own = [p for p in runtimes if os.path.realpath(p).startswith(torch_dir)]
+    if own:
+        runtimes = own
+    elif len(runtimes) != 1:
+        return None
+    try:
+        library = ctypes.CDLL(runtimes[0], mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        return tuple(ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                     for name in _OPENMP_FUNCTIONS)
+    except (OSError, AttributeError):
+        return None
 
 
-_ONE_THREAD = {"threads": 1}
+def _openmp_runtime():
+    """The OpenMP runtime's functions once found and given to the team, or None."""
+    global _openmp
+    if _openmp is None:
+        found = _find_openmp_runtime()
+        if found is not None and all(found):
+            _team.set_openmp_runtime(*found)
+        else:
+            found = ()
+        _openmp = found
+    return _openmp or None
+
+
+@contextlib.contextmanager
+def _kernel_call(openmp):
+    """A kernel call from the modules: lstmfast's BLAS limited (_blas_limit), and with `openmp`
+    (from _team_plan) the calling thread's team on PyTorch's OpenMP workers."""
+    with _blas_limit():
+        if not openmp:
+            yield
+            return
+        previous = _team.team_on_openmp(True)
+        try:
+            yield
+        finally:
+            _team.team_on_openmp(previous)
 
 
 def _scipy_blas_controller():

@@ -6,6 +6,7 @@ torch.autograd.gradcheck in float64 for every module, batch-first and time-major
 without an initial state.
 """
 
+import ctypes
 import warnings
 
 import numpy as np
@@ -15,7 +16,8 @@ torch = pytest.importorskip("torch")
 
 import lstmfast  # noqa: E402
 import lstmfast.torch as lt  # noqa: E402
-from lstmfast.torch import _function  # noqa: E402
+from lstmfast import _team  # noqa: E402
+from lstmfast.torch import _function, _threads  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from reference import ref_backward, ref_forward  # noqa: E402
@@ -351,10 +353,11 @@ def test_blas_thread_settings_give_identical_results():
 
 
 def test_team_threads_setting_decides_the_kernels_threads(monkeypatch):
-    """"auto" runs the kernels' time loops on one thread while torch's pool has more (its
-    workers spin after each torch operation); an integer or None (lstmfast's own setting)
-    overrides it. The kernels' report says how many threads a pass used; the results are the
-    same bits whatever the setting."""
+    """"auto" runs the kernels' time loops on torch's own OpenMP workers while its pool has more
+    than one thread (one thread where the runtime is not found: its workers spin after each
+    torch operation); an integer or None (lstmfast's own setting) overrides it. The kernels'
+    report says how many threads a pass used, and lstmfast's own workers took no job for a pass
+    on torch's; the results are the same bits whatever the setting."""
     for bad in (0, 9, 1.5, True, "two"):
         with pytest.raises(ValueError, match="set_team_threads"):
             lt.set_team_threads(bad)
@@ -376,20 +379,83 @@ def test_team_threads_setting_decides_the_kernels_threads(monkeypatch):
     outputs = []
     try:
         lstmfast.set_num_threads(2)
-        for torch_threads, setting, want in ((2, "auto", 1), (1, "auto", 2), (2, None, 2),
-                                             (2, 2, 2), (1, 1, 1)):
+        torch.set_num_threads(2)
+        on_openmp = _threads._openmp_runtime() is not None
+        for torch_threads, setting, want, own_jobs in (
+                (2, "auto", 2 if on_openmp else 1, not on_openmp and None),
+                (1, "auto", 2, True), (2, None, 2, True), (2, 2, 2, True), (1, 1, 1, False)):
             torch.set_num_threads(torch_threads)
             lt.set_team_threads(setting)
             reports.clear()
+            jobs = _team.jobs_published()
             with torch.no_grad():
                 outputs.append(module(x)[0])
             assert reports == [want], (torch_threads, setting, reports)
+            if own_jobs is not None:
+                assert (_team.jobs_published() > jobs) == own_jobs, (torch_threads, setting)
     finally:
         lt.set_team_threads("auto")
         lstmfast.set_num_threads(previous[0])
         torch.set_num_threads(previous[1])
     for out in outputs[1:]:
         assert torch.equal(out, outputs[0])
+
+
+def test_team_on_torch_workers_matches_nn_lstm_and_falls_back_in_a_smaller_region(monkeypatch):
+    """With torch at 2 threads the module's passes run on torch's OpenMP workers: forward and
+    backward give nn.LSTM's numbers. A parallel region with fewer threads than the team (nested
+    in another region, a thread limit) runs nothing of the job: the pass then takes lstmfast's
+    own workers, with the same bits. (A fake runtime stands in for the smaller region.)"""
+    previous = torch.get_num_threads(), lstmfast.get_num_threads()
+    torch.set_num_threads(2)
+    lstmfast.set_num_threads(2)
+    try:
+        if _threads._openmp_runtime() is None:
+            pytest.skip("torch's OpenMP runtime not found (not Linux, or not OpenMP)")
+        torch.manual_seed(1)
+        module = lt.LSTM(64, 128, dtype=torch.float64)
+        reference = torch.nn.LSTM(64, 128, dtype=torch.float64)
+        reference.load_state_dict(module.state_dict())
+        x = torch.randn(12, 32, 64, dtype=torch.float64)
+        jobs = _team.jobs_published()
+        out, (h_n, c_n) = module(x)
+        (out.sum() + h_n.square().sum()).backward()
+        assert _team.jobs_published() == jobs        # forward and backward on torch's workers
+        ref_out, (ref_h, ref_c) = reference(x)
+        (ref_out.sum() + ref_h.square().sum()).backward()
+        assert torch.allclose(out, ref_out, rtol=0, atol=1e-12)
+        assert torch.allclose(c_n, ref_c, rtol=0, atol=1e-12)
+        for name, p in module.named_parameters():
+            q = dict(reference.named_parameters())[name]
+            assert torch.allclose(p.grad, q.grad, rtol=0, atol=1e-10), name
+        with torch.no_grad():
+            on_torch = module(x)[0]
+
+        body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        regions = []
+
+        def one_thread_region(body, data, num_threads, flags):
+            regions.append(num_threads)
+            ctypes.cast(body, body_type)(data)
+
+        fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                 ctypes.c_uint)(one_thread_region),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
+        real = _threads._openmp
+        _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
+        try:
+            jobs = _team.jobs_published()
+            with torch.no_grad():
+                on_own = module(x)[0]
+        finally:
+            _team.set_openmp_runtime(*real)
+        assert regions == [2]
+        assert _team.jobs_published() > jobs
+        assert torch.equal(on_own, on_torch)
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
 
 
 def test_blas_limit_in_effect_during_calls_and_restored_after_concurrent_use(monkeypatch):
