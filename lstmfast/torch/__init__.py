@@ -58,8 +58,8 @@ A traced graph keeps what a backward pass needs on every call (the tracer cannot
 
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool) and :func:`set_team_threads` (the
-kernels' time loops run on one thread while PyTorch's pool has more: its workers spin on the
-cores after each of its operations).
+kernels' time loops run on PyTorch's own OpenMP workers, as many as its pool has: a second pool
+of threads would spin on the same cores).
 """
 
 from ._function import DoubleBackwardError, LSTMFunction, lstm
