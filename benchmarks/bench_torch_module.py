@@ -59,6 +59,11 @@ interleaved within each trial) and a markdown table. "lstmfast alone" runs with 
 Limiting the kernels' BLAS to one thread during the module's calls (the default,
 lstmfast.torch.set_blas_threads(1)) cut the 2-thread step 1.7-4x; at 1 thread the module costs
 lstmfast alone + 0.6 ms (autograd, loss and optimizer in torch) + ~20%.
+
+``peers`` mode (``python benchmarks/bench_torch_module.py peers [--threads 1,2] [--rounds 3]
+[--reps 20] [--configs ...]``): lstmfast.torch.LSTM against torch.nn.LSTM on the same
+configurations (nn.LSTM's initial weights in both), a training step (loss 0.5 * mean(out^2),
+SGD) and inference, each library in its own process, rounds alternating the two; medians.
 """
 import argparse
 import gc
@@ -553,8 +558,121 @@ def overhead_main(argv):
         print("| " + " | ".join(row) + " |", flush=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# peers: the module against nn.LSTM, each in its own process
+
+PEER_MODES = ("train", "infer")
+
+
+def peer_steps(side, mb, n_in, h, T, dtype, configs):
+    """{(config, mode): step} for one side ("lstmfast": lstmfast.torch.LSTM, "torch":
+    nn.LSTM), nn.LSTM's initial weights (seed 0) in both."""
+    t_dtype = torch.float32 if dtype == "float32" else torch.float64
+    x = torch.randn(T, mb, n_in, dtype=t_dtype, generator=torch.Generator().manual_seed(1))
+    steps = {}
+    for index, (num_layers, bidirectional, proj_fraction) in enumerate(CONFIGURATIONS):
+        if configs is not None and index not in configs:
+            continue
+        proj_size = int(proj_fraction * h)
+        torch.manual_seed(0)
+        module = torch.nn.LSTM(n_in, h, num_layers, bidirectional=bidirectional,
+                               proj_size=proj_size, dtype=t_dtype)
+        if side == "lstmfast":
+            mine = lt.LSTM(n_in, h, num_layers, bidirectional=bidirectional,
+                           proj_size=proj_size, dtype=t_dtype)
+            mine.load_state_dict(module.state_dict())
+            module = mine
+        opt = torch.optim.SGD(module.parameters(), lr=0.01)
+
+        def train(module=module, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            out, _ = module(x)
+            (0.5 * out.pow(2).mean()).backward()
+            opt.step()
+
+        def infer(module=module):
+            with torch.no_grad():
+                module(x)
+
+        config = (num_layers, bidirectional, proj_size)
+        steps[config, "train"] = train
+        steps[config, "infer"] = infer
+    return steps
+
+
+def peer_child(args):
+    import json
+    torch.set_num_threads(args.peer_threads)
+    lstmfast.set_num_threads(args.peer_threads)
+    steps = peer_steps(args.peer_child, args.minibatch, args.n_in, args.hidden, args.steps,
+                       args.dtype, selected(args))
+    results = {}
+    for key, step in steps.items():
+        for _ in range(3):
+            step()
+        gc.collect()
+        (layers, bidirectional, proj_size), mode = key
+        results[f"{layers},{int(bidirectional)},{proj_size},{mode}"] = median_ms(step, args.reps)
+    print(json.dumps(results))
+
+
+def peers_main(argv):
+    import json
+    import subprocess
+    ap = argparse.ArgumentParser(description="lstmfast.torch.LSTM against torch.nn.LSTM, each "
+                                 "in its own process (rounds alternating the two)")
+    ap.add_argument("--minibatch", type=int, default=32)
+    ap.add_argument("--n-in", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--reps", type=int, default=20, help="timed steps per case and round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--configs", default=None,
+                    help="comma-separated indices into CONFIGURATIONS (default: all)")
+    ap.add_argument("--peer-child", choices=["lstmfast", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--peer-threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.peer_child:
+        peer_child(args)
+        return
+    threads = [int(t) for t in args.threads.split(",")]
+    medians = {}
+    for n in threads:
+        runs = {"lstmfast": [], "torch": []}
+        for _ in range(args.rounds):
+            for side in runs:
+                command = [sys.executable, os.path.abspath(__file__), "peers", *argv,
+                           "--peer-child", side, "--peer-threads", str(n)]
+                out = subprocess.run(command, check=True, capture_output=True, text=True)
+                runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for side, results in runs.items():
+            for key in results[0]:
+                medians[key, side, n] = statistics.median(r[key] for r in results)
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"lstmfast {lstmfast.__version__}, dtype {args.dtype}, mb={args.minibatch} "
+          f"nIn={args.n_in} h={args.hidden} T={args.steps}; medians of {args.rounds} rounds "
+          f"(each a median of {args.reps} steps), one process per library and round")
+    print()
+    print("| configuration | step |" + "".join(
+        f" ms lstmfast.torch / nn.LSTM, {n} thr | nn.LSTM / lstmfast.torch, {n} thr |"
+        for n in threads))
+    print("|---|---|" + "---|---|" * len(threads))
+    for key in dict.fromkeys(key for key, _, _ in medians):
+        layers, bidirectional, proj_size, mode = key.split(",")
+        config = (int(layers), bidirectional == "1", int(proj_size))
+        row = f"| {config_name(config)} | {mode} |"
+        for n in threads:
+            mine, theirs = medians[key, "lstmfast", n], medians[key, "torch", n]
+            row += f" {mine:.2f} / {theirs:.2f} | {theirs / mine:.2f}x |"
+        print(row)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["pools"]:
         pools_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["peers"]:
+        peers_main(sys.argv[2:])
     else:
         overhead_main(sys.argv[1:])
