@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 import threading
 
 from .. import _blas_threads, _team
@@ -117,7 +118,6 @@ def _find_openmp_runtime():
     parallel backend OpenMP, the runtime a library loaded from PyTorch's directory, or the
     only one loaded), or None."""
     import ctypes
-    import os
 
     import torch
     try:
@@ -156,6 +156,20 @@ def _openmp_runtime():
             found = ()
         _openmp = found
     return _openmp or None
+
+
+def _forget_openmp_runtime():
+    """In a child made by fork(): the team never runs on the OpenMP runtime's workers there. A
+    thread keeps GNU OpenMP's workers after its first parallel region, they are not in the child,
+    and a region that thread starts there waits for them for ever (the module's next pass hung).
+    The passes take one thread, as they did inside torch before the team ran on its workers."""
+    global _openmp
+    _openmp = ()
+    _team.set_openmp_runtime(0, 0, 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_openmp_runtime)
 
 
 @contextlib.contextmanager
