@@ -180,8 +180,11 @@ def _kernel_call(openmp):
         if not openmp:
             yield
             return
-        previous = _team.team_on_openmp(True)
+        # set inside the try: a signal arriving during the call raises as it returns (Python
+        # runs pending handlers after each call), and the flag must be turned off then too
+        previous = False
         try:
+            previous = _team.team_on_openmp(True)
             yield
         finally:
             _team.team_on_openmp(previous)

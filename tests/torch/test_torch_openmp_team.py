@@ -65,3 +65,40 @@ def test_forked_child_calls_the_module_without_hanging():
         pytest.skip("the parent's pass did not run on torch's OpenMP workers")
     assert not outcome["hung"], "the module hung in a forked child"
     assert outcome["exitcode"] == 0 and outcome["same"], json.dumps(outcome)
+
+
+def test_ctrl_c_as_the_flag_is_set_leaves_it_off(monkeypatch):
+    """A signal that arrives while the call turning the calling thread's flag on runs raises as
+    that call returns (CPython runs pending handlers after each call): the flag must still be
+    turned off again, or every later pass of the thread (lstmfast's own API too) runs on the
+    OpenMP runtime's workers."""
+    import lstmfast
+    import lstmfast.torch as lt
+    from lstmfast import _team
+    from lstmfast.torch import _threads
+
+    previous = torch.get_num_threads(), lstmfast.get_num_threads()
+    torch.set_num_threads(2)
+    lstmfast.set_num_threads(2)
+    try:
+        if _threads._openmp_runtime() is None:
+            pytest.skip("torch's OpenMP runtime not found (not Linux, or not OpenMP)")
+        torch.manual_seed(0)
+        module = lt.LSTM(64, 128)
+        x = torch.randn(8, 32, 64)
+        real = _team.team_on_openmp
+
+        def interrupted_as_it_returns(on):
+            was = real(on)
+            if on:
+                raise KeyboardInterrupt
+            return was
+
+        monkeypatch.setattr(_team, "team_on_openmp", interrupted_as_it_returns)
+        with pytest.raises(KeyboardInterrupt), torch.no_grad():
+            module(x)
+        monkeypatch.undo()
+        assert _team.team_on_openmp(False) is False, "the thread's flag was left on"
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
