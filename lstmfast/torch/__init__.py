@@ -58,8 +58,8 @@ A traced graph keeps what a backward pass needs on every call (the tracer cannot
 
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool) and :func:`set_team_threads` (the
-kernels' time loops run on PyTorch's own OpenMP workers, as many as its pool has: a second pool
-of threads would spin on the same cores).
+kernels' time loops run on PyTorch's own OpenMP workers while its pool has more than one thread:
+its workers spin on the cores after each of its operations, and a second pool would fight them).
 """
 
 from ._function import DoubleBackwardError, LSTMFunction, lstm

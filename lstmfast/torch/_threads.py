@@ -67,15 +67,16 @@ def set_team_threads(setting):
 
     "auto" (the default): while PyTorch's intra-op pool has n > 1 threads, a team of n that
     runs on that pool's own OpenMP workers (when PyTorch computes with OpenMP and its runtime is
-    found: Linux), else one thread; with one torch thread, lstmfast's own setting
-    (``lstmfast.set_num_threads``). Why: the workers of PyTorch's OpenMP pool keep spinning for
-    milliseconds after each of its parallel operations (the loss, the optimizer, a Linear
-    layer), and a thread of lstmfast's own team then shares a core with one of them: at 2
-    threads on 2 cores a (50, 32, 64, 128) float32 forward pass right after a torch operation
-    took 3.2 ms against 1.1-1.5 ms without it. On PyTorch's workers the module's training step
-    there took 4.8 ms, against 6.6 ms with a team of one (Intel Xeon, AVX-512). An integer n
-    from 1 to 8 (the team's size, as ``lstmfast.set_num_threads``): n threads of lstmfast's own
-    team; None: lstmfast's own setting. Returns the previous setting."""
+    found: Linux; not in a child made by fork()), else one thread; with one torch thread,
+    lstmfast's own setting (``lstmfast.set_num_threads``). Why: the workers of PyTorch's OpenMP
+    pool keep spinning for milliseconds after each of its parallel operations (the loss, the
+    optimizer, a Linear layer), and a thread of lstmfast's own team then shares a core with one
+    of them: at 2 threads on 2 cores a (50, 32, 64, 128) float32 forward pass right after a
+    torch operation took 3.2 ms against 1.1-1.5 ms without it. On PyTorch's workers the
+    module's training step there took 4.8 ms, against 6.6 ms with a team of one (Intel Xeon,
+    AVX-512). An integer n from 1 to 8 (the team's size, as ``lstmfast.set_num_threads``): n
+    threads of lstmfast's own team; None: lstmfast's own setting. Returns the previous
+    setting."""
     global _team_setting
     previous = _team_setting
     _team_setting = _thread_setting("set_team_threads", setting, _blas_threads.THREADS_MAX,
