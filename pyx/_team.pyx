@@ -238,3 +238,18 @@ def team_on_openmp(bint on):
     previous = lf_team_on_openmp != 0
     lf_team_on_openmp = on
     return previous
+
+
+def call_on_openmp(kernel, tuple args, dict kwargs):
+    """``kernel(*args, **kwargs)`` with the calling thread's passes on the OpenMP runtime's
+    workers (when one is set), the thread's flag put back afterwards whatever happens. Here, not
+    in Python: no signal handler can raise between the flag's change and the call, nor between
+    the call's end and the flag's return (a Python context manager left it on when Ctrl-C ended
+    its entry or exit)."""
+    global lf_team_on_openmp
+    cdef int previous = lf_team_on_openmp
+    lf_team_on_openmp = 1
+    try:
+        return kernel(*args, **kwargs)
+    finally:
+        lf_team_on_openmp = previous

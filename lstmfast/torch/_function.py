@@ -97,10 +97,9 @@ def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, 
     """lstm_forward on the kernels' layout, under the BLAS thread limit (extra: lengths,
     projection_weights, peephole_weights)."""
     tuning, openmp = _team_plan()
-    with _kernel_call(openmp):
-        return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
-                            gate_activation=gate_activation, forwards=forwards,
-                            for_backprop=for_backprop, _tuning=tuning, **extra)
+    return _kernel_call(openmp, lstm_forward, x_kernel, W, RW, b, h0=h0, c0=c0,
+                        activation=activation, gate_activation=gate_activation,
+                        forwards=forwards, for_backprop=for_backprop, _tuning=tuning, **extra)
 
 
 def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None,
@@ -118,9 +117,8 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out
     extra = {name: t.detach().numpy() for name, t in (("grad_last_h", grad_h),
                                                      ("grad_last_c", grad_c)) if t is not None}
     tuning, openmp = _team_plan()
-    with _kernel_call(openmp):
-        return lstm_backward(fwd, eps, grad_input_out=grad_input_out,
-                             input_gradient=input_gradient, _tuning=tuning, **extra)
+    return _kernel_call(openmp, lstm_backward, fwd, eps, grad_input_out=grad_input_out,
+                        input_gradient=input_gradient, _tuning=tuning, **extra)
 
 
 def _numpy(t):

@@ -173,22 +173,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_openmp_runtime)
 
 
-@contextlib.contextmanager
-def _kernel_call(openmp):
-    """A kernel call from the modules: lstmfast's BLAS limited (_blas_limit), and with `openmp`
-    (from _team_plan) the calling thread's team on PyTorch's OpenMP workers."""
+def _kernel_call(openmp, kernel, *args, **kwargs):
+    """``kernel(*args, **kwargs)``, a kernel call from the modules: lstmfast's BLAS limited
+    (_blas_limit), and with `openmp` (from _team_plan) the calling thread's team on PyTorch's
+    OpenMP workers (the thread's flag set and put back around the call by compiled code:
+    _team.call_on_openmp)."""
     with _blas_limit():
         if not openmp:
-            yield
-            return
-        # set inside the try: a signal arriving during the call raises as it returns (Python
-        # runs pending handlers after each call), and the flag must be turned off then too
-        previous = False
-        try:
-            previous = _team.team_on_openmp(True)
-            yield
-        finally:
-            _team.team_on_openmp(previous)
+            return kernel(*args, **kwargs)
+        return _team.call_on_openmp(kernel, args, kwargs)
 
 
 def _scipy_blas_controller():
