@@ -65,10 +65,11 @@ def get_blas_threads():
 def set_team_threads(setting):
     """How many threads the kernels' time loops may use during the modules' calls.
 
-    "auto" (the default): while PyTorch's intra-op pool has n > 1 threads, a team of n that
+    "auto" (the default): while PyTorch's intra-op pool has n > 1 threads, a team of n, at most
+    lstmfast's own setting (``lstmfast.set_num_threads``: the usable cores by default), that
     runs on that pool's own OpenMP workers (when PyTorch computes with OpenMP and its runtime is
     found: Linux; not in a child made by fork()), else one thread; with one torch thread,
-    lstmfast's own setting (``lstmfast.set_num_threads``). Why: the workers of PyTorch's OpenMP
+    lstmfast's own setting. Why: the workers of PyTorch's OpenMP
     pool keep spinning for milliseconds after each of its parallel operations (the loss, the
     optimizer, a Linear layer), and a thread of lstmfast's own team then shares a core with one
     of them: at 2 threads on 2 cores a (50, 32, 64, 128) float32 forward pass right after a
@@ -98,11 +99,14 @@ def _team_plan():
 
         from .. import get_num_threads
         threads = torch.get_num_threads()
-        if threads > 1 and _openmp_runtime() is not None:
-            # PyTorch's own workers (_kernel_call), as many as its pool has
-            return _THREADS[min(threads, _blas_threads.THREADS_MAX)], True
+        own = get_num_threads()
+        if threads > 1 and own > 1 and _openmp_runtime() is not None:
+            # PyTorch's own workers (_kernel_call), as many as its pool has, and no more than
+            # lstmfast's setting (the usable cores by default): a team spinning at its step
+            # barriers on more threads than cores waits for the descheduled ones every step
+            return _THREADS[min(threads, own)], True
         # (no record when the team is at one thread anyway: parsing one costs ~1.4 us a call)
-        return (_ONE_THREAD if threads > 1 and get_num_threads() > 1 else None), False
+        return (_ONE_THREAD if threads > 1 and own > 1 else None), False
     if setting is None:
         return None, False
     return _THREADS[setting], False

@@ -393,6 +393,15 @@ def test_team_threads_setting_decides_the_kernels_threads(monkeypatch):
             assert reports == [want], (torch_threads, setting, reports)
             if own_jobs is not None:
                 assert (_team.jobs_published() > jobs) == own_jobs, (torch_threads, setting)
+        # "auto" on torch's workers: no more threads than lstmfast's own setting
+        lt.set_team_threads("auto")
+        for own, torch_threads, want in ((1, 2, 1), (2, 4, 2 if on_openmp else 1)):
+            lstmfast.set_num_threads(own)
+            torch.set_num_threads(torch_threads)
+            reports.clear()
+            with torch.no_grad():
+                outputs.append(module(x)[0])
+            assert reports == [want], (own, torch_threads, reports)
     finally:
         lt.set_team_threads("auto")
         lstmfast.set_num_threads(previous[0])
