@@ -161,7 +161,7 @@ cdef inline void _store_step(const lstm_dims* dims, floating* h_cur, floating* c
 
 cdef inline floating* _h_of_step(_forward_job* job, floating* h_ring, Py_ssize_t s) noexcept nogil:
     """Where processing step s writes its h (s = -1: where h0 is): its output block
-    (job.h_in_output), or the ring's block of its parity."""
+    (job.h_in_output), or the ring's block s + 1 modulo its blocks (_h_ring_slots)."""
     if not job.h_in_output:
         return h_ring + job.dims.minibatch * job.hp * (
             (s + 1) % _h_ring_slots(job.dims.minibatch, job.hp))
