@@ -88,8 +88,8 @@ class _InterruptAt:
 
 def test_ctrl_c_anywhere_in_a_module_call_leaves_the_flag_off():
     """Ctrl-C raised at every line and every return in the module's call path (lstmfast.torch
-    and the context managers it enters), the exception kept alive afterwards, as an interactive
-    session keeps the last one: the calling thread's flag is off every time. (It stayed on when
+    and the context managers it enters), the exception kept alive afterwards, as the
+    interactive interpreter keeps the last one: the calling thread's flag is off every time. (It stayed on when
     the interrupt ended the entry or the exit of the context manager that set and restored it:
     its generator was left suspended, its `finally` run only once the exception was freed.)"""
     import contextlib
