@@ -1,9 +1,10 @@
 """lstmfast.torch's thread team on PyTorch's own OpenMP workers (set_team_threads("auto") with
-torch's pool at more than one thread): where that runtime cannot be used the passes must take
-lstmfast's own workers or one thread, never hang.
+torch's pool at more than one thread): nn.LSTM's numbers there, and where that runtime cannot be
+used the passes must take lstmfast's own workers or one thread, never hang.
 
-The probes run in child processes under a timeout, since the failure they look for is a hang.
+The probes for a hang run in child processes under a timeout.
 """
+import ctypes
 import json
 import subprocess
 import sys
@@ -12,6 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import lstmfast  # noqa: E402
+import lstmfast.torch as lt  # noqa: E402
+from lstmfast import _team  # noqa: E402
+from lstmfast.torch import _threads  # noqa: E402
 from reliability_support import last_json_line, run_child  # noqa: E402
 
 # The module runs once in the parent on torch's workers (GNU OpenMP then keeps a pool of
@@ -171,6 +176,63 @@ def test_an_exception_in_the_kernel_call_puts_the_flag_back(monkeypatch, error):
             module(x)
         assert seen == [True]
         assert _team.team_on_openmp(False) is False, "the thread's flag was left on"
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
+
+
+def test_team_on_torch_workers_matches_nn_lstm_and_falls_back_in_a_smaller_region(monkeypatch):
+    """With torch at 2 threads the module's passes run on torch's OpenMP workers: forward and
+    backward give nn.LSTM's numbers. A parallel region with fewer threads than the team (nested
+    in another region, a thread limit) runs nothing of the job: the pass then takes lstmfast's
+    own workers, with the same bits. (A fake runtime stands in for the smaller region.)"""
+    previous = torch.get_num_threads(), lstmfast.get_num_threads()
+    torch.set_num_threads(2)
+    lstmfast.set_num_threads(2)
+    try:
+        if _threads._openmp_runtime() is None:
+            pytest.skip("torch's OpenMP runtime not found (not Linux, or not OpenMP)")
+        torch.manual_seed(1)
+        module = lt.LSTM(64, 128, dtype=torch.float64)
+        reference = torch.nn.LSTM(64, 128, dtype=torch.float64)
+        reference.load_state_dict(module.state_dict())
+        x = torch.randn(12, 32, 64, dtype=torch.float64)
+        jobs = _team.jobs_published()
+        out, (h_n, c_n) = module(x)
+        (out.sum() + h_n.square().sum()).backward()
+        assert _team.jobs_published() == jobs        # forward and backward on torch's workers
+        ref_out, (ref_h, ref_c) = reference(x)
+        (ref_out.sum() + ref_h.square().sum()).backward()
+        assert torch.allclose(out, ref_out, rtol=0, atol=1e-12)
+        assert torch.allclose(c_n, ref_c, rtol=0, atol=1e-12)
+        for name, p in module.named_parameters():
+            q = dict(reference.named_parameters())[name]
+            assert torch.allclose(p.grad, q.grad, rtol=0, atol=1e-10), name
+        with torch.no_grad():
+            on_torch = module(x)[0]
+
+        body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        regions = []
+
+        def one_thread_region(body, data, num_threads, flags):
+            regions.append(num_threads)
+            ctypes.cast(body, body_type)(data)
+
+        fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                 ctypes.c_uint)(one_thread_region),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
+        real = _threads._openmp
+        _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
+        try:
+            jobs = _team.jobs_published()
+            with torch.no_grad():
+                on_own = module(x)[0]
+        finally:
+            _team.set_openmp_runtime(*real)
+        assert regions == [2]
+        assert _team.jobs_published() > jobs
+        assert torch.equal(on_own, on_torch)
     finally:
         torch.set_num_threads(previous[0])
         lstmfast.set_num_threads(previous[1])
