@@ -444,42 +444,39 @@ cdef inline void _scatter_state(const lstm_dims* dims, const floating* src, floa
 cdef inline void _scatter_units(const lstm_dims* dims, const floating* src, floating* dst,
                                 lstm_strides st, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     """_scatter_state for the units k0..k1-1 only."""
+    _scatter_block(dims, src, dst, st, 0, dims.minibatch, k0, k1)
+
+
+cdef inline void _scatter_block(const lstm_dims* dims, const floating* src, floating* dst,
+                                lstm_strides st, Py_ssize_t m0, Py_ssize_t m1, Py_ssize_t k0,
+                                Py_ssize_t k1) noexcept nogil:
+    """The examples m0..m1-1 and units k0..k1-1 of a contiguous [mb, *] block src into the
+    strided dst (nothing if dst is NULL). Threads that split a step by examples write disjoint
+    rows of a time-major output (split by units they wrote parts of the same cache lines)."""
     cdef Py_ssize_t m, k, mb = dims.minibatch
     cdef floating* column
-    if dst == NULL:
+    if dst == NULL or m1 <= m0:
         return
     if _contiguous_steps(st, mb):
-        memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        if m0 == 0 and m1 == mb:
+            memcpy(dst + k0 * mb, src + k0 * mb, (k1 - k0) * mb * sizeof(floating))
+        else:
+            for k in range(k0, k1):
+                memcpy(dst + k * mb + m0, src + k * mb + m0, (m1 - m0) * sizeof(floating))
         return
     if st.feature == 1:
         # each example's units contiguous (nn.LSTM's time-major arrays)
-        _transpose(src + k0 * mb, mb, dst + k0, st.minibatch, mb, k1 - k0)
+        _transpose(src + m0 + k0 * mb, mb, dst + m0 * st.minibatch + k0, st.minibatch, m1 - m0,
+                   k1 - k0)
         return
     for k in range(k0, k1):
         if st.minibatch == 1:
             column = dst + k * st.feature
-            for m in range(mb):
+            for m in range(m0, m1):
                 column[m] = src[m + k * mb]
         else:
-            for m in range(mb):
+            for m in range(m0, m1):
                 dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
-
-
-cdef inline void _scatter_rows(const lstm_dims* dims, const floating* src, floating* dst,
-                               lstm_strides st, Py_ssize_t m0, Py_ssize_t m1,
-                               Py_ssize_t width) noexcept nogil:
-    """The examples m0..m1-1 of a step's block src [mb, width] (column-major) into the caller's
-    step dst (strides st). Threads that split a step by examples write disjoint rows of a
-    time-major output (split by units they wrote parts of the same cache lines)."""
-    cdef Py_ssize_t m, k, mb = dims.minibatch
-    if dst == NULL or m1 <= m0:
-        return
-    if st.feature == 1:
-        _transpose(src + m0, mb, dst + m0 * st.minibatch, st.minibatch, m1 - m0, width)
-        return
-    for k in range(width):
-        for m in range(m0, m1):
-            dst[m * st.minibatch + k * st.feature] = src[m + k * mb]
 
 
 cdef inline void _pack_input(const lstm_dims* dims, const floating* x, lstm_strides st,

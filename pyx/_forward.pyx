@@ -180,8 +180,9 @@ cdef inline void _scatter_previous_rows(const lstm_dims* dims, _forward_job* job
     cdef Py_ssize_t m0 = share * tid, m1 = m0 + share
     if m1 > mb:
         m1 = mb
-    _scatter_rows(dims, h_block, <floating*>job.output + _time_of(dims, s) * job.output_strides.time,
-                  job.output_strides, m0, m1, job.hp)
+    _scatter_block(dims, h_block,
+                   <floating*>job.output + _time_of(dims, s) * job.output_strides.time,
+                   job.output_strides, m0, m1, 0, job.hp)
 
 
 cdef inline void _pack_x_steps(const lstm_dims* dims, const floating* x, lstm_strides x_strides,
