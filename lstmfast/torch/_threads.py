@@ -129,8 +129,8 @@ def _find_openmp_runtime():
         if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
             return None
         with open("/proc/self/maps") as maps:
-            paths = {line.split(None, 5)[5].strip() for line in maps
-                     if len(line.split(None, 5)) == 6}
+            fields = [line.split(None, 5) for line in maps]
+        paths = {f[5].strip() for f in fields if len(f) == 6}
     except (OSError, AttributeError, RuntimeError):
         return None
     runtimes = sorted(p for p in paths
