@@ -283,6 +283,8 @@ class LSTM(nn.LSTM):
                     x, _ = pad_packed_sequence(
                         PackedSequence(F.dropout(packed.data, self.dropout, True),
                                        packed.batch_sizes), total_length=x.shape[0])
+        if len(hs) == 1:    # one layer, one direction: its own fresh tensors, no copy
+            return x, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
         return x, torch.stack(hs), torch.stack(cs)
 
     # ---- lstmfast's (NumPy, DL4J layout) layers --------------------------------------------

@@ -285,6 +285,10 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
             gate_activation, for_backprop)
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return lstm_layer(*args)[:3]
+    if not for_backprop:
+        # nothing to differentiate (no_grad, or no input needing a gradient): autograd's
+        # Function machinery would only add its cost (15 us of a 2 ms pass)
+        return _layer_forward(*args)[:3]
     return _LayerFunction.apply(*args)
 
 
