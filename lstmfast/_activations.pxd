@@ -16,6 +16,10 @@ cdef extern from "lstmfast_simd.h" nogil:
     int lf_packed_gemm_available
     # below LF_SMALL_M rows of A the weights are packed as rows padded to 8 (lf_pack_rows_*)
     Py_ssize_t LF_SMALL_M
+    # columns per panel of weights packed for LF_SMALL_M rows or more (lf_pack_b_*)
+    Py_ssize_t LF_NR
+    # rows of weights packed for fewer rows are padded to a multiple of LF_ROW_PAD
+    Py_ssize_t LF_ROW_PAD
     void lf_pack_rows_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)
     void lf_pack_rows_f64(const double* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, double* Bp)
     void lf_pack_b_f32(const float* B, Py_ssize_t sk, Py_ssize_t sn, Py_ssize_t K, Py_ssize_t N, float* Bp)

@@ -682,6 +682,40 @@ cdef inline bint _projection_valid(const lstm_dims* dims,
             and fits_blas_int(_mul(dims.minibatch, dims.time_steps)))
 
 
+cdef inline bint _gate_blocks_valid(const lstm_options* options) noexcept nogil:
+    """Whether options.gate_blocks is a permutation of 0..3."""
+    cdef int k, seen = 0
+    for k in range(4):
+        if options.gate_blocks[k] < 0 or options.gate_blocks[k] > 3:
+            return False
+        seen |= 1 << options.gate_blocks[k]
+    return seen == 15
+
+
+cdef inline bint _gates_in_seed_order(const lstm_options* options) noexcept nogil:
+    """Whether the caller's gate blocks are the kernels' own (the seed's) order."""
+    return (options.gate_blocks[0] == 0 and options.gate_blocks[1] == 1
+            and options.gate_blocks[2] == 2 and options.gate_blocks[3] == 3)
+
+
+cdef inline Py_ssize_t _gate_column(const int* gate_blocks, Py_ssize_t h,
+                                    Py_ssize_t j) noexcept nogil:
+    """The caller's column of the kernels' gate column j (0 <= j < 4h)."""
+    return gate_blocks[j // h] * h + j % h
+
+
+cdef inline void _copy_gates_in_order(const floating* src, Py_ssize_t ld_src, Py_ssize_t rows,
+                                      Py_ssize_t h, Py_ssize_t extra_columns,
+                                      const int* gate_blocks, floating* dst) noexcept nogil:
+    """dst [rows, 4h + extra_columns] (leading dimension rows) = the caller's src with its gate
+    blocks in the kernels' order; the extra columns (peepholes) as they are."""
+    cdef Py_ssize_t j, G = 4 * h
+    for j in range(G + extra_columns):
+        memcpy(dst + j * rows,
+               src + (_gate_column(gate_blocks, h, j) if j < G else j) * ld_src,
+               rows * sizeof(floating))
+
+
 cdef inline lstm_strides _block_strides(Py_ssize_t mb) noexcept nogil:
     """The strides of a contiguous [mb, features] block (index m + k*mb)."""
     cdef lstm_strides st

@@ -357,7 +357,8 @@ def _raise_for_kernel_verdict(code, minibatch, n_in, hidden, time_steps):
 def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None, peepholes=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,
                  projection_weights=None, peephole_weights=None, forwards=True,
-                 for_backprop=False, check_finite=False, out=None, _tuning=None, _report=None):
+                 for_backprop=False, check_finite=False, out=None, gate_order=None,
+                 _tuning=None, _report=None, _borrow_weights=False):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -379,8 +380,16 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     with any positive non-overlapping strides (e.g. the [mb, h, T] view of a time-major
     [T, mb, h] array: the kernels write each step's block where it belongs, with no copy
     after the pass); it must not share memory with an input.
+    gate_order: None (the seed's: "gfoi") or the order of the four gate blocks in the 4h
+    columns of input_weights, recurrent_weights and bias, four letters: "i" input gate, "f"
+    forget gate, "g" (or "c") block input / cell candidate, "o" output gate. PyTorch's and
+    Keras's order is "ifgo", ONNX's "iofc": their weights (transposed to [nIn, 4h] / [h, 4h])
+    are then read where they are, with no reordered copy. lstm_backward's gradients come in
+    the same order.
     Returns a ForwardResult with .output [minibatch, h, T] (out, when given), .last_h, .last_c.
-    (_tuning, _report: for tests, see lstmfast.kernels.forward.)
+    (_tuning, _report: for tests, see lstmfast.kernels.forward. _borrow_weights: the caller
+    keeps input_weights and recurrent_weights unchanged until lstm_backward, which then reads
+    them instead of private copies: lstmfast.torch, whose autograd checks it.)
     """
     dtype = _decide_dtype(input_weights)
     W = _as_float_array(input_weights, "input_weights", dtype)
@@ -449,6 +458,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                              f"got {_shape(mask_a)}")
 
     lengths_a = _check_lengths(lengths, minibatch, time_steps, mask_a)
+    gate_blocks = gate_blocks_of(gate_order)
 
     act = _activation_code(activation, "activation", ACTIVATIONS)
     gate_act = _activation_code(gate_activation, "gate_activation", GATE_ACTIVATIONS)
@@ -474,7 +484,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     if proj is not None:
         projection = tuple(None if a is None else _column_major(_ready(a, dtype))
                            for a in (proj, peep))
-    if for_backprop:
+    if for_backprop and not _borrow_weights:
         # lstm_backward reads the weights again: keep private copies, so that changing the
         # caller's arrays in between (an optimizer step) cannot mix old activations with new weights
         if np.may_share_memory(W, input_weights):
@@ -514,7 +524,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops, (_tuning, _report, lengths_a, projection))
+                    flops, (_tuning, _report, lengths_a, projection, gate_blocks))
     except BaseException:
         _POOL.give(cache)
         raise
@@ -523,7 +533,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
 
     options = {"peepholes": peepholes, "forwards": forwards, "activation": act,
                "gate_activation": gate_act, "minibatch": minibatch, "time_steps": time_steps,
-               "lengths": lengths_a, "projection": projection,
+               "lengths": lengths_a, "projection": projection, "gate_blocks": gate_blocks,
                # the mask of the last processed step: last_h is masked by it
                "last_mask": None if mask_a is None else np.array(
                    mask_a[:, time_steps - 1 if forwards else 0], dtype=dtype)}
@@ -564,6 +574,27 @@ def problem_size_ok(minibatch, n_in, hidden, time_steps, *, peepholes=False, act
                                gate_act) == 0
 
 
+#: the kernels' gate blocks (the seed's order): block input, forget, output, input gate
+SEED_GATE_ORDER = "gfoi"
+
+
+def gate_blocks_of(gate_order):
+    """lstm_forward's gate_order -> the kernels' gate_blocks (None for the seed's order): for
+    each of the kernels' gates, the caller's block holding it."""
+    if gate_order is None:
+        return None
+    if not isinstance(gate_order, str):
+        raise TypeError(f"gate_order: expected a string of the letters i, f, g (or c), o, got "
+                        f"{type(gate_order).__name__}")
+    letters = gate_order.lower().replace("c", "g")
+    if len(letters) != 4 or sorted(letters) != sorted(SEED_GATE_ORDER):
+        raise ValueError(f"gate_order: expected the four gates i, f, g (or c), o, each once "
+                         f"(e.g. 'ifgo', PyTorch's order), got {gate_order!r:.40}")
+    if letters == SEED_GATE_ORDER:
+        return None
+    return tuple(letters.index(gate) for gate in SEED_GATE_ORDER)
+
+
 def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_last_c=None,
                   check_finite=False, grad_input_out=None, input_gradient=True, _tuning=None,
                   _report=None):
@@ -582,6 +613,7 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     layer of a network, an input that needs no gradient): the kernels skip its GEMM (about
     nIn / (nIn + h) of the backward's gradient flops) and .input is None; the other gradients
     are the same bits.
+    The weights' gradients have their gate blocks in the forward pass's gate_order.
     Returns Gradients (.input_weights, .recurrent_weights, .bias, .input, .h0, .c0).
     """
     if not isinstance(fwd, ForwardResult):
@@ -671,7 +703,8 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
                                         grad_x, grad_h0, grad_c0, workspace, minibatch,
                                         time_steps, opts["peepholes"], opts["forwards"],
                                         opts["activation"], opts["gate_activation"]),
-                    flops, (grad_last_c_a, _tuning, _report, lengths, grad_projection))
+                    flops, (grad_last_c_a, _tuning, _report, lengths, grad_projection,
+                            opts["gate_blocks"]))
     finally:
         _POOL.give(workspace)
     if grad_last_h_a is not None and lengths is not None:

@@ -108,6 +108,14 @@ ctypedef struct lstm_options:
     Py_ssize_t ld_grad_projection_weights
     void* grad_peephole_weights
     Py_ssize_t ld_grad_peephole_weights
+    # The order of the four gate blocks in the caller's 4h columns of input_weights,
+    # recurrent_weights[:, :4h] and bias, and of their gradients: the kernels' gate k (0 block
+    # input, 1 forget gate, 2 output gate, 3 input gate: the seed's order) is the caller's
+    # block gate_blocks[k], columns gate_blocks[k] * h .. + h - 1. A permutation of 0..3 (else
+    # LSTM_ERR_ARGUMENT); {0, 1, 2, 3} by default. nn.LSTM's (i, f, g, o) is {2, 1, 3, 0}: its
+    # parameters are then read where they are (the packings take the blocks in place) instead
+    # of being copied into the seed's order first. Peephole columns are not reordered.
+    int gate_blocks[4]
 
 cdef lstm_options lstm_default_options() noexcept nogil
 

@@ -109,15 +109,41 @@ cdef void _stacked_gradient_product(floating* tag, _backward_job* job, Py_ssize_
 
 cdef void _store_gradients(floating* tag, _backward_job* job, Py_ssize_t c0,
                            Py_ssize_t width) noexcept nogil:
-    """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs; the
-    bias row stays in grad_stack (the caller writes it to the strided bias gradient)."""
-    cdef Py_ssize_t n_in = job.dims.n_in, hp = job.hp, F = n_in + hp + 1
-    cdef floating* stack = <floating*>job.grad_stack + c0 * F
-    _copy_block(stack, F, <floating*>job.grad_input_weights + c0 * job.ld_grad_input_weights,
-                job.ld_grad_input_weights, n_in, width)
-    _copy_block(stack + n_in, F,
-                <floating*>job.grad_recurrent_weights + c0 * job.ld_grad_recurrent_weights,
-                job.ld_grad_recurrent_weights, hp, width)
+    """The dW and dRW rows of grad_stack's gate columns c0..c0+width-1 copied to the outputs
+    (each gate's columns to the caller's block of it, lstm_options.gate_blocks); the bias row
+    stays in grad_stack (the caller writes it to the strided bias gradient)."""
+    cdef Py_ssize_t n_in = job.dims.n_in, hp = job.hp, F = n_in + hp + 1, h = job.dims.hidden
+    cdef Py_ssize_t c, run, target
+    c = c0
+    while c < c0 + width:
+        # the columns up to the end of c's gate block (or of the range)
+        run = min(c0 + width, (c // h + 1) * h) - c
+        target = _gate_column(job.options.gate_blocks, h, c)
+        _copy_block(<floating*>job.grad_stack + c * F, F,
+                    <floating*>job.grad_input_weights + target * job.ld_grad_input_weights,
+                    job.ld_grad_input_weights, n_in, run)
+        _copy_block(<floating*>job.grad_stack + c * F + n_in, F,
+                    <floating*>job.grad_recurrent_weights + target * job.ld_grad_recurrent_weights,
+                    job.ld_grad_recurrent_weights, hp, run)
+        c += run
+
+
+cdef inline void _delta_times_w_t(floating* tag, _backward_job* job, Py_ssize_t rows,
+                                  Py_ssize_t cols, const floating* delta,
+                                  const floating* w, floating* out) noexcept nogil:
+    """out [rows, cols] (leading dimension ld_delta) = D [rows, 4h] W[cols, 4h]^T, D's
+    columns in the kernels' gate order, W's in the caller's (the seed's epsilonNext): one GEMM
+    in the seed's order, else one per gate block, each adding its block's product."""
+    cdef Py_ssize_t ld_delta = job.ld_delta, h = job.dims.hidden
+    cdef int g
+    if _gates_in_seed_order(job.options):
+        gemm(c'N', c'T', rows, cols, 4 * h, <floating>1, delta, ld_delta, w,
+             job.ld_input_weights, <floating>0, out, ld_delta)
+        return
+    for g in range(4):
+        gemm(c'N', c'T', rows, cols, h, <floating>1, delta + g * h * ld_delta, ld_delta,
+             w + job.options.gate_blocks[g] * h * job.ld_input_weights, job.ld_input_weights,
+             <floating>(0 if g == 0 else 1), out, ld_delta)
 
 
 cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
@@ -285,14 +311,13 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             i1 = dims.n_in * (part + 1) // parts
             if ld_delta >= dims.n_in:
                 if r1 > r0:
-                    gemm(c'N', c'T', r1 - r0, dims.n_in, G, <floating>1,
-                         <const floating*>job.delta + r0, ld_delta,
-                         <const floating*>job.input_weights, job.ld_input_weights, <floating>0,
-                         <floating*>job.grad_xp + r0, ld_delta)
+                    _delta_times_w_t(tag, job, r1 - r0, dims.n_in, <const floating*>job.delta + r0,
+                                     <const floating*>job.input_weights,
+                                     <floating*>job.grad_xp + r0)
             elif i1 > i0:
-                gemm(c'N', c'T', ld_delta, i1 - i0, G, <floating>1, <const floating*>job.delta,
-                     ld_delta, <const floating*>job.input_weights + i0, job.ld_input_weights,
-                     <floating>0, <floating*>job.grad_xp + i0 * ld_delta, ld_delta)
+                _delta_times_w_t(tag, job, ld_delta, i1 - i0, <const floating*>job.delta,
+                                 <const floating*>job.input_weights + i0,
+                                 <floating*>job.grad_xp + i0 * ld_delta)
             part += nthreads
     # the parameter gradients: with grad_partial (see _use_row_groups) the two parts are the
     # products over the two halves of the stacked rows, into grad_stack and grad_partial, added
@@ -406,6 +431,12 @@ cdef int run_backward(const lstm_dims* dims,
     if not (fits_blas_int(ld_input_weights) and fits_blas_int(ld_recurrent_weights)
             and fits_blas_int(ld_grad_input_weights) and fits_blas_int(ld_grad_recurrent_weights)):
         return LSTM_ERR_TOO_LARGE
+    if not _gate_blocks_valid(options):
+        return LSTM_ERR_ARGUMENT
+    # the caller's gate order (lstm_options.gate_blocks): RW^T is built in the kernels' order,
+    # dL/dx takes W's blocks where they are, and the gradients go to the caller's columns
+    cdef bint reordered = not _gates_in_seed_order(options)
+    cdef const int* gate_blocks = options.gate_blocks
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
@@ -480,6 +511,8 @@ cdef int run_backward(const lstm_dims* dims,
         free(job)
         free(owned)
         return LSTM_ERR_NO_MEMORY
+    cdef const floating* rw_block
+    cdef int g
     if packed_on:
         packed_rw_t = workspace + layout.packed_rw_t
         # each group's units' columns of RW^T packed together (one group for one thread)
@@ -487,15 +520,23 @@ cdef int run_backward(const lstm_dims* dims,
         for group in range(job.groups.first[nthreads]):
             u0 = job.groups.units[group]
             u1 = job.groups.units[group + 1]
-            _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
-                          packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
+            if reordered:
+                _pack_gate_rows(recurrent_weights + u0, ld_recurrent_weights, u1 - u0, h,
+                                gate_blocks, packed_rw_t
+                                + _group_slice(&job.groups, G, group, 1, 0), mb)
+            else:
+                _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
+                              packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
     else:
         _plan_groups(&job.groups, h, 1, mb, tuning)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
-        # minibatches than transposing RW inside every call)
+        # minibatches than transposing RW inside every call); its rows (RW's gate columns) in
+        # the kernels' order
         for k in range(hp):
-            for j in range(G):
-                rw_t[j + k * G] = recurrent_weights[k + j * ld_recurrent_weights]
+            for g in range(4):
+                rw_block = recurrent_weights + k + gate_blocks[g] * h * ld_recurrent_weights
+                for j in range(h):
+                    rw_t[g * h + j + k * G] = rw_block[j * ld_recurrent_weights]
     cdef const floating* peep_f = NULL
     cdef const floating* peep_g = NULL
     # the peephole columns wFF, wOO, wGG: RW's last three, or an LSTMP pass's own [h, 3]
@@ -625,7 +666,8 @@ cdef int run_backward(const lstm_dims* dims,
             grad_peep[k + ld_grad_peep] = sum_o[k]
             grad_peep[k + 2 * ld_grad_peep] = sum_g[k]
     for j in range(G):
-        grad_bias[j * grad_bias_stride] = grad_stack[n_in + hp + j * (n_in + hp + 1)]
+        grad_bias[_gate_column(gate_blocks, h, j) * grad_bias_stride] = (
+            grad_stack[n_in + hp + j * (n_in + hp + 1)])
 
     # dL/dx (the seed's epsilonNext): D W^T, masked at masked steps, zero before end_index
     cdef floating* gx_t

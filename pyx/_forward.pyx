@@ -213,6 +213,10 @@ cdef inline void _pack_input_serial_or_team(const lstm_dims* dims, _forward_job*
     _pack_x_steps(dims, x, x_strides, s0, s0, s1, target, ld, job.x_step_stride)
 
 
+# lstm_options.gate_blocks of weights in the kernels' own order
+cdef int[4] _SEED_GATE_ORDER = [0, 1, 2, 3]
+
+
 cdef inline void _free_job(_forward_job* job, _forward_job* on_stack) noexcept nogil:
     if job != on_stack:
         free(job)
@@ -432,6 +436,10 @@ cdef int run_forward(const lstm_dims* dims,
         return LSTM_ERR_ARGUMENT
     if not fits_blas_int(ld_input_weights) or not fits_blas_int(ld_recurrent_weights):
         return LSTM_ERR_TOO_LARGE
+    if not _gate_blocks_valid(options):
+        return LSTM_ERR_ARGUMENT
+    cdef bint reordered = not _gates_in_seed_order(options)
+    cdef const int* gate_blocks = options.gate_blocks
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
     cdef Py_ssize_t G = 4 * h, n = h * mb
@@ -473,11 +481,34 @@ cdef int run_forward(const lstm_dims* dims,
     # belongs to that worker for good. A pass that runs alone keeps it on the stack (for a
     # streaming step, malloc and free with the arena's lock were 6% of the time).
     cdef bint team_possible = T > 1 and _packed_gemm_on(tuning, mb) and not projected
+    # the caller's gate order (lstm_options.gate_blocks) is read in place by the packings of W
+    # and RW when both are packed in panels; every other path reads the weights in place, so
+    # they get a copy in the kernels' order first (the bias is reordered below in every case)
+    cdef bint packs_gates = (team_possible and mb >= LF_SMALL_M
+                             and mb * n_in * <Py_ssize_t>sizeof(floating)
+                             <= tuning.input_product_max_bytes)
+    cdef floating* reordered_weights = NULL
+    cdef Py_ssize_t peephole_columns = 3 if (dims.peepholes and not projected) else 0
+    if reordered and not packs_gates:
+        reordered_weights = <floating*>malloc((n_in * G + hp * (G + peephole_columns))
+                                              * sizeof(floating))
+        if reordered_weights == NULL:
+            free(owned)
+            return LSTM_ERR_NO_MEMORY
+        _copy_gates_in_order(input_weights, ld_input_weights, n_in, h, 0, gate_blocks,
+                             reordered_weights)
+        _copy_gates_in_order(recurrent_weights, ld_recurrent_weights, hp, h, peephole_columns,
+                             gate_blocks, reordered_weights + n_in * G)
+        input_weights = reordered_weights
+        ld_input_weights = n_in
+        recurrent_weights = reordered_weights + n_in * G
+        ld_recurrent_weights = hp
     cdef _forward_job single_job
     cdef _forward_job* job = &single_job
     if team_possible:
         job = <_forward_job*>malloc(sizeof(_forward_job))
         if job == NULL:
+            free(reordered_weights)
             free(owned)
             return LSTM_ERR_NO_MEMORY
     # level-3 BLAS is called unless the packed kernel does every product (pass_acquire)
@@ -505,10 +536,18 @@ cdef int run_forward(const lstm_dims* dims,
         nthreads = pass_acquire(1, level3, blas_single)
     if nthreads == 0:
         _free_job(job, &single_job)
+        free(reordered_weights)
         free(owned)
         return LSTM_ERR_NO_MEMORY
+    if reordered_weights != NULL:
+        gate_blocks = _SEED_GATE_ORDER      # the copies are in the kernels' order
     if packed_rw != NULL:
-        if nthreads == 1:
+        if nthreads == 1 and reordered_weights == NULL and reordered:
+            # (packs_gates: panels, and W packed too)
+            _pack_gate_panels(recurrent_weights, ld_recurrent_weights, h, h, gate_blocks,
+                              packed_rw)
+            _pack_gate_panels(input_weights, ld_input_weights, n_in, h, gate_blocks, packed_w)
+        elif nthreads == 1:
             _pack_weights(recurrent_weights, 1, ld_recurrent_weights, h, G, packed_rw, mb)
             if packed_w != NULL:
                 _pack_weights(input_weights, 1, ld_input_weights, n_in, G, packed_w, mb)
@@ -519,23 +558,25 @@ cdef int run_forward(const lstm_dims* dims,
                 u0 = job.groups.units[group]
                 u1 = job.groups.units[group + 1]
                 for g in range(4):
-                    _pack_weights(recurrent_weights + (g * h + u0) * ld_recurrent_weights, 1,
+                    # (the caller's block of gate g: gate_blocks)
+                    _pack_weights(recurrent_weights
+                                  + (gate_blocks[g] * h + u0) * ld_recurrent_weights, 1,
                                   ld_recurrent_weights, h, u1 - u0,
                                   packed_rw + _group_slice(&job.groups, h, group, 4, g), mb)
                     if packed_w != NULL:
-                        _pack_weights(input_weights + (g * h + u0) * ld_input_weights, 1,
-                                      ld_input_weights, n_in, u1 - u0,
+                        _pack_weights(input_weights + (gate_blocks[g] * h + u0) * ld_input_weights,
+                                      1, ld_input_weights, n_in, u1 - u0,
                                       packed_w + _group_slice(&job.groups, n_in, group, 4, g), mb)
     # the bias as a [4h] vector, the peepholes as [mb, 3h] blocks; with one example the caller's
     # contiguous vectors are used in place (a streaming step then copies nothing)
     cdef Py_ssize_t j
-    if mb == 1 and bias_stride == 1:
+    if mb == 1 and bias_stride == 1 and not reordered:
         bias_block = <floating*>bias
     else:
         # a contiguous [4h] vector: the per-step input product adds it, or the chunk's
         # projection starts from it
         for j in range(G):
-            bias_block[j] = bias[j * bias_stride]
+            bias_block[j] = bias[_gate_column(options.gate_blocks, h, j) * bias_stride]
     cdef const floating* peep_source = recurrent_weights + G * ld_recurrent_weights
     cdef Py_ssize_t ld_peep = ld_recurrent_weights
     if projected:
@@ -738,6 +779,7 @@ cdef int run_forward(const lstm_dims* dims,
         report.groups_taken_over = job.groups.taken_over
     if job.cancelled:
         _free_job(job, &single_job)
+        free(reordered_weights)
         free(owned)
         return LSTM_ERR_CANCELLED
 
@@ -750,5 +792,6 @@ cdef int run_forward(const lstm_dims* dims,
         _scatter_state(dims, cs + n * T if for_backprop else c_ring + n * (T % 2), last_c,
                        last_c_strides)
     _free_job(job, &single_job)
+    free(reordered_weights)
     free(owned)
     return LSTM_OK

@@ -132,6 +132,9 @@ cdef lstm_options lstm_default_options() noexcept nogil:
     o.grad_projection_weights = o.grad_peephole_weights = NULL
     o.ld_projection_weights = o.ld_peephole_weights = 0
     o.ld_grad_projection_weights = o.ld_grad_peephole_weights = 0
+    cdef int k
+    for k in range(4):
+        o.gate_blocks[k] = k
     return o
 
 
@@ -615,11 +618,17 @@ cdef inline Py_ssize_t _ld(cnp.ndarray a):
     return 0 if a is None else a.strides[1] // a.itemsize
 
 
-cdef lstm_options _options_record(object lengths, tuple projection=None) except *:
+cdef lstm_options _options_record(object lengths, tuple projection=None,
+                                  object gate_blocks=None) except *:
     """The options of a pass: lengths None, or a validated 1-D np.intp array [mb]; projection
     None, or validated arrays (W_proj [h, P], peepholes [h, 3] or None, and for the backward
-    pass their gradients) of the pass's dtype with unit row stride."""
+    pass their gradients) of the pass's dtype with unit row stride; gate_blocks None (the
+    seed's order) or four ints (lstm_options.gate_blocks)."""
     cdef lstm_options o = lstm_default_options()
+    cdef int k
+    if gate_blocks is not None:
+        for k in range(4):
+            o.gate_blocks[k] = gate_blocks[k]
     cdef cnp.ndarray wp, peep, gwp = None, gpeep = None
     if lengths is not None:
         o.lengths = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>lengths)
@@ -638,7 +647,7 @@ cdef lstm_options _options_record(object lengths, tuple projection=None) except 
 
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-            tuning=None, report=None, lengths=None, projection=None):
+            tuning=None, report=None, lengths=None, projection=None, gate_blocks=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
@@ -647,13 +656,15 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     defaults) or a dict of lstm_tuning fields to change (the workspace sized with the same);
     report: None or a dict that receives the pass's lstm_report fields. lengths: None or a 1-D
     np.intp array [mb] of steps per example (lstm_options.lengths). projection: None, or
-    (W_proj [h, P], peepholes [h, 3] or None) for LSTMP (RW then [P, 4h]). Raises RuntimeError on
-    any other kernel error code (the Python layer validates first, so that signals a bug).
+    (W_proj [h, P], peepholes [h, 3] or None) for LSTMP (RW then [P, 4h]). gate_blocks: None or
+    four ints, the caller's block of each of the kernels' gates in W, RW and b
+    (lstm_options.gate_blocks). Raises RuntimeError on any other kernel error code (the Python
+    layer validates first, so that signals a bug).
     """
     cdef lstm_dims d = _dims(x.shape[0], x.shape[1], W.shape[1] // 4, x.shape[2], peepholes,
                              forwards, activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths, projection)
+    cdef lstm_options o = _options_record(lengths, projection, gate_blocks)
     cdef lstm_report r
     cdef int status
     if x.dtype == np.float32:
@@ -712,14 +723,16 @@ cdef int _backward_typed(floating* tag, lstm_dims* d, cnp.ndarray W, cnp.ndarray
 def backward(W, RW, cache, eps, Py_ssize_t tbptt_length, gW, gRW, gb, gx, gh0, gc0, workspace,
              Py_ssize_t minibatch, Py_ssize_t time_steps,
              bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-             grad_last_c=None, tuning=None, report=None, lengths=None, projection=None):
-    """Run lstm_backward on validated arrays (see `forward`, also for tuning, report and
-    lengths); gradients are overwritten. grad_last_c: None or dL/d(last cell state) [mb, h].
-    projection: None, or (W_proj, peepholes, their gradients' arrays) as in `forward`."""
+             grad_last_c=None, tuning=None, report=None, lengths=None, projection=None,
+             gate_blocks=None):
+    """Run lstm_backward on validated arrays (see `forward`, also for tuning, report, lengths
+    and gate_blocks: the gradients' blocks then in the same order as W's); gradients are
+    overwritten. grad_last_c: None or dL/d(last cell state) [mb, h]. projection: None, or
+    (W_proj, peepholes, their gradients' arrays) as in `forward`."""
     cdef lstm_dims d = _dims(minibatch, W.shape[0], W.shape[1] // 4, time_steps, peepholes,
                              forwards, activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths, projection)
+    cdef lstm_options o = _options_record(lengths, projection, gate_blocks)
     cdef lstm_report r
     cdef int status
     if W.dtype == np.float32:

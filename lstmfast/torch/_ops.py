@@ -36,6 +36,9 @@ from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
 
 __all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
 
+#: nn.LSTM's gate blocks (lstmfast.functional.lstm_forward's gate_order)
+TORCH_GATE_ORDER = "ifgo"
+
 _results = weakref.WeakValueDictionary()    # cache address -> the ForwardResult owning it
 _results_lock = threading.Lock()
 
@@ -114,7 +117,20 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, for
         # with a projection the peepholes travel apart from the recurrent weights
         extra["projection_weights"], extra["peephole_weights"] = projection_weights(w_hr, w_peep)
         w_peep = None
-    W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
+    if w_peep is None:
+        # nn.LSTM's parameters where they are: [4h, nIn] and [4h, h or P] rows are [nIn, 4h]
+        # and [h or P, 4h] Fortran-ordered columns, in nn.LSTM's gate order, which the kernels'
+        # packings take as they read them (a copy in the kernels' order moved them once more:
+        # 0.07 ms of a 2 ms pass). The backward pass reads them again: autograd's saved-tensor
+        # check (the Function's and the op's) refuses them changed in place in between.
+        W, RW = w_ih.detach().numpy().T, w_hh.detach().numpy().T
+        b = (np.zeros(W.shape[1], dtype=W.dtype) if b_ih is None
+             else b_ih.detach().numpy() + b_hh.detach().numpy())
+        extra["gate_order"] = TORCH_GATE_ORDER
+        extra["_borrow_weights"] = True
+    else:
+        # the peephole columns go after RW's gate columns: a copy in any case
+        W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
     # nn.LSTM's contiguous time-major output, written by the kernels through its [mb, h, T] view
     out = np.empty((steps, mb, size), dtype=W.dtype)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
@@ -180,10 +196,12 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, proj
         g_hr = torch.empty((0,), dtype=dtype)
     g_peep = (torch.from_numpy(g_peep_columns.T[list(PEEPHOLE_ROWS_FROM_KERNEL)])
               if peepholes else torch.empty((0,), dtype=dtype))   # (outputs may not alias)
-    return (None if g_x is None else torch.from_numpy(g_x),
-            torch.from_numpy(_blocks(grads.input_weights.T, TORCH_FROM_KERNEL)),
-            torch.from_numpy(_blocks(g_rw[:, :gates].T, TORCH_FROM_KERNEL)),
-            torch.from_numpy(_blocks(grads.bias, TORCH_FROM_KERNEL)), g_peep, g_hr,
+    g_w_ih, g_w_hh, g_b = grads.input_weights.T, g_rw[:, :gates].T, grads.bias
+    if fwd._options["gate_blocks"] is None:
+        # the pass ran on weights copied in the kernels' gate order (peepholes in RW)
+        g_w_ih, g_w_hh, g_b = (_blocks(g, TORCH_FROM_KERNEL) for g in (g_w_ih, g_w_hh, g_b))
+    return (None if g_x is None else torch.from_numpy(g_x), torch.from_numpy(g_w_ih),
+            torch.from_numpy(g_w_hh), torch.from_numpy(g_b), g_peep, g_hr,
             torch.from_numpy(grads.h0), torch.from_numpy(grads.c0))
 
 
@@ -220,7 +238,9 @@ def _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards):
 
 def _setup_context(ctx, inputs, output):
     x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards = inputs[:11]
-    ctx.save_for_backward(output[3])
+    # the weights too: the backward pass reads them where they are (_layer_forward), so
+    # autograd must refuse them modified in place in between, as it does for nn.LSTM's
+    ctx.save_for_backward(output[3], w_ih, w_hh)
     ctx.sizes = _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards)
     ctx.set_materialize_grads(False)
 
@@ -232,7 +252,7 @@ def _lstm_layer_grad(ctx, grad_out, grad_h, grad_c, grad_saved):
     needs = ctx.needs_input_grad
     if not any(needs[:9]):
         return (None,) * _INPUTS
-    (saved,) = ctx.saved_tensors
+    saved = ctx.saved_tensors[0]       # (unpacking checks the weights' versions)
     return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved,
                                                        *ctx.sizes))
 
@@ -263,6 +283,8 @@ class _LayerFunction(torch.autograd.Function):
                                             lengths, forwards, activation, gate_activation,
                                             for_backprop)
         ctx.fwd = fwd
+        # the backward pass reads the weights where they are: autograd's version check
+        ctx.save_for_backward(w_ih, w_hh)
         ctx.sizes = _backward_sizes(x, w_ih, w_hh, w_peep, w_hr, forwards)
         ctx.set_materialize_grads(False)
         return out, h_n, c_n
@@ -273,6 +295,7 @@ class _LayerFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if not any(needs[:9]):
             return (None,) * _INPUTS
+        ctx.saved_tensors                    # raises if a weight was modified in place
         return _input_gradients(needs, _layer_backward(ctx.fwd, grad_out, grad_h, grad_c,
                                                        *ctx.sizes, input_needed=needs[0]))
 

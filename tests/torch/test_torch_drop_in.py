@@ -306,6 +306,32 @@ def test_output_is_contiguous_like_nn_lstm_and_in_place_ops_work():
     assert out.contiguous().view(-1, 4).shape == (10, 4)
 
 
+@pytest.mark.parametrize("compiled_op", [False, True])
+@pytest.mark.parametrize("name", ["weight_ih_l0", "weight_hh_l0", "weight_hh_l1_reverse"])
+def test_weights_changed_in_place_before_backward_are_refused_like_nn_lstm(name, compiled_op):
+    """The backward pass reads the weights where the forward pass read them (no private copy):
+    changed in place in between, autograd refuses, as it does for nn.LSTM, instead of mixing
+    the forward pass's activations with other weights. compiled_op: through the custom op
+    (the path torch.compile and torch.jit.trace take)."""
+    modules = pair(3, 4, 2, bidirectional=True)
+    for module in modules:
+        x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+        if compiled_op and module is modules[1]:
+            from lstmfast.torch import _ops
+            args = (x, module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0,
+                    module.bias_hh_l0, None, None, None, None, None, True, "tanh", "sigmoid",
+                    True)
+            out = _ops.lstm_layer(*args)[0]
+            if name not in ("weight_ih_l0", "weight_hh_l0"):
+                continue
+        else:
+            out = module(x)[0]
+        with torch.no_grad():
+            getattr(module, name).mul_(1.5)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
 def test_double_backward_raises_instead_of_a_silently_wrong_gradient():
     _, ours = pair(3, 4)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
