@@ -11,8 +11,9 @@ out.backward(grad); the functional side: the same values as its epsilon), so tha
 autograd in torch (its temporaries page-faulted on every step: 0.2-1 ms with two directions)
 does not count as the module's, "infer" = the forward pass alone (the module under
 torch.no_grad()). Also measured on its own:
-the module's derivation of the kernels' weight layout from nn.LSTM's parameters, which every
-forward call does (its share of a step). tests/torch/test_benchmark_torch_module.py checks
+what every forward call of the module does to hand nn.LSTM's parameters to the kernels (views
+in nn.LSTM's gate order and the two biases summed; a reordered copy with peepholes) (its share
+of a step). tests/torch/test_benchmark_torch_module.py checks
 that both sides give the same outputs, losses and weights after a step.
 
     python benchmarks/bench_torch_module.py [--minibatch 32 --n-in 64 --hidden 128 --steps 50]
@@ -298,7 +299,7 @@ def overhead_cases(mb, n_in, h, T, dtype, lr=0.01, configs=None):
     "train" (forward, loss, backward, SGD step), "backprop" (the same with a given dL/d(out)
     instead of the loss: the module's own cost, without the loss's autograd in torch against
     one NumPy expression), "infer" (forward only, no gradient kept) or "derive" (the module's
-    weight layout derivation alone); `configs`: indices into CONFIGURATIONS (None: all)."""
+    preparation of the weights for the kernels alone); `configs`: indices into CONFIGURATIONS (None: all)."""
     cases = {}
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)
@@ -360,15 +361,13 @@ def overhead_cases(mb, n_in, h, T, dtype, lr=0.01, configs=None):
 
 
 def derive_layout(module, layer, direction):
-    """What each forward call of the module does to get one layer's and direction's weights
-    into the kernels' layout (measured on its own: its share of a step)."""
-    from lstmfast.torch._function import kernel_weights, projection_weights
+    """What each forward call of the module does to hand one layer's and direction's weights
+    to the kernels (measured on its own: its share of a step): lstm_forward's (W, RW, b,
+    keywords) for them."""
+    from lstmfast.torch._ops import kernel_arrays
     w_ih, w_hh, b_ih, b_hh, w_peep = module._layer_parameters(layer, direction)
-    if module.proj_size:
-        w_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if direction else ''}")
-        projection_weights(w_hr, w_peep)
-        w_peep = None
-    return kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
+    w_hr = getattr(module, f"weight_hr_l{layer}{'_reverse' if direction else ''}", None)
+    return kernel_arrays(w_ih, w_hh, b_ih, b_hh, w_peep, w_hr)
 
 
 def config_name(config):
@@ -535,9 +534,9 @@ def overhead_main(argv):
     print("module / functional API: instructions per step (callgrind, 1 thread) and time per "
           "step (medians of alternated calls; the cores may be shared: an indication)")
     print()
-    print("| configuration | step | module Ir | functional Ir | Ir ratio | layout derivation, "
+    print("| configuration | step | module Ir | functional Ir | Ir ratio | weight preparation, "
           "Ir share |" + "".join(f" ms module / functional, {n} thr | time ratio, {n} thr | "
-                                 f"layout derivation ms, {n} thr |" for n in thread_counts))
+                                 f"weight preparation ms, {n} thr |" for n in thread_counts))
     print("|---|---|---|---|---|---|" + "---|---|---|" * len(thread_counts))
     rows = []
     for key in list(counts) + list(timed):

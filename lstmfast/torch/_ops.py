@@ -34,7 +34,7 @@ from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _numpy, _refuse_double_backward,
                         _time_major_to_kernel, kernel_weights, projection_weights)
 
-__all__ = ["lstm_layer", "lstm_layer_backward", "run_layer"]
+__all__ = ["lstm_layer", "lstm_layer_backward", "run_layer", "kernel_arrays"]
 
 #: nn.LSTM's gate blocks (lstmfast.functional.lstm_forward's gate_order)
 TORCH_GATE_ORDER = "ifgo"
@@ -101,6 +101,30 @@ def lstm_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
     return out, h_n, c_n, handle
 
 
+def kernel_arrays(w_ih, w_hh, b_ih, b_hh, w_peep, w_hr):
+    """One layer's and direction's parameters as lstm_forward takes them, each forward call:
+    (W, RW, b, lstm_forward's keywords for them)."""
+    extra = {}
+    if w_hr is not None:
+        # with a projection the peepholes travel apart from the recurrent weights
+        extra["projection_weights"], extra["peephole_weights"] = projection_weights(w_hr, w_peep)
+        w_peep = None
+    if w_peep is not None:
+        # the peephole columns go after RW's gate columns: a copy in any case
+        return (*kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep), extra)
+    # nn.LSTM's parameters where they are: [4h, nIn] and [4h, h or P] rows are [nIn, 4h] and
+    # [h or P, 4h] Fortran-ordered columns, in nn.LSTM's gate order, which the kernels'
+    # packings take as they read them (a copy in the kernels' order moved them once more: 0.03
+    # to 0.07 ms of a 2 ms pass). The backward pass reads them again: autograd's saved-tensor
+    # check (the Function's and the op's) refuses them changed in place in between.
+    W, RW = w_ih.detach().numpy().T, w_hh.detach().numpy().T
+    b = (np.zeros(W.shape[1], dtype=W.dtype) if b_ih is None
+         else b_ih.detach().numpy() + b_hh.detach().numpy())
+    extra["gate_order"] = TORCH_GATE_ORDER
+    extra["_borrow_weights"] = True
+    return W, RW, b, extra
+
+
 def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards,
                    activation, gate_activation, for_backprop):
     """The computation of :func:`lstm_layer`: (out, h_n, c_n, the ForwardResult when
@@ -110,27 +134,9 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, for
     if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
         return (x.new_zeros((steps, 0, size)), x.new_zeros((0, size)),
                 x.new_zeros((0, hidden)), None)
-    extra = {}
+    W, RW, b, extra = kernel_arrays(w_ih, w_hh, b_ih, b_hh, w_peep, w_hr)
     if lengths is not None:
         extra["lengths"] = lengths.numpy().astype(np.intp, copy=False)
-    if w_hr is not None:
-        # with a projection the peepholes travel apart from the recurrent weights
-        extra["projection_weights"], extra["peephole_weights"] = projection_weights(w_hr, w_peep)
-        w_peep = None
-    if w_peep is None:
-        # nn.LSTM's parameters where they are: [4h, nIn] and [4h, h or P] rows are [nIn, 4h]
-        # and [h or P, 4h] Fortran-ordered columns, in nn.LSTM's gate order, which the kernels'
-        # packings take as they read them (a copy in the kernels' order moved them once more:
-        # 0.07 ms of a 2 ms pass). The backward pass reads them again: autograd's saved-tensor
-        # check (the Function's and the op's) refuses them changed in place in between.
-        W, RW = w_ih.detach().numpy().T, w_hh.detach().numpy().T
-        b = (np.zeros(W.shape[1], dtype=W.dtype) if b_ih is None
-             else b_ih.detach().numpy() + b_hh.detach().numpy())
-        extra["gate_order"] = TORCH_GATE_ORDER
-        extra["_borrow_weights"] = True
-    else:
-        # the peephole columns go after RW's gate columns: a copy in any case
-        W, RW, b = kernel_weights(w_ih, w_hh, b_ih, b_hh, w_peep)
     # nn.LSTM's contiguous time-major output, written by the kernels through its [mb, h, T] view
     out = np.empty((steps, mb, size), dtype=W.dtype)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lstmfast
+
 torch = pytest.importorskip("torch")
 
 
@@ -69,6 +71,12 @@ def test_module_and_functional_cases_do_the_same_work():
                 for got, want in zip(module_arrays(module, layer, d), arrays, strict=True):
                     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert not np.array_equal(before[1], functional.layers[0][0][1])
-        # the derivation case derives what the module's forward pass uses
-        derived = bench.derive_layout(module, 0, 0)
-        np.testing.assert_array_equal(derived[0], module_arrays(module, 0, 0)[0])
+        # the derivation case gives what the module's forward pass hands the kernels: the same
+        # first layer's pass as the functional side's weights
+        W, RW, b, keywords = bench.derive_layout(module, 0, 0)
+        keywords = {k: v for k, v in keywords.items() if not k.startswith("_")}
+        W_f, RW_f, b_f, *projection = functional.layers[0][0]
+        want = lstmfast.lstm_forward(x, W_f, RW_f, b_f, projection_weights=(
+            projection[0] if projection else None)).output
+        np.testing.assert_allclose(lstmfast.lstm_forward(x, W, RW, b, **keywords).output, want,
+                                   rtol=0, atol=1e-12)
