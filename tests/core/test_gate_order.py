@@ -20,25 +20,24 @@ DTYPES = [np.float32, np.float64]
 SEED = "gfoi"
 
 
-def to_order(a, order, axis, h):
-    """The seed-order array a with its four gate blocks (of size h along axis, the first 4h)
-    rearranged into `order`; anything after the 4h (peephole columns) stays."""
-    letters = order.replace("c", "g")
+def _reordered(a, axis, h, source, target):
+    """a's four gate blocks (of size h along axis, the first 4h) from the order `source` into
+    the order `target`; anything after the 4h (peephole columns) stays."""
+    source, target = source.replace("c", "g"), target.replace("c", "g")
     main = np.take(a, np.arange(4 * h), axis=axis)
     rest = np.take(a, np.arange(4 * h, a.shape[axis]), axis=axis)
     blocks = np.split(main, 4, axis=axis)
-    ordered = [blocks[SEED.index(letter)] for letter in letters]
-    return np.concatenate(ordered + [rest], axis=axis)
+    return np.concatenate([blocks[source.index(gate)] for gate in target] + [rest], axis=axis)
+
+
+def to_order(a, order, axis, h):
+    """The seed-order array a with its gate blocks rearranged into `order`."""
+    return _reordered(a, axis, h, SEED, order)
 
 
 def from_order(a, order, axis, h):
     """The inverse of to_order."""
-    letters = order.replace("c", "g")
-    main = np.take(a, np.arange(4 * h), axis=axis)
-    rest = np.take(a, np.arange(4 * h, a.shape[axis]), axis=axis)
-    blocks = np.split(main, 4, axis=axis)
-    ordered = [blocks[letters.index(letter)] for letter in SEED]
-    return np.concatenate(ordered + [rest], axis=axis)
+    return _reordered(a, axis, h, order, SEED)
 
 
 # (minibatch, nIn, h, T, threads, extra keywords, what the case reaches)
