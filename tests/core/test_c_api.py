@@ -332,6 +332,38 @@ def test_forward_with_lengths_through_the_options(ds, dtype, forwards):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("minibatch", [1, 4])
+def test_forward_reads_weights_in_another_gate_order(ds, dtype, minibatch):
+    """lstm_options.gate_blocks: weights in nn.LSTM's gate order (i, f, g, o) give the pass of
+    the same weights in the seed's order (g, f, o, i); a map that is not a permutation of 0..3
+    is refused with LSTM_ERR_ARGUMENT."""
+    case = make_case(13, dtype, minibatch=minibatch, n_in=3, hidden=5, time_steps=6,
+                     peepholes=False)
+    W, RW, b = case["W"], case["RW"], case["b"]
+    h = RW.shape[0]
+
+    def torch_order(a, axis):
+        g, f, o, i = np.split(a, 4, axis=axis)
+        return np.ascontiguousarray(np.concatenate([i, f, g, o], axis=axis))
+
+    W_t, RW_t, b_t = (np.asfortranarray(torch_order(W, 1)), np.asfortranarray(torch_order(RW, 1)),
+                      torch_order(b, 0))
+    output, last_h, last_c = ds.forward_lengths(case["x"], W_t, RW_t, b_t, None,
+                                                gate_blocks=(2, 1, 3, 0))
+    want, want_h, want_c = ds.forward_lengths(case["x"], W, RW, b, None)
+    np.testing.assert_array_equal(output, want)
+    np.testing.assert_array_equal(last_h, want_h)
+    np.testing.assert_array_equal(last_c, want_c)
+    fwd = lstmfast.lstm_forward(case["x"], W, RW, b)
+    rtol = RTOL64 if dtype == np.float64 else RTOL32
+    np.testing.assert_allclose(output, fwd.output, rtol=rtol, atol=rtol)
+    assert output.shape == (minibatch, h, 6)
+    with pytest.raises(ds.KernelError) as refused:
+        ds.forward_lengths(case["x"], W_t, RW_t, b_t, None, gate_blocks=(2, 1, 3, 3))
+    assert refused.value.code == ds.ERROR_CODES["LSTM_ERR_ARGUMENT"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("peepholes", [True, False])
 def test_lstm_step_streaming_matches_a_whole_sequence(ds, dtype, peepholes):
     case = make_case(11, dtype, minibatch=3, n_in=4, hidden=6, time_steps=20,

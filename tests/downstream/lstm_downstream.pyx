@@ -185,25 +185,32 @@ def forward(floating[:, :, :] x, floating[:, :] input_weights, floating[:, :] re
 
 def forward_lengths(floating[:, :, :] x, floating[:, :] input_weights,
                     floating[:, :] recurrent_weights, floating[:] bias, Py_ssize_t[::1] lengths,
-                    *, bint forwards=True):
+                    *, bint forwards=True, tuple gate_blocks=None):
     """Inference with per-example lengths (lstm_options, lstm_forward_ex2): example m's steps
     are x[m, :, :lengths[m]]; outputs after them are zero and last_h / last_c are its state
-    after its last valid step."""
+    after its last valid step. lengths None: every example has T steps. gate_blocks: None, or
+    the caller's block of each of the kernels' gates (lstm_options.gate_blocks)."""
     dtype = np.float32 if floating is float else np.float64
     cdef Py_ssize_t item = sizeof(floating), m
     cdef lstm_dims d = make_dims(x.shape[0], x.shape[1], recurrent_weights.shape[0], x.shape[2],
                                  0, forwards, ACT_TANH, ACT_SIGMOID)
     check_operands(&d, input_weights.shape, recurrent_weights.shape, bias.shape[0], None, None,
                    None)
-    require(lengths.shape[0] == d.minibatch, "lengths must be [minibatch]")
-    for m in range(d.minibatch):
-        require(0 <= lengths[m] <= d.time_steps, "every length must be in 0..T")
     cdef Py_ssize_t ld_w = leading_dimension(d.n_in, input_weights.strides, item, "input_weights")
     cdef Py_ssize_t ld_rw = leading_dimension(d.hidden, recurrent_weights.strides, item,
                                               "recurrent_weights")
     cdef lstm_options options = lstm_default_options()     # then set the fields used
-    options.lengths = &lengths[0]
-    options.lengths_stride = 1
+    cdef int k
+    if lengths is not None:
+        require(lengths.shape[0] == d.minibatch, "lengths must be [minibatch]")
+        for m in range(d.minibatch):
+            require(0 <= lengths[m] <= d.time_steps, "every length must be in 0..T")
+        options.lengths = &lengths[0]
+        options.lengths_stride = 1
+    if gate_blocks is not None:
+        require(len(gate_blocks) == 4, "gate_blocks must have 4 entries")
+        for k in range(4):
+            options.gate_blocks[k] = gate_blocks[k]
     cdef floating[:, :, ::1] output = np.empty((d.minibatch, d.hidden, d.time_steps), dtype)
     cdef floating[:, ::1] last_h = np.empty((d.minibatch, d.hidden), dtype)
     cdef floating[:, ::1] last_c = np.empty((d.minibatch, d.hidden), dtype)
