@@ -164,15 +164,20 @@ def _lstm_layer_fake(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, f
 
 @torch.library.custom_op("lstmfast::lstm_layer_backward", mutates_args=(), device_types="cpu")
 def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
-                        grad_c: Optional[Tensor], saved: Tensor, steps: int, mb: int,
-                        n_in: int, hidden: int, projection: int, dtype: torch.dtype,
-                        forwards: bool, peepholes: bool) -> tuple[Tensor, Tensor, Tensor,
-                                                                  Tensor, Tensor, Tensor,
-                                                                  Tensor, Tensor]:
+                        grad_c: Optional[Tensor], saved: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        steps: int, mb: int, n_in: int, hidden: int, projection: int,
+                        dtype: torch.dtype, forwards: bool,
+                        peepholes: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor,
+                                                  Tensor, Tensor, Tensor]:
     """Gradients of :func:`lstm_layer` with respect to ``(x, w_ih, w_hh, bias, w_peep, w_hr,
     h0, c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]``,
     w_hr ``[P, h]``, empty without peepholes / projection), given the sizes of x
-    ``[T, mb, nIn]`` and of the layer (projection: P, or 0)."""
+    ``[T, mb, nIn]`` and of the layer (projection: P, or 0). ``w_ih``, ``w_hh``: the forward
+    call's, which the computation reads where the forward pass read them (through ``saved``):
+    inputs of the op, so that a compiled graph keeps them among its saved tensors and autograd
+    refuses them changed in place in between (a dependency the graph does not see would let
+    it drop them, and the gradient would mix the forward pass's activations with other
+    weights)."""
     return _layer_backward(None if mb == 0 else _result_of(saved), grad_out, grad_h, grad_c,
                            steps, mb, n_in, hidden, projection, dtype, forwards, peepholes)
 
@@ -224,8 +229,8 @@ def _zero_gradients(steps, mb, n_in, hidden, projection, dtype, peepholes):
 
 
 @lstm_layer_backward.register_fake
-def _lstm_layer_backward_fake(grad_out, grad_h, grad_c, saved, steps, mb, n_in, hidden,
-                              projection, dtype, forwards, peepholes):
+def _lstm_layer_backward_fake(grad_out, grad_h, grad_c, saved, w_ih, w_hh, steps, mb, n_in,
+                              hidden, projection, dtype, forwards, peepholes):
     return tuple(saved.new_empty(shape, dtype=dtype)
                  for shape in _gradient_shapes(steps, mb, n_in, hidden, projection, peepholes))
 
@@ -258,9 +263,9 @@ def _lstm_layer_grad(ctx, grad_out, grad_h, grad_c, grad_saved):
     needs = ctx.needs_input_grad
     if not any(needs[:9]):
         return (None,) * _INPUTS
-    saved = ctx.saved_tensors[0]       # (unpacking checks the weights' versions)
-    return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved,
-                                                       *ctx.sizes))
+    saved, w_ih, w_hh = ctx.saved_tensors      # (unpacking checks the weights' versions)
+    return _input_gradients(needs, lstm_layer_backward(grad_out, grad_h, grad_c, saved, w_ih,
+                                                       w_hh, *ctx.sizes))
 
 
 def _input_gradients(needs, grads):

@@ -124,3 +124,19 @@ def test_double_backward_through_the_compiled_model_is_refused():
         grads = torch.autograd.grad(compiled(x, hx), list(model.rnn.parameters()),
                                     create_graph=True)
         sum(g.square().sum() for g in grads).backward()
+
+
+@pytest.mark.parametrize("name", ["weight_ih_l0", "weight_hh_l1_reverse"])
+def test_compiled_model_refuses_weights_changed_in_place_before_backward(name):
+    """The backward pass reads the weights the forward pass read, where they are: the compiled
+    graph must keep them among its saved tensors, so that autograd refuses them changed in
+    place in between (as for a compiled nn.Linear), instead of a gradient of the forward
+    pass's activations with other weights."""
+    model = make_model()
+    compiled = torch.compile(model, fullgraph=True)
+    x, hx = model_inputs()
+    loss = compiled(x, hx)
+    with torch.no_grad():
+        getattr(model.rnn, name).mul_(1.5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
