@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad as _forward_ad
 
 from .. import kernels as _kernels
 from . import _function
@@ -319,9 +320,11 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
             gate_activation, for_backprop)
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return lstm_layer(*args)[:3]
-    if not for_backprop:
-        # nothing to differentiate (no_grad, or no input needing a gradient): autograd's
-        # Function machinery would only add its cost (15 us of a 2 ms pass)
+    if not for_backprop and _forward_ad._current_level < 0:
+        # nothing to differentiate (no_grad, or no input needing a gradient, and no dual
+        # tensors): autograd's Function machinery would only add its cost (15 us of a 2 ms
+        # pass). Dual tensors (forward-mode AD) go to the Function, which refuses them for want
+        # of a jvp, where this path would drop their tangents silently.
         return _layer_forward(*args)[:3]
     return _LayerFunction.apply(*args)
 

@@ -332,6 +332,24 @@ def test_weights_changed_in_place_before_backward_are_refused_like_nn_lstm(name,
             out.sum().backward()
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "frozen parameters"])
+def test_forward_mode_ad_is_refused_instead_of_dropping_the_tangents(mode):
+    """A pass with nothing needing a gradient skips autograd's Function; dual tensors
+    (forward-mode AD, which the kernels do not implement) must still meet the Function's
+    refusal rather than come out as plain tensors without their tangents."""
+    import torch.autograd.forward_ad as forward_ad
+    ref, ours = pair(3, 4)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    tangent = torch.randn_like(x)
+    for module in (ref, ours):
+        module.requires_grad_(mode == "no_grad")
+    with forward_ad.dual_level(), torch.set_grad_enabled(mode != "no_grad"):
+        expected = forward_ad.unpack_dual(ref(forward_ad.make_dual(x, tangent))[0]).tangent
+        assert expected is not None
+        with pytest.raises(NotImplementedError, match="jvp"):
+            ours(forward_ad.make_dual(x, tangent))
+
+
 def test_double_backward_raises_instead_of_a_silently_wrong_gradient():
     _, ours = pair(3, 4)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
