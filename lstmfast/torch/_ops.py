@@ -30,6 +30,8 @@ from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
 from .. import kernels as _kernels
+from .._arguments import column_major as _column_major
+from .._arguments import ready_for_kernels as _ready
 from . import _function
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _numpy, _refuse_double_backward,
@@ -174,13 +176,26 @@ def lstm_layer_backward(grad_out: Optional[Tensor], grad_h: Optional[Tensor],
     h0, c0)`` in nn.LSTM's layout (bias: of bias_ih, equal to bias_hh's; w_peep ``[3, h]``,
     w_hr ``[P, h]``, empty without peepholes / projection), given the sizes of x
     ``[T, mb, nIn]`` and of the layer (projection: P, or 0). ``w_ih``, ``w_hh``: the forward
-    call's, which the computation reads where the forward pass read them (through ``saved``):
-    inputs of the op, so that a compiled graph keeps them among its saved tensors and autograd
-    refuses them changed in place in between (a dependency the graph does not see would let
-    it drop them, and the gradient would mix the forward pass's activations with other
-    weights)."""
-    return _layer_backward(None if mb == 0 else _result_of(saved), grad_out, grad_h, grad_c,
-                           steps, mb, n_in, hidden, projection, dtype, forwards, peepholes)
+    call's weights, read from these tensors: a compiled graph may recompute them for the
+    backward graph, and reuse the forward graph's buffers that held them once the forward op
+    has run (a backward reading them where the forward pass read them got other numbers).
+    As inputs of the op they are also saved tensors, which autograd refuses changed in place
+    in between."""
+    fwd = None if mb == 0 else _result_of(saved)
+    if fwd is not None:
+        _read_weights_from(fwd, w_ih, w_hh)
+    return _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection,
+                           dtype, forwards, peepholes)
+
+
+def _read_weights_from(fwd, w_ih, w_hh):
+    """Point a forward result that borrowed nn.LSTM's weights (kernel_arrays: no peepholes in
+    RW) at the weights in `w_ih`, `w_hh`, prepared as lstm_forward prepared them."""
+    if fwd._options["gate_blocks"] is None:
+        return       # the pass ran on its own copies in the kernels' order
+    dtype = fwd.dtype
+    fwd._input_weights = _column_major(_ready(w_ih.detach().numpy().T, dtype))
+    fwd._recurrent_weights = _column_major(_ready(w_hh.detach().numpy().T, dtype))
 
 
 def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection, dtype,

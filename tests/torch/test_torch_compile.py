@@ -140,3 +140,35 @@ def test_compiled_model_refuses_weights_changed_in_place_before_backward(name):
         getattr(model.rnn, name).mul_(1.5)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+@pytest.mark.parametrize("memory_budget", [1.0, 0.0])
+def test_weights_computed_in_the_compiled_graph_give_eager_gradients(memory_budget):
+    """Weights computed inside the graph (a scaling here; weight dropping, parametrizations):
+    the forward graph may reuse their buffers once the forward op has run, and the backward
+    graph may recompute them (memory_budget 0 recomputes what it can), so the backward op
+    must read the weights it is given, not the forward graph's buffers."""
+    from lstmfast.torch import _ops
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 2, 3, generator=g, dtype=F64, requires_grad=True)
+    params = [torch.randn(shape, generator=g, dtype=F64, requires_grad=True)
+              for shape in ((16, 3), (16, 4), (16,), (16,))]
+
+    def loss(x, w_ih, w_hh, b_ih, b_hh):
+        out, h, c, _ = _ops.lstm_layer(x, w_ih * 0.5, w_hh * 0.5, b_ih, b_hh, None, None, None,
+                                       None, None, True, "tanh", "sigmoid", True)
+        # after the op, same-sized buffers the scaled weights' may be reused for
+        e_ih = torch.mm(torch.sin(w_ih * 3.0 + out.sum()), torch.eye(3, dtype=F64))
+        e_hh = torch.mm(torch.cos(w_hh * 3.0 + out.sum()), torch.eye(4, dtype=F64))
+        return out.square().sum() + (h * c).sum() + e_ih.square().sum() + e_hh.square().sum()
+
+    def value_and_gradients(fn):
+        value = fn(x, *params)
+        return [value] + list(torch.autograd.grad(value, [x, *params]))
+
+    expected = value_and_gradients(loss)
+    torch._dynamo.reset()        # (the other budget's graph for the same code is not reused)
+    with torch._functorch.config.patch(activation_memory_budget=memory_budget):
+        got = value_and_gradients(torch.compile(loss, fullgraph=True))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
