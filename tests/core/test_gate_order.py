@@ -49,7 +49,7 @@ CASES = [
     (8, 7, 13, 5, 1, {}, "h not a whole number of panels"),
     (2, 5, 16, 4, 1, {}, "weights packed as rows (two examples)"),
     (1, 5, 16, 1, 1, {}, "one step of one example (products read the weights in place)"),
-    (32, 300, 64, 5, 1, {}, "input product through BLAS on the whole chunk"),
+    (32, 600, 64, 5, 1, {}, "input product through BLAS on the whole chunk"),
     (32, 20, 64, 6, 1, {"_tuning": {"packed_gemm": 0}}, "BLAS for every product"),
     (6, 9, 12, 5, 1, {"projection": 5}, "LSTMP"),
     (6, 9, 12, 5, 1, {"projection": 5, "peepholes": True}, "LSTMP with peepholes"),
