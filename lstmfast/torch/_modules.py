@@ -171,6 +171,12 @@ class LSTM(nn.LSTM):
         if weight.dtype not in NUMPY_DTYPES:
             raise UnsupportedError(f"the module's dtype is {weight.dtype}: lstmfast computes in "
                                    f"torch.float32 or torch.float64")
+        for name, parameter in zip(self._flat_weights_names, self._flat_weights):
+            if parameter is not None and parameter.dtype != weight.dtype:
+                # (nn.LSTM refuses them too, with a RuntimeError)
+                raise RuntimeError(f"{name}: dtype {parameter.dtype} differs from weight_ih_l0's "
+                                   f"{weight.dtype}: every parameter must have one dtype "
+                                   f"(module.to({weight.dtype}))")
         for name, t in (("weights", weight), ("input", input)):
             if t.device.type != "cpu":
                 raise UnsupportedError(f"{name} on {t.device}: lstmfast computes on the CPU")
@@ -201,6 +207,8 @@ class LSTM(nn.LSTM):
 
     def forward(self, input, hx=None):
         """``out, (h_n, c_n) = module(input, (h_0, c_0))``, as nn.LSTM's forward."""
+        # parameters swapped in since the last call (torch.func.functional_call), as nn.LSTM
+        self._update_flat_weights()
         self._check_computable(input)
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)

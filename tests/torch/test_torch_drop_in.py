@@ -350,6 +350,40 @@ def test_forward_mode_ad_is_refused_instead_of_dropping_the_tangents(mode):
             ours(forward_ad.make_dual(x, tangent))
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True},
+                                    {"proj_size": 2}])
+def test_functional_call_uses_the_parameters_it_is_given(kwargs):
+    """torch.func.functional_call swaps parameters in for one call: the module computes with
+    them (outputs and their gradients as nn.LSTM's), and with its own again afterwards."""
+    from torch.func import functional_call
+    ref, ours = pair(3, 4, **kwargs)
+    g = torch.Generator().manual_seed(5)
+    swapped = {name: (torch.randn(p.shape, generator=g, dtype=F64) * 0.5).requires_grad_()
+               for name, p in ref.named_parameters()}
+    x = torch.randn(5, 2, 3, dtype=F64, generator=g)
+    results = []
+    for module in (ref, ours):
+        out, (h_n, c_n) = functional_call(module, swapped, (x,))
+        loss = (out ** 2).sum() + h_n.sum() + (c_n ** 3).sum()
+        results.append([out, h_n, c_n] + list(torch.autograd.grad(loss, list(swapped.values()))))
+    assert_all_close(results[1], results[0], 1e-10)
+    # its own parameters again on the next call
+    assert_all_close(ours(x)[0], ref(x)[0], 1e-10)
+    assert not torch.allclose(ours(x)[0], results[1][0])
+
+
+def test_parameters_of_mixed_dtypes_are_refused_like_nn_lstm():
+    ref, ours = pair(3, 4, dtype=torch.float32)
+    x = torch.randn(5, 2, 3)
+    for module in (ref, ours):
+        module.weight_hh_l0.data = module.weight_hh_l0.data.double()
+        with pytest.raises(RuntimeError) as refused:
+            module(x)
+        if module is ours:
+            assert "weight_hh_l0" in str(refused.value)
+            assert "torch.float64" in str(refused.value)
+
+
 def test_double_backward_raises_instead_of_a_silently_wrong_gradient():
     _, ours = pair(3, 4)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
