@@ -123,8 +123,9 @@ def _in_parts(n, update):
 
 class Rollback:
     """What updates change, saved so that an interrupted step of several updates can be
-    undone: a copy of the parameters and a deep copy of the updater's attributes (an updater
-    may change its arrays in place). ``restore()`` puts both back. A container whose one step
+    undone: a copy of the parameters and of the updater's attributes (a deep copy, unless the
+    updater is one of lstmfast's, which replace their arrays: another may change its arrays in
+    place). ``restore()`` puts both back. A container whose one step
     is several updates (``Sequential``'s truncated BPTT) saves before the first; one update is
     all or nothing by itself (``_commit``)."""
 
@@ -133,7 +134,15 @@ class Rollback:
         self.saved_params = params.copy()
         self.updater = updater
         attributes = getattr(updater, "__dict__", None)
-        self.saved = None if attributes is None else copy.deepcopy(attributes)
+        if attributes is None:
+            self.saved = None
+        elif type(updater) in (Adam, Sgd):
+            # their updates install new state arrays (_commit) and never write into one: the
+            # arrays themselves are what to put back (a deep copy of Adam's moments was 2 MB
+            # per step of a character model)
+            self.saved = dict(attributes)
+        else:
+            self.saved = copy.deepcopy(attributes)
 
     def restore(self):
         np.copyto(self.params, self.saved_params)
