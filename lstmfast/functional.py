@@ -8,6 +8,7 @@ GIL. Inputs are never written to; they are copied only when the kernels cannot r
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 import weakref
@@ -586,6 +587,13 @@ def gate_blocks_of(gate_order):
     if not isinstance(gate_order, str):
         raise TypeError(f"gate_order: expected a string of the letters i, f, g (or c), o, got "
                         f"{type(gate_order).__name__}")
+    return _gate_blocks_of_letters(gate_order)
+
+
+@functools.lru_cache(maxsize=64)
+def _gate_blocks_of_letters(gate_order):
+    """gate_blocks_of for a string (remembered: lstmfast.torch names its order on every
+    call)."""
     letters = gate_order.lower().replace("c", "g")
     if len(letters) != 4 or sorted(letters) != sorted(SEED_GATE_ORDER):
         raise ValueError(f"gate_order: expected the four gates i, f, g (or c), o, each once "
