@@ -9,7 +9,7 @@ from lstmfast._activations cimport (lf_packed_gemm_available, LF_SMALL_M, LF_NR,
                                     lf_gemm_packed_f32, lf_gemm_packed_f64, lf_dot_columns_f32,
                                     lf_dot_columns_f64)
 from lstmfast._blas cimport gemm
-from lstmfast._layout cimport PACKED_GEMM_MAX_MINIBATCH, _packed_len, _copy_block
+from lstmfast._layout cimport PACKED_GEMM_MAX_MINIBATCH, _packed_len, _copy_block, _gate_column
 from lstmfast.kernels cimport lstm_tuning
 
 
@@ -84,7 +84,7 @@ cdef inline void _pack_gate_panels(const floating* b, Py_ssize_t sn, Py_ssize_t 
         for j in range(LF_NR):
             n = n0 + j
             if n < N:
-                column = b + (gate_blocks[n // h] * h + n % h) * sn
+                column = b + _gate_column(gate_blocks, h, n) * sn
                 for k in range(K):
                     panel[k * LF_NR + j] = column[k]
             else:
