@@ -83,6 +83,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("bench_torch_module.py needs PyTorch")
 import lstmfast.torch as lt
+from lstmfast import _team
 
 
 def median_ms(step, reps):
@@ -227,8 +228,9 @@ def pools_main(argv):
 class FunctionalLSTM:
     """The module's network in lstmfast's functional API: NumPy weights in the kernels' layout
     (copied from the module), lstm_forward / lstm_backward per layer and direction (with the
-    projection weights when proj_size > 0), directions concatenated as nn.LSTM does, the loss
-    0.5 * mean(out^2) and plain SGD in NumPy."""
+    projection weights when proj_size > 0), directions concatenated as nn.LSTM does (and run
+    side by side where the module runs them so: _directions), the loss 0.5 * mean(out^2) and
+    plain SGD in NumPy."""
 
     def __init__(self, module):
         from lstmfast.torch._function import kernel_weights, projection_weights
@@ -248,11 +250,10 @@ class FunctionalLSTM:
         """x [mb, nIn, T] -> (out [mb, features, T], the ForwardResults per layer)."""
         results = []
         for directions in self.layers:
-            layer = [lstmfast.lstm_forward(x, *arrays[:3], forwards=d == 0,
-                                           for_backprop=for_backprop,
-                                           projection_weights=(arrays[3] if len(arrays) > 3
-                                                               else None))
-                     for d, arrays in enumerate(directions)]
+            layer = _directions([(lstmfast.lstm_forward, (x, *arrays[:3]),
+                                  {"forwards": d == 0, "for_backprop": for_backprop,
+                                   "projection_weights": arrays[3] if len(arrays) > 3 else None})
+                                 for d, arrays in enumerate(directions)])
             results.append(layer)
             x = layer[0].output if len(layer) == 1 else np.concatenate(
                 [r.output for r in layer], axis=1)
@@ -271,12 +272,13 @@ class FunctionalLSTM:
                                             reversed(self.layers), reversed(results)):
             size = directions[0][1].shape[0]           # h, or P with a projection
             grad_input = None
-            for d, (arrays, fwd) in enumerate(zip(directions, layer)):
-                # the first layer's dL/dx is not wanted (x needs no gradient; the module skips
-                # it too)
-                g = lstmfast.lstm_backward(fwd, eps if len(directions) == 1
-                                           else eps[:, d * size:(d + 1) * size],
-                                           input_gradient=depth > 0)
+            # the first layer's dL/dx is not wanted (x needs no gradient; the module skips it)
+            gradients = _directions([(lstmfast.lstm_backward,
+                                      (fwd, eps if len(directions) == 1
+                                       else eps[:, d * size:(d + 1) * size]),
+                                      {"input_gradient": depth > 0})
+                                     for d, fwd in enumerate(layer)])
+            for arrays, g in zip(directions, gradients):
                 W, RW, b = arrays[:3]
                 W -= lr * g.input_weights
                 RW -= lr * g.recurrent_weights
@@ -287,6 +289,20 @@ class FunctionalLSTM:
                     grad_input = g.input if grad_input is None else grad_input + g.input
             eps = grad_input
         return loss
+
+
+def _directions(calls):
+    """The (function, args, kwargs) calls of a layer's directions, their results in order: two
+    side by side, each pass on one thread and one of them on a worker of torch's OpenMP
+    runtime, where the module runs them so (two threads there: lstmfast.torch._ops
+    ._side_by_side), else one after the other."""
+    tuning, openmp = lt._threads._team_plan()
+    if len(calls) == 2 and openmp and tuning["threads"] == 2:
+        for call in calls:
+            call[2]["_tuning"] = {"threads": 1}
+        with lt._threads._blas_limit():
+            return list(_team.call_pair_on_openmp(*calls))
+    return [function(*args, **kwargs) for function, args, kwargs in calls]
 
 
 #: (num_layers, bidirectional, proj_size as a fraction of hidden_size)

@@ -7,6 +7,9 @@ module that includes it: the passes (lstmfast._forward, lstmfast._backward) ther
 and give back their threads only through this module's functions (lstmfast/_team.pxd), so that
 the process has one team and one count of each. The barrier and the claims of groups keep no
 state of their own and are used inline."""
+import sys
+
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from scipy.linalg cimport cython_blas as _cython_blas
 
 from lstmfast._activations cimport lf_load_flag
@@ -253,3 +256,71 @@ def call_on_openmp(kernel, tuple args, dict kwargs):
         return kernel(*args, **kwargs)
     finally:
         lf_team_on_openmp = previous
+
+
+ctypedef struct _pair_call:
+    void* calls[2]          # (callable, args, kwargs) tuples, borrowed from the caller's frame
+    void* results[2]        # new references, or NULL when the call raised (its error in errors)
+    void* errors[2]         # (type, value, traceback) tuples, new references
+    int ran
+
+
+cdef void _pair_member(_pair_call* pair, int tid) noexcept nogil:
+    """Call member `tid` of the pair with the GIL (taken on this thread, which may be one of the
+    OpenMP runtime's workers); its result or its exception into the pair."""
+    with gil:
+        call = <tuple>pair.calls[tid]
+        try:
+            result = call[0](*call[1], **call[2])
+            Py_INCREF(result)
+            pair.results[tid] = <void*>result
+        except BaseException:
+            error = sys.exc_info()
+            Py_INCREF(error)
+            pair.errors[tid] = <void*>error
+
+
+cdef void _pair_body(void* data) noexcept nogil:
+    cdef _pair_call* pair = <_pair_call*>data
+    if lf_omp_num_threads() != 2:
+        return
+    cdef int tid = lf_omp_thread_num()
+    if tid == 0:
+        pair.ran = 1
+    _pair_member(pair, tid)
+
+
+def call_pair_on_openmp(first, second):
+    """Two independent calls, ``(callable, args, kwargs)`` each, run side by side: the second on
+    a worker of the OpenMP runtime (one parallel region of two threads), the first on the calling
+    thread; each takes the GIL for its Python parts, and a kernel pass inside releases it. Each
+    call's passes run on the one thread they start on. Returns the two results; the first
+    exception raised (the first call's first) is raised again after both have returned. Without
+    a runtime, or in a region that cannot have two threads, the calls run one after the other."""
+    cdef _pair_call pair
+    pair.calls[0] = <void*>first
+    pair.calls[1] = <void*>second
+    pair.results[0] = pair.results[1] = NULL
+    pair.errors[0] = pair.errors[1] = NULL
+    pair.ran = 0
+    if lf_omp_parallel != NULL:
+        with nogil:
+            lf_omp_parallel(_pair_body, &pair, 2, 0)
+    if not pair.ran:
+        _pair_member(&pair, 0)
+        _pair_member(&pair, 1)
+    results = []
+    error = None
+    for tid in range(2):
+        if pair.errors[tid] != NULL:
+            if error is None:
+                error = <tuple>pair.errors[tid]
+            Py_DECREF(<object>pair.errors[tid])
+        if pair.results[tid] != NULL:
+            results.append(<object>pair.results[tid])
+            Py_DECREF(<object>pair.results[tid])
+        else:
+            results.append(None)
+    if error is not None:
+        raise error[1].with_traceback(error[2])
+    return results[0], results[1]

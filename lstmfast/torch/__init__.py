@@ -59,7 +59,8 @@ A traced graph keeps what a backward pass needs on every call (the tracer cannot
 Threads: see :func:`set_blas_threads` (the kernels' BLAS runs single-threaded during the
 modules' calls by default, beside PyTorch's own pool) and :func:`set_team_threads` (the
 kernels' time loops run on PyTorch's own OpenMP workers while its pool has more than one thread:
-its workers spin on the cores after each of its operations, and a second pool would fight them).
+its workers spin on the cores after each of its operations, and a second pool would fight them;
+with two threads there, a bidirectional layer's two directions run side by side, one on each).
 """
 
 from ._function import DoubleBackwardError, LSTMFunction, lstm

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..functional import lstm_backward, lstm_forward
-from ._threads import _kernel_call, _team_plan
+from ._threads import _ONE_THREAD, _kernel_call, _team_plan
 
 __all__ = ["LSTMFunction", "lstm", "kernel_weights", "DoubleBackwardError",
            "NUMPY_DTYPES"]
@@ -93,9 +93,14 @@ def projection_weights(w_hr, w_peep):
 
 
 def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, for_backprop,
-             **extra):
+             _one_thread=False, **extra):
     """lstm_forward on the kernels' layout, under the BLAS thread limit (extra: lengths,
-    projection_weights, peephole_weights)."""
+    projection_weights, peephole_weights); with _one_thread, on the calling thread alone and
+    as it is (the caller limits the BLAS: _ops.run_directions_side_by_side)."""
+    if _one_thread:
+        return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
+                            gate_activation=gate_activation, forwards=forwards,
+                            for_backprop=for_backprop, _tuning=_ONE_THREAD, **extra)
     tuning, openmp = _team_plan()
     return _kernel_call(openmp, lstm_forward, x_kernel, W, RW, b, h0=h0, c0=c0,
                         activation=activation, gate_activation=gate_activation,
@@ -103,10 +108,10 @@ def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, 
 
 
 def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out=None,
-              input_gradient=True):
+              input_gradient=True, one_thread=False):
     """lstm_backward of `fwd` with the incoming gradients (tensors or None; grad_out
     time-major [T, mb, h]), dL/dx written into grad_input_out when given, not computed at all
-    with input_gradient=False; None when nothing arrives."""
+    with input_gradient=False; None when nothing arrives. one_thread: as _forward's."""
     if grad_out_time_major is None and grad_h is None and grad_c is None:
         return None
     if fwd is None or not fwd.for_backprop:
@@ -116,6 +121,9 @@ def _backward(fwd, forwards, grad_out_time_major, grad_h, grad_c, grad_input_out
     # dL/d(h_n) joins the output's gradient at each example's last processed step there
     extra = {name: t.detach().numpy() for name, t in (("grad_last_h", grad_h),
                                                      ("grad_last_c", grad_c)) if t is not None}
+    if one_thread:
+        return lstm_backward(fwd, eps, grad_input_out=grad_input_out,
+                             input_gradient=input_gradient, _tuning=_ONE_THREAD, **extra)
     tuning, openmp = _team_plan()
     return _kernel_call(openmp, lstm_backward, fwd, eps, grad_input_out=grad_input_out,
                         input_gradient=input_gradient, _tuning=tuning, **extra)

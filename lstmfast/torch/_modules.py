@@ -15,7 +15,7 @@ from .._checks import check_choice
 from ..functional import ACTIVATIONS, GATE_ACTIVATIONS
 from ._function import (NUMPY_DTYPES, PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         kernel_weights)
-from ._ops import enable_compile, run_layer
+from ._ops import enable_compile, run_directions_side_by_side, run_layer
 
 __all__ = ["LSTM", "GravesLSTM", "GravesBidirectionalLSTM", "UnsupportedError",
            "InputTypeError"]
@@ -264,6 +264,24 @@ class LSTM(nn.LSTM):
         hs, cs = [], []
         for layer in range(self.num_layers):
             outs = []
+            if self._directions == 2:
+                # (two threads on torch's workers: each direction's passes on one of them)
+                indices = (2 * layer, 2 * layer + 1)
+                both = run_directions_side_by_side(
+                    x, [[None if i is None else flat[i] for i in positions[index]]
+                        for index in indices],
+                    [(None, None) if hx is None else (hx[0][index], hx[1][index])
+                     for index in indices],
+                    lengths, options["activation"], options["gate_activation"],
+                    self._sum_directions, for_backprop)
+                if both is not None:
+                    x = both[0]
+                    for h_n, c_n in both[1:]:
+                        hs.append(h_n)
+                        cs.append(c_n)
+                    if self.dropout and self.training and layer < self.num_layers - 1:
+                        x = self._dropout_between_layers(x, lengths)
+                    continue
             for direction in range(self._directions):
                 index = layer * self._directions + direction
                 parameters = [None if i is None else flat[i] for i in positions[index]]
@@ -281,19 +299,22 @@ class LSTM(nn.LSTM):
             else:
                 x = torch.cat(outs, 2)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                # nn.LSTM's dropout between layers: the same call on the same tensor, hence the
-                # same mask from torch's generator: [T, mb, features], or for packed input the
-                # packed data [sum of lengths, features]
-                if lengths is None:
-                    x = F.dropout(x, self.dropout, True)
-                else:
-                    packed = pack_padded_sequence(x, lengths)
-                    x, _ = pad_packed_sequence(
-                        PackedSequence(F.dropout(packed.data, self.dropout, True),
-                                       packed.batch_sizes), total_length=x.shape[0])
+                x = self._dropout_between_layers(x, lengths)
         if len(hs) == 1:    # one layer, one direction: its own fresh tensors, no copy
             return x, hs[0].unsqueeze(0), cs[0].unsqueeze(0)
         return x, torch.stack(hs), torch.stack(cs)
+
+    def _dropout_between_layers(self, x, lengths):
+        """nn.LSTM's dropout between layers: the same call on the same tensor, hence the same
+        mask from torch's generator: [T, mb, features], or for packed input the packed data
+        [sum of lengths, features]."""
+        if lengths is None:
+            return F.dropout(x, self.dropout, True)
+        packed = pack_padded_sequence(x, lengths)
+        x, _ = pad_packed_sequence(
+            PackedSequence(F.dropout(packed.data, self.dropout, True), packed.batch_sizes),
+            total_length=x.shape[0])
+        return x
 
     # ---- lstmfast's (NumPy, DL4J layout) layers --------------------------------------------
     def _layer_class(self):

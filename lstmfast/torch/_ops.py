@@ -29,10 +29,11 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as _forward_ad
 
+from .. import _team
 from .. import kernels as _kernels
 from .._arguments import column_major as _column_major
 from .._arguments import ready_for_kernels as _ready
-from . import _function
+from . import _function, _threads
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _numpy, _refuse_double_backward,
                         _time_major_to_kernel, kernel_weights, projection_weights)
@@ -129,9 +130,11 @@ def kernel_arrays(w_ih, w_hh, b_ih, b_hh, w_peep, w_hr):
 
 
 def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards,
-                   activation, gate_activation, for_backprop):
+                   activation, gate_activation, for_backprop, out=None, one_thread=False):
     """The computation of :func:`lstm_layer`: (out, h_n, c_n, the ForwardResult when
-    ``for_backprop``, else None)."""
+    ``for_backprop``, else None). ``out``: None, or the time-major NumPy array [T, mb, h or P]
+    (any strides) to write the output into, and then the first result is None; ``one_thread``:
+    the pass runs on the calling thread, the BLAS as the caller left it."""
     steps, mb = x.shape[0], x.shape[1]
     hidden, size = _sizes(w_ih, w_hh)
     if mb == 0:    # an empty batch: nn.LSTM returns empty outputs (the kernels refuse)
@@ -141,12 +144,15 @@ def _layer_forward(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, for
     if lengths is not None:
         extra["lengths"] = lengths.numpy().astype(np.intp, copy=False)
     # nn.LSTM's contiguous time-major output, written by the kernels through its [mb, h, T] view
-    out = np.empty((steps, mb, size), dtype=W.dtype)
+    result = None
+    if out is None:
+        out = np.empty((steps, mb, size), dtype=W.dtype)
+        result = torch.from_numpy(out)
     fwd = _function._forward(_time_major_to_kernel(_numpy(x)), W, RW, b, _numpy(h0),
                              _numpy(c0), forwards, activation, gate_activation, for_backprop,
-                             out=_time_major_to_kernel(out), **extra)
-    return (torch.from_numpy(out), torch.from_numpy(fwd.last_h),
-            torch.from_numpy(fwd.last_c), fwd if for_backprop else None)
+                             one_thread, out=_time_major_to_kernel(out), **extra)
+    return (result, torch.from_numpy(fwd.last_h), torch.from_numpy(fwd.last_c),
+            fwd if for_backprop else None)
 
 
 @lstm_layer.register_fake
@@ -199,10 +205,10 @@ def _read_weights_from(fwd, w_ih, w_hh):
 
 
 def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, projection, dtype,
-                    forwards, peepholes, input_needed=True):
+                    forwards, peepholes, input_needed=True, one_thread=False):
     """The computation of :func:`lstm_layer_backward` from the forward pass's result
     (``input_needed=False``: no gradient of x wanted: the kernels skip it, None in its
-    place)."""
+    place; ``one_thread``: as _layer_forward's)."""
     sizes = (steps, mb, n_in, hidden, projection, dtype, peepholes)
     if mb == 0:
         return _zero_gradients(*sizes)
@@ -210,7 +216,7 @@ def _layer_backward(fwd, grad_out, grad_h, grad_c, steps, mb, n_in, hidden, proj
     g_x = np.empty((steps, mb, n_in), dtype=_function.NUMPY_DTYPES[dtype]) if input_needed else None
     grads = _function._backward(fwd, forwards, grad_out, grad_h, grad_c,
                                 None if g_x is None else _time_major_to_kernel(g_x),
-                                input_gradient=input_needed)
+                                input_gradient=input_needed, one_thread=one_thread)
     if grads is None:
         return _zero_gradients(*sizes)
     gates = 4 * hidden
@@ -342,6 +348,105 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
         # of a jvp, where this path would drop their tangents silently.
         return _layer_forward(*args)[:3]
     return _LayerFunction.apply(*args)
+
+
+def _side_by_side(x):
+    """Whether a bidirectional layer's two directions may run side by side, each pass on one
+    thread, one of them on a worker of PyTorch's OpenMP runtime: no compiler or tracer is
+    watching (they see the op per direction), no forward-mode AD, and the team setting gives
+    the layer two threads on that runtime's workers (with more, each direction keeps its
+    team). Two single-thread passes meet at no barrier per step."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or _forward_ad._current_level >= 0:
+        return False
+    tuning, openmp = _threads._team_plan()
+    return openmp and tuning["threads"] == 2 and x.shape[1] > 0
+
+
+def _directions_forward(x, parameters, states, lengths, activation, gate_activation,
+                        sum_directions, for_backprop):
+    """Both directions' passes side by side into one output: (out [T, mb, 2 size] (the
+    directions concatenated) or [T, mb, size] (summed), the two _layer_forward results)."""
+    steps, mb = x.shape[0], x.shape[1]
+    size = _sizes(parameters[0][0], parameters[0][1])[1]
+    dtype = _function.NUMPY_DTYPES[x.dtype]
+    if sum_directions:
+        outs = [np.empty((steps, mb, size), dtype=dtype) for _ in range(2)]
+    else:
+        both = np.empty((steps, mb, 2 * size), dtype=dtype)
+        outs = [both[:, :, :size], both[:, :, size:]]
+    calls = tuple((_layer_forward, (x, *parameters[d], *states[d], lengths, d == 0, activation,
+                                    gate_activation, for_backprop, outs[d], True), {})
+                  for d in range(2))
+    with _threads._blas_limit():
+        results = _team.call_pair_on_openmp(*calls)
+    if sum_directions:
+        both = np.add(outs[0], outs[1], out=outs[0])
+    return torch.from_numpy(both), results
+
+
+def run_directions_side_by_side(x, parameters, states, lengths, activation, gate_activation,
+                                sum_directions, for_backprop):
+    """A bidirectional layer with its two directions side by side (see _side_by_side): (out,
+    (h_n, c_n) of each direction), or None where that does not apply. `parameters`: each
+    direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`: each direction's (h0, c0)."""
+    if not _side_by_side(x):
+        return None
+    if not for_backprop:
+        out, results = _directions_forward(x, parameters, states, lengths, activation,
+                                           gate_activation, sum_directions, False)
+        return out, results[0][1:3], results[1][1:3]
+    out, h_f, c_f, h_b, c_b = _DirectionsFunction.apply(
+        x, *parameters[0], *states[0], *parameters[1], *states[1], lengths, activation,
+        gate_activation, sum_directions)
+    return out, (h_f, c_f), (h_b, c_b)
+
+
+class _DirectionsFunction(torch.autograd.Function):
+    """Both directions of a bidirectional layer as one autograd node, their forward passes side
+    by side and then their backward passes side by side. Inputs: x, each direction's (w_ih,
+    w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0), lengths, activation, gate_activation,
+    sum_directions; outputs: out, then h_n and c_n of each direction."""
+
+    @staticmethod
+    def forward(ctx, x, *inputs):
+        per_direction = (inputs[:8], inputs[8:16])
+        lengths, activation, gate_activation, sum_directions = inputs[16:]
+        out, results = _directions_forward(x, [d[:6] for d in per_direction],
+                                           [d[6:] for d in per_direction], lengths, activation,
+                                           gate_activation, sum_directions, True)
+        ctx.fwds = [r[3] for r in results]
+        # the backward passes read the weights where they are: autograd's version check
+        ctx.save_for_backward(*(w for d in per_direction for w in d[:2]))
+        ctx.sizes = [_backward_sizes(x, d[0], d[1], d[4], d[5], forwards)
+                     for d, forwards in zip(per_direction, (True, False))]
+        ctx.sum_directions = sum_directions
+        ctx.set_materialize_grads(False)
+        return out, results[0][1], results[0][2], results[1][1], results[1][2]
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_f, grad_c_f, grad_h_b, grad_c_b):
+        _refuse_double_backward()
+        needs = ctx.needs_input_grad
+        if not any(needs[:17]):
+            return (None,) * 21
+        ctx.saved_tensors                    # raises if a weight was modified in place
+        size = ctx.fwds[0].output.shape[1]
+        grads_out = [grad_out, grad_out]
+        if grad_out is not None and not ctx.sum_directions:
+            grads_out = [grad_out[:, :, :size], grad_out[:, :, size:]]
+        calls = tuple((_layer_backward, (ctx.fwds[d], grads_out[d], grad_h, grad_c,
+                                         *ctx.sizes[d]), {"input_needed": needs[0],
+                                                          "one_thread": True})
+                      for d, (grad_h, grad_c) in enumerate(((grad_h_f, grad_c_f),
+                                                            (grad_h_b, grad_c_b))))
+        with _threads._blas_limit():
+            results = _team.call_pair_on_openmp(*calls)
+        per_direction = [_input_gradients((needs[0],) + needs[1 + 8 * d:9 + 8 * d], grads)
+                         for d, grads in enumerate(results)]
+        grad_x = per_direction[0][0]
+        if grad_x is not None:
+            grad_x.add_(per_direction[1][0])           # (fresh tensors of the passes)
+        return (grad_x, *per_direction[0][1:9], *per_direction[1][1:9]) + (None,) * 4
 
 
 # ---------------------------------------------------------------------------------------------

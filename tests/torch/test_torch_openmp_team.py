@@ -236,3 +236,190 @@ def test_team_on_torch_workers_matches_nn_lstm_and_falls_back_in_a_smaller_regio
     finally:
         torch.set_num_threads(previous[0])
         lstmfast.set_num_threads(previous[1])
+
+
+def _at_two_threads():
+    """(torch's, lstmfast's) thread counts before setting both to 2; skips without the runtime."""
+    previous = torch.get_num_threads(), lstmfast.get_num_threads()
+    torch.set_num_threads(2)
+    lstmfast.set_num_threads(2)
+    if _threads._openmp_runtime() is None:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
+        pytest.skip("torch's OpenMP runtime not found (not Linux, or not OpenMP)")
+    return previous
+
+
+def _pair_spy(monkeypatch):
+    """Count the calls of _team.call_pair_on_openmp (which still runs)."""
+    calls = []
+    real = _team.call_pair_on_openmp
+
+    def spy(first, second):
+        calls.append(1)
+        return real(first, second)
+    monkeypatch.setattr(_team, "call_pair_on_openmp", spy)
+    return calls
+
+
+SIDE_BY_SIDE_CASES = [
+    ("one layer", lambda: lt.LSTM(24, 40, bidirectional=True), {}),
+    ("two layers, dropout, hx", lambda: lt.LSTM(24, 40, 2, bidirectional=True, dropout=0.4),
+     {"hx": True, "train": True}),
+    ("projection, float64", lambda: lt.LSTM(24, 40, bidirectional=True, proj_size=16,
+                                            dtype=torch.float64), {"hx": True}),
+    ("batch first, unbatched", lambda: lt.LSTM(24, 40, bidirectional=True, batch_first=True),
+     {"unbatched": True}),
+    ("packed", lambda: lt.LSTM(24, 40, 2, bidirectional=True), {"packed": True}),
+    ("Graves (directions summed)", lambda: lt.GravesBidirectionalLSTM(24, 40), {}),
+]
+
+
+def _side_by_side_inputs(module, case, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    dtype = module.weight_ih_l0.dtype
+    x = torch.randn(9, 13, 24, generator=generator, dtype=dtype)
+    if case.get("unbatched"):
+        x = x[:, 0]
+    args = [x]
+    if case.get("packed"):
+        lengths = torch.tensor([9, 7, 7, 5, 4, 4, 3, 3, 2, 2, 1, 1, 1])
+        args = [torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)]
+    if case.get("hx"):
+        layers = module.num_layers * 2
+        size = module.proj_size or module.hidden_size
+        args.append((torch.randn(layers, 13, size, generator=generator, dtype=dtype),
+                     torch.randn(layers, 13, module.hidden_size, generator=generator,
+                                 dtype=dtype)))
+    return args
+
+
+def _run(module, args, train):
+    """(outputs, gradients of the inputs and parameters) of a forward pass, and with `train` a
+    backward pass of a loss of every output (None gradients without)."""
+    for p in module.parameters():
+        p.grad = None
+    torch.manual_seed(11)                  # the dropout masks
+    with torch.set_grad_enabled(train):
+        out, (h_n, c_n) = module(*args)
+    data = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+    if train:
+        (data.square().sum() + h_n.sin().sum() + 0.5 * c_n.sum()).backward()
+    grads = [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+    inputs = [a for a in args if isinstance(a, torch.Tensor)]
+    return [data, h_n, c_n], grads + [a.grad for a in inputs]
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("name,make,case", SIDE_BY_SIDE_CASES, ids=[c[0] for c in SIDE_BY_SIDE_CASES])
+def test_bidirectional_layers_run_their_directions_side_by_side(monkeypatch, name, make, case,
+                                                               train):
+    """A bidirectional layer at two threads runs its directions side by side, each pass on one
+    thread (one on torch's OpenMP worker), the forward passes and then the backward passes:
+    the same bits as one thread computing them one after the other, for every layer, state and
+    input form, and nn.LSTM's numbers and gradients."""
+    torch.manual_seed(5)
+    module = make()
+    module.train(bool(case.get("train")))
+    args = _side_by_side_inputs(module, case)
+    if train and not case.get("packed"):
+        args[0].requires_grad_(True)
+    previous = _at_two_threads()
+    try:
+        calls = _pair_spy(monkeypatch)
+        outputs, grads = _run(module, args, train)
+        assert len(calls) == module.num_layers * (2 if train else 1)
+        if train and not case.get("packed"):
+            args[0].grad = None
+        torch.set_num_threads(1)
+        ref_outputs, ref_grads = _run(module, args, train)
+        assert len(calls) == module.num_layers * (2 if train else 1)   # (one after the other)
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
+    for got, want in zip(outputs + grads, ref_outputs + ref_grads):
+        assert (got is None) == (want is None)
+        assert got is None or torch.equal(got, want)
+    if isinstance(module, lt.GravesBidirectionalLSTM):
+        return                             # (DL4J's sum of the directions: no nn.LSTM peer)
+    reference = torch.nn.LSTM(24, 40, module.num_layers, bidirectional=True,
+                              batch_first=module.batch_first, dropout=module.dropout,
+                              proj_size=module.proj_size, dtype=module.weight_ih_l0.dtype)
+    reference.load_state_dict(module.state_dict())
+    reference.train(module.training)
+    if train and not case.get("packed"):
+        args[0].grad = None
+    peer_outputs, peer_grads = _run(reference, args, train)
+    tolerance = 1e-10 if outputs[0].dtype == torch.float64 else 1e-4
+    for got, want in zip(outputs + grads, peer_outputs + peer_grads):
+        assert got is None or torch.allclose(got, want, rtol=0, atol=tolerance)
+
+
+def test_side_by_side_only_on_two_threads_of_torch(monkeypatch):
+    """At torch's one thread, or with lstmfast's team at one thread, a bidirectional layer keeps
+    the usual schedule (the directions one after the other)."""
+    torch.manual_seed(5)
+    module = lt.LSTM(24, 40, bidirectional=True)
+    x = torch.randn(9, 13, 24)
+    previous = _at_two_threads()
+    try:
+        calls = _pair_spy(monkeypatch)
+        torch.set_num_threads(1)
+        module(x)[0].sum().backward()
+        torch.set_num_threads(2)
+        lstmfast.set_num_threads(1)
+        with torch.no_grad():
+            module(x)
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
+    assert calls == []
+
+
+def test_pair_call_returns_both_results_and_raises_the_first_error_after_both_ran():
+    """_team.call_pair_on_openmp: both calls run whatever the other does; their results in
+    order; an exception of either is raised once both have returned (the first call's first),
+    also when the region has one thread only and the calls run one after the other."""
+    ran = []
+
+    def record(tag, fail=None):
+        ran.append(tag)
+        if fail is not None:
+            raise fail(tag)
+        return tag * 2
+
+    previous = _at_two_threads()
+    try:
+        assert _team.call_pair_on_openmp((record, ("a",), {}), (record, (), {"tag": "b"})) == (
+            "aa", "bb")
+        assert sorted(ran) == ["a", "b"]
+        for failing, expected in (((ValueError, None), "a"), ((None, KeyError), "'b'"),
+                                  ((ValueError, KeyError), "a")):
+            ran.clear()
+            with pytest.raises((ValueError, KeyError)) as raised:
+                _team.call_pair_on_openmp((record, ("a", failing[0]), {}),
+                                          (record, ("b", failing[1]), {}))
+            assert str(raised.value) == expected
+            assert sorted(ran) == ["a", "b"]
+
+        body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+        def one_thread_region(body, data, num_threads, flags):
+            ctypes.cast(body, body_type)(data)
+
+        fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                 ctypes.c_uint)(one_thread_region),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
+                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
+        real = _threads._openmp
+        _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
+        try:
+            ran.clear()
+            assert _team.call_pair_on_openmp((record, ("a",), {}), (record, ("b",), {})) == (
+                "aa", "bb")
+            assert ran == ["a", "b"]
+        finally:
+            _team.set_openmp_runtime(*real)
+    finally:
+        torch.set_num_threads(previous[0])
+        lstmfast.set_num_threads(previous[1])
