@@ -84,6 +84,7 @@ except ImportError:  # pragma: no cover
     sys.exit("bench_torch_module.py needs PyTorch")
 import lstmfast.torch as lt
 from lstmfast import _team
+from lstmfast.functional import _side_by_side
 
 
 def median_ms(step, reps):
@@ -295,13 +296,13 @@ def _directions(calls):
     """The (function, args, kwargs) calls of a layer's directions, their results in order: two
     side by side, each pass on one thread and one of them on a worker of torch's OpenMP
     runtime, where the module runs them so (two threads there: lstmfast.torch._ops
-    ._side_by_side), else one after the other."""
+    ._side_by_side_possible), else one after the other."""
     tuning, openmp = lt._threads._team_plan()
     if len(calls) == 2 and openmp and tuning["threads"] == 2:
         for call in calls:
             call[2]["_tuning"] = {"threads": 1}
         with lt._threads._blas_limit():
-            return list(_team.call_pair_on_openmp(*calls))
+            return list(_side_by_side(_team.call_pair_on_openmp, *calls))
     return [function(*args, **kwargs) for function, args, kwargs in calls]
 
 

@@ -248,6 +248,45 @@ def _run_kernel(kernel, args, flops, extra=()):
         _blas_threads.release()
 
 
+# the cancel flag of the passes of a call run beside another (_side_by_side), per thread
+_partner = threading.local()
+
+# Two directions' passes estimated at fewer floating-point operations each run one after the
+# other even where they could run side by side: starting the partner costs microseconds, and
+# a partner that starts late meets a first call already done
+SIDE_BY_SIDE_FLOPS = 1e7
+
+
+def _pass_flops(minibatch, n_in, hidden, time_steps):
+    """A forward pass's floating-point operations (its GEMMs), as _run_kernel counts them."""
+    return 2.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
+
+
+def _side_by_side(runner, first, second):
+    """``runner(first, second)`` (lstmfast._team.call_pair or call_pair_on_openmp: two calls,
+    ``(function, args, kwargs)`` each, side by side, the first on the calling thread), with the
+    second call's passes polling a flag that the first call sets when it raises: Ctrl-C, which
+    only the calling (main) thread sees, stops the first call's pass within a time step, and
+    then the second's at its next step, instead of after the whole pass."""
+    stop = np.zeros(1, dtype=np.intc)
+
+    def lead(function, args, kwargs):
+        try:
+            return function(*args, **kwargs)
+        except BaseException:
+            stop[0] = 1
+            raise
+
+    def partner(function, args, kwargs):
+        _partner.cancel = stop
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _partner.cancel = None
+
+    return runner((lead, first, {}), (partner, second, {}))
+
+
 def _run_pass(kernel, args, flops, extra=()):
     """Run `kernel(*args, cancel, *extra)` (a kernel entry that releases the GIL; cancel None or
     a one-element flag it polls each time step). Long passes started from the main thread stop
@@ -256,7 +295,8 @@ def _run_pass(kernel, args, flops, extra=()):
     (_run_pass_in_worker). The arguments come as a tuple, not as a closure over them: short
     passes call the kernel straight away, and a closure made per call cost Python time there."""
     if flops < _INTERRUPTIBLE_FLOPS or threading.current_thread() is not threading.main_thread():
-        kernel(*args, None, *extra)
+        # (the flag of a call beside another: _side_by_side)
+        kernel(*args, getattr(_partner, "cancel", None), *extra)
         return
     # False: a signal stopped the kernel and no handler raised; it runs again in the worker
     if _interrupt.WATCHES_SIGNALS and _interrupt.run_watched(kernel, args, extra):

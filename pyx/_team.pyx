@@ -15,7 +15,8 @@ from scipy.linalg cimport cython_blas as _cython_blas
 from lstmfast._activations cimport lf_load_flag
 from lstmfast._team cimport (lf_team_fn, lf_barrier, LF_TEAM_MAX, lf_team_execute,
                              lf_pass_acquire, lf_pass_release, lf_blas_buffers_checked,
-                             lf_blas_threads_init)
+                             lf_blas_threads_init, lf_team_acquire, lf_team_release,
+                             lf_barrier_init)
 
 cdef extern from "lstmfast_team.h" nogil:
     # for tests: the pool counts as holding at most this many buffers (-1: no ceiling)
@@ -290,25 +291,9 @@ cdef void _pair_body(void* data) noexcept nogil:
     _pair_member(pair, tid)
 
 
-def call_pair_on_openmp(first, second):
-    """Two independent calls, ``(callable, args, kwargs)`` each, run side by side: the second on
-    a worker of the OpenMP runtime (one parallel region of two threads), the first on the calling
-    thread; each takes the GIL for its Python parts, and a kernel pass inside releases it. Each
-    call's passes run on the one thread they start on. Returns the two results; the first
-    exception raised (the first call's first) is raised again after both have returned. Without
-    a runtime, or in a region that cannot have two threads, the calls run one after the other."""
-    cdef _pair_call pair
-    pair.calls[0] = <void*>first
-    pair.calls[1] = <void*>second
-    pair.results[0] = pair.results[1] = NULL
-    pair.errors[0] = pair.errors[1] = NULL
-    pair.ran = 0
-    if lf_omp_parallel != NULL:
-        with nogil:
-            lf_omp_parallel(_pair_body, &pair, 2, 0)
-    if not pair.ran:
-        _pair_member(&pair, 0)
-        _pair_member(&pair, 1)
+cdef tuple _pair_results(_pair_call* pair):
+    """The pair's two results (None where a call raised or did not run), every reference the
+    members took given back; the first error raised again after that."""
     results = []
     error = None
     for tid in range(2):
@@ -324,3 +309,62 @@ def call_pair_on_openmp(first, second):
     if error is not None:
         raise error[1].with_traceback(error[2])
     return results[0], results[1]
+
+
+cdef void _pair_start(_pair_call* pair, first, second):
+    pair.calls[0] = <void*>first
+    pair.calls[1] = <void*>second
+    pair.results[0] = pair.results[1] = NULL
+    pair.errors[0] = pair.errors[1] = NULL
+    pair.ran = 0
+
+
+cdef void _pair_one_after_the_other(_pair_call* pair):
+    """The members on the calling thread, the second only if the first returned (after Ctrl-C
+    in the first, the second would only delay the KeyboardInterrupt by a whole call)."""
+    _pair_member(pair, 0)
+    if pair.errors[0] == NULL:
+        _pair_member(pair, 1)
+
+
+def call_pair_on_openmp(first, second):
+    """Two independent calls, ``(callable, args, kwargs)`` each, run side by side: the second on
+    a worker of the OpenMP runtime (one parallel region of two threads), the first on the calling
+    thread; each takes the GIL for its Python parts, and a kernel pass inside releases it. Each
+    call's passes run on the one thread they start on. Returns the two results; the first
+    exception raised (the first call's first) is raised again after both have returned. Without
+    a runtime, or in a region that cannot have two threads, the calls run one after the other
+    (the second only if the first returned)."""
+    cdef _pair_call pair
+    _pair_start(&pair, first, second)
+    if lf_omp_parallel != NULL:
+        with nogil:
+            lf_omp_parallel(_pair_body, &pair, 2, 0)
+    if not pair.ran:
+        _pair_one_after_the_other(&pair)
+    return _pair_results(&pair)
+
+
+cdef void _pair_team_member(void* job, int tid, int nthreads) noexcept nogil:
+    _pair_member(<_pair_call*>job, tid)
+
+
+def call_pair(first, second):
+    """call_pair_on_openmp on lstmfast's own team: the second call on one of its workers when
+    two threads of it can be had (no other pass holding it), else both on the calling thread,
+    one after the other. The passes inside find the team held by the pair and run on the thread
+    they start on."""
+    cdef _pair_call pair
+    cdef lf_barrier barrier
+    cdef int nthreads
+    _pair_start(&pair, first, second)
+    lf_barrier_init(&barrier)
+    with nogil:
+        nthreads = lf_team_acquire(2)
+        if nthreads == 2:
+            # (no barrier nor cancel flag: the workers' wait ends when the second call returns)
+            lf_team_execute(_pair_team_member, &pair, 2, &barrier)
+            lf_team_release(2)
+    if nthreads != 2:
+        _pair_one_after_the_other(&pair)
+    return _pair_results(&pair)

@@ -120,7 +120,10 @@ class LayerMemoryReport:
     counted, so it is exact to within a few percent from a few tens of KB up. Work buffers of
     4 MiB or more are kept after a pass for the next one of the same size (up to 512 MiB in
     all; ``lstmfast.release_buffers()`` frees them): a later pass may reuse them instead of
-    allocating, and while kept they add to the process's memory beyond these figures.
+    allocating, and while kept they add to the process's memory beyond these figures. A
+    bidirectional layer whose directions run side by side (at two threads, on large enough
+    passes) counts both passes' arrays at once: the most it allocates, since a partner pass
+    that starts late overlaps less.
     """
 
     layer_type: str
@@ -346,6 +349,7 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, dtype, 
         "input_gradient": input_gradient,
         "state_gradients": state_gradients,
         "backward_peak": backward_peak,
+        "training_workspace": training_workspace,
         "inference": output + state + inference_workspace,
         # the training forward pass holds its workspace next to the record it builds; with a
         # wide input and few units that can be more than backward's peak

@@ -3,8 +3,11 @@ wrapper (concat, add, mul, average), one flat parameter vector for both directio
 
 import numpy as np
 
+from .. import _team
 from .._checks import check_choice, check_size, seed_sequence
 from .._guard import exclusive
+from ..functional import SIDE_BY_SIDE_FLOPS, _pass_flops, _side_by_side
+from ..kernels import get_num_threads
 from ._base import (FlatParameterLayer, UnsupportedOperationError, _build_memory_report,
                     _check_mask_or_lengths)
 from .lstm import GravesLSTM, UnidirectionalLSTM
@@ -16,6 +19,29 @@ from .lstm import GravesLSTM, UnidirectionalLSTM
 
 #: How a bidirectional layer combines its two directions' outputs (DL4J's modes).
 BIDIRECTIONAL_MODES = ("concat", "add", "mul", "average")
+
+
+def _side_by_side_for(layer, shape):
+    """Whether `layer`'s directions run side by side on an input or dL/d(output) of this shape
+    ([minibatch, *, T] or [minibatch, *]; another shape is left to the directions to refuse):
+    at two threads of lstmfast, when each direction's pass is large enough
+    (SIDE_BY_SIDE_FLOPS)."""
+    if get_num_threads() != 2 or len(shape) not in (2, 3):
+        return False
+    steps = shape[2] if len(shape) == 3 else 1
+    return _pass_flops(shape[0], layer.n_in, layer.forward_layer.n_out,
+                       steps) >= SIDE_BY_SIDE_FLOPS
+
+
+def _directions(side_by_side, calls):
+    """The two directions' calls, ``(method, args, kwargs)`` each, and their results in order:
+    side by side (each direction's pass on one thread, one on a worker of the team, with no
+    barrier per step between them: each call runs whatever the other does, and an error of
+    either is raised once both have returned), else one after the other (an error stops
+    there)."""
+    if side_by_side:
+        return _side_by_side(_team.call_pair, *calls)
+    return [method(*args, **kwargs) for method, args, kwargs in calls]
 
 
 def combine_directions(mode, forward, backward):
@@ -93,15 +119,17 @@ class BidirectionalBase(FlatParameterLayer):
         instead of a mask, the backward direction starts each example at its own last valid
         step, and the output past each length is zero."""
         _check_mask_or_lengths(self, "forward", mask, lengths)
-        saved = self.forward_layer._pass_state()
-        output_forward = self.forward_layer.forward(x, mask=mask, training=training,
-                                                    lengths=lengths)
+        layers = (self.forward_layer, self.backward_layer)
+        saved = [layer._pass_state() for layer in layers]
         try:
-            output_backward = self.backward_layer.forward(x, mask=mask, training=training,
-                                                          lengths=lengths)
+            output_forward, output_backward = _directions(
+                _side_by_side_for(self, np.shape(x)),
+                [(layer.forward, (x,), {"mask": mask, "training": training, "lengths": lengths})
+                 for layer in layers])
         except BaseException:
-            # e.g. Ctrl-C during the second direction: keep the directions' records consistent
-            self.forward_layer._restore_pass_state(saved)
+            # e.g. Ctrl-C during one direction: keep the directions' records consistent
+            for layer, state in zip(layers, saved):
+                layer._restore_pass_state(state)
             raise
         self._outputs = (output_forward, output_backward) if (training and self.mode == "mul") else None
         # the backward pass reads the kernels' cache, never ForwardResult.output: the forward
@@ -137,15 +165,18 @@ class BidirectionalBase(FlatParameterLayer):
                                  f"{output_forward.shape}; got {eps.shape}")
             eps_forward = eps * output_backward
             eps_backward = eps * output_forward
-        forward_layer = self.forward_layer
-        saved = (forward_layer.gradients.copy(), forward_layer.state_gradients)
-        dx = forward_layer.backward(eps_forward)
+        layers = (self.forward_layer, self.backward_layer)
+        saved = [(layer.gradients.copy(), layer.state_gradients) for layer in layers]
         try:
-            dx_backward = self.backward_layer.backward(eps_backward)
+            dx, dx_backward = _directions(
+                _side_by_side_for(self, np.shape(eps_forward)),
+                [(layer.backward, (eps,), {})
+                 for layer, eps in zip(layers, (eps_forward, eps_backward))])
         except BaseException:
-            # e.g. Ctrl-C during the second direction: leave the gradients as they were
-            forward_layer.gradients[...] = saved[0]
-            forward_layer.state_gradients = saved[1]
+            # e.g. Ctrl-C during one direction: leave the gradients as they were
+            for layer, (gradients, state_gradients) in zip(layers, saved):
+                layer.gradients[...] = gradients
+                layer.state_gradients = state_gradients
             raise
         return np.add(dx, dx_backward, out=dx)
 
@@ -182,17 +213,25 @@ class BidirectionalBase(FlatParameterLayer):
     def _allocated_bytes(self, ts_length, minibatch):
         one = self.forward_layer._allocation_parts(ts_length, minibatch)
         output = one["output"]
-        # inference: the forward direction's output stays alive while the backward direction
-        # runs; "add"/"average" combine in place, "mul" makes one new array, "concat" a double one
+        # "add"/"average" combine in place, "mul" makes one new array, "concat" a double one
         combine = {"add": 0, "average": 0, "mul": output, "concat": 2 * output}[self.mode]
+        epsilon_split = {"add": 0, "concat": 0, "average": output, "mul": 2 * output}[self.mode]
+        records = 2 * (one["dropped_weights"] + one["record"])
+        if _side_by_side_for(self, (minibatch, self.n_in, ts_length)):
+            # the directions side by side (_directions): both passes' arrays at once
+            inference = max(2 * one["inference"], 2 * output + combine)
+            training = records + max(combine, 2 * one["training_workspace"],
+                                     epsilon_split + 2 * one["backward_peak"])
+            return {"inference": inference, "training": training}
+        # inference: the forward direction's output stays alive while the backward direction
+        # runs
         inference = max(output + one["inference"], 2 * output + combine)
         # training: both records live through both backward passes; the combined output of
         # "concat"/"mul" is the caller's (freed after forward when the caller drops it); the
         # forward direction's dL/dx and state gradients live while the backward direction runs
-        epsilon_split = {"add": 0, "concat": 0, "average": output, "mul": 2 * output}[self.mode]
         retained_after_backward = one["input_gradient"] + one["state_gradients"]
-        training = 2 * (one["dropped_weights"] + one["record"]) \
-            + max(combine, epsilon_split + retained_after_backward + one["backward_peak"])
+        training = records + max(combine,
+                                 epsilon_split + retained_after_backward + one["backward_peak"])
         return {"inference": inference, "training": training}
 
 

@@ -33,6 +33,8 @@ from .. import _team
 from .. import kernels as _kernels
 from .._arguments import column_major as _column_major
 from .._arguments import ready_for_kernels as _ready
+from ..functional import SIDE_BY_SIDE_FLOPS
+from ..functional import _side_by_side as _with_partner_stopped
 from . import _function, _threads
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
                         _numpy, _refuse_double_backward,
@@ -350,16 +352,21 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
     return _LayerFunction.apply(*args)
 
 
-def _side_by_side(x):
+def _side_by_side_possible(x, w_ih, w_hh):
     """Whether a bidirectional layer's two directions may run side by side, each pass on one
     thread, one of them on a worker of PyTorch's OpenMP runtime: no compiler or tracer is
     watching (they see the op per direction), no forward-mode AD, and the team setting gives
     the layer two threads on that runtime's workers (with more, each direction keeps its
-    team). Two single-thread passes meet at no barrier per step."""
+    team), for passes of SIDE_BY_SIDE_FLOPS or more each. Two single-thread passes meet at no
+    barrier per step."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or _forward_ad._current_level >= 0:
         return False
     tuning, openmp = _threads._team_plan()
-    return openmp and tuning["threads"] == 2 and x.shape[1] > 0
+    if not openmp or tuning["threads"] != 2 or x.shape[1] == 0:
+        return False
+    hidden, size = _sizes(w_ih, w_hh)
+    return (2.0 * x.shape[0] * x.shape[1] * 4 * hidden * (x.shape[2] + size)
+            >= SIDE_BY_SIDE_FLOPS)
 
 
 def _directions_forward(x, parameters, states, lengths, activation, gate_activation,
@@ -378,7 +385,7 @@ def _directions_forward(x, parameters, states, lengths, activation, gate_activat
                                     gate_activation, for_backprop, outs[d], True), {})
                   for d in range(2))
     with _threads._blas_limit():
-        results = _team.call_pair_on_openmp(*calls)
+        results = _with_partner_stopped(_team.call_pair_on_openmp, *calls)
     if sum_directions:
         both = np.add(outs[0], outs[1], out=outs[0])
     return torch.from_numpy(both), results
@@ -386,10 +393,10 @@ def _directions_forward(x, parameters, states, lengths, activation, gate_activat
 
 def run_directions_side_by_side(x, parameters, states, lengths, activation, gate_activation,
                                 sum_directions, for_backprop):
-    """A bidirectional layer with its two directions side by side (see _side_by_side): (out,
+    """A bidirectional layer with its two directions side by side (see _side_by_side_possible): (out,
     (h_n, c_n) of each direction), or None where that does not apply. `parameters`: each
     direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`: each direction's (h0, c0)."""
-    if not _side_by_side(x):
+    if not _side_by_side_possible(x, *parameters[0][:2]):
         return None
     if not for_backprop:
         out, results = _directions_forward(x, parameters, states, lengths, activation,
@@ -440,7 +447,7 @@ class _DirectionsFunction(torch.autograd.Function):
                       for d, (grad_h, grad_c) in enumerate(((grad_h_f, grad_c_f),
                                                             (grad_h_b, grad_c_b))))
         with _threads._blas_limit():
-            results = _team.call_pair_on_openmp(*calls)
+            results = _with_partner_stopped(_team.call_pair_on_openmp, *calls)
         per_direction = [_input_gradients((needs[0],) + needs[1 + 8 * d:9 + 8 * d], grads)
                          for d, grads in enumerate(results)]
         grad_x = per_direction[0][0]

@@ -262,34 +262,36 @@ def _pair_spy(monkeypatch):
     return calls
 
 
+# (each direction's pass at SIDE_BY_SIDE_FLOPS or more: smaller ones run one after the other)
 SIDE_BY_SIDE_CASES = [
-    ("one layer", lambda: lt.LSTM(24, 40, bidirectional=True), {}),
-    ("two layers, dropout, hx", lambda: lt.LSTM(24, 40, 2, bidirectional=True, dropout=0.4),
+    ("one layer", lambda: lt.LSTM(24, 64, bidirectional=True), {}),
+    ("two layers, dropout, hx", lambda: lt.LSTM(24, 64, 2, bidirectional=True, dropout=0.4),
      {"hx": True, "train": True}),
-    ("projection, float64", lambda: lt.LSTM(24, 40, bidirectional=True, proj_size=16,
+    ("projection, float64", lambda: lt.LSTM(24, 96, bidirectional=True, proj_size=32,
                                             dtype=torch.float64), {"hx": True}),
-    ("batch first, unbatched", lambda: lt.LSTM(24, 40, bidirectional=True, batch_first=True),
-     {"unbatched": True}),
-    ("packed", lambda: lt.LSTM(24, 40, 2, bidirectional=True), {"packed": True}),
-    ("Graves (directions summed)", lambda: lt.GravesBidirectionalLSTM(24, 40), {}),
+    ("batch first, unbatched", lambda: lt.LSTM(24, 64, bidirectional=True, batch_first=True),
+     {"unbatched": True, "minibatch": 1, "steps": 320}),
+    ("packed", lambda: lt.LSTM(24, 64, 2, bidirectional=True), {"packed": True}),
+    ("Graves (directions summed)", lambda: lt.GravesBidirectionalLSTM(24, 64), {}),
 ]
 
 
 def _side_by_side_inputs(module, case, seed=3):
     generator = torch.Generator().manual_seed(seed)
     dtype = module.weight_ih_l0.dtype
-    x = torch.randn(9, 13, 24, generator=generator, dtype=dtype)
+    steps, minibatch = case.get("steps", 20), case.get("minibatch", 16)
+    x = torch.randn(steps, minibatch, 24, generator=generator, dtype=dtype)
     if case.get("unbatched"):
         x = x[:, 0]
     args = [x]
     if case.get("packed"):
-        lengths = torch.tensor([9, 7, 7, 5, 4, 4, 3, 3, 2, 2, 1, 1, 1])
+        lengths = torch.tensor([20, 17, 20, 5, 14, 19, 3, 20, 12, 20, 1, 9, 20, 16, 20, 18])
         args = [torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)]
     if case.get("hx"):
         layers = module.num_layers * 2
         size = module.proj_size or module.hidden_size
-        args.append((torch.randn(layers, 13, size, generator=generator, dtype=dtype),
-                     torch.randn(layers, 13, module.hidden_size, generator=generator,
+        args.append((torch.randn(layers, minibatch, size, generator=generator, dtype=dtype),
+                     torch.randn(layers, minibatch, module.hidden_size, generator=generator,
                                  dtype=dtype)))
     return args
 
@@ -342,7 +344,7 @@ def test_bidirectional_layers_run_their_directions_side_by_side(monkeypatch, nam
         assert got is None or torch.equal(got, want)
     if isinstance(module, lt.GravesBidirectionalLSTM):
         return                             # (DL4J's sum of the directions: no nn.LSTM peer)
-    reference = torch.nn.LSTM(24, 40, module.num_layers, bidirectional=True,
+    reference = torch.nn.LSTM(24, module.hidden_size, module.num_layers, bidirectional=True,
                               batch_first=module.batch_first, dropout=module.dropout,
                               proj_size=module.proj_size, dtype=module.weight_ih_l0.dtype)
     reference.load_state_dict(module.state_dict())
@@ -356,14 +358,21 @@ def test_bidirectional_layers_run_their_directions_side_by_side(monkeypatch, nam
 
 
 def test_side_by_side_only_on_two_threads_of_torch(monkeypatch):
-    """At torch's one thread, or with lstmfast's team at one thread, a bidirectional layer keeps
-    the usual schedule (the directions one after the other)."""
+    """At torch's one thread, with lstmfast's team at one thread, or on passes below
+    SIDE_BY_SIDE_FLOPS, a bidirectional layer keeps the usual schedule (the directions one
+    after the other)."""
     torch.manual_seed(5)
-    module = lt.LSTM(24, 40, bidirectional=True)
-    x = torch.randn(9, 13, 24)
+    module = lt.LSTM(24, 64, bidirectional=True)
+    x = torch.randn(20, 16, 24)
     previous = _at_two_threads()
     try:
         calls = _pair_spy(monkeypatch)
+        with torch.no_grad():
+            module(x[:, :4])            # 3.6e6 operations a direction
+        assert calls == []
+        module(x)                       # 1.4e7
+        assert calls == [1]
+        calls.clear()
         torch.set_num_threads(1)
         module(x)[0].sum().backward()
         torch.set_num_threads(2)
