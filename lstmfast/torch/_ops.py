@@ -393,9 +393,10 @@ def _directions_forward(x, parameters, states, lengths, activation, gate_activat
 
 def run_directions_side_by_side(x, parameters, states, lengths, activation, gate_activation,
                                 sum_directions, for_backprop):
-    """A bidirectional layer with its two directions side by side (see _side_by_side_possible): (out,
-    (h_n, c_n) of each direction), or None where that does not apply. `parameters`: each
-    direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`: each direction's (h0, c0)."""
+    """A bidirectional layer with its two directions side by side (see
+    _side_by_side_possible): (out, (h_n, c_n) of each direction), or None where that does not
+    apply. `parameters`: each direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`:
+    each direction's (h0, c0)."""
     if not _side_by_side_possible(x, *parameters[0][:2]):
         return None
     if not for_backprop:
