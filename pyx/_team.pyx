@@ -311,7 +311,13 @@ cdef tuple _pair_results(_pair_call* pair):
     return results[0], results[1]
 
 
-cdef void _pair_start(_pair_call* pair, first, second):
+cdef void _pair_start(_pair_call* pair, first, second) except *:
+    # the members read the calls' items unchecked (no bounds check in this build): a list or a
+    # shorter tuple read that way crashed the process
+    for name, call in (("first", first), ("second", second)):
+        if type(call) is not tuple or len(call) != 3:
+            raise TypeError(f"call_pair: {name} must be a (callable, args, kwargs) tuple; got "
+                            f"{call!r}")
     pair.calls[0] = <void*>first
     pair.calls[1] = <void*>second
     pair.results[0] = pair.results[1] = NULL

@@ -483,3 +483,19 @@ def test_team_workers_block_signals():
     assert len(workers) == 2, out.stdout          # 3 threads: the caller and two workers
     for task, mask in workers:
         assert int(mask, 16) & (1 << (2 - 1)), f"worker {task} does not block SIGINT: {mask}"
+
+
+@pytest.mark.parametrize("bad", [[len, ("ab",), {}], (len,), (len, ("ab",)), None,
+                                 (len, ("ab",), {}, 1)])
+@pytest.mark.parametrize("runner", ["call_pair", "call_pair_on_openmp"])
+def test_pair_call_refuses_a_call_that_is_not_a_three_tuple(runner, bad):
+    """The pair's members read each call's three items unchecked: anything else is refused
+    before either call runs (a list or a short tuple crashed the process)."""
+    from lstmfast import _team
+    ran = []
+    good = (ran.append, ("good",), {})
+    for first, second, name in ((bad, good, "first"), (good, bad, "second")):
+        with pytest.raises(TypeError, match=f"{name} must be a \\(callable, args, kwargs\\)"):
+            getattr(_team, runner)(first, second)
+    assert ran == []
+    assert getattr(_team, runner)((len, ("ab",), {}), (len, ("abc",), {})) == (2, 3)
