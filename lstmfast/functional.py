@@ -278,11 +278,14 @@ def _side_by_side(runner, first, second):
             raise
 
     def partner(function, args, kwargs):
+        # (put back, not cleared: a partner that itself runs a pair one after the other, on
+        # this thread, keeps polling the flag of the pair it belongs to)
+        outer = getattr(_partner, "cancel", None)
         _partner.cancel = stop
         try:
             return function(*args, **kwargs)
         finally:
-            _partner.cancel = None
+            _partner.cancel = outer
 
     return runner((lead, first, {}), (partner, second, {}))
 

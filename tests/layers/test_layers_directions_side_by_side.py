@@ -162,6 +162,30 @@ def test_the_partner_pass_stops_within_a_step_when_the_first_call_raises(two_thr
     assert elapsed < 0.05 + 20 * step + 0.1, (elapsed, step)
 
 
+def test_a_pair_inside_a_partner_leaves_the_partner_its_flag(two_threads):
+    """A partner call that itself runs a pair (on the calling thread, one after the other: the
+    team is held by the outer pair) still polls the outer pair's flag afterwards, so that its
+    later passes stop when the outer first call raises."""
+    from lstmfast import functional
+
+    def flag():
+        return getattr(functional._partner, "cancel", None)
+
+    def partner():
+        before = flag()
+        inner = functional._side_by_side(_team.call_pair, (flag, (), {}), (flag, (), {}))
+        return before, inner, flag()
+
+    for runner in (_team.call_pair, lambda first, second: (first[0](*first[1]),
+                                                           second[0](*second[1]))):
+        lead, (before, inner, after) = functional._side_by_side(
+            runner, (flag, (), {}), (partner, (), {}))
+        assert lead is None and before is not None
+        assert inner[0] is before and inner[1] is not None and inner[1] is not before
+        assert after is before
+        assert flag() is None
+
+
 def _traced_peak(action):
     import tracemalloc
     tracemalloc.start()
