@@ -10,8 +10,11 @@ import os
 import sys
 import tempfile
 
+import pytest
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SUPPORT_MODULES = ("reference", "gradcheck", "reliability_support", "testdata", "pngread")
+SUPPORT_MODULES = ("reference", "gradcheck", "reliability_support", "testdata", "pngread",
+                   "memory_support")
 
 
 def _load_support_module(name):
@@ -42,3 +45,12 @@ def pytest_terminal_summary(terminalreporter):
     for key in sorted(support.FIGURES):
         terminalreporter.write_line(f"{key}: {support.FIGURES[key]}")
     support.write_figures()
+
+
+@pytest.fixture
+def two_threads():
+    """lstmfast's team at two threads for the test, its setting back afterwards."""
+    import lstmfast
+    previous = lstmfast.set_num_threads(2)
+    yield
+    lstmfast.set_num_threads(previous)

@@ -9,7 +9,6 @@ counts, key order, regularised keys) come from a file DL4J wrote
 import json
 import math
 import struct
-import tracemalloc
 import zipfile
 
 import numpy as np
@@ -19,6 +18,7 @@ import lstmfast
 from lstmfast.layers import UnsupportedOperationError
 
 from gradcheck import assert_gradient
+from memory_support import traced_peak
 from reference import ref_backward, ref_forward
 from testdata import data_file
 
@@ -732,17 +732,6 @@ def test_memory_report_follows_the_seed_arithmetic(cls, graves, factor):
     assert layer.memory_report(steps, updater=lstmfast.Sgd(0.1, momentum=0.9)).updater_state_size == n
 
 
-def _traced_peak(action):
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        action()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("make, mb, steps", [
     (lambda: lstmfast.GravesLSTM(32, 48, dtype=F32, seed=0), 16, 40),
     (lambda: lstmfast.LSTM(20, 64, dtype=F64, seed=0), 8, 25),
@@ -774,11 +763,11 @@ def test_memory_report_allocations_match_tracemalloc(make, mb, steps):
         fresh.forward(x, training=True)
         fresh.backward(eps)
 
-    measured = _traced_peak(fresh_training_pass)
+    measured = traced_peak(fresh_training_pass)
     expected = report.allocated_bytes["training"]
     assert abs(measured - expected) <= 0.1 * expected, (measured, expected)
     inference_layer = make()
-    measured_inference = _traced_peak(lambda: inference_layer.forward(x))
+    measured_inference = traced_peak(lambda: inference_layer.forward(x))
     expected_inference = report.allocated_bytes["inference"]
     assert abs(measured_inference - expected_inference) <= 0.1 * expected_inference, \
         (measured_inference, expected_inference)

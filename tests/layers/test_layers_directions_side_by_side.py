@@ -10,12 +10,7 @@ import pytest
 import lstmfast
 from lstmfast import _team
 
-
-@pytest.fixture
-def two_threads():
-    previous = lstmfast.set_num_threads(2)
-    yield
-    lstmfast.set_num_threads(previous)
+from memory_support import traced_peak
 
 
 @pytest.fixture
@@ -186,18 +181,6 @@ def test_a_pair_inside_a_partner_leaves_the_partner_its_flag(two_threads):
         assert flag() is None
 
 
-def _traced_peak(action):
-    import tracemalloc
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        action()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("kind, dtype", [("graves", np.float32), ("concat", np.float64),
                                          ("mul", np.float32), ("average", np.float64)])
 def test_memory_report_counts_both_passes_at_once(two_threads, pairs, kind, dtype):
@@ -220,10 +203,10 @@ def test_memory_report_counts_both_passes_at_once(two_threads, pairs, kind, dtyp
         fresh = _layer(kind, dtype)
         fresh.params = layer.params
         if phase == "training":
-            measured = _traced_peak(lambda: (fresh.forward(x, training=True),
+            measured = traced_peak(lambda: (fresh.forward(x, training=True),
                                              fresh.backward(eps)))
         else:
-            measured = _traced_peak(lambda: fresh.forward(x))
+            measured = traced_peak(lambda: fresh.forward(x))
         assert 0.9 * one_after_the_other[phase] <= measured <= 1.1 * side_by_side[phase], (
             phase, measured, one_after_the_other[phase], side_by_side[phase])
     assert len(pairs) == 5

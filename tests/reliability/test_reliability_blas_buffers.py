@@ -59,13 +59,6 @@ def _assert_matches_reference(problem, fwd, grads):
 
 
 @pytest.fixture
-def two_threads():
-    previous = lstmfast.set_num_threads(2)
-    yield
-    lstmfast.set_num_threads(previous)
-
-
-@pytest.fixture
 def buffer_ceiling():
     previous = _team.set_blas_buffer_ceiling(-1)
 

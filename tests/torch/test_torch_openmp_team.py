@@ -4,6 +4,7 @@ used the passes must take lstmfast's own workers or one thread, never hang.
 
 The probes for a hang run in child processes under a timeout.
 """
+import contextlib
 import ctypes
 import json
 import subprocess
@@ -181,6 +182,29 @@ def test_an_exception_in_the_kernel_call_puts_the_flag_back(monkeypatch, error):
         lstmfast.set_num_threads(previous[1])
 
 
+@contextlib.contextmanager
+def _one_thread_regions(regions):
+    """A fake OpenMP runtime for the block whose parallel regions have one thread (nested in
+    another region, a thread limit): each runs its body on the calling thread alone, and the
+    thread count asked for is appended to `regions`."""
+    body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+    def one_thread_region(body, data, num_threads, flags):
+        regions.append(num_threads)
+        ctypes.cast(body, body_type)(data)
+
+    fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                             ctypes.c_uint)(one_thread_region),
+            ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
+            ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
+    real = _threads._openmp
+    _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
+    try:
+        yield
+    finally:
+        _team.set_openmp_runtime(*real)
+
+
 def test_team_on_torch_workers_matches_nn_lstm_and_falls_back_in_a_smaller_region(monkeypatch):
     """With torch at 2 threads the module's passes run on torch's OpenMP workers: forward and
     backward give nn.LSTM's numbers. A parallel region with fewer threads than the team (nested
@@ -211,25 +235,11 @@ def test_team_on_torch_workers_matches_nn_lstm_and_falls_back_in_a_smaller_regio
         with torch.no_grad():
             on_torch = module(x)[0]
 
-        body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
         regions = []
-
-        def one_thread_region(body, data, num_threads, flags):
-            regions.append(num_threads)
-            ctypes.cast(body, body_type)(data)
-
-        fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
-                                 ctypes.c_uint)(one_thread_region),
-                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
-                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
-        real = _threads._openmp
-        _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
-        try:
+        with _one_thread_regions(regions):
             jobs = _team.jobs_published()
             with torch.no_grad():
                 on_own = module(x)[0]
-        finally:
-            _team.set_openmp_runtime(*real)
         assert regions == [2]
         assert _team.jobs_published() > jobs
         assert torch.equal(on_own, on_torch)
@@ -411,24 +421,11 @@ def test_pair_call_returns_both_results_and_raises_the_first_error_after_both_ra
             assert str(raised.value) == expected
             assert sorted(ran) == ["a", "b"]
 
-        body_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-        def one_thread_region(body, data, num_threads, flags):
-            ctypes.cast(body, body_type)(data)
-
-        fake = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
-                                 ctypes.c_uint)(one_thread_region),
-                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0),
-                ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 1))
-        real = _threads._openmp
-        _team.set_openmp_runtime(*(ctypes.cast(f, ctypes.c_void_p).value for f in fake))
-        try:
+        with _one_thread_regions([]):
             ran.clear()
             assert _team.call_pair_on_openmp((record, ("a",), {}), (record, ("b",), {})) == (
                 "aa", "bb")
             assert ran == ["a", "b"]
-        finally:
-            _team.set_openmp_runtime(*real)
     finally:
         torch.set_num_threads(previous[0])
         lstmfast.set_num_threads(previous[1])
