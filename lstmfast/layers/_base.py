@@ -349,6 +349,7 @@ def _lstm_pass_allocations(n_in, n_out, ts_length, minibatch, peepholes, dtype, 
         "input_gradient": input_gradient,
         "state_gradients": state_gradients,
         "backward_peak": backward_peak,
+        "parameter_gradients": parameter_gradients,
         "training_workspace": training_workspace,
         "inference": output + state + inference_workspace,
         # the training forward pass holds its workspace next to the record it builds; with a

@@ -166,15 +166,19 @@ class BidirectionalBase(FlatParameterLayer):
             eps_forward = eps * output_backward
             eps_backward = eps * output_forward
         layers = (self.forward_layer, self.backward_layer)
-        saved = [(layer.gradients.copy(), layer.state_gradients) for layer in layers]
+        side_by_side = _side_by_side_for(self, np.shape(eps_forward))
+        # what an error in either direction must put back: one after the other, the backward
+        # direction never ran when the forward one failed (an interrupted backward pass leaves
+        # its own gradients as they were); side by side, either may have finished
+        saved = [(layer, layer.gradients.copy(), layer.state_gradients)
+                 for layer in (layers if side_by_side else layers[:1])]
         try:
             dx, dx_backward = _directions(
-                _side_by_side_for(self, np.shape(eps_forward)),
-                [(layer.backward, (eps,), {})
-                 for layer, eps in zip(layers, (eps_forward, eps_backward))])
+                side_by_side, [(layer.backward, (eps,), {})
+                               for layer, eps in zip(layers, (eps_forward, eps_backward))])
         except BaseException:
             # e.g. Ctrl-C during one direction: leave the gradients as they were
-            for layer, (gradients, state_gradients) in zip(layers, saved):
+            for layer, gradients, state_gradients in saved:
                 layer.gradients[...] = gradients
                 layer.state_gradients = state_gradients
             raise
@@ -217,11 +221,14 @@ class BidirectionalBase(FlatParameterLayer):
         combine = {"add": 0, "average": 0, "mul": output, "concat": 2 * output}[self.mode]
         epsilon_split = {"add": 0, "concat": 0, "average": output, "mul": 2 * output}[self.mode]
         records = 2 * (one["dropped_weights"] + one["record"])
+        # backward keeps a copy of the gradients it may have to put back (of both directions
+        # when they run side by side)
+        saved_gradients = one["parameter_gradients"]
         if _side_by_side_for(self, (minibatch, self.n_in, ts_length)):
             # the directions side by side (_directions): both passes' arrays at once
             inference = max(2 * one["inference"], 2 * output + combine)
             training = records + max(combine, 2 * one["training_workspace"],
-                                     epsilon_split + 2 * one["backward_peak"])
+                                     epsilon_split + 2 * (saved_gradients + one["backward_peak"]))
             return {"inference": inference, "training": training}
         # inference: the forward direction's output stays alive while the backward direction
         # runs
@@ -230,8 +237,8 @@ class BidirectionalBase(FlatParameterLayer):
         # "concat"/"mul" is the caller's (freed after forward when the caller drops it); the
         # forward direction's dL/dx and state gradients live while the backward direction runs
         retained_after_backward = one["input_gradient"] + one["state_gradients"]
-        training = records + max(combine,
-                                 epsilon_split + retained_after_backward + one["backward_peak"])
+        training = records + max(combine, epsilon_split + saved_gradients
+                                 + retained_after_backward + one["backward_peak"])
         return {"inference": inference, "training": training}
 
 
