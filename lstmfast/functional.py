@@ -257,9 +257,11 @@ _partner = threading.local()
 SIDE_BY_SIDE_FLOPS = 1e7
 
 
-def _pass_flops(minibatch, n_in, hidden, time_steps):
-    """A forward pass's floating-point operations (its GEMMs), as _run_kernel counts them."""
-    return 2.0 * minibatch * time_steps * 4 * hidden * (n_in + hidden)
+def _pass_flops(minibatch, n_in, hidden, time_steps, projection=0):
+    """A forward pass's floating-point operations (its GEMMs: the gates from x and from the h
+    fed back, P-sized with a projection, and the projection)."""
+    fed_back = projection or hidden
+    return 2.0 * minibatch * time_steps * (4 * hidden * (n_in + fed_back) + hidden * projection)
 
 
 def _side_by_side(runner, first, second):
@@ -564,7 +566,7 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
         _check_finite([("x", x3), ("input_weights", W), ("recurrent_weights", RW), ("bias", b),
                        ("h0", h0a), ("c0", c0a), ("mask", mask_a)]
                       + list(zip(("projection_weights", "peephole_weights"), projection or ())))
-    flops = 2.0 * minibatch * time_steps * (gates * (n_in + size) + hidden * P)
+    flops = _pass_flops(minibatch, n_in, hidden, time_steps, P)
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),

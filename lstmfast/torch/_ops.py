@@ -33,7 +33,7 @@ from .. import _team
 from .. import kernels as _kernels
 from .._arguments import column_major as _column_major
 from .._arguments import ready_for_kernels as _ready
-from ..functional import SIDE_BY_SIDE_FLOPS
+from ..functional import SIDE_BY_SIDE_FLOPS, _pass_flops
 from ..functional import _side_by_side as _with_partner_stopped
 from . import _function, _threads
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
@@ -352,7 +352,7 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
     return _LayerFunction.apply(*args)
 
 
-def _side_by_side_possible(x, w_ih, w_hh):
+def _side_by_side_possible(x, w_ih, w_hr):
     """Whether a bidirectional layer's two directions may run side by side, each pass on one
     thread, one of them on a worker of PyTorch's OpenMP runtime: no compiler or tracer is
     watching (they see the op per direction), no forward-mode AD, and the team setting gives
@@ -364,9 +364,8 @@ def _side_by_side_possible(x, w_ih, w_hh):
     tuning, openmp = _threads._team_plan()
     if not openmp or tuning["threads"] != 2 or x.shape[1] == 0:
         return False
-    hidden, size = _sizes(w_ih, w_hh)
-    return (2.0 * x.shape[0] * x.shape[1] * 4 * hidden * (x.shape[2] + size)
-            >= SIDE_BY_SIDE_FLOPS)
+    return _pass_flops(x.shape[1], x.shape[2], w_ih.shape[0] // 4, x.shape[0],
+                       0 if w_hr is None else w_hr.shape[0]) >= SIDE_BY_SIDE_FLOPS
 
 
 def _directions_forward(x, parameters, states, lengths, activation, gate_activation,
@@ -397,7 +396,7 @@ def run_directions_side_by_side(x, parameters, states, lengths, activation, gate
     _side_by_side_possible): (out, (h_n, c_n) of each direction), or None where that does not
     apply. `parameters`: each direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`:
     each direction's (h0, c0)."""
-    if not _side_by_side_possible(x, *parameters[0][:2]):
+    if not _side_by_side_possible(x, parameters[0][0], parameters[0][5]):
         return None
     if not for_backprop:
         out, results = _directions_forward(x, parameters, states, lengths, activation,
