@@ -93,11 +93,11 @@ def projection_weights(w_hr, w_peep):
 
 
 def _forward(x_kernel, W, RW, b, h0, c0, forwards, activation, gate_activation, for_backprop,
-             _one_thread=False, **extra):
+             one_thread=False, **extra):
     """lstm_forward on the kernels' layout, under the BLAS thread limit (extra: lengths,
-    projection_weights, peephole_weights); with _one_thread, on the calling thread alone and
+    projection_weights, peephole_weights); with one_thread, on the calling thread alone and
     as it is (the caller limits the BLAS: _ops.run_directions_side_by_side)."""
-    if _one_thread:
+    if one_thread:
         return lstm_forward(x_kernel, W, RW, b, h0=h0, c0=c0, activation=activation,
                             gate_activation=gate_activation, forwards=forwards,
                             for_backprop=for_backprop, _tuning=_ONE_THREAD, **extra)

@@ -182,17 +182,9 @@ def _kernel_call(openmp, kernel, *args, **kwargs):
     (_blas_limit), and with `openmp` (from _team_plan) the calling thread's team on PyTorch's
     OpenMP workers (the thread's flag set and put back around the call by compiled code:
     _team.call_on_openmp)."""
-    if _blas_setting == 1:
-        # the default, as _blas_limit does it without its generator (2-3 us of a call that
-        # the modules make once per layer and direction)
-        _blas_threads.hold()
-        try:
-            if not openmp:
-                return kernel(*args, **kwargs)
-            return _team.call_on_openmp(kernel, args, kwargs)
-        finally:
-            _blas_threads.release()
-    with _blas_limit():
+    # the default setting's hold without _blas_limit's generator (2-3 us of a call that the
+    # modules make once per layer and direction)
+    with _blas_threads.held() if _blas_setting == 1 else _blas_limit():
         if not openmp:
             return kernel(*args, **kwargs)
         return _team.call_on_openmp(kernel, args, kwargs)
