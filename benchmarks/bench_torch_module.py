@@ -254,7 +254,8 @@ class FunctionalLSTM:
             layer = _directions([(lstmfast.lstm_forward, (x, *arrays[:3]),
                                   {"forwards": d == 0, "for_backprop": for_backprop,
                                    "projection_weights": arrays[3] if len(arrays) > 3 else None})
-                                 for d, arrays in enumerate(directions)])
+                                 for d, arrays in enumerate(directions)],
+                                _layer_sizes(x.shape[0], x.shape[2], directions[0]))
             results.append(layer)
             x = layer[0].output if len(layer) == 1 else np.concatenate(
                 [r.output for r in layer], axis=1)
@@ -278,7 +279,8 @@ class FunctionalLSTM:
                                       (fwd, eps if len(directions) == 1
                                        else eps[:, d * size:(d + 1) * size]),
                                       {"input_gradient": depth > 0})
-                                     for d, fwd in enumerate(layer)])
+                                     for d, fwd in enumerate(layer)],
+                                    _layer_sizes(eps.shape[0], eps.shape[2], directions[0]))
             for arrays, g in zip(directions, gradients):
                 W, RW, b = arrays[:3]
                 W -= lr * g.input_weights
@@ -292,13 +294,18 @@ class FunctionalLSTM:
         return loss
 
 
-def _directions(calls):
+def _layer_sizes(minibatch, steps, arrays):
+    """(T, mb, nIn, h, P or 0) of a layer of FunctionalLSTM (`arrays`: W, RW, b[, W_proj])."""
+    projection = arrays[3].shape[1] if len(arrays) > 3 else 0
+    return steps, minibatch, arrays[0].shape[0], arrays[0].shape[1] // 4, projection
+
+
+def _directions(calls, sizes):
     """The (function, args, kwargs) calls of a layer's directions, their results in order: two
     side by side, each pass on one thread and one of them on a worker of torch's OpenMP
-    runtime, where the module runs them so (two threads there: lstmfast.torch._ops
-    ._side_by_side_possible), else one after the other."""
-    tuning, openmp = lt._threads._team_plan()
-    if len(calls) == 2 and openmp and tuning["threads"] == 2:
+    runtime, where the module runs them so (lstmfast.torch._ops._side_by_side_possible, given
+    the layer's `sizes`: T, mb, nIn, h, P or 0), else one after the other."""
+    if len(calls) == 2 and lt._ops._side_by_side_possible(*sizes):
         for call in calls:
             call[2]["_tuning"] = {"threads": 1}
         with lt._threads._blas_limit():

@@ -352,20 +352,19 @@ def run_layer(x, w_ih, w_hh, b_ih, b_hh, w_peep, w_hr, h0, c0, lengths, forwards
     return _LayerFunction.apply(*args)
 
 
-def _side_by_side_possible(x, w_ih, w_hr):
+def _side_by_side_possible(steps, minibatch, n_in, hidden, projection):
     """Whether a bidirectional layer's two directions may run side by side, each pass on one
     thread, one of them on a worker of PyTorch's OpenMP runtime: no compiler or tracer is
     watching (they see the op per direction), no forward-mode AD, and the team setting gives
     the layer two threads on that runtime's workers (with more, each direction keeps its
-    team), for passes of SIDE_BY_SIDE_FLOPS or more each. Two single-thread passes meet at no
-    barrier per step."""
+    team), for passes of SIDE_BY_SIDE_FLOPS or more each (sizes of x [T, mb, nIn] and of the
+    layer; projection: P, or 0). Two single-thread passes meet at no barrier per step."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or _forward_ad._current_level >= 0:
         return False
     tuning, openmp = _threads._team_plan()
-    if not openmp or tuning["threads"] != 2 or x.shape[1] == 0:
+    if not openmp or tuning["threads"] != 2 or minibatch == 0:
         return False
-    return _pass_flops(x.shape[1], x.shape[2], w_ih.shape[0] // 4, x.shape[0],
-                       0 if w_hr is None else w_hr.shape[0]) >= SIDE_BY_SIDE_FLOPS
+    return _pass_flops(minibatch, n_in, hidden, steps, projection) >= SIDE_BY_SIDE_FLOPS
 
 
 def _directions_forward(x, parameters, states, lengths, activation, gate_activation,
@@ -396,7 +395,9 @@ def run_directions_side_by_side(x, parameters, states, lengths, activation, gate
     _side_by_side_possible): (out, (h_n, c_n) of each direction), or None where that does not
     apply. `parameters`: each direction's (w_ih, w_hh, b_ih, b_hh, w_peep, w_hr); `states`:
     each direction's (h0, c0)."""
-    if not _side_by_side_possible(x, parameters[0][0], parameters[0][5]):
+    w_ih, w_hr = parameters[0][0], parameters[0][5]
+    if not _side_by_side_possible(*x.shape, w_ih.shape[0] // 4,
+                                  0 if w_hr is None else w_hr.shape[0]):
         return None
     if not for_backprop:
         out, results = _directions_forward(x, parameters, states, lengths, activation,
