@@ -32,6 +32,8 @@ cdef extern from "lstmfast_team.h" nogil:
     Py_ssize_t lf_claim_next(Py_ssize_t* counter)
     void lf_claims_reset(Py_ssize_t* counter)
     void lf_count_add(Py_ssize_t* counter, Py_ssize_t value)
+    void lf_steps_publish(Py_ssize_t* done, Py_ssize_t count)
+    int lf_steps_wait(const Py_ssize_t* ready, Py_ssize_t count, const int* cancel)
 
 
 # the one team of the process (pyx/_team.pyx). pass_acquire: the threads a pass runs on (up to

@@ -404,7 +404,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
                  activation="tanh", gate_activation="sigmoid", mask=None, lengths=None,
                  projection_weights=None, peephole_weights=None, forwards=True,
                  for_backprop=False, check_finite=False, out=None, gate_order=None,
-                 _tuning=None, _report=None, _borrow_weights=False):
+                 _tuning=None, _report=None, _borrow_weights=False, _steps_ready=None,
+                 _steps_done=None):
     """Forward pass of an LSTM layer (the seed's LSTMHelpers.activateHelper).
 
     x: [minibatch, nIn, T] (DL4J layout) or [minibatch, nIn] (T = 1).
@@ -435,7 +436,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     Returns a ForwardResult with .output [minibatch, h, T] (out, when given), .last_h, .last_c.
     (_tuning, _report: for tests, see lstmfast.kernels.forward. _borrow_weights: the caller
     keeps input_weights and recurrent_weights unchanged until lstm_backward, which then reads
-    them instead of private copies: lstmfast.torch, whose autograd checks it.)
+    them instead of private copies: lstmfast.torch, whose autograd checks it. _steps_ready,
+    _steps_done: a wavefront of stacked layers, see _wavefront.)
     """
     dtype = _decide_dtype(input_weights)
     W = _as_float_array(input_weights, "input_weights", dtype)
@@ -570,7 +572,8 @@ def lstm_forward(x, input_weights, recurrent_weights, bias, *, h0=None, c0=None,
     try:
         _run_kernel(_kernels.forward, (x3, W, RW, b, h0a, c0a, mask_a, output, last_h, last_c,
                                        cache, workspace, peepholes, forwards, act, gate_act),
-                    flops, (_tuning, _report, lengths_a, projection, gate_blocks))
+                    flops, (_tuning, _report, lengths_a, projection, gate_blocks, _steps_ready,
+                            _steps_done))
     except BaseException:
         _POOL.give(cache)
         raise

@@ -116,6 +116,20 @@ ctypedef struct lstm_options:
     # parameters are then read where they are (the packings take the blocks in place) instead
     # of being copied into the seed's order first. Peephole columns are not reordered.
     int gate_blocks[4]
+    # A wavefront of stacked layers: the next layer's forward pass runs beside this one's, on
+    # another thread, reading each step of this pass's output as soon as it is complete
+    # (forward passes only; the backward pass ignores both). output_steps_done (NULL: none):
+    # after each step of a forward-processing pass without lengths, the count of the output's
+    # times 0.. that are complete; T when the pass returns LSTM_OK, -1 when it returns an
+    # error other than LSTM_ERR_CANCELLED (whoever cancels a pass cancels its reader too, or
+    # runs the pass again). input_steps_ready (NULL: x is complete): another pass's output_steps_done, x's
+    # times 0 .. *input_steps_ready - 1 complete. This pass reads a step of x only after the
+    # count has passed it (a reverse pass or one with lengths waits for all T first), spinning
+    # meanwhile; a negative count, or the pass's cancel flag, stops it with LSTM_ERR_CANCELLED.
+    # Both are written with release and read with acquire order. The two passes must run on
+    # different threads, or the writer first.
+    const Py_ssize_t* input_steps_ready
+    Py_ssize_t* output_steps_done
 
 cdef lstm_options lstm_default_options() noexcept nogil
 

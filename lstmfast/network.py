@@ -31,12 +31,15 @@ Conventions (DL4J's, where DL4J has one):
 
 import numpy as np
 
-from . import _blas_threads
+from . import _blas_threads, _team
 from ._checks import check_non_negative, check_size
 from ._guard import Guarded, exclusive
 from .layers import (DENSE_ACTIVATIONS, LOSS_FUNCTIONS, BidirectionalBase, DenseLayer,
                      FlatParameterLayer, GlobalPooling, OutputLayer, RnnOutputLayer, SimpleRnn,
                      UnidirectionalLSTM, UnsupportedOperationError)
+from .functional import SIDE_BY_SIDE_FLOPS, _pass_flops, _side_by_side
+from .kernels import get_num_threads
+from .layers.lstm import LSTM, GravesLSTM
 from .updaters import Adam, Rollback, Sgd
 
 __all__ = [
@@ -57,6 +60,58 @@ __all__ = [
 
 
 _RECURRENT_TYPES = (UnidirectionalLSTM, BidirectionalBase)
+# the layers whose passes can run as a wavefront (their whole forward is one lstm_forward)
+_WAVEFRONT_TYPES = (LSTM, GravesLSTM)
+
+
+def _layer_call(layer, a, mask, training, using_stored_state, lengths, wavefront=None):
+    """A layer's forward call in a network's pass, ``(method, args, kwargs)``: from the carried
+    state (truncated BPTT), with lengths, or plain. wavefront: see _wavefront."""
+    kwargs = {"mask": mask, "training": training}
+    if wavefront is not None:
+        kwargs["_wavefront"] = wavefront
+    if using_stored_state and isinstance(layer, _RECURRENT_TYPES):
+        return layer.rnn_activate_using_stored_state, (a,), dict(kwargs, store_last_for_tbptt=True)
+    if lengths is not None and isinstance(layer, _RECURRENT_TYPES):
+        return layer.forward, (a,), dict(kwargs, lengths=lengths)
+    return layer.forward, (a,), kwargs
+
+
+def _wavefront_possible(first, second, x, lengths):
+    """Whether two consecutive layers run as a wavefront on input x: at two threads of
+    lstmfast, two one-direction LSTM layers processing time forwards, of one dtype, the first's
+    input a sequence [minibatch, nIn, T] (T >= 2) without lengths, each pass large enough to
+    be worth a thread of its own (functional.SIDE_BY_SIDE_FLOPS)."""
+    if (lengths is not None or get_num_threads() != 2
+            or type(first) not in _WAVEFRONT_TYPES or type(second) not in _WAVEFRONT_TYPES
+            or not (first._process_forwards and second._process_forwards)
+            or first.dtype != second.dtype or second.n_in != first.n_out):
+        return False
+    shape = np.shape(x)
+    if len(shape) != 3 or shape[1] != first.n_in or shape[2] < 2:
+        return False
+    minibatch, steps = shape[0], shape[2]
+    return min(_pass_flops(minibatch, first.n_in, first.n_out, steps),
+               _pass_flops(minibatch, second.n_in, second.n_out, steps)) >= SIDE_BY_SIDE_FLOPS
+
+
+def _wavefront(first, second, x, mask, training, using_stored_state):
+    """Two consecutive LSTM layers' passes side by side, each on one thread (the second on a
+    worker of lstmfast's team): the first writes its output into an array made here and counts
+    the steps it has written, the second reads each step of it as soon as that is counted.
+    Where a time step of one layer, split across two threads, left the second core idle at
+    every step's barrier, each core now runs one layer's steps with no barrier; the second
+    layer runs a step behind the first. The same bits as one layer after the other. If the
+    first call fails, the second stops at its next step (functional._side_by_side) and the
+    first error is raised."""
+    minibatch, steps = np.shape(x)[0], np.shape(x)[2]
+    between = np.empty((minibatch, first.n_out, steps), dtype=first.dtype, order="F")
+    counter = np.zeros(1, dtype=np.intp)
+    calls = (_layer_call(first, x, mask, training, using_stored_state, None,
+                         {"out": between, "_steps_done": counter}),
+             _layer_call(second, between, mask, training, using_stored_state, None,
+                         {"_steps_ready": counter}))
+    return _side_by_side(_team.call_pair, *calls)[1]
 
 
 class Sequential(Guarded):
@@ -188,14 +243,17 @@ class Sequential(Guarded):
 
     def _feed_forward(self, x, mask, training, using_stored_state=False, lengths=None):
         a = self._check_features(x)
-        for layer in self.layers:
-            if using_stored_state and isinstance(layer, _RECURRENT_TYPES):
-                a = layer.rnn_activate_using_stored_state(a, mask=mask, training=training,
-                                                          store_last_for_tbptt=True)
-            elif lengths is not None and isinstance(layer, _RECURRENT_TYPES):
-                a = layer.forward(a, mask=mask, training=training, lengths=lengths)
-            else:
-                a = layer.forward(a, mask=mask, training=training)
+        layers = self.layers
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _wavefront_possible(layers[i], layers[i + 1], a, lengths):
+                a = _wavefront(layers[i], layers[i + 1], a, mask, training, using_stored_state)
+                i += 2
+                continue
+            method, args, kwargs = _layer_call(layers[i], a, mask, training, using_stored_state,
+                                               lengths)
+            a = method(*args, **kwargs)
+            i += 1
         return a
 
     @exclusive

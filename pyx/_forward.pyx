@@ -80,6 +80,12 @@ ctypedef struct _forward_job:
     int stop_slots[2]
     int cancelled
     int parts                      # parts of the GEMMs outside the time loop (_split_parts)
+    # a wavefront (lstm_options.input_steps_ready / output_steps_done): with steps_ready, one
+    # thread waits for each step's x in the time loop, and packs it there when x_each_step is
+    # set (else the caller waited for the chunk); steps_done counts the complete output steps
+    const Py_ssize_t* steps_ready
+    const void* x_each_step
+    Py_ssize_t* steps_done
     lf_barrier barrier
     _unit_groups groups            # the team's groups of units (_plan_groups)
 
@@ -344,6 +350,15 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
         # without W packed, the product adds the step's rows of the chunk's projection (read
         # in place; a copy of them into z first cost 11% of a (100, 64, 256, 256) float64 pass)
         if nthreads == 1:
+            if job.steps_ready != NULL:
+                # the previous layer's pass, on another thread, has written this step's x
+                if lf_steps_wait(job.steps_ready, t + 1, job.cancel):
+                    job.cancelled = 1
+                    return
+                if job.x_each_step != NULL:
+                    _pack_x_steps(dims, <const floating*>job.x_each_step, job.x_strides, job.s0,
+                                  s, s + 1, <floating*>job.packed_input, job.ld_packed_input,
+                                  job.x_step_stride)
             if packed_w != NULL:
                 _input_product(mb, G, n_in, x_step, ld_x, packed_w, bias_block, z_step, mb,
                                x_pack, False)
@@ -399,6 +414,10 @@ cdef void _forward_steps(floating* tag, _forward_job* job, int tid, int nthreads
             if tid == 0:
                 job.cancelled = 1
             return
+        if job.steps_done != NULL and tid == 0:
+            # (past the step's barrier: every thread's part of it is written; a deferred h of
+            # step s is written during step s + 1)
+            lf_steps_publish(job.steps_done, s if job.output_deferred else s + 1)
 
 
 cdef void _forward_steps_f32(void* job, int tid, int nthreads) noexcept nogil:
@@ -442,6 +461,9 @@ cdef int run_forward(const lstm_dims* dims,
         return LSTM_ERR_TOO_LARGE
     if not _gate_blocks_valid(options):
         return LSTM_ERR_ARGUMENT
+    if (options.input_steps_ready != NULL
+            and <const void*>options.input_steps_ready == <const void*>options.output_steps_done):
+        return LSTM_ERR_ARGUMENT     # (it would wait for itself)
     cdef bint reordered = not _gates_in_seed_order(options)
     cdef const int* gate_blocks = options.gate_blocks
 
@@ -713,6 +735,20 @@ cdef int run_forward(const lstm_dims* dims,
     job.stop_slots[1] = 0
     job.cancelled = 0
     job.parts = _split_parts(dims, T, tuning)
+    # the wavefront: a forward pass without lengths counts its output's steps as it goes
+    # (otherwise lstm_forward_ex2 stores T at the end); with one thread and the per-step input
+    # product, it waits for each step's x in the time loop, else for a chunk's x before the
+    # chunk (for all of x when it runs in reverse or with lengths)
+    cdef bint in_order = dims.forwards and not by_length
+    job.steps_done = options.output_steps_done if in_order else NULL
+    job.steps_ready = NULL
+    job.x_each_step = NULL
+    cdef bint wait_each_step = (options.input_steps_ready != NULL and in_order and nthreads == 1
+                                and packed_w != NULL and not dot_columns)
+    if wait_each_step:
+        job.steps_ready = options.input_steps_ready
+        if job.x_in_place == NULL:
+            job.x_each_step = x
     lf_barrier_init(&job.barrier)
     job.barrier.cancel = cancel
     job.groups.taken_over = 0
@@ -722,11 +758,17 @@ cdef int run_forward(const lstm_dims* dims,
     cdef Py_ssize_t steps = _steps_to_run(dims, options)
     while s0 < steps:
         s1 = s0 + chunk if s0 + chunk < steps else steps
+        if options.input_steps_ready != NULL and not wait_each_step:
+            if lf_steps_wait(options.input_steps_ready, s1 if in_order else T, cancel):
+                job.cancelled = 1
+                break
         # the chunk's input and mask in processing order; the job projects and runs the steps
         if for_backprop:
             if by_length:
                 _pack_input_lengths(dims, options, x, x_strides, s0, s1, xp + mb * s0, ld_x)
                 _pack_mask_lengths(dims, options, s0, s1, mp + mb * s0)
+            elif job.x_each_step != NULL:
+                _pack_mask(dims, mask, mask_strides, s0, s1, mp + mb * s0)
             else:
                 _pack_input_serial_or_team(dims, job, x, x_strides, s0, s1, xp + mb * s0, ld_x,
                                            nthreads)
@@ -756,6 +798,8 @@ cdef int run_forward(const lstm_dims* dims,
                 if by_length:
                     _pack_input_lengths(dims, options, x, x_strides, s0, s1, x_chunk,
                                         ld_projection)
+                elif job.x_each_step != NULL:
+                    job.x_to_pack = NULL
                 else:
                     _pack_input_serial_or_team(dims, job, x, x_strides, s0, s1, x_chunk,
                                                job.ld_packed_input, nthreads)

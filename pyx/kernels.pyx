@@ -135,6 +135,8 @@ cdef lstm_options lstm_default_options() noexcept nogil:
     cdef int k
     for k in range(4):
         o.gate_blocks[k] = k
+    o.input_steps_ready = NULL
+    o.output_steps_done = NULL
     return o
 
 
@@ -326,15 +328,21 @@ cdef int lstm_forward_ex2(const lstm_dims* dims,
                           const int* cancel, const lstm_options* options) noexcept nogil:
     """lstm_forward_ex under `options` (NULL: none). The pass: lstmfast._forward."""
     cdef int status = lstm_check_dims(dims)
-    if status != LSTM_OK:
-        return status
     cdef lstm_tuning resolved = _resolved_tuning(tuning)
     cdef lstm_options defaults
-    return run_forward(dims, x, x_strides, input_weights, ld_input_weights, recurrent_weights,
-                       ld_recurrent_weights, bias, bias_stride, h0, h0_strides, c0, c0_strides, mask,
-                       mask_strides, output, output_strides, last_h, last_h_strides, last_c,
-                       last_c_strides, cache, workspace, &resolved, report, cancel,
-                       _options_or_defaults(options, &defaults))
+    if status == LSTM_OK:
+        status = run_forward(dims, x, x_strides, input_weights, ld_input_weights,
+                             recurrent_weights, ld_recurrent_weights, bias, bias_stride, h0,
+                             h0_strides, c0, c0_strides, mask, mask_strides, output,
+                             output_strides, last_h, last_h_strides, last_c, last_c_strides,
+                             cache, workspace, &resolved, report, cancel,
+                             _options_or_defaults(options, &defaults))
+    if options != NULL and options.output_steps_done != NULL and status != LSTM_ERR_CANCELLED:
+        # the whole output, or a failure the next layer's pass stops on (a cancelled pass
+        # leaves the count: whoever cancelled it cancels the reader, or runs the pass again)
+        lf_steps_publish(options.output_steps_done,
+                         dims.time_steps if status == LSTM_OK else -1)
+    return status
 
 
 cdef int lstm_step(const lstm_dims* dims,
@@ -619,12 +627,16 @@ cdef inline Py_ssize_t _ld(cnp.ndarray a):
 
 
 cdef lstm_options _options_record(object lengths, tuple projection=None,
-                                  object gate_blocks=None) except *:
+                                  object gate_blocks=None, object steps_ready=None,
+                                  object steps_done=None) except *:
     """The options of a pass: lengths None, or a validated 1-D np.intp array [mb]; projection
     None, or validated arrays (W_proj [h, P], peepholes [h, 3] or None, and for the backward
     pass their gradients) of the pass's dtype with unit row stride; gate_blocks None (the
-    seed's order) or four ints (lstm_options.gate_blocks)."""
+    seed's order) or four ints (lstm_options.gate_blocks); steps_ready, steps_done None or
+    one-element np.intp arrays (lstm_options.input_steps_ready / output_steps_done)."""
     cdef lstm_options o = lstm_default_options()
+    o.input_steps_ready = _step_counter(steps_ready, "steps_ready")
+    o.output_steps_done = _step_counter(steps_done, "steps_done")
     cdef int k
     if gate_blocks is not None:
         for k in range(4):
@@ -645,9 +657,21 @@ cdef lstm_options _options_record(object lengths, tuple projection=None,
     return o
 
 
+cdef Py_ssize_t* _step_counter(object counter, str name) except? NULL:
+    """The address of a wavefront's step counter: None, or a writeable aligned one-element
+    np.intp array (the passes read and write it atomically)."""
+    if counter is None:
+        return NULL
+    if (type(counter) is not np.ndarray or counter.dtype != np.intp or counter.shape != (1,)
+            or not counter.flags.writeable or not counter.flags.aligned):
+        raise TypeError(f"{name}: expected a writeable one-element np.intp array; got {counter!r}")
+    return <Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>counter)
+
+
 def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
             bint peepholes, bint forwards, int activation, int gate_activation, cancel=None,
-            tuning=None, report=None, lengths=None, projection=None, gate_blocks=None):
+            tuning=None, report=None, lengths=None, projection=None, gate_blocks=None,
+            steps_ready=None, steps_done=None):
     """Run lstm_forward on validated, aligned arrays of one dtype (float32 or float64).
 
     x [mb, n_in, T], W [n_in, 4h] and RW [h, 4h(+3)] with unit row stride, b [4h]; h0, c0, mask,
@@ -658,13 +682,17 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
     np.intp array [mb] of steps per example (lstm_options.lengths). projection: None, or
     (W_proj [h, P], peepholes [h, 3] or None) for LSTMP (RW then [P, 4h]). gate_blocks: None or
     four ints, the caller's block of each of the kernels' gates in W, RW and b
-    (lstm_options.gate_blocks). Raises RuntimeError on any other kernel error code (the Python
-    layer validates first, so that signals a bug).
+    (lstm_options.gate_blocks). steps_ready, steps_done: None, or one-element np.intp arrays,
+    lstm_options.input_steps_ready and output_steps_done (a wavefront of stacked layers: this
+    pass waits for the steps of x that another pass, on another thread, counts in steps_ready;
+    it counts its own output's steps in steps_done). Raises RuntimeError on any other kernel
+    error code (the Python layer validates first, so that signals a bug).
     """
     cdef lstm_dims d = _dims(x.shape[0], x.shape[1], W.shape[1] // 4, x.shape[2], peepholes,
                              forwards, activation, gate_activation)
     cdef lstm_tuning t = _tuning_record(tuning)
-    cdef lstm_options o = _options_record(lengths, projection, gate_blocks)
+    cdef lstm_options o = _options_record(lengths, projection, gate_blocks, steps_ready,
+                                          steps_done)
     cdef lstm_report r
     cdef int status
     if x.dtype == np.float32:
@@ -677,7 +705,7 @@ def forward(x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace,
         _fill_report(report, &r)
     if status == LSTM_ERR_ABANDONED:
         _strand((x, W, RW, b, h0, c0, mask, out, last_h, last_c, cache, workspace, cancel,
-                 lengths) + (projection or ()))
+                 lengths, steps_ready, steps_done) + (projection or ()))
         raise PassAbandoned(f"lstm_forward interrupted; {_ABANDONED_MESSAGE}")
     if status == LSTM_ERR_CANCELLED:
         raise PassStopped("lstm_forward interrupted")

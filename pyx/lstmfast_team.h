@@ -166,6 +166,37 @@ static inline void lf_count_add(ptrdiff_t* counter, ptrdiff_t value)
     __atomic_fetch_add(counter, value, __ATOMIC_RELAXED);
 }
 
+/* A wavefront of stacked layers (lstm_options.input_steps_ready / output_steps_done): one
+ * pass publishes how many steps of its output are complete, the next layer's pass, on another
+ * thread, waits for the steps of its input. Release and acquire: the output written before the
+ * store is what the reader sees after its load. */
+static inline void lf_steps_publish(ptrdiff_t* done, ptrdiff_t count)
+{
+    __atomic_store_n(done, count, __ATOMIC_RELEASE);
+}
+
+/* Wait until *ready >= count: 0 then; 1 when *ready is negative (the publishing pass failed)
+ * or the waiting pass's cancel flag is set. It spins (the other pass is a step ahead, tens of
+ * microseconds), and yields the CPU after about a millisecond of spinning, for a publisher that
+ * was descheduled or runs on the same core. */
+static inline int lf_steps_wait(const ptrdiff_t* ready, ptrdiff_t count, const int* cancel)
+{
+    unsigned int spins = 0;
+    for (;;) {
+        ptrdiff_t now = __atomic_load_n(ready, __ATOMIC_ACQUIRE);
+        if (now >= count)
+            return 0;
+        if (now < 0 || (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0))
+            return 1;
+        if (spins < 20000) {
+            spins++;
+            LF_PAUSE();
+        } else {
+            sched_yield();
+        }
+    }
+}
+
 /* The job is published as one snapshot under a sequence lock: `sequence` is odd while the
  * caller writes fn, job and nthreads, and even (2 per job) once they are complete. A worker
  * reads the sequence, the fields, then the sequence again, and uses the fields only when both

@@ -172,12 +172,16 @@ class UnidirectionalLSTM(FlatParameterLayer):
         mask = keep.astype(self.dtype).reshape(self.W.shape, order="F")
         return self.W * mask, mask
 
-    def _run(self, x, mask, training, h0, c0, lengths=None):
+    def _run(self, x, mask, training, h0, c0, lengths=None, wavefront=None):
+        """One pass from (h0, c0). wavefront: None, or lstm_forward's arguments that put this
+        pass beside the next layer's (out, _steps_done) or the previous layer's (_steps_ready):
+        see lstmfast.network's wavefront."""
         input_weights, drop_connect_mask = self._input_weights_for_pass(training)
         record = lstm_forward(
             x, input_weights, self.RW, self.b, h0=h0, c0=c0, peepholes=self.peepholes,
             activation=self.activation, gate_activation=self.gate_activation, mask=mask,
-            lengths=lengths, forwards=self._process_forwards, for_backprop=bool(training))
+            lengths=lengths, forwards=self._process_forwards, for_backprop=bool(training),
+            **(wavefront or {}))
         # only a pass that completed replaces the record and its keep-mask together: a refused
         # or interrupted pass leaves the previous pair for backward
         self._record = record if training else None
@@ -192,7 +196,7 @@ class UnidirectionalLSTM(FlatParameterLayer):
         self._record, self.drop_connect_mask = state
 
     @exclusive
-    def forward(self, x, mask=None, training=False, *, lengths=None):
+    def forward(self, x, mask=None, training=False, *, lengths=None, _wavefront=None):
         """Output ``[minibatch, nOut, T]`` for x ``[minibatch, nIn, T]`` (or ``[minibatch, nIn]``,
         T = 1), starting from a zero state. ``training=True`` keeps what ``backward`` needs and
         applies DropConnect when enabled. ``mask`` ``[minibatch, T]`` of 0/1, or instead
@@ -202,7 +206,7 @@ class UnidirectionalLSTM(FlatParameterLayer):
         ConcurrentUseError if another thread is inside a call on this layer."""
         x = self._check_input(x, "forward")
         _check_mask_or_lengths(self, "forward", mask, lengths)
-        return self._run(x, mask, training, None, None, lengths).output
+        return self._run(x, mask, training, None, None, lengths, _wavefront).output
 
     @exclusive
     def backward(self, epsilon, tbptt_length=None):
@@ -360,7 +364,7 @@ class UnidirectionalLSTM(FlatParameterLayer):
 
     @exclusive
     def rnn_activate_using_stored_state(self, x, mask=None, training=True, store_last_for_tbptt=True,
-                                        *, lengths=None):
+                                        *, lengths=None, _wavefront=None):
         """Forward pass starting from the carried truncated-BPTT state (zeros when there is none)
         and, with ``store_last_for_tbptt``, carrying this pass's last state to the next one. The
         carried state is a constant for ``backward``: no gradient crosses window boundaries.
@@ -372,7 +376,7 @@ class UnidirectionalLSTM(FlatParameterLayer):
         state = self._tbptt_state
         self._check_state_minibatch(state, x, f"{type(self).__name__}.rnn_activate_using_stored_state")
         h0, c0 = state if state is not None else (None, None)
-        record = self._run(x, mask, training, h0, c0, lengths)
+        record = self._run(x, mask, training, h0, c0, lengths, _wavefront)
         if store_last_for_tbptt:
             self._tbptt_state = (np.array(record.last_h, order="F", copy=True),
                                  np.array(record.last_c, order="F", copy=True))
