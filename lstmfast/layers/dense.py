@@ -30,6 +30,7 @@ import numpy as np
 from .. import _blas_threads, _training_math
 from .._checks import check_choice, check_dtype, check_size, seed_sequence
 from .._guard import exclusive
+from ..kernels import get_num_threads
 from ..functional import BLAS_INT_MAX
 from ._base import WEIGHT_INITS, FlatParameterLayer, init_weights
 
@@ -43,11 +44,30 @@ def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+# Row-wise element-wise work (softmax, its loss's gradient, the transposes into rows) of at
+# least this many elements is done in parts of the rows on lstmfast's threads: each row's
+# arithmetic is its own, so the bits do not depend on the split
+_ROWS_PART_ELEMENTS = 1 << 15
+
+
+def _in_row_parts(count, size, work):
+    """work(lo, hi) over 0..count (rows, steps or examples of `size` elements in all): in one
+    call, or in contiguous parts, one per thread of lstmfast (_blas_threads.run_parts)."""
+    parts = min(get_num_threads(), count, size // _ROWS_PART_ELEMENTS)
+    if parts <= 1:
+        work(0, count)
+        return
+    bounds = [count * i // parts for i in range(parts + 1)]
+    _blas_threads.run_parts(parts, lambda i: work(bounds[i], bounds[i + 1]))
+
+
 def _softmax(z):
     """Row-wise softmax of a float32/float64 [rows, n] array (lstmfast._training_math: one
     pass and the exponentials, where NumPy took five passes and four temporaries)."""
     a = np.empty(z.shape, dtype=z.dtype)
-    _training_math.softmax(np.ascontiguousarray(z), a)
+    z = np.ascontiguousarray(z)
+    _in_row_parts(z.shape[0], z.size,
+                  lambda lo, hi: _training_math.softmax(z[lo:hi], a[lo:hi]))
     return a
 
 
@@ -120,11 +140,17 @@ def _to_rows(x):
     if x.ndim == 2:
         return x
     mb, n, t = x.shape
-    if x.flags.f_contiguous and x.dtype in (np.float32, np.float64) and x.size > 0:
-        # a recurrent layer's output: its step blocks transposed in C
+    if x.dtype in (np.float32, np.float64) and x.size > 0:
         rows = np.empty((mb * t, n), dtype=x.dtype)
-        _training_math.sequence_rows(x, rows)
-        return rows
+        if x.flags.f_contiguous:
+            # a recurrent layer's output: its step blocks transposed in C
+            _in_row_parts(t, x.size, lambda lo, hi: _training_math.sequence_rows(x, rows, lo, hi))
+            return rows
+        if x.strides[2] == x.itemsize and x.strides[1] >= t * x.itemsize:
+            # time contiguous (a window of C-ordered labels): each example's block in C
+            _in_row_parts(mb, x.size,
+                          lambda lo, hi: _training_math.time_contiguous_rows(x, rows, lo, hi))
+            return rows
     return np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(mb * t, n)
 
 
@@ -434,9 +460,11 @@ class OutputLayer(DenseLayer):
         if self.loss == "mcxent" and self.activation == "softmax":
             # (a sum(y) - y) * mask / minibatch in one pass
             dz = np.empty(a.shape, dtype=self.dtype)
-            _training_math.cross_entropy_of_softmax_gradient(
-                a, y, None if row_mask is None else np.ascontiguousarray(row_mask[:, 0]),
-                input_shape[0], dz)
+            mask = None if row_mask is None else np.ascontiguousarray(row_mask[:, 0])
+            _in_row_parts(a.shape[0], a.size, lambda lo, hi: (
+                _training_math.cross_entropy_of_softmax_gradient(
+                    a[lo:hi], y[lo:hi], None if mask is None else mask[lo:hi], input_shape[0],
+                    dz[lo:hi])))
         else:
             dz = self._preactivation_gradient(z, a, y)
             if row_mask is not None:

@@ -258,6 +258,80 @@ def test_sequence_rows_are_the_steps_transposed(dtype, shape):
     np.testing.assert_array_equal(_to_rows(np.ascontiguousarray(x)), expected)
     with pytest.raises(ValueError, match="out: expected shape"):
         _training_math.sequence_rows(x, np.empty((expected.shape[0] + 1, shape[1]), dtype))
+    # in parts of the steps (what another thread may do), every row written once
+    parts = np.full_like(expected, np.nan)
+    cut = shape[2] // 2
+    _training_math.sequence_rows(x, parts, 0, cut)
+    _training_math.sequence_rows(x, parts, cut, -1)
+    np.testing.assert_array_equal(parts, expected)
+    with pytest.raises(ValueError, match="is not a range"):
+        _training_math.sequence_rows(x, out, 0, shape[2] + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(32, 77, 50), (1, 1, 1), (3, 5, 7), (5, 1, 3), (7, 6, 1)])
+def test_time_contiguous_windows_as_rows(dtype, shape):
+    """A window of C-ordered [mb, n, T_all] labels (time contiguous, the other axes strided) as
+    rows [mb * T, n], through the SSE tiles: the output layer's label rows."""
+    from lstmfast.layers.dense import _to_rows
+    mb, n, steps = shape
+    full = np.random.default_rng(sum(shape)).standard_normal((mb, n, 2 * steps + 3)).astype(dtype)
+    for x in (full[:, :, steps:2 * steps], full[::-1, :, 1:steps + 1]):
+        expected = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(mb * steps, n)
+        out = np.full_like(expected, np.nan)
+        _training_math.time_contiguous_rows(x, out)
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(_to_rows(x), expected)
+        parts = np.full_like(expected, np.nan)
+        _training_math.time_contiguous_rows(x, parts, 0, mb // 2)
+        _training_math.time_contiguous_rows(x, parts, mb // 2)
+        np.testing.assert_array_equal(parts, expected)
+    if steps > 1:
+        with pytest.raises(ValueError, match="contiguous time axis"):
+            # (every second time step: not contiguous)
+            _training_math.time_contiguous_rows(full[:, :, 0:2 * steps:2],
+                                                np.empty((mb * steps, n), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_layer_row_parts_give_the_bits_of_one_part(dtype, monkeypatch):
+    """The softmax output layer's softmax, its gradient and the rows it makes run in parts of
+    the rows on lstmfast's threads (lstmfast.layers.dense._in_row_parts): the bits of one part,
+    and the score of the formula."""
+    from lstmfast.layers import dense
+    rng = np.random.default_rng(4)
+    x = np.asfortranarray(rng.standard_normal((32, 80, 30)).astype(dtype))
+    labels = np.zeros((32, 77, 61), dtype=dtype)
+    labels[np.arange(32)[:, None], rng.integers(0, 77, (32, 30)), np.arange(30)[None, :] + 7] = 1
+    window = labels[:, :, 7:37]
+    mask = (rng.random((32, 30)) > 0.1).astype(dtype)
+    calls = []
+    for name in ("softmax", "cross_entropy_of_softmax_gradient", "sequence_rows",
+                 "time_contiguous_rows"):
+        monkeypatch.setattr(dense._training_math, name,
+                            lambda *args, _real=getattr(_training_math, name), _name=name:
+                            calls.append(_name) or _real(*args))
+
+    def run(threads):
+        monkeypatch.setattr(dense, "get_num_threads", lambda: threads)
+        calls.clear()
+        layer = lstmfast.RnnOutputLayer(80, 77, activation="softmax", loss="mcxent", dtype=dtype,
+                                        seed=3)
+        out = layer.forward(x, training=True)
+        score, dx = layer.score_and_backward(window, mask)
+        return [out, np.array(score), dx, layer.gradients.copy()], sorted(calls)
+
+    one, calls_one = run(1)
+    two, calls_two = run(2)
+    # the rows of x and of the labels, the softmax and its gradient: in two parts each
+    assert len(calls_one) == 4 and calls_two == sorted(calls_one * 2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(b, a)
+    z = np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1, 80).astype(np.float64) @ \
+        lstmfast.RnnOutputLayer(80, 77, dtype=dtype, seed=3).W.astype(np.float64)
+    y = np.ascontiguousarray(window.transpose(0, 2, 1)).reshape(-1, 77)
+    want = -(y * _log_softmax(z)).sum(axis=1) @ mask.reshape(-1) / 32
+    np.testing.assert_allclose(float(one[1]), want, rtol=RTOL[dtype] * 10)
 
 
 def test_install_writes_the_parameters_and_the_state():
