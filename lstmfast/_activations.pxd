@@ -37,3 +37,8 @@ cdef extern from "lstmfast_simd.h" nogil:
                             const double* Bp, double* C, Py_ssize_t ldc, const double* addend,
                             Py_ssize_t ld_addend, const double* bias, double* a_pack,
                             int a_packed)
+    # columns k0 .. k0 + count - 1 of A [M, K] into a_pack as lf_gemm_packed packs A
+    void lf_pack_a_columns_f32(Py_ssize_t M, Py_ssize_t K, const float* A, Py_ssize_t lda,
+                               Py_ssize_t k0, Py_ssize_t count, float* a_pack)
+    void lf_pack_a_columns_f64(Py_ssize_t M, Py_ssize_t K, const double* A, Py_ssize_t lda,
+                               Py_ssize_t k0, Py_ssize_t count, double* a_pack)

@@ -7,7 +7,8 @@ from lstmfast._activations cimport (lf_packed_gemm_available, LF_SMALL_M, LF_NR,
                                     lf_pack_rows_f32,
                                     lf_pack_rows_f64, lf_pack_b_f32, lf_pack_b_f64,
                                     lf_gemm_packed_f32, lf_gemm_packed_f64, lf_dot_columns_f32,
-                                    lf_dot_columns_f64)
+                                    lf_dot_columns_f64, lf_pack_a_columns_f32,
+                                    lf_pack_a_columns_f64)
 from lstmfast._blas cimport gemm
 from lstmfast._layout cimport PACKED_GEMM_MAX_MINIBATCH, _packed_len, _copy_block, _gate_column
 from lstmfast.kernels cimport lstm_tuning
@@ -40,6 +41,17 @@ cdef inline void _recurrent_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         _copy_block(addend, ld_addend, c, ldc, M, N)
     gemm(c'N', transb, M, N, K, <floating>1, a, lda, b, ldb,
          <floating>(0 if addend == NULL else 1), c, ldc)
+
+
+cdef inline void _pack_a_columns(Py_ssize_t M, Py_ssize_t K, const floating* a, Py_ssize_t lda,
+                                 Py_ssize_t k0, Py_ssize_t count,
+                                 floating* a_pack) noexcept nogil:
+    """Columns k0..k0+count-1 of A [M, K] into a_pack [_a_pack_len(M, K)] as _recurrent_product
+    packs A (M >= LF_SMALL_M): the product then takes a_pack with a_packed set."""
+    if floating is float:
+        lf_pack_a_columns_f32(M, K, a, lda, k0, count, a_pack)
+    else:
+        lf_pack_a_columns_f64(M, K, a, lda, k0, count, a_pack)
 
 
 cdef inline void _input_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,

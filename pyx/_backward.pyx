@@ -58,7 +58,7 @@ ctypedef struct _backward_job:
     void* sum_g
     const void* rw_t
     const void* packed
-    void* a_pack                   # LF_TEAM_MAX regions of _a_pack_len(mb, K) (K: h forward, 4h backward)
+    void* a_pack                   # 2 regions of _a_pack_len(mb, 4h): packed deltas by step parity
     const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
     const lstm_options* options    # lengths (NULL: none), see lstm_options
     const void* grad_last_c        # with lengths: the caller's dL/d(last c) (NULL: none) ...
@@ -183,7 +183,6 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0, u1, width, off, unit_group
     cdef int owner
-    cdef bint deltas_packed
     cdef const floating* epsilon = <const floating*>job.epsilon
     cdef const floating* z = <const floating*>job.z
     cdef const floating* a = <const floating*>job.a
@@ -199,10 +198,16 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* peep_block = <const floating*>job.peep_block
     cdef const floating* rw_t = <const floating*>job.rw_t
     cdef const floating* packed = <const floating*>job.packed
-    # this thread's room for the packed deltas of the next processed step
-    cdef floating* a_pack = NULL
-    if job.a_pack != NULL:
-        a_pack = <floating*>job.a_pack + tid * _a_pack_len(mb, G)
+    # the deltas of the last two processed steps packed for the panel kernel (the product of
+    # step s reads step s + 1's, whose cells wrote and packed them: each thread packs the units
+    # it computed, where every thread packed all of them for its own product, a third of the
+    # time of a (50, 32, 128, 128) float32 backward pass at 2 threads spent re-reading the
+    # other core's deltas); NULL where the product takes A in place or from BLAS
+    cdef floating* delta_packs = NULL
+    cdef Py_ssize_t pack_len = _a_pack_len(mb, G)
+    if (job.a_pack != NULL and packed != NULL and mb >= LF_SMALL_M
+            and job.projection_weights == NULL):
+        delta_packs = <floating*>job.a_pack
     cdef floating* swap
     cdef floating* delta_step
     cdef const floating* delta_next
@@ -223,7 +228,6 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
         delta_next = NULL if s == last else delta_ring + 4 * n * ((s + 1) % 2)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
-        deltas_packed = False
         owner = _start_step(&job.groups, s, tid)
         while _take_group(&job.groups, s, tid, nthreads, &owner, &unit_group, &u0, &u1):
             width = u1 - u0
@@ -253,8 +257,8 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                                    packed + _group_slice(&job.groups, G, unit_group, 1, 0)
                                    if packed != NULL else NULL,
                                    rw_t + u0 * G, G, c'N', eps_units, mb, step_nabla,
-                                   mb, a_pack, deltas_packed)
-                deltas_packed = True
+                                   mb, delta_packs + pack_len * ((s + 1) % 2)
+                                   if delta_packs != NULL else NULL, delta_packs != NULL)
             a_next = NULL
             delta_next_units = NULL
             cell_error_next_units = NULL
@@ -287,6 +291,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                 _copy_block(delta_step + g * n + off, mb,
                             delta + mb * (s - end_index) + (g * h + u0) * ld_delta, ld_delta,
                             mb, width)
+                if delta_packs != NULL and s > end_index:
+                    # (delta_step is [mb, 4h]: column g * h + u at g * n + u * mb)
+                    _pack_a_columns(mb, G, delta_step, mb, g * h + u0, width,
+                                    delta_packs + pack_len * (s % 2))
         swap = cell_error_next
         cell_error_next = cell_error
         cell_error = swap

@@ -23,6 +23,7 @@
  * kernel's vectors (LF_P_*) */
 #if LF_F32
 #define LF_MR 16
+_Static_assert(LF_MR == LF_A_BLOCK_ROWS, "lf_pack_a_columns packs A in blocks of LF_MR rows");
 #define LF_Y __m256
 #define LF_Y_W 8
 #define LF_Y_ZERO _mm256_setzero_ps
@@ -37,6 +38,7 @@
 #define LF_Y_LOAD_MASKED(p, mask) _mm256_maskload_ps(p, mask)
 #else
 #define LF_MR 8
+_Static_assert(LF_MR == LF_A_BLOCK_ROWS, "lf_pack_a_columns packs A in blocks of LF_MR rows");
 #define LF_Y __m256d
 #define LF_Y_W 4
 #define LF_Y_ZERO _mm256_setzero_pd
