@@ -18,6 +18,7 @@ import numpy as np
 from . import _blas_threads
 from . import _interrupt
 from . import _stream
+from . import _team
 from . import kernels as _kernels
 from ._arguments import FLOAT_DTYPES as _FLOAT_DTYPES
 from ._arguments import activation_code as _activation_code
@@ -272,13 +273,6 @@ def _side_by_side(runner, first, second):
     then the second's at its next step, instead of after the whole pass."""
     stop = np.zeros(1, dtype=np.intc)
 
-    def lead(function, args, kwargs):
-        try:
-            return function(*args, **kwargs)
-        except BaseException:
-            stop[0] = 1
-            raise
-
     def partner(function, args, kwargs):
         # (put back, not cleared: a partner that itself runs a pair one after the other, on
         # this thread, keeps polling the flag of the pair it belongs to)
@@ -289,7 +283,8 @@ def _side_by_side(runner, first, second):
         finally:
             _partner.cancel = outer
 
-    return runner((lead, first, {}), (partner, second, {}))
+    # (the first call flags its failure in compiled code: see _team.call_flagging_failure)
+    return runner((_team.call_flagging_failure, (stop, *first), {}), (partner, second, {}))
 
 
 def _run_pass(kernel, args, flops, extra=()):

@@ -351,6 +351,19 @@ def call_pair_on_openmp(first, second):
     return _pair_results(&pair)
 
 
+def call_flagging_failure(flag, function, tuple args, dict kwargs):
+    """``function(*args, **kwargs)``, with flag[0] = 1 when it raises (the first call of a pair,
+    whose partner polls the flag). Compiled: no signal handler runs between this call's start
+    and its handler, where a Python wrapper's first line could be preceded by Ctrl-C (raised
+    on entry to the function, outside its try) and a partner waiting for the call's steps then
+    waited for ever."""
+    try:
+        return function(*args, **kwargs)
+    except BaseException:
+        flag[0] = 1
+        raise
+
+
 cdef void _pair_team_member(void* job, int tid, int nthreads) noexcept nogil:
     _pair_member(<_pair_call*>job, tid)
 

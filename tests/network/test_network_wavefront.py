@@ -2,6 +2,7 @@
 each layer's pass on one thread, the second layer a step behind the first (network._wavefront).
 Training and inference give the bits of one thread; an error in either layer is raised, and the
 network computes the same bits on its next call."""
+import sys
 import threading
 
 import numpy as np
@@ -104,5 +105,40 @@ def test_error_in_the_second_layer_is_raised_and_the_next_call_is_right(two_thre
     finally:
         release.set()
         holder.join(10)
+    np.testing.assert_array_equal(net.output(x, mask), want)
+    assert len(wavefronts) == 3
+
+
+def test_interrupt_as_the_first_layer_starts_stops_the_second(two_threads, wavefronts):
+    """Ctrl-C can raise as the first layer's call begins, before any of its lines has run (a
+    signal handled on entry to a Python function): the second layer's pass, waiting for the
+    first's steps, must stop too, and the interrupt reach the caller."""
+    x, _, mask = _data(np.float32)
+    net = _net(np.float32)
+    want = net.output(x, mask)
+    outcome = []
+
+    def interrupt_on_entry(frame, event, arg):
+        # the first call a pair of calls starts on this thread
+        if event == "call" and frame.f_back is not None \
+                and frame.f_back.f_code.co_name == "_side_by_side":
+            sys.setprofile(None)
+            raise KeyboardInterrupt
+
+    def run():
+        sys.setprofile(interrupt_on_entry)
+        try:
+            net.output(x, mask)
+            outcome.append("returned")
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+        finally:
+            sys.setprofile(None)
+
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "the second layer's pass waits for ever"
+    assert outcome == ["interrupted"]
     np.testing.assert_array_equal(net.output(x, mask), want)
     assert len(wavefronts) == 3
