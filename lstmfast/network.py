@@ -142,11 +142,20 @@ class Sequential(Guarded):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
+        first_place = {}
         for i, layer in enumerate(layers):
             if not isinstance(layer, FlatParameterLayer):
                 raise TypeError(f"layer {i} is not an lstmfast layer: {type(layer).__name__}")
             if layer.owner is not None:
                 raise ValueError(f"layer {i} ({layer!r}) already belongs to another Sequential; create a new layer")
+            if id(layer) in first_place:
+                # its parameters would be bound to two slices of the flat vector, and its second
+                # pass would replace the first's record: a wrong gradient without an error
+                raise ValueError(f"layer {i} is layer {first_place[id(layer)]} again ({layer!r}): a "
+                                 f"layer keeps its own parameters and one pass's record, so it can "
+                                 f"have one place in a Sequential; create a new layer (or a "
+                                 f"copy.deepcopy of it) for each place")
+            first_place[id(layer)] = i
         for i in range(1, len(layers)):
             if layers[i].n_in != layers[i - 1].n_out:
                 raise ValueError(f"layer {i} ({layers[i]!r}) has n_in = {layers[i].n_in} but layer {i - 1} "

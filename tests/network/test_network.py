@@ -515,6 +515,10 @@ def test_network_errors():
     lstmfast.Sequential([shared])
     with pytest.raises(ValueError, match="already belongs"):
         lstmfast.Sequential([shared])
+    twice = lstmfast.LSTM(4, 4)
+    with pytest.raises(ValueError, match=r"layer 2 is layer 1 again .*one place in a Sequential"):
+        lstmfast.Sequential([lstmfast.LSTM(3, 4), twice, twice, lstmfast.RnnOutputLayer(4, 2)])
+    assert twice.owner is None            # refused before any layer was bound
     no_loss = lstmfast.Sequential([lstmfast.LSTM(3, 4)])
     with pytest.raises(ValueError, match="no loss"):
         no_loss.score(np.zeros((1, 3, 2)), np.zeros((1, 4, 2)))
