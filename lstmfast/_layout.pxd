@@ -304,7 +304,7 @@ ctypedef struct _backward_layout:
     Py_ssize_t rw_t             # [4h, h] = RW[:, :4h]^T
     Py_ssize_t packed_rw_t      # RW^T packed
     Py_ssize_t peephole_sums    # 3 x [h]: sum_f, sum_o, sum_g
-    Py_ssize_t a_pack           # 2 x _a_pack_len(mb, 4h): the packed deltas of two steps, shared
+    Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
     Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
     Py_ssize_t last_c_grad      # [mb, h]: dL/d(last c) of the examples ending at a step (lengths)
     Py_ssize_t nabla_proj       # LSTMP: [mb, P], dL/d(projected h) of a step
@@ -343,7 +343,7 @@ cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
     layout.peephole_sums = _region(&end, _mul(3, h))
     layout.a_pack = layout.grad_partial = -1
     if _a_pack_used(mb) and options.projection == 0:
-        layout.a_pack = _region(&end, _mul(2, _a_pack_len(mb, G)))
+        layout.a_pack = _region(&end, _mul(LF_TEAM_MAX, _a_pack_len(mb, G)))
     if _row_group_room(dims):
         layout.grad_partial = _region(&end, stack)
     layout.last_c_grad = -1

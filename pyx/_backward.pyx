@@ -58,7 +58,9 @@ ctypedef struct _backward_job:
     void* sum_g
     const void* rw_t
     const void* packed
-    void* a_pack                   # 2 regions of _a_pack_len(mb, 4h): packed deltas by step parity
+    # LF_TEAM_MAX regions of _a_pack_len(mb, 4h): the packed deltas (each thread's, or the
+    # team's two by step parity)
+    void* a_pack
     const void* last_c_grad        # dL/d(last c) [mb, h], masked, or NULL: none
     const lstm_options* options    # lengths (NULL: none), see lstm_options
     const void* grad_last_c        # with lengths: the caller's dL/d(last c) (NULL: none) ...
@@ -171,6 +173,11 @@ cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb,
                               cell_error_extra)
 
 
+# the largest step (units per thread x 4h) whose team shares the packed deltas (_backward_steps)
+cdef enum:
+    SHARED_DELTA_PACK_MAX = 1 << 16
+
+
 cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthreads) noexcept nogil:
     """The backward time loop for thread tid of nthreads: of each step, the groups of units the
     thread takes (see lstm_tuning.unit_groups_per_thread), their columns of the step's dL/dh product and
@@ -183,6 +190,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef int act = dims.activation, gate = dims.gate_activation
     cdef Py_ssize_t u0, u1, width, off, unit_group
     cdef int owner
+    cdef bint deltas_packed
     cdef const floating* epsilon = <const floating*>job.epsilon
     cdef const floating* z = <const floating*>job.z
     cdef const floating* a = <const floating*>job.a
@@ -198,16 +206,22 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
     cdef const floating* peep_block = <const floating*>job.peep_block
     cdef const floating* rw_t = <const floating*>job.rw_t
     cdef const floating* packed = <const floating*>job.packed
-    # the deltas of the last two processed steps packed for the panel kernel (the product of
-    # step s reads step s + 1's, whose cells wrote and packed them: each thread packs the units
-    # it computed, where every thread packed all of them for its own product, half from the
-    # other core's cache: 0.41 ms of CPU time of a (50, 32, 128, 128) float32 pass at 2 threads,
-    # 0.10 ms at 1); NULL where the product takes A in place or from BLAS
+    # A team's products of small steps take the deltas of the step before packed once for the
+    # panel kernel, in one of two buffers by step parity that the team shares: each thread packs
+    # the units its cells computed. Each thread had packed all of them for its own product, half
+    # from the other core's cache: 0.41 ms of CPU time of a (50, 32, 128, 128) float32 pass at
+    # 2 threads (0.10 ms at 1). Larger steps keep their own copies (one region per thread):
+    # the shared buffers' lines then move between the cores at every write, and a (200, 16,
+    # 128, 512) float32 training step at 2 threads took 83 -> 93 ms. (A copy: the same bits.)
     cdef floating* delta_packs = NULL
     cdef Py_ssize_t pack_len = _a_pack_len(mb, G)
-    if (job.a_pack != NULL and packed != NULL and mb >= LF_SMALL_M
-            and job.projection_weights == NULL):
+    cdef floating* a_pack = NULL
+    if (nthreads > 1 and job.a_pack != NULL and packed != NULL and mb >= LF_SMALL_M
+            and job.projection_weights == NULL
+            and (h + nthreads - 1) // nthreads * G <= SHARED_DELTA_PACK_MAX):
         delta_packs = <floating*>job.a_pack
+    elif job.a_pack != NULL:
+        a_pack = <floating*>job.a_pack + tid * pack_len
     cdef floating* swap
     cdef floating* delta_step
     cdef const floating* delta_next
@@ -228,6 +242,7 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
         delta_next = NULL if s == last else delta_ring + 4 * n * ((s + 1) % 2)
         mask_col = mp + mb * s if _any_not_one(mp + mb * s, mb) else NULL
         # (the next processed step is s - 1, of the parity of s + 1: _start_step resets it)
+        deltas_packed = False
         owner = _start_step(&job.groups, s, tid)
         while _take_group(&job.groups, s, tid, nthreads, &owner, &unit_group, &u0, &u1):
             width = u1 - u0
@@ -258,7 +273,9 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
                                    if packed != NULL else NULL,
                                    rw_t + u0 * G, G, c'N', eps_units, mb, step_nabla,
                                    mb, delta_packs + pack_len * ((s + 1) % 2)
-                                   if delta_packs != NULL else NULL, delta_packs != NULL)
+                                   if delta_packs != NULL else a_pack,
+                                   delta_packs != NULL or deltas_packed)
+                deltas_packed = True
             a_next = NULL
             delta_next_units = NULL
             cell_error_next_units = NULL
