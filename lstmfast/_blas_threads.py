@@ -34,7 +34,8 @@ import threading
 
 from . import _team
 
-__all__ = ["OpenBlasLibrary", "libraries", "held", "hold", "release", "holders", "run_parts"]
+__all__ = ["OpenBlasLibrary", "libraries", "held", "hold", "release", "holders", "run_parts",
+           "run_ranges"]
 
 # the prefixes and suffixes of OpenBLAS's exported names across builds (plain, SciPy's wheels,
 # NumPy's 64-bit-integer wheels, distributions' 64-bit builds)
@@ -372,6 +373,18 @@ def run_parts(count, work):
             raise interrupted
     for helper in helpers:
         helper.result()
+
+
+def run_ranges(count, parts, work, multiple=1):
+    """work(lo, hi) over 0..count cut into `parts` contiguous ranges (each cut a multiple of
+    `multiple`), run as run_parts runs parts; work(0, count) in one call for one part. The
+    ranges depend on count and parts alone: callers whose bits must not depend on the thread
+    count choose parts by the shape."""
+    if parts <= 1:
+        work(0, count)
+        return
+    bounds = [count * i // parts // multiple * multiple for i in range(parts)] + [count]
+    run_parts(parts, lambda i: work(bounds[i], bounds[i + 1]))
 
 
 def _team_threads():

@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 
 from . import _training_math
-from ._blas_threads import run_parts
+from ._blas_threads import run_ranges
 from ._checks import check_non_negative, check_positive
 from .kernels import get_num_threads
 
@@ -113,12 +113,7 @@ def _in_parts(n, update):
     """update(lo, hi) over 0..n in contiguous parts, one per thread, each a multiple of 64
     elements; returns when every part is done. The parts' results do not depend on the split:
     each element's arithmetic is its own."""
-    parts = min(get_num_threads(), n // _PART_MIN)
-    if parts <= 1:
-        update(0, n)
-        return
-    bounds = [n * i // parts // 64 * 64 for i in range(parts)] + [n]
-    run_parts(parts, lambda i: update(bounds[i], bounds[i + 1]))
+    run_ranges(n, min(get_num_threads(), n // _PART_MIN), update, 64)
 
 
 class Rollback:

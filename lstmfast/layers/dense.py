@@ -52,13 +52,9 @@ _ROWS_PART_ELEMENTS = 1 << 15
 
 def _in_row_parts(count, size, work):
     """work(lo, hi) over 0..count (rows, steps or examples of `size` elements in all): in one
-    call, or in contiguous parts, one per thread of lstmfast (_blas_threads.run_parts)."""
-    parts = min(get_num_threads(), count, size // _ROWS_PART_ELEMENTS)
-    if parts <= 1:
-        work(0, count)
-        return
-    bounds = [count * i // parts for i in range(parts + 1)]
-    _blas_threads.run_parts(parts, lambda i: work(bounds[i], bounds[i + 1]))
+    call, or in contiguous parts, one per thread of lstmfast (_blas_threads.run_ranges)."""
+    _blas_threads.run_ranges(count, min(get_num_threads(), count, size // _ROWS_PART_ELEMENTS),
+                             work)
 
 
 def _softmax(z):
@@ -183,18 +179,15 @@ def _product(a, b, out=None):
         return out
     by_rows = m >= 128 or n < 128
     parts = max(1, min(8, (m if by_rows else n) // 64, m * n * k // _PRODUCT_PART_WORK))
-    edge = m if by_rows else n
-    bounds = [edge * i // parts for i in range(parts + 1)]
 
-    def part(i):
-        lo, hi = bounds[i], bounds[i + 1]
+    def part(lo, hi):
         if by_rows:
             np.matmul(a[lo:hi], b, out=out[lo:hi])
         else:                  # a block of columns: BLAS takes it with the whole row's stride
             np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
     with _blas_threads.held():
-        _blas_threads.run_parts(parts, part)
+        _blas_threads.run_ranges(m if by_rows else n, parts, part)
     return out
 
 
