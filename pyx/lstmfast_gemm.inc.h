@@ -496,14 +496,8 @@ LF_TARGET static void LF_NAME(lf_gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_
         LF_NAME(lf_gemm_panels)(M, N, K, A, lda, LF_MR, Bp, C, ldc, addend, ld_addend, bias);
         return;
     }
-    for (ptrdiff_t m0 = 0; m0 < M && !a_packed; m0 += LF_MR) {
-        ptrdiff_t rows = M - m0 < LF_MR ? M - m0 : LF_MR;
-        LF_T* block = a_pack + (m0 / LF_MR) * LF_MR * K;
-        const LF_T* column = A + m0;
-        for (ptrdiff_t k = 0; k < K; k++, column += lda)
-            for (ptrdiff_t r = 0; r < rows; r++)
-                block[k * LF_MR + r] = column[r];
-    }
+    if (!a_packed)
+        LF_TYPED(lf_pack_a_columns)(M, K, A, lda, 0, K, a_pack);
     LF_NAME(lf_gemm_panels)(M, N, K, a_pack, LF_MR, LF_MR * K, Bp, C, ldc, addend, ld_addend,
                             bias);
 }

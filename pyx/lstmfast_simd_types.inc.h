@@ -6,6 +6,23 @@
 /* rows per block of A packed for the panel kernel (lf_gemm_packed's a_pack; its LF_MR) */
 #define LF_A_BLOCK_ROWS (LF_F32 ? 16 : 8)
 
+/* Columns k0 .. k0 + count - 1 of A [M, K] (column k at A + k * lda) into a_pack, laid out as
+ * lf_gemm_packed packs A (blocks of LF_A_BLOCK_ROWS rows, each a run of K columns): the threads
+ * of a team that each write some columns of the next step's A pack their own, and the product
+ * then reads all of a_pack as packed (a_packed 1), instead of every thread packing all of A;
+ * lf_gemm_packed packs all of an A with it. */
+static inline void LF_TYPED(lf_pack_a_columns)(ptrdiff_t M, ptrdiff_t K, const LF_T* A, ptrdiff_t lda,
+                                        ptrdiff_t k0, ptrdiff_t count, LF_T* a_pack)
+{
+    for (ptrdiff_t m0 = 0; m0 < M; m0 += LF_A_BLOCK_ROWS) {
+        ptrdiff_t rows = M - m0 < LF_A_BLOCK_ROWS ? M - m0 : LF_A_BLOCK_ROWS;
+        LF_T* block = a_pack + (m0 / LF_A_BLOCK_ROWS) * LF_A_BLOCK_ROWS * K;
+        for (ptrdiff_t k = k0; k < k0 + count; k++)
+            for (ptrdiff_t r = 0; r < rows; r++)
+                block[k * LF_A_BLOCK_ROWS + r] = A[m0 + r + k * lda];
+    }
+}
+
 /* ---- one instantiation per instruction set (the packed products on the vector ones only) */
 #define LF_EACH_ISA_TEMPLATE "lstmfast_math.inc.h"
 #define LF_EACH_VECTOR_ISA_TEMPLATE "lstmfast_gemm.inc.h"
@@ -35,22 +52,6 @@ static void LF_TYPED(lf_pack_rows_generic)(const LF_T* B, ptrdiff_t sk, ptrdiff_
     for (ptrdiff_t k = 0; k < K; k++)
         for (ptrdiff_t n = 0; n < Np; n++)
             Bp[k * Np + n] = n < N ? B[k * sk + n * sn] : (LF_T)0;
-}
-
-/* Columns k0 .. k0 + count - 1 of A [M, K] (column k at A + k * lda) into a_pack, laid out as
- * lf_gemm_packed packs A (blocks of LF_A_BLOCK_ROWS rows, each a run of K columns): the threads
- * of a team that each write some columns of the next step's A pack their own, and the product
- * then reads all of a_pack as packed (a_packed 1), instead of every thread packing all of A. */
-static void LF_TYPED(lf_pack_a_columns)(ptrdiff_t M, ptrdiff_t K, const LF_T* A, ptrdiff_t lda,
-                                        ptrdiff_t k0, ptrdiff_t count, LF_T* a_pack)
-{
-    for (ptrdiff_t m0 = 0; m0 < M; m0 += LF_A_BLOCK_ROWS) {
-        ptrdiff_t rows = M - m0 < LF_A_BLOCK_ROWS ? M - m0 : LF_A_BLOCK_ROWS;
-        LF_T* block = a_pack + (m0 / LF_A_BLOCK_ROWS) * LF_A_BLOCK_ROWS * K;
-        for (ptrdiff_t k = k0; k < k0 + count; k++)
-            for (ptrdiff_t r = 0; r < rows; r++)
-                block[k * LF_A_BLOCK_ROWS + r] = A[m0 + r + k * lda];
-    }
 }
 
 /* ---- the variants in use; written once by lf_select_simd (at module import), read-only after */
