@@ -265,6 +265,13 @@ def _pass_flops(minibatch, n_in, hidden, time_steps, projection=0):
     return 2.0 * minibatch * time_steps * (4 * hidden * (n_in + fed_back) + hidden * projection)
 
 
+def _worth_a_thread(minibatch, n_in, hidden, time_steps, projection=0):
+    """Whether a pass of these sizes is large enough to run on a thread of its own beside
+    another pass (SIDE_BY_SIDE_FLOPS): a bidirectional layer's directions, a wavefront's
+    layers."""
+    return _pass_flops(minibatch, n_in, hidden, time_steps, projection) >= SIDE_BY_SIDE_FLOPS
+
+
 def _side_by_side(runner, first, second):
     """``runner(first, second)`` (lstmfast._team.call_pair or call_pair_on_openmp: two calls,
     ``(function, args, kwargs)`` each, side by side, the first on the calling thread), with the

@@ -37,7 +37,7 @@ from ._guard import Guarded, exclusive
 from .layers import (DENSE_ACTIVATIONS, LOSS_FUNCTIONS, BidirectionalBase, DenseLayer,
                      FlatParameterLayer, GlobalPooling, OutputLayer, RnnOutputLayer, SimpleRnn,
                      UnidirectionalLSTM, UnsupportedOperationError)
-from .functional import SIDE_BY_SIDE_FLOPS, _pass_flops, _side_by_side
+from .functional import _side_by_side, _worth_a_thread
 from .kernels import get_num_threads
 from .layers.lstm import LSTM, GravesLSTM
 from .updaters import Adam, Rollback, Sgd
@@ -81,7 +81,7 @@ def _wavefront_possible(first, second, x, lengths):
     """Whether two consecutive layers run as a wavefront on input x: at two threads of
     lstmfast, two one-direction LSTM layers processing time forwards, of one dtype, the first's
     input a sequence [minibatch, nIn, T] (T >= 2) without lengths, each pass large enough to
-    be worth a thread of its own (functional.SIDE_BY_SIDE_FLOPS)."""
+    be worth a thread of its own (functional._worth_a_thread)."""
     if (lengths is not None or get_num_threads() != 2
             or type(first) not in _WAVEFRONT_TYPES or type(second) not in _WAVEFRONT_TYPES
             or not (first._process_forwards and second._process_forwards)
@@ -91,8 +91,8 @@ def _wavefront_possible(first, second, x, lengths):
     if len(shape) != 3 or shape[1] != first.n_in or shape[2] < 2:
         return False
     minibatch, steps = shape[0], shape[2]
-    return min(_pass_flops(minibatch, first.n_in, first.n_out, steps),
-               _pass_flops(minibatch, second.n_in, second.n_out, steps)) >= SIDE_BY_SIDE_FLOPS
+    return (_worth_a_thread(minibatch, first.n_in, first.n_out, steps)
+            and _worth_a_thread(minibatch, second.n_in, second.n_out, steps))
 
 
 def _wavefront(first, second, x, mask, training, using_stored_state):

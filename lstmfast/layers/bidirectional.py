@@ -6,7 +6,7 @@ import numpy as np
 from .. import _team
 from .._checks import check_choice, check_size, seed_sequence
 from .._guard import exclusive
-from ..functional import SIDE_BY_SIDE_FLOPS, _pass_flops, _side_by_side
+from ..functional import _side_by_side, _worth_a_thread
 from ..kernels import get_num_threads
 from ._base import (FlatParameterLayer, UnsupportedOperationError, _build_memory_report,
                     _check_mask_or_lengths)
@@ -25,12 +25,11 @@ def _side_by_side_for(layer, shape):
     """Whether `layer`'s directions run side by side on an input or dL/d(output) of this shape
     ([minibatch, *, T] or [minibatch, *]; another shape is left to the directions to refuse):
     at two threads of lstmfast, when each direction's pass is large enough
-    (SIDE_BY_SIDE_FLOPS)."""
+    (functional._worth_a_thread)."""
     if get_num_threads() != 2 or len(shape) not in (2, 3):
         return False
     steps = shape[2] if len(shape) == 3 else 1
-    return _pass_flops(shape[0], layer.n_in, layer.forward_layer.n_out,
-                       steps) >= SIDE_BY_SIDE_FLOPS
+    return _worth_a_thread(shape[0], layer.n_in, layer.forward_layer.n_out, steps)
 
 
 def _directions(side_by_side, calls):

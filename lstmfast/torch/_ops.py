@@ -33,7 +33,7 @@ from .. import _team
 from .. import kernels as _kernels
 from .._arguments import column_major as _column_major
 from .._arguments import ready_for_kernels as _ready
-from ..functional import SIDE_BY_SIDE_FLOPS, _pass_flops
+from ..functional import _worth_a_thread
 from ..functional import _side_by_side as _with_partner_stopped
 from . import _function, _threads
 from ._function import (PEEPHOLE_ROWS_FROM_KERNEL, TORCH_FROM_KERNEL, _blocks,
@@ -357,14 +357,14 @@ def _side_by_side_possible(steps, minibatch, n_in, hidden, projection):
     thread, one of them on a worker of PyTorch's OpenMP runtime: no compiler or tracer is
     watching (they see the op per direction), no forward-mode AD, and the team setting gives
     the layer two threads on that runtime's workers (with more, each direction keeps its
-    team), for passes of SIDE_BY_SIDE_FLOPS or more each (sizes of x [T, mb, nIn] and of the
+    team), for passes worth a thread each (functional._worth_a_thread) (sizes of x [T, mb, nIn] and of the
     layer; projection: P, or 0). Two single-thread passes meet at no barrier per step."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or _forward_ad._current_level >= 0:
         return False
     tuning, openmp = _threads._team_plan()
     if not openmp or tuning["threads"] != 2 or minibatch == 0:
         return False
-    return _pass_flops(minibatch, n_in, hidden, steps, projection) >= SIDE_BY_SIDE_FLOPS
+    return _worth_a_thread(minibatch, n_in, hidden, steps, projection)
 
 
 def _directions_forward(x, parameters, states, lengths, activation, gate_activation,
