@@ -184,7 +184,7 @@ cdef inline bint _a_pack_used(Py_ssize_t mb) noexcept nogil:
 
 # The step's x is packed for the per-step input product (x_pack) only up to this many elements
 # of [mb, nIn]: 512 KB of float, the most input_product_max_bytes was measured to pay at (its
-# default is 64 KB, see kernels.pyx); above, the per-step product does not pay and the room
+# default is 256 KB, see kernels.pyx); above, the per-step product does not pay and the room
 # (8 threads' copies) would be reserved for nothing. A constant, like _a_pack_used (not the
 # tunable limits: a work space sized under one setting may be used under another); past it the
 # per-step product reads x in place.

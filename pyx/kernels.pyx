@@ -63,26 +63,18 @@ cdef lstm_tuning lstm_default_tuning() noexcept nogil:
     # for long sequences; about this many elements per chunk (at least one step).
     t.projection_chunk_elements = 1 << 21
     # With the packed kernel on, each step computes its own input product x_s W (W packed too)
-    # when one step's input [mb, nIn] takes at most this many bytes; above, one OpenBLAS GEMM
-    # per chunk of steps is faster. Measured (1 thread, forward, process time, median of 3-5
-    # alternating runs): per step (50, 32, 64, 128) 7.4 -> 6.5 ms float32, 15.6 -> 14.2 ms
-    # float64; (200, 16, 128, 512) 130 -> 113 ms float32; (100, 64, 256, 256) 117 -> 109 ms
-    # float32 (64 KB per step) but 239 -> 259 ms float64 (128 KB per step: the step's input no
-    # longer stays in L1/L2 while the kernel sweeps W's panels). Those were with x read in
-    # place; with x packed (x_pack) per step at 128-256 KB was still no faster at one thread:
-    # (60, 128, 512, 1024) float32 1357 vs 1351 ms, float64 (100, 64, 256, 256) 226 vs 219 ms.
-    # For a pass split across the thread team, where the chunk's GEMM also costs a barrier
-    # (every thread waits for all rows) and has each thread re-pack all of W, and the step's x
-    # is packed for the kernel (x_pack), the best limit was about L2 (512 KB here). Forward,
-    # 2 threads, wall time, per step vs chunk GEMM, same process: (60, 128, 512, 1024) float32
-    # 740 vs 790 ms, float64 (100, 64, 256, 256) 153 vs 158 ms, (30, 128, 512, 512) float64
-    # (512 KB per step) 295 vs 314 ms; 1 MB per step loses: (30, 128, 2048, 512) float32 388
-    # vs 354 ms. One limit serves every team size, since the choice changes the bits and the
-    # team size must not. The one-thread limit, 64 KB: the team's 512 KB cost one thread 20-30%
-    # of CPU time between 64 and 512 KB per step (forward (100, 64, 256, 256) float64, 128 KB:
-    # 153-173 ms at 64 KB against 202-203 ms at 512 KB, alternating runs on an idle Xeon), where
-    # the chunk GEMM costs the team only the 3-7% above.
-    t.input_product_max_bytes = 65536
+    # straight into the step's gate pre-activations when one step's input [mb, nIn] takes at
+    # most this many bytes; above, one OpenBLAS GEMM per chunk of steps, which packs W again
+    # for every chunk. One limit serves every team size and instruction set: the choice changes
+    # the bits, and neither may. Measured on AMD Zen 4 (1 MB L2; alternating settings in one
+    # process, forward, medians of 5-15): at 128 KB per step, float64 (100, 64, 256, 256)
+    # 148-149 -> 139-141 ms at 1 thread (AVX2 path 150 -> 143), 89 -> 75 ms at 2 threads; at
+    # 256 KB, float32 (60, 128, 512, 1024) 1046 -> 945 ms at 1 thread (AVX2 path 1165 -> 1154),
+    # 537 -> 497 ms at 2 threads. Earlier, on an Intel Xeon with the AVX2 kernel, the per-step
+    # product had lost at 128 KB float64 (153-173 against 202-203 ms), which is why the limit
+    # had been 64 KB; the step's x is now packed for the kernel (x_pack) and the kernels have
+    # AVX-512 variants. Past 256 KB the step's x no longer shares L2 with W's panels.
+    t.input_product_max_bytes = 1 << 18
     # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
     # between cores) and the unit split must leave the packed product whole 6-column panels:
     # at least this many units per thread and this many multiply-adds per thread and step.
