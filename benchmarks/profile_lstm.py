@@ -36,7 +36,8 @@ ROOT = os.path.dirname(HERE)
 
 CATEGORIES = (
     ("BLAS", ("openblas", "libblas", "mkl")),
-    ("lstmfast", ("kernels.cpython", "lstmfast")),
+    ("lstmfast", ("kernels.cpython", "_forward.cpython", "_backward.cpython", "_stream.cpython",
+                  "_team.cpython", "_training_math.cpython", "_interrupt.cpython", "lstmfast")),
     ("libm", ("libm.so", "libm-", "libmvec")),
     ("libc", ("libc.so", "libc-", "ld-linux")),
     ("OS kernel", ("[kernel", "kallsyms")),
@@ -46,7 +47,7 @@ CATEGORIES = (
 
 def category(dso, sym=""):
     d = dso.lower()
-    if ("kernels.cpython" in d or "lstmfast" in d) and "gemm" in sym.lower():
+    if any(k in d for k in dict(CATEGORIES)["lstmfast"]) and "gemm" in sym.lower():
         return "lstmfast GEMM"      # a GEMM compiled into lstmfast itself (not OpenBLAS)
     for name, keys in CATEGORIES:
         if any(k in d for k in keys):
