@@ -72,8 +72,9 @@ cdef lstm_tuning lstm_default_tuning() noexcept nogil:
     # 256 KB, float32 (60, 128, 512, 1024) 1046 -> 945 ms at 1 thread (AVX2 path 1165 -> 1154),
     # 537 -> 497 ms at 2 threads. Earlier, on an Intel Xeon with the AVX2 kernel, the per-step
     # product had lost at 128 KB float64 (153-173 against 202-203 ms), which is why the limit
-    # had been 64 KB; the step's x is now packed for the kernel (x_pack) and the kernels have
-    # AVX-512 variants. Past 256 KB the step's x no longer shares L2 with W's panels.
+    # had been 64 KB (that run predates the AVX-512 variants, which run that pass in about
+    # half the time there). Larger steps were not measured on Zen 4; on the Xeon, 1 MB per step
+    # lost to the chunk GEMM ((30, 128, 2048, 512) float32, 2 threads: 388 against 354 ms).
     t.input_product_max_bytes = 1 << 18
     # A thread's share of a step must outweigh the barrier at the step's end (a few hundred ns
     # between cores) and the unit split must leave the packed product whole 6-column panels:
