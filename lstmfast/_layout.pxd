@@ -303,6 +303,7 @@ ctypedef struct _backward_layout:
     Py_ssize_t scratch          # 6 x [mb, h]
     Py_ssize_t rw_t             # [4h, h] = RW[:, :4h]^T
     Py_ssize_t packed_rw_t      # RW^T packed
+    Py_ssize_t packed_w_t       # W^T [4h, n_in] packed in panels: dL/dx on the packed kernel
     Py_ssize_t peephole_sums    # 3 x [h]: sum_f, sum_o, sum_g
     Py_ssize_t a_pack           # LF_TEAM_MAX x _a_pack_len(mb, 4h): each thread's packed deltas
     Py_ssize_t grad_partial     # [n_in + h + 1, 4h]: a team's second row group's sums
@@ -333,13 +334,14 @@ cdef inline Py_ssize_t _plan_backward_workspace(const lstm_dims* dims,
     layout.peep_block = _region(&end, _mul(3, block))
     layout.scratch = _region(&end, _mul(6, block))
     layout.rw_t = _region(&end, _mul(G, hp))
-    layout.packed_rw_t = layout.nabla_proj = layout.grad_proj = -1
+    layout.packed_rw_t = layout.packed_w_t = layout.nabla_proj = layout.grad_proj = -1
     if options.projection > 0:
-        # (one thread, BLAS products: no packed RW^T)
+        # (one thread, BLAS products: no packed RW^T or W^T)
         layout.nabla_proj = _region(&end, _mul(mb, hp))
         layout.grad_proj = _region(&end, _mul(rows, hp))
     else:
         layout.packed_rw_t = _region(&end, _packed_slices_size(G, h, 1))
+        layout.packed_w_t = _region(&end, _packed_size(G, n_in))
     layout.peephole_sums = _region(&end, _mul(3, h))
     layout.a_pack = layout.grad_partial = -1
     if _a_pack_used(mb) and options.projection == 0:

@@ -87,6 +87,7 @@ ctypedef struct _backward_job:
     void* grad_recurrent_weights
     Py_ssize_t ld_grad_recurrent_weights
     void* grad_xp                  # NULL: no dL/dx wanted
+    const void* packed_w_t         # W^T packed for dL/dx on the packed kernel (NULL: BLAS)
     const int* cancel
     int stop_slots[2]
     int cancelled
@@ -146,6 +147,35 @@ cdef inline void _delta_times_w_t(floating* tag, _backward_job* job, Py_ssize_t 
         gemm(c'N', c'T', rows, cols, h, <floating>1, delta + g * h * ld_delta, ld_delta,
              w + job.options.gate_blocks[g] * h * job.ld_input_weights, job.ld_input_weights,
              <floating>(0 if g == 0 else 1), out, ld_delta)
+
+
+# dL/dx on the packed kernel: blocks of D's rows of at most this many bytes. The kernel sweeps
+# every panel of W^T against the whole block, which stays in L2 (AMD Zen 4, 1 MB; a C harness
+# with D read in place, float32, one thread: (1600 x 512) . (512 x 64) 99.6-112.5 GFLOP/s in
+# blocks of 128 rows, 97.7 in one block; (6400 x 1024) . (1024 x 256) 95.9 in blocks of 64 rows,
+# 71.1 in blocks of 128, 18.6 in one block; OpenBLAS on the same products 79 and 96).
+cdef enum:
+    DX_BLOCK_BYTES = 262144
+
+
+cdef inline void _delta_times_w_t_packed(floating* tag, _backward_job* job, Py_ssize_t rows,
+                                         const floating* delta, floating* out) noexcept nogil:
+    """out [rows, n_in] (leading dimension ld_delta) = D [rows, 4h] W^T on job.packed_w_t (W's
+    columns in the kernels' gate order), D read in place in blocks of rows (DX_BLOCK_BYTES).
+    Each element is one chain of multiply-adds over the 4h columns in order, whatever the
+    blocks: the same bits for every split of the rows. rows >= LF_SMALL_M; no block is left
+    with fewer (the kernel's row path needs weights packed otherwise)."""
+    cdef Py_ssize_t G = 4 * job.dims.hidden, ld_delta = job.ld_delta, r = 0, count
+    cdef Py_ssize_t block = DX_BLOCK_BYTES // (G * <Py_ssize_t>sizeof(floating))
+    block = 32 if block < 64 else block // 32 * 32
+    while r < rows:
+        count = rows - r if rows - r < block else block
+        if rows - r - count < LF_SMALL_M:
+            count = rows - r
+        _recurrent_product(count, job.dims.n_in, G, delta + r, ld_delta,
+                           <const floating*>job.packed_w_t, NULL, 0, c'N', NULL, 0, out + r,
+                           ld_delta, NULL, False)
+        r += count
 
 
 cdef inline void _backward_cells(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t mb, int act, int gate,
@@ -334,7 +364,10 @@ cdef void _backward_steps(floating* tag, _backward_job* job, int tid, int nthrea
             r1 = ld_delta * (part + 1) // parts
             i0 = dims.n_in * part // parts
             i1 = dims.n_in * (part + 1) // parts
-            if ld_delta >= dims.n_in:
+            if job.packed_w_t != NULL:
+                _delta_times_w_t_packed(tag, job, r1 - r0, <const floating*>job.delta + r0,
+                                        <floating*>job.grad_xp + r0)
+            elif ld_delta >= dims.n_in:
                 if r1 > r0:
                     _delta_times_w_t(tag, job, r1 - r0, dims.n_in, <const floating*>job.delta + r0,
                                      <const floating*>job.input_weights,
@@ -651,6 +684,22 @@ cdef int run_backward(const lstm_dims* dims,
     job.grad_recurrent_weights = grad_recurrent_weights
     job.ld_grad_recurrent_weights = ld_grad_recurrent_weights
     job.grad_xp = grad_xp if grad_input != NULL else NULL
+    # dL/dx on the packed kernel where the parts split D's rows, none below LF_SMALL_M (a rule
+    # of the shape and the tuning only, as the parts are: the same bits at every team size);
+    # float32 only: against OpenBLAS, backward passes on AMD Zen 4 (alternating processes, 1
+    # thread) took float32 (100, 64, 256, 256) 143-157 -> 140-144 ms, (50, 32, 64, 128) and
+    # (200, 16, 128, 512) within the noise (7.4-8.1 against 7.5-7.8 ms, 172-176 against
+    # 170-174 ms), but float64 (100, 64, 256, 256) 285-297 -> 294-308 ms
+    job.packed_w_t = NULL
+    if (floating is float and packed_on and grad_input != NULL and ld_delta >= dims.n_in
+            and ld_delta // job.parts >= LF_SMALL_M):
+        if reordered:
+            _pack_gate_rows(input_weights, ld_input_weights, n_in, h, gate_blocks,
+                            workspace + layout.packed_w_t, LF_SMALL_M)
+        else:
+            _pack_weights(input_weights, ld_input_weights, 1, G, n_in,
+                          workspace + layout.packed_w_t, LF_SMALL_M)
+        job.packed_w_t = workspace + layout.packed_w_t
     job.cancel = cancel
     job.stop_slots[0] = 0
     job.stop_slots[1] = 0
