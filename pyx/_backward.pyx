@@ -492,8 +492,8 @@ cdef int run_backward(const lstm_dims* dims,
     if not _gate_blocks_valid(options):
         return LSTM_ERR_ARGUMENT
     # the caller's gate order (lstm_options.gate_blocks): RW^T is built in the kernels' order,
-    # dL/dx takes W's blocks where they are, and the gradients go to the caller's columns
-    cdef bint reordered = not _gates_in_seed_order(options)
+    # dL/dx takes W's blocks where they are (or packs W^T in the kernels' order), and the
+    # gradients go to the caller's columns
     cdef const int* gate_blocks = options.gate_blocks
 
     cdef Py_ssize_t mb = dims.minibatch, n_in = dims.n_in, h = dims.hidden, T = dims.time_steps
@@ -578,13 +578,10 @@ cdef int run_backward(const lstm_dims* dims,
         for group in range(job.groups.first[nthreads]):
             u0 = job.groups.units[group]
             u1 = job.groups.units[group + 1]
-            if reordered:
-                _pack_gate_rows(recurrent_weights + u0, ld_recurrent_weights, u1 - u0, h,
-                                gate_blocks, packed_rw_t
-                                + _group_slice(&job.groups, G, group, 1, 0), mb)
-            else:
-                _pack_weights(recurrent_weights + u0, ld_recurrent_weights, 1, G, u1 - u0,
-                              packed_rw_t + _group_slice(&job.groups, G, group, 1, 0), mb)
+            # (in the seed's gate order this packs what _pack_weights would)
+            _pack_gate_rows(recurrent_weights + u0, ld_recurrent_weights, u1 - u0, h,
+                            gate_blocks, packed_rw_t + _group_slice(&job.groups, G, group, 1, 0),
+                            mb)
     else:
         _plan_groups(&job.groups, h, 1, mb, tuning)
         # RW^T once, so that the per-step product is an N,N GEMM (faster in OpenBLAS for small
@@ -693,12 +690,8 @@ cdef int run_backward(const lstm_dims* dims,
     job.packed_w_t = NULL
     if (floating is float and packed_on and grad_input != NULL and ld_delta >= dims.n_in
             and ld_delta // job.parts >= LF_SMALL_M):
-        if reordered:
-            _pack_gate_rows(input_weights, ld_input_weights, n_in, h, gate_blocks,
-                            workspace + layout.packed_w_t, LF_SMALL_M)
-        else:
-            _pack_weights(input_weights, ld_input_weights, 1, G, n_in,
-                          workspace + layout.packed_w_t, LF_SMALL_M)
+        _pack_gate_rows(input_weights, ld_input_weights, n_in, h, gate_blocks,
+                        workspace + layout.packed_w_t, LF_SMALL_M)
         job.packed_w_t = workspace + layout.packed_w_t
     job.cancel = cancel
     job.stop_slots[0] = 0
