@@ -61,6 +61,17 @@ Limiting the kernels' BLAS to one thread during the module's calls (the default,
 lstmfast.torch.set_blas_threads(1)) cut the 2-thread step 1.7-4x; at 1 thread the module costs
 lstmfast alone + 0.6 ms (autograd, loss and optimizer in torch) + ~20%.
 
+``floor`` mode (``python benchmarks/bench_torch_module.py floor [--minibatch 32 --n-in 64
+--hidden 128 --steps 50] [--reps 60] [--dtype float32]``): one layer and direction at one
+thread, a forward pass keeping what the backward pass needs, then the backward pass with a given
+dL/d(out) (weight gradients only), timed apart, the cases alternated: the module; the least any
+integration through torch's autograd does (an autograd.Function calling the same two kernel
+calls on the weights as the module hands them over, derived once, nothing checked); the same
+two calls without torch; the functional API on its own Fortran-ordered arrays. What the
+module costs over the functional API splits into the layout (kernels - functional), torch's
+autograd around any Python operation (Function - kernels) and the module's own code (module -
+Function).
+
 ``peers`` mode (``python benchmarks/bench_torch_module.py peers [--threads 1,2] [--rounds 3]
 [--reps 20] [--configs ...]``): lstmfast.torch.LSTM against torch.nn.LSTM on the same
 configurations (nn.LSTM's initial weights in both), a training step (loss 0.5 * mean(out^2),
@@ -582,6 +593,144 @@ def overhead_main(argv):
 
 
 # ---------------------------------------------------------------------------------------------
+# floor: torch's autograd around the kernels, without the module
+
+
+class KernelsInAutograd(torch.autograd.Function):
+    """The least a torch integration of one layer does: lstm_forward / lstm_backward on arrays
+    prepared once (`arrays`: the module's W, RW, b and keywords, as its forward call hands them
+    to the kernels), x time-major [T, mb, nIn], no checks; gradients of the weights only."""
+
+    @staticmethod
+    def forward(ctx, x, w_ih, w_hh, b_ih, b_hh, arrays):
+        W, RW, b, extra = arrays
+        out = np.empty((x.shape[0], x.shape[1], RW.shape[0]), dtype=W.dtype)
+        ctx.fwd = lstmfast.lstm_forward(x.numpy().transpose(1, 2, 0), W, RW, b,
+                                        for_backprop=True, out=out.transpose(1, 2, 0), **extra)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        g = lstmfast.lstm_backward(ctx.fwd, grad_out.numpy().transpose(1, 2, 0),
+                                   input_gradient=False)
+        return (None, torch.from_numpy(g.input_weights.T),
+                torch.from_numpy(g.recurrent_weights.T), torch.from_numpy(g.bias),
+                torch.from_numpy(g.bias.copy()), None)
+
+
+def floor_cases(mb, n_in, h, T, dtype):
+    """({name: (forward, backward, reset)}, the module) for one layer and direction (see
+    ``floor`` mode):
+    each forward keeps what its backward needs; each backward returns the weight gradients
+    (torch's sides: in nn.LSTM's layout and gate order, w_ih, w_hh and each bias's; the
+    functional API: its lstm_backward result, in the kernels' order); reset (untimed) clears
+    the parameters' gradients, so that every backward pass writes new ones."""
+    from lstmfast.torch._function import kernel_weights
+    from lstmfast.torch._ops import kernel_arrays
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)                 # [mb, nIn, T]
+    x_time_major = np.ascontiguousarray(x_np.transpose(2, 0, 1))            # [T, mb, nIn]
+    grad_time_major = rng.standard_normal((T, mb, h)).astype(dtype) / (T * mb)
+    grad_np = np.asfortranarray(grad_time_major.transpose(1, 2, 0))
+    x_t, grad_t = torch.from_numpy(x_time_major), torch.from_numpy(grad_time_major)
+    torch.manual_seed(0)
+    module = lt.LSTM(n_in, h, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    parameters = module._layer_parameters(0, 0)[:4]
+    arrays = kernel_arrays(*parameters, None, None)
+    W, RW, b = (a.copy(order="F") for a in kernel_weights(*parameters, None))
+    out = np.empty((T, mb, h), dtype=dtype)
+    state = {}
+
+    def reset():
+        for p in parameters:
+            p.grad = None
+
+    def module_forward():
+        state["module"] = module(x_t)[0]
+
+    def module_backward():
+        state["module"].backward(grad_t)
+        return tuple(p.grad for p in parameters)
+
+    def function_forward():
+        state["function"] = KernelsInAutograd.apply(x_t, *parameters, arrays)
+
+    def function_backward():
+        state["function"].backward(grad_t)
+        return tuple(p.grad for p in parameters)
+
+    def kernels_forward():
+        W_k, RW_k, b_k, extra = kernel_arrays(*parameters, None, None)
+        state["kernels"] = lstmfast.lstm_forward(x_time_major.transpose(1, 2, 0), W_k, RW_k,
+                                                 b_k, for_backprop=True,
+                                                 out=out.transpose(1, 2, 0), **extra)
+
+    def kernels_backward():
+        g = lstmfast.lstm_backward(state["kernels"], grad_time_major.transpose(1, 2, 0),
+                                   input_gradient=False)
+        return g.input_weights.T, g.recurrent_weights.T, g.bias, g.bias
+
+    def functional_forward():
+        state["functional"] = lstmfast.lstm_forward(x_np, W, RW, b, for_backprop=True)
+
+    def functional_backward():
+        return lstmfast.lstm_backward(state["functional"], grad_np, input_gradient=False)
+
+    return {"module": (module_forward, module_backward, reset),
+            "Function": (function_forward, function_backward, reset),
+            "kernels": (kernels_forward, kernels_backward, None),
+            "functional": (functional_forward, functional_backward, None)}, module
+
+
+def floor_main(argv):
+    ap = argparse.ArgumentParser(description="the module against torch's autograd around the "
+                                 "kernels, the kernels alone and the functional API")
+    ap.add_argument("--minibatch", type=int, default=32)
+    ap.add_argument("--n-in", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--reps", type=int, default=60, help="alternated passes per case")
+    args = ap.parse_args(argv)
+    set_threads(1)
+    cases, _ = floor_cases(args.minibatch, args.n_in, args.hidden, args.steps,
+                           np.dtype(args.dtype))
+    for forward, backward, reset in cases.values():
+        for _ in range(3):
+            if reset is not None:
+                reset()
+            forward()
+            backward()
+    gc.collect()
+    times = {name: ([], []) for name in cases}
+    for i in range(args.reps):
+        order = list(cases) if i % 2 else list(cases)[::-1]
+        for name in order:
+            forward, backward, reset = cases[name]
+            if reset is not None:
+                reset()
+            t0 = time.perf_counter()
+            forward()
+            t1 = time.perf_counter()
+            backward()
+            times[name][0].append(t1 - t0)
+            times[name][1].append(time.perf_counter() - t1)
+    ms = {name: tuple(1e3 * statistics.median(t) for t in pair) for name, pair in times.items()}
+    base = sum(ms["functional"])
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"lstmfast {lstmfast.__version__}, dtype {args.dtype}, mb={args.minibatch} "
+          f"nIn={args.n_in} h={args.hidden} T={args.steps}, 1 thread; medians of {args.reps} "
+          f"alternated passes")
+    print()
+    print("| case | forward ms | backward ms | total ms | over the functional API |")
+    print("|---|---|---|---|---|")
+    for name, (forward, backward) in ms.items():
+        total = forward + backward
+        print(f"| {name} | {forward:.3f} | {backward:.3f} | {total:.3f} | "
+              f"{total - base:+.3f} ms ({total / base:.3f}x) |")
+
+
+# ---------------------------------------------------------------------------------------------
 # peers: the module against nn.LSTM, each in its own process
 
 PEER_MODES = ("train", "infer")
@@ -697,5 +846,7 @@ if __name__ == "__main__":
         pools_main(sys.argv[2:])
     elif sys.argv[1:2] == ["peers"]:
         peers_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["floor"]:
+        floor_main(sys.argv[2:])
     else:
         overhead_main(sys.argv[1:])

@@ -80,3 +80,41 @@ def test_module_and_functional_cases_do_the_same_work():
             projection[0] if projection else None)).output
         np.testing.assert_allclose(lstmfast.lstm_forward(x, W, RW, b, **keywords).output, want,
                                    rtol=0, atol=1e-12)
+
+
+def test_floor_cases_give_nn_lstm_gradients():
+    """The four sides of the ``floor`` mode (the module, the kernels inside a bare
+    autograd.Function, the kernels alone, the functional API) compute the same pass: nn.LSTM's
+    output gradient taken back to the same weight gradients, in float64."""
+    from lstmfast.torch._function import TORCH_FROM_KERNEL, _blocks
+    bench = load_benchmark()
+    mb, n_in, h, T = 3, 4, 5, 6
+    cases, ours = bench.floor_cases(mb, n_in, h, T, np.float64)
+    assert list(cases) == ["module", "Function", "kernels", "functional"]
+    grads = {}
+    for name, (forward, backward, reset) in cases.items():
+        if reset is not None:
+            reset()
+        forward()
+        result = backward()
+        if name == "functional":      # the kernels' gate order back to nn.LSTM's
+            result = (_blocks(result.input_weights.T, TORCH_FROM_KERNEL),
+                      _blocks(result.recurrent_weights.T, TORCH_FROM_KERNEL),
+                      _blocks(result.bias, TORCH_FROM_KERNEL),
+                      _blocks(result.bias, TORCH_FROM_KERNEL))
+        grads[name] = [g.numpy().copy() if isinstance(g, torch.Tensor) else np.array(g)
+                       for g in result]
+    # the peer: nn.LSTM with the module's weights, on the benchmark's own x and dL/d(out)
+    peer = torch.nn.LSTM(n_in, h, dtype=torch.float64)
+    peer.load_state_dict(ours.state_dict())
+    rng = np.random.default_rng(0)          # as floor_cases draws them
+    x = rng.standard_normal((mb, n_in, T))
+    grad_out = rng.standard_normal((T, mb, h)) / (T * mb)
+    out, _ = peer(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
+    out.backward(torch.from_numpy(grad_out))
+    expected = [p.grad.numpy() for p in (peer.weight_ih_l0, peer.weight_hh_l0, peer.bias_ih_l0,
+                                         peer.bias_hh_l0)]
+    assert np.abs(expected[0]).max() > 1e-3
+    for name, result in grads.items():
+        for got, want in zip(result, expected):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=name)
