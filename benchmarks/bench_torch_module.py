@@ -620,11 +620,11 @@ class KernelsInAutograd(torch.autograd.Function):
 
 def floor_cases(mb, n_in, h, T, dtype):
     """({name: (forward, backward, reset)}, the module) for one layer and direction (see
-    ``floor`` mode):
-    each forward keeps what its backward needs; each backward returns the weight gradients
-    (torch's sides: in nn.LSTM's layout and gate order, w_ih, w_hh and each bias's; the
-    functional API: its lstm_backward result, in the kernels' order); reset (untimed) clears
-    the parameters' gradients, so that every backward pass writes new ones."""
+    ``floor`` mode). Each forward keeps what its backward needs; each backward returns the
+    weight gradients (torch's sides: in nn.LSTM's layout and gate order, w_ih, w_hh and each
+    bias's; the functional API: its lstm_backward result, in the kernels' order); reset
+    (untimed, None where nothing is kept) clears the parameters' gradients, so that every
+    backward pass writes new ones instead of adding to the last."""
     from lstmfast.torch._function import kernel_weights
     from lstmfast.torch._ops import kernel_arrays
     rng = np.random.default_rng(0)

@@ -342,7 +342,7 @@ LF_TARGET static void LF_NAME(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF
 /* ---- the panel kernel: one register tile of C, rows m0 .. m0 + rows - 1 (rb blocks of LF_MR,
  * block r of A at a + r * a_block, its element (i, k) at i + k * lda), columns n0 .. n0 +
  * ncols - 1 (cp panels of B, panel q at panel + q * K * LF_NR). C, addend and bias point at
- * (m0, n0). rb, cp and full are constants at every call (always inlined), so each shape is its
+ * (m0, n0); next: the next tile's panels, fetched into L2 meanwhile, or NULL. rb, cp and full are constants at every call (always inlined), so each shape is its
  * own code with its accumulators in registers; full: rows == rb * LF_MR (else the loads of A
  * are masked past M and C is written through a buffer). */
 LF_TARGET LF_ALWAYS_INLINE void LF_NAME(lf_gemm_tile)(
@@ -378,9 +378,10 @@ LF_TARGET LF_ALWAYS_INLINE void LF_NAME(lf_gemm_tile)(
                 mask[r][v] = LF_P_MASK_OF(rows - r * LF_MR - v * LF_P_W);
     for (ptrdiff_t k = 0; k < K; k++) {
         LF_P av[LF_RB_MAX][LF_VPB];
-        /* the next tile's panels, LF_TILE_COLUMNS * K elements from `next`, one line in
-         * every 16 (8) elements, into L2 (a prefetch past the end of B, when the next tile
-         * has fewer panels, loads nothing and never faults) */
+        /* the next tile's panels (LF_TILE_COLUMNS * K elements from `next`) into L2, one
+         * prefetch LF_TILE_COLUMNS elements further per term, so every line of them by the
+         * last term (past the end of B, where the next tile has fewer panels, a prefetch
+         * loads nothing and never faults) */
         if (next != NULL)
             _mm_prefetch((const char*)(next + k * LF_TILE_COLUMNS), _MM_HINT_T1);
 #pragma GCC unroll 4
