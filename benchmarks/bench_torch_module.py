@@ -122,15 +122,20 @@ def compare(cases, reps, trials):
     return best
 
 
-def pools_main(argv):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shape_arguments(ap):
+    """The problem's sizes and dtype: the same options in every mode."""
     ap.add_argument("--minibatch", type=int, default=32)
     ap.add_argument("--n-in", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+
+
+def pools_main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_arguments(ap)
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--small", action="store_true",
                     help="also a small problem (mb 8, nIn 16, h 32, T 50) where per-call overheads dominate")
@@ -525,11 +530,7 @@ def alternate(module_step, functional_step, reps):
 def overhead_main(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minibatch", type=int, default=32)
-    ap.add_argument("--n-in", type=int, default=64)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    add_shape_arguments(ap)
     ap.add_argument("--reps", type=int, default=40, help="alternated steps per case and side")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--callgrind", action="store_true",
@@ -685,11 +686,7 @@ def floor_cases(mb, n_in, h, T, dtype):
 def floor_main(argv):
     ap = argparse.ArgumentParser(description="the module against torch's autograd around the "
                                  "kernels, the kernels alone and the functional API")
-    ap.add_argument("--minibatch", type=int, default=32)
-    ap.add_argument("--n-in", type=int, default=64)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    add_shape_arguments(ap)
     ap.add_argument("--reps", type=int, default=60, help="alternated passes per case")
     args = ap.parse_args(argv)
     set_threads(1)
@@ -793,11 +790,7 @@ def peers_main(argv):
     import subprocess
     ap = argparse.ArgumentParser(description="lstmfast.torch.LSTM against torch.nn.LSTM, each "
                                  "in its own process (rounds alternating the two)")
-    ap.add_argument("--minibatch", type=int, default=32)
-    ap.add_argument("--n-in", type=int, default=64)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    add_shape_arguments(ap)
     ap.add_argument("--reps", type=int, default=20, help="timed steps per case and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
