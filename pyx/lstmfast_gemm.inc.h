@@ -342,9 +342,10 @@ LF_TARGET static void LF_NAME(lf_dot_columns)(ptrdiff_t N, ptrdiff_t K, const LF
 /* ---- the panel kernel: one register tile of C, rows m0 .. m0 + rows - 1 (rb blocks of LF_MR,
  * block r of A at a + r * a_block, its element (i, k) at i + k * lda), columns n0 .. n0 +
  * ncols - 1 (cp panels of B, panel q at panel + q * K * LF_NR). C, addend and bias point at
- * (m0, n0); next: the next tile's panels, fetched into L2 meanwhile, or NULL. rb, cp and full are constants at every call (always inlined), so each shape is its
- * own code with its accumulators in registers; full: rows == rb * LF_MR (else the loads of A
- * are masked past M and C is written through a buffer). */
+ * (m0, n0); next: the next tile's panels, fetched into L2 meanwhile, or NULL. rb, cp and full
+ * are constants at every call (always inlined), so each shape is its own code with its
+ * accumulators in registers; full: rows == rb * LF_MR (else the loads of A are masked past M
+ * and C is written through a buffer). */
 LF_TARGET LF_ALWAYS_INLINE void LF_NAME(lf_gemm_tile)(
     ptrdiff_t K, const LF_T* a, ptrdiff_t lda, ptrdiff_t a_block, ptrdiff_t rows,
     const LF_T* panel, ptrdiff_t ncols, LF_T* C, ptrdiff_t ldc, const LF_T* addend,
