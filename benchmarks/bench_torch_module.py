@@ -626,7 +626,6 @@ def floor_cases(mb, n_in, h, T, dtype):
     bias's; the functional API: its lstm_backward result, in the kernels' order); reset
     (untimed, None where nothing is kept) clears the parameters' gradients, so that every
     backward pass writes new ones instead of adding to the last."""
-    from lstmfast.torch._function import kernel_weights
     from lstmfast.torch._ops import kernel_arrays
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((mb, n_in, T)).astype(dtype)                 # [mb, nIn, T]
@@ -638,7 +637,7 @@ def floor_cases(mb, n_in, h, T, dtype):
     module = lt.LSTM(n_in, h, dtype=torch.float32 if dtype == np.float32 else torch.float64)
     parameters = module._layer_parameters(0, 0)[:4]
     arrays = kernel_arrays(*parameters, None, None)
-    W, RW, b = (a.copy(order="F") for a in kernel_weights(*parameters, None))
+    W, RW, b = FunctionalLSTM(module).layers[0][0]      # the default mode's functional side
     out = np.empty((T, mb, h), dtype=dtype)
     state = {}
 
