@@ -549,9 +549,14 @@ def min_kink_distance(fwd):
 
 def contiguous_mask(rng, mb, T, kind):
     """0/1 mask [mb, T]: 'leading' zeros, 'trailing' zeros, 'both', per example (possibly none),
-    'random' (arbitrary 0/1 pattern), 'ones'."""
+    'random' (arbitrary 0/1 pattern), 'ones'; or 'weights': 0, 0.5 and 1 at random (the seed
+    multiplies by the mask wherever it masks, so a mask may weight steps)."""
     m = np.ones((mb, T))
     if kind == "ones":
+        return m
+    if kind == "weights":
+        m = rng.choice([0.0, 0.5, 1.0, 1.0], size=(mb, T))
+        m[0, 0] = 0.5
         return m
     if kind == "random":
         return (rng.random((mb, T)) < 0.65).astype(np.float64)

@@ -227,6 +227,27 @@ def test_peepholes_inferred_from_recurrent_weights(peephole, dtype):
     check_case(case)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", ("C", "F"))
+@pytest.mark.parametrize("tbptt", (None, 4))
+@pytest.mark.parametrize("mask_kind", MASKS + ("weights",))
+def test_packed_kernel_minibatch_with_masks(mask_kind, tbptt, layout, dtype):
+    """A minibatch on the packed kernel at one thread, where the backward pass computes each
+    step's dL/dx in its time loop and writes an unmasked step's straight into the (Fortran-
+    ordered) dL/dx it returns: masked steps (also weighted by 0.5: there the mask of dL/dx is
+    not the identity), steps before a truncation, both layouts of x."""
+    case = draw_case(_seed("packed", mask_kind, tbptt, layout, np.dtype(dtype).name), dtype,
+                     activation="tanh", gate="sigmoid", mb=16, n_in=5, H=8, T=7, two_d=False,
+                     mask_kind=mask_kind, tbptt=tbptt, state="both")
+    case["x"] = _relayout(case["x"], layout, None)
+    case["eps"] = _relayout(case["eps"], layout, None)
+    previous = lstmfast.set_num_threads(1)
+    try:
+        check_case(case)
+    finally:
+        lstmfast.set_num_threads(previous)
+
+
 # -------------------------------------------------------------------------------------------
 # Memory layouts, read-only inputs, mixed dtypes
 # -------------------------------------------------------------------------------------------
