@@ -130,7 +130,9 @@ def test_the_partner_pass_stops_within_a_step_when_the_first_call_raises(two_thr
     """Ctrl-C reaches only the calling thread, so its call's pass stops within a time step; the
     call beside it polls a flag that the first call sets when it raises
     (lstmfast.functional._side_by_side), and stops at its next step, not after its whole pass
-    (about a second here)."""
+    (about a second here). The weights are column-major, as the layers keep theirs: C-ordered
+    ones are copied before each pass (32 MB here, fresh pages every call), which took 35-50 ms
+    and at times 150-270 ms on a shared machine before the pass's first step could see the flag."""
     import time
 
     from lstmfast.functional import _side_by_side, lstm_forward
@@ -138,8 +140,8 @@ def test_the_partner_pass_stops_within_a_step_when_the_first_call_raises(two_thr
     rng = np.random.default_rng(0)
     steps = 600
     x = rng.standard_normal((8, 16, steps))
-    W = rng.standard_normal((16, 4096)) * 0.05
-    RW = rng.standard_normal((1024, 4096)) * 0.05
+    W = np.asfortranarray(rng.standard_normal((16, 4096)) * 0.05)
+    RW = np.asfortranarray(rng.standard_normal((1024, 4096)) * 0.05)
     b = np.zeros(4096)
     started = time.perf_counter()
     lstm_forward(x[:, :, :30], W, RW, b)
