@@ -90,7 +90,7 @@ ctypedef struct _backward_job:
     const void* packed_w_t         # W^T packed for dL/dx on the packed kernel (NULL: BLAS)
     bint dx_per_step               # dL/dx of each step in the time loop, on its packed deltas
     void* dx_direct                # ... written straight to the caller's dL/dx at unmasked
-    Py_ssize_t dx_direct_time      # steps (_dx_target), or NULL: into grad_xp; its strides
+    Py_ssize_t dx_direct_time      # steps (_dx_direct_at), or NULL: into grad_xp; its strides
     Py_ssize_t dx_direct_feature
     const int* cancel
     int stop_slots[2]
