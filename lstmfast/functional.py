@@ -667,7 +667,8 @@ def lstm_backward(fwd, epsilon, *, tbptt_length=None, grad_last_h=None, grad_las
     example's last valid step. check_finite=True raises ValueError for NaN/Inf in epsilon,
     grad_last_h or grad_last_c. grad_input_out: None, or an array shaped like the forward
     pass's x to write dL/dx into (as lstm_forward's out: any positive non-overlapping strides,
-    no memory shared with an input). input_gradient=False: dL/dx is not wanted (the first
+    no memory shared with an input; a pass stopped by Ctrl-C may have written some of its
+    steps). input_gradient=False: dL/dx is not wanted (the first
     layer of a network, an input that needs no gradient): the kernels skip its GEMM (about
     nIn / (nIn + h) of the backward's gradient flops) and .input is None; the other gradients
     are the same bits.
