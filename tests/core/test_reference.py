@@ -113,7 +113,7 @@ def assert_close(name, got, want, dtype, desc):
     assert err <= TOL[dtype], f"{name}: relative error {err:.3g} > {TOL[dtype]:g} ({desc})"
 
 
-def check_case(case, compute_dtype=None):
+def check_case(case, compute_dtype=None, grad_input_out=None):
     """Run lstmfast on the case and compare everything with the reference; also check that the
     inputs are not modified and that dtypes/shapes are as documented."""
     dtype = compute_dtype or case["dtype"]
@@ -121,7 +121,9 @@ def check_case(case, compute_dtype=None):
     before = {k: np.array(v, copy=True) for k, v in _inputs(case).items()}
     fwd = lstmfast.lstm_forward(case["x"], case["W"], case["RW"], case["b"], for_backprop=True,
                                 **case["kwargs"])
-    grads = lstmfast.lstm_backward(fwd, case["eps"], tbptt_length=case["tbptt"])
+    grads = lstmfast.lstm_backward(fwd, case["eps"], tbptt_length=case["tbptt"],
+                                   grad_input_out=grad_input_out)
+    assert grad_input_out is None or grads.input is grad_input_out
     ref = case["ref"]
     rgrads = R.ref_backward(ref, case["eps"], tbptt_length=case["tbptt"])
 
@@ -227,25 +229,43 @@ def test_peepholes_inferred_from_recurrent_weights(peephole, dtype):
     check_case(case)
 
 
+def _grad_input_array(kind, shape, dtype):
+    """None (lstm_backward's own, Fortran-ordered), or a caller's dL/dx array [mb, n_in, T]:
+    the view of a time-major [T, mb, n_in] array (each example's features contiguous)."""
+    if kind is None:
+        return None
+    mb, n_in, T = shape
+    return np.full((T, mb, n_in), np.nan, dtype).transpose(1, 2, 0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("layout", ("C", "F"))
+@pytest.mark.parametrize("threads", (1, 2))
+@pytest.mark.parametrize("grad_out", (None, "time-major"))
 @pytest.mark.parametrize("tbptt", (None, 4))
 @pytest.mark.parametrize("mask_kind", MASKS + ("weights",))
-def test_packed_kernel_minibatch_with_masks(mask_kind, tbptt, layout, dtype):
-    """A minibatch on the packed kernel at one thread, where the backward pass computes each
-    step's dL/dx in its time loop and writes an unmasked step's straight into the (Fortran-
-    ordered) dL/dx it returns: masked steps (also weighted by 0.5: there the mask of dL/dx is
-    not the identity), steps before a truncation, both layouts of x."""
-    case = draw_case(_seed("packed", mask_kind, tbptt, layout, np.dtype(dtype).name), dtype,
-                     activation="tanh", gate="sigmoid", mb=16, n_in=5, H=8, T=7, two_d=False,
-                     mask_kind=mask_kind, tbptt=tbptt, state="both")
-    case["x"] = _relayout(case["x"], layout, None)
-    case["eps"] = _relayout(case["eps"], layout, None)
-    previous = lstmfast.set_num_threads(1)
+def test_packed_kernel_minibatch_with_masks(mask_kind, tbptt, grad_out, threads, dtype):
+    """Minibatches on the packed kernel, where the backward pass computes each step's dL/dx in
+    its time loop and writes an unmasked step's straight into a Fortran-ordered dL/dx (the
+    one it returns), else into its step-stacked buffer, copied out after the loop (a
+    time-major grad_input_out): masked steps (also weighted by 0.5: there the mask of dL/dx is
+    not the identity), steps before a truncation, one thread and a team of two (which splits
+    each step's dL/dx by columns: n_in 70 is no multiple of the kernel's 6-column panels)."""
+    mb, n_in, H, T = (16, 5, 8, 7) if threads == 1 else (32, 70, 64, 20)
+    case = draw_case(_seed("packed", mask_kind, tbptt, grad_out, threads, np.dtype(dtype).name),
+                     dtype, activation="tanh", gate="sigmoid", mb=mb, n_in=n_in, H=H, T=T,
+                     two_d=False, mask_kind=mask_kind, tbptt=tbptt, state="both")
+    report = {}
+    previous = lstmfast.set_num_threads(threads)
     try:
-        check_case(case)
+        fwd = lstmfast.lstm_forward(case["x"], case["W"], case["RW"], case["b"],
+                                    for_backprop=True, **case["kwargs"])
+        lstmfast.lstm_backward(fwd, case["eps"], tbptt_length=case["tbptt"], _report=report)
+        check_case(case, grad_input_out=_grad_input_array(grad_out, case["x"].shape, dtype))
     finally:
         lstmfast.set_num_threads(previous)
+    # (the portable path has no packed kernel: its passes call BLAS, on one thread)
+    if lstmfast.kernels.simd_variant() != "portable":
+        assert report["threads"] == threads
 
 
 # -------------------------------------------------------------------------------------------
