@@ -747,7 +747,7 @@ cdef int run_backward(const lstm_dims* dims,
     # recurrent product anyway, and are read again while in cache instead of from the
     # step-stacked copy after the loop (the same bits: each element is one chain over the 4h
     # columns in order either way). float64 keeps OpenBLAS: per step on the packed kernel,
-    # AMD Zen 4, 1 thread, (100, 64, 256, 256) backward 285-302 -> 285-305 ms (alternated)
+    # AMD Zen 4, 1 thread, (100, 64, 256, 256) backward 285-304 -> 285-305 ms (alternated)
     job.dx_per_step = job.packed_w_t != NULL and a_pack != NULL
     job.dx_direct = NULL
     if (job.dx_per_step and not by_length and grad_input_strides.minibatch == 1
