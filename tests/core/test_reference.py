@@ -113,16 +113,17 @@ def assert_close(name, got, want, dtype, desc):
     assert err <= TOL[dtype], f"{name}: relative error {err:.3g} > {TOL[dtype]:g} ({desc})"
 
 
-def check_case(case, compute_dtype=None, grad_input_out=None):
+def check_case(case, compute_dtype=None, grad_input_out=None, report=None):
     """Run lstmfast on the case and compare everything with the reference; also check that the
-    inputs are not modified and that dtypes/shapes are as documented."""
+    inputs are not modified and that dtypes/shapes are as documented. grad_input_out: passed to
+    lstm_backward; report (a dict): receives the backward pass's report."""
     dtype = compute_dtype or case["dtype"]
     desc = case["desc"]
     before = {k: np.array(v, copy=True) for k, v in _inputs(case).items()}
     fwd = lstmfast.lstm_forward(case["x"], case["W"], case["RW"], case["b"], for_backprop=True,
                                 **case["kwargs"])
     grads = lstmfast.lstm_backward(fwd, case["eps"], tbptt_length=case["tbptt"],
-                                   grad_input_out=grad_input_out)
+                                   grad_input_out=grad_input_out, _report=report)
     assert grad_input_out is None or grads.input is grad_input_out
     ref = case["ref"]
     rgrads = R.ref_backward(ref, case["eps"], tbptt_length=case["tbptt"])
@@ -257,10 +258,8 @@ def test_packed_kernel_minibatch_with_masks(mask_kind, tbptt, grad_out, threads,
     report = {}
     previous = lstmfast.set_num_threads(threads)
     try:
-        fwd = lstmfast.lstm_forward(case["x"], case["W"], case["RW"], case["b"],
-                                    for_backprop=True, **case["kwargs"])
-        lstmfast.lstm_backward(fwd, case["eps"], tbptt_length=case["tbptt"], _report=report)
-        check_case(case, grad_input_out=_grad_input_array(grad_out, case["x"].shape, dtype))
+        check_case(case, grad_input_out=_grad_input_array(grad_out, case["x"].shape, dtype),
+                   report=report)
     finally:
         lstmfast.set_num_threads(previous)
     # (the portable path has no packed kernel: its passes call BLAS, on one thread)
